@@ -1,0 +1,99 @@
+//! The engine's boundary: what a driver feeds in and what it must carry out.
+//!
+//! The driver (the tokio daemon, or the replay harness) owns sockets and the clock. It calls
+//! [`crate::B2bua::handle_input`] for every event, then drains [`crate::B2bua::poll_output`]
+//! until it returns `None`, then sleeps until [`crate::B2bua::poll_timeout`] (or the next
+//! input) and feeds [`Input::Timeout`].
+
+use std::net::SocketAddr;
+
+/// One transport connection the driver owns: a WebSocket (web side) or a TCP connection
+/// (IMS side). Ids are assigned by the driver and never reused within a process lifetime.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// Which network the traffic belongs to. Nothing learned on one side is written to the other.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// Browsers: SIP over WebSocket (RFC 7118).
+    Web,
+    /// The IMS core: SIP over UDP or TCP.
+    Ims,
+}
+
+/// SIP transport protocol of a flow, as written in Via (`SIP/2.0/<T>`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    /// The Via transport token (RFC 3261 §20.42, RFC 7118 §5.2).
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+
+    /// Reliable transports get no retransmissions (RFC 3261 §17.1.1.2).
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Transport::Udp)
+    }
+}
+
+/// Where a message came from, or must go to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Flow {
+    /// A WebSocket connection from a browser.
+    Web { conn: ConnId },
+    /// A UDP datagram or TCP connection on the IMS side. For TCP the driver reuses an open
+    /// connection to `remote` or opens one (RFC 3261 §18.1.1, §18.2.2).
+    Ims { transport: Transport, remote: SocketAddr },
+}
+
+/// Something that happened at the driver.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A connection was accepted (WebSocket after the `sip` subprotocol upgrade) or opened.
+    ConnectionOpened { conn: ConnId, side: Side, transport: Transport, local: SocketAddr, remote: SocketAddr },
+    /// One whole SIP message: a WebSocket message, a UDP datagram, or one message framed out of
+    /// a TCP stream by Content-Length.
+    Receive { flow: Flow, conn: Option<ConnId>, remote: SocketAddr, data: &'a [u8] },
+    /// The connection is gone (close frame, reset, idle timeout).
+    ConnectionClosed { conn: ConnId },
+    /// The driver could not deliver to an IMS destination (connect refused, ICMP, TCP reset).
+    Unreachable { flow: Flow },
+    /// The time returned by `poll_timeout` has come.
+    Timeout,
+}
+
+/// Something the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send one SIP message. On WebSocket it is one text frame.
+    Transmit { flow: Flow, data: Vec<u8> },
+    /// Close a connection (e.g. after a policy violation).
+    Close { conn: ConnId },
+}
+
+/// One metric sample, rendered by the driver (Prometheus text on /metrics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+}
