@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 pub struct ConnId(pub u64);
 
 /// Which network the traffic belongs to. Nothing learned on one side is written to the other.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     /// Browsers: SIP over WebSocket (RFC 7118).
     Web,

@@ -1,55 +1,82 @@
-//! The Estuary signalling machine (work in progress: see issue 2).
+//! The Estuary signalling machine: a B2BUA between browsers (SIP over WebSocket, RFC 7118) and
+//! an IMS core (SIP over UDP/TCP), sans-IO.
+//!
+//! # Driving it
+//! The driver feeds every transport event to [`B2bua::handle_input`] with the current time,
+//! then drains [`B2bua::poll_output`] until `None`, then waits for the next input or for
+//! [`B2bua::poll_timeout`], at which it feeds [`Input::Timeout`]. The engine never reads a
+//! clock, opens a socket or spawns a thread, so the same code runs under tokio and under the
+//! replay harness's virtual clock.
+//!
+//! # What it does
+//! - Registrations: browser REGISTERs are re-originated toward IMS with a gateway Contact and a
+//!   Path (RFC 3327) carrying a per-binding token; challenges and credentials pass unchanged.
+//! - Calls in both directions: two dialogs per call with their own Call-ID, tags, Via and
+//!   Contact; end-to-end headers and bodies are relayed (see [`relay`]); provisional responses,
+//!   forking, CANCEL races, re-INVITE, UPDATE, PRACK, INFO, MESSAGE, OPTIONS and BYE.
+//! - Failures: unreachable or silent next hop -> 503/408 toward the browser; malformed input ->
+//!   400 with a reason, or dropped and counted when no response can be formed.
+//!
+//! Bodies (SDP) pass unchanged in this version; the SDP interworking engine slots in where
+//! [`B2bua`] copies bodies between legs.
 
+pub mod call;
 pub mod io;
+mod metrics;
+pub mod registrar;
+pub mod relay;
 
-use std::time::Instant;
+mod engine;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use engine::B2bua;
 pub use io::{ConnId, Flow, Input, MetricKind, Output, Sample, Side, Transport};
+pub use registrar::OnWsClose;
 
-/// Configuration of the signalling engine. Built by the daemon from operator TOML.
+/// Configuration of the signalling engine, built by the daemon from operator TOML.
 #[derive(Clone, Debug)]
 pub struct B2buaConfig {
-    /// Address the gateway writes into Via/Contact/Record-Route/Path toward IMS.
-    pub ims_advertised: std::net::SocketAddr,
-    /// Transport used toward the next hop.
+    /// Address the gateway writes into Via, Contact and Path toward IMS.
+    pub ims_advertised: SocketAddr,
+    /// Transport toward the IMS next hop.
     pub ims_transport: Transport,
-    /// Every out-of-dialog request toward IMS is sent here.
-    pub next_hop: std::net::SocketAddr,
-    /// The IMS home domain (Request-URI of REGISTER, default domain of AoRs).
+    /// Every request toward IMS goes here (the gateway's outbound proxy, e.g. the S-CSCF).
+    pub next_hop: SocketAddr,
+    /// The IMS home domain.
     pub domain: String,
-    /// Host written into Via/Contact/Record-Route toward browsers.
+    /// Host written in Via and Contact toward browsers.
     pub web_advertised_host: String,
+    /// RFC 3261 timer values.
+    pub timers: estuary_transaction::TimerConfig,
+    /// Max-Forwards on requests the gateway originates.
+    pub max_forwards: u32,
+    /// What happens to registrations when their WebSocket closes.
+    pub on_ws_close: OnWsClose,
+    /// Upper bound on the expiry the gateway requests toward IMS.
+    pub max_expires: u32,
+    /// Browsers must register before they can call or message (the P-CSCF rule, TS 24.229
+    /// §5.2.6.3); disable only for labs without a registrar.
+    pub require_registration: bool,
+    /// Retry-After sent with a 503 when the IMS next hop is unreachable.
+    pub retry_after: Duration,
 }
 
-/// The signalling engine. Sans-IO: no sockets, no clock.
-pub struct B2bua {
-    #[allow(dead_code)]
-    config: B2buaConfig,
-    outputs: std::collections::VecDeque<Output>,
-}
-
-impl B2bua {
-    /// A new engine. `seed` drives every random token (tags, branches, Call-IDs) so that
-    /// replays are deterministic.
-    pub fn new(config: B2buaConfig, _seed: u64) -> Self {
-        B2bua { config, outputs: Default::default() }
-    }
-
-    /// Feed one event. Afterwards drain `poll_output` and re-read `poll_timeout`.
-    pub fn handle_input(&mut self, _now: Instant, _input: Input<'_>) {}
-
-    /// The next action for the driver, if any.
-    pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
-    }
-
-    /// When to feed `Input::Timeout` next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-
-    /// Current metric values.
-    pub fn metrics(&self) -> Vec<Sample> {
-        Vec::new()
+impl Default for B2buaConfig {
+    fn default() -> Self {
+        B2buaConfig {
+            ims_advertised: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            ims_transport: Transport::Udp,
+            next_hop: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            domain: "ims.test".to_owned(),
+            web_advertised_host: "127.0.0.1".to_owned(),
+            timers: Default::default(),
+            max_forwards: 70,
+            on_ws_close: OnWsClose::Deregister,
+            max_expires: 3600,
+            require_registration: true,
+            retry_after: Duration::from_secs(30),
+        }
     }
 }

@@ -2,6 +2,10 @@
 //! that closes its headers plus exactly Content-Length body bytes. Content-Length is mandatory
 //! on streams. CRLF keep-alives between messages (RFC 5626 §4.4.1) are skipped and reported
 //! so the driver can answer a double-CRLF ping with a single-CRLF pong.
+//!
+//! Content-Length is read with the message parser's own rules (compact `l`, folded values,
+//! several lines that must agree, RFC 4475 §3.3.9), so framing and parsing never disagree on
+//! where a message ends.
 
 use std::fmt;
 
@@ -10,7 +14,10 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FramingError {
     /// Headers or headers+body exceed the configured maximum.
-    TooLarge { limit: usize },
+    TooLarge {
+        /// The configured maximum message size in bytes.
+        limit: usize,
+    },
     /// No parseable Content-Length header on a stream transport.
     MissingContentLength,
     /// Content-Length present but not a decimal number.
@@ -43,12 +50,15 @@ pub enum Frame {
 pub struct StreamFramer {
     buf: Vec<u8>,
     max_message_size: usize,
+    /// How far `buf` has been searched for the end of the header section without finding it,
+    /// so bytes arriving in small pieces are scanned once, not once per piece.
+    scanned: usize,
 }
 
 impl StreamFramer {
     /// `max_message_size` bounds headers plus body; larger messages are a [`FramingError`].
     pub fn new(max_message_size: usize) -> Self {
-        StreamFramer { buf: Vec::new(), max_message_size }
+        StreamFramer { buf: Vec::new(), max_message_size, scanned: 0 }
     }
 
     /// Append bytes read from the stream.
@@ -64,66 +74,63 @@ impl StreamFramer {
     /// The next complete frame, `Ok(None)` if more bytes are needed.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FramingError> {
         // Leading CRLFs: a double CRLF is a keep-alive ping, a lone CRLF is a pong or
-        // padding (RFC 3261 §7.5 allows CRLFs before a start line).
+        // padding (RFC 3261 §7.5 allows CRLFs before a start line). One drain per call keeps
+        // this linear however many CRLFs a peer sends.
         let lead = self.buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
         if lead > 0 {
-            if self.buf.starts_with(b"\r\n\r\n") {
-                self.buf.drain(..4);
+            let crlfs = self.buf.get(..lead).unwrap_or_default();
+            if let Some(p) = find(crlfs, b"\r\n\r\n") {
+                self.buf.drain(..p + 4);
+                self.scanned = 0;
                 return Ok(Some(Frame::Ping));
             }
-            if lead == self.buf.len() && lead < 4 && self.buf.starts_with(b"\r\n\r") {
-                return Ok(None); // maybe the rest of a ping
+            if lead == self.buf.len() {
+                // Only CR/LF so far: keep a tail that may be the start of a split ping.
+                let keep = (1..=lead.min(3))
+                    .rev()
+                    .find(|&k| self.buf.get(lead - k..).is_some_and(|t| b"\r\n\r\n".starts_with(t)))
+                    .unwrap_or(0);
+                self.buf.drain(..lead - keep);
+                self.scanned = 0;
+                return Ok(None);
             }
-            self.buf.drain(..lead.min(2));
-            return self.next_frame();
+            self.buf.drain(..lead);
+            self.scanned = 0;
         }
-        let Some(head_end) = find(&self.buf, b"\r\n\r\n") else {
+        let from = self.scanned.saturating_sub(3);
+        let Some(head_end) = self.buf.get(from..).and_then(|b| find(b, b"\r\n\r\n")).map(|p| p + from)
+        else {
+            self.scanned = self.buf.len();
             if self.buf.len() > self.max_message_size {
                 return Err(FramingError::TooLarge { limit: self.max_message_size });
             }
             return Ok(None);
         };
         let body_start = head_end + 4;
-        let body_len = content_length(&self.buf[..head_end])?;
+        let head = self.buf.get(..body_start).unwrap_or_default();
+        let body_len = match crate::message::content_length_of_head(head) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Err(FramingError::MissingContentLength),
+            Err(()) => return Err(FramingError::BadContentLength),
+        };
         let total = body_start.checked_add(body_len).ok_or(FramingError::BadContentLength)?;
         if total > self.max_message_size {
             return Err(FramingError::TooLarge { limit: self.max_message_size });
         }
         if self.buf.len() < total {
+            // The header section is complete; remember it so it is not searched again.
+            self.scanned = head_end;
             return Ok(None);
         }
         let rest = self.buf.split_off(total);
         let msg = std::mem::replace(&mut self.buf, rest);
+        self.scanned = 0;
         Ok(Some(Frame::Message(msg)))
     }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Content-Length (or compact `l`) from a header block; folded lines are not expected here.
-fn content_length(head: &[u8]) -> Result<usize, FramingError> {
-    for line in head.split(|&b| b == b'\n').skip(1) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        let name = trim(&line[..colon]);
-        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            let value = trim(&line[colon + 1..]);
-            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) || value.len() > 9 {
-                return Err(FramingError::BadContentLength);
-            }
-            // Invariant: at most 9 ASCII digits, always fits usize.
-            return Ok(std::str::from_utf8(value).ok().and_then(|s| s.parse().ok()).unwrap_or(0));
-        }
-    }
-    Err(FramingError::MissingContentLength)
-}
-
-fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
-    &s[start..end]
 }
 
 #[cfg(test)]
@@ -173,6 +180,53 @@ mod tests {
         let mut g = StreamFramer::new(10);
         g.push(&[b'A'; 11]);
         assert_eq!(g.next_frame(), Err(FramingError::TooLarge { limit: 10 }));
+    }
+
+    #[test]
+    fn a_ping_split_across_reads_is_still_a_ping() {
+        let mut f = StreamFramer::new(1000);
+        f.push(b"\r\n");
+        assert_eq!(f.next_frame().unwrap(), None);
+        f.push(b"\r");
+        assert_eq!(f.next_frame().unwrap(), None);
+        f.push(b"\n");
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Ping));
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_line_feeds_costs_one_pass() {
+        // Used to recurse once per two bytes: a megabyte of LFs overflowed the stack.
+        let mut f = StreamFramer::new(100);
+        f.push(&vec![b'\n'; 1 << 20]);
+        assert_eq!(f.next_frame().unwrap(), None);
+        assert!(f.pending() <= 3);
+        f.push(OPTIONS);
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(OPTIONS.to_vec())));
+    }
+
+    #[test]
+    fn content_length_follows_the_parser_rules() {
+        let folded = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length:\r\n 2\r\n\r\nok";
+        let mut f = StreamFramer::new(1000);
+        f.push(folded);
+        assert_eq!(f.next_frame().unwrap(), Some(Frame::Message(folded.to_vec())));
+        let mut g = StreamFramer::new(1000);
+        g.push(b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 13\r\nl: 5\r\n\r\n");
+        assert_eq!(g.next_frame(), Err(FramingError::BadContentLength));
+    }
+
+    #[test]
+    fn byte_by_byte_delivery_frames_correctly() {
+        let mut f = StreamFramer::new(1000);
+        let mut frames = Vec::new();
+        for b in OPTIONS.iter().chain(OPTIONS) {
+            f.push(std::slice::from_ref(b));
+            while let Some(fr) = f.next_frame().unwrap() {
+                frames.push(fr);
+            }
+        }
+        assert_eq!(frames, vec![Frame::Message(OPTIONS.to_vec()), Frame::Message(OPTIONS.to_vec())]);
     }
 
     #[test]

@@ -1,0 +1,43 @@
+# Estuary: `make run` starts the gateway on its embedded defaults, `make test` runs every test.
+# Both install what they need (system packages via apt-get when missing; CI machines start bare).
+
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := sip-tester pkg-config
+
+.PHONY: run test deps build build-release lint clean
+
+run: build-release
+	./target/release/estuary run --config etc/estuary.toml
+
+build-release:
+	$(CARGO) build --release -p estuary
+
+build:
+	$(CARGO) build -p estuary
+
+# System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent.
+deps:
+	@missing=""; \
+	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
+# is built first because the real-peer tests start it as a separate process.
+test: deps build
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@# Engines stay sans-IO: only the daemon may depend on tokio.
+	@for p in estuary-sip estuary-transaction estuary-b2bua estuary-config estuary-ims-profile estuary-transcoder estuary-pcap; do \
+	  if $(CARGO) tree -p $$p -e normal 2>/dev/null | grep -q ' tokio '; then echo "$$p depends on tokio"; exit 1; fi; \
+	done
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,1353 @@
+//! The B2BUA engine: routes each message to its transaction, registration or call, and builds
+//! what goes out on the other side.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use estuary_sip::{
+    response_to, salvage_for_400, ContactValue, Message, Method, NameAddr, ParseErrorKind, Request,
+    Response, Scheme,
+};
+use estuary_transaction::{
+    ClientKey, Event, FailureCause, RequestOutcome, ResponseOutcome, ServerKey, Transactions,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
+use crate::io::{ConnId, Flow, Input, Output, Sample, Side, Transport};
+use crate::metrics::Counters;
+use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
+use crate::relay::copy_end_to_end;
+use crate::B2buaConfig;
+
+/// Methods the gateway handles, for Allow headers.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, REGISTER";
+
+/// Who waits for the responses of a client transaction.
+#[derive(Debug)]
+enum Owner {
+    /// A browser REGISTER re-originated toward IMS.
+    Register { binding: BindingId, web: ServerKey, web_req: Request },
+    /// The initial INVITE of a call on leg B.
+    Invite { call: CallId },
+    /// An in-dialog request relayed from one leg to the other.
+    Relay(Relayed),
+    /// An out-of-dialog request (MESSAGE, OPTIONS, INFO) relayed to the other side.
+    NonDialog { server: ServerKey, request: Request, from: Side },
+    /// Requests the gateway sends on its own account (BYE, CANCEL, deregistration): the
+    /// response is only logged.
+    Own,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConnInfo {
+    transport: Transport,
+}
+
+/// The signalling engine. Sans-IO: see the crate documentation for the drive loop.
+pub struct B2bua {
+    cfg: B2buaConfig,
+    rng: StdRng,
+    tx: Transactions<Flow>,
+    registrar: Registrar,
+    calls: HashMap<CallId, Call>,
+    next_call: u64,
+    /// (side, Call-ID, our tag) -> the call and leg of that dialog.
+    dialogs: HashMap<(Side, String, String), (CallId, LegIdx)>,
+    /// Leg A's initial INVITE server transaction -> call (for CANCEL).
+    invites: HashMap<ServerKey, CallId>,
+    owners: HashMap<ClientKey, Owner>,
+    conns: HashMap<ConnId, ConnInfo>,
+    outputs: VecDeque<Output>,
+    counters: Counters,
+    next_sweep: Option<Instant>,
+}
+
+impl B2bua {
+    /// A new engine. `seed` drives every random token (tags, branches, Call-IDs); the daemon
+    /// passes OS randomness, the replay harness a fixed value.
+    pub fn new(cfg: B2buaConfig, seed: u64) -> Self {
+        B2bua {
+            tx: Transactions::new(cfg.timers),
+            cfg,
+            rng: StdRng::seed_from_u64(seed),
+            registrar: Registrar::default(),
+            calls: HashMap::new(),
+            next_call: 0,
+            dialogs: HashMap::new(),
+            invites: HashMap::new(),
+            owners: HashMap::new(),
+            conns: HashMap::new(),
+            outputs: VecDeque::new(),
+            counters: Counters::default(),
+            next_sweep: None,
+        }
+    }
+
+    /// Feed one event. Afterwards drain [`B2bua::poll_output`] and re-read
+    /// [`B2bua::poll_timeout`].
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        match input {
+            Input::ConnectionOpened { conn, side: Side::Web, transport, .. } => {
+                self.conns.insert(conn, ConnInfo { transport });
+            }
+            Input::ConnectionOpened { .. } => {}
+            Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
+            Input::ConnectionClosed { conn } => self.on_conn_closed(now, conn),
+            Input::Unreachable { flow } => self.tx.fail_flow(|f| *f == flow),
+            Input::Timeout => self.on_timeout(now),
+        }
+        self.pump(now);
+    }
+
+    /// The next action for the driver, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to feed [`Input::Timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.tx.poll_timeout(),
+            self.registrar.next_expiry(),
+            self.calls.values().filter_map(|c| c.deadline).min(),
+            self.next_sweep,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Current metric values. `now` decides which registrations are still active.
+    pub fn metrics(&self, now: Instant) -> Vec<Sample> {
+        let mut out = Vec::new();
+        self.counters.samples(self.calls.len(), self.registrar.active(now), self.conns.len(), &mut out);
+        out
+    }
+
+    /// Number of calls in progress.
+    pub fn active_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// The registration table, for inspection.
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    // ----- input dispatch -----------------------------------------------------------------
+
+    fn on_receive(&mut self, now: Instant, flow: Flow, data: &[u8]) {
+        let side = side_of(flow);
+        match Message::parse(data) {
+            Err(e) => {
+                self.counters.parse_error(side);
+                let (code, reason) = match e.kind {
+                    ParseErrorKind::Unparseable => {
+                        self.counters.dropped(side);
+                        return;
+                    }
+                    ParseErrorKind::VersionNotSupported => (505, "Version Not Supported".to_owned()),
+                    ParseErrorKind::UnsupportedUriScheme => (416, "Unsupported URI Scheme".to_owned()),
+                    _ => (400, e.reason.clone()),
+                };
+                match salvage_for_400(data) {
+                    Some(mut resp) => {
+                        resp.code = code;
+                        resp.reason = reason;
+                        self.tx.send_stateless(flow, resp.to_bytes());
+                    }
+                    None => self.counters.dropped(side),
+                }
+            }
+            Ok(Message::Request(req)) => {
+                self.counters.request(side, req.method.as_str());
+                if let Err(e) = req.validate() {
+                    self.counters.parse_error(side);
+                    if req.method != Method::Ack {
+                        let resp = self.local_response(&req, 400, &e.reason);
+                        self.tx.send_stateless(flow, resp.to_bytes());
+                    }
+                    return;
+                }
+                self.on_request(now, flow, req);
+            }
+            Ok(Message::Response(resp)) => {
+                self.counters.response(side, resp.code);
+                self.on_response(now, resp);
+            }
+        }
+    }
+
+    fn on_request(&mut self, now: Instant, flow: Flow, req: Request) {
+        let side = side_of(flow);
+        let outcome = self.tx.receive_request(now, &req, flow, reliable(flow));
+        let (key, cancels) = match outcome {
+            RequestOutcome::Retransmission | RequestOutcome::AckAbsorbed => return,
+            RequestOutcome::Ack { .. } => return self.on_ack(now, side, req),
+            RequestOutcome::New { key, cancels } => (key, cancels),
+        };
+        // Checks every request passes before routing (RFC 3261 §8.2, §16.3).
+        if side == Side::Ims && self.is_looped(&req) {
+            return self.respond(now, &key, &req, 482, "Loop Detected");
+        }
+        if req.headers.max_forwards().ok().flatten() == Some(0) && req.method != Method::Options {
+            return self.respond(now, &key, &req, 483, "Too Many Hops");
+        }
+        if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+            return self.respond(now, &key, &req, 416, "Unsupported URI Scheme");
+        }
+        let proxy_require = req.headers.values("Proxy-Require");
+        if !proxy_require.is_empty() {
+            // The gateway supports no proxy extensions (RFC 3261 §16.3 item 5).
+            let mut resp = self.local_response(&req, 420, "Bad Extension");
+            resp.headers.push("Unsupported", &proxy_require.join(", "));
+            let _ = self.tx.send_response(now, &key, &resp);
+            return;
+        }
+        if req.method == Method::Cancel {
+            return self.on_cancel(now, key, cancels, &req);
+        }
+        let to_tag = req.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        match to_tag {
+            Some(tag) => self.on_in_dialog(now, side, key, req, tag),
+            None => self.on_out_of_dialog(now, flow, key, req),
+        }
+    }
+
+    fn on_out_of_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
+        let side = side_of(flow);
+        match (&req.method, side, flow) {
+            (Method::Register, _, Flow::Web { conn }) => self.on_register(now, conn, key, req),
+            (Method::Register, _, _) => {
+                let mut resp = self.local_response(&req, 405, "Method Not Allowed");
+                resp.headers.push("Allow", ALLOW);
+                let _ = self.tx.send_response(now, &key, &resp);
+            }
+            (Method::Invite, Side::Web, _) => self.on_web_invite(now, flow, key, req),
+            (Method::Invite, Side::Ims, _) => self.on_ims_invite(now, flow, key, req),
+            (Method::Options, ..) if req.uri.user.is_none() => {
+                // Addressed to the gateway itself (keep-alive, capability query).
+                let mut resp = self.local_response(&req, 200, "OK");
+                resp.headers.push("Allow", ALLOW);
+                resp.headers.push("Accept", "application/sdp");
+                resp.headers.push("Supported", "path, 100rel, timer");
+                let _ = self.tx.send_response(now, &key, &resp);
+            }
+            (Method::Message | Method::Options | Method::Info, ..) => self.relay_non_dialog(now, flow, key, req),
+            (Method::Bye | Method::Prack | Method::Update, ..) => {
+                self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist")
+            }
+            _ => self.respond(now, &key, &req, 501, "Not Implemented"),
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, resp: Response) {
+        match self.tx.receive_response(now, &resp) {
+            ResponseOutcome::Absorb => {}
+            ResponseOutcome::Retransmitted2xx(key) => self.on_2xx_retransmission(&key),
+            ResponseOutcome::Deliver(key) => {
+                let owner = if resp.code >= 200 && !is_invite_owner(self.owners.get(&key)) {
+                    self.owners.remove(&key)
+                } else {
+                    self.owners.get(&key).map(Owner::shallow)
+                };
+                match owner {
+                    Some(Owner::Register { binding, web, web_req }) => {
+                        self.on_register_response(now, binding, &web, &web_req, &resp)
+                    }
+                    Some(Owner::Invite { call }) => self.on_invite_response(now, call, &resp),
+                    Some(Owner::Relay(r)) => self.on_relay_response(now, r, &resp),
+                    Some(Owner::NonDialog { server, request, from }) => {
+                        let tag = (resp.code > 100).then(|| self.token());
+                        self.forward_response(now, &server, &request, &resp, from.other(), tag, None);
+                    }
+                    Some(Owner::Own) | None => {}
+                }
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        self.tx.handle_timeout(now);
+        for id in self.registrar.expired(now) {
+            if let Some(b) = self.registrar.remove(id) {
+                tracing::info!(aor = %b.aor, "registration expired");
+            }
+        }
+        let due: Vec<CallId> =
+            self.calls.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
+        for id in due {
+            // Only CANCELs arm the guard: the far end never finished the INVITE.
+            if let Some(call) = self.calls.get(&id) {
+                let (key, req) = (call.a_invite_key.clone(), call.a_invite.clone());
+                if self.tx.is_pending(&key) {
+                    self.respond(now, &key, &req, 487, "Request Terminated");
+                }
+            }
+            self.end_call(id);
+        }
+        if self.next_sweep.is_some_and(|t| t <= now) {
+            let tx = &self.tx;
+            self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_)) || tx.has_client(k));
+            self.next_sweep = None;
+        }
+    }
+
+    /// Move transaction-layer events to the driver, reacting to failures.
+    fn pump(&mut self, now: Instant) {
+        while let Some(ev) = self.tx.poll_event() {
+            match ev {
+                Event::Transmit { flow, data } => self.outputs.push_back(Output::Transmit { flow, data }),
+                Event::ClientFailed { key, cause } => self.on_client_failed(now, key, cause),
+                Event::AckTimeout { key, code } => {
+                    if (200..300).contains(&code) {
+                        if let Some(&id) = self.invites.get(&key) {
+                            tracing::warn!(call = id.0, "no ACK for 2xx; ending call");
+                            self.hangup(now, id);
+                        }
+                    }
+                }
+            }
+        }
+        if self.next_sweep.is_none() && !self.owners.is_empty() {
+            self.next_sweep = Some(now + Duration::from_secs(5));
+        }
+    }
+
+    fn on_client_failed(&mut self, now: Instant, key: ClientKey, cause: FailureCause) {
+        let (code, reason) = match cause {
+            FailureCause::Timeout => (408, "Request Timeout"),
+            FailureCause::Transport => (503, "Service Unavailable"),
+        };
+        match self.owners.remove(&key) {
+            Some(Owner::Register { web, web_req, .. }) => self.respond(now, &web, &web_req, code, reason),
+            Some(Owner::Invite { call }) => {
+                if let Some(c) = self.calls.get(&call) {
+                    let (k, r) = (c.a_invite_key.clone(), c.a_invite.clone());
+                    if c.state == CallState::Early {
+                        self.respond(now, &k, &r, code, reason);
+                        self.counters.call_failed(code);
+                    }
+                }
+                self.end_call(call);
+            }
+            Some(Owner::Relay(r)) => {
+                if let Some(c) = self.calls.get_mut(&r.call) {
+                    if r.request.method == Method::Invite {
+                        c.invite_pending = false;
+                    }
+                }
+                self.respond(now, &r.server, &r.request, code, reason);
+            }
+            Some(Owner::NonDialog { server, request, .. }) => self.respond(now, &server, &request, code, reason),
+            Some(Owner::Own) | None => {}
+        }
+    }
+
+    // ----- registration -------------------------------------------------------------------
+
+    fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request) {
+        // validate() guarantees To, From and Call-ID.
+        let (Ok(to), Ok(from), Ok(call_id)) = (req.headers.to(), req.headers.from(), req.headers.call_id()) else {
+            return self.respond(now, &key, &req, 400, "Bad Request");
+        };
+        let contacts = match req.headers.contacts() {
+            Ok(c) => c,
+            Err(e) => return self.respond(now, &key, &req, 400, &e.reason),
+        };
+        let header_expires = req.headers.expires().ok().flatten();
+        let mut web_contact = None;
+        let mut star = false;
+        for c in &contacts {
+            match c {
+                ContactValue::Star => star = true,
+                ContactValue::Addr(na) if web_contact.is_none() => web_contact = Some(na.clone()),
+                ContactValue::Addr(_) => {}
+            }
+        }
+        if contacts.len() > 1 {
+            // One browser registers one contact; several would need several gateway contacts.
+            return self.respond(now, &key, &req, 400, "One Contact Per REGISTER");
+        }
+        let requested = web_contact
+            .as_ref()
+            .and_then(|c| c.param("expires").flatten().and_then(|v| v.parse::<u32>().ok()))
+            .or(header_expires)
+            .unwrap_or(3600)
+            .min(self.cfg.max_expires);
+        let id = match self.registrar.find_dialog(conn, call_id) {
+            Some(id) => id,
+            None => {
+                let token = self.token();
+                let ims_call_id = format!("{}@{}", self.token(), self.cfg.ims_advertised.ip());
+                let aor = to.uri.to_string();
+                let contact = web_contact.clone();
+                self.registrar.insert(|id| Binding {
+                    id,
+                    aor,
+                    instance: None,
+                    reg_id: None,
+                    conn,
+                    connected: true,
+                    web_call_id: call_id.to_owned(),
+                    web_contact: String::new(),
+                    web_contact_uri: contact.map(|c| c.uri).unwrap_or_else(|| to.uri.clone()),
+                    token,
+                    ims_call_id,
+                    ims_cseq: 0,
+                    expires_at: None,
+                    service_route: Vec::new(),
+                    last_register: None,
+                })
+            }
+        };
+        let via = self.via_ims();
+        let ims = self.cfg.ims_advertised;
+        let transport = self.cfg.ims_transport.via_token().to_ascii_lowercase();
+        let Some(b) = self.registrar.get_mut(id) else { return };
+        if let Some(c) = &web_contact {
+            let mut shown = c.clone();
+            shown.remove_param("expires");
+            b.web_contact = shown.to_string();
+            b.web_contact_uri = c.uri.clone();
+            b.instance = c.param("+sip.instance").flatten().map(str::to_owned);
+            b.reg_id = c.param("reg-id").flatten().map(str::to_owned);
+        }
+        b.ims_cseq += 1;
+        let mut out = Request {
+            method: Method::Register,
+            uri: req.uri.clone(),
+            version: "SIP/2.0".to_owned(),
+            headers: Default::default(),
+            body: Vec::new(),
+        };
+        let mut from_ims = from.clone();
+        from_ims.set_tag(&b.token);
+        out.headers.push("Via", &via);
+        out.headers.push("Max-Forwards", &self.cfg.max_forwards.to_string());
+        out.headers.push("From", &from_ims.to_string());
+        out.headers.push("To", &req.headers.get("To").unwrap_or_default().to_owned());
+        out.headers.push("Call-ID", &b.ims_call_id);
+        out.headers.push("CSeq", &format!("{} REGISTER", b.ims_cseq));
+        if star {
+            out.headers.push("Contact", "*");
+        } else if web_contact.is_some() {
+            let mut c = format!("<sip:{}@{};transport={}>;expires={}", b.token, ims, transport, requested);
+            if let Some(inst) = &b.instance {
+                c.push_str(&format!(";+sip.instance={inst}"));
+            }
+            out.headers.push("Contact", &c);
+        }
+        // RFC 3327: terminating requests for this AoR come back through us, naming the binding.
+        out.headers.push("Path", &format!("<sip:{}@{};lr>", b.token, ims));
+        copy_end_to_end(&req.headers, &mut out.headers, Side::Web);
+        let supported = out.headers.values("Supported");
+        if !supported.iter().any(|s| s.eq_ignore_ascii_case("path")) {
+            out.headers.push("Supported", "path");
+        }
+        out.body = req.body.clone();
+        b.last_register = Some(out.clone());
+        let flow = self.ims_flow();
+        match self.tx.send_request(now, &out, flow, reliable(flow)) {
+            Ok(ckey) => {
+                self.owners.insert(ckey, Owner::Register { binding: id, web: key, web_req: req });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "REGISTER not sent");
+                self.respond(now, &key, &req, 500, "Server Internal Error");
+            }
+        }
+    }
+
+    fn on_register_response(&mut self, now: Instant, id: BindingId, web: &ServerKey, web_req: &Request, resp: &Response) {
+        if resp.code < 200 {
+            return;
+        }
+        let mut contacts_for_web = Vec::new();
+        if (200..300).contains(&resp.code) {
+            let header_expires = resp.headers.expires().ok().flatten();
+            let mut ours = None;
+            for c in resp.headers.contacts().unwrap_or_default() {
+                let ContactValue::Addr(na) = c else { continue };
+                let Some(token) = na.uri.user.as_deref() else { continue };
+                let Some(bid) = self.registrar.find_token(token) else { continue };
+                let expires = na.param("expires").flatten().and_then(|v| v.parse::<u32>().ok()).or(header_expires);
+                if bid == id {
+                    ours = Some(expires.unwrap_or(0));
+                }
+                if let (Some(b), Some(e)) = (self.registrar.get(bid), expires) {
+                    if e > 0 && !b.web_contact.is_empty() {
+                        contacts_for_web.push(format!("{};expires={e}", b.web_contact));
+                    }
+                }
+            }
+            let service_route = resp.headers.values("Service-Route");
+            match ours {
+                Some(e) if e > 0 => {
+                    if let Some(b) = self.registrar.get_mut(id) {
+                        b.expires_at = Some(now + Duration::from_secs(u64::from(e)));
+                        b.service_route = service_route;
+                        tracing::info!(aor = %b.aor, expires = e, "registered");
+                    }
+                }
+                // Not listed (or expires=0): the binding is gone at the registrar.
+                _ => {
+                    if let Some(b) = self.registrar.get(id) {
+                        if b.expires_at.is_some() || web_req.headers.contacts().is_ok_and(|c| !c.is_empty()) {
+                            tracing::info!(aor = %b.aor, "deregistered");
+                            self.registrar.remove(id);
+                        }
+                    }
+                }
+            }
+        }
+        let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let mut out = response_to(web_req, resp.code, &resp.reason);
+        if let Some(t) = tag {
+            set_to_tag(&mut out, &t);
+        }
+        for c in &contacts_for_web {
+            out.headers.push("Contact", c);
+        }
+        copy_end_to_end(&resp.headers, &mut out.headers, Side::Ims);
+        out.body = resp.body.clone();
+        let _ = self.tx.send_response(now, web, &out);
+    }
+
+    fn deregister(&mut self, now: Instant, id: BindingId) {
+        let Some(b) = self.registrar.remove(id) else { return };
+        let Some(mut reg) = b.last_register else { return };
+        if b.expires_at.is_none() {
+            return;
+        }
+        let via = self.via_ims();
+        reg.headers.set("Via", &via);
+        reg.headers.set("CSeq", &format!("{} REGISTER", b.ims_cseq + 1));
+        let contact = format!(
+            "<sip:{}@{};transport={}>;expires=0",
+            b.token,
+            self.cfg.ims_advertised,
+            self.cfg.ims_transport.via_token().to_ascii_lowercase()
+        );
+        reg.headers.set("Contact", &contact);
+        reg.headers.remove("Expires");
+        tracing::info!(aor = %b.aor, "WebSocket closed; deregistering");
+        let flow = self.ims_flow();
+        if let Ok(k) = self.tx.send_request(now, &reg, flow, reliable(flow)) {
+            self.owners.insert(k, Owner::Own);
+        }
+    }
+
+    // ----- calls: setup -------------------------------------------------------------------
+
+    fn on_web_invite(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
+        let Flow::Web { conn } = flow else { return };
+        let binding = self.registrar_binding_for(now, conn, &req);
+        if self.cfg.require_registration && binding.is_none() {
+            self.counters.call_failed(403);
+            return self.respond(now, &key, &req, 403, "Not Registered");
+        }
+        let (service_route, aor) = binding
+            .and_then(|id| self.registrar.get(id))
+            .map(|b| (b.service_route.clone(), Some(b.aor.clone())))
+            .unwrap_or_default();
+        self.respond(now, &key, &req, 100, "Trying");
+        let Some(a) = self.uas_leg(&req, flow, Side::Web) else {
+            return self.respond(now, &key, &req, 400, "Bad Dialog Headers");
+        };
+        let b = Leg {
+            side: Side::Ims,
+            flow: self.ims_flow(),
+            transport: self.cfg.ims_transport,
+            call_id: format!("{}@{}", self.token(), self.cfg.ims_advertised.ip()),
+            local_tag: self.token(),
+            remote_tag: None,
+            local: a.remote.clone(),
+            remote: a.local.clone(),
+            remote_target: req.uri.to_string(),
+            route_set: service_route,
+            local_cseq: 0,
+            invite_cseq: 1,
+            contact: self.ims_contact(),
+        };
+        let mut extra = Vec::new();
+        if let Some(aor) = aor {
+            // TS 24.229 §5.2.6.3.3: the P-CSCF asserts the registered identity.
+            extra.push(("P-Asserted-Identity", estuary_ims_profile::asserted_identity(&aor)));
+        }
+        self.start_call(now, key, req, a, b, binding, extra);
+    }
+
+    fn on_ims_invite(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
+        let Some(id) = self.target_binding(now, &req) else {
+            return self.respond(now, &key, &req, 404, "Not Found");
+        };
+        let Some(binding) = self.registrar.get(id).cloned() else { return };
+        let Some(info) = self.conns.get(&binding.conn).copied().filter(|_| binding.connected) else {
+            return self.respond(now, &key, &req, 480, "Temporarily Unavailable");
+        };
+        self.respond(now, &key, &req, 100, "Trying");
+        let Some(a) = self.uas_leg(&req, flow, Side::Ims) else {
+            return self.respond(now, &key, &req, 400, "Bad Dialog Headers");
+        };
+        let b = Leg {
+            side: Side::Web,
+            flow: Flow::Web { conn: binding.conn },
+            transport: info.transport,
+            call_id: self.token(),
+            local_tag: self.token(),
+            remote_tag: None,
+            local: a.remote.clone(),
+            remote: a.local.clone(),
+            remote_target: binding.web_contact_uri.to_string(),
+            route_set: Vec::new(),
+            local_cseq: 0,
+            invite_cseq: 1,
+            contact: self.web_contact(info.transport),
+        };
+        self.start_call(now, key, req, a, b, Some(id), Vec::new());
+    }
+
+    /// Leg A of a call from the INVITE that created it (RFC 3261 §12.1.1, UAS side).
+    fn uas_leg(&mut self, req: &Request, flow: Flow, side: Side) -> Option<Leg> {
+        let from = req.headers.from().ok()?;
+        let to = req.headers.to().ok()?;
+        let target = req
+            .headers
+            .contacts()
+            .ok()
+            .and_then(|cs| cs.into_iter().find_map(|c| match c {
+                ContactValue::Addr(na) => Some(na.uri.to_string()),
+                ContactValue::Star => None,
+            }))
+            .unwrap_or_else(|| from.uri.to_string());
+        let transport = match flow {
+            Flow::Web { conn } => self.conns.get(&conn).map_or(Transport::Ws, |c| c.transport),
+            Flow::Ims { transport, .. } => transport,
+        };
+        let contact = match side {
+            Side::Web => self.web_contact(transport),
+            Side::Ims => self.ims_contact(),
+        };
+        Some(Leg {
+            side,
+            flow,
+            transport,
+            call_id: req.headers.call_id().ok()?.to_owned(),
+            local_tag: self.token(),
+            remote_tag: from.tag().map(str::to_owned),
+            local: untagged(&to),
+            remote: untagged(&from),
+            remote_target: target,
+            route_set: req.headers.values("Record-Route"),
+            local_cseq: 0,
+            invite_cseq: req.headers.cseq().ok()?.seq,
+            contact,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_call(
+        &mut self,
+        now: Instant,
+        key: ServerKey,
+        req: Request,
+        a: Leg,
+        mut b: Leg,
+        binding: Option<BindingId>,
+        extra: Vec<(&str, String)>,
+    ) {
+        let via = self.via_for(b.hop());
+        let mut out = b.request(Method::Invite, &via, Some(1));
+        if b.side == Side::Ims {
+            // The browser addressed the callee; keep its Request-URI toward IMS.
+            out.uri = req.uri.clone();
+        }
+        let mf = req.headers.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1).min(self.cfg.max_forwards);
+        out.headers.set("Max-Forwards", &mf.to_string());
+        copy_end_to_end(&req.headers, &mut out.headers, a.side);
+        for (name, value) in extra {
+            out.headers.push(name, &value);
+        }
+        out.body = req.body.clone();
+        b.local_cseq = 1;
+        let ckey = match self.tx.send_request(now, &out, b.flow, reliable(b.flow)) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::error!(error = %e, "INVITE not sent");
+                return self.respond(now, &key, &req, 500, "Server Internal Error");
+            }
+        };
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        tracing::info!(call = id.0, from = ?a.side, "call started");
+        self.dialogs.insert((a.side, a.call_id.clone(), a.local_tag.clone()), (id, LegIdx::A));
+        self.dialogs.insert((b.side, b.call_id.clone(), b.local_tag.clone()), (id, LegIdx::B));
+        self.invites.insert(key.clone(), id);
+        self.owners.insert(ckey.clone(), Owner::Invite { call: id });
+        self.counters.call_started();
+        self.calls.insert(
+            id,
+            Call {
+                id,
+                a,
+                b,
+                state: CallState::Early,
+                a_invite: req,
+                a_invite_key: key,
+                b_invite: out,
+                b_invite_key: ckey,
+                b_provisional: false,
+                cancel_requested: false,
+                cancel_sent: false,
+                forks: Vec::new(),
+                ack_duty: None,
+                last_ack: None,
+                invite_pending: false,
+                deadline: None,
+                binding,
+            },
+        );
+    }
+
+    fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Response) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let code = resp.code;
+        if code < 200 {
+            call.b_provisional = true;
+        }
+        let b_tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let mut fresh = || token(&mut self.rng);
+        let a_tag = b_tag.as_deref().map(|t| call.fork_tag(t, &mut fresh));
+        if let (Some(t), Some(a_tag)) = (&b_tag, &a_tag) {
+            if code < 300 && !(call.state == CallState::Confirmed && call.b.remote_tag.as_ref() != Some(t)) {
+                call.b.remote_tag = Some(t.clone());
+                if let Some(target) = contact_uri(&resp.headers) {
+                    call.b.remote_target = target;
+                }
+                let mut rr = resp.headers.values("Record-Route");
+                rr.reverse();
+                call.b.route_set = rr;
+                let key = (call.a.side, call.a.call_id.clone(), a_tag.clone());
+                self.dialogs.insert(key, (id, LegIdx::A));
+            }
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if code < 200 {
+            if code > 100 && !call.cancel_requested {
+                let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                let contact = call.a.contact.clone();
+                let from = call_side(call, LegIdx::B);
+                self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact));
+            }
+            if let Some(call) = self.calls.get(&id) {
+                if call.cancel_requested && !call.cancel_sent {
+                    self.send_cancel(now, id);
+                }
+            }
+            return;
+        }
+        if code < 300 {
+            let tag = b_tag.unwrap_or_default();
+            if call.state == CallState::Confirmed || call.cancel_requested {
+                // A second fork answered, or the caller cancelled as the callee answered
+                // (the CANCEL/200 race of RFC 3261 §9.2): ACK this dialog, then end it.
+                let first_answer = call.state == CallState::Early;
+                self.ack_and_bye(now, id, &tag, resp);
+                if first_answer {
+                    if let Some(call) = self.calls.get(&id) {
+                        let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                        if self.tx.is_pending(&k) {
+                            self.respond(now, &k, &r, 487, "Request Terminated");
+                        }
+                    }
+                    self.end_call(id);
+                }
+                return;
+            }
+            call.state = CallState::Confirmed;
+            if let Some(t) = &a_tag {
+                call.a.local_tag = t.clone();
+            }
+            call.ack_duty = Some(AckDuty { leg: LegIdx::B, cseq: call.b.invite_cseq });
+            let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+            let contact = call.a.contact.clone();
+            let from = call_side(call, LegIdx::B);
+            tracing::info!(call = id.0, "call answered");
+            self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact));
+            return;
+        }
+        // 3xx-6xx: the transaction has ACKed it; relay and end the call.
+        if call.state == CallState::Early {
+            let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+            let from = call_side(call, LegIdx::B);
+            let tag = a_tag.unwrap_or_else(|| call.a.local_tag.clone());
+            self.counters.call_failed(code);
+            self.forward_response(now, &k, &r, resp, from, Some(tag), None);
+            self.end_call(id);
+        }
+    }
+
+    fn on_2xx_retransmission(&mut self, key: &ClientKey) {
+        let call = match self.owners.get(key) {
+            Some(Owner::Invite { call }) => *call,
+            Some(Owner::Relay(r)) => r.call,
+            _ => return,
+        };
+        if let Some((leg, bytes)) = self.calls.get(&call).and_then(|c| c.last_ack.clone()) {
+            let flow = self.calls.get(&call).map(|c| c.leg(leg).flow);
+            if let Some(flow) = flow {
+                self.tx.send_stateless(flow, bytes);
+            }
+        }
+    }
+
+    // ----- calls: CANCEL, ACK, in-dialog ----------------------------------------------
+
+    fn on_cancel(&mut self, now: Instant, key: ServerKey, cancels: Option<ServerKey>, req: &Request) {
+        let Some(invite) = cancels else {
+            return self.respond(now, &key, req, 481, "Call/Transaction Does Not Exist");
+        };
+        self.respond(now, &key, req, 200, "OK");
+        if let Some(&id) = self.invites.get(&invite) {
+            self.cancel_call(now, id);
+        }
+    }
+
+    /// Leg A gave up before the answer: cancel leg B once a provisional allows it (RFC 3261
+    /// §9.1), and guard against a far end that never finishes the INVITE.
+    fn cancel_call(&mut self, now: Instant, id: CallId) {
+        let timeout = self.cfg.timers.timeout();
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if call.state != CallState::Early || call.cancel_requested {
+            return;
+        }
+        call.cancel_requested = true;
+        call.deadline = Some(now + timeout);
+        if call.b_provisional {
+            self.send_cancel(now, id);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.cancel_sent = true;
+        // RFC 3261 §9.1: same Request-URI, Call-ID, From, To, CSeq number and top Via as the
+        // INVITE, and the same Route set.
+        let inv = &call.b_invite;
+        let mut cancel = Request {
+            method: Method::Cancel,
+            uri: inv.uri.clone(),
+            version: "SIP/2.0".to_owned(),
+            headers: Default::default(),
+            body: Vec::new(),
+        };
+        if let Some(v) = inv.headers.values("Via").into_iter().next() {
+            cancel.headers.push("Via", &v);
+        }
+        for r in inv.headers.get_all("Route") {
+            cancel.headers.push("Route", r);
+        }
+        cancel.headers.push("Max-Forwards", "70");
+        for h in ["From", "To", "Call-ID"] {
+            if let Some(v) = inv.headers.get(h) {
+                cancel.headers.push(h, v);
+            }
+        }
+        cancel.headers.push("CSeq", &format!("{} CANCEL", call.b.invite_cseq));
+        let flow = call.b.flow;
+        if let Ok(k) = self.tx.send_request(now, &cancel, flow, reliable(flow)) {
+            self.owners.insert(k, Owner::Own);
+        }
+    }
+
+    fn on_ack(&mut self, now: Instant, side: Side, req: Request) {
+        let _ = now;
+        let Some((id, idx)) = self.dialog_of(side, &req) else {
+            self.counters.dropped(side);
+            return;
+        };
+        let hop = match self.calls.get(&id) {
+            Some(call) => match &call.ack_duty {
+                Some(duty) if duty.leg == idx.other() => call.leg(duty.leg).hop(),
+                _ => return,
+            },
+            None => return,
+        };
+        let via = self.via_for(hop);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(duty) = call.ack_duty.take() else { return };
+        let leg = call.leg_mut(duty.leg);
+        let mut ack = leg.request(Method::Ack, &via, Some(duty.cseq));
+        if !req.body.is_empty() {
+            if let Some(ct) = req.headers.get("Content-Type") {
+                ack.headers.push("Content-Type", ct);
+            }
+            ack.body = req.body.clone();
+        }
+        let bytes = ack.to_bytes();
+        let flow = leg.flow;
+        call.last_ack = Some((duty.leg, bytes.clone()));
+        self.tx.send_stateless(flow, bytes);
+    }
+
+    fn on_in_dialog(&mut self, now: Instant, side: Side, key: ServerKey, req: Request, _tag: String) {
+        let Some((id, idx)) = self.dialog_of(side, &req) else {
+            return self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist");
+        };
+        if req.method == Method::Bye {
+            self.respond(now, &key, &req, 200, "OK");
+            tracing::info!(call = id.0, by = ?side, "BYE");
+            return self.hangup_from(now, id, Some(idx));
+        }
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        if req.method == Method::Invite {
+            if call.invite_pending {
+                return self.respond(now, &key, &req, 491, "Request Pending");
+            }
+            call.invite_pending = true;
+        }
+        if matches!(req.method, Method::Invite | Method::Update) {
+            if let Some(target) = contact_uri(&req.headers) {
+                call.leg_mut(idx).remote_target = target;
+            }
+        }
+        let other = idx.other();
+        let Some(hop) = self.calls.get(&id).map(|c| c.leg(other).hop()) else { return };
+        let via = self.via_for(hop);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let leg = call.leg_mut(other);
+        let mut out = leg.request(req.method.clone(), &via, None);
+        if req.method == Method::Invite {
+            leg.invite_cseq = leg.local_cseq;
+        }
+        copy_end_to_end(&req.headers, &mut out.headers, side);
+        if req.method == Method::Prack {
+            // RFC 3262 §7.2: RAck names the INVITE by its CSeq on this leg.
+            if let Some(rack) = req.headers.get("RAck") {
+                let rseq = rack.split_whitespace().next().unwrap_or("1");
+                out.headers.push("RAck", &format!("{rseq} {} INVITE", leg.invite_cseq));
+            }
+        }
+        out.body = req.body.clone();
+        let flow = leg.flow;
+        match self.tx.send_request(now, &out, flow, reliable(flow)) {
+            Ok(k) => {
+                self.owners.insert(k, Owner::Relay(Relayed { call: id, from: idx, server: key, request: req }));
+            }
+            Err(_) => self.respond(now, &key, &req, 500, "Server Internal Error"),
+        }
+    }
+
+    fn on_relay_response(&mut self, now: Instant, r: Relayed, resp: &Response) {
+        let Some(call) = self.calls.get_mut(&r.call) else {
+            return;
+        };
+        let other = r.from.other();
+        let is_invite = r.request.method == Method::Invite;
+        if resp.code >= 200 && is_invite {
+            call.invite_pending = false;
+            if resp.code < 300 {
+                call.ack_duty = Some(AckDuty { leg: other, cseq: call.leg(other).invite_cseq });
+            }
+        }
+        if (200..300).contains(&resp.code) && matches!(r.request.method, Method::Invite | Method::Update) {
+            if let Some(target) = contact_uri(&resp.headers) {
+                call.leg_mut(other).remote_target = target;
+            }
+        }
+        let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
+        let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
+        let from = call.leg(other).side;
+        self.forward_response(now, &r.server, &r.request, resp, from, None, contact.as_deref());
+    }
+
+    // ----- calls: teardown ----------------------------------------------------------------
+
+    /// End a call from inside: BYE (or CANCEL) every leg that is up, then forget it.
+    fn hangup(&mut self, now: Instant, id: CallId) {
+        self.hangup_from(now, id, None)
+    }
+
+    /// End a call; `except` is the leg that already ended its side (it sent BYE or vanished).
+    fn hangup_from(&mut self, now: Instant, id: CallId, except: Option<LegIdx>) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let confirmed = call.state == CallState::Confirmed;
+        for idx in [LegIdx::A, LegIdx::B] {
+            if Some(idx) == except {
+                continue;
+            }
+            let Some(call) = self.calls.get(&id) else { return };
+            let leg = call.leg(idx);
+            if confirmed && leg.remote_tag.is_some() {
+                self.send_bye(now, id, idx);
+            } else if !confirmed && idx == LegIdx::B {
+                // Early: the caller's side is gone; cancel the callee's side and wait for the
+                // INVITE to finish (its final response ends the call).
+                self.cancel_call(now, id);
+                return;
+            } else if !confirmed && idx == LegIdx::A {
+                let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                if self.tx.is_pending(&k) {
+                    self.respond(now, &k, &r, 487, "Request Terminated");
+                }
+            }
+        }
+        self.end_call(id);
+    }
+
+    fn send_bye(&mut self, now: Instant, id: CallId, idx: LegIdx) {
+        let Some(hop) = self.calls.get(&id).map(|c| c.leg(idx).hop()) else { return };
+        let via = self.via_for(hop);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let leg = call.leg_mut(idx);
+        let bye = leg.request(Method::Bye, &via, None);
+        let flow = leg.flow;
+        if let Ok(k) = self.tx.send_request(now, &bye, flow, reliable(flow)) {
+            self.owners.insert(k, Owner::Own);
+        }
+    }
+
+    /// ACK a 2xx on leg B for the dialog with B's tag `b_tag`, then BYE it.
+    fn ack_and_bye(&mut self, now: Instant, id: CallId, b_tag: &str, resp: &Response) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let mut leg = call.b.clone();
+        leg.remote_tag = Some(b_tag.to_owned());
+        if let Some(t) = contact_uri(&resp.headers) {
+            leg.remote_target = t;
+        }
+        let mut rr = resp.headers.values("Record-Route");
+        rr.reverse();
+        leg.route_set = rr;
+        let cseq = leg.invite_cseq;
+        let via = self.via_for(leg.hop());
+        let ack = leg.request(Method::Ack, &via, Some(cseq));
+        self.tx.send_stateless(leg.flow, ack.to_bytes());
+        let via = self.via_for(leg.hop());
+        let bye = leg.request(Method::Bye, &via, None);
+        if let Ok(k) = self.tx.send_request(now, &bye, leg.flow, reliable(leg.flow)) {
+            self.owners.insert(k, Owner::Own);
+        }
+    }
+
+    fn end_call(&mut self, id: CallId) {
+        let Some(call) = self.calls.remove(&id) else { return };
+        self.dialogs.retain(|_, (c, _)| *c != id);
+        self.invites.remove(&call.a_invite_key);
+        self.owners.remove(&call.b_invite_key);
+        tracing::info!(call = id.0, "call ended");
+    }
+
+    fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
+        self.conns.remove(&conn);
+        for id in self.registrar.on_conn(conn) {
+            match self.cfg.on_ws_close {
+                OnWsClose::Deregister => self.deregister(now, id),
+                OnWsClose::Keep => {
+                    if let Some(b) = self.registrar.get_mut(id) {
+                        b.connected = false;
+                    }
+                }
+            }
+        }
+        let gone = Flow::Web { conn };
+        let calls: Vec<(CallId, LegIdx)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                [LegIdx::A, LegIdx::B].into_iter().find(|&i| c.leg(i).flow == gone).map(|i| (c.id, i))
+            })
+            .collect();
+        for (id, idx) in calls {
+            tracing::info!(call = id.0, "WebSocket closed; ending call");
+            self.hangup_from(now, id, Some(idx));
+        }
+        self.tx.fail_flow(|f| *f == gone);
+    }
+
+    // ----- out-of-dialog relay ------------------------------------------------------------
+
+    fn relay_non_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
+        let side = side_of(flow);
+        let (to_flow, uri, via, route, extra) = match flow {
+            Flow::Web { conn } => {
+                let binding = self.registrar_binding_for(now, conn, &req);
+                if self.cfg.require_registration && binding.is_none() {
+                    return self.respond(now, &key, &req, 403, "Not Registered");
+                }
+                let b = binding.and_then(|id| self.registrar.get(id));
+                let route = b.map(|b| b.service_route.clone()).unwrap_or_default();
+                let pai = b.map(|b| estuary_ims_profile::asserted_identity(&b.aor));
+                (self.ims_flow(), req.uri.clone(), self.via_ims(), route, pai)
+            }
+            Flow::Ims { .. } => {
+                let Some(id) = self.target_binding(now, &req) else {
+                    return self.respond(now, &key, &req, 404, "Not Found");
+                };
+                let Some(b) = self.registrar.get(id).filter(|b| b.connected) else {
+                    return self.respond(now, &key, &req, 480, "Temporarily Unavailable");
+                };
+                let (conn, uri) = (b.conn, b.web_contact_uri.clone());
+                let transport = self.conns.get(&conn).map_or(Transport::Ws, |c| c.transport);
+                (Flow::Web { conn }, uri, self.via_web(transport), Vec::new(), None)
+            }
+        };
+        let (Ok(from), Ok(to)) = (req.headers.from(), req.headers.to()) else { return };
+        let mut out = Request {
+            method: req.method.clone(),
+            uri,
+            version: "SIP/2.0".to_owned(),
+            headers: Default::default(),
+            body: req.body.clone(),
+        };
+        out.headers.push("Via", &via);
+        let mf = req.headers.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
+        out.headers.push("Max-Forwards", &mf.to_string());
+        for r in &route {
+            out.headers.push("Route", r);
+        }
+        let tag = self.token();
+        out.headers.push("From", &with_tag(&untagged(&from), Some(&tag)));
+        out.headers.push("To", &untagged(&to));
+        out.headers.push("Call-ID", &format!("{}@estuary", self.token()));
+        out.headers.push("CSeq", &format!("1 {}", req.method.as_str()));
+        copy_end_to_end(&req.headers, &mut out.headers, side);
+        if let Some(pai) = extra {
+            out.headers.push("P-Asserted-Identity", &pai);
+        }
+        match self.tx.send_request(now, &out, to_flow, reliable(to_flow)) {
+            Ok(k) => {
+                self.owners.insert(k, Owner::NonDialog { server: key, request: req, from: side });
+            }
+            Err(_) => self.respond(now, &key, &req, 500, "Server Internal Error"),
+        }
+    }
+
+    // ----- helpers ------------------------------------------------------------------------
+
+    /// Relay `resp` (received from `from`) as the response to `orig` in server transaction `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_response(
+        &mut self,
+        now: Instant,
+        key: &ServerKey,
+        orig: &Request,
+        resp: &Response,
+        from: Side,
+        to_tag: Option<String>,
+        contact: Option<&str>,
+    ) {
+        let mut out = response_to(orig, resp.code, &resp.reason);
+        if let Some(t) = to_tag {
+            set_to_tag(&mut out, &t);
+        }
+        if let Some(c) = contact {
+            out.headers.push("Contact", c);
+        }
+        copy_end_to_end(&resp.headers, &mut out.headers, from);
+        out.body = resp.body.clone();
+        if let Err(e) = self.tx.send_response(now, key, &out) {
+            tracing::debug!(error = %e, code = resp.code, "response not relayed");
+        }
+    }
+
+    /// Answer a request locally within its server transaction.
+    fn respond(&mut self, now: Instant, key: &ServerKey, req: &Request, code: u16, reason: &str) {
+        let mut resp = self.local_response(req, code, reason);
+        if code == 503 {
+            resp.headers.push("Retry-After", &self.cfg.retry_after.as_secs().to_string());
+        }
+        if self.tx.send_response(now, key, &resp).is_err() {
+            // No transaction (e.g. a synthetic key): answer statelessly.
+            let flow = None::<Flow>;
+            let _ = flow;
+        }
+    }
+
+    /// A response generated by the gateway (RFC 3261 §8.2.6): the request's Via, From, To,
+    /// Call-ID and CSeq, with a To tag of ours on anything but 100.
+    fn local_response(&mut self, req: &Request, code: u16, reason: &str) -> Response {
+        let mut resp = response_to(req, code, reason);
+        let has_tag = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
+        if code > 100 && !has_tag {
+            let tag = self.token();
+            set_to_tag(&mut resp, &tag);
+        }
+        resp
+    }
+
+    /// The dialog an in-dialog request belongs to: by side, Call-ID and our tag (the To tag).
+    fn dialog_of(&self, side: Side, req: &Request) -> Option<(CallId, LegIdx)> {
+        let call_id = req.headers.call_id().ok()?;
+        let to = req.headers.to().ok()?;
+        let tag = to.tag()?;
+        self.dialogs.get(&(side, call_id.to_owned(), tag.to_owned())).copied()
+    }
+
+    /// The browser registration a request from `conn` runs under: the binding whose AoR is the
+    /// From URI, else any active binding on that connection.
+    fn registrar_binding_for(&self, now: Instant, conn: ConnId, req: &Request) -> Option<BindingId> {
+        let ids = self.registrar.on_conn(conn);
+        let active: Vec<&Binding> = ids.iter().filter_map(|i| self.registrar.get(*i)).filter(|b| b.is_active(now)).collect();
+        let from = req.headers.from().ok().map(|f| crate::registrar::aor_key(&f.uri.to_string()));
+        active
+            .iter()
+            .find(|b| Some(crate::registrar::aor_key(&b.aor)) == from)
+            .or_else(|| active.first())
+            .map(|b| b.id)
+    }
+
+    /// The binding an IMS-originated request targets: by the token in our Path (top Route) or
+    /// Contact (Request-URI user), else by AoR.
+    fn target_binding(&self, now: Instant, req: &Request) -> Option<BindingId> {
+        if let Ok(routes) = req.headers.routes() {
+            if let Some(token) = routes.first().and_then(|r| r.uri.user.as_deref()) {
+                if let Some(id) = self.registrar.find_token(token) {
+                    return Some(id);
+                }
+            }
+        }
+        if let Some(id) = req.uri.user.as_deref().and_then(|u| self.registrar.find_token(u)) {
+            return Some(id);
+        }
+        self.registrar.find_aor(&req.uri.to_string(), now)
+    }
+
+    /// RFC 3261 §16.3 item 4, for a B2BUA: a request from IMS that already passed through our
+    /// IMS interface (our sent-by in its Via) has looped.
+    fn is_looped(&self, req: &Request) -> bool {
+        let ours = self.cfg.ims_advertised;
+        req.headers.vias().unwrap_or_default().iter().any(|v| {
+            v.host.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>().ok() == Some(ours.ip())
+                && v.port.unwrap_or(5060) == ours.port()
+        })
+    }
+
+    fn ims_flow(&self) -> Flow {
+        Flow::Ims { transport: self.cfg.ims_transport, remote: self.cfg.next_hop }
+    }
+
+    fn via_for(&mut self, (side, transport): (Side, Transport)) -> String {
+        match side {
+            Side::Web => self.via_web(transport),
+            Side::Ims => self.via_ims_transport(transport),
+        }
+    }
+
+    fn via_ims(&mut self) -> String {
+        self.via_ims_transport(self.cfg.ims_transport)
+    }
+
+    fn via_ims_transport(&mut self, t: Transport) -> String {
+        let branch = self.token();
+        format!("SIP/2.0/{} {};branch=z9hG4bK{};rport", t.via_token(), self.cfg.ims_advertised, branch)
+    }
+
+    fn via_web(&mut self, t: Transport) -> String {
+        let branch = self.token();
+        format!("SIP/2.0/{} {};branch=z9hG4bK{}", t.via_token(), self.cfg.web_advertised_host, branch)
+    }
+
+    fn ims_contact(&self) -> String {
+        format!(
+            "<sip:estuary@{};transport={}>",
+            self.cfg.ims_advertised,
+            self.cfg.ims_transport.via_token().to_ascii_lowercase()
+        )
+    }
+
+    fn web_contact(&self, t: Transport) -> String {
+        format!("<sip:estuary@{};transport={}>", self.cfg.web_advertised_host, t.via_token().to_ascii_lowercase())
+    }
+
+    fn token(&mut self) -> String {
+        token(&mut self.rng)
+    }
+}
+
+impl Owner {
+    /// A copy for dispatch of owners that stay registered (INVITEs live until the call ends).
+    fn shallow(&self) -> Owner {
+        match self {
+            Owner::Invite { call } => Owner::Invite { call: *call },
+            Owner::Relay(r) => Owner::Relay(r.clone()),
+            Owner::Register { binding, web, web_req } => {
+                Owner::Register { binding: *binding, web: web.clone(), web_req: web_req.clone() }
+            }
+            Owner::NonDialog { server, request, from } => {
+                Owner::NonDialog { server: server.clone(), request: request.clone(), from: *from }
+            }
+            Owner::Own => Owner::Own,
+        }
+    }
+}
+
+/// Owners that must outlive the final response: the INVITE's, whose 2xx may be retransmitted
+/// and must be re-ACKed.
+fn is_invite_owner(owner: Option<&Owner>) -> bool {
+    match owner {
+        Some(Owner::Invite { .. }) => true,
+        Some(Owner::Relay(r)) => r.request.method == Method::Invite,
+        _ => false,
+    }
+}
+
+fn call_side(call: &Call, idx: LegIdx) -> Side {
+    call.leg(idx).side
+}
+
+fn side_of(flow: Flow) -> Side {
+    match flow {
+        Flow::Web { .. } => Side::Web,
+        Flow::Ims { .. } => Side::Ims,
+    }
+}
+
+fn reliable(flow: Flow) -> bool {
+    match flow {
+        Flow::Web { .. } => true,
+        Flow::Ims { transport, .. } => transport.is_reliable(),
+    }
+}
+
+impl Side {
+    fn other(self) -> Side {
+        match self {
+            Side::Web => Side::Ims,
+            Side::Ims => Side::Web,
+        }
+    }
+}
+
+/// A name-addr without its tag, as text.
+fn untagged(na: &NameAddr) -> String {
+    let mut n = na.clone();
+    n.remove_param("tag");
+    n.to_string()
+}
+
+fn set_to_tag(resp: &mut Response, tag: &str) {
+    if let Ok(mut to) = resp.headers.to() {
+        if to.tag().is_none() {
+            to.set_tag(tag);
+            resp.headers.set("To", &to.to_string());
+        }
+    }
+}
+
+/// The first Contact URI of a message, as text.
+fn contact_uri(headers: &estuary_sip::Headers) -> Option<String> {
+    headers.contacts().ok()?.into_iter().find_map(|c| match c {
+        ContactValue::Addr(na) => Some(na.uri.to_string()),
+        ContactValue::Star => None,
+    })
+}
+
+/// 16 characters of [a-z0-9]: tags, branches, Call-IDs and binding tokens (RFC 3261 §19.3
+/// asks for at least 32 bits of randomness; this carries about 82).
+fn token(rng: &mut StdRng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}

@@ -1,0 +1,114 @@
+//! Signalling counters, declared once here and rendered by the driver.
+
+use std::collections::BTreeMap;
+
+use crate::io::{MetricKind, Sample, Side};
+
+fn side_label(side: Side) -> &'static str {
+    match side {
+        Side::Web => "web",
+        Side::Ims => "ims",
+    }
+}
+
+/// Counters the engine keeps; gauges are computed from state when sampled.
+#[derive(Default, Debug)]
+pub(crate) struct Counters {
+    requests: BTreeMap<(Side, String), u64>,
+    responses: BTreeMap<(Side, u16), u64>,
+    parse_errors: BTreeMap<Side, u64>,
+    dropped: BTreeMap<Side, u64>,
+    calls_started: u64,
+    calls_failed: BTreeMap<u16, u64>,
+}
+
+impl Counters {
+    /// An inbound request of `method` on `side`.
+    pub(crate) fn request(&mut self, side: Side, method: &str) {
+        *self.requests.entry((side, method.to_owned())).or_default() += 1;
+    }
+
+    /// An inbound response of status `code` on `side`.
+    pub(crate) fn response(&mut self, side: Side, code: u16) {
+        *self.responses.entry((side, code / 100)).or_default() += 1;
+    }
+
+    pub(crate) fn parse_error(&mut self, side: Side) {
+        *self.parse_errors.entry(side).or_default() += 1;
+    }
+
+    pub(crate) fn dropped(&mut self, side: Side) {
+        *self.dropped.entry(side).or_default() += 1;
+    }
+
+    pub(crate) fn call_started(&mut self) {
+        self.calls_started += 1;
+    }
+
+    pub(crate) fn call_failed(&mut self, code: u16) {
+        *self.calls_failed.entry(code).or_default() += 1;
+    }
+
+    pub(crate) fn samples(&self, calls: usize, registrations: usize, ws: usize, out: &mut Vec<Sample>) {
+        let gauge = |name, help, value: usize| Sample {
+            name,
+            help,
+            kind: MetricKind::Gauge,
+            labels: Vec::new(),
+            value: value as u64,
+        };
+        out.push(gauge("estuary_calls_active", "Calls with both legs set up or being set up", calls));
+        out.push(gauge("estuary_registrations_active", "Browser contacts registered toward IMS", registrations));
+        out.push(gauge("estuary_ws_connections", "Open SIP WebSocket connections", ws));
+        out.push(Sample {
+            name: "estuary_calls_total",
+            help: "Calls started (INVITEs accepted for relay)",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.calls_started,
+        });
+        for (code, n) in &self.calls_failed {
+            out.push(Sample {
+                name: "estuary_calls_failed_total",
+                help: "Calls that ended before answer, by final status sent to the caller",
+                kind: MetricKind::Counter,
+                labels: vec![("code", code.to_string())],
+                value: *n,
+            });
+        }
+        for ((side, method), n) in &self.requests {
+            out.push(Sample {
+                name: "estuary_sip_requests_total",
+                help: "SIP requests received, by side and method",
+                kind: MetricKind::Counter,
+                labels: vec![("side", side_label(*side).to_owned()), ("method", method.clone())],
+                value: *n,
+            });
+        }
+        for ((side, class), n) in &self.responses {
+            out.push(Sample {
+                name: "estuary_sip_responses_total",
+                help: "SIP responses received, by side and class",
+                kind: MetricKind::Counter,
+                labels: vec![("side", side_label(*side).to_owned()), ("class", format!("{class}xx"))],
+                value: *n,
+            });
+        }
+        for side in [Side::Web, Side::Ims] {
+            out.push(Sample {
+                name: "estuary_sip_parse_errors_total",
+                help: "SIP messages that failed to parse or validate",
+                kind: MetricKind::Counter,
+                labels: vec![("side", side_label(side).to_owned())],
+                value: self.parse_errors.get(&side).copied().unwrap_or(0),
+            });
+            out.push(Sample {
+                name: "estuary_sip_dropped_total",
+                help: "SIP messages dropped without a response (unparseable, stray, or unroutable)",
+                kind: MetricKind::Counter,
+                labels: vec![("side", side_label(side).to_owned())],
+                value: self.dropped.get(&side).copied().unwrap_or(0),
+            });
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Registration bindings: which browser connection stands behind which registered contact.
+//!
+//! Toward IMS the gateway registers a contact of its own, `sip:<token>@<ims address>`, and adds
+//! a Path `sip:<token>@<ims address>;lr` (RFC 3327), so the core routes terminating requests for
+//! the AoR back through the gateway with the token in the Request-URI or the top Route. The
+//! token names one binding; the binding names the WebSocket connection and the browser's own
+//! contact. One binding exists per browser REGISTER dialog (connection plus Call-ID), which is
+//! also the unit RFC 3261 §10.2.4 refreshes.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use estuary_sip::{Request, Uri};
+
+use crate::io::ConnId;
+
+/// Handle of one binding.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BindingId(pub u64);
+
+/// What to do with a browser's registrations when its WebSocket goes away.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OnWsClose {
+    /// Keep the binding until it expires; terminating requests meanwhile get 480.
+    Keep,
+    /// Send REGISTER with Expires: 0 toward IMS and drop the binding now.
+    Deregister,
+}
+
+/// One registered (or registering) browser contact.
+#[derive(Clone, Debug)]
+pub struct Binding {
+    pub id: BindingId,
+    /// Address-of-record from the To header, as written (e.g. `sip:alice@ims.test`).
+    pub aor: String,
+    /// `+sip.instance` of the browser's Contact, if any (RFC 5626).
+    pub instance: Option<String>,
+    /// `reg-id` of the browser's Contact, if any.
+    pub reg_id: Option<String>,
+    /// The WebSocket connection the browser registered over.
+    pub conn: ConnId,
+    /// Whether that connection is still open.
+    pub connected: bool,
+    /// The browser's Call-ID for its REGISTER dialog.
+    pub web_call_id: String,
+    /// The browser's own Contact value, exactly as sent (minus expires), for responses to it.
+    pub web_contact: String,
+    /// The browser's contact URI: the Request-URI of requests toward it.
+    pub web_contact_uri: Uri,
+    /// Token in the gateway's contact and Path toward IMS.
+    pub token: String,
+    /// The Call-ID the gateway uses toward IMS for this registration.
+    pub ims_call_id: String,
+    /// CSeq of the last REGISTER sent toward IMS.
+    pub ims_cseq: u32,
+    /// When the registrar's granted expiry runs out; `None` until a 2xx is seen.
+    pub expires_at: Option<Instant>,
+    /// Service-Route from the last 2xx (RFC 3608): the preloaded route for originating requests.
+    pub service_route: Vec<String>,
+    /// The last REGISTER sent toward IMS, for a deregistration on connection loss.
+    pub last_register: Option<Request>,
+}
+
+impl Binding {
+    /// Registered and not expired at `now`.
+    pub fn is_active(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t > now)
+    }
+}
+
+/// The binding table.
+#[derive(Default)]
+pub struct Registrar {
+    next_id: u64,
+    bindings: HashMap<BindingId, Binding>,
+    by_dialog: HashMap<(ConnId, String), BindingId>,
+    by_token: HashMap<String, BindingId>,
+}
+
+impl Registrar {
+    /// The binding for a browser REGISTER dialog, if one exists.
+    pub fn find_dialog(&self, conn: ConnId, web_call_id: &str) -> Option<BindingId> {
+        self.by_dialog.get(&(conn, web_call_id.to_owned())).copied()
+    }
+
+    /// The binding whose token is `token`.
+    pub fn find_token(&self, token: &str) -> Option<BindingId> {
+        self.by_token.get(token).copied()
+    }
+
+    /// The most recently refreshed active binding of an AoR (compared without parameters,
+    /// host case-insensitively).
+    pub fn find_aor(&self, aor: &str, now: Instant) -> Option<BindingId> {
+        let want = aor_key(aor);
+        self.bindings
+            .values()
+            .filter(|b| b.is_active(now) && aor_key(&b.aor) == want)
+            .max_by_key(|b| b.expires_at)
+            .map(|b| b.id)
+    }
+
+    /// Active bindings that registered over `conn`.
+    pub fn on_conn(&self, conn: ConnId) -> Vec<BindingId> {
+        let mut v: Vec<_> = self.bindings.values().filter(|b| b.conn == conn).map(|b| b.id).collect();
+        v.sort();
+        v
+    }
+
+    pub fn get(&self, id: BindingId) -> Option<&Binding> {
+        self.bindings.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: BindingId) -> Option<&mut Binding> {
+        self.bindings.get_mut(&id)
+    }
+
+    /// Insert a new binding built by `make` from its fresh id.
+    pub fn insert(&mut self, make: impl FnOnce(BindingId) -> Binding) -> BindingId {
+        self.next_id += 1;
+        let id = BindingId(self.next_id);
+        let b = make(id);
+        self.by_dialog.insert((b.conn, b.web_call_id.clone()), id);
+        self.by_token.insert(b.token.clone(), id);
+        self.bindings.insert(id, b);
+        id
+    }
+
+    pub fn remove(&mut self, id: BindingId) -> Option<Binding> {
+        let b = self.bindings.remove(&id)?;
+        self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
+        self.by_token.remove(&b.token);
+        Some(b)
+    }
+
+    /// Number of active bindings.
+    pub fn active(&self, now: Instant) -> usize {
+        self.bindings.values().filter(|b| b.is_active(now)).count()
+    }
+
+    /// Bindings whose registration ran out by `now`; the caller removes them.
+    pub fn expired(&self, now: Instant) -> Vec<BindingId> {
+        self.bindings.values().filter(|b| b.expires_at.is_some_and(|t| t <= now)).map(|b| b.id).collect()
+    }
+
+    /// The next expiry, for `poll_timeout`.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.bindings.values().filter_map(|b| b.expires_at).min()
+    }
+}
+
+/// Comparison form of an AoR: scheme, user and lower-cased host; parameters dropped.
+pub fn aor_key(aor: &str) -> String {
+    match Uri::parse(aor.trim().trim_start_matches('<').trim_end_matches('>')) {
+        Ok(u) => format!(
+            "{}:{}@{}",
+            u.scheme,
+            u.user.as_deref().unwrap_or(""),
+            u.host.to_ascii_lowercase()
+        ),
+        Err(_) => aor.to_ascii_lowercase(),
+    }
+}

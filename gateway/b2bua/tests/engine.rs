@@ -1,0 +1,535 @@
+//! The B2BUA engine driven on a virtual clock: a scripted browser on one side, a scripted IMS
+//! core on the other, every byte that crosses inspected. Real peers (sipp, WebSocket clients)
+//! exercise the same paths in the conformance crate.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::{B2bua, B2buaConfig, ConnId, Flow, Input, Output, Side, Transport};
+use estuary_sip::{Message, Request, Response};
+
+const CONN: ConnId = ConnId(1);
+const BROWSER_HOST: &str = "df7jal23ls0d.invalid";
+
+fn next_hop() -> SocketAddr {
+    "127.0.0.1:5060".parse().unwrap()
+}
+
+fn ims_flow() -> Flow {
+    Flow::Ims { transport: Transport::Udp, remote: next_hop() }
+}
+
+struct Harness {
+    gw: B2bua,
+    now: Instant,
+    start: Instant,
+}
+
+#[derive(Debug)]
+struct Sent {
+    flow: Flow,
+    msg: Message,
+    text: String,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with(B2buaConfig::default())
+    }
+
+    fn with(cfg: B2buaConfig) -> Self {
+        let now = Instant::now();
+        let mut gw = B2bua::new(cfg, 7);
+        gw.handle_input(
+            now,
+            Input::ConnectionOpened {
+                conn: CONN,
+                side: Side::Web,
+                transport: Transport::Wss,
+                local: "127.0.0.1:8443".parse().unwrap(),
+                remote: "127.0.0.1:40000".parse().unwrap(),
+            },
+        );
+        Harness { gw, now, start: now }
+    }
+
+    fn web(&mut self, text: &str) -> Vec<Sent> {
+        let data = text.replace('\n', "\r\n");
+        self.gw.handle_input(
+            self.now,
+            Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: "127.0.0.1:40000".parse().unwrap(), data: data.as_bytes() },
+        );
+        self.drain()
+    }
+
+    fn ims(&mut self, text: &str) -> Vec<Sent> {
+        let data = text.replace('\n', "\r\n");
+        self.gw.handle_input(self.now, Input::Receive { flow: ims_flow(), conn: None, remote: next_hop(), data: data.as_bytes() });
+        self.drain()
+    }
+
+    fn ims_raw(&mut self, data: &[u8]) -> Vec<Sent> {
+        self.gw.handle_input(self.now, Input::Receive { flow: ims_flow(), conn: None, remote: next_hop(), data });
+        self.drain()
+    }
+
+    fn input(&mut self, input: Input<'_>) -> Vec<Sent> {
+        self.gw.handle_input(self.now, input);
+        self.drain()
+    }
+
+    /// Move the clock to `at` (relative to start), firing every deadline on the way.
+    fn advance_to(&mut self, at: Duration) -> Vec<Sent> {
+        let end = self.start + at;
+        let mut out = Vec::new();
+        while let Some(t) = self.gw.poll_timeout() {
+            if t > end {
+                break;
+            }
+            self.now = t.max(self.now);
+            self.gw.handle_input(self.now, Input::Timeout);
+            out.extend(self.drain());
+        }
+        self.now = end;
+        out
+    }
+
+    fn drain(&mut self) -> Vec<Sent> {
+        let mut out = Vec::new();
+        while let Some(o) = self.gw.poll_output() {
+            if let Output::Transmit { flow, data } = o {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let msg = Message::parse(&data).unwrap_or_else(|e| panic!("gateway sent unparseable SIP ({e}):\n{text}"));
+                out.push(Sent { flow, msg, text });
+            }
+        }
+        out
+    }
+
+    /// Browser registration through a 401 challenge; returns the gateway's contact toward IMS.
+    fn register(&mut self) -> String {
+        let out = self.web(REGISTER);
+        let reg = only_ims(&out);
+        let resp = response(reg, 401, "Unauthorized", &[("WWW-Authenticate", r#"Digest realm="ims.test", nonce="abc", qop="auth", algorithm=MD5"#)]);
+        let to_web = self.ims(&resp);
+        assert_eq!(status(only_web(&to_web)), 401);
+        let out = self.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 2 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bK56sdask2").replace(
+            "Expires: 600",
+            "Expires: 600\nAuthorization: Digest username=\"alice\", realm=\"ims.test\", nonce=\"abc\", uri=\"sip:ims.test\", response=\"0123456789abcdef0123456789abcdef\", qop=auth, nc=00000001, cnonce=\"xyz\"",
+        ));
+        let reg = only_ims(&out);
+        assert!(reg.text.contains("Authorization: Digest username=\"alice\""), "credentials pass unchanged:\n{}", reg.text);
+        let contact = reg.msg.headers().get("Contact").unwrap().to_owned();
+        let ok = response(reg, 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:scscf.ims.test;lr>")]);
+        let to_web = self.ims(&ok);
+        assert_eq!(status(only_web(&to_web)), 200);
+        contact
+    }
+}
+
+const REGISTER: &str = "REGISTER sip:ims.test SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56sdasks
+Max-Forwards: 69
+To: <sip:alice@ims.test>
+From: \"Alice\" <sip:alice@ims.test>;tag=10pu6ej9ts
+Call-ID: 9ulsqbbhl9hd3hpbm1jf
+CSeq: 1 REGISTER
+Contact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>\";expires=600
+Expires: 600
+Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY
+Supported: path,gruu,outbound
+User-Agent: JsSIP 3.10.0
+Content-Length: 0
+
+";
+
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+
+fn invite_from_web(branch: &str) -> String {
+    format!(
+        "INVITE sip:bob@ims.test SIP/2.0
+Via: SIP/2.0/WSS df7jal23ls0d.invalid;branch={branch}
+Max-Forwards: 69
+To: <sip:bob@ims.test>
+From: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3
+Call-ID: webcall1
+CSeq: 7 INVITE
+Contact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>
+Allow: INVITE,ACK,CANCEL,BYE,UPDATE,MESSAGE,OPTIONS,REFER,INFO,NOTIFY
+Supported: 100rel,timer
+P-Asserted-Identity: <sip:ceo@ims.test>
+Content-Type: application/sdp
+Content-Length: {}
+
+{SDP}",
+        SDP.len()
+    )
+    .replace("\r\n", "\n")
+}
+
+fn only_ims(out: &[Sent]) -> &Sent {
+    let v: Vec<_> = out.iter().filter(|s| matches!(s.flow, Flow::Ims { .. })).collect();
+    assert_eq!(v.len(), 1, "expected one message toward IMS, got {:#?}", out);
+    v[0]
+}
+
+fn only_web(out: &[Sent]) -> &Sent {
+    let v: Vec<_> = out.iter().filter(|s| matches!(s.flow, Flow::Web { .. })).collect();
+    assert_eq!(v.len(), 1, "expected one message toward the browser, got {:#?}", out);
+    v[0]
+}
+
+fn to_web(out: &[Sent]) -> Vec<&Sent> {
+    out.iter().filter(|s| matches!(s.flow, Flow::Web { .. })).collect()
+}
+
+fn to_ims(out: &[Sent]) -> Vec<&Sent> {
+    out.iter().filter(|s| matches!(s.flow, Flow::Ims { .. })).collect()
+}
+
+fn req(s: &Sent) -> &Request {
+    match &s.msg {
+        Message::Request(r) => r,
+        Message::Response(r) => panic!("expected a request, got {} {}", r.code, r.reason),
+    }
+}
+
+fn resp(s: &Sent) -> &Response {
+    match &s.msg {
+        Message::Response(r) => r,
+        Message::Request(r) => panic!("expected a response, got {}", r.method.as_str()),
+    }
+}
+
+fn status(s: &Sent) -> u16 {
+    resp(s).code
+}
+
+/// A response the far end would send to `to`, with a To tag, `extra` headers and no body.
+fn response(to: &Sent, code: u16, reason: &str, extra: &[(&str, &str)]) -> String {
+    response_with_body(to, code, reason, extra, "")
+}
+
+fn response_with_body(to: &Sent, code: u16, reason: &str, extra: &[(&str, &str)], body: &str) -> String {
+    let r = req(to);
+    let mut out = estuary_sip::response_to(r, code, reason);
+    if code > 100 && r.headers.to().unwrap().tag().is_none() {
+        let to = format!("{};tag=far1", r.headers.get("To").unwrap());
+        out.headers.set("To", &to);
+    }
+    for (k, v) in extra {
+        out.headers.push(*k, *v);
+    }
+    if !body.is_empty() {
+        out.headers.push("Content-Type", "application/sdp");
+        out.body = body.as_bytes().to_vec();
+    }
+    String::from_utf8(out.to_bytes()).unwrap().replace("\r\n", "\n")
+}
+
+fn assert_no_web_leak(s: &Sent) {
+    for needle in [BROWSER_HOST, "8r2lhmvo", "webcall1", "a1b2c3", "9ulsqbbhl9hd3hpbm1jf", "sip:ceo@"] {
+        assert!(!s.text.contains(needle), "web-side detail {needle:?} leaked to IMS:\n{}", s.text);
+    }
+}
+
+/// A browser call answered by IMS; returns (IMS INVITE, the 200 sent to the browser).
+fn answered_call(h: &mut Harness) -> (Sent, Sent) {
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKinv1"));
+    assert_eq!(status(only_web(&out)), 100);
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    let ok = response_with_body(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>"), ("Record-Route", "<sip:scscf.internal.ims;lr>")], SDP);
+    let out = h.ims(&ok);
+    let web_ok = out.into_iter().next().unwrap();
+    (inv, web_ok)
+}
+
+#[test]
+fn register_goes_to_ims_with_path_and_a_gateway_contact() {
+    let mut h = Harness::new();
+    let out = h.web(REGISTER);
+    let reg = only_ims(&out);
+    assert_no_web_leak(reg);
+    assert_eq!(reg.flow, ims_flow());
+    let r = req(reg);
+    assert_eq!(r.uri.to_string(), "sip:ims.test");
+    let path = r.headers.get("Path").expect("Path");
+    let contact = r.headers.get("Contact").expect("Contact");
+    assert!(path.starts_with("<sip:") && path.ends_with("@127.0.0.1:5080;lr>"), "{path}");
+    assert!(contact.contains("@127.0.0.1:5080;transport=udp>;expires=600"), "{contact}");
+    assert!(contact.contains("+sip.instance=\"<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>\""), "{contact}");
+    assert!(r.headers.values("Supported").iter().any(|s| s == "path"));
+    assert_eq!(r.headers.vias().unwrap().len(), 1, "only the gateway's Via");
+}
+
+#[test]
+fn register_challenge_and_success_are_relayed_with_the_browsers_contact() {
+    let mut h = Harness::new();
+    let out = h.web(REGISTER);
+    let reg = only_ims(&out);
+    let ims_call_id = req(reg).headers.call_id().unwrap().to_owned();
+    let chall = response(reg, 401, "Unauthorized", &[("WWW-Authenticate", r#"Digest realm="ims.test", nonce="n1""#)]);
+    let out = h.ims(&chall);
+    let w = resp(only_web(&out));
+    assert_eq!((w.code, w.reason.as_str()), (401, "Unauthorized"));
+    assert_eq!(w.headers.get("WWW-Authenticate"), Some(r#"Digest realm="ims.test", nonce="n1""#));
+    assert_eq!(w.headers.call_id().unwrap(), "9ulsqbbhl9hd3hpbm1jf");
+    // The refresh keeps the IMS-side Call-ID and raises CSeq (RFC 3261 §10.2.4).
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 2 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bK56sdask2"));
+    let reg2 = only_ims(&out);
+    assert_eq!(req(reg2).headers.call_id().unwrap(), ims_call_id);
+    assert_eq!(req(reg2).headers.cseq().unwrap().seq, 2);
+    let contact = req(reg2).headers.get("Contact").unwrap().to_owned();
+    let ok = response(reg2, 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:orig@scscf.ims.test;lr>"), ("Path", &req(reg2).headers.get("Path").unwrap().to_owned())]);
+    let out = h.ims(&ok);
+    let w = only_web(&out);
+    assert_eq!(status(w), 200);
+    let c = resp(w).headers.get("Contact").unwrap();
+    assert!(c.starts_with("<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>"), "browser sees its own contact: {c}");
+    assert!(c.ends_with(";expires=600"), "{c}");
+    assert!(!w.text.contains("scscf") && !w.text.contains("127.0.0.1:5080"), "no IMS routing toward the browser:\n{}", w.text);
+    assert_eq!(h.gw.registrar().active(h.now), 1);
+}
+
+#[test]
+fn unregistered_browsers_cannot_call() {
+    let mut h = Harness::new();
+    let out = h.web(&invite_from_web("z9hG4bKx"));
+    let w = only_web(&out);
+    assert_eq!((status(w), resp(w).reason.as_str()), (403, "Not Registered"));
+    assert!(to_ims(&out).is_empty());
+}
+
+#[test]
+fn browser_call_is_re_originated_with_new_identifiers_and_relayed_both_ways() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKinv1"));
+    assert_eq!(status(only_web(&out)), 100);
+    let inv = only_ims(&out);
+    assert_no_web_leak(inv);
+    let r = req(inv);
+    assert_eq!(r.uri.to_string(), "sip:bob@ims.test");
+    assert_eq!(r.headers.get("Max-Forwards"), Some("68"));
+    assert_eq!(r.headers.get("P-Asserted-Identity"), Some("<sip:alice@ims.test>"), "asserted from the registration, not from the browser");
+    assert_eq!(r.headers.get_all("Route").collect::<Vec<_>>(), vec!["<sip:scscf.ims.test;lr>"], "Service-Route preloaded");
+    assert_eq!(r.body, SDP.as_bytes(), "SDP passes unchanged in this version");
+    assert_eq!(r.headers.get("Supported"), Some("100rel,timer"));
+
+    let ringing = response(inv, 180, "Ringing", &[("Contact", "<sip:bob@10.9.9.9:5070>")]);
+    let out = h.ims(&ringing);
+    let w = only_web(&out);
+    assert_eq!((status(w), resp(w).reason.as_str()), (180, "Ringing"));
+    assert!(!w.text.contains("10.9.9.9"), "IMS-internal contact hidden:\n{}", w.text);
+    let web_tag = resp(w).headers.to().unwrap().tag().unwrap().to_owned();
+
+    let ok = response_with_body(inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>"), ("Record-Route", "<sip:scscf.internal.ims;lr>")], SDP);
+    let out = h.ims(&ok);
+    let w = only_web(&out);
+    assert_eq!(status(w), 200);
+    assert_eq!(resp(w).headers.to().unwrap().tag(), Some(web_tag.as_str()), "same dialog as the 180");
+    assert!(!w.text.contains("10.9.9.9") && !w.text.contains("scscf"), "{}", w.text);
+    assert_eq!(resp(w).body, SDP.as_bytes());
+    assert!(to_ims(&out).is_empty(), "the gateway waits for the browser's ACK");
+
+    let ack = format!(
+        "ACK sip:estuary@127.0.0.1;transport=wss SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack1\nMax-Forwards: 69\nTo: <sip:bob@ims.test>;tag={web_tag}\nFrom: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"
+    );
+    let out = h.web(&ack);
+    let a = only_ims(&out);
+    let ar = req(a);
+    assert_eq!(ar.method.as_str(), "ACK");
+    assert_eq!(ar.uri.to_string(), "sip:bob@10.9.9.9:5070", "ACK to the remote target");
+    assert_eq!(ar.headers.get_all("Route").collect::<Vec<_>>(), vec!["<sip:scscf.internal.ims;lr>"]);
+    assert_eq!(ar.headers.cseq().unwrap().seq, 1);
+    assert_no_web_leak(a);
+
+    let bye = ack.replace("ACK sip", "BYE sip").replace("7 ACK", "8 BYE").replace("z9hG4bKack1", "z9hG4bKbye1");
+    let out = h.web(&bye);
+    assert_eq!(status(only_web(&out)), 200);
+    let b = only_ims(&out);
+    assert_eq!(req(b).method.as_str(), "BYE");
+    assert_eq!(req(b).headers.cseq().unwrap().seq, 2);
+    assert_eq!(req(b).headers.call_id().unwrap(), req(inv).headers.call_id().unwrap());
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn bye_from_ims_reaches_the_browser() {
+    let mut h = Harness::new();
+    let (inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let ack = format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack2\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n");
+    h.web(&ack);
+    let r = req(&inv);
+    let bye = format!(
+        "BYE sip:estuary@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKimsbye\nMax-Forwards: 70\nFrom: {};tag=far1\nTo: {}\nCall-ID: {}\nCSeq: 1 BYE\nContent-Length: 0\n\n",
+        r.headers.get("To").unwrap(),
+        r.headers.get("From").unwrap(),
+        r.headers.call_id().unwrap()
+    );
+    let out = h.ims(&bye);
+    assert_eq!(status(only_ims(&out)), 200);
+    let b = only_web(&out);
+    let br = req(b);
+    assert_eq!(br.method.as_str(), "BYE");
+    assert_eq!(br.uri.to_string(), "sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob");
+    assert_eq!(br.headers.call_id().unwrap(), "webcall1");
+    assert_eq!(br.headers.to().unwrap().tag(), Some("a1b2c3"));
+    assert!(!b.text.contains("10.9.9.9"), "{}", b.text);
+}
+
+#[test]
+fn busy_is_relayed_and_acked_on_the_ims_side() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKbusy"));
+    let inv = to_ims(&out)[0];
+    let out = h.ims(&response(inv, 486, "Busy Here", &[]));
+    let ack = only_ims(&out);
+    assert_eq!(req(ack).method.as_str(), "ACK");
+    let w = only_web(&out);
+    assert_eq!((status(w), resp(w).reason.as_str()), (486, "Busy Here"));
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_and_relays_the_487() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKc1"));
+    let inv = to_ims(&out)[0];
+    let cancel = "CANCEL sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKc1\nMax-Forwards: 69\nTo: <sip:bob@ims.test>\nFrom: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 CANCEL\nContent-Length: 0\n\n";
+    let out = h.web(cancel);
+    assert_eq!(status(only_web(&out)), 200);
+    assert!(to_ims(&out).is_empty(), "no CANCEL before a provisional (RFC 3261 §9.1)");
+    let out = h.ims(&response(inv, 180, "Ringing", &[]));
+    assert!(to_web(&out).is_empty(), "no 180 after the caller cancelled");
+    let c = only_ims(&out);
+    assert_eq!(req(c).method.as_str(), "CANCEL");
+    assert_eq!(req(c).headers.get("Via"), req(inv).headers.get("Via"), "CANCEL reuses the INVITE's Via");
+    let out = h.ims(&response(c, 200, "OK", &[]));
+    assert!(out.is_empty());
+    let out = h.ims(&response(inv, 487, "Request Terminated", &[]));
+    assert_eq!(req(only_ims(&out)).method.as_str(), "ACK");
+    assert_eq!(status(only_web(&out)), 487);
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn a_200_crossing_the_cancel_is_acked_and_hung_up() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKc2"));
+    let inv = to_ims(&out)[0];
+    h.ims(&response(inv, 180, "Ringing", &[]));
+    let cancel = "CANCEL sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKc2\nTo: <sip:bob@ims.test>\nFrom: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 CANCEL\nContent-Length: 0\n\n";
+    let out = h.web(cancel);
+    assert_eq!(status(only_web(&out)), 200);
+    assert_eq!(req(only_ims(&out)).method.as_str(), "CANCEL");
+    // The callee answered before the CANCEL arrived.
+    let out = h.ims(&response_with_body(inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP));
+    let methods: Vec<_> = to_ims(&out).iter().map(|s| req(s).method.as_str().to_owned()).collect();
+    assert_eq!(methods, vec!["ACK", "BYE"]);
+    let w = only_web(&out);
+    assert_eq!(status(w), 487, "the caller cancelled, so it gets 487, not the 200");
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn unreachable_next_hop_gives_503_with_retry_after() {
+    let mut h = Harness::new();
+    let out = h.web(REGISTER);
+    assert_eq!(to_ims(&out).len(), 1);
+    let out = h.input(Input::Unreachable { flow: ims_flow() });
+    let w = only_web(&out);
+    assert_eq!(status(w), 503);
+    assert_eq!(resp(w).headers.get("Retry-After"), Some("30"));
+}
+
+#[test]
+fn silent_next_hop_gives_408_after_timer_f() {
+    let mut h = Harness::new();
+    h.web(REGISTER);
+    let out = h.advance_to(Duration::from_millis(31_900));
+    assert!(to_web(&out).is_empty());
+    assert_eq!(to_ims(&out).len(), 10, "REGISTER retransmitted by Timer E over UDP");
+    let out = h.advance_to(Duration::from_secs(33));
+    assert_eq!(status(only_web(&out)), 408);
+}
+
+#[test]
+fn ims_originated_call_reaches_the_browser_by_path_token() {
+    let mut h = Harness::new();
+    let contact = h.register();
+    let token = contact.trim_start_matches("<sip:").split('@').next().unwrap().to_owned();
+    let inv = format!(
+        "INVITE sip:{token}@127.0.0.1:5080;transport=udp SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKimsinv\nMax-Forwards: 66\nRoute: <sip:{token}@127.0.0.1:5080;lr>\nRecord-Route: <sip:scscf.internal.ims;lr>\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>\nCall-ID: imscall1@10.9.9.9\nCSeq: 5 INVITE\nContact: <sip:bob@10.9.9.9:5070>\nP-Charging-Vector: icid-value=abc\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        SDP.len(),
+        SDP.replace("\r\n", "\n")
+    );
+    let out = h.ims(&inv);
+    assert_eq!(status(only_ims(&out)), 100);
+    let w = only_web(&out);
+    assert_eq!(w.flow, Flow::Web { conn: CONN });
+    let r = req(w);
+    assert_eq!(r.uri.to_string(), "sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws");
+    assert!(r.headers.get("Via").unwrap().starts_with("SIP/2.0/WSS "));
+    for leak in ["10.9.9.9", "scscf", "imscall1", "bobtag", "icid-value", "P-Charging"] {
+        assert!(!w.text.contains(leak), "{leak} leaked to the browser:\n{}", w.text);
+    }
+    let ringing = response(w, 180, "Ringing", &[("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>")]);
+    let out = h.web(&ringing);
+    let i = only_ims(&out);
+    assert_eq!(status(i), 180);
+    assert_no_web_leak(i);
+}
+
+#[test]
+fn dropping_the_websocket_mid_call_sends_bye_and_deregisters() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let ack = format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack3\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n");
+    h.web(&ack);
+    let out = h.input(Input::ConnectionClosed { conn: CONN });
+    let mut methods: Vec<_> = to_ims(&out).iter().map(|s| req(s).method.as_str().to_owned()).collect();
+    methods.sort();
+    assert_eq!(methods, vec!["BYE", "REGISTER"]);
+    let reg = to_ims(&out).into_iter().find(|s| req(s).method.as_str() == "REGISTER").unwrap();
+    assert!(req(reg).headers.get("Contact").unwrap().ends_with(";expires=0"));
+    assert!(to_web(&out).is_empty());
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_reason_and_garbage_is_dropped() {
+    let mut h = Harness::new();
+    let bad = "OPTIONS sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKbad\nTo: <sip:bob@ims.test>\nFrom: <sip:a@ims.test>;tag=1\nCall-ID: bad1\nCSeq: 1 INVITE\nContent-Length: 0\n\n";
+    let out = h.ims(bad);
+    let r = resp(only_ims(&out));
+    assert_eq!(r.code, 400);
+    assert!(r.reason.to_ascii_lowercase().contains("cseq"), "the reason says what is wrong: {}", r.reason);
+    let out = h.ims_raw(b"\x00\x01garbage\xff");
+    assert!(out.is_empty());
+    let samples = h.gw.metrics(h.now);
+    let parse_errors: u64 = samples.iter().filter(|s| s.name == "estuary_sip_parse_errors_total").map(|s| s.value).sum();
+    assert_eq!(parse_errors, 2);
+}
+
+#[test]
+fn options_to_the_gateway_itself_is_answered_locally() {
+    let mut h = Harness::new();
+    let out = h.ims("OPTIONS sip:127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKopt\nMax-Forwards: 70\nTo: <sip:127.0.0.1:5080>\nFrom: <sip:ping@ims.test>;tag=p\nCall-ID: opt1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    let r = resp(only_ims(&out));
+    assert_eq!(r.code, 200);
+    assert!(r.headers.get("Allow").unwrap().contains("INVITE"));
+}
+
+#[test]
+fn a_request_that_looped_back_is_refused() {
+    let mut h = Harness::new();
+    let out = h.ims("MESSAGE sip:alice@ims.test SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKl2\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKl1\nMax-Forwards: 60\nTo: <sip:alice@ims.test>\nFrom: <sip:bob@ims.test>;tag=p\nCall-ID: loop1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n");
+    assert_eq!(status(only_ims(&out)), 482);
+}
