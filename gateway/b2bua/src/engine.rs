@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use estuary_sip::{
-    response_to, salvage_for_400, ContactValue, Message, Method, NameAddr, ParseErrorKind, Request,
+    response_to, salvage_response, ContactValue, Message, Method, NameAddr, Request,
     Response, Scheme,
 };
 use estuary_transaction::{
@@ -143,22 +143,14 @@ impl B2bua {
         match Message::parse(data) {
             Err(e) => {
                 self.counters.parse_error(side);
-                let (code, reason) = match e.kind {
-                    ParseErrorKind::Unparseable => {
+                // The answer (400 with the reason, 505, 416) is built from the raw lines; when
+                // none can be formed the message is dropped and counted.
+                match salvage_response(data) {
+                    Some(resp) => self.tx.send_stateless(flow, resp.to_bytes()),
+                    None => {
+                        tracing::debug!(error = %e, "unanswerable SIP message dropped");
                         self.counters.dropped(side);
-                        return;
                     }
-                    ParseErrorKind::VersionNotSupported => (505, "Version Not Supported".to_owned()),
-                    ParseErrorKind::UnsupportedUriScheme => (416, "Unsupported URI Scheme".to_owned()),
-                    _ => (400, e.reason.clone()),
-                };
-                match salvage_for_400(data) {
-                    Some(mut resp) => {
-                        resp.code = code;
-                        resp.reason = reason;
-                        self.tx.send_stateless(flow, resp.to_bytes());
-                    }
-                    None => self.counters.dropped(side),
                 }
             }
             Ok(Message::Request(req)) => {
@@ -175,6 +167,12 @@ impl B2bua {
             }
             Ok(Message::Response(resp)) => {
                 self.counters.response(side, resp.code);
+                if resp.validate().is_err() {
+                    // Responses are never answered (RFC 3261 §8.1.3.3); a broken one is dropped.
+                    self.counters.parse_error(side);
+                    self.counters.dropped(side);
+                    return;
+                }
                 self.on_response(now, resp);
             }
         }
@@ -192,11 +190,21 @@ impl B2bua {
         if side == Side::Ims && self.is_looped(&req) {
             return self.respond(now, &key, &req, 482, "Loop Detected");
         }
-        if req.headers.max_forwards().ok().flatten() == Some(0) && req.method != Method::Options {
+        // RFC 3261 §16.3 item 3: only an OPTIONS addressed to this element may be answered.
+        let for_us = req.method == Method::Options && req.uri.user.is_none();
+        if req.headers.max_forwards().ok().flatten() == Some(0) && !for_us {
             return self.respond(now, &key, &req, 483, "Too Many Hops");
         }
-        if !matches!(req.uri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) {
+        if !req.uri_scheme_supported() {
             return self.respond(now, &key, &req, 416, "Unsupported URI Scheme");
+        }
+        if let Some((code, reason, header)) = self.refusal(&req) {
+            let mut resp = self.local_response(&req, code, reason);
+            if let Some((name, value)) = header {
+                resp.headers.push(name, &value);
+            }
+            let _ = self.tx.send_response(now, &key, &resp);
+            return;
         }
         let proxy_require = req.headers.values("Proxy-Require");
         if !proxy_require.is_empty() {
@@ -214,6 +222,51 @@ impl B2bua {
             Some(tag) => self.on_in_dialog(now, side, key, req, tag),
             None => self.on_out_of_dialog(now, flow, key, req),
         }
+    }
+
+    /// What the gateway itself cannot accept, whichever leg the request would go to: unknown
+    /// required extensions (RFC 3261 §8.2.2.3), bodies other than SDP on session requests
+    /// (§8.2.3; the SDP engine must read every offer), an Accept that excludes SDP, and
+    /// registrations of non-SIP AoRs.
+    fn refusal(&self, req: &Request) -> Option<(u16, &'static str, Option<(&'static str, String)>)> {
+        const UNDERSTOOD: &[&str] =
+            &["100rel", "timer", "path", "outbound", "gruu", "replaces", "precondition", "norefersub", "histinfo", "199"];
+        if req.method != Method::Ack && req.method != Method::Cancel {
+            let unknown: Vec<String> = req
+                .headers
+                .values("Require")
+                .into_iter()
+                .filter(|t| !UNDERSTOOD.iter().any(|u| u.eq_ignore_ascii_case(t)))
+                .collect();
+            if !unknown.is_empty() {
+                return Some((420, "Bad Extension", Some(("Unsupported", unknown.join(", ")))));
+            }
+        }
+        let session = matches!(req.method, Method::Invite | Method::Update | Method::Prack | Method::Ack);
+        if session && !req.body.is_empty() {
+            let ct = req.headers.get("Content-Type").unwrap_or("").to_ascii_lowercase();
+            let media = ct.split(';').next().unwrap_or("").trim().to_owned();
+            if media != "application/sdp" && media != "multipart/mixed" {
+                return Some((415, "Unsupported Media Type", Some(("Accept", "application/sdp".to_owned()))));
+            }
+        }
+        if req.method == Method::Invite {
+            let accept = req.headers.values("Accept");
+            let takes_sdp = accept.iter().any(|a| {
+                let m = a.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                m == "application/sdp" || m == "application/*" || m == "*/*"
+            });
+            if !accept.is_empty() && !takes_sdp {
+                return Some((406, "Not Acceptable", None));
+            }
+        }
+        if req.method == Method::Register {
+            let to_is_sip = req.headers.to().is_ok_and(|t| matches!(t.uri.scheme, Scheme::Sip | Scheme::Sips));
+            if !to_is_sip {
+                return Some((400, "To Must Be a SIP URI", None));
+            }
+        }
+        None
     }
 
     fn on_out_of_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {

@@ -533,3 +533,37 @@ fn a_request_that_looped_back_is_refused() {
     let out = h.ims("MESSAGE sip:alice@ims.test SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKl2\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKl1\nMax-Forwards: 60\nTo: <sip:alice@ims.test>\nFrom: <sip:bob@ims.test>;tag=p\nCall-ID: loop1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n");
     assert_eq!(status(only_ims(&out)), 482);
 }
+
+/// Every RFC 4475 torture message, sent from the IMS side over UDP: the engine answers exactly
+/// as conformance/data/rfc4475/EXPECTATIONS.tsv says and never panics. (The same corpus goes to
+/// the running daemon over a real socket in the conformance crate.)
+#[test]
+fn rfc4475_messages_get_the_expected_answers_from_the_engine() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/data/rfc4475");
+    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations table");
+    let mut checked = 0;
+    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, expected) = (cols[0], cols[3]);
+        let data = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut h = Harness::new();
+        let out = h.ims_raw(&data);
+        let answers: Vec<u16> = out.iter().filter_map(|s| match &s.msg {
+            Message::Response(r) if matches!(s.flow, Flow::Ims { .. }) => Some(r.code),
+            _ => None,
+        }).collect();
+        match expected {
+            "drop" => assert!(out.is_empty(), "{file}: expected silence, got {out:#?}"),
+            "handled" => assert!(
+                answers.iter().all(|c| ![400, 416, 420, 505].contains(c)),
+                "{file}: a valid message was refused: {answers:?}"
+            ),
+            code => {
+                let code: u16 = code.parse().unwrap_or_else(|_| panic!("{file}: bad expectation {code}"));
+                assert_eq!(answers, vec![code], "{file}: {out:#?}");
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 49, "every RFC 4475 message is covered");
+}
