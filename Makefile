@@ -3,7 +3,6 @@
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester pkg-config
 
 .PHONY: run test deps build build-release lint clean
 
@@ -16,11 +15,13 @@ build-release:
 build:
 	$(CARGO) build -p estuary
 
-# System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent.
+# System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent,
+# tshark to check that our captures read back in Wireshark's dissectors.
 deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
