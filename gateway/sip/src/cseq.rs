@@ -58,9 +58,18 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         let c = CSeq::parse("0009 INVITE").unwrap();
-        assert_eq!(c, CSeq { seq: 9, method: Method::Invite });
+        assert_eq!(
+            c,
+            CSeq {
+                seq: 9,
+                method: Method::Invite
+            }
+        );
         assert_eq!(c.to_string(), "9 INVITE");
-        assert_eq!(CSeq::parse(" 4294967295\tNEWMETHOD ").unwrap().seq, u32::MAX);
+        assert_eq!(
+            CSeq::parse(" 4294967295\tNEWMETHOD ").unwrap().seq,
+            u32::MAX
+        );
     }
 
     #[test]

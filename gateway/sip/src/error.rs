@@ -51,12 +51,18 @@ pub struct ParseError {
 impl ParseError {
     /// A [`ParseErrorKind::Malformed`] error with the given reason phrase.
     pub fn malformed(reason: &str) -> ParseError {
-        ParseError { kind: ParseErrorKind::Malformed, reason: reason.to_owned() }
+        ParseError {
+            kind: ParseErrorKind::Malformed,
+            reason: reason.to_owned(),
+        }
     }
 
     /// A [`ParseErrorKind::Unparseable`] error with the given reason phrase.
     pub fn unparseable(reason: &str) -> ParseError {
-        ParseError { kind: ParseErrorKind::Unparseable, reason: reason.to_owned() }
+        ParseError {
+            kind: ParseErrorKind::Unparseable,
+            reason: reason.to_owned(),
+        }
     }
 
     /// Shorthand for `self.kind.status_code()`.
@@ -74,7 +80,10 @@ mod tests {
         assert_eq!(ParseErrorKind::Unparseable.status_code(), None);
         assert_eq!(ParseErrorKind::Malformed.status_code(), Some(400));
         assert_eq!(ParseErrorKind::VersionNotSupported.status_code(), Some(505));
-        assert_eq!(ParseErrorKind::UnsupportedUriScheme.status_code(), Some(416));
+        assert_eq!(
+            ParseErrorKind::UnsupportedUriScheme.status_code(),
+            Some(416)
+        );
     }
 
     #[test]

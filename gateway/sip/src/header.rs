@@ -42,7 +42,10 @@ pub fn canonical_name(name: &str) -> &str {
     match name.as_bytes() {
         [c] => {
             let c = c.to_ascii_lowercase();
-            COMPACT_FORMS.iter().find(|(k, _)| *k == c).map_or(name, |(_, long)| long)
+            COMPACT_FORMS
+                .iter()
+                .find(|(k, _)| *k == c)
+                .map_or(name, |(_, long)| long)
         }
         _ => name,
     }
@@ -65,7 +68,10 @@ pub struct Header {
 impl Header {
     /// A header from a name and a raw value.
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     /// True if this header is `name` (case-insensitive, compact-form-aware).
@@ -95,7 +101,10 @@ impl Headers {
 
     /// The values of every header line called `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |h| h.is(name)).map(|h| h.value.as_str())
+        self.0
+            .iter()
+            .filter(move |h| h.is(name))
+            .map(|h| h.value.as_str())
     }
 
     /// Every comma-separated element across all lines called `name`, split on commas outside
@@ -107,7 +116,12 @@ impl Headers {
         let mut out = Vec::new();
         for v in self.get_all(name) {
             match split_list(v) {
-                Some(parts) => out.extend(parts.into_iter().filter(|p| !p.is_empty()).map(str::to_owned)),
+                Some(parts) => out.extend(
+                    parts
+                        .into_iter()
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                ),
                 None => out.push(v.to_owned()),
             }
         }
@@ -229,7 +243,9 @@ impl Headers {
     /// The topmost Via entry.
     pub fn top_via(&self) -> Result<Via, ParseError> {
         let line = self.required("Via")?;
-        let first = split_strict(line).and_then(|v| v.into_iter().next()).ok_or_else(|| bad("Via"))?;
+        let first = split_strict(line)
+            .and_then(|v| v.into_iter().next())
+            .ok_or_else(|| bad("Via"))?;
         Via::parse(first).map_err(|_| bad("Via"))
     }
 
@@ -312,7 +328,8 @@ impl Headers {
     }
 
     fn required(&self, name: &str) -> Result<&str, ParseError> {
-        self.get(name).ok_or_else(|| ParseError::malformed(&format!("Missing {name} header")))
+        self.get(name)
+            .ok_or_else(|| ParseError::malformed(&format!("Missing {name} header")))
     }
 
     fn bracketed_list(&self, name: &str) -> Result<Vec<NameAddr>, ParseError> {
@@ -384,7 +401,12 @@ impl RawField<'_> {
     /// (RFC 3261 §7.3.1: folding is equivalent to a single SP).
     pub(crate) fn value(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        for seg in self.segments.iter().map(|s| trim_wsp_bytes(s)).filter(|s| !s.is_empty()) {
+        for seg in self
+            .segments
+            .iter()
+            .map(|s| trim_wsp_bytes(s))
+            .filter(|s| !s.is_empty())
+        {
             if !out.is_empty() {
                 out.push(b' ');
             }
@@ -412,7 +434,11 @@ pub(crate) struct HeaderLines<'a> {
 
 impl<'a> HeaderLines<'a> {
     pub(crate) fn new(buf: &'a [u8], pos: usize) -> HeaderLines<'a> {
-        HeaderLines { buf, pos, body_start: None }
+        HeaderLines {
+            buf,
+            pos,
+            body_start: None,
+        }
     }
 
     /// Where the body starts, once the iterator has reached the empty line; `None` while
@@ -441,7 +467,7 @@ impl<'a> Iterator for HeaderLines<'a> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             return Some(RawLine::Bad);
         };
-        let (name, first) = line.split_at(colon);
+        let (name, first) = line.split_at(colon); // colon < line.len(): found by position()
         let mut segments = vec![first.get(1..).unwrap_or_default()];
         while let Some((cont, after)) = next_line(self.buf, self.pos) {
             if !cont.first().copied().is_some_and(is_wsp) {
@@ -450,7 +476,10 @@ impl<'a> Iterator for HeaderLines<'a> {
             segments.push(cont);
             self.pos = after;
         }
-        Some(RawLine::Field(RawField { name: trim_wsp_bytes(name), segments }))
+        Some(RawLine::Field(RawField {
+            name: trim_wsp_bytes(name),
+            segments,
+        }))
     }
 }
 
@@ -464,7 +493,12 @@ mod tests {
 
     #[test]
     fn compact_forms_match_both_ways() {
-        let h = headers(&[("v", "SIP/2.0/UDP a"), ("I", "x@y"), ("l", "0"), ("Via", "SIP/2.0/UDP b")]);
+        let h = headers(&[
+            ("v", "SIP/2.0/UDP a"),
+            ("I", "x@y"),
+            ("l", "0"),
+            ("Via", "SIP/2.0/UDP b"),
+        ]);
         assert_eq!(h.get("Via"), Some("SIP/2.0/UDP a"));
         assert_eq!(h.get("call-id"), Some("x@y"));
         assert_eq!(h.get("i"), Some("x@y"));
@@ -484,21 +518,24 @@ mod tests {
             ("Contact", r#""A, B" <sip:a@b;x=1,2>, <sip:c@d>"#),
             ("Odd", "\"unbalanced, x"),
         ]);
-        assert_eq!(h.values("Supported"), vec!["path", "gruu", "outbound", "timer"]);
-        assert_eq!(h.values("m"), vec![r#""A, B" <sip:a@b;x=1,2>"#, "<sip:c@d>"]);
-        assert_eq!(h.values("Odd"), vec!["\"unbalanced, x"]);
+        assert_eq!(h.values("Supported"), ["path", "gruu", "outbound", "timer"]);
+        assert_eq!(h.values("m"), [r#""A, B" <sip:a@b;x=1,2>"#, "<sip:c@d>"]);
+        assert_eq!(h.values("Odd"), ["\"unbalanced, x"]);
     }
 
     #[test]
     fn editing_keeps_order() {
         let mut h = headers(&[("To", "a"), ("Via", "1"), ("From", "b"), ("v", "2")]);
         h.push_front("Via", "0");
-        assert_eq!(h.get_all("Via").collect::<Vec<_>>(), vec!["0", "1", "2"]);
+        assert_eq!(h.get_all("Via").collect::<Vec<_>>(), ["0", "1", "2"]);
         assert_eq!(h.iter().next().map(|x| x.name.as_str()), Some("To"));
         h.push_front("Record-Route", "<sip:rr>");
-        assert_eq!(h.iter().next().map(|x| x.name.as_str()), Some("Record-Route"));
+        assert_eq!(
+            h.iter().next().map(|x| x.name.as_str()),
+            Some("Record-Route")
+        );
         h.set("Via", "only");
-        assert_eq!(h.get_all("Via").collect::<Vec<_>>(), vec!["only"]);
+        assert_eq!(h.get_all("Via").collect::<Vec<_>>(), ["only"]);
         assert_eq!(h.iter().nth(2).map(|x| x.value.as_str()), Some("only"));
         h.set("X-New", "1");
         assert_eq!(h.iter().last().map(|x| x.name.as_str()), Some("X-New"));
@@ -511,7 +548,10 @@ mod tests {
     #[test]
     fn typed_accessors() {
         let h = headers(&[
-            ("Via", "SIP/2.0/WSS a.invalid;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK2"),
+            (
+                "Via",
+                "SIP/2.0/WSS a.invalid;branch=z9hG4bK1, SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK2",
+            ),
             ("v", "SIP/2.0/TCP b;branch=z9hG4bK3"),
             ("f", "<sip:a@b>;tag=1"),
             ("t", "sip:c@d"),
@@ -537,7 +577,10 @@ mod tests {
         assert_eq!(h.content_length().unwrap(), Some(12));
         assert_eq!(h.expires().unwrap(), Some(3600));
         assert_eq!(Headers::new().max_forwards().unwrap(), None);
-        assert_eq!(Headers::new().call_id().unwrap_err().reason, "Missing Call-ID header");
+        assert_eq!(
+            Headers::new().call_id().unwrap_err().reason,
+            "Missing Call-ID header"
+        );
     }
 
     #[test]
@@ -554,24 +597,34 @@ mod tests {
         ]);
         assert_eq!(h.vias().unwrap_err().reason, "Bad Via header");
         assert_eq!(h.top_via().unwrap_err().reason, "Bad Via header");
-        assert_eq!(h.max_forwards().unwrap_err().reason, "Bad Max-Forwards header");
+        assert_eq!(
+            h.max_forwards().unwrap_err().reason,
+            "Bad Max-Forwards header"
+        );
         assert_eq!(h.expires().unwrap_err().reason, "Bad Expires header");
         assert_eq!(h.contacts().unwrap_err().reason, "Bad Contact header");
         assert_eq!(h.routes().unwrap_err().reason, "Bad Route header");
         assert!(h.content_length().is_err());
         assert_eq!(h.call_id().unwrap_err().reason, "Bad Call-ID header");
         let star = headers(&[("Contact", " * ")]);
-        assert_eq!(star.contacts().unwrap(), vec![ContactValue::Star]);
+        assert_eq!(star.contacts().unwrap(), [ContactValue::Star]);
     }
 
     #[test]
     fn raw_lines_unfold() {
         let buf = b"X: a  \r\n  b\r\n\t c\r\nV :  SIP/2.0/UDP h\r\nNo colon\r\n\r\nbody";
         let mut it = HeaderLines::new(buf, 0);
-        let Some(RawLine::Field(f)) = it.next() else { panic!() };
+        let Some(RawLine::Field(f)) = it.next() else {
+            panic!()
+        };
         assert_eq!((f.name, f.value().as_slice()), (&b"X"[..], &b"a b c"[..]));
-        let Some(RawLine::Field(f)) = it.next() else { panic!() };
-        assert_eq!((f.name, f.value().as_slice()), (&b"V"[..], &b"SIP/2.0/UDP h"[..]));
+        let Some(RawLine::Field(f)) = it.next() else {
+            panic!()
+        };
+        assert_eq!(
+            (f.name, f.value().as_slice()),
+            (&b"V"[..], &b"SIP/2.0/UDP h"[..])
+        );
         assert!(matches!(it.next(), Some(RawLine::Bad)));
         assert!(it.next().is_none());
         assert_eq!(it.body_start(), Some(buf.len() - 4));

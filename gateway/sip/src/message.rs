@@ -113,7 +113,13 @@ impl Message {
 impl Request {
     /// A `SIP/2.0` request with no headers and no body.
     pub fn new(method: Method, uri: Uri) -> Request {
-        Request { method, uri, version: "SIP/2.0".to_owned(), headers: Headers::new(), body: Vec::new() }
+        Request {
+            method,
+            uri,
+            version: "SIP/2.0".to_owned(),
+            headers: Headers::new(),
+            body: Vec::new(),
+        }
     }
 
     /// Serialize. Header names, values and order are written as stored; Content-Length (or
@@ -136,7 +142,9 @@ impl Request {
     pub fn validate(&self) -> Result<(), ParseError> {
         let h = &self.headers;
         let vias = h.vias()?;
-        let top = vias.first().ok_or_else(|| ParseError::malformed("Missing Via header"))?;
+        let top = vias
+            .first()
+            .ok_or_else(|| ParseError::malformed("Missing Via header"))?;
         if top.branch() == Some(BRANCH_MAGIC_COOKIE) {
             return Err(ParseError::malformed("Bad Via branch"));
         }
@@ -218,7 +226,9 @@ impl Response {
 /// (except to a 100). Content-Length is added by `to_bytes`.
 pub fn response_to(req: &Request, code: u16, reason: &str) -> Response {
     let mut r = Response::new(code, reason);
-    r.headers.0.extend(req.headers.iter().filter(|h| h.is("Via")).cloned());
+    r.headers
+        .0
+        .extend(req.headers.iter().filter(|h| h.is("Via")).cloned());
     for name in ["From", "To", "Call-ID", "CSeq"] {
         if let Some(h) = req.headers.iter().find(|h| h.is(name)) {
             r.headers.0.push(h.clone());
@@ -253,8 +263,16 @@ pub fn salvage_response(bytes: &[u8]) -> Option<Response> {
 // ---- parsing -------------------------------------------------------------------------------
 
 enum StartLine {
-    Request { method: Method, uri: Uri, version: String },
-    Response { version: String, code: u16, reason: String },
+    Request {
+        method: Method,
+        uri: Uri,
+        version: String,
+    },
+    Response {
+        version: String,
+        code: u16,
+        reason: String,
+    },
 }
 
 fn parse_message(buf: &[u8]) -> Result<Message, ParseError> {
@@ -282,21 +300,42 @@ fn parse_message(buf: &[u8]) -> Result<Message, ParseError> {
     let rest = buf.get(body_start..).unwrap_or_default();
     let body = match headers.content_length()? {
         None => rest,
-        Some(n) => rest.get(..n).ok_or_else(|| ParseError::malformed("Content-Length larger than message"))?,
+        Some(n) => rest
+            .get(..n)
+            .ok_or_else(|| ParseError::malformed("Content-Length larger than message"))?,
     };
     let body = body.to_vec();
     Ok(match start_line {
-        StartLine::Request { method, uri, version } => {
-            Message::Request(Request { method, uri, version, headers, body })
-        }
-        StartLine::Response { version, code, reason } => {
-            Message::Response(Response { version, code, reason, headers, body })
-        }
+        StartLine::Request {
+            method,
+            uri,
+            version,
+        } => Message::Request(Request {
+            method,
+            uri,
+            version,
+            headers,
+            body,
+        }),
+        StartLine::Response {
+            version,
+            code,
+            reason,
+        } => Message::Response(Response {
+            version,
+            code,
+            reason,
+            headers,
+            body,
+        }),
     })
 }
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine, ParseError> {
-    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         parse_status_line(line)
     } else {
         parse_request_line(line)
@@ -323,7 +362,11 @@ fn parse_request_line(line: &[u8]) -> Result<StartLine, ParseError> {
     check_version(version)?;
     let uri = Uri::parse(uri).map_err(|_| ParseError::malformed("Bad Request-URI"))?;
     let method = method.parse().map_err(|_| bad_line())?;
-    Ok(StartLine::Request { method, uri, version: version.to_owned() })
+    Ok(StartLine::Request {
+        method,
+        uri,
+        version: version.to_owned(),
+    })
 }
 
 /// `Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF`; Status-Code is exactly
@@ -332,24 +375,37 @@ fn parse_request_line(line: &[u8]) -> Result<StartLine, ParseError> {
 fn parse_status_line(line: &[u8]) -> Result<StartLine, ParseError> {
     let bad = || ParseError::malformed("Bad Status-Line");
     let sp = line.iter().position(|&b| b == b' ').ok_or_else(bad)?;
-    let (version, rest) = line.split_at(sp);
+    let (version, rest) = line.split_at(sp); // sp < line.len(): found by position()
     let version = std::str::from_utf8(version).map_err(|_| bad())?;
     check_version(version)?;
     let rest = rest.get(1..).unwrap_or_default();
-    let digits = rest.get(..3).filter(|d| d.iter().all(u8::is_ascii_digit)).ok_or_else(bad)?;
+    let digits = rest
+        .get(..3)
+        .filter(|d| d.iter().all(u8::is_ascii_digit))
+        .ok_or_else(bad)?;
     if !matches!(rest.get(3), None | Some(b' ')) {
         return Err(bad());
     }
-    let code = digits.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')); // 3 digits < 1000
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0')); // 3 digits < 1000
     if !(100..=699).contains(&code) {
         return Err(bad());
     }
     let reason = rest.get(4..).unwrap_or_default();
-    if reason.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+    if reason
+        .iter()
+        .any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+    {
         return Err(ParseError::malformed("Bad Reason-Phrase"));
     }
-    let reason = String::from_utf8(reason.to_vec()).map_err(|_| ParseError::malformed("Bad Reason-Phrase"))?;
-    Ok(StartLine::Response { version: version.to_owned(), code, reason })
+    let reason = String::from_utf8(reason.to_vec())
+        .map_err(|_| ParseError::malformed("Bad Reason-Phrase"))?;
+    Ok(StartLine::Response {
+        version: version.to_owned(),
+        code,
+        reason,
+    })
 }
 
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT`; only 2.0 is supported (RFC 3261 §7.1), any
@@ -364,10 +420,15 @@ fn check_version(v: &str) -> Result<(), ParseError> {
         .and_then(|_| v.get(4..))
         .and_then(|n| n.split_once('.'))
         .is_some_and(|(major, minor)| {
-            [major, minor].iter().all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            [major, minor]
+                .iter()
+                .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
         });
     if well_formed {
-        Err(ParseError { kind: ParseErrorKind::VersionNotSupported, reason: "Version Not Supported".to_owned() })
+        Err(ParseError {
+            kind: ParseErrorKind::VersionNotSupported,
+            reason: "Version Not Supported".to_owned(),
+        })
     } else {
         Err(ParseError::malformed("Bad SIP-Version"))
     }
@@ -385,8 +446,12 @@ fn header_from_raw(f: &RawField<'_>) -> Result<Header, ParseError> {
     if !value_bytes_ok(&value) {
         return Err(ParseError::malformed("Bad header value"));
     }
-    let value = String::from_utf8(value).map_err(|_| ParseError::malformed("Header value not UTF-8"))?;
-    Ok(Header { name: name.to_owned(), value })
+    let value =
+        String::from_utf8(value).map_err(|_| ParseError::malformed("Header value not UTF-8"))?;
+    Ok(Header {
+        name: name.to_owned(),
+        value,
+    })
 }
 
 fn value_bytes_ok(v: &[u8]) -> bool {
@@ -414,7 +479,8 @@ fn value_bytes_ok(v: &[u8]) -> bool {
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 // ---- validation helpers --------------------------------------------------------------------
@@ -450,8 +516,9 @@ fn at_most_once(h: &Headers, name: &str) -> Result<(), ParseError> {
 fn is_sip_date(s: &str) -> bool {
     const SHAPE: &[u8; 29] = b"aaa, dd aaa dddd dd:dd:dd GMT";
     const WKDAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let b = s.as_bytes();
     b.len() == SHAPE.len()
         && b.iter().zip(SHAPE).all(|(&c, &p)| match p {
@@ -498,7 +565,11 @@ fn finish(start: String, headers: &Headers, body: &[u8]) -> Vec<u8> {
 fn rejection(bytes: &[u8]) -> Option<ParseError> {
     let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let first = bytes.get(start..)?;
-    if first.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) || first.starts_with(b"ACK ") {
+    if first
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+        || first.starts_with(b"ACK ")
+    {
         return None;
     }
     match Message::parse(bytes) {
@@ -537,8 +608,13 @@ fn salvage_with(bytes: &[u8], code: u16, reason: &str) -> Option<Response> {
 
 /// Lets the framing code read Content-Length with exactly the parser's rules.
 pub(crate) fn content_length_of_head(head: &[u8]) -> Result<Option<usize>, ()> {
-    let start = head.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(head.len());
-    let Some((_, after_start)) = next_line(head, start) else { return Ok(None) };
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    let Some((_, after_start)) = next_line(head, start) else {
+        return Ok(None);
+    };
     let mut found = None;
     for raw in HeaderLines::new(head, after_start) {
         let RawLine::Field(f) = raw else { continue };
@@ -596,10 +672,13 @@ mod tests {
         assert!(text.contains("\r\nContent-Length: 5\r\n\r\nhello"));
         r.headers.remove("Content-Length");
         let text = String::from_utf8(r.to_bytes()).unwrap();
-        assert!(text.ends_with("Contact: <sip:abc@df7jal23ls0d.invalid;transport=ws>;expires=600\r\nContent-Length: 5\r\n\r\nhello"));
+        assert!(text.ends_with(";expires=600\r\nContent-Length: 5\r\n\r\nhello"));
         let mut compact = request("OPTIONS sip:a@b SIP/2.0\r\nl: 9\r\n\r\n123456789");
         compact.body.truncate(2);
-        assert_eq!(compact.to_bytes(), b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\n12");
+        assert_eq!(
+            compact.to_bytes(),
+            b"OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\n12"
+        );
     }
 
     #[test]
@@ -607,10 +686,16 @@ mod tests {
         // Extra bytes are discarded; missing bytes are an error; absent means rest of buffer.
         let r = request("OPTIONS sip:a@b SIP/2.0\r\nl: 2\r\n\r\n12345");
         assert_eq!(r.body, b"12");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nl: 9\r\n\r\n12").reason, "Content-Length larger than message");
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nl: 9\r\n\r\n12").reason,
+            "Content-Length larger than message"
+        );
         let binary = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nX: y\r\n\r\n\x00\xff").unwrap();
         assert_eq!(binary.body(), b"\x00\xff");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n").reason, "Bad Content-Length header");
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nl: -1\r\n\r\n").reason,
+            "Bad Content-Length header"
+        );
         assert_eq!(
             err(b"OPTIONS sip:a@b SIP/2.0\r\nl: 99999999999999999999999\r\n\r\n").reason,
             "Bad Content-Length header"
@@ -644,37 +729,74 @@ mod tests {
             (b"\r\n\r\n", Unparseable),
         ];
         for (bytes, kind) in cases {
-            assert_eq!(Message::parse(bytes).map(|_| ()).map_err(|e| e.kind), Err(*kind), "{:?}", String::from_utf8_lossy(bytes));
+            assert_eq!(
+                Message::parse(bytes).map(|_| ()).map_err(|e| e.kind),
+                Err(*kind),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
         }
     }
 
     #[test]
     fn responses_keep_their_phrase() {
         let raw = b"SIP/2.0 480 Temporarily Unavailable\r\nContent-Length: 0\r\n\r\n";
-        let Ok(Message::Response(r)) = Message::parse(raw) else { panic!() };
-        assert_eq!((r.code, r.reason.as_str()), (480, "Temporarily Unavailable"));
+        let Ok(Message::Response(r)) = Message::parse(raw) else {
+            panic!()
+        };
+        assert_eq!(
+            (r.code, r.reason.as_str()),
+            (480, "Temporarily Unavailable")
+        );
         assert_eq!(r.to_bytes(), raw);
-        let Ok(Message::Response(r)) = Message::parse(b"SIP/2.0 100\r\n\r\n") else { panic!() };
+        let Ok(Message::Response(r)) = Message::parse(b"SIP/2.0 100\r\n\r\n") else {
+            panic!()
+        };
         assert_eq!(r.reason, "");
     }
 
     #[test]
     fn header_lines_are_checked() {
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n").reason, "Bad header line");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\n folded first\r\n\r\n").reason, "Bad header line");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n").reason, "Bad header name");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nX: a\x00b\r\n\r\n").reason, "Bad header value");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nX: a\rb\r\n\r\n").reason, "Bad header value");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nX: \xc3\x28\r\n\r\n").reason, "Header value not UTF-8");
-        assert_eq!(err(b"OPTIONS sip:a@b SIP/2.0\r\nX: y\r\n").reason, "Missing empty line after headers");
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nNo colon here\r\n\r\n").reason,
+            "Bad header line"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\n folded first\r\n\r\n").reason,
+            "Bad header line"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nBad Name: x\r\n\r\n").reason,
+            "Bad header name"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nX: a\x00b\r\n\r\n").reason,
+            "Bad header value"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nX: a\rb\r\n\r\n").reason,
+            "Bad header value"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nX: \xc3\x28\r\n\r\n").reason,
+            "Header value not UTF-8"
+        );
+        assert_eq!(
+            err(b"OPTIONS sip:a@b SIP/2.0\r\nX: y\r\n").reason,
+            "Missing empty line after headers"
+        );
         // An escaped NUL inside a quoted string is legal (RFC 4475 §3.1.1.2).
         let r = request("OPTIONS sip:a@b SIP/2.0\r\nTo: \"a\\\x00b\" <sip:c@d>\r\n\r\n");
-        assert_eq!(r.headers.to().unwrap().display_name.as_deref(), Some("\"a\\\x00b\""));
+        assert_eq!(
+            r.headers.to().unwrap().display_name.as_deref(),
+            Some("\"a\\\x00b\"")
+        );
     }
 
     #[test]
     fn bare_lf_and_leading_crlf_are_tolerated() {
-        let r = request("\r\n\r\nOPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\n\nbody");
+        let r =
+            request("\r\n\r\nOPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\n\nbody");
         assert_eq!(r.body, b"body");
         assert_eq!(r.headers.len(), 1);
     }
@@ -682,15 +804,42 @@ mod tests {
     #[test]
     fn validate_rules() {
         let ok = request(REGISTER);
-        let with = |from: &str, to: &str| request(&REGISTER.replacen(from, to, 1)).validate().unwrap_err().reason;
-        assert_eq!(with("CSeq: 1 REGISTER", "CSeq: 1 INVITE"), "CSeq method does not match");
+        let with = |from: &str, to: &str| {
+            request(&REGISTER.replacen(from, to, 1))
+                .validate()
+                .unwrap_err()
+                .reason
+        };
+        assert_eq!(
+            with("CSeq: 1 REGISTER", "CSeq: 1 INVITE"),
+            "CSeq method does not match"
+        );
         assert_eq!(with("branch=z9hG4bK1", "branch=z9hG4bK"), "Bad Via branch");
         assert_eq!(with("Call-ID: c1\r\n", ""), "Missing Call-ID header");
-        assert_eq!(with("Call-ID: c1\r\n", "Call-ID: c1\r\ni: c2\r\n"), "Multiple Call-ID headers");
-        assert_eq!(with("Max-Forwards: 69", "Max-Forwards: 300"), "Bad Max-Forwards header");
-        assert_eq!(with("sip:example.com SIP", "sip:example.com?Route=x SIP"), "Bad Request-URI");
-        assert_eq!(with("Content-Length: 0", "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nl: 0"), "Bad Date header");
-        let dated = REGISTER.replacen("Content-Length: 0", "Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nl: 0", 1);
+        assert_eq!(
+            with("Call-ID: c1\r\n", "Call-ID: c1\r\ni: c2\r\n"),
+            "Multiple Call-ID headers"
+        );
+        assert_eq!(
+            with("Max-Forwards: 69", "Max-Forwards: 300"),
+            "Bad Max-Forwards header"
+        );
+        assert_eq!(
+            with("sip:example.com SIP", "sip:example.com?Route=x SIP"),
+            "Bad Request-URI"
+        );
+        assert_eq!(
+            with(
+                "Content-Length: 0",
+                "Date: Fri, 01 Jan 2010 16:00:00 EST\r\nl: 0"
+            ),
+            "Bad Date header"
+        );
+        let dated = REGISTER.replacen(
+            "Content-Length: 0",
+            "Date: Sat, 13 Nov 2010 23:29:00 GMT\r\nl: 0",
+            1,
+        );
         request(&dated).validate().unwrap();
         let mut no_via = ok.clone();
         no_via.headers.remove("Via");
@@ -699,7 +848,11 @@ mod tests {
 
     #[test]
     fn uri_scheme_check_maps_to_416() {
-        let r = request(&REGISTER.replacen("sip:example.com SIP", "nobodyKnowsThisScheme:opaque SIP", 1));
+        let r = request(&REGISTER.replacen(
+            "sip:example.com SIP",
+            "nobodyKnowsThisScheme:opaque SIP",
+            1,
+        ));
         r.validate().unwrap();
         assert!(!r.uri_scheme_supported());
         assert_eq!(r.check_uri_scheme().unwrap_err().status_code(), Some(416));
@@ -721,7 +874,11 @@ mod tests {
 
     #[test]
     fn salvage_builds_400_and_505_but_never_answers_responses_or_acks() {
-        let broken = REGISTER.replacen("REGISTER sip:example.com SIP/2.0", "REGISTER <sip:example.com> SIP/2.0", 1);
+        let broken = REGISTER.replacen(
+            "REGISTER sip:example.com SIP/2.0",
+            "REGISTER <sip:example.com> SIP/2.0",
+            1,
+        );
         let r = salvage_for_400(broken.as_bytes()).unwrap();
         assert_eq!((r.code, r.reason.as_str()), (400, "Bad Request-URI"));
         assert_eq!(r.headers.len(), 5);
@@ -731,7 +888,10 @@ mod tests {
         assert_eq!(salvage_response(v7.as_bytes()).map(|r| r.code), Some(505));
         assert!(salvage_for_400(REGISTER.as_bytes()).is_none());
         let mismatch = REGISTER.replacen("CSeq: 1 REGISTER", "CSeq: 1 INVITE", 1);
-        assert_eq!(salvage_for_400(mismatch.as_bytes()).map(|r| r.reason), Some("CSeq method does not match".into()));
+        assert_eq!(
+            salvage_for_400(mismatch.as_bytes()).map(|r| r.reason),
+            Some("CSeq method does not match".into())
+        );
         assert!(salvage_for_400(b"SIP/2.0 4294967301 x\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
         assert!(salvage_for_400(b"ACK <sip:a@b> SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n").is_none());
         assert!(salvage_for_400(b"INVITE <sip:a@b> SIP/2.0\r\nTo: x\r\n\r\n").is_none());
@@ -749,8 +909,17 @@ mod tests {
 
     #[test]
     fn framing_sees_content_length_like_the_parser() {
-        assert_eq!(content_length_of_head(b"INVITE x SIP/2.0\r\nContent-Length  :\r\n  12\r\n\r\n"), Ok(Some(12)));
-        assert_eq!(content_length_of_head(b"INVITE x SIP/2.0\r\nL: 3\r\nl: 4\r\n\r\n"), Err(()));
-        assert_eq!(content_length_of_head(b"INVITE x SIP/2.0\r\nX: 3\r\n\r\n"), Ok(None));
+        assert_eq!(
+            content_length_of_head(b"INVITE x SIP/2.0\r\nContent-Length  :\r\n  12\r\n\r\n"),
+            Ok(Some(12))
+        );
+        assert_eq!(
+            content_length_of_head(b"INVITE x SIP/2.0\r\nL: 3\r\nl: 4\r\n\r\n"),
+            Err(())
+        );
+        assert_eq!(
+            content_length_of_head(b"INVITE x SIP/2.0\r\nX: 3\r\n\r\n"),
+            Ok(None)
+        );
     }
 }

@@ -105,8 +105,20 @@ mod tests {
     #[test]
     fn known_methods_round_trip() {
         for name in [
-            "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
-            "MESSAGE", "SUBSCRIBE", "NOTIFY", "REFER", "PUBLISH",
+            "INVITE",
+            "ACK",
+            "BYE",
+            "CANCEL",
+            "REGISTER",
+            "OPTIONS",
+            "INFO",
+            "UPDATE",
+            "PRACK",
+            "MESSAGE",
+            "SUBSCRIBE",
+            "NOTIFY",
+            "REFER",
+            "PUBLISH",
         ] {
             let m: Method = name.parse().unwrap();
             assert!(!matches!(m, Method::Other(_)), "{name}");
@@ -116,8 +128,14 @@ mod tests {
 
     #[test]
     fn methods_are_case_sensitive_tokens() {
-        assert_eq!("invite".parse::<Method>().unwrap(), Method::Other("invite".into()));
-        assert_eq!("RE%47IST%45R".parse::<Method>().unwrap().as_str(), "RE%47IST%45R");
+        assert_eq!(
+            "invite".parse::<Method>().unwrap(),
+            Method::Other("invite".into())
+        );
+        assert_eq!(
+            "RE%47IST%45R".parse::<Method>().unwrap().as_str(),
+            "RE%47IST%45R"
+        );
         assert!("".parse::<Method>().is_err());
         assert!("IN VITE".parse::<Method>().is_err());
         assert!("<INVITE>".parse::<Method>().is_err());

@@ -36,7 +36,11 @@ pub enum ContactValue {
 impl NameAddr {
     /// An address with no display name and no parameters.
     pub fn new(uri: Uri) -> NameAddr {
-        NameAddr { display_name: None, uri, params: Vec::new() }
+        NameAddr {
+            display_name: None,
+            uri,
+            params: Vec::new(),
+        }
     }
 
     /// Parse one element (already split from a comma list).
@@ -46,7 +50,9 @@ impl NameAddr {
     /// parameters, not URI parameters (RFC 3261 §20.10, RFC 4475 §3.3.12); a `?` makes it an
     /// error, since a URI with headers must be enclosed in `<>` (RFC 4475 §3.1.2.13).
     pub fn parse(s: &str) -> Result<NameAddr, ParseError> {
-        parse_inner(s).map(|(na, _)| na).ok_or_else(|| ParseError::malformed("Bad address"))
+        parse_inner(s)
+            .map(|(na, _)| na)
+            .ok_or_else(|| ParseError::malformed("Bad address"))
     }
 
     /// The `tag` parameter (RFC 3261 §19.3).
@@ -134,23 +140,39 @@ pub(crate) fn parse_inner(s: &str) -> Option<(NameAddr, bool)> {
             let after_lt = s.get(lt + 1..)?;
             let (uri, rest) = after_lt.split_once('>')?;
             // RAQUOT/LAQUOT allow whitespace only outside the brackets (RFC 4475 §3.1.2.14).
-            if uri.bytes().any(|b| is_wsp(b)) {
+            if uri.bytes().any(is_wsp) {
                 return None;
             }
             let uri = Uri::parse(uri).ok()?;
             let params = param::parse_header_params(&mut Cursor::new(rest))?;
             let display_name = (!display.is_empty()).then(|| display.to_owned());
-            Some((NameAddr { display_name, uri, params }, true))
+            Some((
+                NameAddr {
+                    display_name,
+                    uri,
+                    params,
+                },
+                true,
+            ))
         }
         None => {
-            let end = s.find(|c: char| c == ';' || c == ' ' || c == '\t').unwrap_or(s.len());
+            let end = s
+                .find(|c: char| c == ';' || c == ' ' || c == '\t')
+                .unwrap_or(s.len());
             let (uri, rest) = s.split_at_checked(end)?;
             if uri.contains('?') {
                 return None;
             }
             let uri = Uri::parse(uri).ok()?;
             let params = param::parse_header_params(&mut Cursor::new(rest))?;
-            Some((NameAddr { display_name: None, uri, params }, false))
+            Some((
+                NameAddr {
+                    display_name: None,
+                    uri,
+                    params,
+                },
+                false,
+            ))
         }
     }
 }
@@ -171,12 +193,17 @@ mod tests {
 
     #[test]
     fn name_addr_with_quoted_display_and_lws_params() {
-        let na = NameAddr::parse(r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#)
-            .unwrap();
+        let na = NameAddr::parse(
+            r#""J Rosenberg \\\""       <sip:jdrosen@example.com> ; tag = 98asjd8"#,
+        )
+        .unwrap();
         assert_eq!(na.display_name.as_deref(), Some(r#""J Rosenberg \\\"""#));
         assert_eq!(na.uri.to_string(), "sip:jdrosen@example.com");
         assert_eq!(na.tag(), Some("98asjd8"));
-        assert_eq!(na.to_string(), r#""J Rosenberg \\\"" <sip:jdrosen@example.com>;tag=98asjd8"#);
+        assert_eq!(
+            na.to_string(),
+            r#""J Rosenberg \\\"" <sip:jdrosen@example.com>;tag=98asjd8"#
+        );
     }
 
     #[test]
@@ -188,7 +215,8 @@ mod tests {
         let b = NameAddr::parse("<sip:+19725552222@gw1.example.net;unknownparam>").unwrap();
         assert_eq!(b.uri.param("unknownparam"), Some(None));
         assert!(b.params.is_empty());
-        let c = NameAddr::parse("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
+        let c =
+            NameAddr::parse("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert_eq!(c.tag(), Some("1918181833n"));
     }
 
@@ -196,19 +224,30 @@ mod tests {
     fn token_display_names() {
         let a = NameAddr::parse("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(a.display_name.as_deref(), Some("caller"));
-        let b = NameAddr::parse("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>").unwrap();
-        assert_eq!(b.display_name.as_deref(), Some("token1~` token2'+_ token3*%!.-"));
+        let b =
+            NameAddr::parse("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>").unwrap();
+        assert_eq!(
+            b.display_name.as_deref(),
+            Some("token1~` token2'+_ token3*%!.-")
+        );
     }
 
     #[test]
     fn jssip_contact_round_trips() {
-        let s = r#"<sip:abc@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance="<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>";expires=600"#;
+        let s = concat!(
+            "<sip:abc@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1;",
+            r#"+sip.instance="<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>";expires=600"#,
+        );
         let a = NameAddr::parse(s).unwrap();
         assert_eq!(a.to_string(), s);
         assert_eq!(a.uri.transport(), Some("ws"));
         assert_eq!(a.param("+sip.ice"), Some(None));
         assert_eq!(
-            a.params.iter().find(|p| p.name == "+sip.instance").and_then(|p| p.unquoted_value()).as_deref(),
+            a.params
+                .iter()
+                .find(|p| p.name == "+sip.instance")
+                .and_then(|p| p.unquoted_value())
+                .as_deref(),
             Some("<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>")
         );
     }
@@ -216,11 +255,11 @@ mod tests {
     #[test]
     fn torture_rejections() {
         for bad in [
-            r#""Mr. J. User <sip:j.user@example.com>"#,                 // quotbal
-            r#""Watson, Thomas" < sip:t.watson@example.org >"#,         // badaspec
-            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",          // baddn
-            "sip:user@example.com?Route=%3Csip:sip.example.com%3E",       // regbadct
-            r#""Joe" <sip:joe@example.org>;;;;"#,                         // badinv01
+            r#""Mr. J. User <sip:j.user@example.com>"#, // quotbal
+            r#""Watson, Thomas" < sip:t.watson@example.org >"#, // badaspec
+            "Bell, Alexander <sip:a.g.bell@example.com>;tag=43", // baddn
+            "sip:user@example.com?Route=%3Csip:sip.example.com%3E", // regbadct
+            r#""Joe" <sip:joe@example.org>;;;;"#,       // badinv01
             "<sip:x@y",
             "",
             "<>",
@@ -233,9 +272,15 @@ mod tests {
     #[test]
     fn unknown_schemes_and_escaped_headers_in_brackets() {
         let a = NameAddr::parse("<sip:user@example.com?Route=%3Csip:sip.example.com%3E>").unwrap();
-        assert_eq!(a.uri.headers, vec![("Route".into(), "%3Csip:sip.example.com%3E".into())]);
+        assert_eq!(
+            a.uri.headers,
+            [("Route".into(), "%3Csip:sip.example.com%3E".into())]
+        );
         assert!(!NameAddr::parse("isbn:2983792873").unwrap().uri.is_sip());
-        assert!(!NameAddr::parse("<http://www.example.com>;tag=3234233").unwrap().uri.is_sip());
+        assert!(!NameAddr::parse("<http://www.example.com>;tag=3234233")
+            .unwrap()
+            .uri
+            .is_sip());
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub struct Param {
 impl Param {
     /// A parameter from a name and an optional raw value.
     pub fn new(name: &str, value: Option<&str>) -> Param {
-        Param { name: name.to_owned(), value: value.map(str::to_owned) }
+        Param {
+            name: name.to_owned(),
+            value: value.map(str::to_owned),
+        }
     }
 
     /// The value with quotes and quoted-pair escapes removed (`"<urn:x>"` gives `<urn:x>`);
@@ -43,12 +46,18 @@ impl fmt::Display for Param {
 
 /// The value of the first parameter called `name` (case-insensitive): `Some(None)` for a flag.
 pub(crate) fn find<'a>(params: &'a [Param], name: &str) -> Option<Option<&'a str>> {
-    params.iter().find(|p| p.name.eq_ignore_ascii_case(name)).map(|p| p.value.as_deref())
+    params
+        .iter()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+        .map(|p| p.value.as_deref())
 }
 
 /// Replace the value of the first parameter called `name` in place, or append it.
 pub(crate) fn set(params: &mut Vec<Param>, name: &str, value: Option<&str>) {
-    match params.iter_mut().find(|p| p.name.eq_ignore_ascii_case(name)) {
+    match params
+        .iter_mut()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+    {
         Some(p) => p.value = value.map(str::to_owned),
         None => params.push(Param::new(name, value)),
     }
@@ -105,7 +114,10 @@ pub(crate) fn parse_header_params(cur: &mut Cursor<'_>) -> Option<Vec<Param>> {
         } else {
             None
         };
-        params.push(Param { name: name.to_owned(), value });
+        params.push(Param {
+            name: name.to_owned(),
+            value,
+        });
     }
 }
 
@@ -119,8 +131,10 @@ mod tests {
 
     #[test]
     fn header_params_with_lws_and_quotes() {
-        let p = parse(r#" ; newparam = newvalue ;  secondparam ; q = 0.33;+sip.instance="<urn:uuid:1;x>""#)
-            .unwrap();
+        let p = parse(
+            r#" ; newparam = newvalue ;  secondparam ; q = 0.33;+sip.instance="<urn:uuid:1;x>""#,
+        )
+        .unwrap();
         assert_eq!(p[0], Param::new("newparam", Some("newvalue")));
         assert_eq!(p[1], Param::new("secondparam", None));
         assert_eq!(p[2], Param::new("q", Some("0.33")));
@@ -135,7 +149,12 @@ mod tests {
         assert_eq!(parse(";a=\"open"), None);
         assert_eq!(parse(";a b"), None);
         assert_eq!(parse(""), Some(vec![]));
-        assert_eq!(parse(";received=[2001:db8::1]").unwrap()[0].value.as_deref(), Some("[2001:db8::1]"));
+        assert_eq!(
+            parse(";received=[2001:db8::1]").unwrap()[0]
+                .value
+                .as_deref(),
+            Some("[2001:db8::1]")
+        );
     }
 
     #[test]
@@ -150,6 +169,9 @@ mod tests {
         assert_eq!(v.len(), 3);
         assert!(remove(&mut v, "lR"));
         assert!(!remove(&mut v, "lr"));
-        assert_eq!(v.iter().map(|p| p.to_string()).collect::<Vec<_>>(), vec!["Tag=2", "x"]);
+        assert_eq!(
+            v.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            ["Tag=2", "x"]
+        );
     }
 }

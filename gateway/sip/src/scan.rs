@@ -7,7 +7,10 @@
 /// `token` characters: alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~".
 pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~')
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
 }
 
 /// A non-empty `token`.
@@ -227,7 +230,7 @@ mod tests {
     #[test]
     fn list_split_respects_quotes_and_angles() {
         let v = split_list(r#""a, b" <sip:x;p=1,2>;q=1 , <sip:y>,,"#).unwrap();
-        assert_eq!(v, vec![r#""a, b" <sip:x;p=1,2>;q=1"#, "<sip:y>", "", ""]);
+        assert_eq!(v, [r#""a, b" <sip:x;p=1,2>;q=1"#, "<sip:y>", "", ""]);
         assert_eq!(split_list("\"open, x"), None);
         assert_eq!(split_list("<sip:x, y"), None);
     }

@@ -173,7 +173,10 @@ fn parse_uri(s: &str) -> Option<Uri> {
             if rest.is_empty() || !rest.bytes().all(is_opaque_byte) {
                 return None;
             }
-            Some(Uri { user: Some(rest.to_owned()), ..empty(scheme) })
+            Some(Uri {
+                user: Some(rest.to_owned()),
+                ..empty(scheme)
+            })
         }
     }
 }
@@ -208,7 +211,11 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Option<Uri> {
         if user.is_empty() || !user.bytes().all(is_user_byte) {
             return None;
         }
-        if !password.unwrap_or_default().bytes().all(|b| is_user_byte(b) || b == b':') {
+        if !password
+            .unwrap_or_default()
+            .bytes()
+            .all(|b| is_user_byte(b) || b == b':')
+        {
             return None;
         }
         uri.user = Some(user.to_owned());
@@ -231,7 +238,8 @@ fn parse_sip(scheme: Scheme, rest: &str) -> Option<Uri> {
     if let Some(headers) = headers {
         for h in headers.split('&') {
             let (name, value) = h.split_once('=')?;
-            if name.is_empty() || !name.bytes().all(is_hnv_byte) || !value.bytes().all(is_hnv_byte) {
+            if name.is_empty() || !name.bytes().all(is_hnv_byte) || !value.bytes().all(is_hnv_byte)
+            {
                 return None;
             }
             uri.headers.push((name.to_owned(), value.to_owned()));
@@ -309,22 +317,35 @@ pub(crate) fn parse_port(s: &str) -> Option<u16> {
 pub(crate) fn is_valid_host(h: &str) -> bool {
     if let Some(inner) = h.strip_prefix('[') {
         return inner.strip_suffix(']').is_some_and(|v6| {
-            !v6.is_empty() && v6.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            !v6.is_empty()
+                && v6
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         });
     }
-    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// `unreserved` (alphanum / mark).
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')')
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
 }
 
 /// User part: unreserved / escaped / user-unreserved (`& = + $ , ; ? /`). `#` is accepted too:
 /// it is not in the grammar but dialled strings like `*31#123` arrive unescaped from real phones.
 /// Escapes are not decoded or checked, only kept (RFC 4475 §3.1.1.3).
 fn is_user_byte(b: u8) -> bool {
-    is_unreserved(b) || matches!(b, b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/' | b'#')
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'%' | b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/' | b'#'
+        )
 }
 
 /// `paramchar = param-unreserved / unreserved / escaped`, param-unreserved = `[ ] / : & + $`.
@@ -363,7 +384,10 @@ mod tests {
         assert_eq!(u.port, Some(5061));
         assert_eq!(u.transport(), Some("ws"));
         assert_eq!(u.param("LR"), Some(None));
-        assert_eq!(u.headers, vec![("Subject".into(), "hi".into()), ("X".into(), "%20".into())]);
+        assert_eq!(
+            u.headers,
+            [("Subject".into(), "hi".into()), ("X".into(), "%20".into())]
+        );
     }
 
     #[test]
@@ -372,8 +396,14 @@ mod tests {
         let u = round_trip(
             "sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com",
         );
-        assert_eq!(u.user.as_deref(), Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*"));
-        assert_eq!(u.password.as_deref(), Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)"));
+        assert_eq!(
+            u.user.as_deref(),
+            Some("1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
+        );
+        assert_eq!(
+            u.password.as_deref(),
+            Some("&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
+        );
         assert_eq!(u.host, "example.com");
         // §3.1.1.9: a `;` in the user part; §3.1.1.3/4: escapes kept.
         let u = round_trip("sip:user;par=u%40example.net@example.com");
@@ -438,7 +468,10 @@ mod tests {
         let mut u = Uri::parse("sip:abc@df7jal23ls0d.invalid;transport=ws").unwrap();
         u.set_param("ob", None);
         u.set_param("TRANSPORT", Some("tcp"));
-        assert_eq!(u.to_string(), "sip:abc@df7jal23ls0d.invalid;transport=tcp;ob");
+        assert_eq!(
+            u.to_string(),
+            "sip:abc@df7jal23ls0d.invalid;transport=tcp;ob"
+        );
         assert!(u.remove_param("ob"));
         assert!(!u.remove_param("ob"));
         assert_eq!(u.to_string(), "sip:abc@df7jal23ls0d.invalid;transport=tcp");

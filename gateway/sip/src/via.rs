@@ -52,7 +52,9 @@ impl Via {
     /// True if the branch starts with the RFC 3261 magic cookie and has something after it
     /// (RFC 4475 §3.2.1 shows a bare cookie).
     pub fn has_rfc3261_branch(&self) -> bool {
-        self.branch().is_some_and(|b| b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE))
+        self.branch().is_some_and(|b| {
+            b.len() > BRANCH_MAGIC_COOKIE.len() && b.starts_with(BRANCH_MAGIC_COOKIE)
+        })
     }
 
     /// The value of parameter `name` (case-insensitive): `Some(None)` for a flag.
@@ -117,7 +119,8 @@ fn parse_via(s: &str) -> Option<Via> {
         }
         format!("{h}]")
     } else {
-        cur.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')).to_owned()
+        cur.take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            .to_owned()
     };
     if !is_valid_host(&host) {
         return None;
@@ -130,7 +133,12 @@ fn parse_via(s: &str) -> Option<Via> {
         None
     };
     let params = param::parse_header_params(&mut cur)?;
-    Some(Via { transport: transport.to_owned(), host, port, params })
+    Some(Via {
+        transport: transport.to_owned(),
+        host,
+        port,
+        params,
+    })
 }
 
 #[cfg(test)]
@@ -146,15 +154,23 @@ mod tests {
         assert_eq!(v.branch(), Some("z9hG4bK56786"));
         assert_eq!(v.rport(), Some(None));
         assert!(v.has_rfc3261_branch());
-        assert_eq!(v.to_string(), "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56786;rport");
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bK56786;rport"
+        );
     }
 
     #[test]
     fn torture_lws_everywhere() {
         // RFC 4475 §3.1.1.1, after unfolding.
         let v = Via::parse("SIP  /   2.0 /UDP 192.0.2.2;branch=390skdjuw").unwrap();
-        assert_eq!((v.transport.as_str(), v.host.as_str()), ("UDP", "192.0.2.2"));
-        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!(
+            (v.transport.as_str(), v.host.as_str()),
+            ("UDP", "192.0.2.2")
+        );
+        let v =
+            Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ; branch  =   z9hG4bK9ikj8")
+                .unwrap();
         assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
         let v = Via::parse("SIP/2.0/TCP host : 5060 ;received=192.0.2.1").unwrap();
         assert_eq!(v.port, Some(5060));
@@ -163,7 +179,10 @@ mod tests {
 
     #[test]
     fn ipv6_sent_by() {
-        let v = Via::parse("SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=[2001:db8::9:255]").unwrap();
+        let v = Via::parse(
+            "SIP/2.0/UDP [2001:db8::9:1]:5070;branch=z9hG4bKas3;received=[2001:db8::9:255]",
+        )
+        .unwrap();
         assert_eq!(v.host, "[2001:db8::9:1]");
         assert_eq!(v.port, Some(5070));
         assert_eq!(v.received(), Some("[2001:db8::9:255]"));
@@ -192,6 +211,9 @@ mod tests {
         assert!(!v.has_rfc3261_branch());
         v.set_param("received", Some("192.0.2.9"));
         v.set_param("rport", Some("5062"));
-        assert_eq!(v.to_string(), "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK;received=192.0.2.9;rport=5062");
+        assert_eq!(
+            v.to_string(),
+            "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK;received=192.0.2.9;rport=5062"
+        );
     }
 }
