@@ -122,7 +122,8 @@ impl B2bua {
     /// Current metric values. `now` decides which registrations are still active.
     pub fn metrics(&self, now: Instant) -> Vec<Sample> {
         let mut out = Vec::new();
-        self.counters.samples(self.calls.len(), self.registrar.active(now), self.conns.len(), &mut out);
+        // WebSocket connection counts are the daemon's (it owns the sockets).
+        self.counters.samples(self.calls.len(), self.registrar.active(now), &mut out);
         out
     }
 

@@ -49,7 +49,7 @@ impl Counters {
         *self.calls_failed.entry(code).or_default() += 1;
     }
 
-    pub(crate) fn samples(&self, calls: usize, registrations: usize, ws: usize, out: &mut Vec<Sample>) {
+    pub(crate) fn samples(&self, calls: usize, registrations: usize, out: &mut Vec<Sample>) {
         let gauge = |name, help, value: usize| Sample {
             name,
             help,
@@ -59,7 +59,6 @@ impl Counters {
         };
         out.push(gauge("estuary_calls_active", "Calls with both legs set up or being set up", calls));
         out.push(gauge("estuary_registrations_active", "Browser contacts registered toward IMS", registrations));
-        out.push(gauge("estuary_ws_connections", "Open SIP WebSocket connections", ws));
         out.push(Sample {
             name: "estuary_calls_total",
             help: "Calls started (INVITEs accepted for relay)",

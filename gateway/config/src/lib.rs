@@ -1,1 +1,894 @@
-//! placeholder
+//! Operator configuration: TOML text (plus `--set section.key=value` overrides) into typed,
+//! validated structs. Checked once, at the edge: the engines receive only values that passed.
+//!
+//! `etc/estuary.toml` documents every key with its default; [`Config::default`] holds the same
+//! values and a test keeps the two in step. Missing keys take the default; unknown sections and
+//! keys are errors (a typo must not silently fall back to a default). Every error names the key
+//! path or the line ([`ConfigError`]).
+
+mod error;
+mod next_hop;
+mod reader;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use error::ConfigError;
+pub use next_hop::{NextHop, NextHopTransport};
+use reader::{Document, Section};
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Config {
+    /// `[web]`: browser-facing WebSocket listeners.
+    pub web: WebConfig,
+    /// `[ims]`: the IMS-facing SIP side.
+    pub ims: ImsConfig,
+    /// `[sip]`: protocol timers and headers.
+    pub sip: SipConfig,
+    /// `[registrar]`: registration policy.
+    pub registrar: RegistrarConfig,
+    /// `[media]`: media addresses and ports.
+    pub media: MediaConfig,
+    /// `[transcoder]`: the codec worker pool.
+    pub transcoder: TranscoderConfig,
+    /// `[recording]`: captures.
+    pub recording: RecordingConfig,
+    /// `[admin]`: metrics and health endpoint.
+    pub admin: AdminConfig,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+    /// `[limits]`: resource bounds.
+    pub limits: LimitsConfig,
+}
+
+/// `[web]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebConfig {
+    /// Plain WebSocket listener (`web.ws_listen`).
+    pub ws_listen: SocketAddr,
+    /// Secure WebSocket listener (`web.wss_listen`).
+    pub wss_listen: SocketAddr,
+    /// Certificate for WSS (`web.tls_cert`, `web.tls_key`).
+    pub tls: TlsCertificate,
+    /// Host in Via/Record-Route toward browsers; `None` = derive from the listener.
+    pub advertised_host: Option<String>,
+    /// WebSocket ping period; `None` = no pings (`web.ws_ping_interval_s = 0`).
+    pub ws_ping_interval: Option<Duration>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            ws_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            wss_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            tls: TlsCertificate::SelfSigned,
+            advertised_host: None,
+            ws_ping_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Where the WSS certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsCertificate {
+    /// Generated at start (ECDSA P-256): for labs and demos only.
+    SelfSigned,
+    /// PEM files given by the operator.
+    Pem {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+}
+
+/// `[ims]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImsConfig {
+    /// UDP and TCP listener (`ims.listen`).
+    pub listen: SocketAddr,
+    /// Where requests toward IMS go (`ims.next_hop`).
+    pub next_hop: NextHop,
+    /// Home domain (`ims.domain`).
+    pub domain: String,
+    /// Address in Via/Contact/Path toward IMS; `None` = the bound `ims.listen` address.
+    pub advertised_address: Option<SocketAddr>,
+}
+
+impl Default for ImsConfig {
+    fn default() -> Self {
+        ImsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            next_hop: NextHop::Uri {
+                host: "127.0.0.1".to_owned(),
+                port: 5060,
+                transport: NextHopTransport::Udp,
+            },
+            domain: "ims.test".to_owned(),
+            advertised_address: None,
+        }
+    }
+}
+
+/// `[sip]`. Timer defaults are RFC 3261's, tuned for LAN-to-core round trips well under
+/// 500 ms; raise T1 on satellite links. Transaction timeouts are 64*T1.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SipConfig {
+    /// RTT estimate (`sip.t1_ms`).
+    pub t1: Duration,
+    /// Cap on retransmit intervals (`sip.t2_ms`).
+    pub t2: Duration,
+    /// Maximum message lifetime in the network (`sip.t4_ms`).
+    pub t4: Duration,
+    /// Max-Forwards on originated requests (`sip.max_forwards`).
+    pub max_forwards: u8,
+    /// User-Agent/Server value (`sip.user_agent`).
+    pub user_agent: String,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_millis(4000),
+            t4: Duration::from_millis(5000),
+            max_forwards: 70,
+            user_agent: "Estuary/0.1".to_owned(),
+        }
+    }
+}
+
+/// `[registrar]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistrarConfig {
+    /// What a closed WebSocket does to its registrations (`registrar.on_ws_close`).
+    pub on_ws_close: OnWsClose,
+    /// Upper bound on requested expiry (`registrar.max_expires_s`).
+    pub max_expires: Duration,
+    /// Lower bound on accepted expiry (`registrar.min_expires_s`).
+    pub min_expires: Duration,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        RegistrarConfig {
+            on_ws_close: OnWsClose::Deregister,
+            max_expires: Duration::from_secs(3600),
+            min_expires: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Registration policy when a browser's WebSocket closes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OnWsClose {
+    /// Leave the binding until it expires.
+    Keep,
+    /// De-register toward IMS at once.
+    Deregister,
+}
+
+/// `[media]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MediaConfig {
+    /// Media address toward browsers (`media.web_address`).
+    pub web_address: IpAddr,
+    /// Media address toward IMS (`media.ims_address`).
+    pub ims_address: IpAddr,
+    /// UDP ports for media (`media.port_min`, `media.port_max`).
+    pub ports: PortRange,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            web_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ims_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: PortRange {
+                min: 20000,
+                max: 29999,
+            },
+        }
+    }
+}
+
+/// An inclusive UDP port range: `min` is even and >= 1024, `min < max`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    /// First port (even: RTP on even ports, RTCP on port+1, RFC 3550 §11).
+    pub min: u16,
+    /// Last port.
+    pub max: u16,
+}
+
+/// `[transcoder]`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct TranscoderConfig {
+    /// Worker threads; 0 = one per core (`transcoder.threads`).
+    pub threads: usize,
+}
+
+/// `[recording]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordingConfig {
+    /// What is captured (`recording.mode`).
+    pub mode: RecordingMode,
+    /// Where captures go (`recording.dir`).
+    pub dir: PathBuf,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig {
+            mode: RecordingMode::Off,
+            dir: PathBuf::from("recordings"),
+        }
+    }
+}
+
+/// What the recorder captures.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum RecordingMode {
+    /// Nothing.
+    Off,
+    /// SIP messages on both sides.
+    Signalling,
+    /// SIP and decrypted media.
+    Full,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminConfig {
+    /// HTTP listener for /metrics and /healthz (`admin.listen`).
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogConfig {
+    /// Filter directive: `level` or `level,target=level,...` (`log.level`).
+    pub level: String,
+    /// Output format (`log.format`).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitsConfig {
+    /// Largest SIP message in bytes on any transport (`limits.max_message_size`).
+    pub max_message_size: usize,
+    /// Concurrent WS+WSS connections (`limits.max_ws_connections`).
+    pub max_ws_connections: usize,
+    /// Concurrent IMS-side TCP connections (`limits.max_tcp_connections`).
+    pub max_tcp_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_size: 65535,
+            max_ws_connections: 10000,
+            max_tcp_connections: 1000,
+        }
+    }
+}
+
+const SECTIONS: &[&str] = &[
+    "web",
+    "ims",
+    "sip",
+    "registrar",
+    "media",
+    "transcoder",
+    "recording",
+    "admin",
+    "log",
+    "limits",
+];
+
+impl Config {
+    /// Parses TOML text; missing keys take their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with_overrides(text, &[])
+    }
+
+    /// Parses TOML text, then applies `section.key=value` overrides on top.
+    pub fn from_toml_str_with_overrides(
+        text: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut doc = Document::parse(text)?;
+        for arg in overrides {
+            doc.apply_override(arg)?;
+        }
+        doc.check_sections(SECTIONS)?;
+        Ok(Config {
+            web: web(doc.section("web"))?,
+            ims: ims(doc.section("ims"))?,
+            sip: sip(doc.section("sip"))?,
+            registrar: registrar(doc.section("registrar"))?,
+            media: media(doc.section("media"))?,
+            transcoder: transcoder(doc.section("transcoder"))?,
+            recording: recording(doc.section("recording"))?,
+            admin: admin(doc.section("admin"))?,
+            log: log(doc.section("log"))?,
+            limits: limits(doc.section("limits"))?,
+        })
+    }
+
+    /// Reads a file, then applies `section.key=value` overrides on top.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        Config::from_toml_str_with_overrides(&text, overrides)
+    }
+
+    /// One line for `check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        format!(
+            "ws {} wss {} ({}), ims {} -> {}, domain {}, media {}/{} ports {}-{}, admin {}, recording {}",
+            self.web.ws_listen,
+            self.web.wss_listen,
+            match self.web.tls {
+                TlsCertificate::SelfSigned => "self-signed",
+                TlsCertificate::Pem { .. } => "PEM files",
+            },
+            self.ims.listen,
+            self.ims.next_hop,
+            self.ims.domain,
+            self.media.web_address,
+            self.media.ims_address,
+            self.media.ports.min,
+            self.media.ports.max,
+            self.admin.listen,
+            match self.recording.mode {
+                RecordingMode::Off => "off",
+                RecordingMode::Signalling => "signalling",
+                RecordingMode::Full => "full",
+            },
+        )
+    }
+}
+
+fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
+    let d = WebConfig::default();
+    let ws_listen = s.parsed("ws_listen", d.ws_listen, "socket address")?;
+    let wss_listen = s.parsed("wss_listen", d.wss_listen, "socket address")?;
+    let cert = s.string("tls_cert", "")?;
+    let key = s.string("tls_key", "")?;
+    let advertised_host = s.string("advertised_host", "")?;
+    let ping = s.int("ws_ping_interval_s", 30, 0, 3600)?;
+    let tls = match (cert.trim(), key.trim()) {
+        ("", "") => TlsCertificate::SelfSigned,
+        ("", _) => {
+            return Err(ConfigError::invalid(
+                s.path("tls_cert"),
+                "must be set when web.tls_key is set",
+            ))
+        }
+        (_, "") => {
+            return Err(ConfigError::invalid(
+                s.path("tls_key"),
+                "must be set when web.tls_cert is set",
+            ))
+        }
+        (c, k) => TlsCertificate::Pem {
+            cert: c.into(),
+            key: k.into(),
+        },
+    };
+    let advertised_host = match advertised_host.trim() {
+        "" => None,
+        h if next_hop::is_hostname(h) || h.parse::<IpAddr>().is_ok() => Some(h.to_owned()),
+        h => {
+            return Err(ConfigError::invalid(
+                s.path("advertised_host"),
+                format!("invalid host \"{h}\""),
+            ))
+        }
+    };
+    // Port 0 (the kernel picks) is how tests run several daemons side by side.
+    if ws_listen == wss_listen && ws_listen.port() != 0 {
+        return Err(ConfigError::invalid(
+            s.path("wss_listen"),
+            format!("must differ from web.ws_listen ({wss_listen})"),
+        ));
+    }
+    s.finish()?;
+    Ok(WebConfig {
+        ws_listen,
+        wss_listen,
+        tls,
+        advertised_host,
+        ws_ping_interval: (ping > 0).then(|| Duration::from_secs(ping as u64)),
+    })
+}
+
+fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
+    let d = ImsConfig::default();
+    let listen: SocketAddr = s.parsed("listen", d.listen, "socket address")?;
+    let next_hop = if s.has("next_hop") {
+        let raw = s.string("next_hop", "")?;
+        raw.parse::<NextHop>()
+            .map_err(|reason| ConfigError::invalid(s.path("next_hop"), reason))?
+    } else {
+        d.next_hop
+    };
+    let domain = s.string("domain", &d.domain)?;
+    let advertised_address: Option<SocketAddr> =
+        s.optional("advertised_address", None, "socket address")?;
+    if !next_hop::is_hostname(domain.trim()) {
+        return Err(ConfigError::invalid(
+            s.path("domain"),
+            format!("invalid domain \"{domain}\""),
+        ));
+    }
+    if let Some(a) = advertised_address {
+        if a.ip().is_unspecified() || a.port() == 0 {
+            return Err(ConfigError::invalid(
+                s.path("advertised_address"),
+                format!("must be a reachable address, not {a}"),
+            ));
+        }
+    } else if listen.ip().is_unspecified() {
+        // Peers cannot send to 0.0.0.0: the address in Via/Contact must be a real one.
+        return Err(ConfigError::invalid(
+            s.path("advertised_address"),
+            format!("must be set when ims.listen is a wildcard address ({listen})"),
+        ));
+    }
+    s.finish()?;
+    Ok(ImsConfig {
+        listen,
+        next_hop,
+        domain: domain.trim().to_owned(),
+        advertised_address,
+    })
+}
+
+fn sip(mut s: Section) -> Result<SipConfig, ConfigError> {
+    let d = SipConfig::default();
+    let ms = |d: Duration| d.as_millis() as i64;
+    let t1 = s.int("t1_ms", ms(d.t1), 1, 60_000)?;
+    let t2 = s.int("t2_ms", ms(d.t2), 1, 600_000)?;
+    let t4 = s.int("t4_ms", ms(d.t4), 1, 600_000)?;
+    let max_forwards = s.int("max_forwards", d.max_forwards.into(), 1, 255)?;
+    let user_agent = s.string("user_agent", &d.user_agent)?;
+    if t2 < t1 {
+        return Err(ConfigError::invalid(
+            s.path("t2_ms"),
+            format!("must be at least sip.t1_ms ({t2} < {t1})"),
+        ));
+    }
+    // A header value: printable text only, so it cannot break the message (RFC 3261 §25.1).
+    if user_agent.bytes().any(|b| b.is_ascii_control()) || user_agent.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            s.path("user_agent"),
+            "must be non-empty printable text",
+        ));
+    }
+    s.finish()?;
+    Ok(SipConfig {
+        t1: Duration::from_millis(t1 as u64),
+        t2: Duration::from_millis(t2 as u64),
+        t4: Duration::from_millis(t4 as u64),
+        // Invariant: range-checked to 1..=255 above.
+        max_forwards: max_forwards as u8,
+        user_agent: user_agent.trim().to_owned(),
+    })
+}
+
+fn registrar(mut s: Section) -> Result<RegistrarConfig, ConfigError> {
+    let d = RegistrarConfig::default();
+    let on_ws_close = s.choice(
+        "on_ws_close",
+        d.on_ws_close,
+        &[
+            ("keep", OnWsClose::Keep),
+            ("deregister", OnWsClose::Deregister),
+        ],
+    )?;
+    let secs = |d: Duration| d.as_secs() as i64;
+    // RFC 3261 §10.2.1.1 caps Expires at 2^32-1; a week is already far beyond practice.
+    let max = s.int("max_expires_s", secs(d.max_expires), 1, 604_800)?;
+    let min = s.int("min_expires_s", secs(d.min_expires), 1, 604_800)?;
+    if min > max {
+        return Err(ConfigError::invalid(
+            s.path("min_expires_s"),
+            format!("must not exceed registrar.max_expires_s ({min} > {max})"),
+        ));
+    }
+    s.finish()?;
+    Ok(RegistrarConfig {
+        on_ws_close,
+        max_expires: Duration::from_secs(max as u64),
+        min_expires: Duration::from_secs(min as u64),
+    })
+}
+
+fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
+    let d = MediaConfig::default();
+    let web_address = s.parsed("web_address", d.web_address, "IP address")?;
+    let ims_address = s.parsed("ims_address", d.ims_address, "IP address")?;
+    let min = s.int("port_min", d.ports.min.into(), 1024, 65535)?;
+    let max = s.int("port_max", d.ports.max.into(), 1024, 65535)?;
+    if min >= max {
+        return Err(ConfigError::invalid(
+            s.path("port_min"),
+            format!("must be less than media.port_max ({min} >= {max})"),
+        ));
+    }
+    if min % 2 != 0 {
+        return Err(ConfigError::invalid(
+            s.path("port_min"),
+            format!("must be even (RTP on even ports, RTCP on the next), found {min}"),
+        ));
+    }
+    s.finish()?;
+    // Invariant: both range-checked to 1024..=65535 above.
+    Ok(MediaConfig {
+        web_address,
+        ims_address,
+        ports: PortRange {
+            min: min as u16,
+            max: max as u16,
+        },
+    })
+}
+
+fn transcoder(mut s: Section) -> Result<TranscoderConfig, ConfigError> {
+    let threads = s.int("threads", 0, 0, 1024)?;
+    s.finish()?;
+    Ok(TranscoderConfig {
+        threads: threads as usize,
+    })
+}
+
+fn recording(mut s: Section) -> Result<RecordingConfig, ConfigError> {
+    let d = RecordingConfig::default();
+    let mode = s.choice(
+        "mode",
+        d.mode,
+        &[
+            ("off", RecordingMode::Off),
+            ("signalling", RecordingMode::Signalling),
+            ("full", RecordingMode::Full),
+        ],
+    )?;
+    let dir = s.string("dir", &d.dir.to_string_lossy())?;
+    if dir.trim().is_empty() {
+        return Err(ConfigError::invalid(s.path("dir"), "must not be empty"));
+    }
+    s.finish()?;
+    Ok(RecordingConfig {
+        mode,
+        dir: PathBuf::from(dir.trim()),
+    })
+}
+
+fn admin(mut s: Section) -> Result<AdminConfig, ConfigError> {
+    let listen = s.parsed("listen", AdminConfig::default().listen, "socket address")?;
+    s.finish()?;
+    Ok(AdminConfig { listen })
+}
+
+fn log(mut s: Section) -> Result<LogConfig, ConfigError> {
+    let d = LogConfig::default();
+    let level = s.string("level", &d.level)?;
+    let format = s.choice(
+        "format",
+        d.format,
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    )?;
+    if !is_log_filter(level.trim()) {
+        return Err(ConfigError::invalid(
+            s.path("level"),
+            format!("invalid filter \"{level}\" (error, warn, info, debug, trace, or level,target=level,...)"),
+        ));
+    }
+    s.finish()?;
+    Ok(LogConfig {
+        level: level.trim().to_owned(),
+        format,
+    })
+}
+
+/// `level` or `target=level` items separated by commas: the subset of tracing's filter
+/// syntax an operator needs, checked here so a typo fails at check-config time.
+fn is_log_filter(s: &str) -> bool {
+    const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |l: &str| LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l.trim()));
+    !s.is_empty()
+        && s.split(',').all(|item| match item.split_once('=') {
+            None => is_level(item),
+            Some((target, level)) => {
+                !target.trim().is_empty()
+                    && target
+                        .trim()
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_:-.".contains(&b))
+                    && is_level(level)
+            }
+        })
+}
+
+fn limits(mut s: Section) -> Result<LimitsConfig, ConfigError> {
+    let d = LimitsConfig::default();
+    let size = s.int(
+        "max_message_size",
+        d.max_message_size as i64,
+        1024,
+        1_048_576,
+    )?;
+    let ws = s.int(
+        "max_ws_connections",
+        d.max_ws_connections as i64,
+        1,
+        1_000_000,
+    )?;
+    let tcp = s.int(
+        "max_tcp_connections",
+        d.max_tcp_connections as i64,
+        1,
+        1_000_000,
+    )?;
+    s.finish()?;
+    Ok(LimitsConfig {
+        max_message_size: size as usize,
+        max_ws_connections: ws as usize,
+        max_tcp_connections: tcp as usize,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    fn with(overrides: &[&str]) -> Result<Config, ConfigError> {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        Config::from_toml_str_with_overrides("", &o)
+    }
+
+    #[test]
+    fn empty_text_is_all_defaults() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = err("[web]\nws_listen = \"127.0.0.1:1\"\nbroken = = 3\n");
+        assert!(e.starts_with("line 3: TOML syntax error"), "{e}");
+    }
+
+    #[test]
+    fn unknown_sections_and_keys_are_errors() {
+        assert_eq!(
+            err("[web]\nwsl_listen = \"127.0.0.1:1\""),
+            "unknown key web.wsl_listen"
+        );
+        assert_eq!(
+            err("[webb]\nws_listen = \"127.0.0.1:1\""),
+            "unknown section [webb]"
+        );
+        assert_eq!(err("stray = 1"), "unknown key stray");
+        assert_eq!(err("web = 1"), "web: expected a [web] section");
+    }
+
+    #[test]
+    fn type_and_form_errors_name_the_key() {
+        assert_eq!(
+            err("[web]\nws_listen = \"127.0.0.1\""),
+            "web.ws_listen: invalid socket address \"127.0.0.1\""
+        );
+        assert_eq!(
+            err("[web]\nws_listen = 8080"),
+            "web.ws_listen: expected a string, found integer"
+        );
+        assert_eq!(
+            err("[media]\nport_min = \"x\""),
+            "media.port_min: expected an integer, found string"
+        );
+        assert_eq!(
+            err("[media]\nweb_address = \"localhost\""),
+            "media.web_address: invalid IP address \"localhost\""
+        );
+        assert_eq!(
+            err("[recording]\nmode = \"audio\""),
+            "recording.mode: \"audio\" is not one of off, signalling, full"
+        );
+        assert_eq!(
+            err("[log]\nformat = \"xml\""),
+            "log.format: \"xml\" is not one of text, json"
+        );
+        assert!(
+            err("[log]\nlevel = \"verbose\"").starts_with("log.level: invalid filter \"verbose\"")
+        );
+    }
+
+    #[test]
+    fn ranges_and_relations() {
+        assert_eq!(
+            err("[media]\nport_min = 30000"),
+            "media.port_min: must be less than media.port_max (30000 >= 29999)"
+        );
+        assert_eq!(
+            err("[media]\nport_min = 80"),
+            "media.port_min: must be between 1024 and 65535, found 80"
+        );
+        assert!(err("[media]\nport_min = 20001").starts_with("media.port_min: must be even"));
+        assert_eq!(
+            err("[limits]\nmax_message_size = 100"),
+            "limits.max_message_size: must be between 1024 and 1048576, found 100"
+        );
+        assert_eq!(
+            err("[sip]\nt1_ms = 5000\nt2_ms = 4000"),
+            "sip.t2_ms: must be at least sip.t1_ms (4000 < 5000)"
+        );
+        assert_eq!(
+            err("[registrar]\nmin_expires_s = 7200"),
+            "registrar.min_expires_s: must not exceed registrar.max_expires_s (7200 > 3600)"
+        );
+        assert_eq!(
+            err("[web]\ntls_cert = \"c.pem\""),
+            "web.tls_key: must be set when web.tls_cert is set"
+        );
+        assert_eq!(
+            err("[web]\nwss_listen = \"127.0.0.1:8080\""),
+            "web.wss_listen: must differ from web.ws_listen (127.0.0.1:8080)"
+        );
+        assert_eq!(
+            err("[ims]\nlisten = \"0.0.0.0:5080\""),
+            "ims.advertised_address: must be set when ims.listen is a wildcard address (0.0.0.0:5080)"
+        );
+        assert_eq!(
+            err("[sip]\nuser_agent = \"a\\r\\nX: y\""),
+            "sip.user_agent: must be non-empty printable text"
+        );
+    }
+
+    #[test]
+    fn next_hop_errors_name_the_key() {
+        assert_eq!(
+            err("[ims]\nnext_hop = \"sip:10.0.0.1;transport=sctp\""),
+            "ims.next_hop: transport \"sctp\" is not supported (udp, tcp)"
+        );
+        let c = Config::from_toml_str("[ims]\nnext_hop = \"builtin\"").unwrap();
+        assert_eq!(c.ims.next_hop, NextHop::Builtin);
+    }
+
+    #[test]
+    fn overrides_take_toml_values_or_plain_text() {
+        let c = with(&[
+            "ims.next_hop=sip:10.0.0.1:5060",
+            "media.port_min=20002",
+            "web.ws_listen=127.0.0.1:0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.ims.next_hop,
+            NextHop::Uri {
+                host: "10.0.0.1".into(),
+                port: 5060,
+                transport: NextHopTransport::Udp
+            }
+        );
+        assert_eq!(c.media.ports.min, 20002);
+        assert_eq!(c.web.ws_listen, "127.0.0.1:0".parse().unwrap());
+        // A value that happens to be TOML still reaches a string key as its text.
+        let c = with(&[
+            "sip.user_agent=1.5",
+            "ims.domain=\"example.net\"",
+            "log.level=debug",
+        ])
+        .unwrap();
+        assert_eq!(c.sip.user_agent, "1.5");
+        assert_eq!(c.ims.domain, "example.net");
+        assert_eq!(c.log.level, "debug");
+        // Empty clears a path, multi-line text is not smuggled in as extra keys.
+        assert_eq!(
+            with(&["web.tls_cert=", "web.tls_key="]).unwrap().web.tls,
+            TlsCertificate::SelfSigned
+        );
+        assert_eq!(
+            with(&["sip.user_agent=a\nt1_ms = 1"])
+                .unwrap_err()
+                .to_string(),
+            "sip.user_agent: must be non-empty printable text"
+        );
+    }
+
+    #[test]
+    fn overrides_apply_on_top_of_the_file() {
+        let o = vec![
+            "media.port_max=40001".to_string(),
+            "media.port_min=30000".to_string(),
+        ];
+        let c = Config::from_toml_str_with_overrides(
+            "[media]\nport_min = 20000\nport_max = 21000\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(
+            c.media.ports,
+            PortRange {
+                min: 30000,
+                max: 40001
+            }
+        );
+    }
+
+    #[test]
+    fn override_errors() {
+        assert_eq!(
+            with(&["media.port_min=30000"]).unwrap_err().to_string(),
+            "media.port_min: must be less than media.port_max (30000 >= 29999)"
+        );
+        assert_eq!(
+            with(&["web.wsl_listen=x"]).unwrap_err().to_string(),
+            "unknown key web.wsl_listen"
+        );
+        assert_eq!(
+            with(&["nosuch.key=1"]).unwrap_err().to_string(),
+            "unknown section [nosuch]"
+        );
+        assert_eq!(
+            with(&["port_min=1"]).unwrap_err().to_string(),
+            "--set port_min=1: expected section.key=value"
+        );
+        assert_eq!(
+            with(&["media.port_min"]).unwrap_err().to_string(),
+            "--set media.port_min: expected section.key=value"
+        );
+        assert_eq!(
+            with(&["a.b.c=1"]).unwrap_err().to_string(),
+            "--set a.b.c=1: expected section.key=value"
+        );
+        let e = with(&["media.port_min=abc"]).unwrap_err();
+        assert_eq!(e.key(), Some("media.port_min"));
+    }
+
+    #[test]
+    fn missing_file_is_a_read_error() {
+        let e = Config::load(Path::new("/nonexistent/estuary.toml"), &[]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read /nonexistent/estuary.toml: "),
+            "{e}"
+        );
+    }
+}

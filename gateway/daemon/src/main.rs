@@ -1,1 +1,133 @@
-fn main() {}
+//! `estuary`: the gateway daemon. It owns every socket, the clock and the threads; the
+//! signalling engine ([`estuary_b2bua::B2bua`]) is sans-IO and runs on one task (`engine`).
+//!
+//! Tasks: one engine task; per listener an accept task; per connection one task (WS, WSS or
+//! IMS TCP); one UDP receive task; the admin HTTP task. Socket tasks send [`engine::Event`]s
+//! to the engine over a bounded channel; the engine sends bytes back over per-connection
+//! channels or straight to the UDP socket.
+//!
+//! On stdout the daemon prints one `listening KEY ADDR` line per bound listener (the real port
+//! when the config asked for port 0), `certificate sha256 FP` for the WSS certificate and
+//! `ready`; logs go to stderr.
+
+mod admin;
+mod ctx;
+mod engine;
+mod engine_config;
+mod error;
+mod http;
+mod ims;
+mod metrics;
+mod server;
+mod tls;
+mod web;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use estuary_config::{Config, LogConfig, LogFormat};
+
+/// The operator's reference config; also the defaults of `estuary run` without --config.
+const DEFAULT_CONFIG: &str = include_str!("../../../etc/estuary.toml");
+
+/// Exit status for a configuration the daemon refuses (usage errors share it, as clap does).
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "estuary", version, about = "WebRTC-to-IMS gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// Configuration file; without it the built-in defaults (etc/estuary.toml) apply.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Override one key, e.g. --set media.port_min=30000 (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Validate a configuration file: prints "ok: <summary>" or the error naming the key.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+        /// Override one key before checking (repeatable).
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    // `sdp web-to-ims|ims-to-web FILE` and `replay CAPTURE` join here (ARCHITECTURE.md).
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::CheckConfig { file, set } => match Config::load(&file, &set) {
+            Ok(cfg) => {
+                println!("ok: {}", cfg.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("estuary: {}: {e}", file.display());
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config, set } => {
+            let loaded = match &config {
+                Some(path) => Config::load(path, &set),
+                None => Config::from_toml_str_with_overrides(DEFAULT_CONFIG, &set),
+            };
+            let cfg = match loaded {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    let source = config
+                        .as_ref()
+                        .map_or("built-in defaults".into(), |p| p.display().to_string());
+                    eprintln!("estuary: {source}: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            init_logging(&cfg.log);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("estuary: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(server::run(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("estuary: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Logs to stderr (stdout carries the listening report). RUST_LOG, when set, wins over
+/// `log.level` so an operator can raise one target without editing the file.
+fn init_logging(log: &LogConfig) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    // A panic inside the engine is caught and counted; route its message through the log
+    // rather than raw stderr so JSON log collectors see it.
+    std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+}

@@ -1,0 +1,229 @@
+//! The IMS next hop: a SIP URI reduced to what routing needs, or the built-in test peer.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::str::FromStr;
+
+/// Where every request toward IMS is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NextHop {
+    /// A SIP server, `sip:HOST[:PORT][;transport=udp|tcp]`.
+    Uri {
+        /// IP literal (IPv6 without brackets) or DNS name, resolved by the daemon at start.
+        host: String,
+        /// Default 5060 (RFC 3261 §19.1.2).
+        port: u16,
+        /// Default UDP (RFC 3261 §18.1.1 for a URI without `transport`).
+        transport: NextHopTransport,
+    },
+    /// The built-in IMS test peer (echo and tone users), for demos and tests.
+    Builtin,
+}
+
+/// Transports the gateway speaks toward IMS.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NextHopTransport {
+    /// SIP over UDP.
+    Udp,
+    /// SIP over TCP.
+    Tcp,
+}
+
+const FORM: &str = "expected \"sip:HOST[:PORT][;transport=udp|tcp]\" or \"builtin\"";
+
+impl FromStr for NextHop {
+    type Err = String;
+
+    /// Parses the operator's value; the error is the reason, without the key.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("builtin") {
+            return Ok(NextHop::Builtin);
+        }
+        let Some((scheme, rest)) = s.split_once(':') else {
+            return Err(format!("{FORM}, found \"{s}\""));
+        };
+        if !scheme.eq_ignore_ascii_case("sip") {
+            return Err(format!(
+                "scheme \"{scheme}\" is not supported (sip, or builtin)"
+            ));
+        }
+        let mut parts = rest.split(';');
+        // Invariant: split always yields at least one item.
+        let hostport = parts.next().unwrap_or("");
+        if hostport.contains('@') {
+            return Err("a user part is not allowed in the next hop".into());
+        }
+        let (host, port) = split_host_port(hostport)?;
+        let mut transport = NextHopTransport::Udp;
+        for param in parts {
+            let (name, value) = param.split_once('=').unwrap_or((param, ""));
+            match name.to_ascii_lowercase().as_str() {
+                "transport" => {
+                    transport = match value.to_ascii_lowercase().as_str() {
+                        "udp" => NextHopTransport::Udp,
+                        "tcp" => NextHopTransport::Tcp,
+                        _ => {
+                            return Err(format!(
+                                "transport \"{value}\" is not supported (udp, tcp)"
+                            ))
+                        }
+                    }
+                }
+                // Loose routing is what the gateway does anyway (RFC 3261 §16.12).
+                "lr" => {}
+                _ => return Err(format!("unknown URI parameter \"{name}\" (transport, lr)")),
+            }
+        }
+        Ok(NextHop::Uri {
+            host,
+            port,
+            transport,
+        })
+    }
+}
+
+fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(format!("unclosed IPv6 reference \"{hostport}\""));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("invalid IPv6 address \"{addr}\""));
+        }
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| format!("invalid host \"{hostport}\""))?,
+            ),
+        };
+        (addr.to_owned(), port)
+    } else {
+        let (host, port) = match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        };
+        if !is_hostname(host) {
+            return Err(format!("invalid host \"{host}\""));
+        }
+        (host.to_owned(), port)
+    };
+    let port = match port {
+        None => 5060,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(format!("invalid port \"{p}\"")),
+        },
+    };
+    Ok((host, port))
+}
+
+/// A DNS name or IPv4 literal: labels of letters, digits and hyphens (RFC 3261 §25.1 `host`).
+pub(crate) fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl fmt::Display for NextHop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NextHop::Builtin => f.write_str("builtin"),
+            NextHop::Uri {
+                host,
+                port,
+                transport,
+            } => {
+                let t = match transport {
+                    NextHopTransport::Udp => "udp",
+                    NextHopTransport::Tcp => "tcp",
+                };
+                if host.contains(':') {
+                    write!(f, "sip:[{host}]:{port};transport={t}")
+                } else {
+                    write!(f, "sip:{host}:{port};transport={t}")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(host: &str, port: u16, transport: NextHopTransport) -> NextHop {
+        NextHop::Uri {
+            host: host.into(),
+            port,
+            transport,
+        }
+    }
+
+    #[test]
+    fn accepts_the_usual_forms() {
+        use NextHopTransport::*;
+        assert_eq!(
+            "sip:127.0.0.1:5060;transport=udp".parse(),
+            Ok(uri("127.0.0.1", 5060, Udp))
+        );
+        assert_eq!(
+            "SIP:pcscf.ims.test;transport=TCP;lr".parse(),
+            Ok(uri("pcscf.ims.test", 5060, Tcp))
+        );
+        assert_eq!("sip:10.0.0.1:5070".parse(), Ok(uri("10.0.0.1", 5070, Udp)));
+        assert_eq!(
+            "sip:[::1]:5062;transport=tcp".parse(),
+            Ok(uri("::1", 5062, Tcp))
+        );
+        assert_eq!("builtin".parse(), Ok(NextHop::Builtin));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in [
+            "sip:127.0.0.1:5060;transport=udp",
+            "sip:[::1]:5062;transport=tcp",
+            "builtin",
+        ] {
+            assert_eq!(s.parse::<NextHop>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn refuses_with_a_reason() {
+        let err = |s: &str| s.parse::<NextHop>().unwrap_err();
+        assert_eq!(
+            err("sip:h;transport=sctp"),
+            "transport \"sctp\" is not supported (udp, tcp)"
+        );
+        assert_eq!(
+            err("sips:h"),
+            "scheme \"sips\" is not supported (sip, or builtin)"
+        );
+        assert_eq!(
+            err("tel:+123"),
+            "scheme \"tel\" is not supported (sip, or builtin)"
+        );
+        assert!(err("10.0.0.1").starts_with("expected"));
+        assert_eq!(err("sip:h:0"), "invalid port \"0\"");
+        assert_eq!(err("sip:h:99999"), "invalid port \"99999\"");
+        assert_eq!(err("sip:a@h"), "a user part is not allowed in the next hop");
+        assert_eq!(
+            err("sip:h;maddr=x"),
+            "unknown URI parameter \"maddr\" (transport, lr)"
+        );
+        assert_eq!(err("sip:"), "invalid host \"\"");
+        assert_eq!(err("sip:[::1"), "unclosed IPv6 reference \"[::1\"");
+        assert_eq!(err("sip:bad_host"), "invalid host \"bad_host\"");
+    }
+}

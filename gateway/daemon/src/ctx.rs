@@ -1,0 +1,57 @@
+//! What every task shares: the engine's inbox, counters, limits and the shutdown signal.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_b2bua::ConnId;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::engine::Event;
+use crate::metrics::Stats;
+
+pub struct Ctx {
+    /// The engine task's inbox. Bounded: a flood slows the readers instead of growing memory.
+    pub events: mpsc::Sender<Event>,
+    pub stats: Stats,
+    /// Becomes `true` once on SIGINT/SIGTERM.
+    pub shutdown: watch::Receiver<bool>,
+    /// One permit per open WS/WSS connection (`limits.max_ws_connections`).
+    pub web_slots: Arc<Semaphore>,
+    /// One permit per open IMS TCP connection (`limits.max_tcp_connections`).
+    pub tcp_slots: Arc<Semaphore>,
+    pub max_message_size: usize,
+    pub ws_ping_interval: Option<Duration>,
+    next_conn: AtomicU64,
+}
+
+impl Ctx {
+    pub fn new(
+        events: mpsc::Sender<Event>,
+        shutdown: watch::Receiver<bool>,
+        cfg: &estuary_config::Config,
+    ) -> Self {
+        Ctx {
+            events,
+            stats: Stats::new(),
+            shutdown,
+            web_slots: Arc::new(Semaphore::new(cfg.limits.max_ws_connections)),
+            tcp_slots: Arc::new(Semaphore::new(cfg.limits.max_tcp_connections)),
+            max_message_size: cfg.limits.max_message_size,
+            ws_ping_interval: cfg.web.ws_ping_interval,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A connection id never used before in this process (io.rs: ids are not reused).
+    pub fn next_conn(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Resolves when shutdown has been requested.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.clone();
+        // An error means the sender is gone, which also means shutdown.
+        let _ = rx.wait_for(|&stop| stop).await;
+    }
+}

@@ -1,0 +1,553 @@
+//! The engine task: the only owner of the [`B2bua`], so the engine needs no locks. It turns
+//! socket events into [`Input`]s, carries out every [`Output`], and feeds [`Input::Timeout`]
+//! when `poll_timeout` comes due.
+//!
+//! Each `handle_input` plus the drain of its outputs runs under `catch_unwind`: a bug in the
+//! engine costs the event that triggered it (counted in `estuary_engine_panics_total`), not
+//! the process (STYLE.md R6).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Sample, Side, Transport};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tracing::{debug, error, warn};
+
+use crate::ctx::Ctx;
+use crate::ims;
+use crate::metrics::Metric;
+
+/// Queue depth per connection writer: enough for a burst of forked responses; a connection
+/// that lets it fill is stuck and gets closed rather than stalling the engine.
+pub const WRITER_QUEUE: usize = 256;
+
+/// Safety valve against an engine that never stops producing output for one input.
+const MAX_OUTPUTS_PER_INPUT: usize = 100_000;
+
+/// The sans-IO surface the driver needs. [`B2bua`] today; the composed `core` machine later.
+/// A trait so the driver's own behaviour (panic isolation, output routing) is testable with a
+/// fake engine.
+pub trait Machine {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn metrics(&self, now: Instant) -> Vec<Sample>;
+}
+
+impl Machine for B2bua {
+    fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        B2bua::handle_input(self, now, input)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        B2bua::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        B2bua::poll_timeout(self)
+    }
+    fn metrics(&self, now: Instant) -> Vec<Sample> {
+        B2bua::metrics(self, now)
+    }
+}
+
+/// Something a socket task reports to the engine task.
+pub enum Event {
+    /// A connection is ready to carry SIP (WebSocket upgraded, TCP accepted or connected).
+    Opened {
+        conn: ConnId,
+        side: Side,
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        writer: Writer,
+    },
+    /// One whole SIP message.
+    Received {
+        flow: Flow,
+        conn: Option<ConnId>,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// The connection is gone.
+    Closed { conn: ConnId },
+    /// An outbound TCP connect to an IMS destination failed or was refused by the limit.
+    ConnectFailed { remote: SocketAddr },
+    /// The admin endpoint asks for the engine's metric samples.
+    Metrics(oneshot::Sender<Vec<Sample>>),
+}
+
+/// The engine's handle on one connection task.
+pub struct Writer {
+    pub data: mpsc::Sender<Vec<u8>>,
+    /// Ask the connection task to close (cleanly where the protocol allows it).
+    pub close: Arc<Notify>,
+}
+
+struct Conn {
+    side: Side,
+    remote: SocketAddr,
+    writer: Writer,
+}
+
+pub struct Engine<M> {
+    machine: M,
+    ctx: Arc<Ctx>,
+    /// The IMS UDP socket (a dup of the receiving one), non-blocking. Sent on directly:
+    /// tokio's `try_send_to` reports WouldBlock until its reactor has seen the socket
+    /// writable, which would drop early datagrams; the kernel only does so when its buffer
+    /// is really full.
+    udp: std::net::UdpSocket,
+    conns: HashMap<ConnId, Conn>,
+    /// Open IMS TCP connection per remote, reused for every message to it (RFC 3261 §18.1.1).
+    tcp_by_remote: HashMap<SocketAddr, ConnId>,
+    /// Messages waiting for an outbound TCP connect to finish.
+    connecting: HashMap<SocketAddr, Vec<Vec<u8>>>,
+    /// Destinations found unreachable while executing outputs, fed back after the drain.
+    unreachable: VecDeque<Flow>,
+    /// The deadline most recently fed as Timeout, to stop a stuck deadline from spinning.
+    last_fired: Option<Instant>,
+}
+
+impl<M: Machine> Engine<M> {
+    pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket) -> Self {
+        Engine {
+            machine,
+            ctx,
+            udp,
+            conns: HashMap::new(),
+            tcp_by_remote: HashMap::new(),
+            connecting: HashMap::new(),
+            unreachable: VecDeque::new(),
+            last_fired: None,
+        }
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
+        let ctx = self.ctx.clone();
+        loop {
+            let deadline = self.next_deadline();
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = ctx.shutting_down() => break,
+                event = events.recv() => match event {
+                    Some(event) => self.on_event(event),
+                    None => break,
+                },
+                () = sleep => {
+                    self.last_fired = deadline;
+                    self.feed(Input::Timeout);
+                }
+            }
+        }
+        debug!("engine task stopped");
+    }
+
+    fn next_deadline(&mut self) -> Option<Instant> {
+        let machine = &mut self.machine;
+        let deadline = match catch_unwind(AssertUnwindSafe(|| machine.poll_timeout())) {
+            Ok(d) => d,
+            Err(panic) => {
+                self.count_panic("poll_timeout", &panic);
+                // Retry later rather than never: timers must not die with one bad call.
+                Some(now() + Duration::from_secs(1))
+            }
+        };
+        // A deadline that does not move after firing would spin the loop; pace it.
+        match (deadline, self.last_fired) {
+            (Some(d), Some(fired)) if d <= fired => Some(d.max(now() + Duration::from_millis(1))),
+            _ => deadline,
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Opened {
+                conn,
+                side,
+                transport,
+                local,
+                remote,
+                writer,
+            } => {
+                if side == Side::Ims {
+                    // Keep the first connection to a remote; a second one still works for
+                    // messages received on it, as responses go back by `conn`.
+                    self.tcp_by_remote.entry(remote).or_insert(conn);
+                    if let Some(queued) = self.connecting.remove(&remote) {
+                        for data in queued {
+                            self.send_conn_data(conn, &writer, data);
+                        }
+                    }
+                }
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        side,
+                        remote,
+                        writer,
+                    },
+                );
+                self.feed(Input::ConnectionOpened {
+                    conn,
+                    side,
+                    transport,
+                    local,
+                    remote,
+                });
+            }
+            Event::Received {
+                flow,
+                conn,
+                remote,
+                data,
+            } => {
+                let side = match flow {
+                    Flow::Web { .. } => Metric::WebMessagesReceived,
+                    Flow::Ims { .. } => Metric::ImsMessagesReceived,
+                };
+                self.ctx.stats.inc(side);
+                self.feed(Input::Receive {
+                    flow,
+                    conn,
+                    remote,
+                    data: &data,
+                });
+            }
+            Event::Closed { conn } => {
+                if let Some(c) = self.conns.remove(&conn) {
+                    if c.side == Side::Ims && self.tcp_by_remote.get(&c.remote) == Some(&conn) {
+                        self.tcp_by_remote.remove(&c.remote);
+                    }
+                }
+                self.feed(Input::ConnectionClosed { conn });
+            }
+            Event::ConnectFailed { remote } => {
+                self.connecting.remove(&remote);
+                self.unreachable.push_back(Flow::Ims {
+                    transport: Transport::Tcp,
+                    remote,
+                });
+                self.feed_unreachable();
+            }
+            Event::Metrics(reply) => {
+                let machine = &mut self.machine;
+                let samples = match catch_unwind(AssertUnwindSafe(|| machine.metrics(now()))) {
+                    Ok(s) => s,
+                    Err(panic) => {
+                        self.count_panic("metrics", &panic);
+                        Vec::new()
+                    }
+                };
+                let _ = reply.send(samples);
+            }
+        }
+    }
+
+    /// One input into the engine, then every output it produced, then any unreachable
+    /// reports those outputs caused.
+    fn feed(&mut self, input: Input<'_>) {
+        let now = now();
+        let machine = &mut self.machine;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            machine.handle_input(now, input);
+            let mut outputs = Vec::new();
+            while let Some(out) = machine.poll_output() {
+                outputs.push(out);
+                if outputs.len() >= MAX_OUTPUTS_PER_INPUT {
+                    break;
+                }
+            }
+            outputs
+        }));
+        match result {
+            Ok(outputs) => {
+                if outputs.len() >= MAX_OUTPUTS_PER_INPUT {
+                    error!(
+                        outputs = outputs.len(),
+                        "engine output did not end; rest discarded"
+                    );
+                }
+                for out in outputs {
+                    self.execute(out);
+                }
+            }
+            Err(panic) => self.count_panic("handle_input", &panic),
+        }
+        self.feed_unreachable();
+    }
+
+    fn feed_unreachable(&mut self) {
+        // Bounded by the outputs of each round; each report is one input.
+        while let Some(flow) = self.unreachable.pop_front() {
+            self.ctx.stats.inc(Metric::UnreachableReported);
+            let now = now();
+            let machine = &mut self.machine;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                machine.handle_input(now, Input::Unreachable { flow });
+                std::iter::from_fn(|| machine.poll_output())
+                    .take(MAX_OUTPUTS_PER_INPUT)
+                    .collect::<Vec<_>>()
+            }));
+            match result {
+                Ok(outputs) => outputs.into_iter().for_each(|o| self.execute(o)),
+                Err(panic) => self.count_panic("handle_input(Unreachable)", &panic),
+            }
+        }
+    }
+
+    fn count_panic(&self, call: &str, panic: &Box<dyn std::any::Any + Send>) {
+        self.ctx.stats.inc(Metric::EnginePanics);
+        let msg = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-string payload".into());
+        error!(call, panic = %msg, "engine panicked; the event was dropped");
+    }
+
+    fn execute(&mut self, out: Output) {
+        match out {
+            Output::Transmit {
+                flow: Flow::Web { conn },
+                data,
+            } => {
+                self.ctx.stats.inc(Metric::WebMessagesSent);
+                self.send_conn(conn, data);
+            }
+            Output::Transmit {
+                flow:
+                    Flow::Ims {
+                        transport: Transport::Udp,
+                        remote,
+                    },
+                data,
+            } => {
+                self.ctx.stats.inc(Metric::ImsMessagesSent);
+                match self.udp.send_to(&data, remote) {
+                    Ok(_) => {}
+                    // The socket buffer is full: UDP is lossy and SIP retransmits (§17.1.1.2).
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.ctx.stats.inc(Metric::OutputsDropped);
+                    }
+                    Err(e) => {
+                        debug!(%remote, error = %e, "UDP send failed");
+                        self.unreachable.push_back(Flow::Ims {
+                            transport: Transport::Udp,
+                            remote,
+                        });
+                    }
+                }
+            }
+            Output::Transmit {
+                flow:
+                    Flow::Ims {
+                        transport: Transport::Tcp,
+                        remote,
+                    },
+                data,
+            } => {
+                self.ctx.stats.inc(Metric::ImsMessagesSent);
+                if let Some(&conn) = self.tcp_by_remote.get(&remote) {
+                    self.send_conn(conn, data);
+                } else if let Some(queue) = self.connecting.get_mut(&remote) {
+                    queue.push(data);
+                } else {
+                    self.connecting.insert(remote, vec![data]);
+                    ims::spawn_connect(self.ctx.clone(), remote);
+                }
+            }
+            Output::Transmit {
+                flow: Flow::Ims { transport, remote },
+                ..
+            } => {
+                warn!(?transport, %remote, "engine asked for a transport the IMS side does not have");
+                self.ctx.stats.inc(Metric::OutputsDropped);
+            }
+            Output::Close { conn } => match self.conns.get(&conn) {
+                Some(c) => c.writer.close.notify_one(),
+                None => debug!(?conn, "close for a connection already gone"),
+            },
+        }
+    }
+
+    fn send_conn(&mut self, conn: ConnId, data: Vec<u8>) {
+        match self.conns.get(&conn) {
+            Some(c) => self.send_conn_data(conn, &c.writer, data),
+            None => {
+                // The Closed event may still be in flight; the engine learns of it next.
+                debug!(?conn, "transmit to a connection already gone");
+                self.ctx.stats.inc(Metric::OutputsDropped);
+            }
+        }
+    }
+
+    fn send_conn_data(&self, conn: ConnId, writer: &Writer, data: Vec<u8>) {
+        match writer.data.try_send(data) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(?conn, "connection not draining its queue; closing it");
+                self.ctx.stats.inc(Metric::OutputsDropped);
+                writer.close.notify_one();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.ctx.stats.inc(Metric::OutputsDropped),
+        }
+    }
+}
+
+/// The engine's clock: tokio's, so daemon tests may pause it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::watch;
+
+    /// Panics on a message starting with "PANIC"; answers anything else on the same flow.
+    struct Fake {
+        out: VecDeque<Output>,
+        handled: u64,
+    }
+
+    impl Machine for Fake {
+        fn handle_input(&mut self, _now: Instant, input: Input<'_>) {
+            self.handled += 1;
+            if let Input::Receive { flow, data, .. } = input {
+                assert!(!data.starts_with(b"PANIC"), "engine bug");
+                self.out.push_back(Output::Transmit {
+                    flow,
+                    data: data.to_vec(),
+                });
+            }
+        }
+        fn poll_output(&mut self) -> Option<Output> {
+            self.out.pop_front()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            None
+        }
+        fn metrics(&self, _now: Instant) -> Vec<Sample> {
+            Vec::new()
+        }
+    }
+
+    fn nonblocking_udp() -> std::net::UdpSocket {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn a_panicking_input_is_counted_and_the_engine_goes_on() {
+        let (events, _rx) = mpsc::channel(8);
+        let (_stop, shutdown) = watch::channel(false);
+        let ctx = Arc::new(Ctx::new(
+            events,
+            shutdown,
+            &estuary_config::Config::default(),
+        ));
+        let udp = nonblocking_udp();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let remote = peer.local_addr().unwrap();
+        let mut engine = Engine::new(
+            Fake {
+                out: VecDeque::new(),
+                handled: 0,
+            },
+            ctx.clone(),
+            udp,
+        );
+        let flow = Flow::Ims {
+            transport: Transport::Udp,
+            remote,
+        };
+
+        engine.on_event(Event::Received {
+            flow,
+            conn: None,
+            remote,
+            data: b"PANIC now".to_vec(),
+        });
+        assert_eq!(ctx.stats.get(Metric::EnginePanics), 1);
+
+        engine.on_event(Event::Received {
+            flow,
+            conn: None,
+            remote,
+            data: b"after".to_vec(),
+        });
+        let mut buf = [0u8; 16];
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(2), peer.recv_from(&mut buf))
+                .await
+                .expect("the engine still sends after a panic")
+                .unwrap();
+        assert_eq!(&buf[..n], b"after");
+        assert_eq!(engine.machine.handled, 2);
+    }
+
+    #[tokio::test]
+    async fn web_output_goes_to_its_connection_and_close_is_signalled() {
+        let (events, _rx) = mpsc::channel(8);
+        let (_stop, shutdown) = watch::channel(false);
+        let ctx = Arc::new(Ctx::new(
+            events,
+            shutdown,
+            &estuary_config::Config::default(),
+        ));
+        let udp = nonblocking_udp();
+        let mut engine = Engine::new(
+            Fake {
+                out: VecDeque::new(),
+                handled: 0,
+            },
+            ctx.clone(),
+            udp,
+        );
+        let (tx, mut rx) = mpsc::channel(4);
+        let close = Arc::new(Notify::new());
+        let conn = ConnId(7);
+        let remote: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let writer = Writer {
+            data: tx,
+            close: close.clone(),
+        };
+        engine.on_event(Event::Opened {
+            conn,
+            side: Side::Web,
+            transport: Transport::Ws,
+            local: remote,
+            remote,
+            writer,
+        });
+        engine.on_event(Event::Received {
+            flow: Flow::Web { conn },
+            conn: Some(conn),
+            remote,
+            data: b"hi".to_vec(),
+        });
+        assert_eq!(rx.recv().await.unwrap(), b"hi");
+        engine.execute(Output::Close { conn });
+        tokio::time::timeout(std::time::Duration::from_secs(1), close.notified())
+            .await
+            .expect("close signalled");
+        engine.on_event(Event::Closed { conn });
+        engine.on_event(Event::Received {
+            flow: Flow::Web { conn },
+            conn: Some(conn),
+            remote,
+            data: b"late".to_vec(),
+        });
+        assert_eq!(ctx.stats.get(Metric::OutputsDropped), 1);
+    }
+}

@@ -1,0 +1,124 @@
+//! Operator config to the signalling engine's config: the one place where `[ims]`, `[sip]`,
+//! `[registrar]` and `[web]` keys meet [`B2buaConfig`] fields.
+
+use std::net::SocketAddr;
+
+use estuary_b2bua::{B2buaConfig, OnWsClose, Transport};
+use estuary_config::{Config, NextHop, NextHopTransport};
+use estuary_transaction::TimerConfig;
+
+use crate::error::DaemonError;
+
+/// Addresses the listeners actually bound (the config may ask for port 0).
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub ws: SocketAddr,
+    pub wss: SocketAddr,
+    pub ims: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// `ims.next_hop` after name resolution.
+#[derive(Clone, Copy, Debug)]
+pub struct ResolvedNextHop {
+    pub addr: SocketAddr,
+    pub transport: Transport,
+}
+
+/// Resolves `ims.next_hop` once at start; a name that does not resolve stops the daemon
+/// rather than failing every call later.
+pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonError> {
+    match &cfg.ims.next_hop {
+        NextHop::Builtin => Err(DaemonError::setup(
+            "ims.next_hop",
+            "the built-in IMS test peer is not part of this build yet",
+        )),
+        NextHop::Uri {
+            host,
+            port,
+            transport,
+        } => {
+            let transport = match transport {
+                NextHopTransport::Udp => Transport::Udp,
+                NextHopTransport::Tcp => Transport::Tcp,
+            };
+            let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| {
+                    DaemonError::setup("ims.next_hop", format!("cannot resolve \"{host}\": {e}"))
+                })?;
+            let addr = addrs.next().ok_or_else(|| {
+                DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address"))
+            })?;
+            Ok(ResolvedNextHop { addr, transport })
+        }
+    }
+}
+
+pub fn b2bua_config(cfg: &Config, bound: &Bound, next_hop: ResolvedNextHop) -> B2buaConfig {
+    B2buaConfig {
+        // Config validation guarantees an explicit address when ims.listen is a wildcard.
+        ims_advertised: cfg.ims.advertised_address.unwrap_or(bound.ims),
+        ims_transport: next_hop.transport,
+        next_hop: next_hop.addr,
+        domain: cfg.ims.domain.clone(),
+        web_advertised_host: cfg
+            .web
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| web_host(bound.wss)),
+        timers: TimerConfig {
+            t1: cfg.sip.t1,
+            t2: cfg.sip.t2,
+            t4: cfg.sip.t4,
+        },
+        max_forwards: cfg.sip.max_forwards.into(),
+        on_ws_close: match cfg.registrar.on_ws_close {
+            estuary_config::OnWsClose::Keep => OnWsClose::Keep,
+            estuary_config::OnWsClose::Deregister => OnWsClose::Deregister,
+        },
+        max_expires: u32::try_from(cfg.registrar.max_expires.as_secs()).unwrap_or(u32::MAX),
+        // Not yet operator keys: sip.user_agent and registrar.min_expires_s have no engine
+        // field yet; everything else keeps the engine's defaults.
+        ..B2buaConfig::default()
+    }
+}
+
+/// Browsers never route on our Via/Record-Route host (they reuse the WebSocket, RFC 7118
+/// §5), so a wildcard listener may fall back to a reserved name (RFC 2606 `.invalid`).
+fn web_host(listener: SocketAddr) -> String {
+    match listener.ip() {
+        ip if ip.is_unspecified() => "estuary.invalid".to_owned(),
+        std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        ip => ip.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_map_to_the_listeners() {
+        let cfg = Config::default();
+        let bound = Bound {
+            ws: "127.0.0.1:8080".parse().unwrap(),
+            wss: "127.0.0.1:8443".parse().unwrap(),
+            ims: "127.0.0.1:5080".parse().unwrap(),
+            admin: "127.0.0.1:9090".parse().unwrap(),
+        };
+        let hop = ResolvedNextHop {
+            addr: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+        };
+        let b = b2bua_config(&cfg, &bound, hop);
+        assert_eq!(b.ims_advertised, bound.ims);
+        assert_eq!(b.next_hop, hop.addr);
+        assert_eq!(b.web_advertised_host, "127.0.0.1");
+        assert_eq!(b.domain, "ims.test");
+        assert_eq!(b.max_forwards, 70);
+        assert_eq!(b.timers, TimerConfig::default());
+        assert_eq!(web_host("0.0.0.0:1".parse().unwrap()), "estuary.invalid");
+        assert_eq!(web_host("[::1]:1".parse().unwrap()), "[::1]");
+    }
+}

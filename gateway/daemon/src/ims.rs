@@ -1,0 +1,201 @@
+//! The IMS side: one UDP socket and one TCP listener on `ims.listen`, plus outbound TCP
+//! connections opened on demand. TCP streams are cut into messages by
+//! [`estuary_sip::StreamFramer`] (RFC 3261 §18.3).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_b2bua::{Flow, Side, Transport};
+use estuary_sip::{Frame, StreamFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tracing::{debug, info, warn};
+
+use crate::ctx::Ctx;
+use crate::engine::{Event, Writer, WRITER_QUEUE};
+use crate::metrics::Metric;
+
+/// How long an outbound connect may take before the destination counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
+    // One byte over the limit tells an oversize datagram from one exactly at it.
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let received = tokio::select! {
+            () = ctx.shutting_down() => return,
+            r = sock.recv_from(&mut buf) => r,
+        };
+        match received {
+            Ok((n, remote)) => {
+                if n > ctx.max_message_size {
+                    ctx.stats.inc(Metric::OversizeDropped);
+                    continue;
+                }
+                let flow = Flow::Ims {
+                    transport: Transport::Udp,
+                    remote,
+                };
+                let event = Event::Received {
+                    flow,
+                    conn: None,
+                    remote,
+                    data: buf[..n].to_vec(),
+                };
+                if ctx.events.send(event).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors from earlier sends surface here on some systems; not fatal.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                debug!(error = %e, "UDP error report");
+            }
+            Err(e) => {
+                warn!(error = %e, "UDP receive failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutting_down() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => match ctx.tcp_slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(connection(stream, remote, ctx.clone(), permit));
+                }
+                Err(_) => {
+                    ctx.stats.inc(Metric::ConnectionsRefused);
+                    debug!(%remote, "limits.max_tcp_connections reached; connection refused");
+                }
+            },
+            // Usually EMFILE: back off instead of spinning on a failing accept.
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Opens a TCP connection to an IMS destination for the engine; the engine learns the
+/// outcome as `Opened` or `ConnectFailed`.
+pub fn spawn_connect(ctx: Arc<Ctx>, remote: SocketAddr) {
+    tokio::spawn(async move {
+        let Ok(permit) = ctx.tcp_slots.clone().try_acquire_owned() else {
+            ctx.stats.inc(Metric::ConnectionsRefused);
+            warn!(%remote, "limits.max_tcp_connections reached; cannot connect");
+            let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
+            return;
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
+            Ok(Ok(stream)) => connection(stream, remote, ctx, permit).await,
+            Ok(Err(e)) => {
+                info!(%remote, error = %e, "IMS TCP connect failed");
+                let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
+            }
+            Err(_) => {
+                info!(%remote, "IMS TCP connect timed out");
+                let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
+            }
+        }
+    });
+}
+
+/// One IMS TCP connection, inbound or outbound, until either side closes it.
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    ctx: Arc<Ctx>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    let conn = ctx.next_conn();
+    let (tx, mut rx) = mpsc::channel(WRITER_QUEUE);
+    let close = Arc::new(Notify::new());
+    let writer = Writer {
+        data: tx,
+        close: close.clone(),
+    };
+    let opened = Event::Opened {
+        conn,
+        side: Side::Ims,
+        transport: Transport::Tcp,
+        local,
+        remote,
+        writer,
+    };
+    if ctx.events.send(opened).await.is_err() {
+        return;
+    }
+    ctx.stats.inc(Metric::TcpConnections);
+    debug!(?conn, %remote, "IMS TCP connection open");
+
+    let (mut reader, mut writer) = stream.into_split();
+    let mut framer = StreamFramer::new(ctx.max_message_size);
+    let mut buf = vec![0u8; 16 * 1024];
+    'conn: loop {
+        tokio::select! {
+            () = ctx.shutting_down() => break,
+            () = close.notified() => break,
+            data = rx.recv() => match data {
+                Some(data) => {
+                    if writer.write_all(&data).await.is_err() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+            read = reader.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                framer.push(&buf[..n]);
+                loop {
+                    match framer.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(Frame::Message(data))) => {
+                            let flow = Flow::Ims { transport: Transport::Tcp, remote };
+                            let event = Event::Received { flow, conn: Some(conn), remote, data };
+                            if ctx.events.send(event).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        // RFC 5626 §4.4.1: a CRLFCRLF ping is answered with one CRLF.
+                        Ok(Some(Frame::Ping)) => {
+                            if writer.write_all(b"\r\n").await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        // The next message's start is unknown after a framing error: close.
+                        Err(e) => {
+                            ctx.stats.inc(Metric::FramingErrors);
+                            info!(?conn, %remote, error = %e, "IMS TCP framing error; closing");
+                            break 'conn;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+    ctx.stats.dec(Metric::TcpConnections);
+    let _ = ctx.events.send(Event::Closed { conn }).await;
+    debug!(?conn, %remote, "IMS TCP connection closed");
+}

@@ -1,0 +1,328 @@
+//! Daemon-level metrics, declared once in [`TABLE`] (R15), and the Prometheus text rendering
+//! (exposition format 0.0.4) of these plus the engine's own samples.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use estuary_b2bua::{MetricKind, Sample};
+
+/// Every daemon metric. The discriminant indexes [`TABLE`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Metric {
+    WsConnections,
+    TcpConnections,
+    EnginePanics,
+    UptimeSeconds,
+    WebMessagesReceived,
+    ImsMessagesReceived,
+    WebMessagesSent,
+    ImsMessagesSent,
+    ConnectionsRefused,
+    FramingErrors,
+    OversizeDropped,
+    OutputsDropped,
+    UnreachableReported,
+}
+
+pub struct Def {
+    pub metric: Metric,
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: MetricKind,
+}
+
+const fn def(metric: Metric, name: &'static str, kind: MetricKind, help: &'static str) -> Def {
+    Def {
+        metric,
+        name,
+        help,
+        kind,
+    }
+}
+
+use MetricKind::{Counter, Gauge};
+
+/// The one table: name, kind and help of every daemon metric, in [`Metric`] order.
+pub const TABLE: &[Def] = &[
+    def(
+        Metric::WsConnections,
+        "estuary_ws_connections",
+        Gauge,
+        "Open WebSocket connections (WS and WSS).",
+    ),
+    def(
+        Metric::TcpConnections,
+        "estuary_tcp_connections",
+        Gauge,
+        "Open IMS-side TCP connections.",
+    ),
+    def(
+        Metric::EnginePanics,
+        "estuary_engine_panics_total",
+        Counter,
+        "Engine panics caught; the event was dropped.",
+    ),
+    def(
+        Metric::UptimeSeconds,
+        "estuary_uptime_seconds",
+        Gauge,
+        "Seconds since the daemon started.",
+    ),
+    def(
+        Metric::WebMessagesReceived,
+        "estuary_web_messages_received_total",
+        Counter,
+        "SIP messages received from browsers.",
+    ),
+    def(
+        Metric::ImsMessagesReceived,
+        "estuary_ims_messages_received_total",
+        Counter,
+        "SIP messages received from IMS (UDP and TCP).",
+    ),
+    def(
+        Metric::WebMessagesSent,
+        "estuary_web_messages_sent_total",
+        Counter,
+        "SIP messages queued toward browsers.",
+    ),
+    def(
+        Metric::ImsMessagesSent,
+        "estuary_ims_messages_sent_total",
+        Counter,
+        "SIP messages sent or queued toward IMS.",
+    ),
+    def(
+        Metric::ConnectionsRefused,
+        "estuary_connections_refused_total",
+        Counter,
+        "Connections refused by limits.max_ws_connections or max_tcp_connections.",
+    ),
+    def(
+        Metric::FramingErrors,
+        "estuary_framing_errors_total",
+        Counter,
+        "Stream framing errors; each closed its connection.",
+    ),
+    def(
+        Metric::OversizeDropped,
+        "estuary_oversize_messages_dropped_total",
+        Counter,
+        "Messages dropped for exceeding limits.max_message_size.",
+    ),
+    def(
+        Metric::OutputsDropped,
+        "estuary_outputs_dropped_total",
+        Counter,
+        "Engine outputs that could not be delivered (connection gone or stuck).",
+    ),
+    def(
+        Metric::UnreachableReported,
+        "estuary_unreachable_total",
+        Counter,
+        "IMS destinations reported unreachable to the engine.",
+    ),
+];
+
+/// Live values, one atomic per [`TABLE`] row.
+pub struct Stats {
+    values: Vec<AtomicU64>,
+    started: Instant,
+}
+
+impl Stats {
+    pub fn new() -> Self {
+        debug_assert!(
+            TABLE
+                .iter()
+                .enumerate()
+                .all(|(i, d)| d.metric as usize == i),
+            "TABLE out of order"
+        );
+        Stats {
+            values: TABLE.iter().map(|_| AtomicU64::new(0)).collect(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn inc(&self, m: Metric) {
+        self.values[m as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self, m: Metric) {
+        // Saturating: a gauge must never wrap to 2^64 on an unbalanced decrement.
+        let _ = self.values[m as usize].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
+    }
+
+    pub fn get(&self, m: Metric) -> u64 {
+        match m {
+            Metric::UptimeSeconds => self.started.elapsed().as_secs(),
+            _ => self.values[m as usize].load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        TABLE
+            .iter()
+            .map(|d| Sample {
+                name: d.name,
+                help: d.help,
+                kind: d.kind,
+                labels: Vec::new(),
+                value: self.get(d.metric),
+            })
+            .collect()
+    }
+}
+
+/// Engine samples plus daemon samples. A family both declare is the daemon's: it owns the
+/// sockets, and a duplicate series would make the whole exposition invalid.
+pub fn merge(engine: Vec<Sample>, daemon: Vec<Sample>) -> Vec<Sample> {
+    let mut all: Vec<Sample> = engine
+        .into_iter()
+        .filter(|s| !TABLE.iter().any(|d| d.name == s.name))
+        .collect();
+    all.extend(daemon);
+    all
+}
+
+/// Prometheus text format 0.0.4: one HELP and TYPE per family, then its samples.
+pub fn render(samples: &[Sample]) -> String {
+    let mut out = String::new();
+    let mut families: Vec<&'static str> = Vec::new();
+    for s in samples {
+        if !families.contains(&s.name) {
+            families.push(s.name);
+        }
+    }
+    for name in families {
+        let mut members = samples.iter().filter(|s| s.name == name).peekable();
+        // Invariant: `name` came from `samples`, so the family has a first member.
+        let Some(first) = members.peek() else {
+            continue;
+        };
+        let kind = match first.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(first.help));
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for s in members {
+            out.push_str(name);
+            if !s.labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in s.labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {}", s.value);
+        }
+    }
+    out
+}
+
+fn escape_help(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_in_enum_order_and_names_are_unique() {
+        for (i, d) in TABLE.iter().enumerate() {
+            assert_eq!(d.metric as usize, i, "{}", d.name);
+            assert!(
+                TABLE.iter().filter(|e| e.name == d.name).count() == 1,
+                "{}",
+                d.name
+            );
+            assert!(d.name.starts_with("estuary_"));
+            assert_eq!(
+                d.kind == MetricKind::Counter,
+                d.name.ends_with("_total"),
+                "{}",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn renders_families_labels_and_escapes() {
+        let s = |labels: Vec<(&'static str, String)>, value| Sample {
+            name: "estuary_x_total",
+            help: "X with \\ and\nnewline.",
+            kind: MetricKind::Counter,
+            labels,
+            value,
+        };
+        let text = render(&[
+            s(vec![("side", "web".into())], 3),
+            Sample {
+                name: "estuary_g",
+                help: "G.",
+                kind: MetricKind::Gauge,
+                labels: vec![],
+                value: 1,
+            },
+            s(vec![("side", "i\"m\\s\n".into()), ("k", "v".into())], 4),
+        ]);
+        assert_eq!(
+            text,
+            "# HELP estuary_x_total X with \\\\ and\\nnewline.\n# TYPE estuary_x_total counter\n\
+             estuary_x_total{side=\"web\"} 3\nestuary_x_total{side=\"i\\\"m\\\\s\\n\",k=\"v\"} 4\n\
+             # HELP estuary_g G.\n# TYPE estuary_g gauge\nestuary_g 1\n"
+        );
+    }
+
+    #[test]
+    fn daemon_families_win_over_engine_duplicates() {
+        let engine = vec![
+            Sample {
+                name: "estuary_ws_connections",
+                help: "",
+                kind: MetricKind::Gauge,
+                labels: vec![],
+                value: 9,
+            },
+            Sample {
+                name: "estuary_calls_active",
+                help: "",
+                kind: MetricKind::Gauge,
+                labels: vec![],
+                value: 2,
+            },
+        ];
+        let merged = merge(engine, Stats::new().samples());
+        let ws: Vec<_> = merged
+            .iter()
+            .filter(|s| s.name == "estuary_ws_connections")
+            .collect();
+        assert_eq!(ws.len(), 1);
+        assert_eq!(ws[0].value, 0);
+        assert!(merged.iter().any(|s| s.name == "estuary_calls_active"));
+    }
+
+    #[test]
+    fn gauges_do_not_wrap() {
+        let st = Stats::new();
+        st.dec(Metric::WsConnections);
+        assert_eq!(st.get(Metric::WsConnections), 0);
+        st.inc(Metric::WsConnections);
+        assert_eq!(st.get(Metric::WsConnections), 1);
+    }
+}

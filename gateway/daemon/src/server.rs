@@ -1,0 +1,147 @@
+//! Start-up and shutdown: bind every listener first (so a bad address fails before anything
+//! runs), build the engine, spawn the tasks, wait for SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use estuary_b2bua::B2bua;
+use estuary_config::Config;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::ctx::Ctx;
+use crate::engine::Engine;
+use crate::engine_config::{self, Bound};
+use crate::error::DaemonError;
+use crate::metrics::Metric;
+use crate::{admin, ims, tls, web};
+
+/// Depth of the engine's inbox.
+const EVENT_QUEUE: usize = 4096;
+/// How long open connections get to say goodbye at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+    let ws = bind_tcp("web.ws_listen", cfg.web.ws_listen).await?;
+    let wss = bind_tcp("web.wss_listen", cfg.web.wss_listen).await?;
+    let (udp, ims_tcp) = bind_ims(cfg.ims.listen).await?;
+    let admin_listener = bind_tcp("admin.listen", cfg.admin.listen).await?;
+    let bound = Bound {
+        ws: local(&ws, "web.ws_listen")?,
+        wss: local(&wss, "web.wss_listen")?,
+        ims: local(&ims_tcp, "ims.listen")?,
+        admin: local(&admin_listener, "admin.listen")?,
+    };
+    let tls = tls::load(&cfg.web, bound.wss)?;
+    let next_hop = engine_config::resolve_next_hop(&cfg).await?;
+    let b2bua = B2bua::new(
+        engine_config::b2bua_config(&cfg, &bound, next_hop),
+        rand::random(),
+    );
+
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg));
+    // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
+    let udp_std = udp
+        .into_std()
+        .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?;
+    let udp_send = udp_std
+        .try_clone()
+        .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?;
+    let udp = Arc::new(
+        UdpSocket::from_std(udp_std)
+            .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?,
+    );
+
+    let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).run(events_rx));
+    tokio::spawn(web::accept_loop(ws, None, ctx.clone()));
+    tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone()));
+    tokio::spawn(ims::udp_loop(udp, ctx.clone()));
+    tokio::spawn(ims::tcp_accept_loop(ims_tcp, ctx.clone()));
+    tokio::spawn(admin::accept_loop(admin_listener, ctx.clone()));
+
+    info!(summary = %cfg.summary(), "estuary started");
+    if tls.self_signed {
+        info!(sha256 = %tls.fingerprint, "WSS uses a generated self-signed certificate");
+    }
+    // The machine-readable start report (tests and scripts read it; ports may have been 0).
+    println!("listening web.ws_listen {}", bound.ws);
+    println!("listening web.wss_listen {}", bound.wss);
+    println!("listening ims.listen {}", bound.ims);
+    println!("listening admin.listen {}", bound.admin);
+    println!("certificate sha256 {}", tls.fingerprint);
+    println!("ready");
+
+    wait_for_signal().await;
+    info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    // Connection tasks send their close frames; wait for them to finish, within reason.
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while ctx.stats.get(Metric::WsConnections) + ctx.stats.get(Metric::TcpConnections) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!("some connections did not close in time");
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, engine).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind_tcp(key: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| DaemonError::bind(key, addr, &e))
+}
+
+/// UDP and TCP on the same address. With port 0 the kernel picks the UDP port and TCP must
+/// follow it; that port may be taken for TCP, so retry a few times.
+async fn bind_ims(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), DaemonError> {
+    const KEY: &str = "ims.listen";
+    let attempts = if addr.port() == 0 { 10 } else { 1 };
+    let mut last = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| DaemonError::bind(KEY, addr, &e))?;
+        let udp_addr = udp
+            .local_addr()
+            .map_err(|e| DaemonError::bind(KEY, addr, &e))?;
+        match TcpListener::bind(udp_addr).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(DaemonError::bind(KEY, udp_addr, &e)),
+        }
+    }
+    // Invariant: attempts >= 1 and every failed attempt set `last`.
+    Err(last.unwrap_or_else(|| DaemonError::setup(KEY, "cannot bind")))
+}
+
+fn local(listener: &TcpListener, key: &'static str) -> Result<SocketAddr, DaemonError> {
+    listener
+        .local_addr()
+        .map_err(|e| DaemonError::setup(key, e.to_string()))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        // Without signal handlers only ctrl-c can stop us; keep that much.
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

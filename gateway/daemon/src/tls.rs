@@ -1,0 +1,98 @@
+//! The WSS certificate: the operator's PEM files, or a self-signed ECDSA P-256 certificate
+//! generated at start for labs. rustls runs on the `ring` provider only, passed explicitly
+//! (no process-wide default), so a second provider can never sneak in (DEPENDENCIES.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use estuary_config::{TlsCertificate, WebConfig};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::DaemonError;
+
+pub struct Tls {
+    pub acceptor: TlsAcceptor,
+    /// SHA-256 of the leaf certificate, `AB:CD:...`, as browsers and SDP show it.
+    pub fingerprint: String,
+    pub self_signed: bool,
+}
+
+pub fn load(web: &WebConfig, wss_bound: SocketAddr) -> Result<Tls, DaemonError> {
+    let (chain, key, self_signed) = match &web.tls {
+        TlsCertificate::Pem { cert, key } => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| {
+                    DaemonError::setup("web.tls_cert", format!("{}: {e}", cert.display()))
+                })?;
+            if chain.is_empty() {
+                return Err(DaemonError::setup(
+                    "web.tls_cert",
+                    format!("{}: no certificate found", cert.display()),
+                ));
+            }
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                DaemonError::setup("web.tls_key", format!("{}: {e}", key.display()))
+            })?;
+            (chain, key, false)
+        }
+        TlsCertificate::SelfSigned => {
+            let (cert, key) = self_signed_for(web, wss_bound)?;
+            (vec![cert], key, true)
+        }
+    };
+    let fingerprint = sha256_fingerprint(&chain[0]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DaemonError::setup("web.tls_cert", e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| {
+            DaemonError::setup("web.tls_key", format!("does not fit web.tls_cert: {e}"))
+        })?;
+    Ok(Tls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        fingerprint,
+        self_signed,
+    })
+}
+
+/// rcgen's default key is ECDSA P-256 with SHA-256: small, fast, and accepted by every browser.
+fn self_signed_for(
+    web: &WebConfig,
+    wss_bound: SocketAddr,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), DaemonError> {
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if let Some(host) = &web.advertised_host {
+        names.push(host.clone());
+    }
+    let ip = wss_bound.ip();
+    if !ip.is_unspecified() && !ip.is_loopback() {
+        names.push(ip.to_string());
+    }
+    names.dedup();
+    let generated = rcgen::generate_simple_self_signed(names).map_err(|e| {
+        DaemonError::setup(
+            "web.tls_cert",
+            format!("cannot generate a self-signed certificate: {e}"),
+        )
+    })?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        generated.signing_key.serialize_der(),
+    ));
+    Ok((generated.cert.der().clone(), key))
+}
+
+pub fn sha256_fingerprint(cert: &CertificateDer<'_>) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,346 @@
+//! The browser side: SIP over WebSocket (RFC 7118) on `web.ws_listen` and, over TLS, on
+//! `web.wss_listen`. Each WebSocket message is one SIP message. A plain HTTP GET on either
+//! listener gets a short text page (the demo page will be served there).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::{Flow, Side, Transport};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{debug, info, warn};
+
+use crate::ctx::Ctx;
+use crate::engine::{Event, Writer, WRITER_QUEUE};
+use crate::http::{self, HeadError, Prefixed, RequestHead};
+use crate::metrics::Metric;
+
+/// TLS handshake plus HTTP request head must arrive within this, so idle sockets cannot hold
+/// connection slots.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing WebSocket may take to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Accepts on one web listener; `tls` is set for WSS.
+pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>) {
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutting_down() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, remote)) => match ctx.web_slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), permit));
+                }
+                Err(_) => {
+                    ctx.stats.inc(Metric::ConnectionsRefused);
+                    debug!(%remote, "limits.max_ws_connections reached; connection refused");
+                }
+            },
+            Err(e) => {
+                warn!(error = %e, "WebSocket accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(local) = stream.local_addr() else {
+        return;
+    };
+    match tls {
+        None => session(stream, Transport::Ws, local, remote, ctx).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => session(tls_stream, Transport::Wss, local, remote, ctx).await,
+                Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
+                Err(_) => debug!(%remote, "TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+/// One HTTP request on a web listener: a WebSocket upgrade becomes a SIP connection,
+/// anything else gets a one-shot HTTP answer.
+async fn session<S>(
+    mut stream: S,
+    transport: Transport,
+    local: SocketAddr,
+    remote: SocketAddr,
+    ctx: Arc<Ctx>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let (bytes, head_len) =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut stream)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(HeadError::TooLarge)) => {
+                let _ = http::respond(
+                    &mut stream,
+                    431,
+                    "Request Header Fields Too Large",
+                    "",
+                    "text/plain",
+                    b"",
+                )
+                .await;
+                return;
+            }
+            Ok(Err(_)) | Err(_) => return,
+        };
+    let Some(head) = RequestHead::parse(&bytes[..head_len]) else {
+        let _ = http::respond(
+            &mut stream,
+            400,
+            "Bad Request",
+            "",
+            "text/plain",
+            b"bad request\n",
+        )
+        .await;
+        return;
+    };
+    if !head.is_websocket_upgrade() {
+        plain_http(&mut stream, &head, transport, local).await;
+        return;
+    }
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(ctx.max_message_size))
+        .max_frame_size(Some(ctx.max_message_size));
+    let upgraded = tokio_tungstenite::accept_hdr_async_with_config(
+        Prefixed::new(bytes, stream),
+        require_sip,
+        Some(config),
+    );
+    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgraded).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, "WebSocket upgrade refused or failed");
+            return;
+        }
+        Err(_) => return,
+    };
+
+    let conn = ctx.next_conn();
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let close = Arc::new(Notify::new());
+    let writer = Writer {
+        data: tx,
+        close: close.clone(),
+    };
+    if ctx
+        .events
+        .send(Event::Opened {
+            conn,
+            side: Side::Web,
+            transport,
+            local,
+            remote,
+            writer,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    ctx.stats.inc(Metric::WsConnections);
+    debug!(?conn, %remote, ?transport, "WebSocket open");
+    run_websocket(ws, conn, remote, rx, close, &ctx).await;
+    ctx.stats.dec(Metric::WsConnections);
+    let _ = ctx.events.send(Event::Closed { conn }).await;
+    debug!(?conn, %remote, "WebSocket closed");
+}
+
+/// RFC 7118 §4.1: the client must offer the `sip` subprotocol and the server echoes it.
+// The signature is tungstenite's `Callback`; its error type is theirs to size.
+#[allow(clippy::result_large_err)]
+fn require_sip(request: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    let offered = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("sip"));
+    if !offered {
+        let mut refusal = ErrorResponse::new(Some(
+            "WebSocket subprotocol \"sip\" required (RFC 7118)\n".into(),
+        ));
+        *refusal.status_mut() = StatusCode::BAD_REQUEST;
+        return Err(refusal);
+    }
+    response
+        .headers_mut()
+        .insert("sec-websocket-protocol", HeaderValue::from_static("sip"));
+    Ok(response)
+}
+
+async fn plain_http<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    head: &RequestHead,
+    transport: Transport,
+    local: SocketAddr,
+) {
+    let scheme = if transport == Transport::Wss {
+        "wss"
+    } else {
+        "ws"
+    };
+    let result = match (head.method.as_str(), head.path.as_str()) {
+        ("GET" | "HEAD", "/") => {
+            let page = format!("Estuary gateway; SIP over WebSocket at {scheme}://{local}/\n");
+            let body = if head.method == "HEAD" {
+                &b""[..]
+            } else {
+                page.as_bytes()
+            };
+            http::respond(stream, 200, "OK", "", "text/plain; charset=utf-8", body).await
+        }
+        ("GET" | "HEAD", _) => {
+            http::respond(stream, 404, "Not Found", "", "text/plain", b"not found\n").await
+        }
+        _ => {
+            http::respond(
+                stream,
+                405,
+                "Method Not Allowed",
+                "Allow: GET\r\n",
+                "text/plain",
+                b"",
+            )
+            .await
+        }
+    };
+    let _ = result;
+}
+
+async fn run_websocket<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    conn: estuary_b2bua::ConnId,
+    remote: SocketAddr,
+    mut outbound: mpsc::Receiver<Vec<u8>>,
+    close: Arc<Notify>,
+    ctx: &Ctx,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let mut ping = ctx.ws_ping_interval.map(|period| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (i, period)
+    });
+    let mut last_heard = Instant::now();
+    let close_with = |code: CloseCode, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    let goodbye = loop {
+        let tick = async {
+            match ping.as_mut() {
+                Some((i, _)) => {
+                    i.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = ctx.shutting_down() => break Some(close_with(CloseCode::Away, "shutting down")),
+            () = close.notified() => break Some(close_with(CloseCode::Normal, "")),
+            data = outbound.recv() => {
+                // The engine task has gone, which happens only at shutdown.
+                let Some(data) = data else {
+                    break Some(close_with(CloseCode::Away, "shutting down"));
+                };
+                // RFC 7118 §5.3: text frames for UTF-8 messages, binary otherwise.
+                let msg = match String::from_utf8(data) {
+                    Ok(text) => Message::text(text),
+                    Err(e) => Message::binary(e.into_bytes()),
+                };
+                if sink.send(msg).await.is_err() {
+                    break None;
+                }
+            }
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    last_heard = Instant::now();
+                    let flow = Flow::Web { conn };
+                    let data = text.as_bytes().to_vec();
+                    if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data }).await.is_err() {
+                        break None;
+                    }
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    last_heard = Instant::now();
+                    let flow = Flow::Web { conn };
+                    if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data: bytes.to_vec() }).await.is_err() {
+                        break None;
+                    }
+                }
+                // tungstenite answers pings itself; any frame shows the peer is alive.
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => last_heard = Instant::now(),
+                // tungstenite queues the close reply; the next read flushes it and ends.
+                Some(Ok(Message::Close(_))) => {}
+                Some(Err(WsError::Capacity(e))) => {
+                    info!(?conn, %remote, error = %e, "WebSocket message over limits.max_message_size; closing");
+                    ctx.stats.inc(Metric::OversizeDropped);
+                    break Some(close_with(CloseCode::Size, "message too big"));
+                }
+                Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break None,
+                Some(Err(WsError::Protocol(e))) => {
+                    info!(?conn, %remote, error = %e, "WebSocket protocol error; closing");
+                    ctx.stats.inc(Metric::FramingErrors);
+                    break Some(close_with(CloseCode::Protocol, ""));
+                }
+                Some(Err(e)) => {
+                    debug!(?conn, error = %e, "WebSocket read ended");
+                    break None;
+                }
+                None => break None,
+            },
+            () = tick => {
+                // Two silent periods: the browser is gone without a FIN (RFC 6455 §5.5.2).
+                if let Some((_, period)) = ping {
+                    if last_heard.elapsed() > period * 2 + period / 2 {
+                        info!(?conn, %remote, "WebSocket peer silent; closing");
+                        break Some(close_with(CloseCode::Away, "ping timeout"));
+                    }
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(frame) = goodbye {
+        // Send our close, then give the peer a moment to answer it (RFC 6455 §7.1.1).
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if sink.send(frame).await.is_ok() {
+                while let Some(Ok(_)) = incoming.next().await {}
+            }
+        })
+        .await;
+    }
+}
