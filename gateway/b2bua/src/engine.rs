@@ -1198,6 +1198,11 @@ impl B2bua {
             set_to_tag(&mut out, &t);
         }
         if let Some(c) = contact {
+            // RFC 3261 §12.1.1: a dialog-creating response copies the request's Record-Route,
+            // so the proxies that asked to stay on the path (e.g. the S-CSCF) see the ACK/BYE.
+            for rr in orig.headers.get_all("Record-Route") {
+                out.headers.push("Record-Route", rr);
+            }
             out.headers.push("Contact", c);
         }
         copy_end_to_end(&resp.headers, &mut out.headers, from);

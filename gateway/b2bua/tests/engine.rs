@@ -484,6 +484,11 @@ fn ims_originated_call_reaches_the_browser_by_path_token() {
     let i = only_ims(&out);
     assert_eq!(status(i), 180);
     assert_no_web_leak(i);
+    assert_eq!(
+        resp(i).headers.get_all("Record-Route").collect::<Vec<_>>(),
+        vec!["<sip:scscf.internal.ims;lr>"],
+        "RFC 3261 §12.1.1: the IMS side's Record-Route is echoed in dialog-creating responses"
+    );
 }
 
 #[test]

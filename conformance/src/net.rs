@@ -1,0 +1,123 @@
+//! Free loopback ports and scratch directories for tests that run side by side.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+/// Ports this process already handed out: never hand one out twice, even once released.
+static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+
+fn claim(port: u16) -> bool {
+    let mut g = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    g.get_or_insert_with(HashSet::new).insert(port)
+}
+
+/// A 127.0.0.1 port that is free for UDP now (the OS picks it; released before returning).
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP 127.0.0.1:0");
+        let port = s.local_addr().expect("local_addr").port();
+        if claim(port) {
+            return port;
+        }
+    }
+    panic!("no free UDP port found");
+}
+
+/// A 127.0.0.1 port that is free for TCP now.
+pub fn free_tcp_port() -> u16 {
+    for _ in 0..100 {
+        let t = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP 127.0.0.1:0");
+        let port = t.local_addr().expect("local_addr").port();
+        if claim(port) {
+            return port;
+        }
+    }
+    panic!("no free TCP port found");
+}
+
+/// Whether some process has bound UDP `port` on 127.0.0.1 or the wildcard address. Read from
+/// /proc/net/udp, so asking does not itself occupy the port; elsewhere, a bind attempt.
+pub fn udp_port_in_use(port: u16) -> bool {
+    match std::fs::read_to_string("/proc/net/udp") {
+        Ok(table) => table.lines().skip(1).any(|l| {
+            let local = l.split_whitespace().nth(1).unwrap_or_default();
+            let (ip, p) = local.split_once(':').unwrap_or_default();
+            u16::from_str_radix(p, 16).ok() == Some(port) && (ip == "0100007F" || ip == "00000000")
+        }),
+        Err(_) => UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_err(),
+    }
+}
+
+/// Whether some process listens on TCP `port` on 127.0.0.1 or the wildcard address.
+pub fn tcp_port_listening(port: u16) -> bool {
+    match std::fs::read_to_string("/proc/net/tcp") {
+        Ok(table) => table.lines().skip(1).any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let (ip, p) = cols
+                .get(1)
+                .and_then(|c| c.split_once(':'))
+                .unwrap_or_default();
+            cols.get(3) == Some(&"0A")
+                && u16::from_str_radix(p, 16).ok() == Some(port)
+                && (ip == "0100007F" || ip == "00000000")
+        }),
+        Err(_) => std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok(),
+    }
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// A new empty directory under the system temp dir, named after `label`.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let clean: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let dir = std::env::temp_dir().join(format!(
+        "estuary-conformance-{}-{n}-{clean}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    dir
+}
+
+/// Whether `text` contains `:PORT` not followed by another digit (a port in a URI or Via).
+pub fn contains_port(text: &str, port: u16) -> bool {
+    let needle = format!(":{port}");
+    let mut from = 0;
+    while let Some(i) = text[from..].find(&needle) {
+        let end = from + i + needle.len();
+        if !text[end..].starts_with(|c: char| c.is_ascii_digit()) {
+            return true;
+        }
+        from = end;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_match_is_exact() {
+        assert!(contains_port(
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=x",
+            5060
+        ));
+        assert!(!contains_port(
+            "Via: SIP/2.0/UDP 127.0.0.1:50601;branch=x",
+            5060
+        ));
+        assert!(contains_port("x:50601 y:5060", 5060));
+        assert!(!contains_port("Content-Length: 5060", 5060));
+    }
+}
