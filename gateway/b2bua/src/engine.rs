@@ -1218,10 +1218,8 @@ impl B2bua {
         if code == 503 {
             resp.headers.push("Retry-After", &self.cfg.retry_after.as_secs().to_string());
         }
-        if self.tx.send_response(now, key, &resp).is_err() {
-            // No transaction (e.g. a synthetic key): answer statelessly.
-            let flow = None::<Flow>;
-            let _ = flow;
+        if let Err(e) = self.tx.send_response(now, key, &resp) {
+            tracing::debug!(error = %e, code, "local response not sent");
         }
     }
 

@@ -54,27 +54,5 @@ pub fn copy_end_to_end(src: &Headers, dst: &mut Headers, from: Side) {
 
 /// Lower-case long form of a header name (compact forms expanded, RFC 3261 §7.3.3).
 pub fn canonical(name: &str) -> String {
-    let lower = name.to_ascii_lowercase();
-    let long = match lower.as_str() {
-        "i" => "call-id",
-        "m" => "contact",
-        "e" => "content-encoding",
-        "l" => "content-length",
-        "c" => "content-type",
-        "f" => "from",
-        "s" => "subject",
-        "k" => "supported",
-        "t" => "to",
-        "v" => "via",
-        "o" => "event",
-        "r" => "refer-to",
-        "u" => "allow-events",
-        "b" => "referred-by",
-        "x" => "session-expires",
-        "a" => "accept-contact",
-        "j" => "reject-contact",
-        "d" => "request-disposition",
-        _ => return lower,
-    };
-    long.to_owned()
+    estuary_sip::canonical_name(name).to_ascii_lowercase()
 }
