@@ -14,28 +14,34 @@ fn claim(port: u16) -> bool {
     g.get_or_insert_with(HashSet::new).insert(port)
 }
 
-/// A 127.0.0.1 port that is free for UDP now (the OS picks it; released before returning).
-pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind UDP 127.0.0.1:0");
-        let port = s.local_addr().expect("local_addr").port();
-        if claim(port) {
+/// Test ports come from below the kernel's ephemeral range (32768-60999 by default), so a
+/// socket some process binds to port 0 (the daemon under test, a client socket, sipp's
+/// outgoing side) can never be handed the port a test just picked and released. sipp's own
+/// fixed ports (media 6000+, control 8888+) lie below this window.
+const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+
+/// A 127.0.0.1 port from [`TEST_PORTS`] that `probe` finds free now, never handed out
+/// before by this process; the start is random so parallel test processes spread out.
+fn free_port(probe: impl Fn(u16) -> bool) -> u16 {
+    let span = (TEST_PORTS.end - TEST_PORTS.start) as u32;
+    let seed = std::process::id().wrapping_mul(2654435761) ^ rand::random::<u32>();
+    for i in 0..span {
+        let port = TEST_PORTS.start + ((seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        if probe(port) && claim(port) {
             return port;
         }
     }
-    panic!("no free UDP port found");
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
-/// A 127.0.0.1 port that is free for TCP now.
+/// A 127.0.0.1 port that is free for UDP now (released before returning).
+pub fn free_udp_port() -> u16 {
+    free_port(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+}
+
+/// A 127.0.0.1 port that is free for TCP now (released before returning).
 pub fn free_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let t = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind TCP 127.0.0.1:0");
-        let port = t.local_addr().expect("local_addr").port();
-        if claim(port) {
-            return port;
-        }
-    }
-    panic!("no free TCP port found");
+    free_port(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
 }
 
 /// Whether some process has bound UDP `port` on 127.0.0.1 or the wildcard address. Read from

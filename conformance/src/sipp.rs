@@ -124,6 +124,10 @@ impl Sipp {
     /// Stop sipp now (for runs a test ends early) and collect its logs.
     pub async fn stop(mut self) -> SippRun {
         let mut child = self.child.take().expect("sipp already waited for");
+        // An early exit is the most useful thing to report, so keep its status.
+        if let Ok(Some(status)) = child.try_wait() {
+            return self.collect(Some(status));
+        }
         let _ = child.kill().await;
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         self.collect(None)

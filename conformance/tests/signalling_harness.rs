@@ -11,13 +11,27 @@ use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::random_token;
 use tokio::net::UdpSocket;
 
-async fn recv(sock: &UdpSocket) -> SipMsg {
+/// Send `msg` and wait for a final answer, retransmitting as a UDP client transaction does
+/// (RFC 3261 Timer E: 500 ms doubling to 4 s) for up to 8 s. A lost datagram or a slow sipp
+/// start on a loaded machine must not decide the verdict; sipp absorbs the retransmissions.
+async fn transact(sock: &UdpSocket, target: &str, msg: &SipMsg) -> Option<SipMsg> {
+    let wire = msg.to_wire();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    let mut interval = Duration::from_millis(500);
     let mut buf = vec![0u8; 65535];
-    let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
-        .await
-        .expect("no answer from sipp registrar")
-        .unwrap();
-    SipMsg::parse(&String::from_utf8_lossy(&buf[..n])).unwrap()
+    while tokio::time::Instant::now() < deadline {
+        sock.send_to(wire.as_bytes(), target).await.unwrap();
+        let until = (tokio::time::Instant::now() + interval).min(deadline);
+        while let Ok(r) = tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+            let n = r.unwrap();
+            let m = SipMsg::parse(&String::from_utf8_lossy(&buf[..n])).unwrap();
+            if m.status() >= 200 {
+                return Some(m);
+            }
+        }
+        interval = (interval * 2).min(Duration::from_secs(4));
+    }
+    None
 }
 
 async fn register_over_udp(password: &str) -> (SipMsg, SipMsg, estuary_conformance::SippRun) {
@@ -48,10 +62,9 @@ async fn register_over_udp(password: &str) -> (SipMsg, SipMsg, estuary_conforman
         m
     };
     let target = format!("127.0.0.1:{port}");
-    sock.send_to(make(1, None).to_wire().as_bytes(), &target)
-        .await
-        .unwrap();
-    let challenge = recv(&sock).await;
+    let Some(challenge) = transact(&sock, &target, &make(1, None)).await else {
+        panic!("no answer from sipp registrar\n{}", sipp.stop().await.describe());
+    };
     assert_eq!(challenge.status(), 401, "{challenge}");
     let www = challenge
         .header("WWW-Authenticate")
@@ -67,10 +80,9 @@ async fn register_over_udp(password: &str) -> (SipMsg, SipMsg, estuary_conforman
         1,
     )
     .unwrap();
-    sock.send_to(make(2, Some(auth)).to_wire().as_bytes(), &target)
-        .await
-        .unwrap();
-    let fin = recv(&sock).await;
+    let Some(fin) = transact(&sock, &target, &make(2, Some(auth))).await else {
+        panic!("no answer to the credentials\n{}", sipp.stop().await.describe());
+    };
     let run = sipp.wait().await;
     (challenge, fin, run)
 }
