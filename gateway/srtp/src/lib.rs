@@ -1,0 +1,1 @@
+//! DTLS-SRTP handshake (rtc-dtls) and SRTP/SRTCP contexts (rtc-srtp, SDES keys), sans-IO.
