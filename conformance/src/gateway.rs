@@ -92,6 +92,24 @@ impl Gateway {
         http_get(self.admin_addr, path)
     }
 
+    /// The value of metric `name` from /metrics, summed over its label sets; `None` when the
+    /// endpoint does not answer or the metric is absent.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (status, body) = self.http_get("/metrics").ok()?;
+        if status != 200 {
+            return None;
+        }
+        let mut found = None;
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ')?;
+            let metric = series.split('{').next().unwrap_or(series);
+            if metric == name {
+                *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
+            }
+        }
+        found
+    }
+
     /// The last `n` lines of the daemon's log, for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();

@@ -17,8 +17,9 @@ fn claim(port: u16) -> bool {
 /// Test ports come from below the kernel's ephemeral range (32768-60999 by default), so a
 /// socket some process binds to port 0 (the daemon under test, a client socket, sipp's
 /// outgoing side) can never be handed the port a test just picked and released. sipp's own
-/// fixed ports (media 6000+, control 8888+) lie below this window.
-const TEST_PORTS: std::ops::Range<u16> = 20000..32000;
+/// fixed ports (media 6000+, control 8888+) lie below this window and the gateway's default
+/// media range (20000-29999) above it.
+const TEST_PORTS: std::ops::Range<u16> = 11000..19000;
 
 /// A 127.0.0.1 port from [`TEST_PORTS`] that `probe` finds free now, never handed out
 /// before by this process; the start is random so parallel test processes spread out.

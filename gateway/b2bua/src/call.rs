@@ -182,10 +182,10 @@ impl Leg {
         for r in &self.route_set {
             headers.push("Route", r);
         }
-        headers.push("From", &with_tag(&self.local, Some(&self.local_tag)));
-        headers.push("To", &with_tag(&self.remote, self.remote_tag.as_deref()));
+        headers.push("From", with_tag(&self.local, Some(&self.local_tag)));
+        headers.push("To", with_tag(&self.remote, self.remote_tag.as_deref()));
         headers.push("Call-ID", &self.call_id);
-        headers.push("CSeq", &format!("{seq} {}", method.as_str()));
+        headers.push("CSeq", format!("{seq} {}", method.as_str()));
         if matches!(method, Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer) {
             headers.push("Contact", &self.contact);
         }

@@ -199,7 +199,7 @@ impl B2bua {
         if !req.uri_scheme_supported() {
             return self.respond(now, &key, &req, 416, "Unsupported URI Scheme");
         }
-        if let Some((code, reason, header)) = self.refusal(&req) {
+        if let Some(Refusal { code, reason, header }) = self.refusal(&req) {
             let mut resp = self.local_response(&req, code, reason);
             if let Some((name, value)) = header {
                 resp.headers.push(name, &value);
@@ -211,7 +211,7 @@ impl B2bua {
         if !proxy_require.is_empty() {
             // The gateway supports no proxy extensions (RFC 3261 §16.3 item 5).
             let mut resp = self.local_response(&req, 420, "Bad Extension");
-            resp.headers.push("Unsupported", &proxy_require.join(", "));
+            resp.headers.push("Unsupported", proxy_require.join(", "));
             let _ = self.tx.send_response(now, &key, &resp);
             return;
         }
@@ -229,7 +229,7 @@ impl B2bua {
     /// required extensions (RFC 3261 §8.2.2.3), bodies other than SDP on session requests
     /// (§8.2.3; the SDP engine must read every offer), an Accept that excludes SDP, and
     /// registrations of non-SIP AoRs.
-    fn refusal(&self, req: &Request) -> Option<(u16, &'static str, Option<(&'static str, String)>)> {
+    fn refusal(&self, req: &Request) -> Option<Refusal> {
         const UNDERSTOOD: &[&str] =
             &["100rel", "timer", "path", "outbound", "gruu", "replaces", "precondition", "norefersub", "histinfo", "199"];
         if req.method != Method::Ack && req.method != Method::Cancel {
@@ -240,7 +240,7 @@ impl B2bua {
                 .filter(|t| !UNDERSTOOD.iter().any(|u| u.eq_ignore_ascii_case(t)))
                 .collect();
             if !unknown.is_empty() {
-                return Some((420, "Bad Extension", Some(("Unsupported", unknown.join(", ")))));
+                return Some(Refusal::new(420, "Bad Extension", Some(("Unsupported", unknown.join(", ")))));
             }
         }
         let session = matches!(req.method, Method::Invite | Method::Update | Method::Prack | Method::Ack);
@@ -248,7 +248,7 @@ impl B2bua {
             let ct = req.headers.get("Content-Type").unwrap_or("").to_ascii_lowercase();
             let media = ct.split(';').next().unwrap_or("").trim().to_owned();
             if media != "application/sdp" && media != "multipart/mixed" {
-                return Some((415, "Unsupported Media Type", Some(("Accept", "application/sdp".to_owned()))));
+                return Some(Refusal::new(415, "Unsupported Media Type", Some(("Accept", "application/sdp".to_owned()))));
             }
         }
         if req.method == Method::Invite {
@@ -258,13 +258,13 @@ impl B2bua {
                 m == "application/sdp" || m == "application/*" || m == "*/*"
             });
             if !accept.is_empty() && !takes_sdp {
-                return Some((406, "Not Acceptable", None));
+                return Some(Refusal::new(406, "Not Acceptable", None));
             }
         }
         if req.method == Method::Register {
             let to_is_sip = req.headers.to().is_ok_and(|t| matches!(t.uri.scheme, Scheme::Sip | Scheme::Sips));
             if !to_is_sip {
-                return Some((400, "To Must Be a SIP URI", None));
+                return Some(Refusal::new(400, "To Must Be a SIP URI", None));
             }
         }
         None
@@ -425,12 +425,22 @@ impl B2bua {
             // One browser registers one contact; several would need several gateway contacts.
             return self.respond(now, &key, &req, 400, "One Contact Per REGISTER");
         }
-        let requested = web_contact
+        let asked = web_contact
             .as_ref()
             .and_then(|c| c.param("expires").flatten().and_then(|v| v.parse::<u32>().ok()))
             .or(header_expires)
-            .unwrap_or(3600)
-            .min(self.cfg.max_expires);
+            .unwrap_or(3600);
+        // RFC 3261 §10.3 step 7: a non-zero expiry below our minimum is refused with 423 and
+        // the minimum; zero (removal) is always allowed.
+        if asked != 0 && asked < self.cfg.min_expires && web_contact.is_some() {
+            let mut resp = self.local_response(&req, 423, "Interval Too Brief");
+            resp.headers.push("Min-Expires", self.cfg.min_expires.to_string());
+            if let Err(e) = self.tx.send_response(now, &key, &resp) {
+                tracing::debug!(error = %e, "423 not sent");
+            }
+            return;
+        }
+        let requested = asked.min(self.cfg.max_expires);
         let id = match self.registrar.find_dialog(conn, call_id) {
             Some(id) => id,
             None => {
@@ -480,11 +490,11 @@ impl B2bua {
         let mut from_ims = from.clone();
         from_ims.set_tag(&b.token);
         out.headers.push("Via", &via);
-        out.headers.push("Max-Forwards", &self.cfg.max_forwards.to_string());
-        out.headers.push("From", &from_ims.to_string());
-        out.headers.push("To", &req.headers.get("To").unwrap_or_default().to_owned());
+        out.headers.push("Max-Forwards", self.cfg.max_forwards.to_string());
+        out.headers.push("From", from_ims.to_string());
+        out.headers.push("To", req.headers.get("To").unwrap_or_default().to_owned());
         out.headers.push("Call-ID", &b.ims_call_id);
-        out.headers.push("CSeq", &format!("{} REGISTER", b.ims_cseq));
+        out.headers.push("CSeq", format!("{} REGISTER", b.ims_cseq));
         if star {
             out.headers.push("Contact", "*");
         } else if web_contact.is_some() {
@@ -495,7 +505,7 @@ impl B2bua {
             out.headers.push("Contact", &c);
         }
         // RFC 3327: terminating requests for this AoR come back through us, naming the binding.
-        out.headers.push("Path", &format!("<sip:{}@{};lr>", b.token, ims));
+        out.headers.push("Path", format!("<sip:{}@{};lr>", b.token, ims));
         copy_end_to_end(&req.headers, &mut out.headers, Side::Web);
         let supported = out.headers.values("Supported");
         if !supported.iter().any(|s| s.eq_ignore_ascii_case("path")) {
@@ -578,7 +588,7 @@ impl B2bua {
         }
         let via = self.via_ims();
         reg.headers.set("Via", &via);
-        reg.headers.set("CSeq", &format!("{} REGISTER", b.ims_cseq + 1));
+        reg.headers.set("CSeq", format!("{} REGISTER", b.ims_cseq + 1));
         let contact = format!(
             "<sip:{}@{};transport={}>;expires=0",
             b.token,
@@ -720,7 +730,7 @@ impl B2bua {
             out.uri = req.uri.clone();
         }
         let mf = req.headers.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1).min(self.cfg.max_forwards);
-        out.headers.set("Max-Forwards", &mf.to_string());
+        out.headers.set("Max-Forwards", mf.to_string());
         copy_end_to_end(&req.headers, &mut out.headers, a.side);
         for (name, value) in extra {
             out.headers.push(name, &value);
@@ -910,7 +920,10 @@ impl B2bua {
                 cancel.headers.push(h, v);
             }
         }
-        cancel.headers.push("CSeq", &format!("{} CANCEL", call.b.invite_cseq));
+        cancel.headers.push("CSeq", format!("{} CANCEL", call.b.invite_cseq));
+        if let Some(ua) = &self.cfg.user_agent {
+            cancel.headers.push("User-Agent", ua);
+        }
         let flow = call.b.flow;
         if let Ok(k) = self.tx.send_request(now, &cancel, flow, reliable(flow)) {
             self.owners.insert(k, Owner::Own);
@@ -982,7 +995,7 @@ impl B2bua {
             // RFC 3262 §7.2: RAck names the INVITE by its CSeq on this leg.
             if let Some(rack) = req.headers.get("RAck") {
                 let rseq = rack.split_whitespace().next().unwrap_or("1");
-                out.headers.push("RAck", &format!("{rseq} {} INVITE", leg.invite_cseq));
+                out.headers.push("RAck", format!("{rseq} {} INVITE", leg.invite_cseq));
             }
         }
         out.body = req.body.clone();
@@ -1057,8 +1070,11 @@ impl B2bua {
         let via = self.via_for(hop);
         let Some(call) = self.calls.get_mut(&id) else { return };
         let leg = call.leg_mut(idx);
-        let bye = leg.request(Method::Bye, &via, None);
+        let mut bye = leg.request(Method::Bye, &via, None);
         let flow = leg.flow;
+        if let Some(ua) = &self.cfg.user_agent {
+            bye.headers.push("User-Agent", ua);
+        }
         if let Ok(k) = self.tx.send_request(now, &bye, flow, reliable(flow)) {
             self.owners.insert(k, Owner::Own);
         }
@@ -1077,10 +1093,12 @@ impl B2bua {
         leg.route_set = rr;
         let cseq = leg.invite_cseq;
         let via = self.via_for(leg.hop());
-        let ack = leg.request(Method::Ack, &via, Some(cseq));
+        let mut ack = leg.request(Method::Ack, &via, Some(cseq));
+        self.stamp(&mut ack.headers, "User-Agent");
         self.tx.send_stateless(leg.flow, ack.to_bytes());
         let via = self.via_for(leg.hop());
-        let bye = leg.request(Method::Bye, &via, None);
+        let mut bye = leg.request(Method::Bye, &via, None);
+        self.stamp(&mut bye.headers, "User-Agent");
         if let Ok(k) = self.tx.send_request(now, &bye, leg.flow, reliable(leg.flow)) {
             self.owners.insert(k, Owner::Own);
         }
@@ -1158,15 +1176,15 @@ impl B2bua {
         };
         out.headers.push("Via", &via);
         let mf = req.headers.max_forwards().ok().flatten().unwrap_or(70).saturating_sub(1);
-        out.headers.push("Max-Forwards", &mf.to_string());
+        out.headers.push("Max-Forwards", mf.to_string());
         for r in &route {
             out.headers.push("Route", r);
         }
         let tag = self.token();
-        out.headers.push("From", &with_tag(&untagged(&from), Some(&tag)));
-        out.headers.push("To", &untagged(&to));
-        out.headers.push("Call-ID", &format!("{}@estuary", self.token()));
-        out.headers.push("CSeq", &format!("1 {}", req.method.as_str()));
+        out.headers.push("From", with_tag(&untagged(&from), Some(&tag)));
+        out.headers.push("To", untagged(&to));
+        out.headers.push("Call-ID", format!("{}@estuary", self.token()));
+        out.headers.push("CSeq", format!("1 {}", req.method.as_str()));
         copy_end_to_end(&req.headers, &mut out.headers, side);
         if let Some(pai) = extra {
             out.headers.push("P-Asserted-Identity", &pai);
@@ -1216,7 +1234,7 @@ impl B2bua {
     fn respond(&mut self, now: Instant, key: &ServerKey, req: &Request, code: u16, reason: &str) {
         let mut resp = self.local_response(req, code, reason);
         if code == 503 {
-            resp.headers.push("Retry-After", &self.cfg.retry_after.as_secs().to_string());
+            resp.headers.push("Retry-After", self.cfg.retry_after.as_secs().to_string());
         }
         if let Err(e) = self.tx.send_response(now, key, &resp) {
             tracing::debug!(error = %e, code, "local response not sent");
@@ -1232,7 +1250,15 @@ impl B2bua {
             let tag = self.token();
             set_to_tag(&mut resp, &tag);
         }
+        self.stamp(&mut resp.headers, "Server");
         resp
+    }
+
+    /// Name the gateway as the originator (`User-Agent` or `Server`) when so configured.
+    fn stamp(&self, headers: &mut estuary_sip::Headers, name: &str) {
+        if let Some(ua) = &self.cfg.user_agent {
+            headers.push(name, ua);
+        }
     }
 
     /// The dialog an in-dialog request belongs to: by side, Call-ID and our tag (the To tag).
@@ -1343,6 +1369,19 @@ impl Owner {
 
 /// Owners that must outlive the final response: the INVITE's, whose 2xx may be retransmitted
 /// and must be re-ACKed.
+/// A request the gateway answers itself: status, reason and an optional header to explain.
+struct Refusal {
+    code: u16,
+    reason: &'static str,
+    header: Option<(&'static str, String)>,
+}
+
+impl Refusal {
+    fn new(code: u16, reason: &'static str, header: Option<(&'static str, String)>) -> Self {
+        Refusal { code, reason, header }
+    }
+}
+
 fn is_invite_owner(owner: Option<&Owner>) -> bool {
     match owner {
         Some(Owner::Invite { .. }) => true,
@@ -1389,7 +1428,7 @@ fn set_to_tag(resp: &mut Response, tag: &str) {
     if let Ok(mut to) = resp.headers.to() {
         if to.tag().is_none() {
             to.set_tag(tag);
-            resp.headers.set("To", &to.to_string());
+            resp.headers.set("To", to.to_string());
         }
     }
 }

@@ -61,6 +61,12 @@ pub struct B2buaConfig {
     pub require_registration: bool,
     /// Retry-After sent with a 503 when the IMS next hop is unreachable.
     pub retry_after: Duration,
+    /// User-Agent on requests and Server on responses the gateway itself originates (BYE,
+    /// CANCEL, local errors); relayed messages keep the endpoints' own. `None`: no header.
+    pub user_agent: Option<String>,
+    /// Shortest registration accepted from a browser, in seconds; shorter ones get 423 with
+    /// Min-Expires (RFC 3261 §10.3 step 7).
+    pub min_expires: u32,
 }
 
 impl Default for B2buaConfig {
@@ -77,6 +83,8 @@ impl Default for B2buaConfig {
             max_expires: 3600,
             require_registration: true,
             retry_after: Duration::from_secs(30),
+            user_agent: Some("Estuary/0.1".to_owned()),
+            min_expires: 60,
         }
     }
 }

@@ -281,7 +281,7 @@ fn register_challenge_and_success_are_relayed_with_the_browsers_contact() {
     assert_eq!(req(reg2).headers.call_id().unwrap(), ims_call_id);
     assert_eq!(req(reg2).headers.cseq().unwrap().seq, 2);
     let contact = req(reg2).headers.get("Contact").unwrap().to_owned();
-    let ok = response(reg2, 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:orig@scscf.ims.test;lr>"), ("Path", &req(reg2).headers.get("Path").unwrap().to_owned())]);
+    let ok = response(reg2, 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:orig@scscf.ims.test;lr>"), ("Path", req(reg2).headers.get("Path").unwrap())]);
     let out = h.ims(&ok);
     let w = only_web(&out);
     assert_eq!(status(w), 200);
@@ -504,8 +504,49 @@ fn dropping_the_websocket_mid_call_sends_bye_and_deregisters() {
     assert_eq!(methods, vec!["BYE", "REGISTER"]);
     let reg = to_ims(&out).into_iter().find(|s| req(s).method.as_str() == "REGISTER").unwrap();
     assert!(req(reg).headers.get("Contact").unwrap().ends_with(";expires=0"));
+    // The BYE is the gateway's own: it names the gateway, not the browser's JsSIP.
+    let bye = to_ims(&out).into_iter().find(|s| req(s).method.as_str() == "BYE").unwrap();
+    assert_eq!(req(bye).headers.get_all("User-Agent").collect::<Vec<_>>(), ["Estuary/0.1"]);
     assert!(to_web(&out).is_empty());
     assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn registrations_shorter_than_the_minimum_get_423_with_min_expires() {
+    let mut h = Harness::new();
+    let short = REGISTER.replace(";expires=600", ";expires=30").replace("Expires: 600", "Expires: 30");
+    let out = h.web(&short);
+    let w = only_web(&out);
+    assert_eq!((status(w), resp(w).reason.as_str()), (423, "Interval Too Brief"));
+    assert_eq!(resp(w).headers.get("Min-Expires"), Some("60"));
+    assert!(to_ims(&out).is_empty(), "nothing reaches IMS");
+    // At the minimum it passes; removal (expires=0) is never too brief.
+    let at_min = REGISTER.replace(";expires=600", ";expires=60").replace("Expires: 600", "Expires: 60").replace("z9hG4bK56sdasks", "z9hG4bKatmin");
+    assert_eq!(req(only_ims(&h.web(&at_min))).method.as_str(), "REGISTER");
+    let mut h = Harness::new();
+    let removal = REGISTER.replace(";expires=600", ";expires=0").replace("Expires: 600", "Expires: 0");
+    assert_eq!(req(only_ims(&h.web(&removal))).method.as_str(), "REGISTER");
+}
+
+#[test]
+fn local_responses_carry_server_and_the_header_can_be_switched_off() {
+    let mut h = Harness::new();
+    let out = h.web(&invite_from_web("z9hG4bKsrv"));
+    assert_eq!(resp(only_web(&out)).headers.get("Server"), Some("Estuary/0.1"));
+    let mut h = Harness::with(B2buaConfig { user_agent: None, ..B2buaConfig::default() });
+    let out = h.web(&invite_from_web("z9hG4bKsrv"));
+    assert_eq!(status(only_web(&out)), 403);
+    assert_eq!(resp(only_web(&out)).headers.get("Server"), None);
+}
+
+#[test]
+fn without_required_registration_an_unregistered_browser_can_call() {
+    let mut h = Harness::with(B2buaConfig { require_registration: false, ..B2buaConfig::default() });
+    let out = h.web(&invite_from_web("z9hG4bKlab"));
+    assert_eq!(status(to_web(&out)[0]), 100);
+    let inv = only_ims(&out);
+    assert_eq!(req(inv).method.as_str(), "INVITE");
+    assert_no_web_leak(inv);
 }
 
 #[test]

@@ -149,6 +149,8 @@ pub struct RegistrarConfig {
     pub max_expires: Duration,
     /// Lower bound on accepted expiry (`registrar.min_expires_s`).
     pub min_expires: Duration,
+    /// Browsers must register before calling (`registrar.require_registration`).
+    pub require_registration: bool,
 }
 
 impl Default for RegistrarConfig {
@@ -157,6 +159,7 @@ impl Default for RegistrarConfig {
             on_ws_close: OnWsClose::Deregister,
             max_expires: Duration::from_secs(3600),
             min_expires: Duration::from_secs(60),
+            require_registration: true,
         }
     }
 }
@@ -529,11 +532,13 @@ fn registrar(mut s: Section) -> Result<RegistrarConfig, ConfigError> {
             format!("must not exceed registrar.max_expires_s ({min} > {max})"),
         ));
     }
+    let require_registration = s.boolean("require_registration", d.require_registration)?;
     s.finish()?;
     Ok(RegistrarConfig {
         on_ws_close,
         max_expires: Duration::from_secs(max as u64),
         min_expires: Duration::from_secs(min as u64),
+        require_registration,
     })
 }
 
@@ -779,6 +784,12 @@ mod tests {
             err("[sip]\nuser_agent = \"a\\r\\nX: y\""),
             "sip.user_agent: must be non-empty printable text"
         );
+        assert_eq!(
+            err("[registrar]\nrequire_registration = \"no\""),
+            "registrar.require_registration: expected true or false, found string"
+        );
+        let c = with(&["registrar.require_registration=false"]).unwrap();
+        assert!(!c.registrar.require_registration);
     }
 
     #[test]

@@ -137,6 +137,15 @@ impl Section<'_> {
         }
     }
 
+    /// `true` or `false`.
+    pub(crate) fn boolean(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.table.remove(key) {
+            None => Ok(default),
+            Some(Value::Boolean(b)) => Ok(b),
+            Some(other) => Err(type_error(self.path(key), "true or false", &other)),
+        }
+    }
+
     /// An integer within `min..=max`.
     pub(crate) fn int(
         &mut self,

@@ -67,6 +67,7 @@ fn the_documented_file_lists_every_key() {
         "registrar.on_ws_close",
         "registrar.max_expires_s",
         "registrar.min_expires_s",
+        "registrar.require_registration",
         "media.web_address",
         "media.ims_address",
         "media.port_min",
@@ -88,7 +89,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        31,
+        32,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -74,6 +74,8 @@ pub enum Event {
     Closed { conn: ConnId },
     /// An outbound TCP connect to an IMS destination failed or was refused by the limit.
     ConnectFailed { remote: SocketAddr },
+    /// ICMP said an IMS UDP destination is unreachable (see `icmp`).
+    UdpUnreachable { remote: SocketAddr },
     /// The admin endpoint asks for the engine's metric samples.
     Metrics(oneshot::Sender<Vec<Sample>>),
 }
@@ -234,6 +236,13 @@ impl<M: Machine> Engine<M> {
                 self.connecting.remove(&remote);
                 self.unreachable.push_back(Flow::Ims {
                     transport: Transport::Tcp,
+                    remote,
+                });
+                self.feed_unreachable();
+            }
+            Event::UdpUnreachable { remote } => {
+                self.unreachable.push_back(Flow::Ims {
+                    transport: Transport::Udp,
                     remote,
                 });
                 self.feed_unreachable();

@@ -78,8 +78,10 @@ pub fn b2bua_config(cfg: &Config, bound: &Bound, next_hop: ResolvedNextHop) -> B
             estuary_config::OnWsClose::Deregister => OnWsClose::Deregister,
         },
         max_expires: u32::try_from(cfg.registrar.max_expires.as_secs()).unwrap_or(u32::MAX),
-        // Not yet operator keys: sip.user_agent and registrar.min_expires_s have no engine
-        // field yet; everything else keeps the engine's defaults.
+        min_expires: u32::try_from(cfg.registrar.min_expires.as_secs()).unwrap_or(u32::MAX),
+        require_registration: cfg.registrar.require_registration,
+        user_agent: Some(cfg.sip.user_agent.clone()),
+        // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }
 }

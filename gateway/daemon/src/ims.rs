@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use estuary_b2bua::{Flow, Side, Transport};
 use estuary_sip::{Frame, StreamFramer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
+use crate::icmp;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
 use crate::metrics::Metric;
 
@@ -27,6 +28,13 @@ pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
         let received = tokio::select! {
             () = ctx.shutting_down() => return,
             r = sock.recv_from(&mut buf) => r,
+            // An ICMP report marks the socket EPOLLERR only, which never wakes a reader.
+            Ok(_) = sock.ready(Interest::ERROR) => {
+                if report_unreachable(&sock, &ctx).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         match received {
             Ok((n, remote)) => {
@@ -48,14 +56,11 @@ pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
                     return;
                 }
             }
-            // ICMP errors from earlier sends surface here on some systems; not fatal.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                debug!(error = %e, "UDP error report");
+            // The pending error of an ICMP report, when the receive saw it first.
+            Err(e) if is_icmp_report(&e) => {
+                if report_unreachable(&sock, &ctx).await.is_err() {
+                    return;
+                }
             }
             Err(e) => {
                 warn!(error = %e, "UDP receive failed");
@@ -63,6 +68,35 @@ pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
             }
         }
     }
+}
+
+/// Drain the socket's ICMP error queue (IP_RECVERR is on, see `icmp`) and tell the engine
+/// which destinations are unreachable; it fails their transactions (503). Err when the engine
+/// is gone.
+async fn report_unreachable(sock: &UdpSocket, ctx: &Ctx) -> Result<(), ()> {
+    let reported = icmp::drain(sock, 64);
+    debug!(?reported, "IMS UDP socket error state");
+    // Clear the pending socket error and tokio's error readiness; a new report re-arms both.
+    let _ = sock.take_error();
+    let _ = sock.try_io(Interest::ERROR, || {
+        Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+    });
+    for remote in reported {
+        debug!(%remote, "IMS UDP destination unreachable (ICMP)");
+        ctx.events
+            .send(Event::UdpUnreachable { remote })
+            .await
+            .map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+fn is_icmp_report(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | HostUnreachable | NetworkUnreachable
+    ) || e.raw_os_error() == Some(libc::EHOSTDOWN)
 }
 
 pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {

@@ -16,6 +16,7 @@ mod engine;
 mod engine_config;
 mod error;
 mod http;
+mod icmp;
 mod ims;
 mod metrics;
 mod server;

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
-use crate::{admin, ims, tls, web};
+use crate::{admin, icmp, ims, tls, web};
 
 /// Depth of the engine's inbox.
 const EVENT_QUEUE: usize = 4096;
@@ -48,6 +48,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let udp_std = udp
         .into_std()
         .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?;
+    if let Err(e) = icmp::enable(&udp_std) {
+        // Not fatal: without it an unreachable next hop is found by Timer B (408), not 503.
+        warn!(error = %e, "cannot enable ICMP error reports on the IMS UDP socket");
+    }
     let udp_send = udp_std
         .try_clone()
         .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?;

@@ -157,7 +157,7 @@ pub(crate) fn parse_inner(s: &str) -> Option<(NameAddr, bool)> {
         }
         None => {
             let end = s
-                .find(|c: char| c == ';' || c == ' ' || c == '\t')
+                .find([';', ' ', '\t'])
                 .unwrap_or(s.len());
             let (uri, rest) = s.split_at_checked(end)?;
             if uri.contains('?') {

@@ -185,7 +185,7 @@ impl<F: Copy> ClientTx<F> {
         ack.headers.push("To", response.headers.get("To")?);
         ack.headers.push("Call-ID", invite.headers.get("Call-ID")?);
         let seq = invite.headers.cseq().ok()?.seq;
-        ack.headers.push("CSeq", &format!("{seq} ACK"));
+        ack.headers.push("CSeq", format!("{seq} ACK"));
         ack.headers.push("Content-Length", "0");
         Some(ack.to_bytes())
     }
