@@ -1,0 +1,123 @@
+//! The media plan: what the media plane and the transcoder must do for one call, as settled
+//! by the last completed offer/answer exchange. It is plain data, rebuilt after every answer.
+
+use std::net::SocketAddr;
+
+use crate::attr::{Direction, Fingerprint, Rtpmap};
+use crate::crypto::Suite;
+
+/// Which side of the gateway.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Side {
+    Web,
+    Ims,
+}
+
+impl Side {
+    pub fn other(self) -> Side {
+        match self {
+            Side::Web => Side::Ims,
+            Side::Ims => Side::Web,
+        }
+    }
+}
+
+/// DTLS role of the gateway on the web leg (RFC 5763 §5, RFC 8842).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DtlsRole {
+    Client,
+    Server,
+}
+
+/// The browser-facing transport: one BUNDLE group on one local port (ICE-lite, DTLS-SRTP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebTransport {
+    pub local_port: u16,
+    pub local_ufrag: String,
+    pub local_pwd: String,
+    pub remote_ufrag: Option<String>,
+    pub remote_pwd: Option<String>,
+    /// Every fingerprint the browser declared; its certificate must match one.
+    pub remote_fingerprints: Vec<Fingerprint>,
+    /// Settled once an answer fixes a=setup; `None` while the gateway's own offer
+    /// (actpass) is outstanding.
+    pub dtls_role: Option<DtlsRole>,
+}
+
+/// One payload type carried across the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodecMap {
+    pub web_pt: u8,
+    pub web: Rtpmap,
+    pub ims_pt: u8,
+    pub ims: Rtpmap,
+    /// The payloads differ and the transcoder converts them (otherwise only the payload type
+    /// number may need rewriting).
+    pub transcode: bool,
+}
+
+/// RFC 4733 events: payload type and clock on each leg (durations rescale with the clock).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DtmfMap {
+    pub web_pt: u8,
+    pub web_clock: u32,
+    pub ims_pt: u8,
+    pub ims_clock: u32,
+}
+
+/// SDES keys of one IMS stream (RFC 4568): ours encrypt what we send, theirs decrypt what
+/// we receive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SdesKeys {
+    pub suite: Suite,
+    pub local_key_salt: Vec<u8>,
+    pub remote_key_salt: Vec<u8>,
+}
+
+/// One m-line, the same index on both legs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPlan {
+    pub index: usize,
+    /// `audio`, `video`, `application`, ...
+    pub kind: String,
+    /// The web leg's a=mid.
+    pub mid: Option<String>,
+    /// Both legs accepted the stream (no port 0 on either side).
+    pub active: bool,
+    /// Our RTP port toward IMS (RTCP on +1 unless `ims_rtcp_mux`); 0 when none.
+    pub ims_local_port: u16,
+    /// Where IMS wants RTP; `None` when it did not give a usable address (0.0.0.0 hold).
+    pub ims_remote_rtp: Option<SocketAddr>,
+    pub ims_remote_rtcp: Option<SocketAddr>,
+    pub ims_rtcp_mux: bool,
+    /// Direction of each leg from the gateway's point of view (what it may send / receive).
+    pub web_direction: Direction,
+    pub ims_direction: Direction,
+    /// The first entry is the primary codec; transcoding entries appear only when the legs
+    /// share no codec.
+    pub codecs: Vec<CodecMap>,
+    pub dtmf: Option<DtmfMap>,
+    pub ims_srtp: Option<SdesKeys>,
+    /// The SSRC the gateway uses toward the browser (announced in a=ssrc).
+    pub web_ssrc: u32,
+}
+
+impl StreamPlan {
+    /// Whether any codec on this stream needs the transcoder.
+    pub fn transcodes(&self) -> bool {
+        self.active && self.codecs.iter().any(|c| c.transcode)
+    }
+}
+
+/// Everything the media plane needs for one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaPlan {
+    pub web: WebTransport,
+    pub streams: Vec<StreamPlan>,
+}
+
+impl MediaPlan {
+    pub fn transcodes(&self) -> bool {
+        self.streams.iter().any(StreamPlan::transcodes)
+    }
+}

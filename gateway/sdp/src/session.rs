@@ -1,0 +1,962 @@
+//! The per-call offer/answer engine: two SDP exchanges, one per leg, kept consistent.
+//!
+//! Every m-line keeps its index on both legs (RFC 3264 §8: m-lines are never removed or
+//! reordered), so stream `i` of the web leg is stream `i` of the IMS leg. An offer from one
+//! side becomes an offer to the other ([`SdpSession::offer`]); the other side's answer becomes
+//! the answer to the first ([`SdpSession::answer`]) and settles the [`MediaPlan`]. Several
+//! answers may arrive for one offer (forked 18x, then the 200); each one re-settles the plan.
+//!
+//! No I/O: ports come from the caller's [`PortAllocator`], randomness (ICE credentials, SRTP
+//! keys, SSRCs) from a generator seeded by the caller (from the OS CSPRNG in production).
+
+use std::net::{IpAddr, SocketAddr};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
+use sdp::description::common::Attribute;
+use sdp::description::media::{MediaDescription, MediaName, RangedPort};
+use sdp::description::session::SessionDescription;
+
+use crate::attr::{self, Direction, Fingerprint, Rtpmap, Setup};
+use crate::codec::{browser_decodes, is_auxiliary, is_telephone_event};
+use crate::crypto::Crypto;
+use crate::error::{ErrorKind, SdpError};
+use crate::parse::{self, connection_addr, is_rtp, port};
+use crate::plan::{CodecMap, DtlsRole, DtmfMap, MediaPlan, SdesKeys, Side, StreamPlan, WebTransport};
+use crate::policy::SdpPolicy;
+
+/// The media plane's side of port allocation. Ports stay with the call until it ends; the
+/// media layer frees them (with its quarantine) when the call is torn down.
+pub trait PortAllocator {
+    /// The one local UDP port of the browser-facing BUNDLE transport.
+    fn web_port(&mut self) -> Option<u16>;
+    /// An even local RTP port toward IMS for stream `index` (RTCP uses the next one).
+    fn ims_port(&mut self, index: usize) -> Option<u16>;
+}
+
+const WEB_PROTO: &str = "UDP/TLS/RTP/SAVPF";
+/// Host candidate priority for the only candidate we have (RFC 8445 §5.1.2.1 with type
+/// preference 126, local preference 65535, component 1).
+const HOST_PRIORITY: u32 = 2_130_706_431;
+/// rtcp-fb values the gateway can honour toward a browser: keyframe requests it can relay or
+/// answer. transport-cc and goog-remb need congestion control the gateway does not run.
+const WEB_FEEDBACK: [&str; 3] = ["nack", "nack pli", "ccm fir"];
+const CNAME: &str = "estuary";
+
+/// o= bookkeeping for the SDP we send on one leg (RFC 3264 §8: the version grows by one
+/// whenever the content changes, and only then).
+struct Origin {
+    id: u64,
+    version: u64,
+    last_body: Option<String>,
+}
+
+impl Origin {
+    fn stamp(&mut self, sd: &mut SessionDescription) -> String {
+        sd.origin.session_id = self.id;
+        sd.origin.session_version = self.version;
+        let body = parse::print(sd);
+        let without_o: String = body.lines().filter(|l| !l.starts_with("o=")).collect();
+        if let Some(last) = &self.last_body {
+            if *last != without_o {
+                self.version += 1;
+            }
+        }
+        self.last_body = Some(without_o);
+        sd.origin.session_version = self.version;
+        parse::print(sd)
+    }
+}
+
+/// What the gateway put on the far leg for one m-line, and what each entry maps back to.
+#[derive(Clone, Debug, Default)]
+struct Offered {
+    active: bool,
+    candidates: Vec<Candidate>,
+    dtmf: Option<DtmfMap>,
+    /// Our a=crypto lines offered toward IMS (web offers).
+    local_crypto: Vec<Crypto>,
+    /// The IMS offer's a=crypto we chose, and our answer to it (IMS offers).
+    chosen_crypto: Option<(Crypto, Crypto)>,
+    /// From an IMS offer: its address, RTCP, mux and direction (IMS's view).
+    ims_remote: Option<(Option<SocketAddr>, Option<SocketAddr>, bool)>,
+    ims_offer_direction: Option<Direction>,
+    /// From a web offer: the browser's direction (its view) and whether it offered rtcp-rsize.
+    web_offer_direction: Option<Direction>,
+    web_rsize: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    web: Rtpmap,
+    web_fmtp: Option<String>,
+    web_fb: Vec<String>,
+    ims: Rtpmap,
+    ims_fmtp: Option<String>,
+    transcode: bool,
+}
+
+struct Pending {
+    from: Side,
+    offer: SessionDescription,
+    offered: Vec<Offered>,
+}
+
+/// Long-lived state of one m-line.
+struct Stream {
+    kind: String,
+    mid: Option<String>,
+    ims_port: u16,
+    web_ssrc: u32,
+    /// Our SDES keys toward IMS, kept across re-offers so a re-INVITE does not re-key
+    /// (RFC 4568 §7.1.4 allows either; keeping them avoids a window of undecryptable media).
+    ims_crypto: Vec<Crypto>,
+}
+
+/// One call's SDP interworking state.
+pub struct SdpSession {
+    policy: SdpPolicy,
+    rng: StdRng,
+    web_origin: Origin,
+    ims_origin: Origin,
+    web: WebTransport,
+    remote_setup: Option<Setup>,
+    streams: Vec<Stream>,
+    pending: Option<Pending>,
+    plan: Option<MediaPlan>,
+}
+
+impl SdpSession {
+    /// `seed` must come from a CSPRNG (it derives SRTP keys and ICE passwords).
+    pub fn new(policy: SdpPolicy, seed: u64) -> SdpSession {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let web = WebTransport {
+            local_port: 0,
+            local_ufrag: ice_token(&mut rng, 8),
+            local_pwd: ice_token(&mut rng, 24),
+            remote_ufrag: None,
+            remote_pwd: None,
+            remote_fingerprints: Vec::new(),
+            dtls_role: None,
+        };
+        let web_origin = Origin { id: rng.random_range(1..i64::MAX as u64), version: 1, last_body: None };
+        let ims_origin = Origin { id: rng.random_range(1..i64::MAX as u64), version: 1, last_body: None };
+        SdpSession {
+            policy,
+            rng,
+            web_origin,
+            ims_origin,
+            web,
+            remote_setup: None,
+            streams: Vec::new(),
+            pending: None,
+            plan: None,
+        }
+    }
+
+    /// The plan settled by the last answer, if any.
+    pub fn plan(&self) -> Option<&MediaPlan> {
+        self.plan.as_ref()
+    }
+
+    /// Whether an offer is waiting for its answer, and from which side it came.
+    pub fn pending_offer(&self) -> Option<Side> {
+        self.pending.as_ref().map(|p| p.from)
+    }
+
+    /// The far side refused the offer (e.g. 488 or a failed re-INVITE): forget it, keep the
+    /// plan of the last completed exchange (RFC 3264 §8: the old session stays in force).
+    pub fn reject_pending(&mut self) {
+        self.pending = None;
+    }
+
+    /// An offer arrived from `from`; returns the offer to send to the other side.
+    pub fn offer(&mut self, from: Side, body: &[u8], ports: &mut dyn PortAllocator) -> Result<String, SdpError> {
+        let offer = parse::parse(body)?;
+        match from {
+            Side::Web => self.offer_from_web(offer, ports),
+            Side::Ims => self.offer_from_ims(offer, ports),
+        }
+    }
+
+    /// The answer to the pending offer arrived from `from`; returns the answer for the side
+    /// that made the offer, and settles [`SdpSession::plan`].
+    pub fn answer(&mut self, from: Side, body: &[u8]) -> Result<String, SdpError> {
+        let answer = parse::parse(body)?;
+        let Some(pending) = self.pending.take() else {
+            return Err(SdpError::mismatch("answer without an offer"));
+        };
+        if pending.from == from {
+            self.pending = Some(pending);
+            return Err(SdpError::mismatch("answer from the side that made the offer"));
+        }
+        if answer.media_descriptions.len() != pending.offer.media_descriptions.len() {
+            let reason = format!(
+                "answer has {} m-lines, the offer {}",
+                answer.media_descriptions.len(),
+                pending.offer.media_descriptions.len()
+            );
+            self.pending = Some(pending);
+            return Err(SdpError::mismatch(reason));
+        }
+        let result = match from {
+            Side::Ims => self.answer_from_ims(&pending, &answer),
+            Side::Web => self.answer_from_web(&pending, &answer),
+        };
+        // Kept for further answers to the same offer (forked 18x, then the 200).
+        self.pending = Some(pending);
+        result
+    }
+
+    // ----- browser offers ----------------------------------------------------------------
+
+    fn offer_from_web(&mut self, offer: SessionDescription, ports: &mut dyn PortAllocator) -> Result<String, SdpError> {
+        self.learn_web_transport(&offer)?;
+        if self.web.local_port == 0 {
+            self.web.local_port = ports.web_port().ok_or_else(exhausted)?;
+        }
+        let mut out = parse::skeleton(0, 0, self.policy.ims_address);
+        out.connection_information = Some(parse::connection(self.policy.ims_address));
+        let mut offered = Vec::new();
+        let mut refusals = Vec::new();
+        for (i, m) in offer.media_descriptions.iter().enumerate() {
+            let mid = attr::get(&m.attributes, "mid").map(str::to_owned);
+            self.ensure_stream(i, &m.media_name.media, mid);
+            let (md, off) = match self.web_stream_to_ims(&offer, i, m, ports)? {
+                Ok(pair) => pair,
+                Err(why) => {
+                    if port(m) != 0 {
+                        refusals.push(format!("m-line {i} ({}): {why}", m.media_name.media));
+                    }
+                    (rejected_ims_m(m, &self.policy), Offered::default())
+                }
+            };
+            out.media_descriptions.push(md);
+            offered.push(off);
+        }
+        if !offered.iter().any(|o| o.active) {
+            let why = if refusals.is_empty() { "no active stream".to_owned() } else { refusals.join("; ") };
+            return Err(SdpError::not_acceptable(why));
+        }
+        let text = self.ims_origin.stamp(&mut out);
+        self.pending = Some(Pending { from: Side::Web, offer, offered });
+        Ok(text)
+    }
+
+    /// ICE credentials, fingerprints and a=setup of a browser SDP (session or media level).
+    fn learn_web_transport(&mut self, sd: &SessionDescription) -> Result<(), SdpError> {
+        let first_active = sd.media_descriptions.iter().find(|m| port(m) != 0);
+        let look = |key: &str| {
+            first_active
+                .and_then(|m| attr::get(&m.attributes, key))
+                .or_else(|| attr::get(&sd.attributes, key))
+                .map(str::to_owned)
+        };
+        let mut fingerprints = Vec::new();
+        for v in attr::all(&sd.attributes, "fingerprint")
+            .chain(first_active.into_iter().flat_map(|m| attr::all(&m.attributes, "fingerprint")))
+        {
+            let f = Fingerprint::parse(v)?;
+            if !fingerprints.contains(&f) {
+                fingerprints.push(f);
+            }
+        }
+        if first_active.is_none() {
+            return Ok(());
+        }
+        if fingerprints.is_empty() {
+            return Err(SdpError::not_acceptable("browser SDP without DTLS fingerprint"));
+        }
+        let (Some(ufrag), Some(pwd)) = (look("ice-ufrag"), look("ice-pwd")) else {
+            return Err(SdpError::not_acceptable("browser SDP without ICE credentials"));
+        };
+        // RFC 8445 §9: new remote credentials are an ICE restart; the answerer restarts too.
+        if self.web.remote_ufrag.as_ref().is_some_and(|u| *u != ufrag) {
+            self.web.local_ufrag = ice_token(&mut self.rng, 8);
+            self.web.local_pwd = ice_token(&mut self.rng, 24);
+        }
+        self.web.remote_ufrag = Some(ufrag);
+        self.web.remote_pwd = Some(pwd);
+        self.web.remote_fingerprints = fingerprints;
+        self.remote_setup = look("setup").and_then(|s| Setup::parse(&s));
+        Ok(())
+    }
+
+    fn ensure_stream(&mut self, i: usize, kind: &str, mid: Option<String>) {
+        let ssrc = self.rng.next_u32();
+        match self.streams.get_mut(i) {
+            Some(s) if s.kind == kind => {
+                if mid.is_some() {
+                    s.mid = mid;
+                }
+            }
+            // A rejected m-line may be reused for another medium (RFC 3264 §8.3.2... §6).
+            Some(s) => *s = Stream { kind: kind.to_owned(), mid, ims_port: s.ims_port, web_ssrc: ssrc, ims_crypto: Vec::new() },
+            None => self.streams.push(Stream { kind: kind.to_owned(), mid, ims_port: 0, web_ssrc: ssrc, ims_crypto: Vec::new() }),
+        }
+    }
+
+    /// One browser m-line toward IMS. The outer error aborts the offer (no ports); the inner
+    /// one rejects only this stream, with the reason.
+    #[allow(clippy::type_complexity)]
+    fn web_stream_to_ims(
+        &mut self,
+        offer: &SessionDescription,
+        i: usize,
+        m: &MediaDescription,
+        ports: &mut dyn PortAllocator,
+    ) -> Result<Result<(MediaDescription, Offered), String>, SdpError> {
+        let kind = m.media_name.media.to_ascii_lowercase();
+        if port(m) == 0 {
+            return Ok(Err("rejected by the browser".into()));
+        }
+        if !is_rtp(m) || (kind != "audio" && kind != "video") {
+            return Ok(Err(format!("{kind} is not carried toward IMS")));
+        }
+        let web_codecs = codecs_of(m);
+        let specs = if kind == "audio" { &self.policy.audio } else { &self.policy.video };
+        let mut candidates = Vec::new();
+        for spec in specs {
+            if let Some(c) = web_codecs.iter().find(|c| spec.matches(&c.0, c.1.as_deref())) {
+                if !candidates.iter().any(|x: &Candidate| x.web.pt == c.0.pt) {
+                    candidates.push(Candidate {
+                        web: c.0.clone(),
+                        web_fmtp: c.1.clone(),
+                        web_fb: c.2.clone(),
+                        ims: c.0.clone(),
+                        ims_fmtp: c.1.clone(),
+                        transcode: false,
+                    });
+                }
+            }
+        }
+        if candidates.is_empty() && kind == "audio" {
+            let mut used: Vec<u8> = web_codecs.iter().map(|c| c.0.pt).collect();
+            for pair in &self.policy.transcode {
+                let Some(w) = web_codecs.iter().find(|c| pair.web.matches(&c.0, c.1.as_deref())) else { continue };
+                if candidates.iter().any(|x: &Candidate| pair.ims.matches(&x.ims, x.ims_fmtp.as_deref())) {
+                    continue;
+                }
+                let pt = pair.ims.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, 96));
+                used.push(pt);
+                candidates.push(Candidate {
+                    web: w.0.clone(),
+                    web_fmtp: w.1.clone(),
+                    web_fb: w.2.clone(),
+                    ims: pair.ims.rtpmap(pt),
+                    ims_fmtp: pair.ims.fmtp.clone(),
+                    transcode: true,
+                });
+            }
+        }
+        if candidates.is_empty() {
+            let offered: Vec<String> = web_codecs.iter().map(|c| format!("{}/{}", c.0.encoding, c.0.clock)).collect();
+            return Ok(Err(format!("no common or transcodable codec (browser offers {})", offered.join(", "))));
+        }
+        let dtmf = if kind == "audio" && self.policy.telephone_event {
+            let primary_clock = candidates[0].web.clock;
+            let tes: Vec<&Rtpmap> = web_codecs.iter().map(|c| &c.0).filter(|r| is_telephone_event(r)).collect();
+            tes.iter().find(|r| r.clock == primary_clock).or(tes.first()).map(|te| {
+                let used: Vec<u8> = candidates.iter().map(|c| c.ims.pt).collect();
+                let ims_pt = if te.clock == 8000 && !used.contains(&te.pt) { te.pt } else { free_dynamic_pt(&used, 101) };
+                DtmfMap { web_pt: te.pt, web_clock: te.clock, ims_pt, ims_clock: 8000 }
+            })
+        } else {
+            None
+        };
+        let stream = &mut self.streams[i];
+        if stream.ims_port == 0 {
+            stream.ims_port = ports.ims_port(i).ok_or_else(exhausted)?;
+        }
+        let ims_port = stream.ims_port;
+        let profile = &self.policy.ims;
+        let mut md = media(&kind, ims_port, profile.proto(), candidates.iter().map(|c| c.ims.pt).chain(dtmf.as_ref().map(|d| d.ims_pt)));
+        for c in &candidates {
+            md.attributes.push(attr::value("rtpmap", c.ims.to_string()));
+            if let Some(f) = &c.ims_fmtp {
+                md.attributes.push(attr::value("fmtp", format!("{} {f}", c.ims.pt)));
+            }
+            if profile.avpf {
+                for fb in c.web_fb.iter().filter(|fb| WEB_FEEDBACK.contains(&fb.as_str())) {
+                    md.attributes.push(attr::value("rtcp-fb", format!("{} {fb}", c.ims.pt)));
+                }
+            }
+        }
+        if let Some(d) = &dtmf {
+            md.attributes.push(attr::value("rtpmap", format!("{} telephone-event/8000", d.ims_pt)));
+            md.attributes.push(attr::value("fmtp", format!("{} 0-15", d.ims_pt)));
+        }
+        if kind == "audio" {
+            if let Some(p) = profile.ptime {
+                md.attributes.push(attr::value("ptime", p.to_string()));
+            }
+        }
+        let web_dir = Direction::of(&offer.attributes, &m.attributes);
+        md.attributes.push(attr::property(web_dir.as_str()));
+        if profile.rtcp_mux {
+            md.attributes.push(attr::property("rtcp-mux"));
+        }
+        let same_suites = stream.ims_crypto.iter().map(|c| c.suite()).eq(profile.srtp.iter().map(|s| Some(*s)));
+        if !same_suites {
+            stream.ims_crypto = profile
+                .srtp
+                .iter()
+                .enumerate()
+                .map(|(tag, suite)| Crypto::generate(tag as u32 + 1, *suite, &mut self.rng))
+                .collect();
+        }
+        let local_crypto = stream.ims_crypto.clone();
+        for c in &local_crypto {
+            md.attributes.push(attr::value("crypto", c.to_string()));
+        }
+        let off = Offered {
+            active: true,
+            candidates,
+            dtmf,
+            local_crypto,
+            web_offer_direction: Some(web_dir),
+            web_rsize: attr::get(&m.attributes, "rtcp-rsize").is_some(),
+            ..Offered::default()
+        };
+        Ok(Ok((md, off)))
+    }
+
+    // ----- IMS answers to browser offers -------------------------------------------------
+
+    fn answer_from_ims(&mut self, pending: &Pending, answer: &SessionDescription) -> Result<String, SdpError> {
+        // Our role follows the browser's offer: active -> passive, passive -> active; for
+        // actpass, passive initially and afterwards the role already in use, so a re-offer
+        // does not start a new DTLS association (RFC 8842 §5.3, §5.5).
+        let role = match (self.remote_setup, self.web.dtls_role) {
+            (Some(Setup::Passive), _) => DtlsRole::Client,
+            (Some(Setup::Active), _) => DtlsRole::Server,
+            (_, Some(kept)) => kept,
+            _ => DtlsRole::Server,
+        };
+        let mut out = parse::skeleton(0, 0, self.policy.web_address);
+        let mut plans = Vec::new();
+        for (i, (wm, am)) in pending.offer.media_descriptions.iter().zip(&answer.media_descriptions).enumerate() {
+            let off = &pending.offered[i];
+            let stream = &self.streams[i];
+            let mut plan = base_plan(i, stream);
+            if !off.active || port(am) == 0 {
+                out.media_descriptions.push(rejected_web_m(wm, stream.mid.as_deref()));
+                plans.push(plan);
+                continue;
+            }
+            let ims_srtp = if off.local_crypto.is_empty() {
+                None
+            } else {
+                let theirs = attr::all(&am.attributes, "crypto")
+                    .filter_map(|v| Crypto::parse(v).ok())
+                    .find(|c| off.local_crypto.iter().any(|o| o.tag == c.tag && o.suite_name.eq_ignore_ascii_case(&c.suite_name)))
+                    .ok_or_else(|| SdpError::mismatch(format!("m-line {i}: IMS answer has no a=crypto matching the offer")))?;
+                let suite = theirs.usable().map_err(|e| SdpError::not_acceptable(format!("m-line {i}: {e}")))?;
+                let ours = off.local_crypto.iter().find(|o| o.tag == theirs.tag).map(|o| o.keys[0].key_salt.clone()).unwrap_or_default();
+                Some(SdesKeys { suite, local_key_salt: ours, remote_key_salt: theirs.keys[0].key_salt.clone() })
+            };
+            let (codecs, dtmf) = map_answer_formats(am, off, Side::Ims)
+                .ok_or_else(|| SdpError::mismatch(format!("m-line {i}: IMS answer names no payload type of the offer")))?;
+            let ims_dir = Direction::of(&answer.attributes, &am.attributes);
+            let (rtp, rtcp) = ims_remote(answer, am);
+            let mux = attr::get(&am.attributes, "rtcp-mux").is_some() && self.policy.ims.rtcp_mux;
+            let web_offer_dir = off.web_offer_direction.unwrap_or(Direction::SendRecv);
+            // Gateway's view: it sends to IMS what the browser sends, if IMS receives and gave
+            // an address; it sends to the browser what IMS sends, if the browser receives.
+            let to_ims = web_offer_dir.sends() && ims_dir.receives() && rtp.is_some();
+            let to_web = ims_dir.sends() && web_offer_dir.receives();
+            plan.active = true;
+            plan.ims_remote_rtp = rtp;
+            plan.ims_remote_rtcp = if mux { rtp } else { rtcp };
+            plan.ims_rtcp_mux = mux;
+            plan.ims_direction = Direction::from_flags(to_ims, ims_dir.sends());
+            plan.web_direction = Direction::from_flags(to_web, web_offer_dir.sends() && to_ims);
+            plan.codecs = codecs;
+            plan.dtmf = dtmf;
+            plan.ims_srtp = ims_srtp;
+            let md = self.web_media(wm, &plan, off, Setup::from_role(role), off.web_rsize);
+            out.media_descriptions.push(md);
+            plans.push(plan);
+        }
+        self.web.dtls_role = Some(role);
+        self.finish_web_sdp(&mut out, &plans);
+        let text = self.web_origin.stamp(&mut out);
+        self.plan = Some(MediaPlan { web: self.web.clone(), streams: plans });
+        Ok(text)
+    }
+
+    /// A browser-facing m-line for an active stream (offer or answer).
+    fn web_media(&self, like: &MediaDescription, plan: &StreamPlan, off: &Offered, setup: Setup, rsize: bool) -> MediaDescription {
+        let mut pts: Vec<u8> = Vec::new();
+        for c in &plan.codecs {
+            if !pts.contains(&c.web_pt) {
+                pts.push(c.web_pt);
+            }
+        }
+        if let Some(d) = &plan.dtmf {
+            pts.push(d.web_pt);
+        }
+        let web = &self.web;
+        let mut md = media(&like.media_name.media, web.local_port, WEB_PROTO, pts.iter().copied());
+        md.connection_information = Some(parse::connection(self.policy.web_address));
+        let a = &mut md.attributes;
+        a.push(attr::value("rtcp", format!("{} {}", web.local_port, ip_words(self.policy.web_address))));
+        a.push(attr::value("ice-ufrag", web.local_ufrag.clone()));
+        a.push(attr::value("ice-pwd", web.local_pwd.clone()));
+        a.push(attr::value("fingerprint", self.policy.fingerprint.to_string()));
+        a.push(attr::value("setup", setup.as_str()));
+        if let Some(mid) = &plan.mid {
+            a.push(attr::value("mid", mid.clone()));
+        }
+        a.push(attr::property(plan.web_direction.as_str()));
+        a.push(attr::value("msid", format!("{CNAME} {}{}", plan.kind, plan.index)));
+        a.push(attr::property("rtcp-mux"));
+        if rsize {
+            a.push(attr::property("rtcp-rsize"));
+        }
+        for pt in &pts {
+            let Some(c) = off.candidates.iter().find(|c| c.web.pt == *pt) else { continue };
+            a.push(attr::value("rtpmap", c.web.to_string()));
+            for fb in c.web_fb.iter().filter(|fb| WEB_FEEDBACK.contains(&fb.as_str())) {
+                a.push(attr::value("rtcp-fb", format!("{pt} {fb}")));
+            }
+            if let Some(f) = &c.web_fmtp {
+                a.push(attr::value("fmtp", format!("{pt} {f}")));
+            }
+        }
+        if let Some(d) = &plan.dtmf {
+            a.push(attr::value("rtpmap", format!("{} telephone-event/{}", d.web_pt, d.web_clock)));
+            a.push(attr::value("fmtp", format!("{} 0-15", d.web_pt)));
+        }
+        a.push(attr::value("ssrc", format!("{} cname:{CNAME}", plan.web_ssrc)));
+        a.push(attr::value(
+            "candidate",
+            format!("1 1 udp {HOST_PRIORITY} {} {} typ host", self.policy.web_address, web.local_port),
+        ));
+        a.push(attr::property("end-of-candidates"));
+        md
+    }
+
+    /// Session-level lines of a browser-facing SDP: BUNDLE over the active streams, ICE-lite.
+    fn finish_web_sdp(&self, out: &mut SessionDescription, plans: &[StreamPlan]) {
+        let mids: Vec<&str> = plans.iter().filter(|p| p.active).filter_map(|p| p.mid.as_deref()).collect();
+        if !mids.is_empty() {
+            out.attributes.push(attr::value("group", format!("BUNDLE {}", mids.join(" "))));
+        }
+        out.attributes.push(attr::property("ice-lite"));
+        out.attributes.push(attr::value("msid-semantic", format!(" WMS {CNAME}")));
+    }
+
+    // ----- IMS offers --------------------------------------------------------------------
+
+    fn offer_from_ims(&mut self, offer: SessionDescription, ports: &mut dyn PortAllocator) -> Result<String, SdpError> {
+        if self.web.local_port == 0 {
+            self.web.local_port = ports.web_port().ok_or_else(exhausted)?;
+        }
+        let mut out = parse::skeleton(0, 0, self.policy.web_address);
+        let mut offered = Vec::new();
+        let mut plans = Vec::new();
+        let mut refusals = Vec::new();
+        for (i, m) in offer.media_descriptions.iter().enumerate() {
+            let kind = m.media_name.media.clone();
+            let mid = self.streams.get(i).and_then(|s| s.mid.clone()).unwrap_or_else(|| i.to_string());
+            self.ensure_stream(i, &kind, Some(mid));
+            match self.ims_stream_to_web(&offer, i, m, ports)? {
+                Ok((plan, off)) => {
+                    let md = self.web_media(m, &plan, &off, Setup::ActPass, false);
+                    out.media_descriptions.push(md);
+                    offered.push(off);
+                    plans.push(plan);
+                }
+                Err(why) => {
+                    if port(m) != 0 {
+                        refusals.push(format!("m-line {i} ({kind}): {why}"));
+                    }
+                    out.media_descriptions.push(rejected_web_m(m, self.streams[i].mid.as_deref()));
+                    offered.push(Offered::default());
+                    plans.push(base_plan(i, &self.streams[i]));
+                }
+            }
+        }
+        if !offered.iter().any(|o| o.active) {
+            let why = if refusals.is_empty() { "no active stream".to_owned() } else { refusals.join("; ") };
+            return Err(SdpError::not_acceptable(why));
+        }
+        self.finish_web_sdp(&mut out, &plans);
+        let text = self.web_origin.stamp(&mut out);
+        self.pending = Some(Pending { from: Side::Ims, offer, offered });
+        Ok(text)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn ims_stream_to_web(
+        &mut self,
+        offer: &SessionDescription,
+        i: usize,
+        m: &MediaDescription,
+        ports: &mut dyn PortAllocator,
+    ) -> Result<Result<(StreamPlan, Offered), String>, SdpError> {
+        let kind = m.media_name.media.to_ascii_lowercase();
+        if port(m) == 0 {
+            return Ok(Err("rejected by IMS".into()));
+        }
+        if !is_rtp(m) || (kind != "audio" && kind != "video") {
+            return Ok(Err(format!("{kind} is not carried toward browsers")));
+        }
+        let secure = m.media_name.protos.iter().any(|p| p.to_ascii_uppercase().starts_with("SAVP"));
+        let chosen_crypto = if secure {
+            let mut why = "no a=crypto".to_owned();
+            let mut chosen = None;
+            for v in attr::all(&m.attributes, "crypto") {
+                match Crypto::parse(v).map_err(|e| e.reason).and_then(|c| c.usable().map(|s| (c, s))) {
+                    Ok((c, suite)) => {
+                        let kept = self.streams[i].ims_crypto.first().filter(|o| o.tag == c.tag && o.suite() == Some(suite)).cloned();
+                        let ours = kept.unwrap_or_else(|| Crypto::generate(c.tag, suite, &mut self.rng));
+                        self.streams[i].ims_crypto = vec![ours.clone()];
+                        chosen = Some((c, ours));
+                        break;
+                    }
+                    Err(e) => why = e,
+                }
+            }
+            match chosen {
+                Some(c) => Some(c),
+                None => return Ok(Err(format!("no usable SDES key: {why}"))),
+            }
+        } else {
+            None
+        };
+        let ims_codecs = codecs_of(m);
+        let mut candidates: Vec<Candidate> = ims_codecs
+            .iter()
+            .filter(|c| !is_telephone_event(&c.0) && browser_decodes(&c.0) && media_kind_of(&c.0) == kind)
+            .map(|c| Candidate {
+                web: c.0.clone(),
+                web_fmtp: c.1.clone(),
+                web_fb: if kind == "video" { vec!["nack pli".into(), "ccm fir".into()] } else { Vec::new() },
+                ims: c.0.clone(),
+                ims_fmtp: c.1.clone(),
+                transcode: false,
+            })
+            .collect();
+        if candidates.is_empty() && kind == "audio" {
+            let mut used: Vec<u8> = ims_codecs.iter().map(|c| c.0.pt).collect();
+            for pair in &self.policy.transcode {
+                let Some(ic) = ims_codecs.iter().find(|c| pair.ims.matches(&c.0, c.1.as_deref())) else { continue };
+                if candidates.iter().any(|x| pair.web.matches(&x.web, x.web_fmtp.as_deref())) {
+                    continue;
+                }
+                let pt = pair.web.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, 111));
+                used.push(pt);
+                let web_fmtp = pair.web.fmtp.clone().or_else(|| pair.web.is("opus").then(|| "minptime=10;useinbandfec=1".to_owned()));
+                candidates.push(Candidate {
+                    web: pair.web.rtpmap(pt),
+                    web_fmtp,
+                    web_fb: Vec::new(),
+                    ims: ic.0.clone(),
+                    ims_fmtp: ic.1.clone(),
+                    transcode: true,
+                });
+            }
+        }
+        if candidates.is_empty() {
+            let offered: Vec<String> = ims_codecs.iter().map(|c| format!("{}/{}", c.0.encoding, c.0.clock)).collect();
+            return Ok(Err(format!("no codec a browser can take (IMS offers {})", offered.join(", "))));
+        }
+        let dtmf = if kind == "audio" && self.policy.telephone_event {
+            let web_clock = candidates[0].web.clock;
+            let tes: Vec<&Rtpmap> = ims_codecs.iter().map(|c| &c.0).filter(|r| is_telephone_event(r)).collect();
+            // Prefer events on the clock the browser's codec uses: nothing to rescale then.
+            tes.iter().find(|r| r.clock == web_clock).or(tes.first()).map(|te| {
+                let used: Vec<u8> = candidates.iter().map(|c| c.web.pt).collect();
+                let web_pt = if web_clock == te.clock && !used.contains(&te.pt) { te.pt } else { free_dynamic_pt(&used, 110) };
+                DtmfMap { web_pt, web_clock, ims_pt: te.pt, ims_clock: te.clock }
+            })
+        } else {
+            None
+        };
+        let stream = &mut self.streams[i];
+        if stream.ims_port == 0 {
+            stream.ims_port = ports.ims_port(i).ok_or_else(exhausted)?;
+        }
+        let (rtp, rtcp) = ims_remote(offer, m);
+        let mux = attr::get(&m.attributes, "rtcp-mux").is_some() && self.policy.ims.rtcp_mux;
+        let mut dir = Direction::of(&offer.attributes, &m.attributes);
+        if rtp.is_none() {
+            // Legacy hold (RFC 3264 §8.4, c=0.0.0.0): IMS receives nothing.
+            dir = Direction::from_flags(dir.sends(), false);
+        }
+        let mut plan = base_plan(i, stream);
+        plan.active = true;
+        // As the gateway will speak toward the browser: the IMS stance, mirrored.
+        plan.web_direction = dir;
+        plan.codecs = candidates
+            .iter()
+            .map(|c| CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode })
+            .collect();
+        plan.dtmf = dtmf.clone();
+        let off = Offered {
+            active: true,
+            candidates,
+            dtmf,
+            chosen_crypto,
+            ims_remote: Some((rtp, if mux { rtp } else { rtcp }, mux)),
+            ims_offer_direction: Some(dir),
+            ..Offered::default()
+        };
+        Ok(Ok((plan, off)))
+    }
+
+    // ----- browser answers to IMS offers -------------------------------------------------
+
+    fn answer_from_web(&mut self, pending: &Pending, answer: &SessionDescription) -> Result<String, SdpError> {
+        self.learn_web_transport(answer)?;
+        let role = match self.remote_setup {
+            Some(Setup::Active) => DtlsRole::Server,
+            Some(Setup::Passive) => DtlsRole::Client,
+            _ => return Err(SdpError::not_acceptable("browser answer must say a=setup:active or passive (RFC 8842 §5.3)")),
+        };
+        let mut out = parse::skeleton(0, 0, self.policy.ims_address);
+        out.connection_information = Some(parse::connection(self.policy.ims_address));
+        let mut plans = Vec::new();
+        for (i, (im, wm)) in pending.offer.media_descriptions.iter().zip(&answer.media_descriptions).enumerate() {
+            let off = &pending.offered[i];
+            let stream = &self.streams[i];
+            let mut plan = base_plan(i, stream);
+            if let Some(mid) = attr::get(&wm.attributes, "mid") {
+                plan.mid = Some(mid.to_owned());
+            }
+            if !off.active || port(wm) == 0 {
+                let mut md = media(&im.media_name.media, 0, &parse::proto(im), im.media_name.formats.first().cloned());
+                md.media_name.formats.truncate(1);
+                out.media_descriptions.push(md);
+                plans.push(plan);
+                continue;
+            }
+            let (codecs, dtmf) = map_answer_formats(wm, off, Side::Web)
+                .ok_or_else(|| SdpError::mismatch(format!("m-line {i}: browser answer names no payload type of the offer")))?;
+            let browser = Direction::of(&answer.attributes, &wm.attributes);
+            let ims = off.ims_offer_direction.unwrap_or(Direction::SendRecv);
+            let (rtp, rtcp, mux) = off.ims_remote.unwrap_or((None, None, false));
+            let to_ims = browser.sends() && ims.receives();
+            let from_ims = ims.sends() && browser.receives();
+            plan.active = true;
+            plan.ims_remote_rtp = rtp;
+            plan.ims_remote_rtcp = rtcp;
+            plan.ims_rtcp_mux = mux;
+            plan.ims_direction = Direction::from_flags(to_ims, from_ims);
+            plan.web_direction = Direction::from_flags(from_ims, to_ims);
+            plan.codecs = codecs;
+            plan.dtmf = dtmf;
+            plan.ims_srtp = off.chosen_crypto.as_ref().map(|(theirs, ours)| SdesKeys {
+                suite: ours.suite().unwrap_or(crate::crypto::Suite::AesCm128HmacSha1_80),
+                local_key_salt: ours.keys[0].key_salt.clone(),
+                remote_key_salt: theirs.keys[0].key_salt.clone(),
+            });
+            let mut pts: Vec<u8> = Vec::new();
+            for c in &plan.codecs {
+                if !pts.contains(&c.ims_pt) {
+                    pts.push(c.ims_pt);
+                }
+            }
+            let mut md = media(&im.media_name.media, stream.ims_port, &parse::proto(im), pts.iter().copied().chain(plan.dtmf.as_ref().map(|d| d.ims_pt)));
+            for pt in &pts {
+                let Some(c) = off.candidates.iter().find(|c| c.ims.pt == *pt) else { continue };
+                md.attributes.push(attr::value("rtpmap", c.ims.to_string()));
+                if let Some(f) = &c.ims_fmtp {
+                    md.attributes.push(attr::value("fmtp", format!("{pt} {f}")));
+                }
+            }
+            if let Some(d) = &plan.dtmf {
+                md.attributes.push(attr::value("rtpmap", format!("{} telephone-event/{}", d.ims_pt, d.ims_clock)));
+                if let Some(f) = attr::fmtp_for(&im.attributes, d.ims_pt) {
+                    md.attributes.push(attr::value("fmtp", format!("{} {f}", d.ims_pt)));
+                }
+            }
+            for key in ["ptime", "maxptime"] {
+                if let Some(v) = attr::get(&im.attributes, key) {
+                    md.attributes.push(attr::value(key, v));
+                }
+            }
+            md.attributes.push(attr::property(plan.ims_direction.as_str()));
+            if mux {
+                md.attributes.push(attr::property("rtcp-mux"));
+            }
+            if let Some((_, ours)) = &off.chosen_crypto {
+                md.attributes.push(attr::value("crypto", ours.to_string()));
+            }
+            out.media_descriptions.push(md);
+            plans.push(plan);
+        }
+        for (p, s) in plans.iter().zip(self.streams.iter_mut()) {
+            s.mid = p.mid.clone();
+        }
+        self.web.dtls_role = Some(role);
+        let text = self.ims_origin.stamp(&mut out);
+        self.plan = Some(MediaPlan { web: self.web.clone(), streams: plans });
+        Ok(text)
+    }
+}
+
+impl Setup {
+    /// What the gateway writes once its DTLS role is settled.
+    fn from_role(role: DtlsRole) -> Setup {
+        match role {
+            DtlsRole::Server => Setup::Passive,
+            DtlsRole::Client => Setup::Active,
+        }
+    }
+}
+
+/// The codecs of an m-line in format order: (rtpmap, fmtp, rtcp-fb), auxiliary formats
+/// (rtx, red, FEC, CN) left out; telephone-event kept.
+fn codecs_of(m: &MediaDescription) -> Vec<(Rtpmap, Option<String>, Vec<String>)> {
+    m.media_name
+        .formats
+        .iter()
+        .filter_map(|f| attr::parse_pt(f))
+        .filter_map(|pt| {
+            let r = attr::rtpmap_for(&m.attributes, pt)?;
+            if is_auxiliary(&r) {
+                return None;
+            }
+            let fmtp = attr::fmtp_for(&m.attributes, pt).map(str::to_owned);
+            let fb = attr::rtcp_fb_for(&m.attributes, pt).into_iter().map(str::to_owned).collect();
+            Some((r, fmtp, fb))
+        })
+        .collect()
+}
+
+/// Which payload types of the answer's m-line map to what was offered, by payload type
+/// number first and by codec when the answerer renumbered (RFC 3264 §6.1 allows it for what
+/// the answerer receives). `None` when nothing maps.
+fn map_answer_formats(am: &MediaDescription, off: &Offered, answerer: Side) -> Option<(Vec<CodecMap>, Option<DtmfMap>)> {
+    let mut codecs = Vec::new();
+    let mut dtmf = None;
+    for pt in am.media_name.formats.iter().filter_map(|f| attr::parse_pt(f)) {
+        let r = attr::rtpmap_for(&am.attributes, pt);
+        if let Some(d) = &off.dtmf {
+            let offered_pt = if answerer == Side::Ims { d.ims_pt } else { d.web_pt };
+            if pt == offered_pt || r.as_ref().is_some_and(is_telephone_event) {
+                dtmf = Some(d.clone());
+                continue;
+            }
+        }
+        let far = |c: &Candidate| if answerer == Side::Ims { c.ims.clone() } else { c.web.clone() };
+        let hit = off.candidates.iter().find(|c| far(c).pt == pt).or_else(|| {
+            let r = r.as_ref()?;
+            off.candidates.iter().find(|c| {
+                let f = far(c);
+                f.encoding.eq_ignore_ascii_case(&r.encoding) && f.clock == r.clock
+            })
+        });
+        if let Some(c) = hit {
+            if !codecs.iter().any(|m: &CodecMap| m.web_pt == c.web.pt && m.ims_pt == c.ims.pt) {
+                codecs.push(CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode });
+            }
+        }
+    }
+    (!codecs.is_empty()).then_some((codecs, dtmf))
+}
+
+/// Where IMS wants RTP and RTCP for this m-line: `None` for an unspecified (hold) address.
+fn ims_remote(sd: &SessionDescription, m: &MediaDescription) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let Some(ip) = connection_addr(sd, m).filter(|ip| !ip.is_unspecified()) else { return (None, None) };
+    let rtp_port = port(m);
+    // RFC 3605: a=rtcp:<port> [IN IP4 <addr>]; otherwise RTP port + 1.
+    let rtcp = attr::get(&m.attributes, "rtcp")
+        .and_then(|v| {
+            let mut w = v.split_ascii_whitespace();
+            let p: u16 = w.next()?.parse().ok()?;
+            let addr = match (w.next(), w.next(), w.next()) {
+                (Some(_), Some(_), Some(a)) => a.parse().ok()?,
+                _ => ip,
+            };
+            Some(SocketAddr::new(addr, p))
+        })
+        .or_else(|| Some(SocketAddr::new(ip, rtp_port.checked_add(1)?)));
+    (Some(SocketAddr::new(ip, rtp_port)), rtcp)
+}
+
+fn base_plan(i: usize, s: &Stream) -> StreamPlan {
+    StreamPlan {
+        index: i,
+        kind: s.kind.clone(),
+        mid: s.mid.clone(),
+        active: false,
+        ims_local_port: s.ims_port,
+        ims_remote_rtp: None,
+        ims_remote_rtcp: None,
+        ims_rtcp_mux: false,
+        web_direction: Direction::Inactive,
+        ims_direction: Direction::Inactive,
+        codecs: Vec::new(),
+        dtmf: None,
+        ims_srtp: None,
+        web_ssrc: s.web_ssrc,
+    }
+}
+
+fn media(kind: &str, port: u16, proto: &str, pts: impl IntoIterator<Item = impl ToString>) -> MediaDescription {
+    MediaDescription {
+        media_name: MediaName {
+            media: kind.to_owned(),
+            port: RangedPort { value: port as isize, range: None },
+            protos: proto.split('/').map(str::to_owned).collect(),
+            formats: pts.into_iter().map(|p| p.to_string()).collect(),
+        },
+        media_title: None,
+        connection_information: None,
+        bandwidth: Vec::new(),
+        encryption_key: None,
+        attributes: Vec::<Attribute>::new(),
+    }
+}
+
+/// A browser m-line refused toward IMS: the same medium with port 0 and one format (RFC 3264
+/// §6: a rejected stream keeps its place).
+fn rejected_ims_m(m: &MediaDescription, policy: &SdpPolicy) -> MediaDescription {
+    let proto = if is_rtp(m) { policy.ims.proto().to_owned() } else { parse::proto(m) };
+    let first = m.media_name.formats.first().cloned().unwrap_or_else(|| "0".to_owned());
+    media(&m.media_name.media, 0, &proto, [first])
+}
+
+/// A refused m-line toward the browser: port 0, its mid kept so BUNDLE bookkeeping matches.
+fn rejected_web_m(m: &MediaDescription, mid: Option<&str>) -> MediaDescription {
+    let proto = if is_rtp(m) { WEB_PROTO.to_owned() } else { parse::proto(m) };
+    let first = m.media_name.formats.first().cloned().unwrap_or_else(|| "0".to_owned());
+    let mut md = media(&m.media_name.media, 0, &proto, [first]);
+    md.connection_information = Some(parse::connection(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
+    if let Some(mid) = mid {
+        md.attributes.push(attr::value("mid", mid));
+    }
+    md
+}
+
+fn media_kind_of(r: &Rtpmap) -> &'static str {
+    if r.clock == 90000 {
+        "video"
+    } else {
+        "audio"
+    }
+}
+
+/// The first dynamic payload type (96-127) from `preferred` on that is not in `used`.
+fn free_dynamic_pt(used: &[u8], preferred: u8) -> u8 {
+    (preferred..=127).chain(96..preferred).find(|p| !used.contains(p)).unwrap_or(preferred)
+}
+
+fn ip_words(ip: IpAddr) -> String {
+    format!("IN {} {ip}", if ip.is_ipv4() { "IP4" } else { "IP6" })
+}
+
+/// An ICE ufrag/pwd of `len` ice-chars (RFC 8445 §5.3: ALPHA / DIGIT / "+" / "/").
+fn ice_token(rng: &mut StdRng, len: usize) -> String {
+    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    (0..len).map(|_| ICE_CHARS[rng.random_range(0..ICE_CHARS.len())] as char).collect()
+}
+
+fn exhausted() -> SdpError {
+    SdpError { kind: ErrorKind::Exhausted, reason: "no media ports left".to_owned() }
+}
+
