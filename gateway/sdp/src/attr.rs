@@ -98,7 +98,7 @@ pub fn rtpmap_for(attrs: &[Attribute], pt: u8) -> Option<Rtpmap> {
 }
 
 /// The `a=fmtp` parameters of `pt`, if any.
-pub fn fmtp_for<'a>(attrs: &'a [Attribute], pt: u8) -> Option<&'a str> {
+pub fn fmtp_for(attrs: &[Attribute], pt: u8) -> Option<&str> {
     all(attrs, "fmtp").find_map(|v| {
         let (p, params) = v.trim().split_once(' ')?;
         (parse_pt(p) == Some(pt)).then_some(params.trim())
@@ -106,7 +106,7 @@ pub fn fmtp_for<'a>(attrs: &'a [Attribute], pt: u8) -> Option<&'a str> {
 }
 
 /// The `a=rtcp-fb` values of `pt` (without the payload type), wildcard `*` entries included.
-pub fn rtcp_fb_for<'a>(attrs: &'a [Attribute], pt: u8) -> Vec<&'a str> {
+pub fn rtcp_fb_for(attrs: &[Attribute], pt: u8) -> Vec<&str> {
     all(attrs, "rtcp-fb")
         .filter_map(|v| {
             let (p, fb) = v.trim().split_once(' ')?;
