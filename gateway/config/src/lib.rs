@@ -182,6 +182,21 @@ pub struct MediaConfig {
     pub ims_address: IpAddr,
     /// UDP ports for media (`media.port_min`, `media.port_max`).
     pub ports: PortRange,
+    /// The m-line proto offered toward IMS (`media.ims_profile`): RTP/AVP, RTP/AVPF,
+    /// RTP/SAVP or RTP/SAVPF (the S forms key SRTP with SDES, RFC 4568).
+    pub ims_profile: String,
+    /// SDES suites offered with an RTP/SAVP(F) profile, in order (`media.ims_srtp_suites`).
+    pub ims_srtp_suites: Vec<estuary_sdp::Suite>,
+    /// Offer rtcp-mux toward IMS (`media.ims_rtcp_mux`).
+    pub ims_rtcp_mux: bool,
+    /// a=ptime on audio toward IMS, 0 for none (`media.ptime_ms`).
+    pub ptime_ms: u32,
+    /// Audio codecs offered toward IMS, in order (`media.audio_codecs`).
+    pub audio_codecs: Vec<estuary_sdp::CodecSpec>,
+    /// Video codecs offered toward IMS, in order (`media.video_codecs`).
+    pub video_codecs: Vec<estuary_sdp::CodecSpec>,
+    /// Relay RFC 4733 DTMF events (`media.telephone_event`).
+    pub telephone_event: bool,
 }
 
 impl Default for MediaConfig {
@@ -193,8 +208,28 @@ impl Default for MediaConfig {
                 min: 20000,
                 max: 29999,
             },
+            ims_profile: "RTP/AVP".to_owned(),
+            ims_srtp_suites: vec![
+                estuary_sdp::Suite::AesCm128HmacSha1_80,
+                estuary_sdp::Suite::AesCm128HmacSha1_32,
+            ],
+            ims_rtcp_mux: false,
+            ptime_ms: 20,
+            audio_codecs: vec![codec("PCMU/8000"), codec("PCMA/8000")],
+            video_codecs: vec![codec("H264/90000;profile-level-id=42e01f;packetization-mode=1")],
+            telephone_event: true,
         }
     }
+}
+
+/// A built-in codec spec (the defaults above); invariant: these strings parse.
+fn codec(s: &str) -> estuary_sdp::CodecSpec {
+    estuary_sdp::CodecSpec::parse(s).expect("built-in codec spec")
+}
+
+fn parse_codec(s: &str) -> Result<estuary_sdp::CodecSpec, String> {
+    estuary_sdp::CodecSpec::parse(s)
+        .ok_or_else(|| format!("\"{s}\" is not a codec (name/clock[/channels][;fmtp], e.g. PCMU/8000)"))
 }
 
 /// An inclusive UDP port range: `min` is even and >= 1024, `min < max`.
@@ -207,10 +242,18 @@ pub struct PortRange {
 }
 
 /// `[transcoder]`.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TranscoderConfig {
     /// Worker threads; 0 = one per core (`transcoder.threads`).
     pub threads: usize,
+    /// Transcode where the two sides share no codec (`transcoder.enabled`).
+    pub enabled: bool,
+}
+
+impl Default for TranscoderConfig {
+    fn default() -> Self {
+        TranscoderConfig { threads: 0, enabled: true }
+    }
 }
 
 /// `[recording]`.
@@ -560,6 +603,35 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
             format!("must be even (RTP on even ports, RTCP on the next), found {min}"),
         ));
     }
+    let ims_profile = s.choice(
+        "ims_profile",
+        "RTP/AVP",
+        &[
+            ("RTP/AVP", "RTP/AVP"),
+            ("RTP/AVPF", "RTP/AVPF"),
+            ("RTP/SAVP", "RTP/SAVP"),
+            ("RTP/SAVPF", "RTP/SAVPF"),
+        ],
+    )?;
+    let ims_srtp_suites = s.list("ims_srtp_suites", d.ims_srtp_suites, |x| {
+        estuary_sdp::Suite::from_name(x).ok_or_else(|| {
+            format!("\"{x}\" is not one of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM")
+        })
+    })?;
+    if ims_profile.contains("SAVP") && ims_srtp_suites.is_empty() {
+        return Err(ConfigError::invalid(
+            s.path("ims_srtp_suites"),
+            format!("must name at least one suite when media.ims_profile is {ims_profile}"),
+        ));
+    }
+    let ims_rtcp_mux = s.boolean("ims_rtcp_mux", d.ims_rtcp_mux)?;
+    let ptime_ms = s.int("ptime_ms", d.ptime_ms.into(), 0, 200)? as u32;
+    let audio_codecs = s.list("audio_codecs", d.audio_codecs, parse_codec)?;
+    let video_codecs = s.list("video_codecs", d.video_codecs, parse_codec)?;
+    if audio_codecs.is_empty() {
+        return Err(ConfigError::invalid(s.path("audio_codecs"), "must name at least one codec"));
+    }
+    let telephone_event = s.boolean("telephone_event", d.telephone_event)?;
     s.finish()?;
     // Invariant: both range-checked to 1024..=65535 above.
     Ok(MediaConfig {
@@ -569,14 +641,24 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
             min: min as u16,
             max: max as u16,
         },
+        ims_profile: ims_profile.to_owned(),
+        ims_srtp_suites,
+        ims_rtcp_mux,
+        ptime_ms,
+        audio_codecs,
+        video_codecs,
+        telephone_event,
     })
 }
 
 fn transcoder(mut s: Section) -> Result<TranscoderConfig, ConfigError> {
-    let threads = s.int("threads", 0, 0, 1024)?;
+    let d = TranscoderConfig::default();
+    let threads = s.int("threads", d.threads as i64, 0, 1024)?;
+    let enabled = s.boolean("enabled", d.enabled)?;
     s.finish()?;
     Ok(TranscoderConfig {
         threads: threads as usize,
+        enabled,
     })
 }
 
@@ -790,6 +872,26 @@ mod tests {
         );
         let c = with(&["registrar.require_registration=false"]).unwrap();
         assert!(!c.registrar.require_registration);
+        assert_eq!(
+            err("[media]\naudio_codecs = [\"PCMU/8000\", \"AMR\"]"),
+            "media.audio_codecs[1]: \"AMR\" is not a codec (name/clock[/channels][;fmtp], e.g. PCMU/8000)"
+        );
+        assert_eq!(err("[media]\naudio_codecs = []"), "media.audio_codecs: must name at least one codec");
+        assert_eq!(
+            err("[media]\nims_srtp_suites = [\"F8_128_HMAC_SHA1_80\"]"),
+            "media.ims_srtp_suites[0]: \"F8_128_HMAC_SHA1_80\" is not one of AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM"
+        );
+        assert_eq!(
+            err("[media]\nims_profile = \"RTP/SAVP\"\nims_srtp_suites = []"),
+            "media.ims_srtp_suites: must name at least one suite when media.ims_profile is RTP/SAVP"
+        );
+        assert_eq!(
+            err("[media]\nims_profile = \"UDP/TLS\""),
+            "media.ims_profile: \"UDP/TLS\" is not one of RTP/AVP, RTP/AVPF, RTP/SAVP, RTP/SAVPF"
+        );
+        let c = with(&["media.audio_codecs=PCMA/8000, opus/48000/2"]).unwrap();
+        assert_eq!(c.media.audio_codecs.len(), 2);
+        assert!(c.media.audio_codecs[1].is("opus"));
     }
 
     #[test]

@@ -137,6 +137,44 @@ impl Section<'_> {
         }
     }
 
+    /// An array of strings, each turned into `T` by `convert` (whose error names the
+    /// problem); an override may give one comma-separated string.
+    pub(crate) fn list<T>(
+        &mut self,
+        key: &str,
+        default: Vec<T>,
+        convert: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let items: Vec<String> = match self.table.remove(key) {
+            None => return Ok(default),
+            Some(Value::Array(a)) => {
+                let mut v = Vec::new();
+                for (i, item) in a.into_iter().enumerate() {
+                    match item {
+                        Value::String(s) => v.push(s),
+                        other => {
+                            return Err(type_error(format!("{}[{i}]", self.path(key)), "a string", &other))
+                        }
+                    }
+                }
+                v
+            }
+            Some(Value::String(s)) => s
+                .split(',')
+                .map(|x| x.trim().to_owned())
+                .filter(|x| !x.is_empty())
+                .collect(),
+            Some(other) => return Err(type_error(self.path(key), "an array of strings", &other)),
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                convert(s).map_err(|why| ConfigError::invalid(format!("{}[{i}]", self.path(key)), why))
+            })
+            .collect()
+    }
+
     /// `true` or `false`.
     pub(crate) fn boolean(&mut self, key: &str, default: bool) -> Result<bool, ConfigError> {
         match self.table.remove(key) {

@@ -72,6 +72,14 @@ fn the_documented_file_lists_every_key() {
         "media.ims_address",
         "media.port_min",
         "media.port_max",
+        "media.ims_profile",
+        "media.ims_srtp_suites",
+        "media.ims_rtcp_mux",
+        "media.ptime_ms",
+        "media.audio_codecs",
+        "media.video_codecs",
+        "media.telephone_event",
+        "transcoder.enabled",
         "transcoder.threads",
         "recording.mode",
         "recording.dir",
@@ -89,7 +97,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        32,
+        40,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

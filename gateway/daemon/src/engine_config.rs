@@ -86,6 +86,30 @@ pub fn b2bua_config(cfg: &Config, bound: &Bound, next_hop: ResolvedNextHop) -> B
     }
 }
 
+/// The SDP interworking policy from `[media]` and `[transcoder]`. `fingerprint` is the DTLS
+/// certificate's; `None` (the `sdp` tool) writes an all-zero placeholder.
+pub fn sdp_policy(cfg: &Config, fingerprint: Option<estuary_sdp::Fingerprint>) -> estuary_sdp::SdpPolicy {
+    let m = &cfg.media;
+    let d = estuary_sdp::SdpPolicy::default();
+    let secure = m.ims_profile.contains("SAVP");
+    estuary_sdp::SdpPolicy {
+        ims_address: m.ims_address,
+        web_address: m.web_address,
+        ims: estuary_sdp::ImsProfile {
+            srtp: if secure { m.ims_srtp_suites.clone() } else { Vec::new() },
+            avpf: m.ims_profile.ends_with('F'),
+            rtcp_mux: m.ims_rtcp_mux,
+            ptime: (m.ptime_ms > 0).then_some(m.ptime_ms),
+        },
+        audio: m.audio_codecs.clone(),
+        video: m.video_codecs.clone(),
+        // What the transcoder implements; the operator only switches it on or off.
+        transcode: if cfg.transcoder.enabled { d.transcode } else { Vec::new() },
+        telephone_event: m.telephone_event,
+        fingerprint: fingerprint.unwrap_or(d.fingerprint),
+    }
+}
+
 /// Browsers never route on our Via/Record-Route host (they reuse the WebSocket, RFC 7118
 /// §5), so a wildcard listener may fall back to a reserved name (RFC 2606 `.invalid`).
 fn web_host(listener: SocketAddr) -> String {

@@ -19,6 +19,7 @@ mod http;
 mod icmp;
 mod ims;
 mod metrics;
+mod sdp_tool;
 mod server;
 mod tls;
 mod web;
@@ -61,11 +62,56 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
-    // `sdp web-to-ims|ims-to-web FILE` and `replay CAPTURE` join here (ARCHITECTURE.md).
+    /// Show what the SDP engine makes of an offer: `web-to-ims` for a browser's offer,
+    /// `ims-to-web` for a core's; FILE may be `-` for stdin.
+    Sdp {
+        #[arg(value_enum)]
+        direction: SdpDirection,
+        file: PathBuf,
+        /// Configuration whose [media] policy applies; default the built-in one.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
+    // `replay CAPTURE` joins here (ARCHITECTURE.md).
+}
+
+#[derive(Copy, Clone, clap::ValueEnum)]
+enum SdpDirection {
+    WebToIms,
+    ImsToWeb,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Sdp { direction, file, config, set } => {
+            let loaded = match &config {
+                Some(path) => Config::load(path, &set),
+                None => Config::from_toml_str_with_overrides(DEFAULT_CONFIG, &set),
+            };
+            let cfg = match loaded {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("estuary: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let from = match direction {
+                SdpDirection::WebToIms => estuary_sdp::Side::Web,
+                SdpDirection::ImsToWeb => estuary_sdp::Side::Ims,
+            };
+            match sdp_tool::run(&cfg, from, &file) {
+                Ok(report) => {
+                    print!("{report}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("estuary: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file, set } => match Config::load(&file, &set) {
             Ok(cfg) => {
                 println!("ok: {}", cfg.summary());

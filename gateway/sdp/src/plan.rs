@@ -1,6 +1,7 @@
 //! The media plan: what the media plane and the transcoder must do for one call, as settled
 //! by the last completed offer/answer exchange. It is plain data, rebuilt after every answer.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use crate::attr::{Direction, Fingerprint, Rtpmap};
@@ -119,5 +120,47 @@ pub struct MediaPlan {
 impl MediaPlan {
     pub fn transcodes(&self) -> bool {
         self.streams.iter().any(StreamPlan::transcodes)
+    }
+}
+
+/// A line-per-fact summary for operators (`estuary sdp`) and golden tests.
+impl fmt::Display for MediaPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = &self.web;
+        writeln!(f, "web port {} ufrag {} role {:?}", w.local_port, w.local_ufrag, w.dtls_role)?;
+        writeln!(f, "web remote ufrag {:?} fingerprints {}", w.remote_ufrag, w.remote_fingerprints.len())?;
+        for st in &self.streams {
+            writeln!(
+                f,
+                "stream {} {} mid {:?} active {} ims port {} remote {:?}/{:?} mux {} web {} ims {}",
+                st.index,
+                st.kind,
+                st.mid,
+                st.active,
+                st.ims_local_port,
+                st.ims_remote_rtp,
+                st.ims_remote_rtcp,
+                st.ims_rtcp_mux,
+                st.web_direction.as_str(),
+                st.ims_direction.as_str()
+            )?;
+            for c in &st.codecs {
+                let t = if c.transcode { " TRANSCODE" } else { "" };
+                writeln!(f, "  codec web {} <-> ims {}{t}", c.web, c.ims)?;
+            }
+            if let Some(d) = &st.dtmf {
+                writeln!(f, "  dtmf web {}/{} <-> ims {}/{}", d.web_pt, d.web_clock, d.ims_pt, d.ims_clock)?;
+            }
+            if let Some(k) = &st.ims_srtp {
+                writeln!(
+                    f,
+                    "  sdes {} local {} bytes remote {} bytes",
+                    k.suite.name(),
+                    k.local_key_salt.len(),
+                    k.remote_key_salt.len()
+                )?;
+            }
+        }
+        Ok(())
     }
 }

@@ -159,6 +159,24 @@ impl SdpSession {
         self.plan.as_ref()
     }
 
+    /// The codec mapping the pending offer proposes, per m-line: what each payload type the
+    /// far side may pick maps to (passthrough or transcode), and the DTMF mapping. Empty
+    /// lists for rejected m-lines. For operators' inspection (`estuary sdp`).
+    pub fn offered_codecs(&self) -> Vec<(Vec<CodecMap>, Option<DtmfMap>)> {
+        let Some(p) = &self.pending else { return Vec::new() };
+        p.offered
+            .iter()
+            .map(|o| {
+                let maps = o
+                    .candidates
+                    .iter()
+                    .map(|c| CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode })
+                    .collect();
+                (maps, o.dtmf.clone())
+            })
+            .collect()
+    }
+
     /// Whether an offer is waiting for its answer, and from which side it came.
     pub fn pending_offer(&self) -> Option<Side> {
         self.pending.as_ref().map(|p| p.from)

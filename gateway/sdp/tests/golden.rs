@@ -59,37 +59,8 @@ fn policy_for(case: &Path) -> SdpPolicy {
     p
 }
 
-pub fn describe(plan: &MediaPlan) -> String {
-    let mut s = String::new();
-    let w = &plan.web;
-    let _ = writeln!(s, "web port {} ufrag {} role {:?}", w.local_port, w.local_ufrag, w.dtls_role);
-    let _ = writeln!(s, "web remote ufrag {:?} fingerprints {}", w.remote_ufrag, w.remote_fingerprints.len());
-    for st in &plan.streams {
-        let _ = writeln!(
-            s,
-            "stream {} {} mid {:?} active {} ims port {} remote {:?}/{:?} mux {} web {} ims {}",
-            st.index,
-            st.kind,
-            st.mid,
-            st.active,
-            st.ims_local_port,
-            st.ims_remote_rtp,
-            st.ims_remote_rtcp,
-            st.ims_rtcp_mux,
-            st.web_direction.as_str(),
-            st.ims_direction.as_str()
-        );
-        for c in &st.codecs {
-            let _ = writeln!(s, "  codec web {} <-> ims {}{}", c.web, c.ims, if c.transcode { " TRANSCODE" } else { "" });
-        }
-        if let Some(d) = &st.dtmf {
-            let _ = writeln!(s, "  dtmf web {}/{} <-> ims {}/{}", d.web_pt, d.web_clock, d.ims_pt, d.ims_clock);
-        }
-        if let Some(k) = &st.ims_srtp {
-            let _ = writeln!(s, "  sdes {} local {} bytes remote {} bytes", k.suite.name(), k.local_key_salt.len(), k.remote_key_salt.len());
-        }
-    }
-    s
+fn describe(plan: &MediaPlan) -> String {
+    plan.to_string()
 }
 
 fn compare(path: &Path, actual: &str, problems: &mut Vec<String>) {
