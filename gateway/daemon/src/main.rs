@@ -86,16 +86,9 @@ enum SdpDirection {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Sdp { direction, file, config, set } => {
-            let loaded = match &config {
-                Some(path) => Config::load(path, &set),
-                None => Config::from_toml_str_with_overrides(DEFAULT_CONFIG, &set),
-            };
-            let cfg = match loaded {
+            let cfg = match load(config.as_deref(), &set) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("estuary: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+                Err(code) => return code,
             };
             let from = match direction {
                 SdpDirection::WebToIms => estuary_sdp::Side::Web,
@@ -123,19 +116,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, set } => {
-            let loaded = match &config {
-                Some(path) => Config::load(path, &set),
-                None => Config::from_toml_str_with_overrides(DEFAULT_CONFIG, &set),
-            };
-            let cfg = match loaded {
-                Ok(cfg) => cfg,
-                Err(e) => {
-                    let source = config
-                        .as_ref()
-                        .map_or("built-in defaults".into(), |p| p.display().to_string());
-                    eprintln!("estuary: {source}: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
+            let cfg = match load(config.as_deref(), &set) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             init_logging(&cfg.log);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -158,6 +141,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The config file, or the built-in defaults, with overrides; a refusal is printed with its
+/// source and turns into the config exit status.
+fn load(config: Option<&std::path::Path>, set: &[String]) -> Result<Config, ExitCode> {
+    let loaded = match config {
+        Some(path) => Config::load(path, set),
+        None => Config::from_toml_str_with_overrides(DEFAULT_CONFIG, set),
+    };
+    loaded.map_err(|e| {
+        let source = config.map_or("built-in defaults".into(), |p| p.display().to_string());
+        eprintln!("estuary: {source}: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
 }
 
 /// Logs to stderr (stdout carries the listening report). RUST_LOG, when set, wins over

@@ -96,6 +96,12 @@ struct Candidate {
     transcode: bool,
 }
 
+impl Candidate {
+    fn codec_map(&self) -> CodecMap {
+        CodecMap { web_pt: self.web.pt, web: self.web.clone(), ims_pt: self.ims.pt, ims: self.ims.clone(), transcode: self.transcode }
+    }
+}
+
 struct Pending {
     from: Side,
     offer: SessionDescription,
@@ -167,11 +173,7 @@ impl SdpSession {
         p.offered
             .iter()
             .map(|o| {
-                let maps = o
-                    .candidates
-                    .iter()
-                    .map(|c| CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode })
-                    .collect();
+                let maps = o.candidates.iter().map(Candidate::codec_map).collect();
                 (maps, o.dtmf.clone())
             })
             .collect()
@@ -368,13 +370,10 @@ impl SdpSession {
             }
         }
         if candidates.is_empty() {
-            let offered: Vec<String> = web_codecs.iter().map(|c| format!("{}/{}", c.0.encoding, c.0.clock)).collect();
-            return Ok(Err(format!("no common or transcodable codec (browser offers {})", offered.join(", "))));
+            return Ok(Err(format!("no common or transcodable codec (browser offers {})", names(&web_codecs))));
         }
         let dtmf = if kind == "audio" && self.policy.telephone_event {
-            let primary_clock = candidates[0].web.clock;
-            let tes: Vec<&Rtpmap> = web_codecs.iter().map(|c| &c.0).filter(|r| is_telephone_event(r)).collect();
-            tes.iter().find(|r| r.clock == primary_clock).or(tes.first()).map(|te| {
+            event_on_clock(&web_codecs, candidates[0].web.clock).map(|te| {
                 let used: Vec<u8> = candidates.iter().map(|c| c.ims.pt).collect();
                 let ims_pt = if te.clock == 8000 && !used.contains(&te.pt) { te.pt } else { free_dynamic_pt(&used, 101) };
                 DtmfMap { web_pt: te.pt, web_clock: te.clock, ims_pt, ims_clock: 8000 }
@@ -678,14 +677,11 @@ impl SdpSession {
             }
         }
         if candidates.is_empty() {
-            let offered: Vec<String> = ims_codecs.iter().map(|c| format!("{}/{}", c.0.encoding, c.0.clock)).collect();
-            return Ok(Err(format!("no codec a browser can take (IMS offers {})", offered.join(", "))));
+            return Ok(Err(format!("no codec a browser can take (IMS offers {})", names(&ims_codecs))));
         }
         let dtmf = if kind == "audio" && self.policy.telephone_event {
             let web_clock = candidates[0].web.clock;
-            let tes: Vec<&Rtpmap> = ims_codecs.iter().map(|c| &c.0).filter(|r| is_telephone_event(r)).collect();
-            // Prefer events on the clock the browser's codec uses: nothing to rescale then.
-            tes.iter().find(|r| r.clock == web_clock).or(tes.first()).map(|te| {
+            event_on_clock(&ims_codecs, web_clock).map(|te| {
                 let used: Vec<u8> = candidates.iter().map(|c| c.web.pt).collect();
                 let web_pt = if web_clock == te.clock && !used.contains(&te.pt) { te.pt } else { free_dynamic_pt(&used, 110) };
                 DtmfMap { web_pt, web_clock, ims_pt: te.pt, ims_clock: te.clock }
@@ -708,10 +704,7 @@ impl SdpSession {
         plan.active = true;
         // As the gateway will speak toward the browser: the IMS stance, mirrored.
         plan.web_direction = dir;
-        plan.codecs = candidates
-            .iter()
-            .map(|c| CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode })
-            .collect();
+        plan.codecs = candidates.iter().map(Candidate::codec_map).collect();
         plan.dtmf = dtmf.clone();
         let off = Offered {
             active: true,
@@ -828,7 +821,7 @@ impl Setup {
 
 /// The codecs of an m-line in format order: (rtpmap, fmtp, rtcp-fb), auxiliary formats
 /// (rtx, red, FEC, CN) left out; telephone-event kept.
-fn codecs_of(m: &MediaDescription) -> Vec<(Rtpmap, Option<String>, Vec<String>)> {
+fn codecs_of(m: &MediaDescription) -> Vec<CodecEntry> {
     m.media_name
         .formats
         .iter()
@@ -843,6 +836,21 @@ fn codecs_of(m: &MediaDescription) -> Vec<(Rtpmap, Option<String>, Vec<String>)>
             Some((r, fmtp, fb))
         })
         .collect()
+}
+
+type CodecEntry = (Rtpmap, Option<String>, Vec<String>);
+
+/// `PCMU/8000, opus/48000` for refusal reasons.
+fn names(codecs: &[CodecEntry]) -> String {
+    codecs.iter().map(|c| format!("{}/{}", c.0.encoding, c.0.clock)).collect::<Vec<_>>().join(", ")
+}
+
+/// The telephone-event format to relay: the one on `clock` (nothing to rescale), else the
+/// first offered.
+fn event_on_clock(codecs: &[CodecEntry], clock: u32) -> Option<&Rtpmap> {
+    let mut events = codecs.iter().map(|c| &c.0).filter(|r| is_telephone_event(r));
+    let first = events.clone().next();
+    events.find(|r| r.clock == clock).or(first)
 }
 
 /// Which payload types of the answer's m-line map to what was offered, by payload type
@@ -870,7 +878,7 @@ fn map_answer_formats(am: &MediaDescription, off: &Offered, answerer: Side) -> O
         });
         if let Some(c) = hit {
             if !codecs.iter().any(|m: &CodecMap| m.web_pt == c.web.pt && m.ims_pt == c.ims.pt) {
-                codecs.push(CodecMap { web_pt: c.web.pt, web: c.web.clone(), ims_pt: c.ims.pt, ims: c.ims.clone(), transcode: c.transcode });
+                codecs.push(c.codec_map());
             }
         }
     }
