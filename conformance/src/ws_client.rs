@@ -39,15 +39,92 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// A small RTP/AVP audio offer or answer. `marker` goes in the session name so a test can
-/// recognise the body on the other side.
-pub fn sdp_audio(marker: &str, port: u16) -> String {
-    let id: u32 = rand::rng().random_range(1_000_000..9_999_999);
+/// A browser's audio offer in Chromium's form (BUNDLE, ICE, DTLS fingerprint, rtcp-mux, Opus
+/// first, G.711, telephone-event), with fresh ICE credentials. `port` goes in the host
+/// candidate, so a test can check it never reaches IMS.
+pub fn webrtc_offer(port: u16) -> String {
+    let mut rng = rand::rng();
+    let id: u64 = rng.random_range(1_000_000_000..9_999_999_999);
     format!(
-        "v=0\r\no=- {id} 1 IN IP4 127.0.0.1\r\ns={marker}\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n\
-         a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
+        "v=0\r\no=- {id} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         a=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+         m=audio {port} UDP/TLS/RTP/SAVPF 111 0 8 126\r\nc=IN IP4 127.0.0.1\r\n\
+         a=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=ice-options:trickle\r\n\
+         a=fingerprint:sha-256 {}\r\na=setup:actpass\r\na=mid:0\r\n\
+         a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=sendrecv\r\n\
+         a=msid:- {}\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+         a=rtpmap:111 opus/48000/2\r\na=rtcp-fb:111 transport-cc\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
+         a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:126 telephone-event/8000\r\n\
+         a=ssrc:{} cname:{}\r\n",
+        random_token(4),
+        random_token(24),
+        fake_fingerprint(),
+        random_token(12),
+        rng.random::<u32>(),
+        random_token(16)
     )
+}
+
+/// A browser's answer (Chromium's form, `a=setup:active`) to a WebRTC `offer`: G.711 and
+/// telephone-event from what the offer lists, mid kept; `port` in its host candidate.
+pub fn webrtc_answer(offer: &str, port: u16) -> String {
+    let pts: Vec<&str> = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .map(|m| m.split(' ').skip(2).collect())
+        .unwrap_or_default();
+    let rtpmap = |pt: &str| {
+        offer
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("a=rtpmap:{pt} ")).map(str::to_owned))
+            .unwrap_or_else(|| if pt == "0" { "PCMU/8000".into() } else { "PCMA/8000".into() })
+    };
+    let chosen: Vec<&str> = pts
+        .iter()
+        .copied()
+        .filter(|pt| matches!(rtpmap(pt).as_str(), "PCMU/8000" | "PCMA/8000" | "telephone-event/8000"))
+        .collect();
+    let mid = offer.lines().find_map(|l| l.strip_prefix("a=mid:")).unwrap_or("0");
+    let maps: String = chosen.iter().map(|pt| format!("a=rtpmap:{pt} {}\r\n", rtpmap(pt))).collect();
+    let id: u64 = rand::rng().random_range(1_000_000_000..9_999_999_999);
+    format!(
+        "v=0\r\no=- {id} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {mid}\r\n\
+         a=msid-semantic: WMS\r\nm=audio {port} UDP/TLS/RTP/SAVPF {}\r\nc=IN IP4 127.0.0.1\r\n\
+         a=rtcp:9 IN IP4 0.0.0.0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\na=setup:active\r\n\
+         a=mid:{mid}\r\na=sendrecv\r\na=rtcp-mux\r\n{maps}a=ssrc:{} cname:{}\r\n",
+        chosen.join(" "),
+        random_token(4),
+        random_token(24),
+        fake_fingerprint(),
+        rand::rng().random::<u32>(),
+        random_token(16)
+    )
+}
+
+/// Panic unless `body` is SDP in the IMS form the gateway sends toward the core: RTP/AVP and
+/// nothing of WebRTC (the SDP engine's golden cases check the details).
+pub fn assert_ims_sdp(body: &str, what: &str) {
+    assert!(body.contains(" RTP/AVP ") || body.contains(" RTP/SAVP "), "{what}: not IMS SDP:\n{body}");
+    for webrtc in ["ice-", "fingerprint", "setup:", "candidate", "SAVPF", "BUNDLE", "msid", "ssrc", "extmap", "opus"] {
+        assert!(!body.contains(webrtc), "{what}: {webrtc} reached IMS:\n{body}");
+    }
+}
+
+/// Panic unless `body` is SDP in the WebRTC form the gateway sends toward browsers.
+pub fn assert_webrtc_sdp(body: &str, what: &str) {
+    for want in ["a=ice-lite", "a=fingerprint:sha-256 ", "a=group:BUNDLE ", "UDP/TLS/RTP/SAVPF", "a=rtcp-mux", "a=candidate:"] {
+        assert!(body.contains(want), "{what}: {want} missing:\n{body}");
+    }
+}
+
+/// 32 random bytes as an SDP fingerprint value (no certificate behind it: signalling tests
+/// carry no media).
+fn fake_fingerprint() -> String {
+    let mut rng = rand::rng();
+    (0..32).map(|_| format!("{:02X}", rng.random::<u8>())).collect::<Vec<_>>().join(":")
 }
 
 /// One side's view of a dialog (RFC 3261 §12).

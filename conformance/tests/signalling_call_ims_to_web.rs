@@ -11,7 +11,7 @@ use estuary_conformance::leak::{assert_no_leaks, ImsSide};
 use estuary_conformance::msg::{addr_uri, uri_hostport, SipMsg};
 use estuary_conformance::net::free_udp_port;
 use estuary_conformance::sipp::{Sipp, SippRun};
-use estuary_conformance::ws_client::{sdp_audio, Dialog, DEFAULT_WAIT};
+use estuary_conformance::ws_client::{webrtc_answer, Dialog, DEFAULT_WAIT};
 
 async fn start_caller(s: &Setup, reg: &Registered, scenario: &str) -> Sipp {
     Sipp::uac(scenario, free_udp_port(), s.gw.ims_addr)
@@ -23,7 +23,9 @@ async fn start_caller(s: &Setup, reg: &Registered, scenario: &str) -> Sipp {
 }
 
 /// Wait for the incoming INVITE, check it, answer it (180, 200) and wait for the ACK.
-async fn answer_incoming(reg: &mut Registered, answer: &str) -> (SipMsg, Dialog, SipMsg) {
+/// The browser answers the gateway's WebRTC offer (setup:active, G.711); returns the INVITE,
+/// the dialog, the ACK and the answer it sent (its host candidate on `port`).
+async fn answer_incoming(reg: &mut Registered, port: u16) -> (SipMsg, Dialog, SipMsg, String) {
     let inv = reg.client.wait_request("INVITE", DEFAULT_WAIT).await;
     assert_eq!(
         inv.uri(),
@@ -48,11 +50,14 @@ async fn answer_incoming(reg: &mut Registered, answer: &str) -> (SipMsg, Dialog,
         "{inv}"
     );
     assert!(inv.to_tag().is_none(), "{inv}");
-    assert!(
-        inv.body.contains("s=sipp-offer"),
-        "the offer SDP is relayed: {inv}"
-    );
-    let d = reg.client.answer(&inv, answer).await;
+    // sipp's RTP/AVP offer arrives in WebRTC form (the SDP engine's golden cases pin the
+    // details): ICE-lite, DTLS actpass, BUNDLE, rtcp-mux, its G.711 codecs.
+    for want in ["a=ice-lite", "a=setup:actpass", "a=fingerprint:sha-256 ", "a=group:BUNDLE 0", "UDP/TLS/RTP/SAVPF 0 8"] {
+        assert!(inv.body.contains(want), "{want} missing in the offer to the browser: {inv}");
+    }
+    assert!(!inv.body.contains("sipp-offer"), "the IMS SDP is not passed through: {inv}");
+    let answer = webrtc_answer(&inv.body, port);
+    let d = reg.client.answer(&inv, &answer).await;
     let ack = reg.client.wait_request("ACK", DEFAULT_WAIT).await;
     assert_eq!(ack.call_id(), inv.call_id(), "{ack}");
     assert_eq!(
@@ -61,7 +66,7 @@ async fn answer_incoming(reg: &mut Registered, answer: &str) -> (SipMsg, Dialog,
         "ACK in the browser's dialog: {ack}"
     );
     assert_eq!(ack.from_tag(), inv.from_tag(), "{ack}");
-    (inv, d, ack)
+    (inv, d, ack, answer)
 }
 
 /// Both legs of an IMS-originated call that was answered.
@@ -72,7 +77,7 @@ fn check_ims_leg(s: &Setup, run: &SippRun, inv_at_browser: &SipMsg, answer: &str
         .into_iter()
         .find(|m| m.method() == "INVITE" && m.is_request())
         .expect("sipp INVITE");
-    assert_eq!(inv_at_browser.body, sipp_inv.body, "offer SDP unchanged");
+    assert_ne!(inv_at_browser.body, sipp_inv.body, "offer rewritten for the browser");
     assert_ne!(
         inv_at_browser.call_id(),
         sipp_inv.call_id(),
@@ -88,7 +93,17 @@ fn check_ims_leg(s: &Setup, run: &SippRun, inv_at_browser: &SipMsg, answer: &str
         .into_iter()
         .find(|r| r.status() == 200)
         .unwrap_or_else(|| panic!("sipp got no 200: {}", run.describe()));
-    assert_eq!(ok.body, answer, "answer SDP unchanged");
+    // The browser's answer reaches IMS in IMS form: RTP/AVP on a gateway port, no WebRTC.
+    assert!(ok.body.contains("RTP/AVP 0"), "answer in IMS form: {ok}");
+    for webrtc in ["ice-", "fingerprint", "setup:", "candidate", "SAVPF", "BUNDLE"] {
+        assert!(!ok.body.contains(webrtc), "{webrtc} reached IMS: {ok}");
+    }
+    let port = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|m| m.split(' ').next())
+        .unwrap_or_default();
+    assert!(!ok.body.contains(&format!(" {port} ")), "the browser's port reached IMS: {ok}");
     assert_eq!(ok.call_id(), sipp_inv.call_id());
     assert!(ok.to_tag().is_some(), "{ok}");
     let contact = ok.contact_uri().expect("200 Contact");
@@ -147,8 +162,7 @@ async fn ims_calls_browser_then_ims_hangs_up() {
         reg.path
     );
     let sipp = start_caller(&s, &reg, "uac_call_browser.xml").await;
-    let answer = sdp_audio("browser-answer", 40020);
-    let (inv, d, _ack) = answer_incoming(&mut reg, &answer).await;
+    let (inv, d, _ack, answer) = answer_incoming(&mut reg, 40020).await;
     let bye = reg.client.answer_bye(DEFAULT_WAIT).await;
     let run = finish(sipp, &reg.client, &s.gw).await;
 
@@ -178,8 +192,7 @@ async fn ims_calls_browser_then_browser_hangs_up() {
     let s = Setup::start(|b| b).await;
     let mut reg = s.register().await;
     let sipp = start_caller(&s, &reg, "uac_call_browser_wait_bye.xml").await;
-    let answer = sdp_audio("browser-answer", 40022);
-    let (inv, mut d, _ack) = answer_incoming(&mut reg, &answer).await;
+    let (inv, mut d, _ack, answer) = answer_incoming(&mut reg, 40022).await;
     let bye = reg.client.bye(&mut d).await;
     assert_eq!(
         bye.uri(),

@@ -10,7 +10,7 @@ use estuary_conformance::flows::Setup;
 use estuary_conformance::leak::{assert_no_leaks, assert_no_leaks_raw, ImsSide};
 use estuary_conformance::msg::SipMsg;
 use estuary_conformance::net::loopback;
-use estuary_conformance::ws_client::{sdp_audio, WsSipClient, DEFAULT_WAIT};
+use estuary_conformance::ws_client::{webrtc_offer, WsSipClient, DEFAULT_WAIT};
 use tokio::net::UdpSocket;
 
 const CALLEE: &str = "sip:bob@ims.test";
@@ -51,7 +51,7 @@ async fn ims_down_udp_invite_gets_503() {
     let started = std::time::Instant::now();
     let d = reg
         .client
-        .invite(CALLEE, &sdp_audio("browser-offer", 40030))
+        .invite(CALLEE, &webrtc_offer(40030))
         .await;
     let (prov, fin) = reg
         .client
@@ -105,7 +105,7 @@ async fn ims_down_tcp_invite_gets_503() {
     let started = std::time::Instant::now();
     let d = reg
         .client
-        .invite(CALLEE, &sdp_audio("browser-offer", 40036))
+        .invite(CALLEE, &webrtc_offer(40036))
         .await;
     let (prov, fin) = reg
         .client
@@ -170,7 +170,7 @@ async fn ims_silent_invite_gets_408() {
         .expect("bind the next-hop port");
     let d = reg
         .client
-        .invite(CALLEE, &sdp_audio("browser-offer", 40032))
+        .invite(CALLEE, &webrtc_offer(40032))
         .await;
     let (prov, fin) = reg
         .client
@@ -232,7 +232,7 @@ async fn websocket_dropped_mid_call_sends_bye_to_ims() {
     let sipp = s.uas("uas_answer_wait_bye.xml").await;
     let mut d = reg
         .client
-        .invite(CALLEE, &sdp_audio("browser-offer", 40034))
+        .invite(CALLEE, &webrtc_offer(40034))
         .await;
     let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
     assert_eq!(ok.status(), 200, "{}", reg.client.transcript());

@@ -117,6 +117,10 @@ pub struct Call {
     pub deadline: Option<Instant>,
     /// The browser's registration this call runs under.
     pub binding: Option<BindingId>,
+    /// The two offer/answer exchanges and the media plan they settle.
+    pub sdp: estuary_sdp::SdpSession,
+    /// Media ports this call holds (released when it ends).
+    pub ports: Vec<u16>,
 }
 
 impl Call {

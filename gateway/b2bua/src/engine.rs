@@ -12,11 +12,13 @@ use estuary_transaction::{
     ClientKey, Event, FailureCause, RequestOutcome, ResponseOutcome, ServerKey, Transactions,
 };
 use rand::rngs::StdRng;
+use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
 use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
 use crate::io::{ConnId, Flow, Input, Output, Sample, Side, Transport};
 use crate::metrics::Counters;
+use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
 use crate::relay::copy_end_to_end;
 use crate::B2buaConfig;
@@ -62,12 +64,14 @@ pub struct B2bua {
     outputs: VecDeque<Output>,
     counters: Counters,
     next_sweep: Option<Instant>,
+    ports: PortPool,
 }
 
 impl B2bua {
     /// A new engine. `seed` drives every random token (tags, branches, Call-IDs); the daemon
     /// passes OS randomness, the replay harness a fixed value.
     pub fn new(cfg: B2buaConfig, seed: u64) -> Self {
+        let ports = PortPool::new(cfg.media_ports.0, cfg.media_ports.1);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -82,6 +86,7 @@ impl B2bua {
             outputs: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: None,
+            ports,
         }
     }
 
@@ -124,6 +129,13 @@ impl B2bua {
         let mut out = Vec::new();
         // WebSocket connection counts are the daemon's (it owns the sockets).
         self.counters.samples(self.calls.len(), self.registrar.active(now), &mut out);
+        out.push(Sample {
+            name: "estuary_media_ports_available",
+            help: "Media ports (RTP/RTCP pairs) left in media.port_min..port_max",
+            kind: crate::io::MetricKind::Gauge,
+            labels: Vec::new(),
+            value: self.ports.available() as u64,
+        });
         out
     }
 
@@ -247,7 +259,7 @@ impl B2bua {
         if session && !req.body.is_empty() {
             let ct = req.headers.get("Content-Type").unwrap_or("").to_ascii_lowercase();
             let media = ct.split(';').next().unwrap_or("").trim().to_owned();
-            if media != "application/sdp" && media != "multipart/mixed" {
+            if media != "application/sdp" {
                 return Some(Refusal::new(415, "Unsupported Media Type", Some(("Accept", "application/sdp".to_owned()))));
             }
         }
@@ -315,7 +327,8 @@ impl B2bua {
                     Some(Owner::Relay(r)) => self.on_relay_response(now, r, &resp),
                     Some(Owner::NonDialog { server, request, from }) => {
                         let tag = (resp.code > 100).then(|| self.token());
-                        self.forward_response(now, &server, &request, &resp, from.other(), tag, None);
+                        let body = resp.body.clone();
+                        self.forward_response(now, &server, &request, &resp, from.other(), tag, None, body);
                     }
                     Some(Owner::Own) | None => {}
                 }
@@ -735,12 +748,22 @@ impl B2bua {
         for (name, value) in extra {
             out.headers.push(name, &value);
         }
-        out.body = req.body.clone();
+        let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random());
+        let mut ports = Vec::new();
+        match rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false) {
+            Ok(body) => out.body = body,
+            Err(e) => {
+                self.ports.release(ports);
+                tracing::info!(reason = %e.reason, status = e.status(), "offer refused");
+                return self.refuse_sdp(now, &key, &req, &e);
+            }
+        }
         b.local_cseq = 1;
         let ckey = match self.tx.send_request(now, &out, b.flow, reliable(b.flow)) {
             Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "INVITE not sent");
+                self.ports.release(ports);
                 return self.respond(now, &key, &req, 500, "Server Internal Error");
             }
         };
@@ -772,6 +795,8 @@ impl B2bua {
                 invite_pending: false,
                 deadline: None,
                 binding,
+                sdp,
+                ports,
             },
         );
     }
@@ -804,7 +829,12 @@ impl B2bua {
                 let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
                 let contact = call.a.contact.clone();
                 let from = call_side(call, LegIdx::B);
-                self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact));
+                // Early media SDP (RFC 3960); a body we cannot use is dropped, not the 18x.
+                let body = self.sdp_body(id, from, &resp.body, false).unwrap_or_else(|e| {
+                    tracing::warn!(call = id.0, code, reason = %e.reason, "provisional SDP dropped");
+                    Vec::new()
+                });
+                self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
             }
             if let Some(call) = self.calls.get(&id) {
                 if call.cancel_requested && !call.cancel_sent {
@@ -831,6 +861,23 @@ impl B2bua {
                 }
                 return;
             }
+            let from = call_side(call, LegIdx::B);
+            let body = match self.sdp_body(id, from, &resp.body, true) {
+                Ok(b) => b,
+                Err(e) => {
+                    // The callee's SDP is unusable: end its dialog, refuse the caller's INVITE.
+                    tracing::warn!(call = id.0, reason = %e.reason, "2xx SDP refused; ending the call");
+                    self.ack_and_bye(now, id, &tag, resp);
+                    if let Some(call) = self.calls.get(&id) {
+                        let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                        self.refuse_sdp(now, &k, &r, &e);
+                    }
+                    self.counters.call_failed(e.status());
+                    self.end_call(id);
+                    return;
+                }
+            };
+            let Some(call) = self.calls.get_mut(&id) else { return };
             call.state = CallState::Confirmed;
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
@@ -838,9 +885,8 @@ impl B2bua {
             call.ack_duty = Some(AckDuty { leg: LegIdx::B, cseq: call.b.invite_cseq });
             let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
             let contact = call.a.contact.clone();
-            let from = call_side(call, LegIdx::B);
             tracing::info!(call = id.0, "call answered");
-            self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact));
+            self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
             return;
         }
         // 3xx-6xx: the transaction has ACKed it; relay and end the call.
@@ -849,7 +895,8 @@ impl B2bua {
             let from = call_side(call, LegIdx::B);
             let tag = a_tag.unwrap_or_else(|| call.a.local_tag.clone());
             self.counters.call_failed(code);
-            self.forward_response(now, &k, &r, resp, from, Some(tag), None);
+            call.sdp.reject_pending();
+            self.forward_response(now, &k, &r, resp, from, Some(tag), None, Vec::new());
             self.end_call(id);
         }
     }
@@ -948,11 +995,20 @@ impl B2bua {
         let Some(duty) = call.ack_duty.take() else { return };
         let leg = call.leg_mut(duty.leg);
         let mut ack = leg.request(Method::Ack, &via, Some(duty.cseq));
-        if !req.body.is_empty() {
-            if let Some(ct) = req.headers.get("Content-Type") {
-                ack.headers.push("Content-Type", ct);
+        // The answer to a 2xx offer (delayed offer, RFC 3261 §13.2.1) rides in the ACK.
+        let body = match rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, side, &req.body, true) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(call = id.0, reason = %e.reason, "ACK SDP refused; ending the call");
+                let leg = call.leg_mut(duty.leg);
+                self.tx.send_stateless(leg.flow, ack.to_bytes());
+                return self.hangup(now, id);
             }
-            ack.body = req.body.clone();
+        };
+        let leg = call.leg_mut(duty.leg);
+        if !body.is_empty() {
+            ack.headers.push("Content-Type", "application/sdp");
+            ack.body = body;
         }
         let bytes = ack.to_bytes();
         let flow = leg.flow;
@@ -981,6 +1037,25 @@ impl B2bua {
                 call.leg_mut(idx).remote_target = target;
             }
         }
+        // Offers (and PRACK answers) are rewritten for the other leg; a body the SDP engine
+        // refuses is answered here and goes no further (RFC 3261 §14.2: 488 keeps the old
+        // session). INFO and MESSAGE bodies are not SDP and cross unchanged.
+        let session = matches!(req.method, Method::Invite | Method::Update | Method::Prack);
+        let body = if session {
+            let call = self.calls.get_mut(&id).expect("looked up above");
+            match rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, side, &req.body, false) {
+                Ok(b) => b,
+                Err(e) => {
+                    if req.method == Method::Invite {
+                        call.invite_pending = false;
+                    }
+                    tracing::info!(call = id.0, reason = %e.reason, "in-dialog SDP refused");
+                    return self.refuse_sdp(now, &key, &req, &e);
+                }
+            }
+        } else {
+            req.body.clone()
+        };
         let other = idx.other();
         let Some(hop) = self.calls.get(&id).map(|c| c.leg(other).hop()) else { return };
         let via = self.via_for(hop);
@@ -998,7 +1073,7 @@ impl B2bua {
                 out.headers.push("RAck", format!("{rseq} {} INVITE", leg.invite_cseq));
             }
         }
-        out.body = req.body.clone();
+        set_body(&mut out.headers, &mut out.body, body);
         let flow = leg.flow;
         match self.tx.send_request(now, &out, flow, reliable(flow)) {
             Ok(k) => {
@@ -1028,7 +1103,33 @@ impl B2bua {
         let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
         let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
         let from = call.leg(other).side;
-        self.forward_response(now, &r.server, &r.request, resp, from, None, contact.as_deref());
+        let session = matches!(r.request.method, Method::Invite | Method::Update | Method::Prack);
+        let body = if !session {
+            resp.body.clone()
+        } else if resp.code >= 300 {
+            // The offer this request carried was refused: the old session stays (RFC 3264 §8).
+            if call.sdp.pending_offer() == Some(sdp_side(call.leg(r.from).side)) {
+                call.sdp.reject_pending();
+            }
+            Vec::new()
+        } else if resp.code > 100 {
+            let completes = resp.code >= 200;
+            match rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, &resp.body, completes) {
+                Ok(b) => b,
+                Err(e) if completes => {
+                    tracing::warn!(call = r.call.0, reason = %e.reason, "SDP in a mid-call 2xx refused; ending the call");
+                    self.refuse_sdp(now, &r.server, &r.request, &e);
+                    return self.hangup(now, r.call);
+                }
+                Err(e) => {
+                    tracing::warn!(call = r.call.0, reason = %e.reason, "provisional SDP dropped");
+                    Vec::new()
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        self.forward_response(now, &r.server, &r.request, resp, from, None, contact.as_deref(), body);
     }
 
     // ----- calls: teardown ----------------------------------------------------------------
@@ -1106,6 +1207,7 @@ impl B2bua {
 
     fn end_call(&mut self, id: CallId) {
         let Some(call) = self.calls.remove(&id) else { return };
+        self.ports.release(call.ports);
         self.dialogs.retain(|_, (c, _)| *c != id);
         self.invites.remove(&call.a_invite_key);
         self.owners.remove(&call.b_invite_key);
@@ -1210,6 +1312,7 @@ impl B2bua {
         from: Side,
         to_tag: Option<String>,
         contact: Option<&str>,
+        body: Vec<u8>,
     ) {
         let mut out = response_to(orig, resp.code, &resp.reason);
         if let Some(t) = to_tag {
@@ -1224,10 +1327,35 @@ impl B2bua {
             out.headers.push("Contact", c);
         }
         copy_end_to_end(&resp.headers, &mut out.headers, from);
-        out.body = resp.body.clone();
+        set_body(&mut out.headers, &mut out.body, body);
         if let Err(e) = self.tx.send_response(now, key, &out) {
             tracing::debug!(error = %e, code = resp.code, "response not relayed");
         }
+    }
+
+    /// Refuse a request whose SDP the engine cannot use: its status (400, 488, 503) and a
+    /// Warning with the reason (RFC 3261 §20.43, code 399: miscellaneous).
+    fn refuse_sdp(&mut self, now: Instant, key: &ServerKey, req: &Request, e: &SdpError) {
+        let reason = match e.status() {
+            400 => "Bad Request",
+            503 => "Service Unavailable",
+            _ => "Not Acceptable Here",
+        };
+        let mut resp = self.local_response(req, e.status(), reason);
+        if e.status() == 503 {
+            resp.headers.push("Retry-After", self.cfg.retry_after.as_secs().to_string());
+        }
+        let text: String = e.reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        resp.headers.push("Warning", format!("399 estuary \"{text}\""));
+        if let Err(err) = self.tx.send_response(now, key, &resp) {
+            tracing::debug!(error = %err, "SDP refusal not sent");
+        }
+    }
+
+    /// Rewrite an SDP body of call `id` arriving from `from` (see [`rewrite_sdp`]).
+    fn sdp_body(&mut self, id: CallId, from: Side, body: &[u8], completes: bool) -> Result<Vec<u8>, SdpError> {
+        let Some(call) = self.calls.get_mut(&id) else { return Ok(Vec::new()) };
+        rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, body, completes)
     }
 
     /// Answer a request locally within its server transaction.
@@ -1369,6 +1497,53 @@ impl Owner {
 
 /// Owners that must outlive the final response: the INVITE's, whose 2xx may be retransmitted
 /// and must be re-ACKed.
+/// Turn an SDP body from `from` into the one for the other leg. RFC 3264 roles follow the
+/// exchange in progress: an answer when the other side has an offer outstanding, else an offer
+/// (which asks the pool for ports). `completes` marks the message that closes an exchange (a
+/// 2xx, an ACK): after an answer there, or with no body, the exchange is settled. An empty body
+/// stays empty.
+fn rewrite_sdp(
+    sdp: &mut SdpSession,
+    taken: &mut Vec<u16>,
+    pool: &mut PortPool,
+    from: Side,
+    body: &[u8],
+    completes: bool,
+) -> Result<Vec<u8>, SdpError> {
+    let side = sdp_side(from);
+    if body.is_empty() {
+        if completes {
+            sdp.settle();
+        }
+        return Ok(Vec::new());
+    }
+    let answer = sdp.pending_offer() == Some(side.other());
+    let out = if answer {
+        sdp.answer(side, body)?
+    } else {
+        sdp.offer(side, body, &mut CallPorts { pool, taken })?
+    };
+    if answer && completes {
+        sdp.settle();
+    }
+    Ok(out.into_bytes())
+}
+
+fn sdp_side(side: Side) -> estuary_sdp::Side {
+    match side {
+        Side::Web => estuary_sdp::Side::Web,
+        Side::Ims => estuary_sdp::Side::Ims,
+    }
+}
+
+/// Put `body` into a message being built; an empty one also loses its Content-Type.
+fn set_body(headers: &mut estuary_sip::Headers, dst: &mut Vec<u8>, body: Vec<u8>) {
+    if body.is_empty() {
+        headers.remove("Content-Type");
+    }
+    *dst = body;
+}
+
 /// A request the gateway answers itself: status, reason and an optional header to explain.
 struct Refusal {
     code: u16,

@@ -22,6 +22,7 @@
 
 pub mod call;
 pub mod io;
+mod ports;
 mod metrics;
 pub mod registrar;
 pub mod relay;
@@ -67,6 +68,10 @@ pub struct B2buaConfig {
     /// Shortest registration accepted from a browser, in seconds; shorter ones get 423 with
     /// Min-Expires (RFC 3261 §10.3 step 7).
     pub min_expires: u32,
+    /// How SDP is rewritten between the legs (every SDP body goes through it).
+    pub sdp: estuary_sdp::SdpPolicy,
+    /// Media port range the SDP announces (`min..=max`).
+    pub media_ports: (u16, u16),
 }
 
 impl Default for B2buaConfig {
@@ -85,6 +90,8 @@ impl Default for B2buaConfig {
             retry_after: Duration::from_secs(30),
             user_agent: Some("Estuary/0.1".to_owned()),
             min_expires: 60,
+            sdp: estuary_sdp::SdpPolicy::default(),
+            media_ports: (20000, 29999),
         }
     }
 }

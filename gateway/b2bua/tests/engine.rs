@@ -143,7 +143,10 @@ Content-Length: 0
 
 ";
 
-const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n";
+/// An IMS-side body: what a core or terminal sends (RTP/AVP, G.711).
+const SDP: &str = "v=0\r\no=- 1 1 IN IP4 10.9.9.9\r\ns=-\r\nc=IN IP4 10.9.9.9\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+/// A browser's offer, in Chromium's exact format (from the SDP golden corpus).
+const WEB_OFFER: &str = include_str!("../../../conformance/sdp/cases/web-audio-g711/1-web-offer.sdp");
 
 fn invite_from_web(branch: &str) -> String {
     format!(
@@ -161,8 +164,8 @@ P-Asserted-Identity: <sip:ceo@ims.test>
 Content-Type: application/sdp
 Content-Length: {}
 
-{SDP}",
-        SDP.len()
+{WEB_OFFER}",
+        WEB_OFFER.len()
     )
     .replace("\r\n", "\n")
 }
@@ -314,7 +317,12 @@ fn browser_call_is_re_originated_with_new_identifiers_and_relayed_both_ways() {
     assert_eq!(r.headers.get("Max-Forwards"), Some("68"));
     assert_eq!(r.headers.get("P-Asserted-Identity"), Some("<sip:alice@ims.test>"), "asserted from the registration, not from the browser");
     assert_eq!(r.headers.get_all("Route").collect::<Vec<_>>(), vec!["<sip:scscf.ims.test;lr>"], "Service-Route preloaded");
-    assert_eq!(r.body, SDP.as_bytes(), "SDP passes unchanged in this version");
+    // The offer is in IMS form: plain RTP on a gateway port, G.711, no WebRTC attributes.
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("m=audio 20002 RTP/AVP 0 8 126\r\n") && body.contains("c=IN IP4 127.0.0.1\r\n"), "{body}");
+    for webrtc in ["ice-", "fingerprint", "setup:", "mid:", "BUNDLE", "extmap", "msid", "ssrc", "opus", "SAVPF"] {
+        assert!(!body.contains(webrtc), "{webrtc} reached IMS:\n{body}");
+    }
     assert_eq!(r.headers.get("Supported"), Some("100rel,timer"));
 
     let ringing = response(inv, 180, "Ringing", &[("Contact", "<sip:bob@10.9.9.9:5070>")]);
@@ -330,7 +338,12 @@ fn browser_call_is_re_originated_with_new_identifiers_and_relayed_both_ways() {
     assert_eq!(status(w), 200);
     assert_eq!(resp(w).headers.to().unwrap().tag(), Some(web_tag.as_str()), "same dialog as the 180");
     assert!(!w.text.contains("10.9.9.9") && !w.text.contains("scscf"), "{}", w.text);
-    assert_eq!(resp(w).body, SDP.as_bytes());
+    // The answer is in WebRTC form: ICE-lite, DTLS (passive toward the actpass offer), BUNDLE.
+    let body = String::from_utf8_lossy(&resp(w).body);
+    for want in ["a=ice-lite", "a=group:BUNDLE 0", "m=audio 20000 UDP/TLS/RTP/SAVPF 0\r\n", "a=setup:passive", "a=rtcp-mux", "a=fingerprint:sha-256 "] {
+        assert!(body.contains(want), "{want} missing:\n{body}");
+    }
+    assert!(!body.contains("10.9.9.9"), "{body}");
     assert!(to_ims(&out).is_empty(), "the gateway waits for the browser's ACK");
 
     let ack = format!(
@@ -612,4 +625,131 @@ fn rfc4475_messages_get_the_expected_answers_from_the_engine() {
         checked += 1;
     }
     assert_eq!(checked, 49, "every RFC 4475 message is covered");
+}
+
+/// Chromium's answer to the gateway's offer for an IMS-originated call (golden corpus).
+const WEB_ANSWER: &str = include_str!("../../../conformance/sdp/cases/ims-offer-volte/2-web-answer.sdp");
+
+fn ims_invite(token: &str, branch: &str, body: &str) -> String {
+    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\n".to_owned() };
+    format!(
+        "INVITE sip:{token}@127.0.0.1:5080;transport=udp SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch={branch}\nMax-Forwards: 66\nRoute: <sip:{token}@127.0.0.1:5080;lr>\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>\nCall-ID: imscall1@10.9.9.9\nCSeq: 5 INVITE\nContact: <sip:bob@10.9.9.9:5070>\n{ct}Content-Length: {}\n\n{}",
+        body.len(),
+        body.replace("\r\n", "\n")
+    )
+}
+
+fn token_of(contact: &str) -> String {
+    contact.trim_start_matches("<sip:").split('@').next().unwrap().to_owned()
+}
+
+fn ports_left(h: &Harness) -> u64 {
+    h.gw.metrics(h.now).iter().find(|s| s.name == "estuary_media_ports_available").unwrap().value
+}
+
+#[test]
+fn a_browser_offer_the_engine_refuses_gets_488_with_a_warning_and_holds_no_ports() {
+    let mut h = Harness::new();
+    h.register();
+    let before = ports_left(&h);
+    let no_fp: String = WEB_OFFER.lines().filter(|l| !l.starts_with("a=fingerprint")).map(|l| format!("{l}\n")).collect();
+    let inv = invite_from_web("z9hG4bKnofp").replace(&WEB_OFFER.replace("\r\n", "\n"), &no_fp.replace('\r', ""));
+    let inv = inv.replace(&format!("Content-Length: {}", WEB_OFFER.len()), &format!("Content-Length: {}", no_fp.len()));
+    let out = h.web(&inv);
+    assert!(to_ims(&out).is_empty(), "nothing reaches IMS");
+    let w = to_web(&out).into_iter().find(|s| status(s) >= 200).expect("final response");
+    assert_eq!((status(w), resp(w).reason.as_str()), (488, "Not Acceptable Here"));
+    assert_eq!(resp(w).headers.get("Warning"), Some("399 estuary \"browser SDP without DTLS fingerprint\""));
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(ports_left(&h), before);
+}
+
+#[test]
+fn an_ims_offer_reaches_the_browser_in_webrtc_form_and_its_answer_returns_in_ims_form() {
+    let mut h = Harness::new();
+    let token = token_of(&h.register());
+    let before = ports_left(&h);
+    let out = h.ims(&ims_invite(&token, "z9hG4bKimsoffer", SDP));
+    let w = only_web(&out);
+    let offer = String::from_utf8_lossy(&req(w).body).into_owned();
+    for want in ["UDP/TLS/RTP/SAVPF 0", "a=ice-lite", "a=setup:actpass", "a=fingerprint:", "a=mid:0", "a=rtcp-mux", "a=candidate:"] {
+        assert!(offer.contains(want), "{want}:\n{offer}");
+    }
+    assert!(!offer.contains("10.9.9.9"), "{offer}");
+    // Chromium answers: active, its own fingerprint and ICE credentials.
+    let answer = WEB_ANSWER.replace("m=audio 9 UDP/TLS/RTP/SAVPF 0 8 105", "m=audio 9 UDP/TLS/RTP/SAVPF 0");
+    let ok = response_with_body(w, 200, "OK", &[("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>")], &answer);
+    let out = h.web(&ok);
+    let i = only_ims(&out);
+    assert_eq!(status(i), 200);
+    let ims_answer = String::from_utf8_lossy(&resp(i).body).into_owned();
+    assert!(ims_answer.contains("m=audio 20002 RTP/AVP 0\r\n") && ims_answer.contains("c=IN IP4 127.0.0.1"), "{ims_answer}");
+    for webrtc in ["ice-", "fingerprint", "setup", "mid", "SAVPF", "ssrc"] {
+        assert!(!ims_answer.contains(webrtc), "{webrtc} reached IMS:\n{ims_answer}");
+    }
+    assert_eq!(ports_left(&h), before - 2, "one web and one IMS port held by the call");
+    // BYE from IMS ends the call and gives the ports back.
+    let bye = format!(
+        "BYE sip:x@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbye9\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>;tag={}\nCall-ID: imscall1@10.9.9.9\nCSeq: 6 BYE\nContent-Length: 0\n\n",
+        resp(i).headers.to().unwrap().tag().unwrap()
+    );
+    h.ims(&bye);
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(ports_left(&h), before);
+}
+
+#[test]
+fn a_delayed_offer_comes_back_in_the_2xx_and_its_answer_in_the_ack() {
+    let mut h = Harness::new();
+    let token = token_of(&h.register());
+    // INVITE without SDP (RFC 3261 §13.2.1): the browser makes the offer in its 200.
+    let out = h.ims(&ims_invite(&token, "z9hG4bKdelayed", ""));
+    let w = only_web(&out);
+    assert!(req(w).body.is_empty() && req(w).headers.get("Content-Type").is_none());
+    let browser_offer = WEB_OFFER;
+    let ok = response_with_body(w, 200, "OK", &[("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>")], browser_offer);
+    let out = h.web(&ok);
+    let i = only_ims(&out);
+    let ims_offer = String::from_utf8_lossy(&resp(i).body).into_owned();
+    assert!(ims_offer.contains("RTP/AVP 0 8 126"), "{ims_offer}");
+    // The core's answer rides in its ACK; the browser's ACK gets the WebRTC answer.
+    let web_tag = resp(i).headers.to().unwrap().tag().unwrap().to_owned();
+    let ack = format!(
+        "ACK sip:x@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKack9\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>;tag={web_tag}\nCall-ID: imscall1@10.9.9.9\nCSeq: 5 ACK\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        SDP.len(),
+        SDP.replace("\r\n", "\n")
+    );
+    let out = h.ims(&ack);
+    let a = only_web(&out);
+    assert_eq!(req(a).method.as_str(), "ACK");
+    let web_answer = String::from_utf8_lossy(&req(a).body).into_owned();
+    for want in ["a=ice-lite", "a=setup:passive", "UDP/TLS/RTP/SAVPF 0\r\n", "a=mid:0"] {
+        assert!(web_answer.contains(want), "{want}:\n{web_answer}");
+    }
+    assert_eq!(req(a).headers.get("Content-Type"), Some("application/sdp"));
+}
+
+#[test]
+fn a_hold_re_invite_is_rewritten_both_ways() {
+    let mut h = Harness::new();
+    let (inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack5\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    let hold = WEB_OFFER.replace("a=sendrecv", "a=sendonly").replace("6052466429178389532 2", "6052466429178389532 3");
+    let reinv = format!(
+        "INVITE sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKhold\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 8 INVITE\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        hold.len(),
+        hold.replace("\r\n", "\n")
+    );
+    let out = h.web(&reinv);
+    let i = to_ims(&out).into_iter().find(|s| matches!(s.msg, Message::Request(_))).expect("re-INVITE toward IMS");
+    let body = String::from_utf8_lossy(&req(i).body).into_owned();
+    assert!(body.contains("a=sendonly") && body.contains("m=audio 20002 RTP/AVP"), "same port, held:\n{body}");
+    assert!(body.contains(" 2 IN IP4 "), "o= version went up (RFC 3264 §8):\n{body}");
+    let _ = inv;
+    let ok = response_with_body(i, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], &SDP.replace("m=audio 40000 RTP/AVP 0\r\n", "m=audio 40000 RTP/AVP 0\r\na=recvonly\r\n"));
+    let out = h.ims(&ok);
+    let w = only_web(&out);
+    let answer = String::from_utf8_lossy(&resp(w).body).into_owned();
+    assert!(answer.contains("a=recvonly") && answer.contains("a=setup:passive"), "{answer}");
 }

@@ -55,7 +55,13 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
     }
 }
 
-pub fn b2bua_config(cfg: &Config, bound: &Bound, next_hop: ResolvedNextHop) -> B2buaConfig {
+/// `fingerprint` is the DTLS certificate's (see `tls::dtls_identity`).
+pub fn b2bua_config(
+    cfg: &Config,
+    bound: &Bound,
+    next_hop: ResolvedNextHop,
+    fingerprint: estuary_sdp::Fingerprint,
+) -> B2buaConfig {
     B2buaConfig {
         // Config validation guarantees an explicit address when ims.listen is a wildcard.
         ims_advertised: cfg.ims.advertised_address.unwrap_or(bound.ims),
@@ -81,6 +87,8 @@ pub fn b2bua_config(cfg: &Config, bound: &Bound, next_hop: ResolvedNextHop) -> B
         min_expires: u32::try_from(cfg.registrar.min_expires.as_secs()).unwrap_or(u32::MAX),
         require_registration: cfg.registrar.require_registration,
         user_agent: Some(cfg.sip.user_agent.clone()),
+        sdp: sdp_policy(cfg, Some(fingerprint)),
+        media_ports: (cfg.media.ports.min, cfg.media.ports.max),
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }
@@ -137,7 +145,7 @@ mod tests {
             addr: "127.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,
         };
-        let b = b2bua_config(&cfg, &bound, hop);
+        let b = b2bua_config(&cfg, &bound, hop, estuary_sdp::SdpPolicy::default().fingerprint);
         assert_eq!(b.ims_advertised, bound.ims);
         assert_eq!(b.next_hop, hop.addr);
         assert_eq!(b.web_advertised_host, "127.0.0.1");

@@ -36,8 +36,10 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     };
     let tls = tls::load(&cfg.web, bound.wss)?;
     let next_hop = engine_config::resolve_next_hop(&cfg).await?;
+    let dtls = tls::dtls_identity()?;
+    info!(fingerprint = %dtls.fingerprint, "DTLS certificate generated");
     let b2bua = B2bua::new(
-        engine_config::b2bua_config(&cfg, &bound, next_hop),
+        engine_config::b2bua_config(&cfg, &bound, next_hop, dtls.fingerprint.clone()),
         rand::random(),
     );
 

@@ -87,6 +87,30 @@ fn self_signed_for(
     Ok((generated.cert.der().clone(), key))
 }
 
+/// The gateway's DTLS identity toward browsers (RFC 5763 §5): an ECDSA P-256 self-signed
+/// certificate made at start, whose SHA-256 fingerprint every browser-facing SDP carries.
+pub struct DtlsIdentity {
+    /// DER certificate and PKCS#8 key, for the media plane's DTLS endpoints.
+    #[allow(dead_code)] // read by the media plane (issue 4), which terminates DTLS with them
+    pub cert: CertificateDer<'static>,
+    #[allow(dead_code)]
+    pub key: PrivateKeyDer<'static>,
+    /// `sha-256 AB:CD:...` (RFC 8122 §5).
+    pub fingerprint: estuary_sdp::Fingerprint,
+}
+
+pub fn dtls_identity() -> Result<DtlsIdentity, DaemonError> {
+    let generated = rcgen::generate_simple_self_signed(vec!["estuary".to_owned()])
+        .map_err(|e| DaemonError::setup("media", format!("cannot generate the DTLS certificate: {e}")))?;
+    let cert = generated.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
+    let fingerprint = estuary_sdp::Fingerprint {
+        algorithm: "sha-256".to_owned(),
+        value: sha256_fingerprint(&cert),
+    };
+    Ok(DtlsIdentity { cert, key, fingerprint })
+}
+
 pub fn sha256_fingerprint(cert: &CertificateDer<'_>) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, cert.as_ref());
     digest

@@ -132,6 +132,17 @@ pub struct SdpSession {
     plan: Option<MediaPlan>,
 }
 
+impl std::fmt::Debug for SdpSession {
+    /// No keys or ICE passwords in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdpSession")
+            .field("streams", &self.streams.len())
+            .field("pending", &self.pending.as_ref().map(|p| p.from))
+            .field("settled", &self.plan.is_some())
+            .finish()
+    }
+}
+
 impl SdpSession {
     /// `seed` must come from a CSPRNG (it derives SRTP keys and ICE passwords).
     pub fn new(policy: SdpPolicy, seed: u64) -> SdpSession {
@@ -187,6 +198,13 @@ impl SdpSession {
     /// The far side refused the offer (e.g. 488 or a failed re-INVITE): forget it, keep the
     /// plan of the last completed exchange (RFC 3264 §8: the old session stays in force).
     pub fn reject_pending(&mut self) {
+        self.pending = None;
+    }
+
+    /// The exchange is complete (the final answer was relayed): later bodies start a new
+    /// offer/answer. Until then further answers to the same offer are accepted (forked 18x,
+    /// then the 2xx).
+    pub fn settle(&mut self) {
         self.pending = None;
     }
 
