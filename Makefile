@@ -16,17 +16,23 @@ build:
 	$(CARGO) build -p estuary
 
 # System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent,
-# tshark to check that our captures read back in Wireshark's dissectors.
+# tshark to check that our captures read back in Wireshark's dissectors, Debian's chromium as
+# the browser (driven by playwright-core from npm, never a downloaded browser), iproute2 for
+# the loopback-only network namespaces browser tests run in.
 deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	cd conformance/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 
 # Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
 # is built first because the real-peer tests start it as a separate process.

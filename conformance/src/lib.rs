@@ -15,6 +15,7 @@
 //! peers' messages of every call; on a failure the daemon's log tail, sipp's logs (kept under
 //! the system temp dir) and both transcripts are printed anyway.
 
+pub mod browser;
 pub mod digest;
 pub mod flows;
 pub mod gateway;

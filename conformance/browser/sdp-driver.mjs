@@ -1,0 +1,326 @@
+#!/usr/bin/env node
+// Drives a real headless Chromium's RTCPeerConnection over a JSON line protocol, for Estuary's
+// conformance tests (the Rust side is conformance/src/browser.rs).
+//
+// stdin: one JSON object per line; stdout: one JSON object per line. The first line written is
+// `{"ready":true,"version":"<chromium version>","profile":"<user-data-dir>",...}` once the
+// browser is up (or `{"ready":false,"error":...}` and exit 1). Then each command gets exactly
+// one reply, in order, echoing the command's `id` if it had one. A reply is `{"ok":true,...}` or
+// `{"ok":false,"error":"<message verbatim>","name":"<exception name>"}`. Errors never end the
+// driver; it exits (closing the browser and removing its profile) when stdin closes, on
+// `{"cmd":"quit"}`, or on SIGTERM/SIGINT/SIGHUP.
+//
+// Commands:
+//   {"cmd":"new","pc":"a","config":{...}?}           RTCPeerConnection with Chromium's defaults
+//                                                    (no ICE servers) or the given RTCConfiguration
+//   {"cmd":"offer","pc":"a","media":["audio","video","data"],
+//    "codecs":{"audio":["opus"],"video":["VP8"]}?,   setCodecPreferences per kind ("name" or
+//                                                    "name/clock" or "name/clock/channels")
+//    "tracks":"none"|"fake"?,                        "fake": send fake-device getUserMedia tracks
+//    "gatherTimeoutMs":3000?}                        -> {"ok":true,"sdp":...,"gathering":state}
+//   {"cmd":"remote-answer","pc":"a","sdp":...}       -> {"ok":true}
+//   {"cmd":"remote-offer","pc":"b","sdp":..., "codecs"?, "tracks"?, "gatherTimeoutMs"?}
+//                                                    -> {"ok":true,"sdp":answer,"gathering":state}
+//   {"cmd":"stats","pc":"a"}                         -> {"ok":true,"stats":{states, rtp, pairs}}
+//   {"cmd":"close","pc":"a"}, {"cmd":"ping"}, {"cmd":"quit"}
+//
+// The offer/answer SDP returned is pc.localDescription.sdp after ICE gathering completed (or
+// gatherTimeoutMs passed: "gathering" says which), so it carries Chromium's host candidates.
+//
+// Environment: CHROMIUM_BIN (default /usr/bin/chromium), ESTUARY_TRACE_BROWSER=1 (page console
+// and protocol lines on stderr).
+
+import { chromium } from 'playwright-core';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+
+const trace = process.env.ESTUARY_TRACE_BROWSER === '1';
+const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+
+// stdout is the protocol channel: nothing else may write there.
+const out = process.stdout;
+console.log = (...a) => console.error(...a);
+console.info = console.log;
+console.debug = console.log;
+function reply(obj) {
+  const line = JSON.stringify(obj);
+  if (trace) process.stderr.write(`[driver] < ${line.length > 300 ? line.slice(0, 300) + '...' : line}\n`);
+  out.write(line + '\n');
+}
+
+// Flags from shared/TESTING.md. Playwright adds --headless and its own automation flags.
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--allow-loopback-in-peer-connection',
+];
+
+// The page is served by nothing: Playwright fulfils the request itself. http://localhost is a
+// secure context (about:blank opened by Playwright is not), so getUserMedia is available.
+const PAGE_URL = 'http://localhost/estuary-sdp-driver.html';
+const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp driver</title>
+<script>
+(() => {
+  const pcs = new Map();
+  let fakeStream = null;
+
+  function fail(e) {
+    return { ok: false, error: (e && e.message !== undefined) ? String(e.message) : String(e),
+             name: (e && e.name) ? String(e.name) : 'Error' };
+  }
+  function getPc(name) {
+    const pc = pcs.get(name);
+    if (!pc) throw new Error('no peer connection named ' + JSON.stringify(name));
+    return pc;
+  }
+  async function fakeTracks() {
+    if (!fakeStream) {
+      fakeStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    }
+    return fakeStream;
+  }
+  function preferredCodecs(kind, wanted) {
+    const caps = RTCRtpReceiver.getCapabilities(kind);
+    if (!caps) throw new Error('no receiver capabilities for ' + kind);
+    const picked = [];
+    for (const w of wanted) {
+      const [name, clock, channels] = String(w).split('/');
+      const hits = caps.codecs.filter(c =>
+        c.mimeType.toLowerCase() === (kind + '/' + name).toLowerCase() &&
+        (clock === undefined || c.clockRate === Number(clock)) &&
+        (channels === undefined || (c.channels || 1) === Number(channels)));
+      if (hits.length === 0) throw new Error('Chromium has no ' + kind + ' codec ' + w);
+      for (const h of hits) if (!picked.includes(h)) picked.push(h);
+    }
+    return picked;
+  }
+  function applyCodecs(pc, codecs) {
+    if (!codecs) return;
+    for (const t of pc.getTransceivers()) {
+      const kind = t.receiver.track && t.receiver.track.kind;
+      if (kind && codecs[kind] && t.currentDirection !== 'stopped') {
+        t.setCodecPreferences(preferredCodecs(kind, codecs[kind]));
+      }
+    }
+  }
+  function gathered(pc, ms) {
+    return new Promise(resolve => {
+      if (pc.iceGatheringState === 'complete') return resolve('complete');
+      const timer = setTimeout(() => { pc.removeEventListener('icegatheringstatechange', on); resolve('timeout'); }, ms);
+      function on() {
+        if (pc.iceGatheringState === 'complete') {
+          clearTimeout(timer);
+          pc.removeEventListener('icegatheringstatechange', on);
+          resolve('complete');
+        }
+      }
+      pc.addEventListener('icegatheringstatechange', on);
+    });
+  }
+  function num(v) { return typeof v === 'number' ? v : undefined; }
+
+  window.driver = {
+    async new(c) {
+      try {
+        if (pcs.has(c.pc)) throw new Error('peer connection ' + JSON.stringify(c.pc) + ' exists');
+        const pc = new RTCPeerConnection(c.config || {});
+        pc.__channels = [];
+        pc.addEventListener('datachannel', ev => pc.__channels.push(ev.channel));
+        pcs.set(c.pc, pc);
+        return { ok: true };
+      } catch (e) { return fail(e); }
+    },
+    async offer(c) {
+      try {
+        const pc = getPc(c.pc);
+        const media = c.media || ['audio'];
+        for (const m of media) {
+          if (m === 'data') {
+            pc.__channels.push(pc.createDataChannel('estuary-' + pc.__channels.length));
+          } else if (m === 'audio' || m === 'video') {
+            if (c.tracks === 'fake') {
+              const s = await fakeTracks();
+              const track = (m === 'audio' ? s.getAudioTracks() : s.getVideoTracks())[0].clone();
+              pc.addTransceiver(track, { direction: 'sendrecv', streams: [s] });
+            } else {
+              pc.addTransceiver(m, { direction: 'sendrecv' });
+            }
+          } else {
+            throw new Error('unknown media ' + JSON.stringify(m) + ' (audio, video or data)');
+          }
+        }
+        applyCodecs(pc, c.codecs);
+        const offer = await pc.createOffer();
+        await pc.setLocalDescription(offer);
+        const gathering = await gathered(pc, c.gatherTimeoutMs ?? 3000);
+        return { ok: true, sdp: pc.localDescription.sdp, gathering };
+      } catch (e) { return fail(e); }
+    },
+    async 'remote-answer'(c) {
+      try {
+        const pc = getPc(c.pc);
+        await pc.setRemoteDescription({ type: 'answer', sdp: c.sdp });
+        return { ok: true, signalingState: pc.signalingState };
+      } catch (e) { return fail(e); }
+    },
+    async 'remote-offer'(c) {
+      try {
+        const pc = getPc(c.pc);
+        await pc.setRemoteDescription({ type: 'offer', sdp: c.sdp });
+        if (c.tracks === 'fake') {
+          const s = await fakeTracks();
+          for (const t of pc.getTransceivers()) {
+            const kind = t.receiver.track && t.receiver.track.kind;
+            if (t.sender.track || (kind !== 'audio' && kind !== 'video')) continue;
+            if (t.direction === 'inactive' || t.direction === 'stopped') continue;
+            const track = (kind === 'audio' ? s.getAudioTracks() : s.getVideoTracks())[0].clone();
+            await t.sender.replaceTrack(track);
+            t.sender.setStreams(s);
+            t.direction = 'sendrecv';
+          }
+        }
+        applyCodecs(pc, c.codecs);
+        const answer = await pc.createAnswer();
+        await pc.setLocalDescription(answer);
+        const gathering = await gathered(pc, c.gatherTimeoutMs ?? 3000);
+        return { ok: true, sdp: pc.localDescription.sdp, gathering };
+      } catch (e) { return fail(e); }
+    },
+    async stats(c) {
+      try {
+        const pc = getPc(c.pc);
+        const report = await pc.getStats();
+        const codecs = new Map();
+        report.forEach(r => { if (r.type === 'codec') codecs.set(r.id, r.mimeType + '/' + r.clockRate); });
+        const rtp = [], pairs = [], transports = [];
+        report.forEach(r => {
+          if (r.type === 'inbound-rtp' || r.type === 'outbound-rtp') {
+            rtp.push({ type: r.type, kind: r.kind, mid: r.mid, ssrc: r.ssrc, codec: codecs.get(r.codecId),
+                       packets: num(r.packetsReceived ?? r.packetsSent), bytes: num(r.bytesReceived ?? r.bytesSent),
+                       packetsLost: num(r.packetsLost), jitter: num(r.jitter), audioLevel: num(r.audioLevel),
+                       totalAudioEnergy: num(r.totalAudioEnergy), framesDecoded: num(r.framesDecoded),
+                       framesEncoded: num(r.framesEncoded) });
+          } else if (r.type === 'candidate-pair' && r.nominated) {
+            const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
+            pairs.push({ state: r.state, local: l && (l.address + ':' + l.port), remote: rm && (rm.address + ':' + rm.port),
+                         bytesSent: num(r.bytesSent), bytesReceived: num(r.bytesReceived),
+                         requestsSent: num(r.requestsSent), responsesReceived: num(r.responsesReceived) });
+          } else if (r.type === 'transport') {
+            transports.push({ dtlsState: r.dtlsState, iceState: r.iceState, srtpCipher: r.srtpCipher,
+                              tlsVersion: r.tlsVersion, dtlsRole: r.dtlsRole });
+          }
+        });
+        return { ok: true, stats: {
+          signalingState: pc.signalingState, iceGatheringState: pc.iceGatheringState,
+          iceConnectionState: pc.iceConnectionState, connectionState: pc.connectionState,
+          rtp, pairs, transports,
+          dataChannels: pc.__channels.map(d => ({ label: d.label, readyState: d.readyState })) } };
+      } catch (e) { return fail(e); }
+    },
+    async close(c) {
+      try {
+        const pc = getPc(c.pc);
+        pc.close();
+        pcs.delete(c.pc);
+        return { ok: true };
+      } catch (e) { return fail(e); }
+    },
+  };
+})();
+</script>`;
+
+const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close']);
+
+let context = null;
+let page = null;
+let profileDir = null;
+let closing = null;
+
+async function shutdown(code) {
+  if (!closing) {
+    closing = (async () => {
+      const done = setTimeout(() => process.exit(code), 5000);
+      done.unref();
+      try { if (context) await context.close(); } catch (_) { /* already gone */ }
+      try { if (profileDir) rmSync(profileDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
+      process.exit(code);
+    })();
+  }
+  return closing;
+}
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => shutdown(0));
+process.stdout.on('error', () => shutdown(0)); // the reader went away (EPIPE)
+
+async function start() {
+  const t0 = Date.now();
+  profileDir = mkdtempSync(join(tmpdir(), 'estuary-chromium-'));
+  context = await chromium.launchPersistentContext(profileDir, {
+    executablePath,
+    headless: true,
+    args: FLAGS,
+    timeout: 20000,
+  });
+  context.on('close', () => { if (!closing) { process.stderr.write('[driver] browser closed unexpectedly\n'); shutdown(3); } });
+  await context.route(PAGE_URL, route => route.fulfill({ status: 200, contentType: 'text/html', body: PAGE_HTML }));
+  page = context.pages()[0] ?? await context.newPage();
+  page.on('crash', () => process.stderr.write('[driver] page crashed\n'));
+  if (trace) page.on('console', m => process.stderr.write(`[page] ${m.type()}: ${m.text()}\n`));
+  await page.goto(PAGE_URL);
+  const version = context.browser() ? context.browser().version() : await page.evaluate(() => navigator.userAgent);
+  const secure = await page.evaluate(() => window.isSecureContext);
+  reply({ ready: true, version, secureContext: secure, profile: profileDir, startMs: Date.now() - t0 });
+}
+
+async function handle(line) {
+  let c;
+  try {
+    c = JSON.parse(line);
+    if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new Error('not a JSON object');
+  } catch (e) {
+    return reply({ ok: false, error: 'driver: bad command line: ' + e.message, name: 'ProtocolError' });
+  }
+  const id = c.id;
+  const withId = r => (id === undefined ? r : { id, ...r });
+  try {
+    if (c.cmd === 'quit') {
+      reply(withId({ ok: true }));
+      return shutdown(0);
+    }
+    if (c.cmd === 'ping') return reply(withId({ ok: true }));
+    if (!PAGE_COMMANDS.has(c.cmd)) throw new Error('unknown cmd ' + JSON.stringify(c.cmd));
+    if (typeof c.pc !== 'string' || c.pc === '') throw new Error('missing "pc" name');
+    if ((c.cmd === 'remote-answer' || c.cmd === 'remote-offer') && typeof c.sdp !== 'string') {
+      throw new Error('missing "sdp" string');
+    }
+    const r = await page.evaluate(([cmd, arg]) => window.driver[cmd](arg), [c.cmd, c]);
+    return reply(withId(r));
+  } catch (e) {
+    return reply(withId({ ok: false, error: 'driver: ' + (e && e.message ? e.message : String(e)), name: 'DriverError' }));
+  }
+}
+
+try {
+  await start();
+} catch (e) {
+  reply({ ready: false, error: 'launching ' + executablePath + ': ' + (e && e.message ? e.message : String(e)) });
+  await shutdown(1);
+}
+
+// Commands run one at a time, in order; stdin closing ends the driver after the queue drains.
+let queue = Promise.resolve();
+const rl = createInterface({ input: process.stdin, crlfDelay: Infinity });
+rl.on('line', line => {
+  if (trace) process.stderr.write(`[driver] > ${line.length > 300 ? line.slice(0, 300) + '...' : line}\n`);
+  if (line.trim() === '') return;
+  queue = queue.then(() => handle(line));
+});
+rl.on('close', () => { queue = queue.then(() => shutdown(0)); });
