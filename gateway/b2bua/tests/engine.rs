@@ -753,3 +753,54 @@ fn a_hold_re_invite_is_rewritten_both_ways() {
     let answer = String::from_utf8_lossy(&resp(w).body).into_owned();
     assert!(answer.contains("a=recvonly") && answer.contains("a=setup:passive"), "{answer}");
 }
+
+#[test]
+fn early_media_answer_in_183_then_a_bodiless_200() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKearly"));
+    let inv = only_ims(&out);
+    let early = response_with_body(inv, 183, "Session Progress", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP);
+    let out = h.ims(&early);
+    let w = only_web(&out);
+    assert_eq!(status(w), 183);
+    let answer = String::from_utf8_lossy(&resp(w).body).into_owned();
+    assert!(answer.contains("a=ice-lite") && answer.contains("UDP/TLS/RTP/SAVPF 0\r\n"), "{answer}");
+    // The 200 repeats no SDP (the 183 carried the answer): relayed without a body.
+    let ok = response(inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")]);
+    let out = h.ims(&ok);
+    let w = only_web(&out);
+    assert_eq!(status(w), 200);
+    assert!(resp(w).body.is_empty() && resp(w).headers.get("Content-Type").is_none(), "{}", w.text);
+}
+
+#[test]
+fn an_update_offer_and_its_answer_are_rewritten() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack6\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    let offer = WEB_OFFER.replace("a=sendrecv", "a=inactive");
+    let update = format!(
+        "UPDATE sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKupd\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 8 UPDATE\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        offer.len(),
+        offer.replace("\r\n", "\n")
+    );
+    let out = h.web(&update);
+    let u = only_ims(&out);
+    assert_eq!(req(u).method.as_str(), "UPDATE");
+    let ims_offer = String::from_utf8_lossy(&req(u).body).into_owned();
+    assert!(ims_offer.contains("a=inactive") && ims_offer.contains("RTP/AVP"), "{ims_offer}");
+    let ok = response_with_body(u, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], &SDP.replace("RTP/AVP 0\r\n", "RTP/AVP 0\r\na=inactive\r\n"));
+    let out = h.ims(&ok);
+    let w = only_web(&out);
+    let answer = String::from_utf8_lossy(&resp(w).body).into_owned();
+    assert!(answer.contains("a=inactive") && answer.contains("a=ice-lite"), "{answer}");
+    // A second UPDATE that IMS refuses keeps the old session: the next offer is a new offer.
+    let out = h.web(&update.replace("z9hG4bKupd", "z9hG4bKupd2").replace("CSeq: 8 UPDATE", "CSeq: 9 UPDATE"));
+    let u2 = only_ims(&out);
+    let out = h.ims(&response(u2, 488, "Not Acceptable Here", &[]));
+    assert_eq!(status(only_web(&out)), 488);
+    let out = h.web(&update.replace("z9hG4bKupd", "z9hG4bKupd3").replace("CSeq: 8 UPDATE", "CSeq: 10 UPDATE"));
+    assert_eq!(req(only_ims(&out)).method.as_str(), "UPDATE", "an offer again, not taken for an answer");
+}
