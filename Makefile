@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build build-release lint clean
+.PHONY: run test deps build build-release lint bench clean
 
 run: build-release
 	./target/release/estuary run --config etc/estuary.toml
@@ -38,6 +38,15 @@ deps:
 # is built first because the real-peer tests start it as a separate process.
 test: deps build
 	$(CARGO) test --workspace
+
+# Per-packet costs (criterion, release profile). Figures are printed and the summary lines
+# are written as JSON to target/bench/relay.json.
+bench:
+	@mkdir -p target/bench
+	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
+	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
+	  | paste -sd, - | sed 's/^/{"relay": [/; s/$$/]}/' > target/bench/relay.json
+	@echo "wrote target/bench/relay.json"; cat target/bench/relay.json
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
