@@ -71,7 +71,7 @@ impl B2bua {
     /// A new engine. `seed` drives every random token (tags, branches, Call-IDs); the daemon
     /// passes OS randomness, the replay harness a fixed value.
     pub fn new(cfg: B2buaConfig, seed: u64) -> Self {
-        let ports = PortPool::new(cfg.media_ports.0, cfg.media_ports.1);
+        let ports = PortPool::new(cfg.media_ports.0, cfg.media_ports.1, cfg.port_quarantine);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -93,6 +93,7 @@ impl B2bua {
     /// Feed one event. Afterwards drain [`B2bua::poll_output`] and re-read
     /// [`B2bua::poll_timeout`].
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.ports.set_now(now);
         match input {
             Input::ConnectionOpened { conn, side: Side::Web, transport, .. } => {
                 self.conns.insert(conn, ConnInfo { transport });
@@ -134,7 +135,14 @@ impl B2bua {
             help: "Media ports (RTP/RTCP pairs) left in media.port_min..port_max",
             kind: crate::io::MetricKind::Gauge,
             labels: Vec::new(),
-            value: self.ports.available() as u64,
+            value: self.ports.available(now) as u64,
+        });
+        out.push(Sample {
+            name: "estuary_media_ports_quarantined",
+            help: "Media ports released by ended calls and not yet reusable (media.port_quarantine_s)",
+            kind: crate::io::MetricKind::Gauge,
+            labels: Vec::new(),
+            value: self.ports.quarantined(now) as u64,
         });
         out
     }

@@ -72,6 +72,8 @@ pub struct B2buaConfig {
     pub sdp: estuary_sdp::SdpPolicy,
     /// Media port range the SDP announces (`min..=max`).
     pub media_ports: (u16, u16),
+    /// How long a released media port rests before reuse.
+    pub port_quarantine: Duration,
 }
 
 impl Default for B2buaConfig {
@@ -92,6 +94,7 @@ impl Default for B2buaConfig {
             min_expires: 60,
             sdp: estuary_sdp::SdpPolicy::default(),
             media_ports: (20000, 29999),
+            port_quarantine: Duration::from_secs(30),
         }
     }
 }

@@ -695,6 +695,10 @@ fn an_ims_offer_reaches_the_browser_in_webrtc_form_and_its_answer_returns_in_ims
     );
     h.ims(&bye);
     assert_eq!(h.gw.active_calls(), 0);
+    // Released ports rest in quarantine (30 s by default) before reuse.
+    assert_eq!(ports_left(&h), before - 2);
+    let at = h.now - h.start + Duration::from_secs(30);
+    h.advance_to(at);
     assert_eq!(ports_left(&h), before);
 }
 

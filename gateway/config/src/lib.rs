@@ -197,6 +197,8 @@ pub struct MediaConfig {
     pub video_codecs: Vec<estuary_sdp::CodecSpec>,
     /// Relay RFC 4733 DTMF events (`media.telephone_event`).
     pub telephone_event: bool,
+    /// How long a released port rests before reuse (`media.port_quarantine_s`).
+    pub port_quarantine: Duration,
 }
 
 impl Default for MediaConfig {
@@ -218,6 +220,7 @@ impl Default for MediaConfig {
             audio_codecs: vec![codec("PCMU/8000"), codec("PCMA/8000")],
             video_codecs: vec![codec("H264/90000;profile-level-id=42e01f;packetization-mode=1")],
             telephone_event: true,
+            port_quarantine: Duration::from_secs(30),
         }
     }
 }
@@ -632,6 +635,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
         return Err(ConfigError::invalid(s.path("audio_codecs"), "must name at least one codec"));
     }
     let telephone_event = s.boolean("telephone_event", d.telephone_event)?;
+    let quarantine = s.int("port_quarantine_s", d.port_quarantine.as_secs() as i64, 0, 3600)?;
     s.finish()?;
     // Invariant: both range-checked to 1024..=65535 above.
     Ok(MediaConfig {
@@ -648,6 +652,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
         audio_codecs,
         video_codecs,
         telephone_event,
+        port_quarantine: Duration::from_secs(quarantine as u64),
     })
 }
 

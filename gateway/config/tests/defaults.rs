@@ -79,6 +79,7 @@ fn the_documented_file_lists_every_key() {
         "media.audio_codecs",
         "media.video_codecs",
         "media.telephone_event",
+        "media.port_quarantine_s",
         "transcoder.enabled",
         "transcoder.threads",
         "recording.mode",
@@ -97,7 +98,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        40,
+        41,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -89,6 +89,7 @@ pub fn b2bua_config(
         user_agent: Some(cfg.sip.user_agent.clone()),
         sdp: sdp_policy(cfg, Some(fingerprint)),
         media_ports: (cfg.media.ports.min, cfg.media.ports.max),
+        port_quarantine: cfg.media.port_quarantine,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }
