@@ -47,6 +47,7 @@ bench:
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
 	  | paste -sd, - | sed 's/^/{"relay": [/; s/$$/]}/' > target/bench/relay.json
 	@echo "wrote target/bench/relay.json"; cat target/bench/relay.json
+	$(CARGO) bench -p estuary-srtp --bench srtp 2>&1 | tee target/bench/srtp.txt
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
