@@ -1,0 +1,577 @@
+//! One call's media, sans-IO: the browser leg (ICE-lite, DTLS-SRTP, BUNDLE, rtcp-mux), the IMS
+//! legs (one RTP and one RTCP port per m-line, plain RTP or SDES-SRTP, symmetric-RTP latching),
+//! and the relay between them, all driven by the [`estuary_sdp::MediaPlan`] the SDP engine
+//! settled.
+//!
+//! # Driving it
+//!
+//! Every datagram that arrives on one of the call's local addresses goes to
+//! [`MediaSession::handle_datagram`] in a buffer the driver reuses (capacity of at least
+//! [`MIN_BUFFER`], so protecting in place never reallocates). Media is relayed *in that
+//! buffer*: the return value says from which local address to which remote one the driver sends
+//! it, or that the packet was consumed. Control traffic (STUN answers, DTLS flights) and events
+//! come out of [`MediaSession::poll_output`]; deadlines from [`MediaSession::poll_timeout`], fed
+//! back with [`MediaSession::handle_timeout`]. After any call that takes `&mut self`, drain
+//! `poll_output` to `None`, then re-read `poll_timeout`.
+//!
+//! # The per-packet path
+//!
+//! Browser → IMS: RFC 7983 demux, consent check on the source (ICE), SRTP unprotect, stream by
+//! payload type, payload type mapped to the IMS leg's, SSRC/sequence/timestamp continued by a
+//! [`estuary_rtp::StreamRewriter`], header extensions stripped (the IMS leg negotiated none),
+//! SDES protect if the IMS leg uses SRTP. IMS → browser is the mirror, without extensions to
+//! strip and with DTLS-SRTP protect. No allocation and no lock on this path; counters are plain
+//! integers the driver reads with [`MediaSession::counters`].
+//!
+//! RTCP is terminated per leg: what arrives is authenticated and counted, not forwarded (each
+//! leg's reports describe that leg). Streams that need transcoding are not relayed here; the
+//! transcoder (issue 5) takes them.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use estuary_ice::{Credentials, IceConfig, IceEvent, IceLite};
+use estuary_rtp::{classify, ClockRate, PacketKind, Pt, RtpPacket, RtpPacketMut, Rewrite, SeqNo, Ssrc, StreamRewriter};
+use estuary_sdp::{MediaPlan, StreamPlan};
+use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsFailure, SrtpContext, SrtpMasterKey, SrtpProfile};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// The smallest datagram buffer the driver may pass: a full Ethernet-MTU packet plus the
+/// largest SRTP tag.
+pub const MIN_BUFFER: usize = 1500 + 16;
+
+/// Tuning of a session.
+#[derive(Clone, Debug)]
+pub struct MediaConfig {
+    /// Address of the web-side socket (host candidate).
+    pub web_address: IpAddr,
+    /// Address of the IMS-side sockets (SDP c= toward IMS).
+    pub ims_address: IpAddr,
+    /// Learn the IMS peer's address from the first packet it sends (symmetric RTP, for cores
+    /// behind NAT); otherwise only the SDP address is accepted and used.
+    pub latch: bool,
+    /// No media from either side for this long (hold excepted) ends the call.
+    pub inactivity_timeout: Duration,
+    /// ICE consent and nomination timers.
+    pub ice: estuary_ice::IceSettings,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            web_address: IpAddr::from([127, 0, 0, 1]),
+            ims_address: IpAddr::from([127, 0, 0, 1]),
+            latch: true,
+            inactivity_timeout: Duration::from_secs(60),
+            ice: estuary_ice::IceSettings::default(),
+        }
+    }
+}
+
+/// What to do with the datagram just handled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// Send the buffer (rewritten in place) from our `from` socket to `to`.
+    Send { from: SocketAddr, to: SocketAddr },
+    /// Nothing to relay (control traffic, terminated RTCP, or dropped: see the counters).
+    Consumed,
+}
+
+/// Output other than relayed media.
+#[derive(Debug)]
+pub enum Output {
+    Transmit { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
+    Event(MediaEvent),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// The browser nominated a candidate pair (media may flow to it).
+    IceConnected { remote: SocketAddr },
+    /// DTLS finished and the browser's certificate matched its SDP fingerprint.
+    DtlsConnected { profile: SrtpProfile },
+    /// The call must end: consent lost, DTLS failure (a fingerprint mismatch is an attack),
+    /// no media for too long.
+    Failed { reason: String },
+}
+
+/// Per-session counters (plain integers: one session is owned by one task).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaCounters {
+    pub web_to_ims: u64,
+    pub ims_to_web: u64,
+    pub rtcp_in: u64,
+    pub dropped_no_consent: u64,
+    pub dropped_no_keys: u64,
+    pub dropped_srtp: u64,
+    pub dropped_unknown_stream: u64,
+    pub dropped_unroutable: u64,
+    pub dropped_malformed: u64,
+    pub dropped_transcode_pending: u64,
+    pub dropped_direction: u64,
+}
+
+/// Why a session could not be built from a plan.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("the plan has no web transport credentials or DTLS role yet")]
+    Incomplete,
+    #[error("bad ICE credentials in the plan: {0}")]
+    Ice(String),
+    #[error("DTLS setup: {0}")]
+    Dtls(String),
+    #[error("SDES keys for stream {0}: {1}")]
+    Sdes(usize, String),
+}
+
+/// One m-line's relay state.
+struct Stream {
+    plan: StreamPlan,
+    ims_rtp: SocketAddr,
+    ims_rtcp: SocketAddr,
+    /// Where the IMS peer's RTP goes: from the SDP, then latched to its real source.
+    ims_remote_rtp: Option<SocketAddr>,
+    ims_remote_rtcp: Option<SocketAddr>,
+    latched: bool,
+    ims_tx: Option<SrtpContext>,
+    ims_rx: Option<SrtpContext>,
+    to_ims: StreamRewriter,
+    to_web: StreamRewriter,
+}
+
+/// One call's media. See the crate documentation for the drive loop.
+pub struct MediaSession {
+    cfg: MediaConfig,
+    web_local: SocketAddr,
+    ice: IceLite,
+    dtls: DtlsEndpoint,
+    web_tx: Option<SrtpContext>,
+    web_rx: Option<SrtpContext>,
+    /// The browser's nominated address; `None` until nominated or after consent expired.
+    web_remote: Option<SocketAddr>,
+    streams: Vec<Stream>,
+    outputs: VecDeque<Output>,
+    counters: MediaCounters,
+    last_media: Instant,
+    failed: bool,
+    rng: StdRng,
+}
+
+impl MediaSession {
+    /// A session for `plan` (settled by an answer). `cert` is the gateway's DTLS certificate,
+    /// whose fingerprint the plan's SDP carried; `seed` (from a CSPRNG) draws the initial RTP
+    /// sequence numbers and timestamps.
+    pub fn new(cfg: MediaConfig, plan: &MediaPlan, cert: &Certificate, now: Instant, seed: u64) -> Result<MediaSession, MediaError> {
+        let web = &plan.web;
+        let role = match web.dtls_role.ok_or(MediaError::Incomplete)? {
+            estuary_sdp::DtlsRole::Client => estuary_srtp::DtlsRole::Client,
+            estuary_sdp::DtlsRole::Server => estuary_srtp::DtlsRole::Server,
+        };
+        let local = Credentials::new(web.local_ufrag.clone(), web.local_pwd.clone()).map_err(|e| MediaError::Ice(e.to_string()))?;
+        let mut ice_cfg = IceConfig::new(local);
+        ice_cfg.settings = cfg.ice.clone();
+        let mut rng = StdRng::seed_from_u64(seed);
+        ice_cfg.tie_breaker = rng.random();
+        let mut ice = IceLite::new(ice_cfg, now);
+        if let (Some(u), Some(p)) = (&web.remote_ufrag, &web.remote_pwd) {
+            if let Ok(c) = Credentials::new(u.clone(), p.clone()) {
+                ice.set_remote_credentials(c);
+            }
+        }
+        let fingerprints = web
+            .remote_fingerprints
+            .iter()
+            .filter_map(|f| estuary_srtp::Fingerprint::parse(&f.to_string()).ok())
+            .collect();
+        // Both profiles a browser may pick (DEPENDENCIES.md: Chromium takes CM_80, Firefox GCM).
+        let profiles = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80];
+        let dtls = DtlsEndpoint::new(role, cert, fingerprints, &profiles, now).map_err(|e| MediaError::Dtls(e.to_string()))?;
+        let mut s = MediaSession {
+            web_local: SocketAddr::new(cfg.web_address, web.local_port),
+            cfg,
+            ice,
+            dtls,
+            web_tx: None,
+            web_rx: None,
+            web_remote: None,
+            streams: Vec::new(),
+            outputs: VecDeque::new(),
+            counters: MediaCounters::default(),
+            last_media: now,
+            failed: false,
+            rng,
+        };
+        s.update_plan(plan)?;
+        s.drain_dtls();
+        Ok(s)
+    }
+
+    /// A new plan after a re-offer (hold, resume, codec or address change, added streams):
+    /// streams keep their rewriters, so the other leg sees one continuous stream.
+    pub fn update_plan(&mut self, plan: &MediaPlan) -> Result<(), MediaError> {
+        for sp in &plan.streams {
+            let ims_rtp = SocketAddr::new(self.cfg.ims_address, sp.ims_local_port);
+            let ims_rtcp = if sp.ims_rtcp_mux { ims_rtp } else { SocketAddr::new(self.cfg.ims_address, sp.ims_local_port.wrapping_add(1)) };
+            let (ims_tx, ims_rx) = match &sp.ims_srtp {
+                Some(k) => {
+                    let profile = SrtpProfile::from_sdes_name(k.suite.name()).ok_or_else(|| MediaError::Sdes(sp.index, k.suite.name().into()))?;
+                    let tx = SrtpMasterKey::from_concatenated(profile, &k.local_key_salt).map_err(|e| MediaError::Sdes(sp.index, e.to_string()))?;
+                    let rx = SrtpMasterKey::from_concatenated(profile, &k.remote_key_salt).map_err(|e| MediaError::Sdes(sp.index, e.to_string()))?;
+                    (Some(SrtpContext::new(&tx)), Some(SrtpContext::new(&rx)))
+                }
+                None => (None, None),
+            };
+            match self.streams.get_mut(sp.index) {
+                Some(st) => {
+                    // Same keys keep their contexts (replay windows, ROC); new keys replace them.
+                    if st.plan.ims_srtp != sp.ims_srtp {
+                        st.ims_tx = ims_tx;
+                        st.ims_rx = ims_rx;
+                    }
+                    if st.plan.ims_remote_rtp != sp.ims_remote_rtp {
+                        st.ims_remote_rtp = sp.ims_remote_rtp;
+                        st.ims_remote_rtcp = sp.ims_remote_rtcp;
+                        st.latched = false;
+                    }
+                    st.ims_rtp = ims_rtp;
+                    st.ims_rtcp = ims_rtcp;
+                    st.plan = sp.clone();
+                }
+                None => {
+                    let clock = |web: bool| {
+                        sp.codecs.first().map_or(ClockRate::NARROWBAND, |c| ClockRate(if web { c.web.clock } else { c.ims.clock }))
+                    };
+                    let to_ims = StreamRewriter::new(Ssrc(self.rng.random()), clock(false), SeqNo(self.rng.random()), self.rng.random());
+                    let to_web = StreamRewriter::new(Ssrc(sp.web_ssrc), clock(true), SeqNo(self.rng.random()), self.rng.random());
+                    self.streams.push(Stream {
+                        plan: sp.clone(),
+                        ims_rtp,
+                        ims_rtcp,
+                        ims_remote_rtp: sp.ims_remote_rtp,
+                        ims_remote_rtcp: sp.ims_remote_rtcp,
+                        latched: false,
+                        ims_tx,
+                        ims_rx,
+                        to_ims,
+                        to_web,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The local addresses this session receives on: the web socket, then each active IMS
+    /// stream's RTP and RTCP ports.
+    pub fn local_addresses(&self) -> Vec<SocketAddr> {
+        let mut v = vec![self.web_local];
+        for s in self.streams.iter().filter(|s| s.plan.ims_local_port != 0) {
+            v.push(s.ims_rtp);
+            if s.ims_rtcp != s.ims_rtp {
+                v.push(s.ims_rtcp);
+            }
+        }
+        v
+    }
+
+    pub fn counters(&self) -> &MediaCounters {
+        &self.counters
+    }
+
+    /// A datagram arrived on `local` from `source`. Media is rewritten in `buf` and
+    /// [`Forward::Send`] says where it goes; everything else is consumed (drain
+    /// [`Self::poll_output`] afterwards).
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
+        if self.failed {
+            return Forward::Consumed;
+        }
+        if local == self.web_local {
+            return self.on_web_datagram(now, source, buf);
+        }
+        match self.streams.iter().position(|s| s.ims_rtp == local || s.ims_rtcp == local) {
+            Some(i) => self.on_ims_datagram(now, i, local, source, buf),
+            None => {
+                self.counters.dropped_unroutable += 1;
+                Forward::Consumed
+            }
+        }
+    }
+
+    fn on_web_datagram(&mut self, now: Instant, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
+        match classify(buf) {
+            PacketKind::Stun => {
+                let input = estuary_ice::Input::Receive { local: self.web_local, source, data: buf };
+                if self.ice.handle_input(now, input).is_err() {
+                    self.counters.dropped_malformed += 1;
+                }
+                self.drain_ice();
+                Forward::Consumed
+            }
+            PacketKind::Dtls => {
+                if !self.ice.is_consented(source) {
+                    self.counters.dropped_no_consent += 1;
+                    return Forward::Consumed;
+                }
+                let _ = self.dtls.handle_input(now, buf);
+                self.drain_dtls();
+                Forward::Consumed
+            }
+            PacketKind::Rtcp => {
+                if self.web_ready(source) {
+                    if let Some(rx) = self.web_rx.as_mut() {
+                        match rx.unprotect_rtcp(buf) {
+                            Ok(()) => self.counters.rtcp_in += 1,
+                            Err(_) => self.counters.dropped_srtp += 1,
+                        }
+                    }
+                }
+                Forward::Consumed
+            }
+            PacketKind::Rtp => self.web_rtp(now, source, buf),
+            PacketKind::Unknown => {
+                self.counters.dropped_malformed += 1;
+                Forward::Consumed
+            }
+        }
+    }
+
+    /// Whether media from `source` on the web leg may be taken: ICE consent and SRTP keys.
+    fn web_ready(&mut self, source: SocketAddr) -> bool {
+        if !self.ice.is_consented(source) {
+            self.counters.dropped_no_consent += 1;
+            return false;
+        }
+        if self.web_rx.is_none() {
+            self.counters.dropped_no_keys += 1;
+            return false;
+        }
+        true
+    }
+
+    fn web_rtp(&mut self, now: Instant, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
+        if !self.web_ready(source) {
+            return Forward::Consumed;
+        }
+        let Some(rx) = self.web_rx.as_mut() else { return Forward::Consumed };
+        if rx.unprotect_rtp(buf).is_err() {
+            self.counters.dropped_srtp += 1;
+            return Forward::Consumed;
+        }
+        let Ok(pkt) = RtpPacket::parse(buf) else {
+            self.counters.dropped_malformed += 1;
+            return Forward::Consumed;
+        };
+        let pt = pkt.pt().0;
+        // BUNDLE demux by payload type: each m-line's payload types are its own.
+        let found = self.streams.iter().enumerate().find_map(|(i, s)| {
+            let c = s.plan.codecs.iter().find(|c| c.web_pt == pt).map(|c| (c.ims_pt, c.transcode));
+            let d = s.plan.dtmf.as_ref().filter(|d| d.web_pt == pt && d.web_clock == d.ims_clock).map(|d| (d.ims_pt, false));
+            c.or(d).map(|(ims_pt, transcode)| (i, ims_pt, transcode))
+        });
+        let Some((i, ims_pt, transcode)) = found else {
+            self.counters.dropped_unknown_stream += 1;
+            return Forward::Consumed;
+        };
+        self.last_media = now;
+        let st = &mut self.streams[i];
+        if !st.plan.active || !st.plan.ims_direction.sends() || !st.plan.web_direction.receives() {
+            self.counters.dropped_direction += 1;
+            return Forward::Consumed;
+        }
+        if transcode {
+            self.counters.dropped_transcode_pending += 1;
+            return Forward::Consumed;
+        }
+        let Some(to) = st.ims_remote_rtp else {
+            self.counters.dropped_unroutable += 1;
+            return Forward::Consumed;
+        };
+        // The IMS leg negotiated no header extensions.
+        match estuary_rtp::strip_extension(buf) {
+            Ok(n) => buf.truncate(n),
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                return Forward::Consumed;
+            }
+        }
+        if let Ok(mut p) = RtpPacketMut::parse(buf) {
+            p.set_pt(Pt(ims_pt));
+        }
+        match st.to_ims.rewrite(now, buf) {
+            Ok(Rewrite::Forward { .. }) => {}
+            _ => return Forward::Consumed,
+        }
+        if let Some(tx) = st.ims_tx.as_mut() {
+            if tx.protect_rtp(buf).is_err() {
+                self.counters.dropped_srtp += 1;
+                return Forward::Consumed;
+            }
+        }
+        self.counters.web_to_ims += 1;
+        Forward::Send { from: st.ims_rtp, to }
+    }
+
+    fn on_ims_datagram(&mut self, now: Instant, i: usize, local: SocketAddr, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
+        let latch = self.cfg.latch;
+        let st = &mut self.streams[i];
+        let is_rtcp = local == st.ims_rtcp && (st.ims_rtcp != st.ims_rtp || classify(buf) == PacketKind::Rtcp);
+        if is_rtcp {
+            let ok = match st.ims_rx.as_mut() {
+                Some(rx) => rx.unprotect_rtcp(buf).is_ok(),
+                None => true,
+            };
+            if ok {
+                self.counters.rtcp_in += 1;
+                if latch && !st.latched {
+                    st.ims_remote_rtcp = Some(source);
+                }
+            } else {
+                self.counters.dropped_srtp += 1;
+            }
+            return Forward::Consumed;
+        }
+        // Symmetric RTP (RFC 4961): the first authentic packet fixes where we send.
+        if !latch && st.ims_remote_rtp.is_some_and(|r| r != source) {
+            self.counters.dropped_unroutable += 1;
+            return Forward::Consumed;
+        }
+        if let Some(rx) = st.ims_rx.as_mut() {
+            if rx.unprotect_rtp(buf).is_err() {
+                self.counters.dropped_srtp += 1;
+                return Forward::Consumed;
+            }
+        }
+        let Ok(pkt) = RtpPacket::parse(buf) else {
+            self.counters.dropped_malformed += 1;
+            return Forward::Consumed;
+        };
+        if latch && !st.latched {
+            st.ims_remote_rtp = Some(source);
+            st.latched = true;
+        }
+        self.last_media = now;
+        let pt = pkt.pt().0;
+        let mapped = st
+            .plan
+            .codecs
+            .iter()
+            .find(|c| c.ims_pt == pt)
+            .map(|c| (c.web_pt, c.transcode))
+            .or_else(|| st.plan.dtmf.as_ref().filter(|d| d.ims_pt == pt && d.web_clock == d.ims_clock).map(|d| (d.web_pt, false)));
+        let Some((web_pt, transcode)) = mapped else {
+            self.counters.dropped_unknown_stream += 1;
+            return Forward::Consumed;
+        };
+        if !st.plan.active || !st.plan.web_direction.sends() || !st.plan.ims_direction.receives() {
+            self.counters.dropped_direction += 1;
+            return Forward::Consumed;
+        }
+        if transcode {
+            self.counters.dropped_transcode_pending += 1;
+            return Forward::Consumed;
+        }
+        let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else {
+            self.counters.dropped_no_keys += 1;
+            return Forward::Consumed;
+        };
+        if let Ok(mut p) = RtpPacketMut::parse(buf) {
+            p.set_pt(Pt(web_pt));
+        }
+        match st.to_web.rewrite(now, buf) {
+            Ok(Rewrite::Forward { .. }) => {}
+            _ => return Forward::Consumed,
+        }
+        if tx.protect_rtp(buf).is_err() {
+            self.counters.dropped_srtp += 1;
+            return Forward::Consumed;
+        }
+        self.counters.ims_to_web += 1;
+        Forward::Send { from: self.web_local, to }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.ice.handle_timeout(now);
+        self.drain_ice();
+        self.dtls.handle_timeout(now);
+        self.drain_dtls();
+        if !self.failed && now >= self.last_media + self.cfg.inactivity_timeout && !self.on_hold() {
+            self.fail(format!("no media for {} s", self.cfg.inactivity_timeout.as_secs()));
+        }
+    }
+
+    /// Every active stream is held (no direction sends anything): silence is expected.
+    fn on_hold(&self) -> bool {
+        self.streams
+            .iter()
+            .filter(|s| s.plan.active)
+            .all(|s| !s.plan.web_direction.receives() && !s.plan.ims_direction.receives())
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.failed {
+            return None;
+        }
+        [self.ice.poll_timeout(), self.dtls.poll_timeout(), Some(self.last_media + self.cfg.inactivity_timeout)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn fail(&mut self, reason: String) {
+        if !self.failed {
+            self.failed = true;
+            self.outputs.push_back(Output::Event(MediaEvent::Failed { reason }));
+        }
+    }
+
+    fn drain_ice(&mut self) {
+        while let Some(o) = self.ice.poll_output() {
+            match o {
+                estuary_ice::Output::Transmit(t) => self.outputs.push_back(Output::Transmit { from: t.from, to: t.to, data: t.data }),
+                estuary_ice::Output::Event(IceEvent::Nominated { remote, .. }) => {
+                    let first = self.web_remote.is_none();
+                    self.web_remote = Some(remote);
+                    if first {
+                        self.outputs.push_back(Output::Event(MediaEvent::IceConnected { remote }));
+                    }
+                }
+                estuary_ice::Output::Event(IceEvent::ConsentExpired { .. }) => self.web_remote = None,
+                estuary_ice::Output::Event(IceEvent::Failed { reason }) => self.fail(format!("ICE: {reason:?}")),
+            }
+        }
+    }
+
+    fn drain_dtls(&mut self) {
+        while let Some(o) = self.dtls.poll_output() {
+            match o {
+                estuary_srtp::Output::Transmit(data) => {
+                    // Flights go to the nominated pair; before nomination, nowhere (the client
+                    // retransmits once ICE is up).
+                    if let Some(to) = self.web_remote {
+                        self.outputs.push_back(Output::Transmit { from: self.web_local, to, data });
+                    }
+                }
+                estuary_srtp::Output::Event(DtlsEvent::Connected { profile, keys }) => {
+                    let role = self.dtls.role();
+                    self.web_tx = Some(SrtpContext::new(keys.local(role)));
+                    self.web_rx = Some(SrtpContext::new(keys.remote(role)));
+                    self.outputs.push_back(Output::Event(MediaEvent::DtlsConnected { profile }));
+                }
+                estuary_srtp::Output::Event(DtlsEvent::Failed(f)) => {
+                    let reason = match f {
+                        DtlsFailure::FingerprintMismatch => "DTLS: the browser's certificate does not match its SDP fingerprint".to_owned(),
+                        other => format!("DTLS: {other}"),
+                    };
+                    self.fail(reason);
+                }
+                estuary_srtp::Output::Event(DtlsEvent::Closed) => self.fail("DTLS closed by the browser".to_owned()),
+            }
+        }
+    }
+}
