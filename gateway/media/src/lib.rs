@@ -111,6 +111,9 @@ pub struct MediaCounters {
     pub dropped_malformed: u64,
     pub dropped_transcode_pending: u64,
     pub dropped_direction: u64,
+    /// Packets of a source the stream already left, or before its first packet (see
+    /// `estuary_rtp::StreamRewriter`).
+    pub dropped_stale: u64,
 }
 
 /// Why a session could not be built from a plan.
@@ -124,6 +127,16 @@ pub enum MediaError {
     Dtls(String),
     #[error("SDES keys for stream {0}: {1}")]
     Sdes(usize, String),
+}
+
+/// Give the packet in `buf` the other leg's payload type and carry it into that leg's SSRC,
+/// sequence and timestamp space. False: drop it.
+fn retag(now: Instant, buf: &mut [u8], pt: u8, rewriter: &mut StreamRewriter) -> bool {
+    match RtpPacketMut::parse(buf) {
+        Ok(mut p) => p.set_pt(Pt(pt)),
+        Err(_) => return false,
+    }
+    matches!(rewriter.rewrite(now, buf), Ok(Rewrite::Forward { .. }))
 }
 
 /// One m-line's relay state.
@@ -396,12 +409,9 @@ impl MediaSession {
                 return Forward::Consumed;
             }
         }
-        if let Ok(mut p) = RtpPacketMut::parse(buf) {
-            p.set_pt(Pt(ims_pt));
-        }
-        match st.to_ims.rewrite(now, buf) {
-            Ok(Rewrite::Forward { .. }) => {}
-            _ => return Forward::Consumed,
+        if !retag(now, buf, ims_pt, &mut st.to_ims) {
+            self.counters.dropped_stale += 1;
+            return Forward::Consumed;
         }
         if let Some(tx) = st.ims_tx.as_mut() {
             if tx.protect_rtp(buf).is_err() {
@@ -476,12 +486,9 @@ impl MediaSession {
             self.counters.dropped_no_keys += 1;
             return Forward::Consumed;
         };
-        if let Ok(mut p) = RtpPacketMut::parse(buf) {
-            p.set_pt(Pt(web_pt));
-        }
-        match st.to_web.rewrite(now, buf) {
-            Ok(Rewrite::Forward { .. }) => {}
-            _ => return Forward::Consumed,
+        if !retag(now, buf, web_pt, &mut st.to_web) {
+            self.counters.dropped_stale += 1;
+            return Forward::Consumed;
         }
         if tx.protect_rtp(buf).is_err() {
             self.counters.dropped_srtp += 1;
