@@ -88,27 +88,21 @@ fn self_signed_for(
 }
 
 /// The gateway's DTLS identity toward browsers (RFC 5763 §5): an ECDSA P-256 self-signed
-/// certificate made at start, whose SHA-256 fingerprint every browser-facing SDP carries.
+/// certificate made at start. The media plane terminates DTLS with it and every
+/// browser-facing SDP carries its SHA-256 fingerprint, so the two cannot drift apart.
 pub struct DtlsIdentity {
-    /// DER certificate and PKCS#8 key, for the media plane's DTLS endpoints.
-    #[allow(dead_code)] // read by the media plane (issue 4), which terminates DTLS with them
-    pub cert: CertificateDer<'static>,
-    #[allow(dead_code)]
-    pub key: PrivateKeyDer<'static>,
-    /// `sha-256 AB:CD:...` (RFC 8122 §5).
+    #[allow(dead_code)] // handed to the media plane's DTLS endpoints (issue 4, next step)
+    pub cert: estuary_srtp::Certificate,
+    /// `sha-256 AB:CD:...` (RFC 8122 §5), in the SDP engine's type.
     pub fingerprint: estuary_sdp::Fingerprint,
 }
 
 pub fn dtls_identity() -> Result<DtlsIdentity, DaemonError> {
-    let generated = rcgen::generate_simple_self_signed(vec!["estuary".to_owned()])
+    let cert = estuary_srtp::Certificate::generate()
         .map_err(|e| DaemonError::setup("media", format!("cannot generate the DTLS certificate: {e}")))?;
-    let cert = generated.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(generated.signing_key.serialize_der()));
-    let fingerprint = estuary_sdp::Fingerprint {
-        algorithm: "sha-256".to_owned(),
-        value: sha256_fingerprint(&cert),
-    };
-    Ok(DtlsIdentity { cert, key, fingerprint })
+    let fingerprint = estuary_sdp::Fingerprint::parse(&cert.fingerprint().to_string())
+        .map_err(|e| DaemonError::setup("media", format!("DTLS fingerprint: {e}")))?;
+    Ok(DtlsIdentity { cert, fingerprint })
 }
 
 pub fn sha256_fingerprint(cert: &CertificateDer<'_>) -> String {
