@@ -79,6 +79,36 @@ pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// Run the calling test inside a fresh network namespace whose only interface is loopback,
+/// so a browser's candidates and every packet stay on 127.0.0.0/8 (TESTING.md). The test
+/// binary re-executes itself for just `test` under `unshare -n`; the child gets `true` and
+/// runs the test body, the parent gets `false` after asserting the child passed.
+///
+/// ```ignore
+/// if !in_loopback_netns("my_test") { return; }
+/// ```
+pub fn in_loopback_netns(test: &str) -> bool {
+    const MARK: &str = "ESTUARY_IN_LOOPBACK_NETNS";
+    if std::env::var_os(MARK).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = std::process::Command::new("unshare")
+        .args(["-n", "sh", "-c", "ip link set lo up && exec \"$0\" --exact \"$1\" --nocapture --test-threads=1"])
+        .arg(&exe)
+        .arg(test)
+        .env(MARK, "1")
+        .output()
+        .expect("run unshare (util-linux) for a loopback-only network namespace");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "{test} in a loopback-only network namespace failed ({}):\n{text}",
+        out.status
+    );
+    false
+}
+
 /// A new empty directory under the system temp dir, named after `label`.
 pub fn scratch_dir(label: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
