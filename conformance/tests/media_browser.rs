@@ -4,7 +4,7 @@
 //! its audio back. No daemon: the test is the driver (plain sockets, real time), so this pins
 //! the engines' interop with Chromium before the daemon wiring.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use estuary_conformance::browser::{Browser, Netns};
