@@ -121,6 +121,8 @@ pub struct Call {
     pub sdp: estuary_sdp::SdpSession,
     /// Media ports this call holds (released when it ends).
     pub ports: Vec<u16>,
+    /// The plan version last handed to the media plane (0: none).
+    pub media_version: u64,
 }
 
 impl Call {

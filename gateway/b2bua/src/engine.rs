@@ -103,6 +103,12 @@ impl B2bua {
             Input::ConnectionClosed { conn } => self.on_conn_closed(now, conn),
             Input::Unreachable { flow } => self.tx.fail_flow(|f| *f == flow),
             Input::Timeout => self.on_timeout(now),
+            Input::MediaFailed { call, reason } => {
+                if self.calls.contains_key(&CallId(call)) {
+                    tracing::warn!(call, reason, "media failed; ending the call");
+                    self.hangup(now, CallId(call));
+                }
+            }
         }
         self.pump(now);
     }
@@ -805,6 +811,7 @@ impl B2bua {
                 binding,
                 sdp,
                 ports,
+                media_version: 0,
             },
         );
     }
@@ -1022,6 +1029,7 @@ impl B2bua {
         let flow = leg.flow;
         call.last_ack = Some((duty.leg, bytes.clone()));
         self.tx.send_stateless(flow, bytes);
+        self.sync_media(id);
     }
 
     fn on_in_dialog(&mut self, now: Instant, side: Side, key: ServerKey, req: Request, _tag: String) {
@@ -1064,6 +1072,7 @@ impl B2bua {
         } else {
             req.body.clone()
         };
+        self.sync_media(id);
         let other = idx.other();
         let Some(hop) = self.calls.get(&id).map(|c| c.leg(other).hop()) else { return };
         let via = self.via_for(hop);
@@ -1137,6 +1146,7 @@ impl B2bua {
         } else {
             Vec::new()
         };
+        self.sync_media(r.call);
         self.forward_response(now, &r.server, &r.request, resp, from, None, contact.as_deref(), body);
     }
 
@@ -1215,6 +1225,9 @@ impl B2bua {
 
     fn end_call(&mut self, id: CallId) {
         let Some(call) = self.calls.remove(&id) else { return };
+        if call.media_version > 0 {
+            self.outputs.push_back(Output::MediaEnd { call: id.0 });
+        }
         self.ports.release(call.ports);
         self.dialogs.retain(|_, (c, _)| *c != id);
         self.invites.remove(&call.a_invite_key);
@@ -1363,7 +1376,22 @@ impl B2bua {
     /// Rewrite an SDP body of call `id` arriving from `from` (see [`rewrite_sdp`]).
     fn sdp_body(&mut self, id: CallId, from: Side, body: &[u8], completes: bool) -> Result<Vec<u8>, SdpError> {
         let Some(call) = self.calls.get_mut(&id) else { return Ok(Vec::new()) };
-        rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, body, completes)
+        let out = rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, body, completes);
+        self.sync_media(id);
+        out
+    }
+
+    /// Hand the call's plan to the media plane when an answer settled a new one.
+    fn sync_media(&mut self, id: CallId) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let version = call.sdp.plan_version();
+        if version == call.media_version {
+            return;
+        }
+        call.media_version = version;
+        if let Some(plan) = call.sdp.plan() {
+            self.outputs.push_back(Output::Media { call: id.0, plan: Box::new(plan.clone()) });
+        }
     }
 
     /// Answer a request locally within its server transaction.

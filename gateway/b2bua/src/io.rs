@@ -71,6 +71,9 @@ pub enum Input<'a> {
     Unreachable { flow: Flow },
     /// The time returned by `poll_timeout` has come.
     Timeout,
+    /// The media plane gave up on a call (DTLS failure, lost ICE consent, no media): end it
+    /// with BYE on both legs.
+    MediaFailed { call: u64, reason: &'a str },
 }
 
 /// Something the driver must do.
@@ -80,6 +83,11 @@ pub enum Output {
     Transmit { flow: Flow, data: Vec<u8> },
     /// Close a connection (e.g. after a policy violation).
     Close { conn: ConnId },
+    /// A call's media plan was settled or changed by an offer/answer exchange: the media plane
+    /// (re)configures the call's session from it.
+    Media { call: u64, plan: Box<estuary_sdp::MediaPlan> },
+    /// The call ended: the media plane drops its session and sockets.
+    MediaEnd { call: u64 },
 }
 
 /// One metric sample, rendered by the driver (Prometheus text on /metrics).

@@ -23,6 +23,8 @@ struct Harness {
     gw: B2bua,
     now: Instant,
     start: Instant,
+    /// Outputs for the media plane (plans, ends), in order.
+    media: Vec<Output>,
 }
 
 #[derive(Debug)]
@@ -50,7 +52,7 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        Harness { gw, now, start: now }
+        Harness { gw, now, start: now, media: Vec::new() }
     }
 
     fn web(&mut self, text: &str) -> Vec<Sent> {
@@ -97,10 +99,14 @@ impl Harness {
     fn drain(&mut self) -> Vec<Sent> {
         let mut out = Vec::new();
         while let Some(o) = self.gw.poll_output() {
-            if let Output::Transmit { flow, data } = o {
-                let text = String::from_utf8_lossy(&data).into_owned();
-                let msg = Message::parse(&data).unwrap_or_else(|e| panic!("gateway sent unparseable SIP ({e}):\n{text}"));
-                out.push(Sent { flow, msg, text });
+            match o {
+                Output::Transmit { flow, data } => {
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    let msg = Message::parse(&data).unwrap_or_else(|e| panic!("gateway sent unparseable SIP ({e}):\n{text}"));
+                    out.push(Sent { flow, msg, text });
+                }
+                Output::Media { .. } | Output::MediaEnd { .. } => self.media.push(o),
+                Output::Close { .. } => {}
             }
         }
         out
@@ -807,4 +813,38 @@ fn an_update_offer_and_its_answer_are_rewritten() {
     assert_eq!(status(only_web(&out)), 488);
     let out = h.web(&update.replace("z9hG4bKupd", "z9hG4bKupd3").replace("CSeq: 8 UPDATE", "CSeq: 10 UPDATE"));
     assert_eq!(req(only_ims(&out)).method.as_str(), "UPDATE", "an offer again, not taken for an answer");
+}
+
+#[test]
+fn the_media_plane_gets_each_settled_plan_and_the_end_and_can_end_the_call() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call(&mut h);
+    // The 200's answer settled the first plan: one active audio stream, ports from the pool.
+    let plans: Vec<&estuary_sdp::MediaPlan> = h
+        .media
+        .iter()
+        .filter_map(|o| match o {
+            Output::Media { plan, .. } => Some(&**plan),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(plans.len(), 1, "{:?}", h.media);
+    let plan = plans[0];
+    assert_eq!((plan.web.local_port, plan.streams.len()), (20000, 1));
+    assert!(plan.streams[0].active && plan.streams[0].ims_local_port == 20002);
+    assert_eq!(plan.streams[0].ims_remote_rtp, Some("10.9.9.9:40000".parse().unwrap()));
+    let Output::Media { call, .. } = h.media[0] else { unreachable!() };
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack7\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    assert_eq!(h.media.len(), 1, "an ACK without SDP settles nothing new");
+    // The media plane gives up (e.g. DTLS fingerprint mismatch): BYE on both legs, then MediaEnd.
+    let out = h.input(Input::MediaFailed { call, reason: "DTLS: fingerprint mismatch" });
+    let byes: Vec<Side> = out
+        .iter()
+        .filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE"))
+        .map(|s| if matches!(s.flow, Flow::Web { .. }) { Side::Web } else { Side::Ims })
+        .collect();
+    assert_eq!(byes.len(), 2, "{out:?}");
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(h.media.last(), Some(&Output::MediaEnd { call }));
 }

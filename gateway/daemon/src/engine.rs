@@ -385,6 +385,13 @@ impl<M: Machine> Engine<M> {
                 Some(c) => c.writer.close.notify_one(),
                 None => debug!(?conn, "close for a connection already gone"),
             },
+            // The media driver that binds the plan's ports and runs estuary-media sessions is
+            // the next step of issue 4; until then plans are counted and logged.
+            Output::Media { call, plan } => {
+                self.ctx.stats.inc(Metric::MediaPlans);
+                debug!(call, streams = plan.streams.len(), web_port = plan.web.local_port, "media plan settled");
+            }
+            Output::MediaEnd { call } => debug!(call, "media ended"),
         }
     }
 

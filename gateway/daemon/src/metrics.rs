@@ -23,6 +23,7 @@ pub enum Metric {
     OversizeDropped,
     OutputsDropped,
     UnreachableReported,
+    MediaPlans,
 }
 
 pub struct Def {
@@ -122,6 +123,12 @@ pub const TABLE: &[Def] = &[
         "estuary_unreachable_total",
         Counter,
         "IMS destinations reported unreachable to the engine.",
+    ),
+    def(
+        Metric::MediaPlans,
+        "estuary_media_plans_total",
+        Counter,
+        "Media plans settled by offer/answer exchanges (initial and re-negotiated).",
     ),
 ];
 

@@ -130,6 +130,8 @@ pub struct SdpSession {
     streams: Vec<Stream>,
     pending: Option<Pending>,
     plan: Option<MediaPlan>,
+    /// Bumped whenever an answer settles a new plan.
+    plan_version: u64,
 }
 
 impl std::fmt::Debug for SdpSession {
@@ -168,12 +170,19 @@ impl SdpSession {
             streams: Vec::new(),
             pending: None,
             plan: None,
+            plan_version: 0,
         }
     }
 
     /// The plan settled by the last answer, if any.
     pub fn plan(&self) -> Option<&MediaPlan> {
         self.plan.as_ref()
+    }
+
+    /// Grows by one each time an answer settles a plan (0: none yet), so a caller can tell
+    /// whether the media plane needs the plan again.
+    pub fn plan_version(&self) -> u64 {
+        self.plan_version
     }
 
     /// The codec mapping the pending offer proposes, per m-line: what each payload type the
@@ -517,6 +526,7 @@ impl SdpSession {
         self.finish_web_sdp(&mut out, &plans);
         let text = self.web_origin.stamp(&mut out);
         self.plan = Some(MediaPlan { web: self.web.clone(), streams: plans });
+        self.plan_version += 1;
         Ok(text)
     }
 
@@ -823,6 +833,7 @@ impl SdpSession {
         self.web.dtls_role = Some(role);
         let text = self.ims_origin.stamp(&mut out);
         self.plan = Some(MediaPlan { web: self.web.clone(), streams: plans });
+        self.plan_version += 1;
         Ok(text)
     }
 }
