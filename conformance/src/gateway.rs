@@ -162,6 +162,10 @@ impl GatewayBuilder {
             ("admin.listen".into(), any),
             ("log.level".into(), "debug".into()),
         ];
+        // Daemons of parallel tests bind media ports: each gets its own window.
+        let (min, max) = crate::net::media_port_window();
+        sets.push(("media.port_min".into(), min.to_string()));
+        sets.push(("media.port_max".into(), max.to_string()));
         if let Some(nh) = &self.next_hop {
             sets.push(("ims.next_hop".into(), nh.clone()));
         }

@@ -79,6 +79,16 @@ pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
 
+/// A media port range for one test daemon: 100 ports from 30000-32699 (below the kernel's
+/// ephemeral range, above the default media range and [`TEST_PORTS`]), a different window for
+/// each daemon this process starts (test binaries run one after the other).
+pub fn media_port_window() -> (u16, u16) {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % 27;
+    let min = 30000 + 100 * n as u16;
+    (min, min + 99)
+}
+
 /// Run the calling test inside a fresh network namespace whose only interface is loopback,
 /// so a browser's candidates and every packet stay on 127.0.0.0/8 (TESTING.md). The test
 /// binary re-executes itself for just `test` under `unshare -n`; the child gets `true` and

@@ -7,6 +7,7 @@
 use estuary_conformance::flows::{finish, Setup};
 use estuary_conformance::leak::{assert_no_leaks, ImsSide};
 use estuary_conformance::msg::{addr_uri, uri_hostport, SipMsg};
+use estuary_conformance::net::udp_port_in_use;
 use estuary_conformance::ws_client::{assert_ims_sdp, assert_webrtc_sdp, webrtc_offer, Dialog, WsSipClient, DEFAULT_WAIT};
 use estuary_conformance::SippRun;
 
@@ -169,6 +170,25 @@ fn check_ims_in_dialog(req: &SipMsg, run: &SippRun) {
     }
 }
 
+/// The port of the first m-line of an SDP body.
+fn sdp_port(sdp: &str) -> u16 {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("m="))
+        .and_then(|m| m.split(' ').nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no m-line port in {sdp}"))
+}
+
+async fn wait_until(cond: impl Fn() -> bool, what: &str) {
+    for _ in 0..100 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within 2 s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_call_answered_then_browser_hangs_up() {
     let s = Setup::start(|b| b).await;
@@ -176,10 +196,18 @@ async fn browser_call_answered_then_browser_hangs_up() {
     let sipp = s.uas("uas_answer_wait_bye.xml").await;
     let offer = webrtc_offer(40000);
     let (mut d, prov, ok) = call_answered(&mut reg.client, &offer).await;
+    // The media plane has bound the ports the answer announces to the browser and to IMS.
+    let web_port = sdp_port(&ok.body);
+    let bound = |port: u16| udp_port_in_use(port);
+    wait_until(|| bound(web_port), "web media port bound").await;
     let bye = reg.client.bye(&mut d).await;
     let bye_resp = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
     assert_eq!(bye_resp.status(), 200, "{}", reg.client.transcript());
+    // ... and closes them when the call ends.
+    wait_until(|| !bound(web_port), "web media port released").await;
     let run = finish(sipp, &reg.client, &s.gw).await;
+    let ims_port = sdp_port(&run.received_requests("INVITE")[0].body);
+    assert!(!bound(ims_port), "IMS media port released");
 
     check_call_setup(&s, &reg.client, &d, &prov, &ok, &offer, &run);
     assert!(

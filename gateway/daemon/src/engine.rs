@@ -78,6 +78,8 @@ pub enum Event {
     UdpUnreachable { remote: SocketAddr },
     /// The admin endpoint asks for the engine's metric samples.
     Metrics(oneshot::Sender<Vec<Sample>>),
+    /// A call's media session gave up (see `media`).
+    MediaFailed { call: u64, reason: String },
 }
 
 /// The engine's handle on one connection task.
@@ -110,9 +112,16 @@ pub struct Engine<M> {
     unreachable: VecDeque<Flow>,
     /// The deadline most recently fed as Timeout, to stop a stuck deadline from spinning.
     last_fired: Option<Instant>,
+    /// Runs calls' media; `None` in tests that drive signalling only.
+    media: Option<crate::media::MediaHub>,
 }
 
 impl<M: Machine> Engine<M> {
+    pub fn with_media(mut self, hub: crate::media::MediaHub) -> Self {
+        self.media = Some(hub);
+        self
+    }
+
     pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket) -> Self {
         Engine {
             machine,
@@ -123,6 +132,7 @@ impl<M: Machine> Engine<M> {
             connecting: HashMap::new(),
             unreachable: VecDeque::new(),
             last_fired: None,
+            media: None,
         }
     }
 
@@ -246,6 +256,9 @@ impl<M: Machine> Engine<M> {
                     remote,
                 });
                 self.feed_unreachable();
+            }
+            Event::MediaFailed { call, reason } => {
+                self.feed(Input::MediaFailed { call, reason: &reason });
             }
             Event::Metrics(reply) => {
                 let machine = &mut self.machine;
@@ -385,13 +398,18 @@ impl<M: Machine> Engine<M> {
                 Some(c) => c.writer.close.notify_one(),
                 None => debug!(?conn, "close for a connection already gone"),
             },
-            // The media driver that binds the plan's ports and runs estuary-media sessions is
-            // the next step of issue 4; until then plans are counted and logged.
             Output::Media { call, plan } => {
                 self.ctx.stats.inc(Metric::MediaPlans);
                 debug!(call, streams = plan.streams.len(), web_port = plan.web.local_port, "media plan settled");
+                if let Some(hub) = &mut self.media {
+                    hub.plan(call, plan);
+                }
             }
-            Output::MediaEnd { call } => debug!(call, "media ended"),
+            Output::MediaEnd { call } => {
+                if let Some(hub) = &mut self.media {
+                    hub.end(call);
+                }
+            }
         }
     }
 

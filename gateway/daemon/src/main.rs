@@ -18,6 +18,7 @@ mod error;
 mod http;
 mod icmp;
 mod ims;
+mod media;
 mod metrics;
 mod sdp_tool;
 mod server;

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
-use crate::{admin, icmp, ims, tls, web};
+use crate::{admin, icmp, ims, media, tls, web};
 
 /// Depth of the engine's inbox.
 const EVENT_QUEUE: usize = 4096;
@@ -62,7 +62,16 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?,
     );
 
-    let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).run(events_rx));
+    let media = media::MediaHub::new(
+        dtls.cert,
+        estuary_media::MediaConfig {
+            web_address: cfg.media.web_address,
+            ims_address: cfg.media.ims_address,
+            ..estuary_media::MediaConfig::default()
+        },
+        ctx.clone(),
+    );
+    let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).with_media(media).run(events_rx));
     tokio::spawn(web::accept_loop(ws, None, ctx.clone()));
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone()));
     tokio::spawn(ims::udp_loop(udp, ctx.clone()));

@@ -91,7 +91,6 @@ fn self_signed_for(
 /// certificate made at start. The media plane terminates DTLS with it and every
 /// browser-facing SDP carries its SHA-256 fingerprint, so the two cannot drift apart.
 pub struct DtlsIdentity {
-    #[allow(dead_code)] // handed to the media plane's DTLS endpoints (issue 4, next step)
     pub cert: estuary_srtp::Certificate,
     /// `sha-256 AB:CD:...` (RFC 8122 §5), in the SDP engine's type.
     pub fingerprint: estuary_sdp::Fingerprint,

@@ -1,0 +1,173 @@
+//! The media driver: one task per call owns the call's UDP sockets (the web-side BUNDLE port,
+//! one RTP and one RTCP port per IMS stream) and its [`MediaSession`], and relays packets in a
+//! buffer it reuses. The engine hands it plans ([`MediaHub::plan`]) and ends
+//! ([`MediaHub::end`]); a session that gives up (DTLS failure, lost consent, silence) is
+//! reported back as [`Event::MediaFailed`], and the engine ends the call with BYE.
+//!
+//! Calls share nothing on the packet path: no lock, no allocation per packet (the task waits
+//! on all its sockets with `poll_recv_ready` and reads with `try_recv_from`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use estuary_media::{Forward, MediaConfig, MediaEvent, MediaSession, Output};
+use estuary_sdp::MediaPlan;
+use estuary_srtp::Certificate;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::ctx::Ctx;
+use crate::engine::Event;
+
+/// Plan updates queued per call before the engine's sends start failing (re-offers are rare).
+const PLAN_QUEUE: usize = 8;
+
+pub struct MediaHub {
+    calls: HashMap<u64, mpsc::Sender<Box<MediaPlan>>>,
+    cert: Arc<Certificate>,
+    cfg: MediaConfig,
+    ctx: Arc<Ctx>,
+}
+
+impl MediaHub {
+    pub fn new(cert: Certificate, cfg: MediaConfig, ctx: Arc<Ctx>) -> MediaHub {
+        MediaHub { calls: HashMap::new(), cert: Arc::new(cert), cfg, ctx }
+    }
+
+    /// A call's plan was settled or renegotiated.
+    pub fn plan(&mut self, call: u64, plan: Box<MediaPlan>) {
+        if let Some(tx) = self.calls.get(&call) {
+            if tx.try_send(plan).is_err() {
+                warn!(call, "media task not taking plan updates");
+            }
+            return;
+        }
+        let (tx, rx) = mpsc::channel(PLAN_QUEUE);
+        self.calls.insert(call, tx);
+        tokio::spawn(run_call(call, plan, rx, self.cert.clone(), self.cfg.clone(), self.ctx.clone()));
+    }
+
+    /// The call ended: dropping its sender ends the task and closes its sockets.
+    pub fn end(&mut self, call: u64) {
+        self.calls.remove(&call);
+    }
+}
+
+async fn run_call(
+    call: u64,
+    first: Box<MediaPlan>,
+    mut plans: mpsc::Receiver<Box<MediaPlan>>,
+    cert: Arc<Certificate>,
+    cfg: MediaConfig,
+    ctx: Arc<Ctx>,
+) {
+    let fail = |reason: String| {
+        let ctx = ctx.clone();
+        async move {
+            let _ = ctx.events.send(Event::MediaFailed { call, reason }).await;
+        }
+    };
+    let mut session = match MediaSession::new(cfg, &first, &cert, Instant::now(), rand::random()) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("media session: {e}")).await,
+    };
+    let mut socks: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+    let addrs = session.local_addresses();
+    if let Err(e) = bind_missing(&mut socks, addrs).await {
+        return fail(e).await;
+    }
+    info!(call, sockets = socks.len(), "media started");
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    loop {
+        while let Some(o) = session.poll_output() {
+            match o {
+                Output::Transmit { from, to, data } => send(&socks, from, to, &data),
+                Output::Event(MediaEvent::Failed { reason }) => return fail(reason).await,
+                Output::Event(ev) => debug!(call, ?ev, "media"),
+            }
+        }
+        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            plan = plans.recv() => match plan {
+                Some(plan) => {
+                    if let Err(e) = session.update_plan(&plan) {
+                        return fail(format!("media plan: {e}")).await;
+                    }
+                    let addrs = session.local_addresses();
+                    if let Err(e) = bind_missing(&mut socks, addrs).await {
+                        return fail(e).await;
+                    }
+                }
+                None => {
+                    debug!(call, "media ended");
+                    return;
+                }
+            },
+            i = ready_any(&socks) => {
+                // Read what is queued on that socket, each datagram through the session.
+                loop {
+                    buf.resize(estuary_media::MIN_BUFFER, 0);
+                    let (local, sock) = &socks[i];
+                    match sock.try_recv_from(&mut buf) {
+                        Ok((n, source)) => {
+                            buf.truncate(n);
+                            if let Forward::Send { from, to } = session.handle_datagram(Instant::now(), *local, source, &mut buf) {
+                                send(&socks, from, to, &buf);
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The index of a socket with a datagram waiting.
+async fn ready_any(socks: &[(SocketAddr, UdpSocket)]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, (_, s)) in socks.iter().enumerate() {
+            if let Poll::Ready(r) = s.poll_recv_ready(cx) {
+                if r.is_ok() {
+                    return Poll::Ready(i);
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn send(socks: &[(SocketAddr, UdpSocket)], from: SocketAddr, to: SocketAddr, data: &[u8]) {
+    match socks.iter().find(|(a, _)| *a == from) {
+        // UDP: a full socket buffer drops the packet, as the network would.
+        Some((_, s)) => {
+            let _ = s.try_send_to(data, to);
+        }
+        None => debug!(%from, "no socket for a media output"),
+    }
+}
+
+/// Bind every local address of the session that has no socket yet.
+async fn bind_missing(socks: &mut Vec<(SocketAddr, UdpSocket)>, addrs: Vec<SocketAddr>) -> Result<(), String> {
+    for addr in addrs {
+        if addr.port() == 0 || socks.iter().any(|(a, _)| *a == addr) {
+            continue;
+        }
+        let s = UdpSocket::bind(addr).await.map_err(|e| format!("cannot bind media port {addr}: {e}"))?;
+        socks.push((addr, s));
+    }
+    Ok(())
+}
