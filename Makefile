@@ -4,13 +4,21 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build build-release lint bench clean
+.PHONY: run test deps demo build build-release lint bench clean
 
 run: build-release
 	./target/release/estuary run --config etc/estuary.toml
 
-build-release:
+build-release: demo
 	$(CARGO) build --release -p estuary
+
+# The demo softphone page (JsSIP bundled by esbuild into gateway/daemon/demo/dist), embedded
+# into the binary at build time and served on the WS/WSS listeners. Versions are pinned by
+# package-lock.json; node and npm are installed when missing.
+demo:
+	@command -v npm >/dev/null 2>&1 || { $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd gateway/daemon/demo && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
 build:
 	$(CARGO) build -p estuary
@@ -36,7 +44,7 @@ deps:
 
 # Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
 # is built first because the real-peer tests start it as a separate process.
-test: deps build
+test: deps demo build
 	$(CARGO) test --workspace
 
 # Per-packet costs (criterion, release profile). Figures are printed and the summary lines
@@ -58,3 +66,4 @@ lint:
 
 clean:
 	$(CARGO) clean
+	rm -rf gateway/daemon/demo/dist

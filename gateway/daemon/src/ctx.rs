@@ -22,6 +22,8 @@ pub struct Ctx {
     pub tcp_slots: Arc<Semaphore>,
     pub max_message_size: usize,
     pub ws_ping_interval: Option<Duration>,
+    /// `ims.domain`, reported to the demo page by `/demo/config.json`.
+    pub ims_domain: String,
     next_conn: AtomicU64,
 }
 
@@ -39,6 +41,7 @@ impl Ctx {
             tcp_slots: Arc::new(Semaphore::new(cfg.limits.max_tcp_connections)),
             max_message_size: cfg.limits.max_message_size,
             ws_ping_interval: cfg.web.ws_ping_interval,
+            ims_domain: cfg.ims.domain.clone(),
             next_conn: AtomicU64::new(1),
         }
     }

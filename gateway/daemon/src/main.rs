@@ -12,6 +12,7 @@
 
 mod admin;
 mod ctx;
+mod demo;
 mod engine;
 mod engine_config;
 mod error;

@@ -1,6 +1,6 @@
 //! The browser side: SIP over WebSocket (RFC 7118) on `web.ws_listen` and, over TLS, on
 //! `web.wss_listen`. Each WebSocket message is one SIP message. A plain HTTP GET on either
-//! listener gets a short text page (the demo page will be served there).
+//! listener gets the demo softphone page (see `demo`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use estuary_b2bua::{Flow, Side, Transport};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio_rustls::TlsAcceptor;
@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
+use crate::demo;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
 use crate::http::{self, HeadError, Prefixed, RequestHead};
 use crate::metrics::Metric;
@@ -120,7 +121,7 @@ async fn session<S>(
         return;
     };
     if !head.is_websocket_upgrade() {
-        plain_http(&mut stream, &head, transport, local).await;
+        plain_http(&mut stream, &head, transport, &ctx.ims_domain).await;
         return;
     }
     let config = WebSocketConfig::default()
@@ -194,43 +195,28 @@ fn require_sip(request: &Request, mut response: Response) -> Result<Response, Er
     Ok(response)
 }
 
+/// A plain (non-upgrade) request: the demo softphone page and its files (`demo`), 404 for
+/// anything else, 405 for methods other than GET and HEAD.
 async fn plain_http<S: AsyncWrite + Unpin>(
     stream: &mut S,
     head: &RequestHead,
     transport: Transport,
-    local: SocketAddr,
+    ims_domain: &str,
 ) {
-    let scheme = if transport == Transport::Wss {
-        "wss"
-    } else {
-        "ws"
-    };
-    let result = match (head.method.as_str(), head.path.as_str()) {
-        ("GET" | "HEAD", "/") => {
-            let page = format!("Estuary gateway; SIP over WebSocket at {scheme}://{local}/\n");
-            let body = if head.method == "HEAD" {
-                &b""[..]
-            } else {
-                page.as_bytes()
-            };
-            http::respond(stream, 200, "OK", "", "text/plain; charset=utf-8", body).await
-        }
-        ("GET" | "HEAD", _) => {
-            http::respond(stream, 404, "Not Found", "", "text/plain", b"not found\n").await
-        }
-        _ => {
-            http::respond(
-                stream,
-                405,
-                "Method Not Allowed",
-                "Allow: GET\r\n",
-                "text/plain",
-                b"",
-            )
-            .await
-        }
-    };
-    let _ = result;
+    let reply = demo::reply(
+        &head.method,
+        &head.path,
+        head.header("host"),
+        transport == Transport::Wss,
+        ims_domain,
+    );
+    let bytes = reply.to_bytes(head.method != "HEAD");
+    let _ = async {
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    }
+    .await;
 }
 
 async fn run_websocket<S>(

@@ -48,8 +48,16 @@ impl Daemon {
         // Daemons of parallel tests bind media ports: each gets its own 100-port window.
         static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
         let w = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 27;
-        let window = [format!("media.port_min={}", 30000 + 100 * w), format!("media.port_max={}", 30099 + 100 * w)];
-        for s in PORT_ZERO.iter().copied().chain(window.iter().map(String::as_str)).chain(extra.iter().copied()) {
+        let window = [
+            format!("media.port_min={}", 30000 + 100 * w),
+            format!("media.port_max={}", 30099 + 100 * w),
+        ];
+        for s in PORT_ZERO
+            .iter()
+            .copied()
+            .chain(window.iter().map(String::as_str))
+            .chain(extra.iter().copied())
+        {
             cmd.arg("--set").arg(s);
         }
         cmd.stdout(Stdio::piped())
