@@ -199,6 +199,13 @@ pub struct MediaConfig {
     pub telephone_event: bool,
     /// How long a released port rests before reuse (`media.port_quarantine_s`).
     pub port_quarantine: Duration,
+    /// Latch onto the IMS peer's first source address (`media.latch`).
+    pub latch: bool,
+    /// No media from either side for this long ends the call, hold excepted
+    /// (`media.inactivity_timeout_s`; 0 disables).
+    pub inactivity_timeout: Duration,
+    /// ICE consent lifetime after the browser's last check (`media.consent_timeout_s`).
+    pub consent_timeout: Duration,
 }
 
 impl Default for MediaConfig {
@@ -221,6 +228,9 @@ impl Default for MediaConfig {
             video_codecs: vec![codec("H264/90000;profile-level-id=42e01f;packetization-mode=1")],
             telephone_event: true,
             port_quarantine: Duration::from_secs(30),
+            latch: true,
+            inactivity_timeout: Duration::from_secs(60),
+            consent_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -636,6 +646,15 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
     }
     let telephone_event = s.boolean("telephone_event", d.telephone_event)?;
     let quarantine = s.int("port_quarantine_s", d.port_quarantine.as_secs() as i64, 0, 3600)?;
+    let latch = s.boolean("latch", d.latch)?;
+    let inactivity = s.int(
+        "inactivity_timeout_s",
+        d.inactivity_timeout.as_secs() as i64,
+        0,
+        86400,
+    )?;
+    // RFC 7675 §5.1 fixes 30 s; shorter values are for labs and tests.
+    let consent = s.int("consent_timeout_s", d.consent_timeout.as_secs() as i64, 1, 300)?;
     s.finish()?;
     // Invariant: both range-checked to 1024..=65535 above.
     Ok(MediaConfig {
@@ -653,6 +672,9 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
         video_codecs,
         telephone_event,
         port_quarantine: Duration::from_secs(quarantine as u64),
+        latch,
+        inactivity_timeout: Duration::from_secs(inactivity as u64),
+        consent_timeout: Duration::from_secs(consent as u64),
     })
 }
 

@@ -80,6 +80,9 @@ fn the_documented_file_lists_every_key() {
         "media.video_codecs",
         "media.telephone_event",
         "media.port_quarantine_s",
+        "media.latch",
+        "media.inactivity_timeout_s",
+        "media.consent_timeout_s",
         "transcoder.enabled",
         "transcoder.threads",
         "recording.mode",
@@ -98,7 +101,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        41,
+        44,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

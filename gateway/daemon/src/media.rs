@@ -94,7 +94,7 @@ async fn run_call(
         tokio::select! {
             plan = plans.recv() => match plan {
                 Some(plan) => {
-                    if let Err(e) = session.update_plan(&plan) {
+                    if let Err(e) = session.update_plan(&plan, Instant::now()) {
                         return fail(format!("media plan: {e}")).await;
                     }
                     let addrs = session.local_addresses();

@@ -67,7 +67,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         estuary_media::MediaConfig {
             web_address: cfg.media.web_address,
             ims_address: cfg.media.ims_address,
-            ..estuary_media::MediaConfig::default()
+            latch: cfg.media.latch,
+            inactivity_timeout: cfg.media.inactivity_timeout,
+            ice: estuary_ice::IceSettings {
+                consent_timeout: cfg.media.consent_timeout,
+                ..estuary_ice::IceSettings::default()
+            },
         },
         ctx.clone(),
     );

@@ -216,14 +216,17 @@ impl MediaSession {
             failed: false,
             rng,
         };
-        s.update_plan(plan)?;
+        s.update_plan(plan, now)?;
         s.drain_dtls();
         Ok(s)
     }
 
     /// A new plan after a re-offer (hold, resume, codec or address change, added streams):
     /// streams keep their rewriters, so the other leg sees one continuous stream.
-    pub fn update_plan(&mut self, plan: &MediaPlan) -> Result<(), MediaError> {
+    /// The inactivity clock restarts at `now`: after a resume from hold silence so far was
+    /// expected.
+    pub fn update_plan(&mut self, plan: &MediaPlan, now: Instant) -> Result<(), MediaError> {
+        self.last_media = now;
         for sp in &plan.streams {
             let ims_rtp = SocketAddr::new(self.cfg.ims_address, sp.ims_local_port);
             let ims_rtcp = if sp.ims_rtcp_mux { ims_rtp } else { SocketAddr::new(self.cfg.ims_address, sp.ims_local_port.wrapping_add(1)) };
@@ -503,9 +506,19 @@ impl MediaSession {
         self.drain_ice();
         self.dtls.handle_timeout(now);
         self.drain_dtls();
-        if !self.failed && now >= self.last_media + self.cfg.inactivity_timeout && !self.on_hold() {
+        if self.on_hold() {
+            // Silence is expected on hold; the clock starts again when the hold ends.
+            self.last_media = now;
+        } else if self.inactivity_deadline().is_some_and(|d| now >= d) {
             self.fail(format!("no media for {} s", self.cfg.inactivity_timeout.as_secs()));
         }
+    }
+
+    /// When the call ends for lack of media; `None` when disabled (a zero timeout), failed,
+    /// or on hold.
+    fn inactivity_deadline(&self) -> Option<Instant> {
+        (!self.failed && !self.cfg.inactivity_timeout.is_zero() && !self.on_hold())
+            .then(|| self.last_media + self.cfg.inactivity_timeout)
     }
 
     /// Every active stream is held (no direction sends anything): silence is expected.
@@ -524,7 +537,7 @@ impl MediaSession {
         if self.failed {
             return None;
         }
-        [self.ice.poll_timeout(), self.dtls.poll_timeout(), Some(self.last_media + self.cfg.inactivity_timeout)]
+        [self.ice.poll_timeout(), self.dtls.poll_timeout(), self.inactivity_deadline()]
             .into_iter()
             .flatten()
             .min()

@@ -43,6 +43,7 @@ struct Call {
     web_ssrc: u32,
     ims_sdes: Option<(SrtpContext, SrtpContext)>,
     events: Vec<MediaEvent>,
+    plan: estuary_sdp::MediaPlan,
 }
 
 /// The browser offers with `declared` as its fingerprint but runs DTLS with `actual`.
@@ -94,6 +95,7 @@ fn call(sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
         web_ssrc: plan.streams[0].web_ssrc,
         ims_sdes: ims_keys,
         events: Vec::new(),
+        plan,
     }
 }
 
@@ -309,4 +311,38 @@ fn silence_beyond_the_inactivity_timeout_ends_the_call() {
         c.pump();
     }
     assert!(c.now >= last_media + Duration::from_secs(60), "failed too early: {:?}", c.events);
+}
+
+#[test]
+fn hold_suspends_the_inactivity_timeout_and_resume_restarts_it() {
+    let mut c = connected(false);
+    relay_both_ways(&mut c);
+    let mut held = c.plan.clone();
+    for st in &mut held.streams {
+        st.web_direction = estuary_sdp::Direction::Inactive;
+        st.ims_direction = estuary_sdp::Direction::Inactive;
+    }
+    c.session.update_plan(&held, c.now).unwrap();
+    // Ten minutes on hold with consent kept: no failure, and no deadline in the past (a
+    // driver would spin on one).
+    for _ in 0..120 {
+        c.now += Duration::from_secs(5);
+        c.nominate();
+        c.session.handle_timeout(c.now);
+        c.pump();
+        assert!(c.session.poll_timeout().is_none_or(|t| t > c.now), "deadline in the past on hold");
+    }
+    assert!(!c.events.iter().any(|e| matches!(e, MediaEvent::Failed { .. })), "{:?}", c.events);
+    // Resumed: the silence counts from the resume, so the call ends 60 s later, not at once.
+    let resumed = c.now;
+    c.session.update_plan(&c.plan.clone(), c.now).unwrap();
+    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { reason } if reason.contains("no media")));
+    while !failed(&c) {
+        assert!(c.now < resumed + Duration::from_secs(61), "no failure after resume: {:?}", c.events);
+        c.now += Duration::from_secs(5);
+        c.nominate();
+        c.session.handle_timeout(c.now);
+        c.pump();
+    }
+    assert!(c.now >= resumed + Duration::from_secs(60), "failed too early after resume: {:?}", c.events);
 }
