@@ -24,6 +24,22 @@
 //   {"cmd":"stats","pc":"a"}                         -> {"ok":true,"stats":{states, rtp, pairs}}
 //   {"cmd":"close","pc":"a"}, {"cmd":"ping"}, {"cmd":"quit"}
 //
+// Web pages (a softphone under test, e.g. the gateway's demo page), each a named tab whose
+// RTCPeerConnections are tracked so their stats can be read:
+//   {"cmd":"page-open","page":"p","url":...}         new tab, load url (certificate errors are
+//                                                    ignored: test gateways are self-signed)
+//   {"cmd":"page-fill","page":"p","selector":...,"value":...}
+//   {"cmd":"page-check","page":"p","selector":...,"checked":bool}
+//   {"cmd":"page-click","page":"p","selector":...}
+//   {"cmd":"page-wait","page":"p","selector":...,"attr":"data-state","values":[...],
+//    "timeoutMs":15000}                               -> {"ok":true,"value":...} once the attribute
+//                                                    has one of the values, else ok:false with
+//                                                    the last value seen
+//   {"cmd":"page-text","page":"p","selector":...}    -> {"ok":true,"text":innerText}
+//   {"cmd":"page-stats","page":"p"}                  -> stats (as "stats") of the tab's newest
+//                                                    RTCPeerConnection
+//   {"cmd":"page-close","page":"p"}
+//
 // The offer/answer SDP returned is pc.localDescription.sdp after ICE gathering completed (or
 // gatherTimeoutMs passed: "gathering" says which), so it carries Chromium's host candidates.
 //
@@ -62,7 +78,55 @@ const FLAGS = [
   '--use-fake-device-for-media-stream',
   '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection',
+  // A softphone plays the far end in an <audio autoplay> element without a user gesture.
+  '--autoplay-policy=no-user-gesture-required',
 ];
+
+// getStats of one RTCPeerConnection, summarised: its states, RTP streams, nominated candidate
+// pairs, DTLS transports and data channels. Source text, evaluated in the driver page and in
+// every tab opened with page-open.
+const SUMMARIZE = `async (pc, channels) => {
+  const num = (v) => (typeof v === 'number' ? v : undefined);
+  const report = await pc.getStats();
+  const codecs = new Map();
+  report.forEach(r => { if (r.type === 'codec') codecs.set(r.id, r.mimeType + '/' + r.clockRate); });
+  const rtp = [], pairs = [], transports = [];
+  report.forEach(r => {
+    if (r.type === 'inbound-rtp' || r.type === 'outbound-rtp') {
+      rtp.push({ type: r.type, kind: r.kind, mid: r.mid, ssrc: r.ssrc, codec: codecs.get(r.codecId),
+                 packets: num(r.packetsReceived ?? r.packetsSent), bytes: num(r.bytesReceived ?? r.bytesSent),
+                 packetsLost: num(r.packetsLost), jitter: num(r.jitter), audioLevel: num(r.audioLevel),
+                 totalAudioEnergy: num(r.totalAudioEnergy), framesDecoded: num(r.framesDecoded),
+                 framesEncoded: num(r.framesEncoded) });
+    } else if (r.type === 'candidate-pair' && r.nominated) {
+      const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
+      pairs.push({ state: r.state, local: l && (l.address + ':' + l.port), remote: rm && (rm.address + ':' + rm.port),
+                   bytesSent: num(r.bytesSent), bytesReceived: num(r.bytesReceived),
+                   requestsSent: num(r.requestsSent), responsesReceived: num(r.responsesReceived) });
+    } else if (r.type === 'transport') {
+      transports.push({ dtlsState: r.dtlsState, iceState: r.iceState, srtpCipher: r.srtpCipher,
+                        tlsVersion: r.tlsVersion, dtlsRole: r.dtlsRole });
+    }
+  });
+  return {
+    signalingState: pc.signalingState, iceGatheringState: pc.iceGatheringState,
+    iceConnectionState: pc.iceConnectionState, connectionState: pc.connectionState,
+    rtp, pairs, transports,
+    dataChannels: (channels || []).map(d => ({ label: d.label, readyState: d.readyState })) };
+}`;
+
+// Installed before any script of a page-open tab: every RTCPeerConnection the page makes is
+// remembered (a subclass, so the page sees the real API), and the stats summary is at hand.
+const TRACKER = `(() => {
+  const Native = window.RTCPeerConnection;
+  if (!Native) return;
+  const pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); pcs.push(this); }
+  };
+  window.__estuaryPcs = pcs;
+  window.__estuarySummarize = ${SUMMARIZE};
+})();`;
 
 // The page is served by nothing: Playwright fulfils the request itself. http://localhost is a
 // secure context (about:blank opened by Playwright is not), so getUserMedia is available.
@@ -126,7 +190,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
       pc.addEventListener('icegatheringstatechange', on);
     });
   }
-  function num(v) { return typeof v === 'number' ? v : undefined; }
+  const summarize = ${SUMMARIZE};
 
   window.driver = {
     async new(c) {
@@ -198,32 +262,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
     async stats(c) {
       try {
         const pc = getPc(c.pc);
-        const report = await pc.getStats();
-        const codecs = new Map();
-        report.forEach(r => { if (r.type === 'codec') codecs.set(r.id, r.mimeType + '/' + r.clockRate); });
-        const rtp = [], pairs = [], transports = [];
-        report.forEach(r => {
-          if (r.type === 'inbound-rtp' || r.type === 'outbound-rtp') {
-            rtp.push({ type: r.type, kind: r.kind, mid: r.mid, ssrc: r.ssrc, codec: codecs.get(r.codecId),
-                       packets: num(r.packetsReceived ?? r.packetsSent), bytes: num(r.bytesReceived ?? r.bytesSent),
-                       packetsLost: num(r.packetsLost), jitter: num(r.jitter), audioLevel: num(r.audioLevel),
-                       totalAudioEnergy: num(r.totalAudioEnergy), framesDecoded: num(r.framesDecoded),
-                       framesEncoded: num(r.framesEncoded) });
-          } else if (r.type === 'candidate-pair' && r.nominated) {
-            const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
-            pairs.push({ state: r.state, local: l && (l.address + ':' + l.port), remote: rm && (rm.address + ':' + rm.port),
-                         bytesSent: num(r.bytesSent), bytesReceived: num(r.bytesReceived),
-                         requestsSent: num(r.requestsSent), responsesReceived: num(r.responsesReceived) });
-          } else if (r.type === 'transport') {
-            transports.push({ dtlsState: r.dtlsState, iceState: r.iceState, srtpCipher: r.srtpCipher,
-                              tlsVersion: r.tlsVersion, dtlsRole: r.dtlsRole });
-          }
-        });
-        return { ok: true, stats: {
-          signalingState: pc.signalingState, iceGatheringState: pc.iceGatheringState,
-          iceConnectionState: pc.iceConnectionState, connectionState: pc.connectionState,
-          rtp, pairs, transports,
-          dataChannels: pc.__channels.map(d => ({ label: d.label, readyState: d.readyState })) } };
+        return { ok: true, stats: await summarize(pc, pc.__channels) };
       } catch (e) { return fail(e); }
     },
     async close(c) {
@@ -239,6 +278,87 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
 </script>`;
 
 const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close']);
+
+// Tabs opened by page-open, by name.
+const tabs = new Map();
+
+function tab(c) {
+  if (typeof c.page !== 'string' || c.page === '') throw new Error('missing "page" name');
+  const t = tabs.get(c.page);
+  if (!t && c.cmd !== 'page-open') throw new Error('no page named ' + JSON.stringify(c.page));
+  return t;
+}
+
+function text(v, what) {
+  if (typeof v !== 'string') throw new Error('missing "' + what + '" string');
+  return v;
+}
+
+// Tab commands. A failure the test should see (a selector that never matched, a state never
+// reached) is {ok:false} with the reason; only a broken command line is a DriverError.
+async function tabCommand(c) {
+  const t = tab(c);
+  const timeout = typeof c.timeoutMs === 'number' ? c.timeoutMs : 15000;
+  const failed = (e) => ({ ok: false, error: String(e && e.message ? e.message : e), name: (e && e.name) || 'Error' });
+  switch (c.cmd) {
+    case 'page-open': {
+      if (t) throw new Error('page ' + JSON.stringify(c.page) + ' exists');
+      const p = await context.newPage();
+      tabs.set(c.page, p);
+      p.on('crash', () => process.stderr.write(`[driver] page ${c.page} crashed\n`));
+      p.on('pageerror', (e) => process.stderr.write(`[page ${c.page}] error: ${e.message}\n`));
+      p.on('console', (m) => { if (trace || m.type() === 'error' || m.type() === 'warning') process.stderr.write(`[page ${c.page}] ${m.type()}: ${m.text()}\n`); });
+      await p.addInitScript(TRACKER);
+      try {
+        await p.goto(text(c.url, 'url'), { timeout });
+        return { ok: true, title: await p.title() };
+      } catch (e) { return failed(e); }
+    }
+    case 'page-fill':
+      try { await t.fill(text(c.selector, 'selector'), text(c.value, 'value'), { timeout }); return { ok: true }; }
+      catch (e) { return failed(e); }
+    case 'page-check':
+      try { await t.setChecked(text(c.selector, 'selector'), c.checked === true, { timeout }); return { ok: true }; }
+      catch (e) { return failed(e); }
+    case 'page-click':
+      try { await t.click(text(c.selector, 'selector'), { timeout }); return { ok: true }; }
+      catch (e) { return failed(e); }
+    case 'page-wait': {
+      const selector = text(c.selector, 'selector');
+      const attr = text(c.attr, 'attr');
+      if (!Array.isArray(c.values)) throw new Error('missing "values" array');
+      try {
+        const h = await t.waitForFunction(([sel, a, vs]) => {
+          const e = document.querySelector(sel);
+          const v = e && e.getAttribute(a);
+          return vs.includes(v) ? v : null;
+        }, [selector, attr, c.values], { timeout, polling: 50 });
+        return { ok: true, value: await h.jsonValue() };
+      } catch (e) {
+        const last = await t.evaluate(([sel, a]) => { const e = document.querySelector(sel); return e && e.getAttribute(a); }, [selector, attr]).catch(() => null);
+        return { ok: false, error: `${selector} ${attr} never became one of ${JSON.stringify(c.values)}: last ${JSON.stringify(last)} (${e.message.split('\n')[0]})`, name: 'TimeoutError' };
+      }
+    }
+    case 'page-text':
+      try { return { ok: true, text: await t.innerText(text(c.selector, 'selector'), { timeout }) }; }
+      catch (e) { return failed(e); }
+    case 'page-stats':
+      try {
+        const stats = await t.evaluate(async () => {
+          const pcs = window.__estuaryPcs || [];
+          if (pcs.length === 0) throw new Error('the page made no RTCPeerConnection');
+          return window.__estuarySummarize(pcs[pcs.length - 1], []);
+        });
+        return { ok: true, stats };
+      } catch (e) { return failed(e); }
+    case 'page-close':
+      tabs.delete(c.page);
+      await t.close().catch(() => {});
+      return { ok: true };
+    default:
+      throw new Error('unknown cmd ' + JSON.stringify(c.cmd));
+  }
+}
 
 let context = null;
 let page = null;
@@ -268,6 +388,8 @@ async function start() {
     headless: true,
     args: FLAGS,
     timeout: 20000,
+    // Gateways under test serve WSS and the demo page with self-signed certificates.
+    ignoreHTTPSErrors: true,
   });
   context.on('close', () => { if (!closing) { process.stderr.write('[driver] browser closed unexpectedly\n'); shutdown(3); } });
   await context.route(PAGE_URL, route => route.fulfill({ status: 200, contentType: 'text/html', body: PAGE_HTML }));
@@ -296,6 +418,7 @@ async function handle(line) {
       return shutdown(0);
     }
     if (c.cmd === 'ping') return reply(withId({ ok: true }));
+    if (typeof c.cmd === 'string' && c.cmd.startsWith('page-')) return reply(withId(await tabCommand(c)));
     if (!PAGE_COMMANDS.has(c.cmd)) throw new Error('unknown cmd ' + JSON.stringify(c.cmd));
     if (typeof c.pc !== 'string' || c.pc === '') throw new Error('missing "pc" name');
     if ((c.cmd === 'remote-answer' || c.cmd === 'remote-offer') && typeof c.sdp !== 'string') {

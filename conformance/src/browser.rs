@@ -628,6 +628,78 @@ impl Browser {
     pub fn close(&mut self, pc: &str) {
         self.expect_ok(json!({"cmd": "close", "pc": pc}));
     }
+
+    // ---- web pages (a softphone under test) ----
+
+    /// The reply's `field` on success, the page's or Playwright's reason on failure.
+    fn page_reply(reply: Value, field: &str) -> Result<Value, String> {
+        if reply["ok"] == json!(true) {
+            Ok(reply[field].clone())
+        } else {
+            Err(reply["error"].as_str().unwrap_or_default().to_string())
+        }
+    }
+
+    /// Open `url` in a new tab named `page` (certificate errors ignored; every
+    /// RTCPeerConnection the page makes is tracked for [`Browser::page_stats`]). Returns the
+    /// page's title.
+    pub fn page_open(&mut self, page: &str, url: &str) -> Result<String, String> {
+        let reply = self.request(json!({"cmd": "page-open", "page": page, "url": url}));
+        Self::page_reply(reply, "title").map(|v| v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// Type `value` into the input `selector`.
+    pub fn page_fill(&mut self, page: &str, selector: &str, value: &str) -> Result<(), String> {
+        let cmd = json!({"cmd": "page-fill", "page": page, "selector": selector, "value": value});
+        Self::page_reply(self.request(cmd), "ok").map(drop)
+    }
+
+    /// Tick or untick the checkbox `selector`.
+    pub fn page_check(&mut self, page: &str, selector: &str, checked: bool) -> Result<(), String> {
+        let cmd =
+            json!({"cmd": "page-check", "page": page, "selector": selector, "checked": checked});
+        Self::page_reply(self.request(cmd), "ok").map(drop)
+    }
+
+    /// Click `selector` (waiting until it is enabled).
+    pub fn page_click(&mut self, page: &str, selector: &str) -> Result<(), String> {
+        let cmd = json!({"cmd": "page-click", "page": page, "selector": selector});
+        Self::page_reply(self.request(cmd), "ok").map(drop)
+    }
+
+    /// Wait until `selector`'s attribute `attr` is one of `values`; returns which, or the
+    /// last value seen when `limit` (at most the call timeout) passed.
+    pub fn page_wait(
+        &mut self,
+        page: &str,
+        selector: &str,
+        attr: &str,
+        values: &[&str],
+        limit: Duration,
+    ) -> Result<String, String> {
+        let limit = limit.min(self.timeout.saturating_sub(Duration::from_secs(1)));
+        let cmd = json!({"cmd": "page-wait", "page": page, "selector": selector, "attr": attr,
+                         "values": values, "timeoutMs": limit.as_millis() as u64});
+        Self::page_reply(self.request(cmd), "value")
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// The visible text of `selector` (e.g. the page's own log).
+    pub fn page_text(&mut self, page: &str, selector: &str) -> Result<String, String> {
+        let cmd = json!({"cmd": "page-text", "page": page, "selector": selector});
+        Self::page_reply(self.request(cmd), "text")
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+    }
+
+    /// [`Browser::stats`] of the newest RTCPeerConnection the page made.
+    pub fn page_stats(&mut self, page: &str) -> Result<Value, String> {
+        Self::page_reply(self.request(json!({"cmd": "page-stats", "page": page})), "stats")
+    }
+
+    /// Close the tab.
+    pub fn page_close(&mut self, page: &str) {
+        self.expect_ok(json!({"cmd": "page-close", "page": page}));
+    }
 }
 
 impl Drop for Browser {

@@ -50,6 +50,9 @@ pub struct Gateway {
     child: Child,
     /// Plain WebSocket listener (`web.ws_listen`).
     pub ws_addr: SocketAddr,
+    /// Secure WebSocket listener (`web.wss_listen`, self-signed certificate): also serves the
+    /// demo page.
+    pub wss_addr: SocketAddr,
     /// IMS-side UDP/TCP listener (`ims.listen`).
     pub ims_addr: SocketAddr,
     /// Admin HTTP listener (`admin.listen`).
@@ -190,6 +193,7 @@ impl GatewayBuilder {
         let mut gw = Gateway {
             child,
             ws_addr: unset,
+            wss_addr: unset,
             ims_addr: unset,
             admin_addr: unset,
             stdout,
@@ -247,6 +251,7 @@ impl Gateway {
             };
             match key {
                 "web.ws_listen" => self.ws_addr = addr,
+                "web.wss_listen" => self.wss_addr = addr,
                 "ims.listen" => self.ims_addr = addr,
                 "admin.listen" => self.admin_addr = addr,
                 _ => {}

@@ -116,6 +116,8 @@ pub fn in_loopback_netns(test: &str) -> bool {
         "{test} in a loopback-only network namespace failed ({}):\n{text}",
         out.status
     );
+    // Shown by libtest with --nocapture: the figures the test body printed.
+    println!("{text}");
     false
 }
 

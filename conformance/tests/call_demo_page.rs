@@ -1,0 +1,244 @@
+//! End to end with the softphone an operator would use: headless Chromium opens the demo page
+//! the daemon serves on its WSS listener (JsSIP from npm, bundled into the binary), registers
+//! through the daemon with the sipp registrar (digest), and calls or is called by a sipp user
+//! agent that answers with PCMU and echoes RTP (-rtp_echo). Chromium's own getStats must show
+//! RTP both ways and non-zero audio energy in what it received (its fake microphone's beep,
+//! echoed), with the page's echo cancellation off so the echo is not suppressed; the page hangs
+//! up and sipp must see the BYE. Browser, daemon and sipp share one loopback-only namespace.
+
+use std::time::Duration;
+
+use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::flows::{Setup, PASSWORD, USER};
+use estuary_conformance::msg::addr_uri;
+use estuary_conformance::net::{free_udp_port, in_loopback_netns};
+use estuary_conformance::sipp::{Sipp, SippRun};
+use serde_json::Value;
+
+const PAGE: &str = "phone";
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A demo page tab in `b`, registered as alice through `s`'s gateway and the sipp registrar,
+/// with the microphone's voice processing off. Returns the registrar's run.
+async fn registered_page(s: &Setup, b: &mut Browser) -> SippRun {
+    let registrar = s.uas("registrar.xml").await;
+    let url = format!("https://{}/?user={USER}", s.gw.wss_addr);
+    tokio::task::block_in_place(|| {
+        let title = b.page_open(PAGE, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        assert!(
+            title.contains("softphone"),
+            "{url} is not the demo softphone (title {title:?}): the daemon was built without \
+             gateway/daemon/demo/dist; `make demo` builds it (`make test` does)"
+        );
+        b.page_fill(PAGE, "#password", PASSWORD).unwrap();
+        b.page_click(PAGE, "#account summary").unwrap();
+        b.page_check(PAGE, "#voice-processing", false).unwrap();
+        b.page_click(PAGE, "#register").unwrap();
+    });
+    let state = tokio::task::block_in_place(|| {
+        b.page_wait(PAGE, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
+    });
+    let run = registrar.wait().await;
+    assert_eq!(
+        state.as_deref(),
+        Ok("registered"),
+        "the demo page did not register\n--- page log\n{}\n--- sipp\n{}\n--- daemon\n{}",
+        page_log(b),
+        run.describe(),
+        s.gw.log_tail(40)
+    );
+    run.assert_success();
+    run
+}
+
+fn page_log(b: &mut Browser) -> String {
+    tokio::task::block_in_place(|| b.page_text(PAGE, "#log")).unwrap_or_else(|e| format!("(no log: {e})"))
+}
+
+fn wait_call(b: &mut Browser, states: &[&str]) -> Result<String, String> {
+    tokio::task::block_in_place(|| b.page_wait(PAGE, "#call-state", "data-state", states, WAIT))
+}
+
+/// The audio stream of `kind` ("inbound-rtp" or "outbound-rtp") in a stats summary.
+fn audio<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
+    stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "audio")
+}
+
+fn number(v: Option<&Value>, field: &str) -> f64 {
+    v.and_then(|r| r[field].as_f64()).unwrap_or(0.0)
+}
+
+/// Poll the page's RTCPeerConnection (bounded) until Chromium has sent and received at least
+/// 100 packets (2 s of 20 ms audio) and measured energy in what it received; returns the last
+/// stats whatever happened, for the assertions to judge.
+async fn media_stats(b: &mut Browser) -> Value {
+    let mut stats = Value::Null;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        stats = tokio::task::block_in_place(|| b.page_stats(PAGE)).unwrap_or(Value::Null);
+        let inbound = audio(&stats, "inbound-rtp");
+        if number(inbound, "packets") >= 100.0
+            && number(audio(&stats, "outbound-rtp"), "packets") >= 100.0
+            && number(inbound, "totalAudioEnergy") > 0.0
+        {
+            break;
+        }
+    }
+    stats
+}
+
+fn assert_media(stats: &Value, context: impl Fn() -> String) {
+    let inbound = audio(stats, "inbound-rtp");
+    let outbound = audio(stats, "outbound-rtp");
+    assert!(
+        number(outbound, "packets") >= 100.0 && number(inbound, "packets") >= 100.0,
+        "RTP both ways through the daemon: stats {stats:#}\n{}",
+        context()
+    );
+    assert!(
+        number(inbound, "totalAudioEnergy") > 0.0 && number(inbound, "audioLevel") > 0.0,
+        "the echoed audio carries energy: stats {stats:#}\n{}",
+        context()
+    );
+    let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
+    assert!(codec.eq_ignore_ascii_case("audio/PCMU/8000"), "passthrough PCMU, got {codec:?}");
+    assert_eq!(stats["transports"][0]["dtlsState"], "connected", "{stats:#}");
+}
+
+/// Hang up from the page and require that the call ends there.
+fn hang_up(b: &mut Browser) {
+    tokio::task::block_in_place(|| b.page_click(PAGE, "#hangup")).unwrap();
+    let ended = wait_call(b, &["ended", "failed"]);
+    assert_eq!(ended.as_deref(), Ok("ended"), "{}", page_log(b));
+}
+
+fn assert_bye_seen(run: &SippRun, context: impl Fn() -> String) {
+    assert!(run.succeeded(), "sipp failed: {}\n{}", run.describe(), context());
+    assert_eq!(run.received_requests("BYE").len(), 1, "sipp saw the BYE: {}", run.describe());
+}
+
+fn start_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn require_browser() {
+    if let Err(why) = Browser::available() {
+        panic!("headless Chromium is needed (make deps installs it): {why}");
+    }
+}
+
+const WEB_TO_IMS: &str = "demo_page_calls_ims_and_hears_the_echo";
+
+#[test]
+fn demo_page_calls_ims_and_hears_the_echo() {
+    require_browser();
+    if !in_loopback_netns(WEB_TO_IMS) {
+        return;
+    }
+    start_runtime().block_on(async {
+        let s = Setup::start(|b| b).await;
+        let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+        registered_page(&s, &mut b).await;
+
+        let media_port = free_udp_port();
+        let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(40))
+            .start()
+            .await;
+        tokio::task::block_in_place(|| {
+            b.page_fill(PAGE, "#target", "sip:bob@ims.test").unwrap();
+            b.page_click(PAGE, "#dial").unwrap();
+        });
+        let state = wait_call(&mut b, &["confirmed", "failed", "ended"]);
+        assert_eq!(
+            state.as_deref(),
+            Ok("confirmed"),
+            "call not established\n--- page log\n{}\n--- daemon\n{}",
+            page_log(&mut b),
+            s.gw.log_tail(60)
+        );
+        let stats = media_stats(&mut b).await;
+        let log = page_log(&mut b);
+        assert_media(&stats, || format!("--- page log\n{log}\n--- daemon\n{}", s.gw.log_tail(60)));
+
+        hang_up(&mut b);
+        let run = sipp.wait().await;
+        assert_bye_seen(&run, || format!("--- daemon\n{}", s.gw.log_tail(60)));
+        println!(
+            "demo page -> IMS: Chromium sent {} and received {} packets, audio energy {}",
+            number(audio(&stats, "outbound-rtp"), "packets"),
+            number(audio(&stats, "inbound-rtp"), "packets"),
+            number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
+        );
+    });
+}
+
+const IMS_TO_WEB: &str = "ims_calls_the_demo_page_which_answers";
+
+#[test]
+fn ims_calls_the_demo_page_which_answers() {
+    require_browser();
+    if !in_loopback_netns(IMS_TO_WEB) {
+        return;
+    }
+    start_runtime().block_on(async {
+        let s = Setup::start(|b| b).await;
+        let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+        let registrar = registered_page(&s, &mut b).await;
+        let (contact, path) = registration_of_record(&registrar);
+
+        let media_port = free_udp_port();
+        let sipp = Sipp::uac("uac_call_browser_echo.xml", free_udp_port(), s.gw.ims_addr)
+            .key("target", &contact)
+            .key("route", &path)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(40))
+            .start()
+            .await;
+        let ringing = wait_call(&mut b, &["ringing"]);
+        assert_eq!(
+            ringing.as_deref(),
+            Ok("ringing"),
+            "the page did not ring\n--- page log\n{}\n--- daemon\n{}",
+            page_log(&mut b),
+            s.gw.log_tail(60)
+        );
+        tokio::task::block_in_place(|| b.page_click(PAGE, "#answer")).unwrap();
+        let state = wait_call(&mut b, &["confirmed", "failed", "ended"]);
+        assert_eq!(
+            state.as_deref(),
+            Ok("confirmed"),
+            "call not established\n--- page log\n{}\n--- daemon\n{}",
+            page_log(&mut b),
+            s.gw.log_tail(60)
+        );
+        let stats = media_stats(&mut b).await;
+        let log = page_log(&mut b);
+        assert_media(&stats, || format!("--- page log\n{log}\n--- daemon\n{}", s.gw.log_tail(60)));
+
+        hang_up(&mut b);
+        let run = sipp.wait().await;
+        assert_bye_seen(&run, || format!("--- daemon\n{}", s.gw.log_tail(60)));
+        println!(
+            "IMS -> demo page: Chromium sent {} and received {} packets, audio energy {}",
+            number(audio(&stats, "outbound-rtp"), "packets"),
+            number(audio(&stats, "inbound-rtp"), "packets"),
+            number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
+        );
+    });
+}
+
+/// The Contact and Path of the last REGISTER the daemon sent on the page's behalf: where the
+/// S-CSCF would send a call (Request-URI = that Contact, Route = the Path).
+fn registration_of_record(registrar: &SippRun) -> (String, String) {
+    let regs = registrar.received_requests("REGISTER");
+    let last = regs.last().unwrap_or_else(|| panic!("no REGISTER: {}", registrar.describe()));
+    let contact = last.header("Contact").map(addr_uri).unwrap_or_else(|| panic!("no Contact: {last}"));
+    let path = last.header("Path").unwrap_or_else(|| panic!("no Path: {last}")).to_owned();
+    (contact, path)
+}
