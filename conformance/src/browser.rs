@@ -629,6 +629,21 @@ impl Browser {
         self.expect_ok(json!({"cmd": "close", "pc": pc}));
     }
 
+    /// SIGKILL every Chromium process of this browser (the driver stays): a crashed browser
+    /// or a lost network, gone without DTLS close_notify, BYE or anything else. Returns how
+    /// many processes were killed; later page and peer-connection calls fail.
+    pub fn kill_chromium(&mut self) -> usize {
+        let marker = self.profile_dir.to_string_lossy().into_owned();
+        if marker.is_empty() {
+            return 0;
+        }
+        let pids = live_processes_with(&marker);
+        for pid in &pids {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        pids.len()
+    }
+
     // ---- web pages (a softphone under test) ----
 
     /// The reply's `field` on success, the page's or Playwright's reason on failure.
