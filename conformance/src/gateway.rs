@@ -95,8 +95,9 @@ impl Gateway {
         http_get(self.admin_addr, path)
     }
 
-    /// The value of metric `name` from /metrics, summed over its label sets; `None` when the
-    /// endpoint does not answer or the metric is absent.
+    /// The value of metric `name` from /metrics, summed over its label sets (or the one series
+    /// `name{label="value"}` names); `None` when the endpoint does not answer or the metric is
+    /// absent.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let (status, body) = self.http_get("/metrics").ok()?;
         if status != 200 {
@@ -106,7 +107,7 @@ impl Gateway {
         for line in body.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ')?;
             let metric = series.split('{').next().unwrap_or(series);
-            if metric == name {
+            if metric == name || series == name {
                 *found.get_or_insert(0.0) += value.parse::<f64>().ok()?;
             }
         }

@@ -31,6 +31,7 @@ async fn call_ended_by_the_daemon(
     after_connect: impl FnOnce(&mut Browser),
     window: std::ops::Range<Duration>,
     log_reason: &str,
+    (release_cause, metric_cause): (&str, &str),
 ) {
     let s = Setup::start(|mut b| {
         for (k, v) in settings {
@@ -105,6 +106,14 @@ async fn call_ended_by_the_daemon(
         run.describe(),
         s.gw.log_tail(60)
     );
+    // Both BYEs say why, as TS 24.229 §7.2A.18 RELEASE_CAUSE (2 RTP time-out, 3 bearer loss).
+    let want = format!("RELEASE_CAUSE;cause={release_cause}");
+    let ims_bye = run.received_requests("BYE")[0];
+    for (leg, reason) in [("browser", bye.header("Reason")), ("IMS", ims_bye.header("Reason"))] {
+        assert!(reason.is_some_and(|r| r.starts_with(&want)), "{leg} BYE Reason {reason:?}, want {want}");
+    }
+    let counted = s.gw.metric(&format!("estuary_media_failures_total{{cause=\"{metric_cause}\"}}"));
+    assert_eq!(counted, Some(1.0), "estuary_media_failures_total{{cause={metric_cause}}}");
     assert!(
         s.gw.log().contains(log_reason),
         "the daemon logs why ({log_reason:?}):\n{}",
@@ -135,6 +144,7 @@ fn a_browser_that_vanishes_loses_consent_and_its_call() {
         |b| assert!(b.kill_chromium() > 0, "no Chromium process to kill"),
         Duration::from_secs(2)..Duration::from_secs(10),
         "ConsentLost",
+        ("3", "ice"),
     ));
 }
 
@@ -157,6 +167,7 @@ fn a_browser_that_closes_its_peer_connection_ends_the_call() {
         |b| b.close("a"),
         Duration::ZERO..Duration::from_secs(3),
         "DTLS closed by the browser",
+        ("3", "dtls_closed"),
     ));
 }
 
@@ -179,5 +190,6 @@ fn a_call_without_media_ends_after_the_inactivity_timeout() {
         |_| {},
         Duration::from_secs(1)..Duration::from_secs(10),
         "no media for 3 s",
+        ("2", "inactivity"),
     ));
 }

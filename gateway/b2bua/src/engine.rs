@@ -16,7 +16,7 @@ use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
 use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
-use crate::io::{ConnId, Flow, Input, Output, Sample, Side, Transport};
+use crate::io::{ConnId, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -103,10 +103,10 @@ impl B2bua {
             Input::ConnectionClosed { conn } => self.on_conn_closed(now, conn),
             Input::Unreachable { flow } => self.tx.fail_flow(|f| *f == flow),
             Input::Timeout => self.on_timeout(now),
-            Input::MediaFailed { call, reason } => {
+            Input::MediaFailed { call, reason, cause } => {
                 if self.calls.contains_key(&CallId(call)) {
-                    tracing::warn!(call, reason, "media failed; ending the call");
-                    self.hangup(now, CallId(call));
+                    tracing::warn!(call, reason, ?cause, "media failed; ending the call");
+                    self.hangup_with(now, CallId(call), None, Some(cause));
                 }
             }
         }
@@ -1159,6 +1159,18 @@ impl B2bua {
 
     /// End a call; `except` is the leg that already ended its side (it sent BYE or vanished).
     fn hangup_from(&mut self, now: Instant, id: CallId, except: Option<LegIdx>) {
+        self.hangup_with(now, id, except, None)
+    }
+
+    /// As [`Self::hangup_from`]; BYEs carry `cause` as their Reason when the gateway itself
+    /// decided to end the call.
+    fn hangup_with(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        except: Option<LegIdx>,
+        cause: Option<ReleaseCause>,
+    ) {
         let Some(call) = self.calls.get(&id) else { return };
         let confirmed = call.state == CallState::Confirmed;
         for idx in [LegIdx::A, LegIdx::B] {
@@ -1168,7 +1180,7 @@ impl B2bua {
             let Some(call) = self.calls.get(&id) else { return };
             let leg = call.leg(idx);
             if confirmed && leg.remote_tag.is_some() {
-                self.send_bye(now, id, idx);
+                self.send_bye(now, id, idx, cause);
             } else if !confirmed && idx == LegIdx::B {
                 // Early: the caller's side is gone; cancel the callee's side and wait for the
                 // INVITE to finish (its final response ends the call).
@@ -1184,7 +1196,7 @@ impl B2bua {
         self.end_call(id);
     }
 
-    fn send_bye(&mut self, now: Instant, id: CallId, idx: LegIdx) {
+    fn send_bye(&mut self, now: Instant, id: CallId, idx: LegIdx, cause: Option<ReleaseCause>) {
         let Some(hop) = self.calls.get(&id).map(|c| c.leg(idx).hop()) else { return };
         let via = self.via_for(hop);
         let Some(call) = self.calls.get_mut(&id) else { return };
@@ -1193,6 +1205,9 @@ impl B2bua {
         let flow = leg.flow;
         if let Some(ua) = &self.cfg.user_agent {
             bye.headers.push("User-Agent", ua);
+        }
+        if let Some(cause) = cause {
+            bye.headers.push("Reason", cause.reason_value());
         }
         if let Ok(k) = self.tx.send_request(now, &bye, flow, reliable(flow)) {
             self.owners.insert(k, Owner::Own);

@@ -72,8 +72,28 @@ pub enum Input<'a> {
     /// The time returned by `poll_timeout` has come.
     Timeout,
     /// The media plane gave up on a call (DTLS failure, lost ICE consent, no media): end it
-    /// with BYE on both legs.
-    MediaFailed { call: u64, reason: &'a str },
+    /// with BYE on both legs, each carrying `cause` as a Reason header.
+    MediaFailed { call: u64, reason: &'a str, cause: ReleaseCause },
+}
+
+/// Why the gateway itself ends a call, sent in the BYEs' Reason header (RFC 3326) with the
+/// RELEASE_CAUSE protocol of 3GPP TS 24.229 §7.2A.18, which IMS cores log and charge on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseCause {
+    /// No RTP/RTCP for the configured time (cause 2).
+    RtpTimeout,
+    /// The media path is gone: ICE consent lost, DTLS failed or closed (cause 3).
+    MediaBearerLoss,
+}
+
+impl ReleaseCause {
+    /// The Reason header value.
+    pub fn reason_value(self) -> &'static str {
+        match self {
+            ReleaseCause::RtpTimeout => "RELEASE_CAUSE;cause=2;text=\"RTP/RTCP time-out\"",
+            ReleaseCause::MediaBearerLoss => "RELEASE_CAUSE;cause=3;text=\"Media bearer loss\"",
+        }
+    }
 }
 
 /// Something the driver must do.

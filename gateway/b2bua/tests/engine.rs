@@ -838,13 +838,24 @@ fn the_media_plane_gets_each_settled_plan_and_the_end_and_can_end_the_call() {
     h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack7\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
     assert_eq!(h.media.len(), 1, "an ACK without SDP settles nothing new");
     // The media plane gives up (e.g. DTLS fingerprint mismatch): BYE on both legs, then MediaEnd.
-    let out = h.input(Input::MediaFailed { call, reason: "DTLS: fingerprint mismatch" });
+    let out = h.input(Input::MediaFailed {
+        call,
+        reason: "DTLS: fingerprint mismatch",
+        cause: estuary_b2bua::ReleaseCause::MediaBearerLoss,
+    });
     let byes: Vec<Side> = out
         .iter()
         .filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE"))
         .map(|s| if matches!(s.flow, Flow::Web { .. }) { Side::Web } else { Side::Ims })
         .collect();
     assert_eq!(byes.len(), 2, "{out:?}");
+    // Each BYE says why, in the form IMS cores log (TS 24.229 §7.2A.18).
+    for s in &out {
+        if let Message::Request(r) = &s.msg {
+            let reasons: Vec<&str> = r.headers.get_all("Reason").collect();
+            assert_eq!(reasons, ["RELEASE_CAUSE;cause=3;text=\"Media bearer loss\""], "{r:?}");
+        }
+    }
     assert_eq!(h.gw.active_calls(), 0);
     assert_eq!(h.media.last(), Some(&Output::MediaEnd { call }));
 }

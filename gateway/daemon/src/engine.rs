@@ -12,7 +12,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Sample, Side, Transport};
+use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, error, warn};
 
@@ -79,7 +79,7 @@ pub enum Event {
     /// The admin endpoint asks for the engine's metric samples.
     Metrics(oneshot::Sender<Vec<Sample>>),
     /// A call's media session gave up (see `media`).
-    MediaFailed { call: u64, reason: String },
+    MediaFailed { call: u64, reason: String, cause: ReleaseCause },
 }
 
 /// The engine's handle on one connection task.
@@ -257,8 +257,8 @@ impl<M: Machine> Engine<M> {
                 });
                 self.feed_unreachable();
             }
-            Event::MediaFailed { call, reason } => {
-                self.feed(Input::MediaFailed { call, reason: &reason });
+            Event::MediaFailed { call, reason, cause } => {
+                self.feed(Input::MediaFailed { call, reason: &reason, cause });
             }
             Event::Metrics(reply) => {
                 let machine = &mut self.machine;

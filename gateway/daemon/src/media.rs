@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use estuary_media::{Forward, MediaConfig, MediaEvent, MediaSession, Output};
+use estuary_b2bua::ReleaseCause;
+use estuary_media::{FailCause, Forward, MediaConfig, MediaEvent, MediaSession, Output};
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
 use tokio::net::UdpSocket;
@@ -22,6 +23,7 @@ use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::engine::Event;
+use crate::metrics::MediaFailure;
 
 /// Plan updates queued per call before the engine's sends start failing (re-offers are rare).
 const PLAN_QUEUE: usize = 8;
@@ -65,20 +67,25 @@ async fn run_call(
     cfg: MediaConfig,
     ctx: Arc<Ctx>,
 ) {
-    let fail = |reason: String| {
+    let fail = |failure: MediaFailure, reason: String| {
         let ctx = ctx.clone();
+        ctx.stats.media_failed(failure);
+        let cause = match failure {
+            MediaFailure::Inactivity => ReleaseCause::RtpTimeout,
+            _ => ReleaseCause::MediaBearerLoss,
+        };
         async move {
-            let _ = ctx.events.send(Event::MediaFailed { call, reason }).await;
+            let _ = ctx.events.send(Event::MediaFailed { call, reason, cause }).await;
         }
     };
     let mut session = match MediaSession::new(cfg, &first, &cert, Instant::now(), rand::random()) {
         Ok(s) => s,
-        Err(e) => return fail(format!("media session: {e}")).await,
+        Err(e) => return fail(MediaFailure::Local, format!("media session: {e}")).await,
     };
     let mut socks: Vec<(SocketAddr, UdpSocket)> = Vec::new();
     let addrs = session.local_addresses();
     if let Err(e) = bind_missing(&mut socks, addrs).await {
-        return fail(e).await;
+        return fail(MediaFailure::Local, e).await;
     }
     info!(call, sockets = socks.len(), "media started");
     let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
@@ -86,7 +93,15 @@ async fn run_call(
         while let Some(o) = session.poll_output() {
             match o {
                 Output::Transmit { from, to, data } => send(&socks, from, to, &data),
-                Output::Event(MediaEvent::Failed { reason }) => return fail(reason).await,
+                Output::Event(MediaEvent::Failed { cause, reason }) => {
+                    let failure = match cause {
+                        FailCause::Inactivity => MediaFailure::Inactivity,
+                        FailCause::Ice => MediaFailure::Ice,
+                        FailCause::Dtls => MediaFailure::Dtls,
+                        FailCause::DtlsClosed => MediaFailure::DtlsClosed,
+                    };
+                    return fail(failure, reason).await;
+                }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
             }
         }
@@ -95,11 +110,11 @@ async fn run_call(
             plan = plans.recv() => match plan {
                 Some(plan) => {
                     if let Err(e) = session.update_plan(&plan, Instant::now()) {
-                        return fail(format!("media plan: {e}")).await;
+                        return fail(MediaFailure::Local, format!("media plan: {e}")).await;
                     }
                     let addrs = session.local_addresses();
                     if let Err(e) = bind_missing(&mut socks, addrs).await {
-                        return fail(e).await;
+                        return fail(MediaFailure::Local, e).await;
                     }
                 }
                 None => {

@@ -132,9 +132,24 @@ pub const TABLE: &[Def] = &[
     ),
 ];
 
+/// Why the daemon ended calls from the media plane: the `cause` label of
+/// `estuary_media_failures_total`, in [`MEDIA_FAILURE_CAUSES`] order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum MediaFailure {
+    Inactivity,
+    Ice,
+    Dtls,
+    DtlsClosed,
+    /// The daemon could not run the call's media (ports, a plan it cannot apply).
+    Local,
+}
+
+const MEDIA_FAILURE_CAUSES: [&str; 5] = ["inactivity", "ice", "dtls", "dtls_closed", "local"];
+
 /// Live values, one atomic per [`TABLE`] row.
 pub struct Stats {
     values: Vec<AtomicU64>,
+    media_failures: [AtomicU64; MEDIA_FAILURE_CAUSES.len()],
     started: Instant,
 }
 
@@ -149,6 +164,7 @@ impl Stats {
         );
         Stats {
             values: TABLE.iter().map(|_| AtomicU64::new(0)).collect(),
+            media_failures: Default::default(),
             started: Instant::now(),
         }
     }
@@ -171,8 +187,12 @@ impl Stats {
         }
     }
 
+    pub fn media_failed(&self, cause: MediaFailure) {
+        self.media_failures[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn samples(&self) -> Vec<Sample> {
-        TABLE
+        let mut all: Vec<Sample> = TABLE
             .iter()
             .map(|d| Sample {
                 name: d.name,
@@ -181,7 +201,17 @@ impl Stats {
                 labels: Vec::new(),
                 value: self.get(d.metric),
             })
-            .collect()
+            .collect();
+        all.extend(MEDIA_FAILURE_CAUSES.iter().zip(&self.media_failures).map(|(cause, v)| {
+            Sample {
+                name: "estuary_media_failures_total",
+                help: "Calls the media plane ended, by cause (each ended with BYE on both legs).",
+                kind: Counter,
+                labels: vec![("cause", (*cause).to_owned())],
+                value: v.load(Ordering::Relaxed),
+            }
+        }));
+        all
     }
 }
 

@@ -94,7 +94,20 @@ pub enum MediaEvent {
     DtlsConnected { profile: SrtpProfile },
     /// The call must end: consent lost, DTLS failure (a fingerprint mismatch is an attack),
     /// no media for too long.
-    Failed { reason: String },
+    Failed { cause: FailCause, reason: String },
+}
+
+/// What ended a call's media, for the signalling plane's Reason header and for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailCause {
+    /// No media from either side for `inactivity_timeout` (hold excepted).
+    Inactivity,
+    /// The browser never nominated a pair, or its consent lapsed (RFC 7675).
+    Ice,
+    /// The DTLS handshake failed, or the certificate did not match the SDP fingerprint.
+    Dtls,
+    /// The browser closed DTLS (close_notify): it is gone.
+    DtlsClosed,
 }
 
 /// Per-session counters (plain integers: one session is owned by one task).
@@ -510,7 +523,8 @@ impl MediaSession {
             // Silence is expected on hold; the clock starts again when the hold ends.
             self.last_media = now;
         } else if self.inactivity_deadline().is_some_and(|d| now >= d) {
-            self.fail(format!("no media for {} s", self.cfg.inactivity_timeout.as_secs()));
+            let reason = format!("no media for {} s", self.cfg.inactivity_timeout.as_secs());
+            self.fail(FailCause::Inactivity, reason);
         }
     }
 
@@ -543,10 +557,10 @@ impl MediaSession {
             .min()
     }
 
-    fn fail(&mut self, reason: String) {
+    fn fail(&mut self, cause: FailCause, reason: String) {
         if !self.failed {
             self.failed = true;
-            self.outputs.push_back(Output::Event(MediaEvent::Failed { reason }));
+            self.outputs.push_back(Output::Event(MediaEvent::Failed { cause, reason }));
         }
     }
 
@@ -562,7 +576,7 @@ impl MediaSession {
                     }
                 }
                 estuary_ice::Output::Event(IceEvent::ConsentExpired { .. }) => self.web_remote = None,
-                estuary_ice::Output::Event(IceEvent::Failed { reason }) => self.fail(format!("ICE: {reason:?}")),
+                estuary_ice::Output::Event(IceEvent::Failed { reason }) => self.fail(FailCause::Ice, format!("ICE: {reason:?}")),
             }
         }
     }
@@ -588,9 +602,9 @@ impl MediaSession {
                         DtlsFailure::FingerprintMismatch => "DTLS: the browser's certificate does not match its SDP fingerprint".to_owned(),
                         other => format!("DTLS: {other}"),
                     };
-                    self.fail(reason);
+                    self.fail(FailCause::Dtls, reason);
                 }
-                estuary_srtp::Output::Event(DtlsEvent::Closed) => self.fail("DTLS closed by the browser".to_owned()),
+                estuary_srtp::Output::Event(DtlsEvent::Closed) => self.fail(FailCause::DtlsClosed, "DTLS closed by the browser".to_owned()),
             }
         }
     }

@@ -288,7 +288,7 @@ fn a_certificate_that_does_not_match_the_sdp_fingerprint_ends_the_call() {
     c.nominate();
     c.handshake();
     let failed = c.events.iter().find_map(|e| match e {
-        MediaEvent::Failed { reason } => Some(reason.clone()),
+        MediaEvent::Failed { reason, .. } => Some(reason.clone()),
         _ => None,
     });
     assert!(failed.as_deref().is_some_and(|r| r.contains("fingerprint")), "{:?}", c.events);
@@ -302,7 +302,7 @@ fn silence_beyond_the_inactivity_timeout_ends_the_call() {
     // Consent checks keep ICE alive; no media flows. The call ends at 60 s of silence, not
     // before.
     let last_media = c.now - Duration::from_millis(20);
-    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { reason } if reason.contains("no media")));
+    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { cause: estuary_media::FailCause::Inactivity, reason } if reason.contains("no media")));
     while !failed(&c) {
         assert!(c.now < last_media + Duration::from_secs(61), "no failure after 60 s: {:?}", c.events);
         c.now += Duration::from_secs(5);
@@ -336,7 +336,7 @@ fn hold_suspends_the_inactivity_timeout_and_resume_restarts_it() {
     // Resumed: the silence counts from the resume, so the call ends 60 s later, not at once.
     let resumed = c.now;
     c.session.update_plan(&c.plan.clone(), c.now).unwrap();
-    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { reason } if reason.contains("no media")));
+    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { cause: estuary_media::FailCause::Inactivity, reason } if reason.contains("no media")));
     while !failed(&c) {
         assert!(c.now < resumed + Duration::from_secs(61), "no failure after resume: {:?}", c.events);
         c.now += Duration::from_secs(5);
