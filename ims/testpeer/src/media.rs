@@ -1,0 +1,161 @@
+//! One call's media at the test peer: echo (every RTP packet back to its source, as the peer's
+//! own stream) or a 1 kHz tone. Owned by whoever runs the call's socket; no shared state.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
+use estuary_transcoder::Law;
+
+/// What the call does with media.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Sends back what it receives.
+    Echo,
+    /// Plays a 1 kHz tone at -10 dBFS, 20 ms packets, whatever it receives.
+    Tone,
+}
+
+/// The negotiated stream: where to send before anything arrives, and in which codec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stream {
+    /// The address in the offer or answer (c= and m= port); `None` for c=0.0.0.0 or port 0.
+    pub remote: Option<SocketAddr>,
+    /// Payload type and law of the G.711 codec in use.
+    pub pt: u8,
+    pub law: Law,
+    /// Whether the far end wants media from us (its direction is sendrecv or recvonly).
+    pub send: bool,
+}
+
+/// 20 ms at 8 kHz.
+const SAMPLES: usize = 160;
+const PTIME: Duration = Duration::from_millis(20);
+/// -10 dBFS peak: loud enough to hear and to measure, far from clipping after any gain.
+const TONE_PEAK: f64 = 32767.0 * 0.316_227_766;
+
+/// RTCP packet types 192..=223 share the port when RTCP lands on the RTP port (RFC 5761 §4).
+fn is_rtcp(buf: &[u8]) -> bool {
+    buf.len() >= 2 && (192..=223).contains(&(buf[1] & 0x7f | 0x80))
+}
+
+/// One call's media state.
+#[derive(Debug)]
+pub struct CallMedia {
+    behaviour: Behaviour,
+    stream: Stream,
+    /// Symmetric RTP: once the gateway's media arrives, answer where it comes from.
+    latched: Option<SocketAddr>,
+    ssrc: Ssrc,
+    seq: u16,
+    /// Echo: our timestamp for their first packet, so spacing is kept and our clock is ours.
+    ts_offset: Option<u32>,
+    ts: u32,
+    next_tone: Option<Instant>,
+    tone: [u8; SAMPLES],
+    /// Packets received and sent (for tests and logs).
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl CallMedia {
+    pub fn new(behaviour: Behaviour, stream: Stream, seed: u64) -> CallMedia {
+        let mut m = CallMedia {
+            behaviour,
+            stream,
+            latched: None,
+            ssrc: Ssrc(seed as u32 | 1),
+            seq: (seed >> 32) as u16,
+            ts_offset: None,
+            ts: (seed >> 16) as u32,
+            next_tone: None,
+            tone: [0; SAMPLES],
+            received: 0,
+            sent: 0,
+        };
+        m.set_stream(stream);
+        m
+    }
+
+    /// A re-offer changed the address, codec or direction.
+    pub fn set_stream(&mut self, stream: Stream) {
+        self.stream = stream;
+        // 1 kHz at 8 kHz is exactly 8 samples per period, so every 20 ms packet is the same.
+        let pcm: Vec<i16> = (0..SAMPLES)
+            .map(|n| (TONE_PEAK * (std::f64::consts::FRAC_PI_4 * n as f64).sin()).round() as i16)
+            .collect();
+        stream.law.encode(&pcm, &mut self.tone);
+    }
+
+    pub fn behaviour(&self) -> Behaviour {
+        self.behaviour
+    }
+
+    fn destination(&self) -> Option<SocketAddr> {
+        self.stream.send.then_some(self.latched.or(self.stream.remote)).flatten()
+    }
+
+    /// A datagram arrived on the call's port (`len` bytes at the start of `buf`). For echo it
+    /// is rewritten in place into our packet: returns where to send `buf[..len]`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<(SocketAddr, usize)> {
+        let data = buf.get(..len)?;
+        if is_rtcp(data) {
+            return None;
+        }
+        let pkt = RtpPacket::parse(data).ok()?;
+        self.received += 1;
+        self.latched = Some(from);
+        if self.behaviour != Behaviour::Echo {
+            return None;
+        }
+        let to = self.destination()?;
+        let offset = *self.ts_offset.get_or_insert(self.ts.wrapping_sub(pkt.timestamp()));
+        let header = RtpHeader {
+            marker: pkt.marker(),
+            pt: pkt.pt(),
+            seq: SeqNo(self.seq),
+            timestamp: pkt.timestamp().wrapping_add(offset),
+            ssrc: self.ssrc,
+        };
+        // Keep only the payload after our fixed header (their CSRCs and extensions are theirs).
+        let range = pkt.payload_range();
+        let payload_len = range.len();
+        buf.copy_within(range, 12);
+        header.write(buf).ok()?;
+        self.seq = self.seq.wrapping_add(1);
+        self.sent += 1;
+        Some((to, 12 + payload_len))
+    }
+
+    /// When the next tone packet is due (tone calls that may send).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        (self.behaviour == Behaviour::Tone && self.destination().is_some()).then_some(self.next_tone).flatten()
+    }
+
+    /// The tone packet due at `now`, written into `buf` (at least 172 bytes).
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(SocketAddr, usize)> {
+        if self.behaviour != Behaviour::Tone {
+            return None;
+        }
+        let to = self.destination()?;
+        let due = *self.next_tone.get_or_insert(now);
+        if now < due {
+            return None;
+        }
+        // Late by more than a few packets (a stalled driver): restart the cadence rather than
+        // sending a burst.
+        self.next_tone = Some(if now.duration_since(due) > 5 * PTIME { now + PTIME } else { due + PTIME });
+        let header = RtpHeader {
+            marker: self.sent == 0,
+            pt: Pt(self.stream.pt),
+            seq: SeqNo(self.seq),
+            timestamp: self.ts,
+            ssrc: self.ssrc,
+        };
+        let len = header.write_with_payload(&self.tone, buf).ok()?;
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(SAMPLES as u32);
+        self.sent += 1;
+        Some((to, len))
+    }
+}

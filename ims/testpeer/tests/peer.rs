@@ -1,0 +1,303 @@
+//! The built-in test peer on a virtual clock: what a gateway sends it and what it must answer.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
+use estuary_sip::{Message, Response};
+use estuary_testpeer::{Behaviour, CallMedia, MediaPorts, Output, PeerConfig, TestPeer};
+use estuary_transcoder::Law;
+
+const GW: &str = "127.0.0.1:5080";
+
+struct Ports(u16);
+impl MediaPorts for Ports {
+    fn open(&mut self) -> Option<u16> {
+        self.0 += 2;
+        Some(self.0)
+    }
+}
+
+struct Harness {
+    now: Instant,
+    peer: TestPeer,
+    ports: Ports,
+    sip: Vec<Message>,
+    media: Vec<(u16, Box<CallMedia>)>,
+    stops: Vec<u16>,
+    updates: Vec<(u16, estuary_testpeer::Stream)>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness {
+            now: Instant::now(),
+            peer: TestPeer::new(PeerConfig::new("127.0.0.1:5999".parse().unwrap()), 7),
+            ports: Ports(40000),
+            sip: Vec::new(),
+            media: Vec::new(),
+            stops: Vec::new(),
+            updates: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Message> {
+        let mut sent = Vec::new();
+        while let Some(o) = self.peer.poll_output() {
+            match o {
+                Output::Transmit { to, data } => {
+                    assert_eq!(to, GW.parse::<SocketAddr>().unwrap());
+                    let m = Message::parse(&data).unwrap_or_else(|e| panic!("peer sent unparseable SIP ({e:?}):\n{}", String::from_utf8_lossy(&data)));
+                    sent.push(m.clone());
+                    self.sip.push(m);
+                }
+                Output::MediaStart { port, media } => self.media.push((port, media)),
+                Output::MediaStop { port } => self.stops.push(port),
+                Output::MediaUpdate { port, stream } => self.updates.push((port, stream)),
+            }
+        }
+        sent
+    }
+
+    fn send(&mut self, text: &str) -> Vec<Message> {
+        let data = text.replace('\n', "\r\n");
+        self.peer.handle_sip(self.now, GW.parse().unwrap(), data.as_bytes(), &mut self.ports);
+        self.drain()
+    }
+
+    fn tick(&mut self, d: Duration) -> Vec<Message> {
+        let end = self.now + d;
+        let mut sent = Vec::new();
+        while let Some(t) = self.peer.poll_timeout().filter(|t| *t <= end) {
+            self.now = t.max(self.now);
+            self.peer.handle_timeout(self.now);
+            sent.extend(self.drain());
+        }
+        self.now = end;
+        sent
+    }
+}
+
+fn resp(m: &Message) -> &Response {
+    match m {
+        Message::Response(r) => r,
+        Message::Request(r) => panic!("expected a response, got {:?}", r.method),
+    }
+}
+
+fn codes(msgs: &[Message]) -> Vec<u16> {
+    msgs.iter().filter_map(|m| if let Message::Response(r) = m { Some(r.code) } else { None }).collect()
+}
+
+const OFFER: &str = "v=0\no=gw 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\nm=audio 30002 RTP/AVP 0 8 101\na=rtpmap:0 PCMU/8000\na=rtpmap:8 PCMA/8000\na=rtpmap:101 telephone-event/8000\na=sendrecv\n";
+
+fn invite(user: &str, call_id: &str, branch: &str, sdp: &str) -> String {
+    format!(
+        "INVITE sip:{user}@ims.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch}\nMax-Forwards: 70\nFrom: <sip:alice@ims.test>;tag=gw1\nTo: <sip:{user}@ims.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:gw@127.0.0.1:5080>\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        sdp.replace('\n', "\r\n").len(),
+        sdp
+    )
+}
+
+fn in_dialog(method: &str, call_id: &str, to_tag: &str, cseq: u32, branch: &str) -> String {
+    format!(
+        "{method} sip:echo@127.0.0.1:5999 SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK{branch}\nMax-Forwards: 70\nFrom: <sip:alice@ims.test>;tag=gw1\nTo: <sip:echo@ims.test>;tag={to_tag}\nCall-ID: {call_id}\nCSeq: {cseq} {method}\nContent-Length: 0\n\n"
+    )
+}
+
+fn to_tag(r: &Response) -> String {
+    r.headers.to().unwrap().tag().unwrap().to_owned()
+}
+
+#[test]
+fn register_is_accepted_with_the_contact_and_its_expiry() {
+    let mut h = Harness::new();
+    let out = h.send("REGISTER sip:ims.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKr1\nMax-Forwards: 70\nFrom: <sip:alice@ims.test>;tag=r1\nTo: <sip:alice@ims.test>\nCall-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:alice@127.0.0.1:5080;ob>;expires=600\nContent-Length: 0\n\n");
+    assert_eq!(codes(&out), [200]);
+    let r = resp(&out[0]);
+    assert_eq!(r.headers.get("Contact"), Some("<sip:alice@127.0.0.1:5080;ob>;expires=600"));
+    assert_eq!(r.headers.get("P-Associated-URI"), Some("<sip:alice@ims.test>"));
+    // A retransmission gets the same answer, not a second registration.
+    let again = h.send("REGISTER sip:ims.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKr1\nMax-Forwards: 70\nFrom: <sip:alice@ims.test>;tag=r1\nTo: <sip:alice@ims.test>\nCall-ID: reg1\nCSeq: 1 REGISTER\nContact: <sip:alice@127.0.0.1:5080;ob>;expires=600\nContent-Length: 0\n\n");
+    assert_eq!(again, out);
+}
+
+#[test]
+fn echo_call_answers_pcmu_and_sends_back_what_it_gets_as_its_own_stream() {
+    let mut h = Harness::new();
+    let out = h.send(&invite("echo", "c1", "i1", OFFER));
+    assert_eq!(codes(&out), [100, 180, 200]);
+    let ok = resp(&out[2]);
+    let body = String::from_utf8_lossy(&ok.body).into_owned();
+    assert!(body.contains("m=audio 40002 RTP/AVP 0 101\r\n"), "{body}");
+    assert!(body.contains("a=rtpmap:0 PCMU/8000\r\n") && body.contains("a=rtcp:40002\r\n"), "{body}");
+    assert_eq!(ok.headers.get("Contact"), Some("<sip:echo@127.0.0.1:5999>"));
+    assert_eq!(h.media.len(), 1);
+    let (port, media) = &mut h.media[0];
+    assert_eq!((*port, media.behaviour()), (40002, Behaviour::Echo));
+
+    // The gateway's RTP comes back from the peer's own SSRC with its own continuous numbering.
+    let gw: SocketAddr = "127.0.0.1:30002".parse().unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..5u16 {
+        let mut buf = [0u8; 256];
+        let hdr = RtpHeader { marker: i == 0, pt: Pt(0), seq: SeqNo(1000 + i), timestamp: 5000 + 160 * u32::from(i), ssrc: Ssrc(0xabcd) };
+        let len = hdr.write_with_payload(&[0x55; 160], &mut buf).unwrap();
+        let (to, n) = media.handle_datagram(gw, &mut buf, len).expect("echoed");
+        assert_eq!((to, n), (gw, len));
+        let p = RtpPacket::parse(&buf[..n]).unwrap();
+        assert_ne!(p.ssrc(), Ssrc(0xabcd));
+        assert_eq!(p.payload(), &[0x55; 160][..]);
+        seqs.push((p.seq().0, p.timestamp()));
+    }
+    for w in seqs.windows(2) {
+        assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+        assert_eq!(w[1].1, w[0].1.wrapping_add(160), "timestamp spacing kept");
+    }
+    // RTCP on the same port is consumed.
+    let mut rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
+    assert_eq!(media.handle_datagram(gw, &mut rr, 8), None);
+
+    // 2xx retransmitted until ACK, then quiet.
+    let tag = to_tag(ok);
+    let re = h.tick(Duration::from_millis(1600));
+    assert_eq!(codes(&re), [200, 200], "T1, 2*T1 retransmissions of the 200");
+    h.send(&in_dialog("ACK", "c1", &tag, 1, "a1"));
+    assert!(h.tick(Duration::from_secs(10)).is_empty());
+    // BYE ends it and stops the media.
+    let out = h.send(&in_dialog("BYE", "c1", &tag, 2, "b1"));
+    assert_eq!(codes(&out), [200]);
+    assert_eq!(h.stops, [40002]);
+    assert_eq!(h.peer.active_calls(), 0);
+}
+
+#[test]
+fn tone_is_1khz_at_minus_10_dbfs_every_20ms_in_the_negotiated_law() {
+    let mut h = Harness::new();
+    let pcma = OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 8 101");
+    let out = h.send(&invite("tone", "c2", "i2", &pcma));
+    assert_eq!(codes(&out), [100, 180, 200]);
+    let (_, media) = &mut h.media[0];
+    assert_eq!(media.behaviour(), Behaviour::Tone);
+    let start = h.now;
+    let mut now = start;
+    let mut packets = Vec::new();
+    let mut buf = [0u8; 256];
+    // One simulated second driven by the media's own deadlines.
+    while now < start + Duration::from_secs(1) {
+        if let Some((to, n)) = media.poll_transmit(now, &mut buf) {
+            assert_eq!(to, "127.0.0.1:30002".parse::<SocketAddr>().unwrap());
+            packets.push(buf[..n].to_vec());
+        }
+        now = media.poll_timeout().unwrap().max(now + Duration::from_micros(1));
+    }
+    assert!((49..=51).contains(&packets.len()), "{} packets in 1 s", packets.len());
+    let mut pcm = Vec::new();
+    for (i, p) in packets.iter().enumerate() {
+        let p = RtpPacket::parse(p).unwrap();
+        assert_eq!(p.pt(), Pt(8));
+        assert_eq!(p.marker(), i == 0);
+        assert_eq!(p.payload().len(), 160);
+        let mut s = [0i16; 160];
+        Law::A.decode(p.payload(), &mut s);
+        pcm.extend_from_slice(&s);
+    }
+    // Frequency: 2 zero crossings per period -> 2000 per second at 1 kHz.
+    let crossings = pcm.windows(2).filter(|w| (w[0] < 0) != (w[1] < 0)).count() as f64 / (pcm.len() as f64 / 8000.0);
+    assert!((1990.0..=2010.0).contains(&crossings), "{crossings} zero crossings/s");
+    // Level: RMS of a sine at -10 dBFS peak is -13 dBFS.
+    let rms = (pcm.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / pcm.len() as f64).sqrt();
+    let dbfs = 20.0 * (rms / 32768.0).log10();
+    assert!((-13.5..=-12.5).contains(&dbfs), "{dbfs:.2} dBFS RMS");
+}
+
+#[test]
+fn unknown_users_and_codecs_are_refused() {
+    let mut h = Harness::new();
+    let out = h.send(&invite("nobody", "c3", "i3", OFFER));
+    assert_eq!(codes(&out), [100, 404]);
+    let opus = OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 111").replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:111 opus/48000/2");
+    let out = h.send(&invite("echo", "c4", "i4", &opus));
+    assert_eq!(codes(&out), [100, 180, 488]);
+    assert!(resp(&out[2]).headers.get("Warning").is_some_and(|w| w.contains("PCMU or PCMA")));
+    let savp = OFFER.replace("RTP/AVP", "RTP/SAVP");
+    assert_eq!(codes(&h.send(&invite("echo", "c5", "i5", &savp))), [100, 180, 488]);
+    assert!(h.media.is_empty(), "no media for refused calls");
+    assert_eq!(h.peer.active_calls(), 0);
+}
+
+#[test]
+fn ring_rings_until_cancel() {
+    let mut h = Harness::new();
+    let out = h.send(&invite("ring", "c6", "i6", OFFER));
+    assert_eq!(codes(&out), [100, 180]);
+    assert!(h.tick(Duration::from_secs(30)).is_empty(), "no answer, no retransmitted 180");
+    let cancel = "CANCEL sip:ring@ims.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKi6\nMax-Forwards: 70\nFrom: <sip:alice@ims.test>;tag=gw1\nTo: <sip:ring@ims.test>\nCall-ID: c6\nCSeq: 1 CANCEL\nContent-Length: 0\n\n";
+    let out = h.send(cancel);
+    assert_eq!(codes(&out), [200, 487]);
+    assert_eq!(h.peer.active_calls(), 0);
+    // A CANCEL for nothing.
+    assert_eq!(codes(&h.send(&cancel.replace("Call-ID: c6", "Call-ID: zz").replace("bKi6", "bKz6"))), [481]);
+}
+
+#[test]
+fn an_unacknowledged_200_ends_the_call_with_bye() {
+    let mut h = Harness::new();
+    let out = h.send(&invite("echo", "c7", "i7", OFFER));
+    let tag = to_tag(resp(&out[2]));
+    let later = h.tick(Duration::from_secs(40));
+    let bye = later.iter().find_map(|m| if let Message::Request(r) = m { Some(r) } else { None }).expect("BYE after 64*T1 without ACK");
+    assert_eq!(bye.method.as_str(), "BYE");
+    assert_eq!(bye.uri.to_string(), "sip:gw@127.0.0.1:5080", "to the INVITE's Contact");
+    assert!(bye.headers.get("From").unwrap().contains(&format!("tag={tag}")));
+    assert_eq!(h.stops, [40002]);
+    assert_eq!(h.peer.active_calls(), 0);
+}
+
+#[test]
+fn delayed_offer_and_hold() {
+    let mut h = Harness::new();
+    let out = h.send(&invite("echo", "c8", "i8", ""));
+    assert_eq!(codes(&out), [100, 180, 200]);
+    let ok = resp(&out[2]);
+    assert!(String::from_utf8_lossy(&ok.body).contains("m=audio 40002 RTP/AVP 0 8 101"), "our offer");
+    let tag = to_tag(ok);
+    let ack = in_dialog("ACK", "c8", &tag, 1, "a8").replace("Content-Length: 0\n\n", "");
+    let answer = OFFER.replace("RTP/AVP 0 8 101", "RTP/AVP 8");
+    h.send(&format!("{ack}Content-Type: application/sdp\nContent-Length: {}\n\n{answer}", answer.replace('\n', "\r\n").len()));
+    assert_eq!(h.updates.len(), 1);
+    assert_eq!((h.updates[0].1.pt, h.updates[0].1.law), (8, Law::A));
+    // Hold: a sendonly re-INVITE is answered recvonly and the peer stops sending.
+    let held = OFFER.replace("a=sendrecv", "a=sendonly");
+    let reinvite = in_dialog("INVITE", "c8", &tag, 2, "r8").replace("Content-Length: 0\n\n", "");
+    let out = h.send(&format!("{reinvite}Content-Type: application/sdp\nContent-Length: {}\n\n{held}", held.replace('\n', "\r\n").len()));
+    assert_eq!(codes(&out), [200]);
+    assert!(String::from_utf8_lossy(&resp(&out[0]).body).contains("a=recvonly"));
+    assert!(String::from_utf8_lossy(&resp(&out[0]).body).contains("o=estuary-testpeer ") , "version bumped");
+    assert!(!h.updates.last().unwrap().1.send);
+}
+
+#[test]
+fn garbage_never_panics_and_broken_requests_get_400() {
+    let mut h = Harness::new();
+    let good = invite("echo", "c9", "i9", OFFER);
+    for cut in 0..good.len() {
+        h.peer.handle_sip(h.now, GW.parse().unwrap(), &good.as_bytes()[..cut], &mut h.ports);
+        h.drain();
+    }
+    let mut x: u64 = 0x1234_5678;
+    for _ in 0..2000 {
+        let mut bytes = good.clone().into_bytes();
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = (x as usize) % bytes.len();
+            bytes[i] = (x >> 32) as u8;
+        }
+        h.peer.handle_sip(h.now, GW.parse().unwrap(), &bytes, &mut h.ports);
+        h.drain();
+    }
+    let out = h.send("OPTIONS sip:ims.test SIP/2.0\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKo1\nFrom: <sip:a@ims.test>;tag=1\nTo: <sip:ims.test>\nCall-ID: o1\nCSeq: 1 INVITE\nContent-Length: 0\n\n");
+    assert_eq!(codes(&out), [400], "CSeq method mismatch");
+}
