@@ -6,8 +6,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test deps demo build build-release lint bench clean
 
+# ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
-	./target/release/estuary run --config etc/estuary.toml
+	./target/release/estuary run --config etc/estuary.toml $(ARGS)
 
 build-release: demo
 	$(CARGO) build --release -p estuary

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use estuary_conformance::browser::{Browser, Netns};
 use estuary_conformance::flows::{Setup, PASSWORD, USER};
+use estuary_conformance::gateway::Gateway;
 use estuary_conformance::msg::addr_uri;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
 use estuary_conformance::sipp::{Sipp, SippRun};
@@ -22,22 +23,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// with the microphone's voice processing off. Returns the registrar's run.
 async fn registered_page(s: &Setup, b: &mut Browser) -> SippRun {
     let registrar = s.uas("registrar.xml").await;
-    let url = format!("https://{}/?user={USER}", s.gw.wss_addr);
-    tokio::task::block_in_place(|| {
-        let title = b.page_open(PAGE, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
-        assert!(
-            title.contains("softphone"),
-            "{url} is not the demo softphone (title {title:?}): the daemon was built without \
-             gateway/daemon/demo/dist; `make demo` builds it (`make test` does)"
-        );
-        b.page_fill(PAGE, "#password", PASSWORD).unwrap();
-        b.page_click(PAGE, "#account summary").unwrap();
-        b.page_check(PAGE, "#voice-processing", false).unwrap();
-        b.page_click(PAGE, "#register").unwrap();
-    });
-    let state = tokio::task::block_in_place(|| {
-        b.page_wait(PAGE, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
-    });
+    let state = register_page(&s.gw, b, PASSWORD);
     let run = registrar.wait().await;
     assert_eq!(
         state.as_deref(),
@@ -49,6 +35,25 @@ async fn registered_page(s: &Setup, b: &mut Browser) -> SippRun {
     );
     run.assert_success();
     run
+}
+
+/// Opens the demo page of `gw` in `b` as alice, turns voice processing off and registers;
+/// returns the page's final registration state.
+fn register_page(gw: &Gateway, b: &mut Browser, password: &str) -> Result<String, String> {
+    let url = format!("https://{}/?user={USER}", gw.wss_addr);
+    tokio::task::block_in_place(|| {
+        let title = b.page_open(PAGE, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        assert!(
+            title.contains("softphone"),
+            "{url} is not the demo softphone (title {title:?}): the daemon was built without \
+             gateway/daemon/demo/dist; `make demo` builds it (`make test` does)"
+        );
+        b.page_fill(PAGE, "#password", password).unwrap();
+        b.page_click(PAGE, "#account summary").unwrap();
+        b.page_check(PAGE, "#voice-processing", false).unwrap();
+        b.page_click(PAGE, "#register").unwrap();
+        b.page_wait(PAGE, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
+    })
 }
 
 fn page_log(b: &mut Browser) -> String {
@@ -241,4 +246,53 @@ fn registration_of_record(registrar: &SippRun) -> (String, String) {
     let contact = last.header("Contact").map(addr_uri).unwrap_or_else(|| panic!("no Contact: {last}"));
     let path = last.header("Path").unwrap_or_else(|| panic!("no Path: {last}")).to_owned();
     (contact, path)
+}
+
+const BUILTIN: &str = "demo_page_hears_the_builtin_echo_and_tone";
+
+/// What `make run` offers an operator: the embedded defaults (next hop = the built-in test
+/// peer), the demo page, a call to echo@ that returns the browser's own audio and one to tone@
+/// that plays a 1 kHz tone. No sipp: the peer inside the daemon is the far end.
+#[test]
+fn demo_page_hears_the_builtin_echo_and_tone() {
+    require_browser();
+    if !in_loopback_netns(BUILTIN) {
+        return;
+    }
+    start_runtime().block_on(async {
+        let gw = Gateway::builder().start().await;
+        let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+        let state = register_page(&gw, &mut b, "anything");
+        assert_eq!(
+            state.as_deref(),
+            Ok("registered"),
+            "the test peer accepts every REGISTER\n--- page log\n{}\n--- daemon\n{}",
+            page_log(&mut b),
+            gw.log_tail(40)
+        );
+        for user in ["echo", "tone"] {
+            tokio::task::block_in_place(|| {
+                b.page_fill(PAGE, "#target", &format!("sip:{user}@ims.test")).unwrap();
+                b.page_click(PAGE, "#dial").unwrap();
+            });
+            let state = wait_call(&mut b, &["confirmed", "failed", "ended"]);
+            assert_eq!(
+                state.as_deref(),
+                Ok("confirmed"),
+                "{user}@ not established\n--- page log\n{}\n--- daemon\n{}",
+                page_log(&mut b),
+                gw.log_tail(60)
+            );
+            let stats = media_stats(&mut b).await;
+            let log = page_log(&mut b);
+            assert_media(&stats, || format!("{user}@\n--- page log\n{log}\n--- daemon\n{}", gw.log_tail(60)));
+            hang_up(&mut b);
+            println!(
+                "demo page -> builtin {user}@: Chromium sent {} and received {} packets, audio energy {}",
+                number(audio(&stats, "outbound-rtp"), "packets"),
+                number(audio(&stats, "inbound-rtp"), "packets"),
+                number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
+            );
+        }
+    });
 }

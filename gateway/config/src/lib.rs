@@ -101,11 +101,9 @@ impl Default for ImsConfig {
     fn default() -> Self {
         ImsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 5080)),
-            next_hop: NextHop::Uri {
-                host: "127.0.0.1".to_owned(),
-                port: 5060,
-                transport: NextHopTransport::Udp,
-            },
+            // The built-in test peer, so the defaults run on a machine with no core (`make
+            // run`); every deployment names its P-CSCF/S-CSCF here.
+            next_hop: NextHop::Builtin,
             domain: "ims.test".to_owned(),
             advertised_address: None,
         }
@@ -424,7 +422,10 @@ impl Config {
                 TlsCertificate::Pem { .. } => "PEM files",
             },
             self.ims.listen,
-            self.ims.next_hop,
+            match self.ims.next_hop {
+                NextHop::Builtin => "builtin (TEST PEER, not for production)".to_owned(),
+                ref uri => uri.to_string(),
+            },
             self.ims.domain,
             self.media.web_address,
             self.media.ims_address,

@@ -11,6 +11,7 @@
 //! `ready`; logs go to stderr.
 
 mod admin;
+mod builtin_peer;
 mod ctx;
 mod demo;
 mod engine;

@@ -35,7 +35,13 @@ fn accepts_the_reference_file() {
         out.starts_with("ok: ws 127.0.0.1:8080 wss 127.0.0.1:8443"),
         "{out}"
     );
-    assert!(out.contains("sip:127.0.0.1:5060;transport=udp"), "{out}");
+    assert!(
+        out.contains("-> builtin (TEST PEER, not for production)"),
+        "{out}"
+    );
+    let (code, out, err) = check(REFERENCE, &["ims.next_hop=sip:127.0.0.1:5060"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("-> sip:127.0.0.1:5060;transport=udp"), "{out}");
 }
 
 #[test]
