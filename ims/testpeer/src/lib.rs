@@ -411,13 +411,13 @@ impl TestPeer {
             Ok((body, stream)) => {
                 let behaviour = if kind == Kind::Tone { Behaviour::Tone } else { Behaviour::Echo };
                 if let (Some(port), Some(stream)) = (call.port, stream) {
-                    let media = CallMedia::new(behaviour, stream, self.rng.random());
+                    let media = CallMedia::new(behaviour, stream, self.rng.random(), now);
                     self.outputs.push_back(Output::MediaStart { port, media: Box::new(media) });
                 } else if let Some(port) = call.port {
                     // Delayed offer: media starts with the ACK's answer; until then echo
                     // nowhere (a tone waits for a destination).
                     let stream = Stream { remote: None, pt: 0, law: estuary_transcoder::Law::Mu, send: true };
-                    let media = CallMedia::new(behaviour, stream, self.rng.random());
+                    let media = CallMedia::new(behaviour, stream, self.rng.random(), now);
                     self.outputs.push_back(Output::MediaStart { port, media: Box::new(media) });
                 }
                 let mut ok = response_to(&call.invite, 200, "OK");

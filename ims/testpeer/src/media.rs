@@ -59,7 +59,8 @@ pub struct CallMedia {
 }
 
 impl CallMedia {
-    pub fn new(behaviour: Behaviour, stream: Stream, seed: u64) -> CallMedia {
+    /// A call answered at `now`: a tone's first packet is due then.
+    pub fn new(behaviour: Behaviour, stream: Stream, seed: u64, now: Instant) -> CallMedia {
         let mut m = CallMedia {
             behaviour,
             stream,
@@ -68,7 +69,7 @@ impl CallMedia {
             seq: (seed >> 32) as u16,
             ts_offset: None,
             ts: (seed >> 16) as u32,
-            next_tone: None,
+            next_tone: (behaviour == Behaviour::Tone).then_some(now),
             tone: [0; SAMPLES],
             received: 0,
             sent: 0,

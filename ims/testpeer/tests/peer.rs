@@ -180,6 +180,8 @@ fn tone_is_1khz_at_minus_10_dbfs_every_20ms_in_the_negotiated_law() {
     let (_, media) = &mut h.media[0];
     assert_eq!(media.behaviour(), Behaviour::Tone);
     let start = h.now;
+    // The driver learns when to start from the deadline alone.
+    assert_eq!(media.poll_timeout(), Some(start), "the first tone packet is due at the answer");
     let mut now = start;
     let mut packets = Vec::new();
     let mut buf = [0u8; 256];
