@@ -118,7 +118,18 @@ async fn run_call(
                     }
                 }
                 None => {
-                    debug!(call, "media ended");
+                    // RTCP BYE on both legs, then the sockets close with the task.
+                    session.close(Instant::now());
+                    while let Some(o) = session.poll_output() {
+                        if let Output::Transmit { from, to, data } = o {
+                            send(&socks, from, to, &data);
+                        }
+                    }
+                    info!(
+                        call,
+                        counters = ?session.counters(),
+                        "media ended"
+                    );
                     return;
                 }
             },

@@ -73,6 +73,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 consent_timeout: cfg.media.consent_timeout,
                 ..estuary_ice::IceSettings::default()
             },
+            // Read once here: the engines derive SR wall-clock time from `now`.
+            wall_clock: Some(estuary_rtp::WallClock::new(
+                std::time::Instant::now(),
+                std::time::SystemTime::now(),
+            )),
         },
         ctx.clone(),
     );

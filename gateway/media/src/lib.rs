@@ -23,16 +23,21 @@
 //! strip and with DTLS-SRTP protect. No allocation and no lock on this path; counters are plain
 //! integers the driver reads with [`MediaSession::counters`].
 //!
-//! RTCP is terminated per leg: what arrives is authenticated and counted, not forwarded (each
-//! leg's reports describe that leg). Streams that need transcoding are not relayed here; the
-//! transcoder (issue 5) takes them.
+//! RTCP is terminated per leg (see [`rtcp`]): each leg gets SR/RR and SDES about what it
+//! exchanged with the gateway every ~5 s, what arrives is authenticated and read, not
+//! forwarded, and only feedback (PLI, FIR, NACK) crosses, translated into the other leg's SSRCs
+//! and sequence numbers where that leg negotiated it. Streams that need transcoding are not
+//! relayed here; the transcoder (issue 5) takes them.
+
+pub mod rtcp;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use estuary_ice::{Credentials, IceConfig, IceEvent, IceLite};
-use estuary_rtp::{classify, ClockRate, PacketKind, Pt, RtpPacket, RtpPacketMut, Rewrite, SeqNo, Ssrc, StreamRewriter};
+use estuary_rtp::rtcp::{write, Compound, RtcpPacket};
+use estuary_rtp::{classify, ClockRate, PacketKind, Pt, RtpPacket, RtpPacketMut, Rewrite, SeqNo, Ssrc, StreamRewriter, WallClock};
 use estuary_sdp::{MediaPlan, StreamPlan};
 use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsFailure, SrtpContext, SrtpMasterKey, SrtpProfile};
 use rand::rngs::StdRng;
@@ -56,6 +61,10 @@ pub struct MediaConfig {
     pub inactivity_timeout: Duration,
     /// ICE consent and nomination timers.
     pub ice: estuary_ice::IceSettings,
+    /// Wall-clock time for the NTP timestamps of sender reports, read once by the driver.
+    /// `None` (tests): NTP time counts from the Unix epoch at session start, which keeps
+    /// round-trip estimates right and only the absolute time wrong.
+    pub wall_clock: Option<WallClock>,
 }
 
 impl Default for MediaConfig {
@@ -66,6 +75,7 @@ impl Default for MediaConfig {
             latch: true,
             inactivity_timeout: Duration::from_secs(60),
             ice: estuary_ice::IceSettings::default(),
+            wall_clock: None,
         }
     }
 }
@@ -116,6 +126,12 @@ pub struct MediaCounters {
     pub web_to_ims: u64,
     pub ims_to_web: u64,
     pub rtcp_in: u64,
+    /// Compound RTCP packets the gateway sent (reports, translated feedback, BYE).
+    pub rtcp_out: u64,
+    /// PLI/FIR/NACK translated to the other leg.
+    pub feedback_relayed: u64,
+    /// Feedback the other leg cannot take (not negotiated, no media yet, no keys).
+    pub feedback_dropped: u64,
     pub dropped_no_consent: u64,
     pub dropped_no_keys: u64,
     pub dropped_srtp: u64,
@@ -165,6 +181,22 @@ struct Stream {
     ims_rx: Option<SrtpContext>,
     to_ims: StreamRewriter,
     to_web: StreamRewriter,
+    rtcp_web: rtcp::LegRtcp,
+    rtcp_ims: rtcp::LegRtcp,
+}
+
+impl Stream {
+    /// Carries media on both legs (an m-line either side rejected has no RTCP either).
+    fn is_live(&self) -> bool {
+        self.plan.active && self.plan.ims_local_port != 0
+    }
+}
+
+/// Which leg an RTCP packet the gateway writes goes to.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Leg {
+    Web,
+    Ims,
 }
 
 /// One call's media. See the crate documentation for the drive loop.
@@ -183,6 +215,7 @@ pub struct MediaSession {
     last_media: Instant,
     failed: bool,
     rng: StdRng,
+    wall: WallClock,
 }
 
 impl MediaSession {
@@ -214,6 +247,7 @@ impl MediaSession {
         // Both profiles a browser may pick (DEPENDENCIES.md: Chromium takes CM_80, Firefox GCM).
         let profiles = [SrtpProfile::AeadAes128Gcm, SrtpProfile::Aes128CmSha1_80];
         let dtls = DtlsEndpoint::new(role, cert, fingerprints, &profiles, now).map_err(|e| MediaError::Dtls(e.to_string()))?;
+        let cfg_wall = cfg.wall_clock.unwrap_or(WallClock::new(now, SystemTime::UNIX_EPOCH));
         let mut s = MediaSession {
             web_local: SocketAddr::new(cfg.web_address, web.local_port),
             cfg,
@@ -228,6 +262,7 @@ impl MediaSession {
             last_media: now,
             failed: false,
             rng,
+            wall: cfg_wall,
         };
         s.update_plan(plan, now)?;
         s.drain_dtls();
@@ -274,6 +309,8 @@ impl MediaSession {
                     };
                     let to_ims = StreamRewriter::new(Ssrc(self.rng.random()), clock(false), SeqNo(self.rng.random()), self.rng.random());
                     let to_web = StreamRewriter::new(Ssrc(sp.web_ssrc), clock(true), SeqNo(self.rng.random()), self.rng.random());
+                    let rtcp_web = rtcp::LegRtcp::new(to_web.out_ssrc(), clock(true), now, &mut self.rng);
+                    let rtcp_ims = rtcp::LegRtcp::new(to_ims.out_ssrc(), clock(false), now, &mut self.rng);
                     self.streams.push(Stream {
                         plan: sp.clone(),
                         ims_rtp,
@@ -285,6 +322,8 @@ impl MediaSession {
                         ims_rx,
                         to_ims,
                         to_web,
+                        rtcp_web,
+                        rtcp_ims,
                     });
                 }
             }
@@ -351,7 +390,10 @@ impl MediaSession {
                 if self.web_ready(source) {
                     if let Some(rx) = self.web_rx.as_mut() {
                         match rx.unprotect_rtcp(buf) {
-                            Ok(()) => self.counters.rtcp_in += 1,
+                            Ok(()) => {
+                                self.counters.rtcp_in += 1;
+                                self.on_rtcp(now, Leg::Web, None, buf);
+                            }
                             Err(_) => self.counters.dropped_srtp += 1,
                         }
                     }
@@ -405,6 +447,7 @@ impl MediaSession {
         };
         self.last_media = now;
         let st = &mut self.streams[i];
+        st.rtcp_web.on_media_received(now, &pkt);
         if !st.plan.active || !st.plan.ims_direction.sends() || !st.plan.web_direction.receives() {
             self.counters.dropped_direction += 1;
             return Forward::Consumed;
@@ -428,6 +471,9 @@ impl MediaSession {
         if !retag(now, buf, ims_pt, &mut st.to_ims) {
             self.counters.dropped_stale += 1;
             return Forward::Consumed;
+        }
+        if let Ok(p) = RtpPacket::parse(buf) {
+            st.rtcp_ims.on_media_sent(now, &p);
         }
         if let Some(tx) = st.ims_tx.as_mut() {
             if tx.protect_rtp(buf).is_err() {
@@ -453,6 +499,7 @@ impl MediaSession {
                 if latch && !st.latched {
                     st.ims_remote_rtcp = Some(source);
                 }
+                self.on_rtcp(now, Leg::Ims, Some(i), buf);
             } else {
                 self.counters.dropped_srtp += 1;
             }
@@ -478,6 +525,7 @@ impl MediaSession {
             st.latched = true;
         }
         self.last_media = now;
+        st.rtcp_ims.on_media_received(now, &pkt);
         let pt = pkt.pt().0;
         let mapped = st
             .plan
@@ -506,6 +554,9 @@ impl MediaSession {
             self.counters.dropped_stale += 1;
             return Forward::Consumed;
         }
+        if let Ok(p) = RtpPacket::parse(buf) {
+            st.rtcp_web.on_media_sent(now, &p);
+        }
         if tx.protect_rtp(buf).is_err() {
             self.counters.dropped_srtp += 1;
             return Forward::Consumed;
@@ -519,6 +570,7 @@ impl MediaSession {
         self.drain_ice();
         self.dtls.handle_timeout(now);
         self.drain_dtls();
+        self.send_reports(now);
         if self.on_hold() {
             // Silence is expected on hold; the clock starts again when the hold ends.
             self.last_media = now;
@@ -551,10 +603,183 @@ impl MediaSession {
         if self.failed {
             return None;
         }
-        [self.ice.poll_timeout(), self.dtls.poll_timeout(), self.inactivity_deadline()]
+        let reports = self.streams.iter().filter(|s| s.is_live()).map(|s| s.rtcp_web.next_report().min(s.rtcp_ims.next_report())).min();
+        [self.ice.poll_timeout(), self.dtls.poll_timeout(), self.inactivity_deadline(), reports]
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// The call is over: an RTCP BYE (after a last report) on every leg that can still be
+    /// reached, so both far ends stop expecting media at once (RFC 3550 §6.6). The session
+    /// takes nothing afterwards; drain [`Self::poll_output`] to send them.
+    pub fn close(&mut self, now: Instant) {
+        if self.failed {
+            return;
+        }
+        let ntp = self.wall.ntp(now);
+        for i in 0..self.streams.len() {
+            if !self.streams[i].is_live() {
+                continue;
+            }
+            for leg in [Leg::Web, Leg::Ims] {
+                let st = &mut self.streams[i];
+                let r = match leg {
+                    Leg::Web => &mut st.rtcp_web,
+                    Leg::Ims => &mut st.rtcp_ims,
+                };
+                let mut data = vec![0u8; rtcp::MAX_COMPOUND];
+                let mut n = r.write_report(now, ntp, &mut data);
+                n += write::bye(&mut data[n..], &[r.ssrc()], None).unwrap_or(0);
+                data.truncate(n);
+                self.send_rtcp(i, leg, data);
+            }
+        }
+        self.failed = true;
+    }
+
+    /// Regular reports of every leg that is due.
+    fn send_reports(&mut self, now: Instant) {
+        let ntp = self.wall.ntp(now);
+        for i in 0..self.streams.len() {
+            if !self.streams[i].is_live() {
+                continue;
+            }
+            for leg in [Leg::Web, Leg::Ims] {
+                let st = &mut self.streams[i];
+                let r = match leg {
+                    Leg::Web => &mut st.rtcp_web,
+                    Leg::Ims => &mut st.rtcp_ims,
+                };
+                if !r.take_due(now, &mut self.rng) {
+                    continue;
+                }
+                let mut data = vec![0u8; rtcp::MAX_COMPOUND];
+                let n = r.write_report(now, ntp, &mut data);
+                data.truncate(n);
+                self.send_rtcp(i, leg, data);
+            }
+        }
+    }
+
+    /// Protects (SRTCP where the leg uses SRTP) and queues an RTCP compound for `leg` of
+    /// stream `i`. False when that leg cannot be reached yet (no nominated pair, no keys, no
+    /// address).
+    fn send_rtcp(&mut self, i: usize, leg: Leg, mut data: Vec<u8>) -> bool {
+        if data.is_empty() {
+            return false;
+        }
+        let (from, to) = match leg {
+            Leg::Web => {
+                let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else { return false };
+                if tx.protect_rtcp(&mut data).is_err() {
+                    return false;
+                }
+                (self.web_local, to)
+            }
+            Leg::Ims => {
+                let st = &mut self.streams[i];
+                let Some(to) = st.ims_remote_rtcp else { return false };
+                if let Some(tx) = st.ims_tx.as_mut() {
+                    if tx.protect_rtcp(&mut data).is_err() {
+                        return false;
+                    }
+                }
+                (st.ims_rtcp, to)
+            }
+        };
+        self.counters.rtcp_out += 1;
+        self.outputs.push_back(Output::Transmit { from, to, data });
+        true
+    }
+
+    /// A plaintext compound RTCP packet from `leg` (for IMS, arrived on stream `ims_stream`'s
+    /// port): SRs feed our report blocks, feedback about a stream we send on that leg goes to
+    /// the other leg. Everything else was counted and ends here.
+    fn on_rtcp(&mut self, now: Instant, leg: Leg, ims_stream: Option<usize>, buf: &[u8]) {
+        for p in Compound::new(buf) {
+            let Ok(p) = p else {
+                self.counters.dropped_malformed += 1;
+                return;
+            };
+            match p {
+                RtcpPacket::SenderReport(sr) => {
+                    let (ssrc, ntp) = (sr.ssrc(), sr.info().ntp);
+                    for st in &mut self.streams {
+                        match leg {
+                            Leg::Web => st.rtcp_web.on_sender_report(now, ssrc, ntp),
+                            Leg::Ims => st.rtcp_ims.on_sender_report(now, ssrc, ntp),
+                        }
+                    }
+                }
+                RtcpPacket::Pli(pli) => {
+                    if let Some(i) = self.sending_stream(leg, ims_stream, pli.media) {
+                        self.keyframe_request(i, leg);
+                    }
+                }
+                RtcpPacket::Fir(fir) => {
+                    for e in fir.entries() {
+                        let Some(i) = self.sending_stream(leg, ims_stream, e.ssrc) else { continue };
+                        let st = &mut self.streams[i];
+                        let r = if leg == Leg::Web { &mut st.rtcp_web } else { &mut st.rtcp_ims };
+                        if r.on_fir(e.seq_nr) {
+                            self.keyframe_request(i, leg);
+                        }
+                    }
+                }
+                RtcpPacket::Nack(nack) => {
+                    let Some(i) = self.sending_stream(leg, ims_stream, nack.media) else { continue };
+                    let st = &self.streams[i];
+                    let mut data = vec![0u8; rtcp::MAX_COMPOUND];
+                    // Sequence numbers we sent on `leg` map back to those the other leg's
+                    // sender used; the request goes to that sender.
+                    let n = match leg {
+                        Leg::Web => st.rtcp_ims.remote_ssrc().and_then(|media| {
+                            st.rtcp_ims.write_nack(st.plan.ims_feedback, media, nack.lost().filter_map(|s| st.to_web.incoming_seq(s)), &mut data)
+                        }),
+                        Leg::Ims => st.rtcp_web.remote_ssrc().and_then(|media| {
+                            st.rtcp_web.write_nack(st.plan.web_feedback, media, nack.lost().filter_map(|s| st.to_ims.incoming_seq(s)), &mut data)
+                        }),
+                    };
+                    self.relay_feedback(i, leg, n, data);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The stream whose outgoing SSRC on `leg` is `media` (on IMS, only the stream whose port
+    /// the packet arrived on).
+    fn sending_stream(&self, leg: Leg, ims_stream: Option<usize>, media: Ssrc) -> Option<usize> {
+        match leg {
+            Leg::Web => self.streams.iter().position(|s| s.is_live() && s.rtcp_web.ssrc() == media),
+            Leg::Ims => ims_stream.filter(|&i| self.streams[i].rtcp_ims.ssrc() == media),
+        }
+    }
+
+    /// `from` asked for a key frame of stream `i`: ask the other leg's sender in the form that
+    /// leg negotiated.
+    fn keyframe_request(&mut self, i: usize, from: Leg) {
+        let st = &mut self.streams[i];
+        let mut data = vec![0u8; rtcp::MAX_COMPOUND];
+        let n = match from {
+            Leg::Web => st.rtcp_ims.remote_ssrc().and_then(|m| st.rtcp_ims.write_keyframe_request(st.plan.ims_feedback, m, &mut data)),
+            Leg::Ims => st.rtcp_web.remote_ssrc().and_then(|m| st.rtcp_web.write_keyframe_request(st.plan.web_feedback, m, &mut data)),
+        };
+        self.relay_feedback(i, from, n, data);
+    }
+
+    fn relay_feedback(&mut self, i: usize, from: Leg, written: Option<usize>, mut data: Vec<u8>) {
+        let to = if from == Leg::Web { Leg::Ims } else { Leg::Web };
+        let sent = written.is_some_and(|n| {
+            data.truncate(n);
+            self.send_rtcp(i, to, data)
+        });
+        if sent {
+            self.counters.feedback_relayed += 1;
+        } else {
+            self.counters.feedback_dropped += 1;
+        }
     }
 
     fn fail(&mut self, cause: FailCause, reason: String) {

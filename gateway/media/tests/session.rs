@@ -44,10 +44,22 @@ struct Call {
     ims_sdes: Option<(SrtpContext, SrtpContext)>,
     events: Vec<MediaEvent>,
     plan: estuary_sdp::MediaPlan,
+    /// RTCP the gateway sent toward IMS: (destination, datagram as sent).
+    rtcp_to_ims: Vec<(SocketAddr, Vec<u8>)>,
+    /// RTCP the gateway sent toward the browser, SRTCP-unprotected by the browser.
+    rtcp_to_web: Vec<Vec<u8>>,
 }
+
+const AUDIO_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 /// The browser offers with `declared` as its fingerprint but runs DTLS with `actual`.
 fn call(sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
+    call_with(OFFER, AUDIO_ANSWER, sdes, declared, actual)
+}
+
+/// A call from the browser `offer` (its fingerprint replaced by `declared`'s) that IMS
+/// answers with `ims_answer`.
+fn call_with(offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
     let gw_cert = Certificate::generate().unwrap();
     let mut policy = SdpPolicy {
         fingerprint: estuary_sdp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap(),
@@ -56,13 +68,13 @@ fn call(sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
     if sdes {
         policy.ims.srtp = vec![Suite::AesCm128HmacSha1_80];
     }
-    let offer: String = OFFER
+    let offer: String = offer
         .lines()
         .map(|l| if l.starts_with("a=fingerprint:") { format!("a=fingerprint:{}\r\n", declared.fingerprint()) } else { format!("{l}\n") })
         .collect();
     let mut sdp = SdpSession::new(policy, 1);
     let ims_offer = sdp.offer(Side::Web, offer.as_bytes(), &mut Ports).unwrap();
-    let mut answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n".to_owned();
+    let mut answer = ims_answer.to_owned();
     let mut ims_keys = None;
     if sdes {
         answer = answer.replace("RTP/AVP", "RTP/SAVP");
@@ -96,6 +108,8 @@ fn call(sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
         ims_sdes: ims_keys,
         events: Vec::new(),
         plan,
+        rtcp_to_ims: Vec::new(),
+        rtcp_to_web: Vec::new(),
     }
 }
 
@@ -104,29 +118,41 @@ impl Call {
         addr("127.0.0.1:40000")
     }
 
-    /// Deliver the session's outputs: datagrams to the browser go into its DTLS endpoint (STUN
-    /// answers are only counted), events are collected.
+    /// Deliver the session's outputs: DTLS to the browser goes into its DTLS endpoint, STUN
+    /// answers are only counted, RTCP is collected per leg, events too.
     fn pump(&mut self) -> usize {
         let mut stun = 0;
         while let Some(o) = self.session.poll_output() {
-            match o {
-                Output::Transmit { to, data, .. } => {
-                    assert_eq!(to, addr(BROWSER));
-                    if data[0] < 4 {
-                        stun += 1;
-                    } else {
-                        let _ = self.browser_dtls.handle_input(self.now, &data);
-                    }
-                }
-                Output::Event(e) => self.events.push(e),
-            }
+            stun += usize::from(self.deliver(o));
         }
         stun
     }
 
+    /// One output; true if it was a STUN message to the browser.
+    fn deliver(&mut self, o: Output) -> bool {
+        match o {
+            Output::Transmit { from, to, mut data } => {
+                if to != addr(BROWSER) {
+                    assert_ne!(from, self.web(), "toward IMS from an IMS port");
+                    self.rtcp_to_ims.push((to, data));
+                } else if data[0] < 4 {
+                    return true;
+                } else if (128..192).contains(&data[0]) {
+                    let rx = self.browser_rx.as_mut().expect("RTCP to the browser only after DTLS");
+                    rx.unprotect_rtcp(&mut data).expect("SRTCP the browser can authenticate");
+                    self.rtcp_to_web.push(data);
+                } else {
+                    let _ = self.browser_dtls.handle_input(self.now, &data);
+                }
+            }
+            Output::Event(e) => self.events.push(e),
+        }
+        false
+    }
+
     fn nominate(&mut self) {
         let b = StunMessageBuilder::new(BINDING, MessageClass::Request)
-            .with_attribute(UserName::new(format!("{}:Qk8c", self.gw_ufrag)).unwrap())
+            .with_attribute(UserName::new(format!("{}:{}", self.gw_ufrag, self.plan.web.remote_ufrag.as_deref().unwrap())).unwrap())
             .with_attribute(Priority::new(0x6e00_01ff))
             .with_attribute(IceControlling::new(7))
             .with_attribute(UseCandidate::default())
@@ -141,22 +167,10 @@ impl Call {
     }
 
     fn session_has_output(&mut self) -> bool {
-        // Outputs are drained by pump(); whether any exist is what matters here.
-        let mut held = Vec::new();
+        let mut any = false;
         while let Some(o) = self.session.poll_output() {
-            held.push(o);
-        }
-        let any = !held.is_empty();
-        for o in held {
-            match o {
-                Output::Transmit { to, data, .. } => {
-                    assert_eq!(to, addr(BROWSER));
-                    if data[0] >= 4 {
-                        let _ = self.browser_dtls.handle_input(self.now, &data);
-                    }
-                }
-                Output::Event(e) => self.events.push(e),
-            }
+            any = true;
+            self.deliver(o);
         }
         any
     }
@@ -218,7 +232,9 @@ fn connected(sdes: bool) -> Call {
     c
 }
 
-fn relay_both_ways(c: &mut Call) {
+/// Five packets each way; returns the SSRC the gateway uses toward IMS.
+fn relay_both_ways(c: &mut Call) -> Ssrc {
+    let mut gw_ims_ssrc = Ssrc(0);
     let voice = [0x55u8; 160];
     // Browser -> IMS: SRTP in, RTP (or SDES-SRTP) out, PT kept (PCMU passthrough), SSRC ours.
     for seq in 100..105u16 {
@@ -234,6 +250,7 @@ fn relay_both_ways(c: &mut Call) {
         let p = RtpPacket::parse(&pkt).unwrap();
         assert_eq!((p.pt(), p.payload()), (Pt(0), &voice[..]));
         assert_ne!(p.ssrc(), Ssrc(0xB0B0_0001), "the IMS leg sees the gateway's SSRC");
+        gw_ims_ssrc = p.ssrc();
         c.now += Duration::from_millis(20);
     }
     // IMS -> browser.
@@ -252,6 +269,7 @@ fn relay_both_ways(c: &mut Call) {
         c.now += Duration::from_millis(20);
     }
     assert_eq!((c.session.counters().web_to_ims, c.session.counters().ims_to_web), (5, 5));
+    gw_ims_ssrc
 }
 
 #[test]
@@ -345,4 +363,273 @@ fn hold_suspends_the_inactivity_timeout_and_resume_restarts_it() {
         c.pump();
     }
     assert!(c.now >= resumed + Duration::from_secs(60), "failed too early after resume: {:?}", c.events);
+}
+
+// ----- RTCP per leg ---------------------------------------------------------------------------
+
+use estuary_rtp::rtcp::{write, Compound, FirEntry, RtcpPacket, SenderInfo};
+use estuary_rtp::NtpTime;
+
+impl Call {
+    /// Run the clock for `d` in 250 ms steps (timers only; consent lasts 30 s by default).
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.now += Duration::from_millis(250);
+            self.session.handle_timeout(self.now);
+            self.pump();
+        }
+    }
+
+    /// An RTCP compound from the browser, SRTCP-protected, into the session.
+    fn browser_rtcp(&mut self, mut plain: Vec<u8>) {
+        plain.reserve(64);
+        self.browser_tx.as_mut().unwrap().protect_rtcp(&mut plain).unwrap();
+        let web = self.web();
+        assert_eq!(self.session.handle_datagram(self.now, web, addr(BROWSER), &mut plain), Forward::Consumed);
+        self.pump();
+    }
+
+    /// An RTCP compound from the IMS peer at `from` to our port `local` (plain RTCP).
+    fn ims_rtcp(&mut self, local: &str, from: &str, mut plain: Vec<u8>) {
+        plain.reserve(64);
+        assert_eq!(self.session.handle_datagram(self.now, addr(local), addr(from), &mut plain), Forward::Consumed);
+        self.pump();
+    }
+}
+
+/// The packets of a plaintext compound, in order.
+fn packets(buf: &[u8]) -> Vec<RtcpPacket<'_>> {
+    Compound::new(buf).map(|p| p.expect("well-formed RTCP from the gateway")).collect()
+}
+
+/// Every SSRC a compound mentions: senders, report block subjects, SDES chunks, feedback
+/// targets.
+fn ssrcs_in(buf: &[u8]) -> Vec<Ssrc> {
+    let mut v = Vec::new();
+    for p in packets(buf) {
+        match p {
+            RtcpPacket::SenderReport(sr) => {
+                v.push(sr.ssrc());
+                v.extend(sr.report_blocks().map(|b| b.ssrc));
+            }
+            RtcpPacket::ReceiverReport(rr) => {
+                v.push(rr.ssrc());
+                v.extend(rr.report_blocks().map(|b| b.ssrc));
+            }
+            RtcpPacket::Sdes(sdes) => v.extend(sdes.cname().map(|c| c.0)),
+            RtcpPacket::Pli(p) => v.extend([p.sender, p.media]),
+            RtcpPacket::Fir(f) => {
+                v.push(f.sender);
+                v.extend(f.entries().map(|e| e.ssrc));
+            }
+            RtcpPacket::Nack(n) => v.extend([n.sender, n.media]),
+            _ => {}
+        }
+    }
+    v
+}
+
+/// The last compound in `list` that starts with an SR.
+fn last_sr(list: &[Vec<u8>]) -> Option<&Vec<u8>> {
+    list.iter().rev().find(|b| matches!(packets(b).first(), Some(RtcpPacket::SenderReport(_))))
+}
+
+fn each_leg_reports_what_it_exchanged(sdes: bool) {
+    let mut c = connected(sdes);
+    let gw_ims_ssrc = relay_both_ways(&mut c);
+    c.run_for(Duration::from_secs(8));
+
+    // IMS leg: to RTP port + 1 (no rtcp-mux), SRTCP with the gateway's SDES key if SRTP.
+    let mut to_ims = Vec::new();
+    for (to, data) in &c.rtcp_to_ims {
+        assert_eq!(*to, addr("127.0.0.1:50001"), "RTCP to the IMS RTP port + 1");
+        let mut data = data.clone();
+        if let Some((_, rx)) = c.ims_sdes.as_mut() {
+            rx.unprotect_rtcp(&mut data).expect("SRTCP with the gateway's SDES key");
+        }
+        to_ims.push(data);
+    }
+    let sr = last_sr(&to_ims).unwrap_or_else(|| panic!("an SR toward IMS: {:?}", c.session.counters()));
+    let p = packets(sr);
+    let RtcpPacket::SenderReport(r) = p[0] else { unreachable!() };
+    assert_eq!((r.ssrc(), r.info().packet_count, r.info().octet_count), (gw_ims_ssrc, 5, 5 * 160));
+    let blocks: Vec<_> = r.report_blocks().collect();
+    assert_eq!(blocks.len(), 1, "one block, about the IMS peer's stream");
+    assert_eq!((blocks[0].ssrc, blocks[0].ext_highest_seq, blocks[0].cumulative_lost), (Ssrc(0x1315_0001), 11, 0));
+    assert!(matches!(p[1], RtcpPacket::Sdes(sd) if sd.cname() == Some((gw_ims_ssrc, &b"estuary"[..]))), "{p:?}");
+    for b in &to_ims {
+        assert!(!ssrcs_in(b).contains(&Ssrc(0xB0B0_0001)), "the browser's SSRC never reaches IMS: {:?}", packets(b));
+    }
+
+    // Web leg: SRTCP the browser authenticates, about the browser's stream.
+    let sr = last_sr(&c.rtcp_to_web).unwrap_or_else(|| panic!("an SR toward the browser: {:?}", c.session.counters()));
+    let p = packets(sr);
+    let RtcpPacket::SenderReport(r) = p[0] else { unreachable!() };
+    assert_eq!((r.ssrc(), r.info().packet_count), (Ssrc(c.web_ssrc), 5));
+    let blocks: Vec<_> = r.report_blocks().collect();
+    assert_eq!((blocks[0].ssrc, blocks[0].ext_highest_seq), (Ssrc(0xB0B0_0001), 104));
+    assert!(matches!(p[1], RtcpPacket::Sdes(sd) if sd.cname() == Some((Ssrc(c.web_ssrc), &b"estuary"[..]))), "the CNAME our SDP announced");
+    for b in &c.rtcp_to_web {
+        assert!(!ssrcs_in(b).contains(&Ssrc(0x1315_0001)), "the IMS peer's SSRC never reaches the browser");
+    }
+    // Two or three reports per leg in 8 s (5 s mean interval, randomised), not a flood.
+    let n = c.rtcp_to_web.len();
+    assert!((1..=4).contains(&n), "{n} reports to the browser in 8 s");
+}
+
+#[test]
+fn each_leg_gets_reports_about_its_own_streams() {
+    each_leg_reports_what_it_exchanged(false);
+}
+
+#[test]
+fn reports_toward_an_sdes_core_are_srtcp() {
+    each_leg_reports_what_it_exchanged(true);
+}
+
+#[test]
+fn a_senders_report_is_acknowledged_in_the_next_block() {
+    let mut c = connected(false);
+    relay_both_ways(&mut c);
+    let ntp = NtpTime::from_unix(Duration::from_secs(1_700_000_000) + Duration::from_millis(250));
+    let info = SenderInfo { ssrc: Ssrc(0xB0B0_0001), ntp, rtp_ts: 1, packet_count: 5, octet_count: 800 };
+    let mut buf = vec![0u8; 200];
+    let n = write::sender_report(&mut buf, &info, &[]).unwrap();
+    let n = n + write::sdes_cname(&mut buf[n..], Ssrc(0xB0B0_0001), b"browser").unwrap();
+    buf.truncate(n);
+    c.browser_rtcp(buf);
+    assert_eq!(c.session.counters().rtcp_in, 1);
+    let received = c.now;
+    c.rtcp_to_web.clear();
+    c.run_for(Duration::from_secs(8));
+    let (sr, sent_at) = (last_sr(&c.rtcp_to_web).expect("a report to the browser"), c.now);
+    let RtcpPacket::SenderReport(r) = packets(sr)[0] else { unreachable!() };
+    let b = r.report_blocks().next().expect("a block about the browser's stream");
+    assert_eq!(b.last_sr, ntp.middle32(), "LSR: the middle 32 bits of the browser's SR");
+    let dlsr = Duration::from_secs_f64(f64::from(b.delay_since_last_sr) / 65536.0);
+    assert!(dlsr > Duration::ZERO && dlsr <= sent_at - received, "DLSR {dlsr:?}");
+}
+
+#[test]
+fn the_end_of_a_call_sends_rtcp_bye_on_both_legs() {
+    let mut c = connected(false);
+    let gw_ims_ssrc = relay_both_ways(&mut c);
+    c.rtcp_to_ims.clear();
+    c.session.close(c.now);
+    c.pump();
+    let bye_of = |b: &[u8]| packets(b).iter().find_map(|p| match p {
+        RtcpPacket::Bye(bye) => Some(bye.ssrcs().collect::<Vec<_>>()),
+        _ => None,
+    });
+    assert_eq!(c.rtcp_to_ims.iter().filter_map(|(_, b)| bye_of(b)).collect::<Vec<_>>(), [vec![gw_ims_ssrc]]);
+    assert_eq!(c.rtcp_to_web.iter().filter_map(|b| bye_of(b)).collect::<Vec<_>>(), [vec![Ssrc(c.web_ssrc)]]);
+    let mut pkt = rtp(0, 200, 0xB0B0_0001, &[0; 160]);
+    let web = c.web();
+    assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt), Forward::Consumed, "nothing relayed after close");
+}
+
+const AV_OFFER: &str = include_str!("../../../conformance/sdp/cases/chromium-audio-video-data/1-web-offer.sdp");
+/// Audio and H.264 video; the core takes only FIR as key-frame request (no PLI, no NACK), as
+/// many IMS video endpoints do (RFC 5104 ccm fir).
+const AV_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+m=video 50002 RTP/AVP 108\r\na=rtpmap:108 H264/90000\r\na=fmtp:108 profile-level-id=42e01f;packetization-mode=1\r\na=rtcp-fb:108 ccm fir\r\n\
+m=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n";
+const BROWSER_VIDEO: u32 = 920_960_304;
+const IMS_VIDEO: u32 = 0x1315_0002;
+
+#[test]
+fn key_frame_requests_and_nacks_cross_in_the_form_each_leg_negotiated() {
+    let cert = Certificate::generate().unwrap();
+    let mut c = call_with(AV_OFFER, AV_ANSWER, false, &cert, &cert);
+    let video = &c.plan.streams[1];
+    assert_eq!(video.kind, "video");
+    assert!(video.web_feedback.pli && video.web_feedback.nack && video.web_feedback.fir, "{video:?}");
+    assert_eq!(video.ims_feedback, estuary_sdp::Feedback { fir: true, ..Default::default() });
+    let web_video_ssrc = Ssrc(video.web_ssrc);
+    c.nominate();
+    c.handshake();
+    assert!(c.browser_tx.is_some(), "{:?}", c.events);
+
+    // Video both ways, so each side's sender is known.
+    let mut gw_ims_video = Ssrc(0);
+    let mut sent_to_ims = Vec::new();
+    for seq in 500..510u16 {
+        let mut pkt = rtp(108, seq, BROWSER_VIDEO, &[0x41; 300]);
+        pkt.reserve(64);
+        c.browser_tx.as_mut().unwrap().protect_rtp(&mut pkt).unwrap();
+        let web = c.web();
+        let f = c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt);
+        assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30002"), to: addr("127.0.0.1:50002") }, "{:?}", c.session.counters());
+        let p = RtpPacket::parse(&pkt).unwrap();
+        gw_ims_video = p.ssrc();
+        sent_to_ims.push(p.seq());
+    }
+    let mut sent_to_web = Vec::new();
+    for seq in 9000..9010u16 {
+        let mut pkt = rtp(108, seq, IMS_VIDEO, &[0x65; 300]);
+        pkt.reserve(64);
+        let f = c.session.handle_datagram(c.now, addr("127.0.0.1:30002"), addr("127.0.0.1:50002"), &mut pkt);
+        assert_eq!(f, Forward::Send { from: addr("127.0.0.1:40000"), to: addr(BROWSER) });
+        c.browser_rx.as_mut().unwrap().unprotect_rtp(&mut pkt).unwrap();
+        sent_to_web.push(RtpPacket::parse(&pkt).unwrap().seq());
+    }
+    c.rtcp_to_ims.clear();
+    c.rtcp_to_web.clear();
+
+    // Browser PLI about our video -> FIR to the core's video sender, on the video RTCP port.
+    let mut buf = vec![0u8; 64];
+    let n = write::receiver_report(&mut buf, Ssrc(BROWSER_VIDEO), &[]).unwrap();
+    let n = n + write::pli(&mut buf[n..], Ssrc(BROWSER_VIDEO), web_video_ssrc).unwrap();
+    buf.truncate(n);
+    c.browser_rtcp(buf.clone());
+    let (to, fir) = c.rtcp_to_ims.last().cloned().expect("a FIR toward IMS");
+    assert_eq!(to, addr("127.0.0.1:50003"));
+    let Some(RtcpPacket::Fir(f)) = packets(&fir).last().copied() else { panic!("{:?}", packets(&fir)) };
+    assert_eq!((f.sender, f.entries().collect::<Vec<_>>()), (gw_ims_video, vec![FirEntry { ssrc: Ssrc(IMS_VIDEO), seq_nr: 1 }]));
+    assert!(matches!(packets(&fir)[0], RtcpPacket::ReceiverReport(_)), "a compound starts with a report");
+    // A FIR repeated by the browser with the same sequence number is one request.
+    let mut buf = vec![0u8; 64];
+    let n = write::receiver_report(&mut buf, Ssrc(BROWSER_VIDEO), &[]).unwrap();
+    let entry = FirEntry { ssrc: web_video_ssrc, seq_nr: 7 };
+    let n = n + write::fir(&mut buf[n..], Ssrc(BROWSER_VIDEO), &[entry]).unwrap();
+    buf.truncate(n);
+    c.browser_rtcp(buf.clone());
+    c.browser_rtcp(buf);
+    assert_eq!(c.session.counters().feedback_relayed, 2, "PLI and one FIR: {:?}", c.session.counters());
+    let Some(RtcpPacket::Fir(f)) = packets(&c.rtcp_to_ims.last().unwrap().1).last().copied() else { panic!() };
+    assert_eq!(f.entries().next().map(|e| e.seq_nr), Some(2), "our own FIR counter");
+
+    // Browser NACK: the core negotiated no NACK, so it stops here, counted.
+    let mut buf = vec![0u8; 64];
+    let n = write::receiver_report(&mut buf, Ssrc(BROWSER_VIDEO), &[]).unwrap();
+    let n = n + write::nack(&mut buf[n..], Ssrc(BROWSER_VIDEO), web_video_ssrc, [sent_to_web[3]]).unwrap();
+    buf.truncate(n);
+    let before = c.rtcp_to_ims.len();
+    c.browser_rtcp(buf);
+    assert_eq!((c.rtcp_to_ims.len(), c.session.counters().feedback_dropped), (before, 1));
+
+    // Core PLI about our video toward it -> PLI to the browser's video sender (SRTCP).
+    let mut buf = vec![0u8; 64];
+    let n = write::receiver_report(&mut buf, Ssrc(IMS_VIDEO), &[]).unwrap();
+    let n = n + write::pli(&mut buf[n..], Ssrc(IMS_VIDEO), gw_ims_video).unwrap();
+    buf.truncate(n);
+    c.ims_rtcp("127.0.0.1:30003", "127.0.0.1:50003", buf);
+    let to_web = c.rtcp_to_web.last().expect("a PLI toward the browser");
+    assert_eq!(
+        packets(to_web).last().copied(),
+        Some(RtcpPacket::Pli(estuary_rtp::rtcp::Pli { sender: web_video_ssrc, media: Ssrc(BROWSER_VIDEO) }))
+    );
+    // Core NACK for two packets we sent it -> NACK to the browser with the browser's own
+    // sequence numbers (the browser negotiated nack).
+    let mut buf = vec![0u8; 64];
+    let n = write::receiver_report(&mut buf, Ssrc(IMS_VIDEO), &[]).unwrap();
+    let n = n + write::nack(&mut buf[n..], Ssrc(IMS_VIDEO), gw_ims_video, [sent_to_ims[2], sent_to_ims[5]]).unwrap();
+    buf.truncate(n);
+    c.ims_rtcp("127.0.0.1:30003", "127.0.0.1:50003", buf);
+    let Some(RtcpPacket::Nack(k)) = packets(c.rtcp_to_web.last().unwrap()).last().copied() else { panic!() };
+    assert_eq!((k.sender, k.media), (web_video_ssrc, Ssrc(BROWSER_VIDEO)));
+    assert_eq!(k.lost().collect::<Vec<_>>(), [SeqNo(502), SeqNo(505)]);
+    assert_eq!(c.session.counters().feedback_relayed, 4, "{:?}", c.session.counters());
 }

@@ -31,6 +31,6 @@ pub use attr::{Direction, Fingerprint, Rtpmap, Setup};
 pub use codec::CodecSpec;
 pub use crypto::{Crypto, Suite};
 pub use error::{ErrorKind, SdpError};
-pub use plan::{CodecMap, DtlsRole, DtmfMap, MediaPlan, SdesKeys, Side, StreamPlan, WebTransport};
+pub use plan::{CodecMap, DtlsRole, DtmfMap, Feedback, MediaPlan, SdesKeys, Side, StreamPlan, WebTransport};
 pub use policy::{ImsProfile, SdpPolicy, TranscodePair};
 pub use session::{PortAllocator, SdpSession};

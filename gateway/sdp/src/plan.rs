@@ -75,6 +75,52 @@ pub struct SdesKeys {
     pub remote_key_salt: Vec<u8>,
 }
 
+/// RTCP feedback one leg negotiated for a stream's primary codec (RFC 4585 `nack`,
+/// `nack pli`; RFC 5104 `ccm fir`): what the gateway may send that leg when the other leg asks
+/// for a retransmission or a key frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Feedback {
+    pub nack: bool,
+    pub pli: bool,
+    pub fir: bool,
+}
+
+impl Feedback {
+    /// From `a=rtcp-fb` values without the payload type (`nack`, `nack pli`, `ccm fir`, ...);
+    /// others (transport-cc, goog-remb, ccm tmmbr) are not feedback the gateway translates.
+    pub fn from_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Feedback {
+        let mut fb = Feedback::default();
+        for v in values {
+            let words: Vec<&str> = v.split_ascii_whitespace().collect();
+            match words.as_slice() {
+                [n] if n.eq_ignore_ascii_case("nack") => fb.nack = true,
+                [n, p] if n.eq_ignore_ascii_case("nack") && p.eq_ignore_ascii_case("pli") => fb.pli = true,
+                [c, f] if c.eq_ignore_ascii_case("ccm") && f.eq_ignore_ascii_case("fir") => fb.fir = true,
+                _ => {}
+            }
+        }
+        fb
+    }
+
+    pub fn any(&self) -> bool {
+        self.nack || self.pli || self.fir
+    }
+}
+
+impl fmt::Display for Feedback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [(self.nack, "nack"), (self.pli, "pli"), (self.fir, "fir")]
+            .into_iter()
+            .filter_map(|(on, n)| on.then_some(n))
+            .collect();
+        if names.is_empty() {
+            f.write_str("none")
+        } else {
+            f.write_str(&names.join(","))
+        }
+    }
+}
+
 /// One m-line, the same index on both legs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamPlan {
@@ -101,6 +147,10 @@ pub struct StreamPlan {
     pub ims_srtp: Option<SdesKeys>,
     /// The SSRC the gateway uses toward the browser (announced in a=ssrc).
     pub web_ssrc: u32,
+    /// RTCP feedback each leg negotiated: a PLI from the browser reaches IMS as PLI, or as FIR
+    /// where IMS only took `ccm fir`, or not at all.
+    pub web_feedback: Feedback,
+    pub ims_feedback: Feedback,
 }
 
 impl StreamPlan {
@@ -147,6 +197,9 @@ impl fmt::Display for MediaPlan {
             for c in &st.codecs {
                 let t = if c.transcode { " TRANSCODE" } else { "" };
                 writeln!(f, "  codec web {} <-> ims {}{t}", c.web, c.ims)?;
+            }
+            if st.web_feedback.any() || st.ims_feedback.any() {
+                writeln!(f, "  rtcp-fb web {} ims {}", st.web_feedback, st.ims_feedback)?;
             }
             if let Some(d) = &st.dtmf {
                 writeln!(f, "  dtmf web {}/{} <-> ims {}/{}", d.web_pt, d.web_clock, d.ims_pt, d.ims_clock)?;

@@ -22,7 +22,7 @@ use crate::codec::{browser_decodes, is_auxiliary, is_telephone_event};
 use crate::crypto::Crypto;
 use crate::error::{ErrorKind, SdpError};
 use crate::parse::{self, connection_addr, is_rtp, port};
-use crate::plan::{CodecMap, DtlsRole, DtmfMap, MediaPlan, SdesKeys, Side, StreamPlan, WebTransport};
+use crate::plan::{CodecMap, DtlsRole, DtmfMap, Feedback, MediaPlan, SdesKeys, Side, StreamPlan, WebTransport};
 use crate::policy::SdpPolicy;
 
 /// The media plane's side of port allocation. Ports stay with the call until it ends; the
@@ -515,6 +515,14 @@ impl SdpSession {
             plan.ims_rtcp_mux = mux;
             plan.ims_direction = Direction::from_flags(to_ims, ims_dir.sends());
             plan.web_direction = Direction::from_flags(to_web, web_offer_dir.sends() && to_ims);
+            // What our answer to the browser lists (web_media) and what IMS answered, for the
+            // primary codec.
+            if let Some(primary) = codecs.first() {
+                if let Some(c) = off.candidates.iter().find(|c| c.web.pt == primary.web_pt) {
+                    plan.web_feedback = Feedback::from_values(c.web_fb.iter().map(String::as_str).filter(|fb| WEB_FEEDBACK.contains(fb)));
+                }
+                plan.ims_feedback = Feedback::from_values(attr::rtcp_fb_for(&am.attributes, primary.ims_pt));
+            }
             plan.codecs = codecs;
             plan.dtmf = dtmf;
             plan.ims_srtp = ims_srtp;
@@ -785,6 +793,10 @@ impl SdpSession {
             plan.ims_rtcp_mux = mux;
             plan.ims_direction = Direction::from_flags(to_ims, from_ims);
             plan.web_direction = Direction::from_flags(from_ims, to_ims);
+            if let Some(primary) = codecs.first() {
+                plan.web_feedback = Feedback::from_values(attr::rtcp_fb_for(&wm.attributes, primary.web_pt));
+                plan.ims_feedback = Feedback::from_values(attr::rtcp_fb_for(&im.attributes, primary.ims_pt));
+            }
             plan.codecs = codecs;
             plan.dtmf = dtmf;
             plan.ims_srtp = off.chosen_crypto.as_ref().map(|(theirs, ours)| SdesKeys {
@@ -949,6 +961,8 @@ fn base_plan(i: usize, s: &Stream) -> StreamPlan {
         dtmf: None,
         ims_srtp: None,
         web_ssrc: s.web_ssrc,
+        web_feedback: Feedback::default(),
+        ims_feedback: Feedback::default(),
     }
 }
 
