@@ -98,6 +98,13 @@ const SUMMARIZE = `async (pc, channels) => {
                  packetsLost: num(r.packetsLost), jitter: num(r.jitter), audioLevel: num(r.audioLevel),
                  totalAudioEnergy: num(r.totalAudioEnergy), framesDecoded: num(r.framesDecoded),
                  framesEncoded: num(r.framesEncoded) });
+    } else if (r.type === 'remote-inbound-rtp' || r.type === 'remote-outbound-rtp') {
+      // Built from the far end's RTCP: its report blocks about our stream (remote-inbound)
+      // and its sender reports (remote-outbound).
+      rtp.push({ type: r.type, kind: r.kind, ssrc: r.ssrc, packets: num(r.packetsSent),
+                 packetsLost: num(r.packetsLost), fractionLost: num(r.fractionLost), jitter: num(r.jitter),
+                 roundTripTime: num(r.roundTripTime), rttMeasurements: num(r.roundTripTimeMeasurements),
+                 reports: num(r.reportsSent) });
     } else if (r.type === 'candidate-pair' && r.nominated) {
       const l = report.get(r.localCandidateId), rm = report.get(r.remoteCandidateId);
       pairs.push({ state: r.state, local: l && (l.address + ':' + l.port), remote: rm && (rm.address + ':' + rm.port),

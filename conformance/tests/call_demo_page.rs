@@ -248,6 +248,35 @@ fn registration_of_record(registrar: &SippRun) -> (String, String) {
     (contact, path)
 }
 
+/// Poll (bounded) until Chromium has our RTCP on the audio stream: a sender report
+/// (remote-outbound-rtp) and a report block about its own stream with a round-trip time
+/// (remote-inbound-rtp), which needs our LSR/DLSR echoing its sender reports.
+async fn rtcp_stats(b: &mut Browser) -> Value {
+    let mut stats = Value::Null;
+    for _ in 0..40 {
+        stats = tokio::task::block_in_place(|| b.page_stats(PAGE)).unwrap_or(Value::Null);
+        let rtt = audio(&stats, "remote-inbound-rtp").and_then(|r| r["roundTripTime"].as_f64());
+        if rtt.is_some() && audio(&stats, "remote-outbound-rtp").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stats
+}
+
+/// The gateway's RTCP toward the browser as Chromium read it.
+fn assert_rtcp_understood(stats: &Value) {
+    let sr = audio(stats, "remote-outbound-rtp");
+    assert!(number(sr, "packets") > 0.0, "Chromium took our SR (remote-outbound-rtp): {stats:#}");
+    let rb = audio(stats, "remote-inbound-rtp");
+    let rtt = rb.and_then(|r| r["roundTripTime"].as_f64());
+    assert!(
+        rtt.is_some_and(|t| (0.0..0.5).contains(&t)),
+        "Chromium measured a loopback round trip from our report block (LSR/DLSR): {stats:#}"
+    );
+    assert_eq!(number(rb, "packetsLost"), 0.0, "no loss on loopback: {stats:#}");
+}
+
 const BUILTIN: &str = "demo_page_hears_the_builtin_echo_and_tone";
 
 /// What `make run` offers an operator: the embedded defaults (next hop = the built-in test
@@ -286,12 +315,16 @@ fn demo_page_hears_the_builtin_echo_and_tone() {
             let stats = media_stats(&mut b).await;
             let log = page_log(&mut b);
             assert_media(&stats, || format!("{user}@\n--- page log\n{log}\n--- daemon\n{}", gw.log_tail(60)));
+            let rtcp = rtcp_stats(&mut b).await;
+            assert_rtcp_understood(&rtcp);
             hang_up(&mut b);
             println!(
-                "demo page -> builtin {user}@: Chromium sent {} and received {} packets, audio energy {}",
+                "demo page -> builtin {user}@: Chromium sent {} and received {} packets, audio energy {}, \
+                 RTT from our RTCP {} s",
                 number(audio(&stats, "outbound-rtp"), "packets"),
                 number(audio(&stats, "inbound-rtp"), "packets"),
-                number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
+                number(audio(&stats, "inbound-rtp"), "totalAudioEnergy"),
+                number(audio(&rtcp, "remote-inbound-rtp"), "roundTripTime")
             );
         }
     });
