@@ -48,14 +48,19 @@ deps:
 test: deps demo build
 	$(CARGO) test --workspace
 
-# Per-packet costs (criterion, release profile). Figures are printed and the summary lines
-# are written as JSON to target/bench/relay.json.
+# Figures printed as tables and written as JSON under target/bench/:
+# - relay.json: the DTLS-SRTP <-> RTP relay on the running release daemon (bench/src/bin/relay.rs:
+#   500 simulated browsers and an IMS core on loopback; daemon CPU time per packet from /proc,
+#   memory per call); BENCH_CALLS and BENCH_SECONDS change the load;
+# - rtp.json, srtp.txt: the per-packet engine costs in isolation (criterion).
 bench:
 	@mkdir -p target/bench
+	$(CARGO) build --release -p estuary -p estuary-bench
+	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/relay.json ./target/release/relay
 	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
-	  | paste -sd, - | sed 's/^/{"relay": [/; s/$$/]}/' > target/bench/relay.json
-	@echo "wrote target/bench/relay.json"; cat target/bench/relay.json
+	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
+	@echo "wrote target/bench/rtp.json"; cat target/bench/rtp.json
 	$(CARGO) bench -p estuary-srtp --bench srtp 2>&1 | tee target/bench/srtp.txt
 
 lint:

@@ -62,6 +62,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// The daemon's process id (benchmarks read its CPU time and memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder {
             sets: Vec::new(),

@@ -22,6 +22,7 @@ mod icmp;
 mod ims;
 mod media;
 mod metrics;
+mod rlimit;
 mod sdp_tool;
 mod server;
 mod tls;

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
-use crate::{admin, icmp, ims, media, tls, web};
+use crate::{admin, icmp, ims, media, rlimit, tls, web};
 
 /// Depth of the engine's inbox.
 const EVENT_QUEUE: usize = 4096;
@@ -34,6 +34,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ims: local(&ims_tcp, "ims.listen")?,
         admin: local(&admin_listener, "admin.listen")?,
     };
+    match rlimit::raise_nofile() {
+        // Three sockets per call: below ~3000 descriptors an operator should know the ceiling.
+        Ok(n) if n < 3000 => warn!(open_files = n, calls_at_most = n / 3, "low open-file limit"),
+        Ok(n) => info!(open_files = n, "open-file limit"),
+        Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     let tls = tls::load(&cfg.web, bound.wss)?;
     let next_hop = engine_config::resolve_next_hop(&cfg).await?;
     let dtls = tls::dtls_identity()?;
