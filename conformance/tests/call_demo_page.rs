@@ -327,5 +327,21 @@ fn demo_page_hears_the_builtin_echo_and_tone() {
                 number(audio(&rtcp, "remote-inbound-rtp"), "roundTripTime")
             );
         }
+        // The two calls' media counters reach /metrics once their tasks end (bounded wait).
+        let relayed = |dir: &str| gw.metric(&format!("estuary_media_packets_total{{direction=\"{dir}\"}}")).unwrap_or(0.0);
+        for _ in 0..50 {
+            if relayed("web_to_ims") >= 200.0 && relayed("ims_to_web") >= 200.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            relayed("web_to_ims") >= 200.0 && relayed("ims_to_web") >= 200.0,
+            "two calls of 2 s or more both ways in /metrics: {} / {}",
+            relayed("web_to_ims"),
+            relayed("ims_to_web")
+        );
+        let rtcp_out = gw.metric("estuary_media_rtcp_packets_total{direction=\"out\"}").unwrap_or(0.0);
+        assert!(rtcp_out >= 4.0, "reports and BYEs on both legs of two calls: {rtcp_out}");
     });
 }

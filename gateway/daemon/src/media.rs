@@ -27,6 +27,8 @@ use crate::metrics::MediaFailure;
 
 /// Plan updates queued per call before the engine's sends start failing (re-offers are rare).
 const PLAN_QUEUE: usize = 8;
+/// How often a call adds its media counters to the shared /metrics totals.
+const METRICS_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct MediaHub {
     calls: HashMap<u64, mpsc::Sender<Box<MediaPlan>>>,
@@ -89,7 +91,14 @@ async fn run_call(
     }
     info!(call, sockets = socks.len(), "media started");
     let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let mut flushed = estuary_media::MediaCounters::default();
+    let mut next_flush = Instant::now() + METRICS_FLUSH;
     loop {
+        if Instant::now() >= next_flush {
+            ctx.stats.media_flush(session.counters(), &flushed);
+            flushed = session.counters().clone();
+            next_flush = Instant::now() + METRICS_FLUSH;
+        }
         while let Some(o) = session.poll_output() {
             match o {
                 Output::Transmit { from, to, data } => send(&socks, from, to, &data),
@@ -100,16 +109,19 @@ async fn run_call(
                         FailCause::Dtls => MediaFailure::Dtls,
                         FailCause::DtlsClosed => MediaFailure::DtlsClosed,
                     };
+                    ctx.stats.media_flush(session.counters(), &flushed);
                     return fail(failure, reason).await;
                 }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
             }
         }
-        let deadline = session.poll_timeout().map(tokio::time::Instant::from_std);
+        let deadline = session.poll_timeout().map_or(next_flush, |t| t.min(next_flush));
+        let deadline = Some(tokio::time::Instant::from_std(deadline));
         tokio::select! {
             plan = plans.recv() => match plan {
                 Some(plan) => {
                     if let Err(e) = session.update_plan(&plan, Instant::now()) {
+                        ctx.stats.media_flush(session.counters(), &flushed);
                         return fail(MediaFailure::Local, format!("media plan: {e}")).await;
                     }
                     let addrs = session.local_addresses();
@@ -125,6 +137,7 @@ async fn run_call(
                             send(&socks, from, to, &data);
                         }
                     }
+                    ctx.stats.media_flush(session.counters(), &flushed);
                     info!(
                         call,
                         counters = ?session.counters(),

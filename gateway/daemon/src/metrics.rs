@@ -146,10 +146,23 @@ pub enum MediaFailure {
 
 const MEDIA_FAILURE_CAUSES: [&str; 5] = ["inactivity", "ice", "dtls", "dtls_closed", "local"];
 
+/// The media counters exported, in [`estuary_media::MediaCounters::entries`] order: family
+/// name, help, label name.
+const MEDIA_FAMILIES: [(&str, &str, &str, &str); 4] = [
+    ("packets", "estuary_media_packets_total", "RTP packets relayed, by direction.", "direction"),
+    ("rtcp", "estuary_media_rtcp_packets_total", "RTCP compound packets taken in and sent (reports, feedback, BYE).", "direction"),
+    ("feedback", "estuary_media_feedback_total", "PLI/FIR/NACK translated to the other leg, or dropped because that leg cannot take them.", "outcome"),
+    ("dropped", "estuary_media_dropped_total", "Media datagrams dropped, by reason.", "reason"),
+];
+const MEDIA_ENTRIES: usize = 15;
+
 /// Live values, one atomic per [`TABLE`] row.
 pub struct Stats {
     values: Vec<AtomicU64>,
     media_failures: [AtomicU64; MEDIA_FAILURE_CAUSES.len()],
+    /// Sums of every call's media counters, flushed by call tasks about once a second (never
+    /// per packet: these atomics are shared by all calls).
+    media: [AtomicU64; MEDIA_ENTRIES],
     started: Instant,
 }
 
@@ -165,6 +178,7 @@ impl Stats {
         Stats {
             values: TABLE.iter().map(|_| AtomicU64::new(0)).collect(),
             media_failures: Default::default(),
+            media: Default::default(),
             started: Instant::now(),
         }
     }
@@ -191,6 +205,15 @@ impl Stats {
         self.media_failures[cause as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds what a call's session counted since its last flush (`now` minus `flushed`).
+    pub fn media_flush(&self, now: &estuary_media::MediaCounters, flushed: &estuary_media::MediaCounters) {
+        for ((slot, (_, _, n)), (_, _, f)) in self.media.iter().zip(now.entries()).zip(flushed.entries()) {
+            if n > f {
+                slot.fetch_add(n - f, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn samples(&self) -> Vec<Sample> {
         let mut all: Vec<Sample> = TABLE
             .iter()
@@ -211,6 +234,17 @@ impl Stats {
                 value: v.load(Ordering::Relaxed),
             }
         }));
+        let entries = estuary_media::MediaCounters::default().entries();
+        for ((family, label, _), v) in entries.iter().zip(&self.media) {
+            let Some((_, name, help, label_name)) = MEDIA_FAMILIES.iter().find(|f| f.0 == *family) else { continue };
+            all.push(Sample {
+                name,
+                help,
+                kind: Counter,
+                labels: vec![(label_name, (*label).to_owned())],
+                value: v.load(Ordering::Relaxed),
+            });
+        }
         all
     }
 }

@@ -145,6 +145,30 @@ pub struct MediaCounters {
     pub dropped_stale: u64,
 }
 
+impl MediaCounters {
+    /// Every counter as (family, label, value), for a driver exporting them: `packets` by
+    /// direction, `rtcp` in/out, `feedback` relayed/dropped, `dropped` by reason.
+    pub fn entries(&self) -> [(&'static str, &'static str, u64); 15] {
+        [
+            ("packets", "web_to_ims", self.web_to_ims),
+            ("packets", "ims_to_web", self.ims_to_web),
+            ("rtcp", "in", self.rtcp_in),
+            ("rtcp", "out", self.rtcp_out),
+            ("feedback", "relayed", self.feedback_relayed),
+            ("feedback", "dropped", self.feedback_dropped),
+            ("dropped", "no_consent", self.dropped_no_consent),
+            ("dropped", "no_keys", self.dropped_no_keys),
+            ("dropped", "srtp", self.dropped_srtp),
+            ("dropped", "unknown_stream", self.dropped_unknown_stream),
+            ("dropped", "unroutable", self.dropped_unroutable),
+            ("dropped", "malformed", self.dropped_malformed),
+            ("dropped", "transcode_pending", self.dropped_transcode_pending),
+            ("dropped", "direction", self.dropped_direction),
+            ("dropped", "stale", self.dropped_stale),
+        ]
+    }
+}
+
 /// Why a session could not be built from a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
