@@ -594,7 +594,7 @@ impl MediaSession {
         self.drain_ice();
         self.dtls.handle_timeout(now);
         self.drain_dtls();
-        self.send_reports(now);
+        self.send_reports(now, false);
         if self.on_hold() {
             // Silence is expected on hold; the clock starts again when the hold ends.
             self.last_media = now;
@@ -641,29 +641,13 @@ impl MediaSession {
         if self.failed {
             return;
         }
-        let ntp = self.wall.ntp(now);
-        for i in 0..self.streams.len() {
-            if !self.streams[i].is_live() {
-                continue;
-            }
-            for leg in [Leg::Web, Leg::Ims] {
-                let st = &mut self.streams[i];
-                let r = match leg {
-                    Leg::Web => &mut st.rtcp_web,
-                    Leg::Ims => &mut st.rtcp_ims,
-                };
-                let mut data = vec![0u8; rtcp::MAX_COMPOUND];
-                let mut n = r.write_report(now, ntp, &mut data);
-                n += write::bye(&mut data[n..], &[r.ssrc()], None).unwrap_or(0);
-                data.truncate(n);
-                self.send_rtcp(i, leg, data);
-            }
-        }
+        self.send_reports(now, true);
         self.failed = true;
     }
 
-    /// Regular reports of every leg that is due.
-    fn send_reports(&mut self, now: Instant) {
+    /// A compound report on every leg that is due, or on every leg followed by a BYE when
+    /// the call ends (`bye`).
+    fn send_reports(&mut self, now: Instant, bye: bool) {
         let ntp = self.wall.ntp(now);
         for i in 0..self.streams.len() {
             if !self.streams[i].is_live() {
@@ -675,11 +659,14 @@ impl MediaSession {
                     Leg::Web => &mut st.rtcp_web,
                     Leg::Ims => &mut st.rtcp_ims,
                 };
-                if !r.take_due(now, &mut self.rng) {
+                if !r.take_due(now, &mut self.rng) && !bye {
                     continue;
                 }
                 let mut data = vec![0u8; rtcp::MAX_COMPOUND];
-                let n = r.write_report(now, ntp, &mut data);
+                let mut n = r.write_report(now, ntp, &mut data);
+                if bye {
+                    n += write::bye(&mut data[n..], &[r.ssrc()], None).unwrap_or(0);
+                }
                 data.truncate(n);
                 self.send_rtcp(i, leg, data);
             }
