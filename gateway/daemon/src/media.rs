@@ -93,6 +93,8 @@ async fn run_call(
     let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
     let mut flushed = estuary_media::MediaCounters::default();
     let mut next_flush = Instant::now() + METRICS_FLUSH;
+    let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(next_flush));
+    tokio::pin!(timer);
     loop {
         if Instant::now() >= next_flush {
             ctx.stats.media_flush(session.counters(), &flushed);
@@ -115,8 +117,12 @@ async fn run_call(
                 Output::Event(ev) => debug!(call, ?ev, "media"),
             }
         }
-        let deadline = session.poll_timeout().map_or(next_flush, |t| t.min(next_flush));
-        let deadline = Some(tokio::time::Instant::from_std(deadline));
+        // One timer per call, re-armed only when the deadline moves: a fresh Sleep per loop
+        // would be a timer-wheel insert and removal for every packet.
+        let deadline = tokio::time::Instant::from_std(session.poll_timeout().map_or(next_flush, |t| t.min(next_flush)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             plan = plans.recv() => match plan {
                 Some(plan) => {
@@ -162,15 +168,8 @@ async fn run_call(
                     }
                 }
             }
-            () = sleep_until(deadline) => session.handle_timeout(Instant::now()),
+            () = &mut timer => session.handle_timeout(Instant::now()),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 

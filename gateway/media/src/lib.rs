@@ -240,6 +240,10 @@ pub struct MediaSession {
     failed: bool,
     rng: StdRng,
     wall: WallClock,
+    /// The ICE and DTLS engines' deadlines, re-read only after they took input or a timeout
+    /// (asking them per packet cost more than relaying it: `make bench`).
+    ice_timeout: Option<Instant>,
+    dtls_timeout: Option<Instant>,
 }
 
 impl MediaSession {
@@ -287,7 +291,10 @@ impl MediaSession {
             failed: false,
             rng,
             wall: cfg_wall,
+            ice_timeout: None,
+            dtls_timeout: None,
         };
+        s.ice_timeout = s.ice.poll_timeout();
         s.update_plan(plan, now)?;
         s.drain_dtls();
         Ok(s)
@@ -628,7 +635,7 @@ impl MediaSession {
             return None;
         }
         let reports = self.streams.iter().filter(|s| s.is_live()).map(|s| s.rtcp_web.next_report().min(s.rtcp_ims.next_report())).min();
-        [self.ice.poll_timeout(), self.dtls.poll_timeout(), self.inactivity_deadline(), reports]
+        [self.ice_timeout, self.dtls_timeout, self.inactivity_deadline(), reports]
             .into_iter()
             .flatten()
             .min()
@@ -815,6 +822,7 @@ impl MediaSession {
                 estuary_ice::Output::Event(IceEvent::Failed { reason }) => self.fail(FailCause::Ice, format!("ICE: {reason:?}")),
             }
         }
+        self.ice_timeout = self.ice.poll_timeout();
     }
 
     fn drain_dtls(&mut self) {
@@ -843,5 +851,6 @@ impl MediaSession {
                 estuary_srtp::Output::Event(DtlsEvent::Closed) => self.fail(FailCause::DtlsClosed, "DTLS closed by the browser".to_owned()),
             }
         }
+        self.dtls_timeout = self.dtls.poll_timeout();
     }
 }
