@@ -54,6 +54,9 @@ pub struct B2bua {
     tx: Transactions<Flow>,
     registrar: Registrar,
     calls: HashMap<CallId, Call>,
+    /// Transcoding channels each call holds: its settled plan's, or what an offer of it
+    /// reserved (admission is decided at the offer, before the far side can answer).
+    transcoding: HashMap<CallId, usize>,
     next_call: u64,
     /// (side, Call-ID, our tag) -> the call and leg of that dialog.
     dialogs: HashMap<(Side, String, String), (CallId, LegIdx)>,
@@ -78,6 +81,7 @@ impl B2bua {
             rng: StdRng::seed_from_u64(seed),
             registrar: Registrar::default(),
             calls: HashMap::new(),
+            transcoding: HashMap::new(),
             next_call: 0,
             dialogs: HashMap::new(),
             invites: HashMap::new(),
@@ -135,7 +139,7 @@ impl B2bua {
     pub fn metrics(&self, now: Instant) -> Vec<Sample> {
         let mut out = Vec::new();
         // WebSocket connection counts are the daemon's (it owns the sockets).
-        self.counters.samples(self.calls.len(), self.registrar.active(now), &mut out);
+        self.counters.samples(self.calls.len(), self.registrar.active(now), self.transcoding.values().sum(), &mut out);
         out.push(Sample {
             name: "estuary_media_ports_available",
             help: "Media ports (RTP/RTCP pairs) left in media.port_min..port_max",
@@ -764,14 +768,19 @@ impl B2bua {
         }
         let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random());
         let mut ports = Vec::new();
-        match rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false) {
-            Ok(body) => out.body = body,
+        let admitted = rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false)
+            .and_then(|body| self.admit_transcoding(None, transcoding_needed(&sdp)).map(|channels| (body, channels)));
+        let reserved = match admitted {
+            Ok((body, channels)) => {
+                out.body = body;
+                channels
+            }
             Err(e) => {
                 self.ports.release(ports);
                 tracing::info!(reason = %e.reason, status = e.status(), "offer refused");
                 return self.refuse_sdp(now, &key, &req, &e);
             }
-        }
+        };
         b.local_cseq = 1;
         let ckey = match self.tx.send_request(now, &out, b.flow, reliable(b.flow)) {
             Ok(k) => k,
@@ -789,6 +798,9 @@ impl B2bua {
         self.invites.insert(key.clone(), id);
         self.owners.insert(ckey.clone(), Owner::Invite { call: id });
         self.counters.call_started();
+        if reserved > 0 {
+            self.transcoding.insert(id, reserved);
+        }
         self.calls.insert(
             id,
             Call {
@@ -1059,9 +1071,27 @@ impl B2bua {
         let session = matches!(req.method, Method::Invite | Method::Update | Method::Prack);
         let body = if session {
             let call = self.calls.get_mut(&id).expect("looked up above");
-            match rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, side, &req.body, false) {
+            let rewritten = rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, side, &req.body, false);
+            let admitted = match rewritten {
+                Ok(b) => {
+                    let needed = transcoding_needed(&self.calls.get(&id).expect("looked up above").sdp);
+                    match self.admit_transcoding(Some(id), needed) {
+                        Ok(channels) => {
+                            self.reserve_transcoding(id, channels);
+                            Ok(b)
+                        }
+                        Err(e) => {
+                            self.calls.get_mut(&id).expect("looked up above").sdp.reject_pending();
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match admitted {
                 Ok(b) => b,
                 Err(e) => {
+                    let call = self.calls.get_mut(&id).expect("looked up above");
                     if req.method == Method::Invite {
                         call.invite_pending = false;
                     }
@@ -1127,6 +1157,9 @@ impl B2bua {
             // The offer this request carried was refused: the old session stays (RFC 3264 §8).
             if call.sdp.pending_offer() == Some(sdp_side(call.leg(r.from).side)) {
                 call.sdp.reject_pending();
+                // A reservation for the refused offer goes; the old plan's channels stay.
+                let held = call.sdp.plan().map_or(0, transcoded_streams);
+                self.set_transcoding(r.call, held);
             }
             Vec::new()
         } else if resp.code > 100 {
@@ -1239,6 +1272,7 @@ impl B2bua {
     }
 
     fn end_call(&mut self, id: CallId) {
+        self.transcoding.remove(&id);
         let Some(call) = self.calls.remove(&id) else { return };
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
@@ -1405,7 +1439,41 @@ impl B2bua {
         }
         call.media_version = version;
         if let Some(plan) = call.sdp.plan() {
+            let channels = transcoded_streams(plan);
             self.outputs.push_back(Output::Media { call: id.0, plan: Box::new(plan.clone()) });
+            self.set_transcoding(id, channels);
+        }
+    }
+
+    /// Whether an offer needing `needed` channels (see [`transcoding_needed`]) fits the
+    /// transcoding capacity on top of what other calls hold (`call` may already hold some: a re-offer keeps its own).
+    /// Returns the channels to reserve for it.
+    fn admit_transcoding(&mut self, call: Option<CallId>, needed: usize) -> Result<usize, SdpError> {
+        let Some(capacity) = self.cfg.transcode_channels else { return Ok(needed) };
+        if needed == 0 {
+            return Ok(0);
+        }
+        let held = call.and_then(|c| self.transcoding.get(&c)).copied().unwrap_or(0);
+        let in_use: usize = self.transcoding.values().sum::<usize>() - held;
+        if in_use + needed <= capacity {
+            return Ok(needed);
+        }
+        self.counters.transcoding_refused();
+        let reason = format!("transcoding capacity exhausted ({in_use} of {capacity} channels in use)");
+        Err(if self.cfg.transcode_refusal == 503 { SdpError::exhausted(reason) } else { SdpError::not_acceptable(reason) })
+    }
+
+    /// An admitted offer's reservation: the call holds at least that until the answer.
+    fn reserve_transcoding(&mut self, id: CallId, channels: usize) {
+        let held = self.transcoding.get(&id).copied().unwrap_or(0);
+        self.set_transcoding(id, held.max(channels));
+    }
+
+    fn set_transcoding(&mut self, id: CallId, channels: usize) {
+        if channels == 0 {
+            self.transcoding.remove(&id);
+        } else {
+            self.transcoding.insert(id, channels);
         }
     }
 
@@ -1578,6 +1646,20 @@ fn rewrite_sdp(
         sdp.settle();
     }
     Ok(out.into_bytes())
+}
+
+/// Transcoding channels the pending offer of `sdp` needs whatever the answer: its streams
+/// offered only with transcoded codecs.
+fn transcoding_needed(sdp: &SdpSession) -> usize {
+    sdp.offered_codecs()
+        .iter()
+        .filter(|(maps, _)| !maps.is_empty() && maps.iter().all(|m| m.transcode))
+        .count()
+}
+
+/// Transcoding channels a settled plan uses: one per stream that needs the transcoder.
+fn transcoded_streams(plan: &estuary_sdp::MediaPlan) -> usize {
+    plan.streams.iter().filter(|s| s.active && s.transcodes()).count()
 }
 
 fn sdp_side(side: Side) -> estuary_sdp::Side {

@@ -74,6 +74,11 @@ pub struct B2buaConfig {
     pub media_ports: (u16, u16),
     /// How long a released media port rests before reuse.
     pub port_quarantine: Duration,
+    /// Transcoding channels (one per transcoded stream, both directions) the media plane can
+    /// carry; an offer that would need more is refused. `None`: no limit.
+    pub transcode_channels: Option<usize>,
+    /// The status of that refusal: 503 (with Retry-After: overload, try again) or 488.
+    pub transcode_refusal: u16,
 }
 
 impl Default for B2buaConfig {
@@ -95,6 +100,8 @@ impl Default for B2buaConfig {
             sdp: estuary_sdp::SdpPolicy::default(),
             media_ports: (20000, 29999),
             port_quarantine: Duration::from_secs(30),
+            transcode_channels: None,
+            transcode_refusal: 503,
         }
     }
 }

@@ -20,6 +20,7 @@ pub(crate) struct Counters {
     dropped: BTreeMap<Side, u64>,
     calls_started: u64,
     calls_failed: BTreeMap<u16, u64>,
+    transcoding_refused: u64,
 }
 
 impl Counters {
@@ -45,11 +46,15 @@ impl Counters {
         self.calls_started += 1;
     }
 
+    pub(crate) fn transcoding_refused(&mut self) {
+        self.transcoding_refused += 1;
+    }
+
     pub(crate) fn call_failed(&mut self, code: u16) {
         *self.calls_failed.entry(code).or_default() += 1;
     }
 
-    pub(crate) fn samples(&self, calls: usize, registrations: usize, out: &mut Vec<Sample>) {
+    pub(crate) fn samples(&self, calls: usize, registrations: usize, transcoding: usize, out: &mut Vec<Sample>) {
         let gauge = |name, help, value: usize| Sample {
             name,
             help,
@@ -59,6 +64,18 @@ impl Counters {
         };
         out.push(gauge("estuary_calls_active", "Calls with both legs set up or being set up", calls));
         out.push(gauge("estuary_registrations_active", "Browser contacts registered toward IMS", registrations));
+        out.push(gauge(
+            "estuary_transcoding_channels_active",
+            "Transcoding channels held by calls (settled plans and admitted offers)",
+            transcoding,
+        ));
+        out.push(Sample {
+            name: "estuary_transcoding_refused_total",
+            help: "Offers refused because the transcoding capacity was exhausted",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.transcoding_refused,
+        });
         out.push(Sample {
             name: "estuary_calls_total",
             help: "Calls started (INVITEs accepted for relay)",

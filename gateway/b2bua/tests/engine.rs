@@ -859,3 +859,65 @@ fn the_media_plane_gets_each_settled_plan_and_the_end_and_can_end_the_call() {
     assert_eq!(h.gw.active_calls(), 0);
     assert_eq!(h.media.last(), Some(&Output::MediaEnd { call }));
 }
+
+const OPUS_OFFER: &str = include_str!("../../../conformance/sdp/cases/web-audio-opus-transcode/1-web-offer.sdp");
+
+/// A browser INVITE with its own Call-ID, From tag and branch, carrying `body`.
+fn web_invite(n: u32, body: &str) -> String {
+    invite_from_web(&format!("z9hG4bKtc{n}"))
+        .replace("Call-ID: webcall1", &format!("Call-ID: webcall-tc{n}"))
+        .replace("tag=a1b2c3", &format!("tag=tc{n}"))
+        .replace(&WEB_OFFER.replace("\r\n", "\n"), &body.replace("\r\n", "\n"))
+        .replace(&format!("Content-Length: {}", WEB_OFFER.len()), &format!("Content-Length: {}", body.replace("\r\n", "\n").replace('\n', "\r\n").len()))
+}
+
+fn metric(h: &Harness, name: &str) -> u64 {
+    h.gw.metrics(h.now).iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name}")).value
+}
+
+#[test]
+fn transcoding_capacity_refuses_the_offer_that_would_exceed_it() {
+    let mut h = Harness::with(B2buaConfig { transcode_channels: Some(1), ..B2buaConfig::default() });
+    h.register();
+    // The first Opus-only call takes the one channel at its offer.
+    let out = h.web(&web_invite(1, OPUS_OFFER));
+    let first = to_ims(&out).into_iter().next().expect("relayed toward IMS").text.clone();
+    assert!(first.contains("PCMU"), "an Opus-only browser is offered G.711 toward IMS:\n{first}");
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 1);
+    // A second one is refused before anything reaches IMS: 503 with Retry-After, the reason
+    // in a Warning, the refusal counted.
+    let out = h.web(&web_invite(2, OPUS_OFFER));
+    assert!(to_ims(&out).is_empty(), "{out:#?}");
+    let w = to_web(&out).into_iter().find(|s| status(s) >= 200).expect("final response");
+    assert_eq!(status(w), 503);
+    assert!(resp(w).headers.get("Retry-After").is_some());
+    assert_eq!(
+        resp(w).headers.get("Warning"),
+        Some("399 estuary \"transcoding capacity exhausted (1 of 1 channels in use)\"")
+    );
+    assert_eq!(metric(&h, "estuary_transcoding_refused_total"), 1);
+    // A call that needs no transcoding is not limited by it.
+    let out = h.web(&web_invite(3, WEB_OFFER));
+    assert_eq!(to_ims(&out).len(), 1, "a G.711 call goes through: {out:#?}");
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 1);
+}
+
+#[test]
+fn a_refused_or_ended_transcoding_call_frees_its_channel_and_488_can_be_chosen() {
+    let mut h = Harness::with(B2buaConfig { transcode_channels: Some(1), transcode_refusal: 488, ..B2buaConfig::default() });
+    h.register();
+    let out = h.web(&web_invite(1, OPUS_OFFER));
+    let inv = clone_sent(to_ims(&out).into_iter().next().expect("relayed"));
+    let out = h.web(&web_invite(2, OPUS_OFFER));
+    let w = to_web(&out).into_iter().find(|s| status(s) >= 200).expect("final response");
+    assert_eq!(status(w), 488, "the operator chose 488");
+    // IMS refuses the first call: its reservation goes with it.
+    h.ims(&response(&inv, 486, "Busy Here", &[]));
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 0);
+    let out = h.web(&web_invite(3, OPUS_OFFER));
+    assert_eq!(to_ims(&out).len(), 1, "the channel is free again: {out:#?}");
+}
+
+fn clone_sent(s: &Sent) -> Sent {
+    Sent { flow: s.flow, msg: Message::parse(s.text.as_bytes()).unwrap(), text: s.text.clone() }
+}

@@ -259,11 +259,17 @@ pub struct TranscoderConfig {
     pub threads: usize,
     /// Transcode where the two sides share no codec (`transcoder.enabled`).
     pub enabled: bool,
+    /// Transcoding channels admitted at once; 0 = what the pool can carry, measured at
+    /// start (`transcoder.max_channels`).
+    pub max_channels: usize,
+    /// The status refusing a call beyond that: 503 (overload, with Retry-After) or 488
+    /// (`transcoder.refuse_status`).
+    pub refuse_status: u16,
 }
 
 impl Default for TranscoderConfig {
     fn default() -> Self {
-        TranscoderConfig { threads: 0, enabled: true }
+        TranscoderConfig { threads: 0, enabled: true, max_channels: 0, refuse_status: 503 }
     }
 }
 
@@ -683,10 +689,17 @@ fn transcoder(mut s: Section) -> Result<TranscoderConfig, ConfigError> {
     let d = TranscoderConfig::default();
     let threads = s.int("threads", d.threads as i64, 0, 1024)?;
     let enabled = s.boolean("enabled", d.enabled)?;
+    let max_channels = s.int("max_channels", d.max_channels as i64, 0, 1_000_000)? as usize;
+    let refuse_status = s.int("refuse_status", d.refuse_status.into(), 100, 699)? as u16;
+    if refuse_status != 503 && refuse_status != 488 {
+        return Err(ConfigError::invalid(s.path("refuse_status"), format!("must be 503 or 488, not {refuse_status}")));
+    }
     s.finish()?;
     Ok(TranscoderConfig {
         threads: threads as usize,
         enabled,
+        max_channels,
+        refuse_status,
     })
 }
 
@@ -852,6 +865,16 @@ mod tests {
         );
         assert!(
             err("[log]\nlevel = \"verbose\"").starts_with("log.level: invalid filter \"verbose\"")
+        );
+    }
+
+    #[test]
+    fn transcoder_admission_keys() {
+        let c = with(&["transcoder.max_channels=40", "transcoder.refuse_status=488"]).unwrap();
+        assert_eq!((c.transcoder.max_channels, c.transcoder.refuse_status), (40, 488));
+        assert_eq!(
+            err("[transcoder]\nrefuse_status = 486"),
+            "transcoder.refuse_status: must be 503 or 488, not 486"
         );
     }
 

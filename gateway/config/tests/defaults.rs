@@ -85,6 +85,8 @@ fn the_documented_file_lists_every_key() {
         "media.consent_timeout_s",
         "transcoder.enabled",
         "transcoder.threads",
+        "transcoder.max_channels",
+        "transcoder.refuse_status",
         "recording.mode",
         "recording.dir",
         "admin.listen",
@@ -101,7 +103,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        44,
+        46,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -92,6 +92,10 @@ pub fn b2bua_config(
         sdp: sdp_policy(cfg, Some(fingerprint)),
         media_ports: (cfg.media.ports.min, cfg.media.ports.max),
         port_quarantine: cfg.media.port_quarantine,
+        // 0 will mean the worker pool's measured capacity once the pool runs in the daemon
+        // (issue 5); until then only an explicit limit applies.
+        transcode_channels: (cfg.transcoder.max_channels > 0).then_some(cfg.transcoder.max_channels),
+        transcode_refusal: cfg.transcoder.refuse_status,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }

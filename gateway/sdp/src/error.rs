@@ -16,7 +16,7 @@ pub enum ErrorKind {
     /// Valid SDP the gateway cannot accept: no usable stream, no common or transcodable codec,
     /// a WebRTC offer without DTLS fingerprint, an unsupported SRTP suite (488).
     NotAcceptable,
-    /// The media layer has no ports left (503, try again later).
+    /// The media layer has no ports or transcoding channels left (503, try again later).
     Exhausted,
     /// An answer that does not fit the offer (m-line count, order), or an offer/answer call
     /// out of sequence (the B2BUA treats it like 488 and ends the exchange).
@@ -30,6 +30,11 @@ impl SdpError {
 
     pub fn not_acceptable(reason: impl Into<String>) -> Self {
         SdpError { kind: ErrorKind::NotAcceptable, reason: reason.into() }
+    }
+
+    /// A resource the call needs is used up (ports, transcoding channels): 503.
+    pub fn exhausted(reason: impl Into<String>) -> Self {
+        SdpError { kind: ErrorKind::Exhausted, reason: reason.into() }
     }
 
     pub fn mismatch(reason: impl Into<String>) -> Self {
