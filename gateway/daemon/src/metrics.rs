@@ -148,13 +148,14 @@ const MEDIA_FAILURE_CAUSES: [&str; 5] = ["inactivity", "ice", "dtls", "dtls_clos
 
 /// The media counters exported, in [`estuary_media::MediaCounters::entries`] order: family
 /// name, help, label name.
-const MEDIA_FAMILIES: [(&str, &str, &str, &str); 4] = [
+const MEDIA_FAMILIES: [(&str, &str, &str, &str); 5] = [
+    ("transcoder", "estuary_media_transcoder_packets_total", "Packets handed to the transcoder (in) and frames it produced that were sent (out).", "direction"),
     ("packets", "estuary_media_packets_total", "RTP packets relayed, by direction.", "direction"),
     ("rtcp", "estuary_media_rtcp_packets_total", "RTCP compound packets taken in and sent (reports, feedback, BYE).", "direction"),
     ("feedback", "estuary_media_feedback_total", "PLI/FIR/NACK translated to the other leg, or dropped because that leg cannot take them.", "outcome"),
     ("dropped", "estuary_media_dropped_total", "Media datagrams dropped, by reason.", "reason"),
 ];
-const MEDIA_ENTRIES: usize = 15;
+const MEDIA_ENTRIES: usize = 17;
 
 /// Live values, one atomic per [`TABLE`] row.
 pub struct Stats {

@@ -85,8 +85,28 @@ impl Default for MediaConfig {
 pub enum Forward {
     /// Send the buffer (rewritten in place) from our `from` socket to `to`.
     Send { from: SocketAddr, to: SocketAddr },
+    /// The buffer holds a plaintext RTP packet of stream `stream` whose codec the other leg
+    /// does not have: hand its payload to the transcoder, whose frames come back through
+    /// [`MediaSession::send_transcoded`] toward `to`.
+    Transcode { stream: usize, to: Leg },
     /// Nothing to relay (control traffic, terminated RTCP, or dropped: see the counters).
     Consumed,
+}
+
+/// One side of the gateway, as a destination of media.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Web,
+    Ims,
+}
+
+impl Leg {
+    pub fn other(self) -> Leg {
+        match self {
+            Leg::Web => Leg::Ims,
+            Leg::Ims => Leg::Web,
+        }
+    }
 }
 
 /// Output other than relayed media.
@@ -138,7 +158,11 @@ pub struct MediaCounters {
     pub dropped_unknown_stream: u64,
     pub dropped_unroutable: u64,
     pub dropped_malformed: u64,
-    pub dropped_transcode_pending: u64,
+    /// Packets handed to the transcoder, and its frames sent on.
+    pub to_transcoder: u64,
+    pub from_transcoder: u64,
+    /// Transcoded frames with nowhere to go (stream gone, leg not reachable).
+    pub dropped_transcoded: u64,
     pub dropped_direction: u64,
     /// Packets of a source the stream already left, or before its first packet (see
     /// `estuary_rtp::StreamRewriter`).
@@ -148,8 +172,10 @@ pub struct MediaCounters {
 impl MediaCounters {
     /// Every counter as (family, label, value), for a driver exporting them: `packets` by
     /// direction, `rtcp` in/out, `feedback` relayed/dropped, `dropped` by reason.
-    pub fn entries(&self) -> [(&'static str, &'static str, u64); 15] {
+    pub fn entries(&self) -> [(&'static str, &'static str, u64); 17] {
         [
+            ("transcoder", "in", self.to_transcoder),
+            ("transcoder", "out", self.from_transcoder),
             ("packets", "web_to_ims", self.web_to_ims),
             ("packets", "ims_to_web", self.ims_to_web),
             ("rtcp", "in", self.rtcp_in),
@@ -162,7 +188,7 @@ impl MediaCounters {
             ("dropped", "unknown_stream", self.dropped_unknown_stream),
             ("dropped", "unroutable", self.dropped_unroutable),
             ("dropped", "malformed", self.dropped_malformed),
-            ("dropped", "transcode_pending", self.dropped_transcode_pending),
+            ("dropped", "transcoded", self.dropped_transcoded),
             ("dropped", "direction", self.dropped_direction),
             ("dropped", "stale", self.dropped_stale),
         ]
@@ -207,6 +233,11 @@ struct Stream {
     to_web: StreamRewriter,
     rtcp_web: rtcp::LegRtcp,
     rtcp_ims: rtcp::LegRtcp,
+    /// Transcoded frames enter the leg's rewriter as one more source, with this SSRC and
+    /// their own sequence numbers, so a switch between relayed and transcoded media (a
+    /// re-INVITE changing codecs) is a source switch the far end sees as one stream.
+    transcoded_ssrc: Ssrc,
+    transcoded_seq: [SeqNo; 2],
 }
 
 impl Stream {
@@ -216,12 +247,6 @@ impl Stream {
     }
 }
 
-/// Which leg an RTCP packet the gateway writes goes to.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Leg {
-    Web,
-    Ims,
-}
 
 /// One call's media. See the crate documentation for the drive loop.
 pub struct MediaSession {
@@ -355,6 +380,8 @@ impl MediaSession {
                         to_web,
                         rtcp_web,
                         rtcp_ims,
+                        transcoded_ssrc: Ssrc(self.rng.random()),
+                        transcoded_seq: [SeqNo(self.rng.random()), SeqNo(self.rng.random())],
                     });
                 }
             }
@@ -484,13 +511,9 @@ impl MediaSession {
             return Forward::Consumed;
         }
         if transcode {
-            self.counters.dropped_transcode_pending += 1;
-            return Forward::Consumed;
+            self.counters.to_transcoder += 1;
+            return Forward::Transcode { stream: i, to: Leg::Ims };
         }
-        let Some(to) = st.ims_remote_rtp else {
-            self.counters.dropped_unroutable += 1;
-            return Forward::Consumed;
-        };
         // The IMS leg negotiated no header extensions.
         match estuary_rtp::strip_extension(buf) {
             Ok(n) => buf.truncate(n),
@@ -499,9 +522,27 @@ impl MediaSession {
                 return Forward::Consumed;
             }
         }
-        if !retag(now, buf, ims_pt, &mut st.to_ims) {
+        match self.emit_to_ims(now, i, ims_pt, buf) {
+            Some(f) => {
+                self.counters.web_to_ims += 1;
+                f
+            }
+            None => Forward::Consumed,
+        }
+    }
+
+    /// The plaintext RTP packet in `buf` leaves on stream `i`'s IMS leg with payload type
+    /// `pt`: rewritten into the leg's SSRC/sequence/timestamp space, counted for RTCP,
+    /// protected if SDES. `None`: dropped (counted).
+    fn emit_to_ims(&mut self, now: Instant, i: usize, pt: u8, buf: &mut Vec<u8>) -> Option<Forward> {
+        let st = &mut self.streams[i];
+        let Some(to) = st.ims_remote_rtp else {
+            self.counters.dropped_unroutable += 1;
+            return None;
+        };
+        if !retag(now, buf, pt, &mut st.to_ims) {
             self.counters.dropped_stale += 1;
-            return Forward::Consumed;
+            return None;
         }
         if let Ok(p) = RtpPacket::parse(buf) {
             st.rtcp_ims.on_media_sent(now, &p);
@@ -509,11 +550,76 @@ impl MediaSession {
         if let Some(tx) = st.ims_tx.as_mut() {
             if tx.protect_rtp(buf).is_err() {
                 self.counters.dropped_srtp += 1;
-                return Forward::Consumed;
+                return None;
             }
         }
-        self.counters.web_to_ims += 1;
-        Forward::Send { from: st.ims_rtp, to }
+        Some(Forward::Send { from: st.ims_rtp, to })
+    }
+
+    /// As [`Self::emit_to_ims`] toward the browser (DTLS-SRTP keys needed).
+    fn emit_to_web(&mut self, now: Instant, i: usize, pt: u8, buf: &mut Vec<u8>) -> Option<Forward> {
+        let st = &mut self.streams[i];
+        let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else {
+            self.counters.dropped_no_keys += 1;
+            return None;
+        };
+        if !retag(now, buf, pt, &mut st.to_web) {
+            self.counters.dropped_stale += 1;
+            return None;
+        }
+        if let Ok(p) = RtpPacket::parse(buf) {
+            st.rtcp_web.on_media_sent(now, &p);
+        }
+        if tx.protect_rtp(buf).is_err() {
+            self.counters.dropped_srtp += 1;
+            return None;
+        }
+        Some(Forward::Send { from: self.web_local, to })
+    }
+
+    /// A frame the transcoder produced for stream `stream` toward `to`: `payload` in that
+    /// leg's codec, with the transcoder's continuous `timestamp` (that leg's clock) and
+    /// `marker`. Written as RTP into `buf` (capacity [`MIN_BUFFER`]) and sent like relayed
+    /// media; the returned [`Forward`] says where.
+    pub fn send_transcoded(&mut self, now: Instant, stream: usize, to: Leg, payload: &[u8], timestamp: u32, marker: bool, buf: &mut Vec<u8>) -> Forward {
+        let Some(st) = self.streams.get_mut(stream) else {
+            self.counters.dropped_transcoded += 1;
+            return Forward::Consumed;
+        };
+        let Some(codec) = st.plan.codecs.iter().find(|c| c.transcode) else {
+            // A re-offer found a common codec meanwhile: late frames have no place.
+            self.counters.dropped_transcoded += 1;
+            return Forward::Consumed;
+        };
+        let sends = match to {
+            Leg::Ims => st.plan.ims_direction.sends(),
+            Leg::Web => st.plan.web_direction.sends(),
+        };
+        if self.failed || !st.plan.active || !sends {
+            self.counters.dropped_transcoded += 1;
+            return Forward::Consumed;
+        }
+        let pt = if to == Leg::Ims { codec.ims_pt } else { codec.web_pt };
+        let seq = &mut st.transcoded_seq[to as usize];
+        *seq = seq.next();
+        let header = estuary_rtp::RtpHeader { marker, pt: Pt(pt), seq: *seq, timestamp, ssrc: st.transcoded_ssrc };
+        buf.resize(MIN_BUFFER, 0);
+        let Ok(n) = header.write_with_payload(payload, buf) else {
+            self.counters.dropped_transcoded += 1;
+            return Forward::Consumed;
+        };
+        buf.truncate(n);
+        let sent = match to {
+            Leg::Ims => self.emit_to_ims(now, stream, pt, buf),
+            Leg::Web => self.emit_to_web(now, stream, pt, buf),
+        };
+        match sent {
+            Some(f) => {
+                self.counters.from_transcoder += 1;
+                f
+            }
+            None => Forward::Consumed,
+        }
     }
 
     fn on_ims_datagram(&mut self, now: Instant, i: usize, local: SocketAddr, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
@@ -574,26 +680,16 @@ impl MediaSession {
             return Forward::Consumed;
         }
         if transcode {
-            self.counters.dropped_transcode_pending += 1;
-            return Forward::Consumed;
+            self.counters.to_transcoder += 1;
+            return Forward::Transcode { stream: i, to: Leg::Web };
         }
-        let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else {
-            self.counters.dropped_no_keys += 1;
-            return Forward::Consumed;
-        };
-        if !retag(now, buf, web_pt, &mut st.to_web) {
-            self.counters.dropped_stale += 1;
-            return Forward::Consumed;
+        match self.emit_to_web(now, i, web_pt, buf) {
+            Some(f) => {
+                self.counters.ims_to_web += 1;
+                f
+            }
+            None => Forward::Consumed,
         }
-        if let Ok(p) = RtpPacket::parse(buf) {
-            st.rtcp_web.on_media_sent(now, &p);
-        }
-        if tx.protect_rtp(buf).is_err() {
-            self.counters.dropped_srtp += 1;
-            return Forward::Consumed;
-        }
-        self.counters.ims_to_web += 1;
-        Forward::Send { from: self.web_local, to }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

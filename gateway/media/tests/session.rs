@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_media::{Forward, MediaConfig, MediaEvent, MediaSession, Output};
+use estuary_media::{Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output};
 use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
 use estuary_sdp::{PortAllocator, SdpPolicy, SdpSession, Side, Suite};
 use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, SrtpContext, SrtpMasterKey, SrtpProfile};
@@ -632,4 +632,63 @@ fn key_frame_requests_and_nacks_cross_in_the_form_each_leg_negotiated() {
     assert_eq!((k.sender, k.media), (web_video_ssrc, Ssrc(BROWSER_VIDEO)));
     assert_eq!(k.lost().collect::<Vec<_>>(), [SeqNo(502), SeqNo(505)]);
     assert_eq!(c.session.counters().feedback_relayed, 4, "{:?}", c.session.counters());
+}
+
+// ----- transcoded streams ---------------------------------------------------------------------
+
+const OPUS_OFFER: &str = include_str!("../../../conformance/sdp/cases/web-audio-opus-transcode/1-web-offer.sdp");
+const PCMA_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+
+#[test]
+fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_per_leg() {
+    let cert = Certificate::generate().unwrap();
+    let mut c = call_with(OPUS_OFFER, PCMA_ANSWER, false, &cert, &cert);
+    assert!(c.plan.streams[0].codecs[0].transcode, "{}", c.plan);
+    c.nominate();
+    c.handshake();
+    assert!(c.browser_tx.is_some(), "{:?}", c.events);
+
+    // Browser Opus in: not relayed, handed over in plaintext.
+    let mut pkt = rtp(111, 40, 0xB0B0_0001, &[0xfc, 0xff, 0xfe]);
+    pkt.reserve(64);
+    c.browser_tx.as_mut().unwrap().protect_rtp(&mut pkt).unwrap();
+    let web = c.web();
+    assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt), Forward::Transcode { stream: 0, to: Leg::Ims });
+    let p = RtpPacket::parse(&pkt).expect("plaintext RTP left in the buffer");
+    assert_eq!((p.pt(), p.seq(), p.payload()), (Pt(111), SeqNo(40), &[0xfc, 0xff, 0xfe][..]));
+
+    // The transcoder's PCMA frames toward IMS: PT 8, one SSRC, timestamps and sequence
+    // numbers continuous.
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let mut seen = Vec::new();
+    for k in 0..3u32 {
+        let f = c.session.send_transcoded(c.now, 0, Leg::Ims, &[0xd5; 160], 7000 + 160 * k, k == 0, &mut buf);
+        assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30000"), to: addr(IMS_PEER) });
+        let p = RtpPacket::parse(&buf).unwrap();
+        assert_eq!((p.pt(), p.payload().len(), p.marker()), (Pt(8), 160, k == 0));
+        seen.push((p.ssrc(), p.seq(), p.timestamp()));
+        c.now += Duration::from_millis(20);
+    }
+    assert!(seen.windows(2).all(|w| w[0].0 == w[1].0 && w[1].1 == w[0].1.next() && w[1].2 == w[0].2.wrapping_add(160)), "{seen:?}");
+
+    // IMS PCMA in -> handed over; Opus frames toward the browser leave in SRTP as PT 111
+    // with the SSRC our SDP announced.
+    let mut pkt = rtp(8, 9, 0x1315_0001, &[0xd5; 160]);
+    pkt.reserve(64);
+    let f = c.session.handle_datagram(c.now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut pkt);
+    assert_eq!(f, Forward::Transcode { stream: 0, to: Leg::Web });
+    let f = c.session.send_transcoded(c.now, 0, Leg::Web, &[0x78, 0x01, 0x02], 96_000, true, &mut buf);
+    assert_eq!(f, Forward::Send { from: addr("127.0.0.1:40000"), to: addr(BROWSER) });
+    c.browser_rx.as_mut().unwrap().unprotect_rtp(&mut buf).expect("DTLS-SRTP toward the browser");
+    let p = RtpPacket::parse(&buf).unwrap();
+    assert_eq!((p.pt(), p.ssrc(), p.payload()), (Pt(111), Ssrc(c.web_ssrc), &[0x78, 0x01, 0x02][..]));
+    let n = c.session.counters();
+    assert_eq!((n.to_transcoder, n.from_transcoder, n.web_to_ims, n.ims_to_web), (2, 4, 0, 0), "{n:?}");
+
+    // On hold toward IMS, frames for it have nowhere to go.
+    let mut held = c.plan.clone();
+    held.streams[0].ims_direction = estuary_sdp::Direction::RecvOnly;
+    c.session.update_plan(&held, c.now).unwrap();
+    assert_eq!(c.session.send_transcoded(c.now, 0, Leg::Ims, &[0xd5; 160], 7480, false, &mut buf), Forward::Consumed);
+    assert_eq!(c.session.counters().dropped_transcoded, 1);
 }
