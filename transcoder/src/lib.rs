@@ -23,9 +23,11 @@
 #![warn(missing_docs)]
 
 pub mod g711;
+pub mod opus;
 
 pub use g711::{
     alaw_to_linear, alaw_to_ulaw, alaw_to_ulaw_code, decode_alaw, decode_ulaw, encode_alaw,
     encode_ulaw, linear_to_alaw, linear_to_ulaw, ulaw_to_alaw, ulaw_to_alaw_code, ulaw_to_linear,
     Law,
 };
+pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
