@@ -24,6 +24,7 @@
 
 pub mod g711;
 pub mod opus;
+pub mod resample;
 
 pub use g711::{
     alaw_to_linear, alaw_to_ulaw, alaw_to_ulaw_code, decode_alaw, decode_ulaw, encode_alaw,
@@ -31,3 +32,4 @@ pub use g711::{
     Law,
 };
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+pub use resample::{ResampleError, Resampler};
