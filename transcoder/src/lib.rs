@@ -24,6 +24,7 @@
 
 pub mod g711;
 pub mod opus;
+pub mod plc;
 pub mod resample;
 
 pub use g711::{
@@ -32,4 +33,5 @@ pub use g711::{
     Law,
 };
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+pub use plc::Plc;
 pub use resample::{ResampleError, Resampler};
