@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 
 pub mod g711;
+pub mod jitter;
 pub mod opus;
 pub mod plc;
 pub mod resample;
@@ -32,6 +33,7 @@ pub use g711::{
     encode_ulaw, linear_to_alaw, linear_to_ulaw, ulaw_to_alaw, ulaw_to_alaw_code, ulaw_to_linear,
     Law,
 };
+pub use jitter::{Frame, JitterBuffer, JitterConfig, JitterStats, Push};
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
 pub use plc::Plc;
 pub use resample::{ResampleError, Resampler};
