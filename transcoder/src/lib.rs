@@ -25,6 +25,7 @@
 pub mod g711;
 pub mod jitter;
 pub mod opus;
+pub mod pipeline;
 pub mod plc;
 pub mod resample;
 
@@ -35,5 +36,9 @@ pub use g711::{
 };
 pub use jitter::{Frame, JitterBuffer, JitterConfig, JitterStats, Push};
 pub use opus::{OpusConfig, OpusDecoder, OpusEncoder, OpusError};
+pub use pipeline::{
+    G711Frame, G711ToOpus, G711ToOpusConfig, OpusFrame, OpusToG711, OpusToG711Config,
+    PipelineError, PipelineStats,
+};
 pub use plc::Plc;
 pub use resample::{ResampleError, Resampler};
