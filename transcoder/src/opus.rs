@@ -2,12 +2,13 @@
 //!
 //! # Why 8 kHz
 //!
-//! libopus encodes from and decodes to 8, 12, 16, 24 or 48 kHz internally: a decoder created
-//! at 8000 Hz returns narrowband PCM whatever bandwidth the sender coded, band-limited by the
-//! codec itself (CELT drops the bands above 4 kHz, SILK and hybrid go through libopus's own
-//! resampler). Decoding straight to 8 kHz and encoding straight from 8 kHz is therefore both
-//! the cheapest and a correct path to and from G.711: no separate resampler, no aliasing.
-//! [`crate::resample`] exists for the other rates.
+//! libopus encodes from and decodes to 8, 12, 16, 24 or 48 kHz internally. Encoding straight
+//! from G.711's 8 kHz is the cheapest correct path towards the browser: libopus codes
+//! narrowband and needs no resampler. Decoding straight to 8 kHz is also possible and
+//! cheapest, but not perfectly band-limited: for the hybrid and SILK wideband streams
+//! browsers send, libopus's own 16 → 8 kHz step lets a 4.5 kHz tone through at about
+//! -39 dB (folded to 3.5 kHz). [`crate::pipeline::OpusToG711`] therefore decodes at 16 kHz
+//! by default and band-limits with [`crate::resample`]; 8 kHz remains a configuration.
 //!
 //! # Channels
 //!

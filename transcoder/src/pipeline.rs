@@ -1,7 +1,8 @@
 //! Sans-IO transcoding pipelines, one per direction of a call: the unit a worker runs.
 //!
-//! - [`OpusToG711`] (browser → IMS): RTP Opus in, jitter buffer, Opus decode straight to
-//!   8 kHz with libopus PLC or in-band FEC for the gaps, G.711 out.
+//! - [`OpusToG711`] (browser → IMS): RTP Opus in, jitter buffer, Opus decode (at 16 kHz,
+//!   band-limited to 8 kHz by [`Resampler`]) with libopus PLC or in-band FEC for the gaps,
+//!   G.711 out.
 //! - [`G711ToOpus`] (IMS → browser): RTP G.711 in, jitter buffer, G.711 decode with
 //!   [`Plc`] concealment, Opus encode from 8 kHz, Opus out.
 //!
@@ -43,6 +44,7 @@ use crate::g711::Law;
 use crate::jitter::{ticks_to_duration, Frame, JitterBuffer, JitterConfig};
 use crate::opus::{self as opus_codec, OpusConfig, OpusDecoder, OpusEncoder, OpusError};
 use crate::plc::Plc;
+use crate::resample::Resampler;
 
 /// PCM rate inside both pipelines: G.711's, and one libopus codes natively.
 const RATE: u32 = 8000;
@@ -133,6 +135,14 @@ pub struct OpusToG711Config {
     pub ptime: Duration,
     /// Use Opus in-band FEC for single lost packets. Default on.
     pub fec: bool,
+    /// Rate libopus decodes at: 8000 decodes straight to G.711's rate (cheapest), 16000 or
+    /// 48000 decode wider and band-limit with [`Resampler`]. Default 16000: libopus's own
+    /// 16 → 8 kHz step (hybrid and SILK wideband streams, what browsers send) lets a
+    /// 4.5 kHz tone through at only -39 dB, folded to 3.5 kHz; decoding at 16 kHz and our
+    /// filter (75 dB down from 4 kHz, about 1 M multiply-adds per second) measure -56 dB.
+    /// 48000 is worse, not better: CELT's full-band coding noise then reaches 0–4 kHz
+    /// (-44 dB on a 4–20 kHz sweep).
+    pub decode_rate: u32,
     /// Jitter buffer settings; the clock must be 48 kHz. Default [`JitterConfig::opus`].
     pub jitter: JitterConfig,
     /// Stop emitting after this long without any packet. Default 1 s: longer than Opus DTX's
@@ -148,6 +158,7 @@ impl Default for OpusToG711Config {
             law: Law::A,
             ptime: Duration::from_millis(20),
             fec: true,
+            decode_rate: 16_000,
             jitter: JitterConfig::opus(),
             idle_after: Duration::from_secs(1),
             initial_timestamp: 0,
@@ -198,6 +209,8 @@ struct Clock {
     ticks: u32,
     ptime: Duration,
     marker: bool,
+    /// RTP ticks per second of the output clock.
+    rate: u32,
     /// Time filled by underruns in a row.
     underrun_run: Duration,
 }
@@ -212,6 +225,7 @@ impl Clock {
             ticks,
             ptime,
             marker: true,
+            rate,
             underrun_run: Duration::ZERO,
         }
     }
@@ -226,10 +240,10 @@ impl Clock {
         };
         if let Some(end) = self.last_end {
             // RTP timestamps keep real time across a silence (RFC 3550 §5.1): advance them
-            // by the time not sent, in whole frames so the media stays frame-aligned.
+            // by the time not sent, on top of the last frame's own duration.
             let gap = due.saturating_duration_since(end);
-            let frames = (gap.as_nanos() / self.ptime.as_nanos().max(1)) as u32;
-            self.timestamp = self.timestamp.wrapping_add(frames.wrapping_mul(self.ticks));
+            let ticks = gap.as_nanos() * u128::from(self.rate) / 1_000_000_000;
+            self.timestamp = self.timestamp.wrapping_add(ticks as u32);
         }
         self.next = Some(due);
         self.marker = true;
@@ -317,11 +331,87 @@ impl Fifo {
     }
 }
 
+/// The Opus decoder of [`OpusToG711`], producing 8 kHz PCM either directly or by decoding
+/// at a higher rate and band-limiting with [`Resampler`].
+struct OpusStage {
+    decoder: OpusDecoder,
+    /// `Some` when decoding above 8 kHz, with the decode buffer it reads from.
+    resampler: Option<(Resampler, Vec<i16>)>,
+    /// Decode rate / 8000.
+    factor: usize,
+}
+
+impl OpusStage {
+    fn new(rate: u32) -> Result<Self, PipelineError> {
+        // Whole multiples of 8 kHz only, so that PLC durations map exactly.
+        if !matches!(rate, 8000 | 16000 | 24000 | 48000) {
+            return Err(PipelineError::Opus(OpusError::UnsupportedRate(rate)));
+        }
+        let decoder = OpusDecoder::new(rate)?;
+        let factor = (rate / RATE) as usize;
+        let resampler = if rate == RATE {
+            None
+        } else {
+            let max = MAX_OPUS_SAMPLES * factor;
+            let r = Resampler::new(rate, RATE, max)
+                .map_err(|_| PipelineError::Opus(OpusError::UnsupportedRate(rate)))?;
+            Some((r, vec![0; max]))
+        };
+        Ok(OpusStage {
+            decoder,
+            resampler,
+            factor,
+        })
+    }
+
+    fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, OpusError> {
+        match &mut self.resampler {
+            None => self.decoder.decode(packet, out),
+            Some((r, buf)) => {
+                let n = self.decoder.decode(packet, buf)?;
+                Ok(r.process(&buf[..n], out))
+            }
+        }
+    }
+
+    fn conceal(&mut self, samples: usize, out: &mut [i16]) -> Result<usize, OpusError> {
+        match &mut self.resampler {
+            None => self.decoder.conceal(samples, out),
+            Some((r, buf)) => {
+                let n = self.decoder.conceal(samples * self.factor, buf)?;
+                Ok(r.process(&buf[..n], out))
+            }
+        }
+    }
+
+    fn decode_fec(
+        &mut self,
+        next: &[u8],
+        samples: usize,
+        out: &mut [i16],
+    ) -> Result<usize, OpusError> {
+        match &mut self.resampler {
+            None => self.decoder.decode_fec(next, samples, out),
+            Some((r, buf)) => {
+                let n = self.decoder.decode_fec(next, samples * self.factor, buf)?;
+                Ok(r.process(&buf[..n], out))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        let _ = self.decoder.reset();
+        if let Some((r, _)) = &mut self.resampler {
+            r.reset();
+        }
+    }
+}
+
 /// Browser → IMS: Opus RTP in, G.711 RTP out. See the module docs for the drive loop.
 pub struct OpusToG711 {
     config: OpusToG711Config,
     jitter: JitterBuffer,
-    decoder: OpusDecoder,
+    opus: OpusStage,
     pcm: Fifo,
     clock: Clock,
     samples: usize,
@@ -347,7 +437,7 @@ impl OpusToG711 {
         let clock = Clock::new(config.ptime, RATE, config.initial_timestamp);
         Ok(OpusToG711 {
             jitter: JitterBuffer::new(jitter_config),
-            decoder: OpusDecoder::new(RATE)?,
+            opus: OpusStage::new(config.decode_rate)?,
             pcm: Fifo::new(),
             samples: clock.ticks as usize,
             clock,
@@ -386,24 +476,24 @@ impl OpusToG711 {
             match frame {
                 Frame::Packet { payload, ticks, .. } => {
                     self.clock.underrun_run = Duration::ZERO;
-                    let tail = self.pcm.tail(MAX_OPUS_SAMPLES);
-                    match self.decoder.decode(payload, tail) {
+                    let tail = self.pcm.tail(MAX_OPUS_SAMPLES + 1);
+                    match self.opus.decode(payload, tail) {
                         Ok(n) => self.pcm.commit(n),
                         Err(_) => {
                             self.stats.malformed += 1;
                             let n = opus_conceal_samples(ticks);
-                            let tail = self.pcm.tail(n);
-                            let n = self.decoder.conceal(n, tail).unwrap_or(0);
+                            let tail = self.pcm.tail(n + 1);
+                            let n = self.opus.conceal(n, tail).unwrap_or(0);
                             self.pcm.commit(n);
                         }
                     }
                 }
                 Frame::Lost { ticks, next, .. } => {
                     let n = opus_conceal_samples(ticks);
-                    let tail = self.pcm.tail(n);
+                    let tail = self.pcm.tail(n + 1);
                     let recovered = match next {
                         Some(next) if self.config.fec && opus_codec::has_fec(next) => {
-                            self.decoder.decode_fec(next, n, tail).ok()
+                            self.opus.decode_fec(next, n, tail).ok()
                         }
                         _ => None,
                     };
@@ -414,8 +504,8 @@ impl OpusToG711 {
                         }
                         None => {
                             self.stats.concealed += 1;
-                            let tail = self.pcm.tail(n);
-                            self.decoder.conceal(n, tail).unwrap_or(0)
+                            let tail = self.pcm.tail(n + 1);
+                            self.opus.conceal(n, tail).unwrap_or(0)
                         }
                     };
                     self.pcm.commit(n);
@@ -425,8 +515,8 @@ impl OpusToG711 {
                     self.clock.underrun_run += ticks_to_duration(u64::from(ticks), 48_000);
                     // libopus PLC: continues comfort noise through DTX, fades out a stall.
                     let n = opus_conceal_samples(ticks);
-                    let tail = self.pcm.tail(n);
-                    let n = self.decoder.conceal(n, tail).unwrap_or(0);
+                    let tail = self.pcm.tail(n + 1);
+                    let n = self.opus.conceal(n, tail).unwrap_or(0);
                     self.pcm.commit(n);
                     if n == 0 {
                         self.pcm.pad_to(self.samples);
@@ -463,7 +553,7 @@ impl OpusToG711 {
     /// real time that passed.
     pub fn reset(&mut self) {
         self.go_idle();
-        let _ = self.decoder.reset();
+        self.opus.reset();
     }
 
     fn go_idle(&mut self) {
