@@ -278,7 +278,11 @@ impl JitterBuffer {
         let mut config = config;
         config.capacity = config.capacity.clamp(2, 4096);
         config.clock_rate = config.clock_rate.max(1);
-        config.max_delay = config.max_delay.max(config.min_delay);
+        // Bounded so that instant arithmetic cannot overflow on a silly configuration.
+        config.min_delay = config.min_delay.min(Duration::from_secs(10));
+        config.max_delay = config
+            .max_delay
+            .clamp(config.min_delay, Duration::from_secs(10));
         config.default_ticks = config.default_ticks.max(1);
         let target = config
             .initial_delay

@@ -708,3 +708,67 @@ fn merge(mut stats: PipelineStats, jitter: &JitterBuffer) -> PipelineStats {
     stats.restarts = j.restarts;
     stats
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_is_checked() {
+        let bad = |ms| OpusToG711Config {
+            ptime: Duration::from_millis(ms),
+            ..OpusToG711Config::default()
+        };
+        assert!(OpusToG711::new(bad(20)).is_ok());
+        assert!(OpusToG711::new(bad(30)).is_ok());
+        assert_eq!(
+            OpusToG711::new(bad(25)).unwrap_err(),
+            PipelineError::Ptime(Duration::from_millis(25))
+        );
+        assert!(OpusToG711::new(bad(0)).is_err());
+        assert!(OpusToG711::new(OpusToG711Config {
+            ptime: Duration::from_micros(20_500),
+            ..OpusToG711Config::default()
+        })
+        .is_err());
+        for rate in [8000, 16000, 48000] {
+            let c = OpusToG711Config {
+                decode_rate: rate,
+                ..OpusToG711Config::default()
+            };
+            assert!(OpusToG711::new(c).is_ok(), "{rate}");
+        }
+        for rate in [12000, 44100, 0] {
+            let c = OpusToG711Config {
+                decode_rate: rate,
+                ..OpusToG711Config::default()
+            };
+            assert!(OpusToG711::new(c).is_err(), "{rate}");
+        }
+        let opus_out = |ms| G711ToOpusConfig {
+            ptime: Duration::from_millis(ms),
+            ..G711ToOpusConfig::default()
+        };
+        assert!(G711ToOpus::new(opus_out(20)).is_ok());
+        assert!(G711ToOpus::new(opus_out(60)).is_ok());
+        assert!(
+            G711ToOpus::new(opus_out(30)).is_err(),
+            "not an Opus frame size"
+        );
+    }
+
+    #[test]
+    fn nothing_happens_before_the_first_packet_and_short_buffers_are_refused() {
+        let mut leg = OpusToG711::new(OpusToG711Config::default()).unwrap();
+        assert_eq!(leg.poll_timeout(), None);
+        let t0 = Instant::now();
+        let mut out = [0u8; 160];
+        assert_eq!(leg.poll(t0, &mut out), None);
+        leg.push(t0, 1, 0, &[0x08, 0x00]);
+        let due = leg.poll_timeout().unwrap();
+        assert!(due > t0);
+        assert_eq!(leg.poll(due, &mut out[..100]), None, "buffer too short");
+        let frame = leg.poll(due, &mut out).unwrap();
+        assert_eq!((frame.len, frame.marker), (160, true));
+    }
+}
