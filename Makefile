@@ -32,6 +32,7 @@ deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
