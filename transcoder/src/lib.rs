@@ -10,7 +10,7 @@
 //! sleep until: pipeline.poll_timeout()
 //! ```
 //!
-//! No threads, no sockets, no clock reads: time arrives as `now`. Every buffer is allocated
+//! No threads, no sockets, no clock reads outside [`pool`]: time arrives as `now`. Every buffer is allocated
 //! at construction, so building many pipelines and pushing/polling frames in a loop measures
 //! codec work alone.
 //!
@@ -28,8 +28,9 @@
 //!   duplicates, late packets, wrap-around, source restarts; it hands out packets, `Lost`
 //!   (with the next packet for FEC) or `Underrun` on a steady playout clock.
 //! - [`pipeline`] — [`OpusToG711`] and [`G711ToOpus`], composed from the above.
-//! - `pool` (later) — the only module with threads: a bounded worker pool that *runs*
-//!   pipelines; it does not define them.
+//! - [`pool`] — the only module with threads and a clock: worker threads that *run*
+//!   pipelines fed through bounded queues (never blocking the network side), frames returned
+//!   through a [`pool::FrameSink`], and [`pool::calibrate`], the measured cost of a channel.
 //!
 //! # What it does not do
 //!
@@ -44,6 +45,7 @@ pub mod jitter;
 pub mod opus;
 pub mod pipeline;
 pub mod plc;
+pub mod pool;
 pub mod resample;
 
 pub use g711::{
@@ -58,4 +60,5 @@ pub use pipeline::{
     PipelineError, PipelineStats,
 };
 pub use plc::Plc;
+pub use pool::{calibrate, Calibration, Channel, ChannelSpec, FrameSink, OutFrame, Pool, PoolError, PoolStats};
 pub use resample::{ResampleError, Resampler};
