@@ -155,7 +155,12 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
   }
   async function fakeTracks() {
     if (!fakeStream) {
-      fakeStream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+      // Voice processing off: in an echo test the echo canceller would remove the fake
+      // microphone's beep, which is exactly what comes back.
+      fakeStream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+        video: true,
+      });
     }
     return fakeStream;
   }
@@ -206,6 +211,16 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
         const pc = new RTCPeerConnection(c.config || {});
         pc.__channels = [];
         pc.addEventListener('datachannel', ev => pc.__channels.push(ev.channel));
+        // Received audio is played out, as a softphone would: Chromium measures audioLevel
+        // and totalAudioEnergy of inbound-rtp only on what it renders.
+        pc.addEventListener('track', ev => {
+          if (ev.track.kind !== 'audio') return;
+          const el = document.createElement('audio');
+          el.autoplay = true;
+          el.srcObject = new MediaStream([ev.track]);
+          document.body.appendChild(el);
+          el.play().catch(() => {});
+        });
         pcs.set(c.pc, pc);
         return { ok: true };
       } catch (e) { return fail(e); }

@@ -597,6 +597,13 @@ impl Browser {
         Self::sdp_reply(self.request(cmd))
     }
 
+    /// [`Browser::offer_with_fake_media`] with the audio codecs restricted as in
+    /// [`Browser::offer`] (e.g. `["opus"]` for a browser that offers nothing else).
+    pub fn offer_with_fake_media_codecs(&mut self, pc: &str, media: &[&str], audio_codecs: &[&str]) -> Result<String, String> {
+        let cmd = json!({"cmd": "offer", "pc": pc, "media": media, "tracks": "fake", "codecs": { "audio": audio_codecs }});
+        Self::sdp_reply(self.request(cmd))
+    }
+
     /// setRemoteDescription({type: "answer", sdp}).
     pub fn remote_answer(&mut self, pc: &str, sdp: &str) -> Result<(), String> {
         let reply = self.request(json!({"cmd": "remote-answer", "pc": pc, "sdp": sdp}));

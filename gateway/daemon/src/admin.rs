@@ -80,7 +80,11 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
         }
         ("GET", "/metrics") => match engine_samples(ctx).await {
             Some(engine) => {
-                let body = metrics::render(&metrics::merge(engine, ctx.stats.samples()));
+                let mut daemon = ctx.stats.samples();
+                if let Some(t) = &ctx.transcoder {
+                    daemon.extend(t.samples());
+                }
+                let body = metrics::render(&metrics::merge(engine, daemon));
                 http::respond(
                     &mut stream,
                     200,

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::engine::Event;
 use crate::metrics::Stats;
+use crate::transcode::Transcoder;
 
 pub struct Ctx {
     /// The engine task's inbox. Bounded: a flood slows the readers instead of growing memory.
@@ -24,6 +25,8 @@ pub struct Ctx {
     pub ws_ping_interval: Option<Duration>,
     /// `ims.domain`, reported to the demo page by `/demo/config.json`.
     pub ims_domain: String,
+    /// The transcoder pool, unless `transcoder.enabled = false`.
+    pub transcoder: Option<Arc<Transcoder>>,
     next_conn: AtomicU64,
 }
 
@@ -32,6 +35,7 @@ impl Ctx {
         events: mpsc::Sender<Event>,
         shutdown: watch::Receiver<bool>,
         cfg: &estuary_config::Config,
+        transcoder: Option<Arc<Transcoder>>,
     ) -> Self {
         Ctx {
             events,
@@ -42,6 +46,7 @@ impl Ctx {
             max_message_size: cfg.limits.max_message_size,
             ws_ping_interval: cfg.web.ws_ping_interval,
             ims_domain: cfg.ims.domain.clone(),
+            transcoder,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -489,6 +489,7 @@ mod tests {
             events,
             shutdown,
             &estuary_config::Config::default(),
+            None,
         ));
         let udp = nonblocking_udp();
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -538,6 +539,7 @@ mod tests {
             events,
             shutdown,
             &estuary_config::Config::default(),
+            None,
         ));
         let udp = nonblocking_udp();
         let mut engine = Engine::new(

@@ -63,6 +63,7 @@ pub fn b2bua_config(
     bound: &Bound,
     next_hop: ResolvedNextHop,
     fingerprint: estuary_sdp::Fingerprint,
+    transcode_capacity: Option<usize>,
 ) -> B2buaConfig {
     B2buaConfig {
         // Config validation guarantees an explicit address when ims.listen is a wildcard.
@@ -92,9 +93,8 @@ pub fn b2bua_config(
         sdp: sdp_policy(cfg, Some(fingerprint)),
         media_ports: (cfg.media.ports.min, cfg.media.ports.max),
         port_quarantine: cfg.media.port_quarantine,
-        // 0 will mean the worker pool's measured capacity once the pool runs in the daemon
-        // (issue 5); until then only an explicit limit applies.
-        transcode_channels: (cfg.transcoder.max_channels > 0).then_some(cfg.transcoder.max_channels),
+        // transcoder.max_channels, or the pool's measured capacity (transcode::Transcoder).
+        transcode_channels: transcode_capacity,
         transcode_refusal: cfg.transcoder.refuse_status,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
@@ -152,7 +152,7 @@ mod tests {
             addr: "127.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,
         };
-        let b = b2bua_config(&cfg, &bound, hop, estuary_sdp::SdpPolicy::default().fingerprint);
+        let b = b2bua_config(&cfg, &bound, hop, estuary_sdp::SdpPolicy::default().fingerprint, None);
         assert_eq!(b.ims_advertised, bound.ims);
         assert_eq!(b.next_hop, hop.addr);
         assert_eq!(b.web_advertised_host, "127.0.0.1");

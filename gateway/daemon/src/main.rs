@@ -26,6 +26,7 @@ mod rlimit;
 mod sdp_tool;
 mod server;
 mod tls;
+mod transcode;
 mod web;
 
 use std::path::PathBuf;

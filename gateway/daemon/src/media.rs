@@ -14,7 +14,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use estuary_b2bua::ReleaseCause;
-use estuary_media::{FailCause, Forward, MediaConfig, MediaEvent, MediaSession, Output};
+use estuary_media::{FailCause, Forward, MediaConfig, MediaEvent, MediaSession, Output, Transcoded};
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
 use tokio::net::UdpSocket;
@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ctx::Ctx;
 use crate::engine::Event;
 use crate::metrics::MediaFailure;
+use crate::transcode::CallTranscoding;
 
 /// Plan updates queued per call before the engine's sends start failing (re-offers are rare).
 const PLAN_QUEUE: usize = 8;
@@ -91,6 +92,10 @@ async fn run_call(
     }
     info!(call, sockets = socks.len(), "media started");
     let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    // Transcoded frames are written here (buf may hold a packet being read).
+    let mut out = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let mut plan = first;
+    let mut transcoding = ctx.transcoder.clone().map(|t| CallTranscoding::new(t, call));
     let mut flushed = estuary_media::MediaCounters::default();
     let mut next_flush = Instant::now() + METRICS_FLUSH;
     let timer = tokio::time::sleep_until(tokio::time::Instant::from_std(next_flush));
@@ -124,8 +129,12 @@ async fn run_call(
             timer.as_mut().reset(deadline);
         }
         tokio::select! {
-            plan = plans.recv() => match plan {
-                Some(plan) => {
+            update = plans.recv() => match update {
+                Some(new_plan) => {
+                    if let Some(t) = transcoding.as_mut() {
+                        t.plan_changed(&plan, &new_plan);
+                    }
+                    plan = new_plan;
                     if let Err(e) = session.update_plan(&plan, Instant::now()) {
                         ctx.stats.media_flush(session.counters(), &flushed);
                         return fail(MediaFailure::Local, format!("media plan: {e}")).await;
@@ -160,16 +169,36 @@ async fn run_call(
                     match sock.try_recv_from(&mut buf) {
                         Ok((n, source)) => {
                             buf.truncate(n);
-                            if let Forward::Send { from, to } = session.handle_datagram(Instant::now(), *local, source, &mut buf) {
-                                send(&socks, from, to, &buf);
+                            match session.handle_datagram(Instant::now(), *local, source, &mut buf) {
+                                Forward::Send { from, to } => send(&socks, from, to, &buf),
+                                Forward::Transcode { stream, to } => {
+                                    if let Some(t) = transcoding.as_mut() {
+                                        t.push(&plan, stream, to, &buf);
+                                    }
+                                }
+                                Forward::Consumed => {}
                             }
                         }
                         Err(_) => break,
                     }
                 }
             }
+            Some(f) = next_frame(&mut transcoding) => {
+                let frame = Transcoded { stream: f.stream, to: f.to, payload: f.payload(), timestamp: f.timestamp, marker: f.marker };
+                if let Forward::Send { from, to } = session.send_transcoded(Instant::now(), frame, &mut out) {
+                    send(&socks, from, to, &out);
+                }
+            }
             () = &mut timer => session.handle_timeout(Instant::now()),
         }
+    }
+}
+
+/// The next transcoded frame of the call; never, for a call without transcoding.
+async fn next_frame(t: &mut Option<CallTranscoding>) -> Option<crate::transcode::TcFrame> {
+    match t {
+        Some(t) => t.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
-use crate::{admin, icmp, ims, media, rlimit, tls, web};
+use crate::{admin, icmp, ims, media, rlimit, tls, transcode, web};
 
 /// Depth of the engine's inbox.
 const EVENT_QUEUE: usize = 4096;
@@ -44,14 +44,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let next_hop = engine_config::resolve_next_hop(&cfg).await?;
     let dtls = tls::dtls_identity()?;
     info!(fingerprint = %dtls.fingerprint, "DTLS certificate generated");
+    let transcoder = transcode::Transcoder::start(&cfg)?;
     let b2bua = B2bua::new(
-        engine_config::b2bua_config(&cfg, &bound, next_hop, dtls.fingerprint.clone()),
+        engine_config::b2bua_config(&cfg, &bound, next_hop, dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
         rand::random(),
     );
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg));
+    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder));
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
         .into_std()

@@ -93,6 +93,17 @@ pub enum Forward {
     Consumed,
 }
 
+/// A frame the transcoder produced for stream `stream` toward `to`: `payload` in that leg's
+/// codec, with the transcoder's continuous `timestamp` (that leg's clock) and `marker`.
+#[derive(Copy, Clone, Debug)]
+pub struct Transcoded<'a> {
+    pub stream: usize,
+    pub to: Leg,
+    pub payload: &'a [u8],
+    pub timestamp: u32,
+    pub marker: bool,
+}
+
 /// One side of the gateway, as a destination of media.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Leg {
@@ -577,11 +588,10 @@ impl MediaSession {
         Some(Forward::Send { from: self.web_local, to })
     }
 
-    /// A frame the transcoder produced for stream `stream` toward `to`: `payload` in that
-    /// leg's codec, with the transcoder's continuous `timestamp` (that leg's clock) and
-    /// `marker`. Written as RTP into `buf` (capacity [`MIN_BUFFER`]) and sent like relayed
-    /// media; the returned [`Forward`] says where.
-    pub fn send_transcoded(&mut self, now: Instant, stream: usize, to: Leg, payload: &[u8], timestamp: u32, marker: bool, buf: &mut Vec<u8>) -> Forward {
+    /// A frame the transcoder produced, written as RTP into `buf` (capacity [`MIN_BUFFER`])
+    /// and sent like relayed media; the returned [`Forward`] says where.
+    pub fn send_transcoded(&mut self, now: Instant, frame: Transcoded<'_>, buf: &mut Vec<u8>) -> Forward {
+        let Transcoded { stream, to, payload, timestamp, marker } = frame;
         let Some(st) = self.streams.get_mut(stream) else {
             self.counters.dropped_transcoded += 1;
             return Forward::Consumed;

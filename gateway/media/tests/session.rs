@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_media::{Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output};
+use estuary_media::{Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output, Transcoded};
 use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
 use estuary_sdp::{PortAllocator, SdpPolicy, SdpSession, Side, Suite};
 use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, SrtpContext, SrtpMasterKey, SrtpProfile};
@@ -662,7 +662,7 @@ fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_pe
     let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
     let mut seen = Vec::new();
     for k in 0..3u32 {
-        let f = c.session.send_transcoded(c.now, 0, Leg::Ims, &[0xd5; 160], 7000 + 160 * k, k == 0, &mut buf);
+        let f = c.session.send_transcoded(c.now, Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7000 + 160 * k, marker: k == 0 }, &mut buf);
         assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30000"), to: addr(IMS_PEER) });
         let p = RtpPacket::parse(&buf).unwrap();
         assert_eq!((p.pt(), p.payload().len(), p.marker()), (Pt(8), 160, k == 0));
@@ -677,7 +677,7 @@ fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_pe
     pkt.reserve(64);
     let f = c.session.handle_datagram(c.now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut pkt);
     assert_eq!(f, Forward::Transcode { stream: 0, to: Leg::Web });
-    let f = c.session.send_transcoded(c.now, 0, Leg::Web, &[0x78, 0x01, 0x02], 96_000, true, &mut buf);
+    let f = c.session.send_transcoded(c.now, Transcoded { stream: 0, to: Leg::Web, payload: &[0x78, 0x01, 0x02], timestamp: 96_000, marker: true }, &mut buf);
     assert_eq!(f, Forward::Send { from: addr("127.0.0.1:40000"), to: addr(BROWSER) });
     c.browser_rx.as_mut().unwrap().unprotect_rtp(&mut buf).expect("DTLS-SRTP toward the browser");
     let p = RtpPacket::parse(&buf).unwrap();
@@ -689,6 +689,6 @@ fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_pe
     let mut held = c.plan.clone();
     held.streams[0].ims_direction = estuary_sdp::Direction::RecvOnly;
     c.session.update_plan(&held, c.now).unwrap();
-    assert_eq!(c.session.send_transcoded(c.now, 0, Leg::Ims, &[0xd5; 160], 7480, false, &mut buf), Forward::Consumed);
+    assert_eq!(c.session.send_transcoded(c.now, Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7480, marker: false }, &mut buf), Forward::Consumed);
     assert_eq!(c.session.counters().dropped_transcoded, 1);
 }

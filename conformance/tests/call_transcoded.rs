@@ -1,0 +1,103 @@
+//! Transcoding with a real browser: headless Chromium is restricted to Opus
+//! (setCodecPreferences), the IMS callee (sipp) takes only PCMU and echoes RTP, so the daemon
+//! must transcode Opus -> PCMU toward sipp and PCMU -> Opus back. Chromium must receive Opus
+//! with audio energy (its fake microphone's beep, transcoded twice and echoed) and sipp must
+//! have been offered and sent G.711 only. Browser, daemon and sipp share one loopback-only
+//! namespace.
+
+use std::time::Duration;
+
+use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::flows::Setup;
+use estuary_conformance::net::{free_udp_port, in_loopback_netns};
+use estuary_conformance::sipp::Sipp;
+use estuary_conformance::ws_client::DEFAULT_WAIT;
+use serde_json::Value;
+
+const TEST: &str = "an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder";
+
+fn audio<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
+    stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "audio")
+}
+
+fn number(v: Option<&Value>, field: &str) -> f64 {
+    v.and_then(|r| r[field].as_f64()).unwrap_or(0.0)
+}
+
+#[test]
+fn an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder() {
+    if let Err(why) = Browser::available() {
+        panic!("headless Chromium is needed (make deps installs it): {why}");
+    }
+    if !in_loopback_netns(TEST) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Setup::start(|b| b).await;
+        let mut reg = s.register().await;
+        let media_port = free_udp_port();
+        let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(40))
+            .start()
+            .await;
+        let mut b = tokio::task::block_in_place(|| {
+            let mut b = Browser::start_in(Netns::Inherit);
+            b.new_pc("a");
+            b
+        });
+        let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_codecs("a", &["audio"], &["opus"])).expect("Chromium offer");
+        let m = offer.lines().find(|l| l.starts_with("m=audio")).unwrap_or_default();
+        assert!(
+            offer.contains("opus/48000") && !offer.contains("PCMU") && !offer.contains("PCMA"),
+            "Chromium offers Opus only: {m}"
+        );
+        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
+        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
+        assert_eq!(ok.status(), 200, "{}\n--- daemon\n{}", reg.client.transcript(), s.gw.log_tail(40));
+        d.update_from_response(&ok);
+        reg.client.ack(&mut d).await;
+        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("Chromium refused the answer: {e}\n{}", ok.body));
+
+        // Media both ways, with energy in what Chromium hears (bounded wait).
+        let mut stats = Value::Null;
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
+            let inbound = audio(&stats, "inbound-rtp");
+            if number(inbound, "packets") >= 100.0 && number(inbound, "totalAudioEnergy") > 0.0 {
+                break;
+            }
+        }
+        let channels = s.gw.metric("estuary_transcoder_channels_open");
+        let frames = s.gw.metric("estuary_transcoder_frames_total");
+        let bye = reg.client.bye(&mut d).await;
+        let _ = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
+        let run = sipp.wait().await;
+        let inbound = audio(&stats, "inbound-rtp");
+        let context = || format!("stats {stats:#}\n--- daemon log\n{}\n--- sipp\n{}", s.gw.log_tail(60), run.describe());
+        assert!(number(audio(&stats, "outbound-rtp"), "packets") >= 100.0, "Chromium sent Opus: {}", context());
+        assert!(number(inbound, "packets") >= 100.0, "Chromium received the transcoded echo: {}", context());
+        assert!(number(inbound, "totalAudioEnergy") > 0.0, "with audio energy: {}", context());
+        let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
+        assert!(codec.eq_ignore_ascii_case("audio/opus/48000"), "Chromium decodes Opus, got {codec:?}");
+        assert_eq!(channels, Some(2.0), "one channel each way while the call ran");
+        assert!(frames.unwrap_or(0.0) >= 200.0, "the pool produced the frames: {frames:?}");
+        // The core saw G.711 only.
+        let invites = run.received_requests("INVITE");
+        let ims_offer = &invites.first().unwrap_or_else(|| panic!("no INVITE at sipp: {}", run.describe())).body;
+        assert!(!ims_offer.to_ascii_lowercase().contains("opus"), "no Opus toward IMS:\n{ims_offer}");
+        assert!(ims_offer.contains("PCMU/8000"), "{ims_offer}");
+        println!(
+            "Opus-only Chromium <-> PCMU sipp: sent {} received {} packets, energy {}, {} transcoded frames",
+            number(audio(&stats, "outbound-rtp"), "packets"),
+            number(inbound, "packets"),
+            number(inbound, "totalAudioEnergy"),
+            frames.unwrap_or(0.0)
+        );
+        tokio::task::block_in_place(|| b.close("a"));
+    });
+}

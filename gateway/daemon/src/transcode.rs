@@ -1,0 +1,200 @@
+//! The daemon's side of transcoding: the worker pool (started once, its capacity measured at
+//! start for admission control) and, per call, the channels its media task opens when the
+//! session hands it a packet of a transcoded stream ([`CallTranscoding`]). Frames come back
+//! over a bounded tokio channel that the call's task waits on with its sockets.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::{MetricKind, Sample};
+use estuary_config::Config;
+use estuary_media::Leg;
+use estuary_rtp::RtpPacket;
+use estuary_sdp::{MediaPlan, StreamPlan};
+use estuary_transcoder::{
+    pool::MAX_PAYLOAD, Channel, ChannelSpec, FrameSink, G711ToOpusConfig, Law, OpusToG711Config, OutFrame, Pool,
+};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::error::DaemonError;
+
+/// Share of the measured capacity admitted: the workers share the cores with the relay, the
+/// signalling and the OS.
+const HEADROOM: f64 = 0.5;
+/// Frames queued toward a call's task (0.6 s of 20 ms frames for both directions).
+const FRAME_QUEUE: usize = 64;
+
+/// The pool and what it can carry.
+pub struct Transcoder {
+    pub pool: Pool,
+    /// Channels admitted at once (`transcoder.max_channels`, or measured).
+    pub capacity: usize,
+}
+
+impl Transcoder {
+    /// Starts the workers and measures a channel's cost; `None` when transcoding is off.
+    pub fn start(cfg: &Config) -> Result<Option<Arc<Transcoder>>, DaemonError> {
+        if !cfg.transcoder.enabled {
+            return Ok(None);
+        }
+        let threads = match cfg.transcoder.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        let pool = Pool::new(threads).map_err(|e| DaemonError::setup("transcoder.threads", format!("cannot start workers: {e}")))?;
+        let cal = estuary_transcoder::calibrate(Duration::from_millis(250))
+            .map_err(|e| DaemonError::setup("transcoder.enabled", format!("calibration: {e}")))?;
+        // A channel is one direction; a pair (both directions) is what calibration timed.
+        let measured = (threads as f64 * cal.pairs_per_core * 2.0 * HEADROOM).floor() as usize;
+        let capacity = match cfg.transcoder.max_channels {
+            0 => measured.max(1),
+            n => n,
+        };
+        info!(
+            threads,
+            pair_cost_ms_per_s = cal.cost_per_second.as_secs_f64() * 1e3,
+            measured_channels = measured,
+            capacity,
+            "transcoder ready (a channel is one direction of one stream)"
+        );
+        Ok(Some(Arc::new(Transcoder { pool, capacity })))
+    }
+
+    pub fn samples(&self) -> Vec<Sample> {
+        let s = self.pool.stats();
+        let gauge = |name, help, value: u64| Sample { name, help, kind: MetricKind::Gauge, labels: Vec::new(), value };
+        let counter = |name, help, value: &std::sync::atomic::AtomicU64| Sample {
+            name,
+            help,
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: value.load(Ordering::Relaxed),
+        };
+        vec![
+            gauge("estuary_transcoder_capacity_channels", "Transcoding channels (one direction of one stream) admitted at once", self.capacity as u64),
+            gauge("estuary_transcoder_threads", "Transcoder worker threads", self.pool.threads() as u64),
+            gauge("estuary_transcoder_channels_open", "Transcoding pipelines running on the workers", s.channels.load(Ordering::Relaxed)),
+            counter("estuary_transcoder_packets_total", "Packets taken by transcoding pipelines", &s.packets_in),
+            counter("estuary_transcoder_frames_total", "Frames produced by transcoding pipelines", &s.frames_out),
+            counter("estuary_transcoder_queue_full_total", "Packets dropped because a worker's queue was full", &s.queue_full),
+            counter("estuary_transcoder_concealed_total", "Lost packets concealed (closed channels)", &s.concealed),
+            counter("estuary_transcoder_fec_recovered_total", "Lost Opus packets recovered from in-band FEC (closed channels)", &s.fec_recovered),
+        ]
+    }
+}
+
+/// A transcoded frame on its way back to the call's task.
+pub struct TcFrame {
+    pub stream: usize,
+    pub to: Leg,
+    pub timestamp: u32,
+    pub marker: bool,
+    len: u16,
+    data: [u8; MAX_PAYLOAD],
+}
+
+impl TcFrame {
+    pub fn payload(&self) -> &[u8] {
+        &self.data[..usize::from(self.len)]
+    }
+}
+
+/// Delivers a channel's frames into its call's queue (on the worker thread: never blocks).
+struct CallSink {
+    tx: mpsc::Sender<TcFrame>,
+    stream: usize,
+    to: Leg,
+}
+
+impl FrameSink for CallSink {
+    fn deliver(&mut self, f: OutFrame<'_>) -> bool {
+        let mut data = [0u8; MAX_PAYLOAD];
+        let len = f.payload.len().min(MAX_PAYLOAD);
+        data[..len].copy_from_slice(&f.payload[..len]);
+        let frame = TcFrame { stream: self.stream, to: self.to, timestamp: f.timestamp, marker: f.marker, len: len as u16, data };
+        // A full queue drops the frame (the task is behind); a closed one ends the channel.
+        !matches!(self.tx.try_send(frame), Err(mpsc::error::TrySendError::Closed(_)))
+    }
+}
+
+/// One call's transcoding channels, opened on first use and closed with the call or when a
+/// re-offer changes the stream's codecs.
+pub struct CallTranscoding {
+    transcoder: Arc<Transcoder>,
+    channels: HashMap<(usize, Leg), Channel>,
+    /// Streams whose codec pair the pool cannot convert (logged once).
+    refused: Vec<usize>,
+    tx: mpsc::Sender<TcFrame>,
+    rx: mpsc::Receiver<TcFrame>,
+    call: u64,
+}
+
+impl CallTranscoding {
+    pub fn new(transcoder: Arc<Transcoder>, call: u64) -> CallTranscoding {
+        let (tx, rx) = mpsc::channel(FRAME_QUEUE);
+        CallTranscoding { transcoder, channels: HashMap::new(), refused: Vec::new(), tx, rx, call }
+    }
+
+    /// The session handed over the plaintext RTP packet in `rtp` of `stream`, bound for `to`.
+    pub fn push(&mut self, plan: &MediaPlan, stream: usize, to: Leg, rtp: &[u8]) {
+        let Ok(p) = RtpPacket::parse(rtp) else { return };
+        if !self.channels.contains_key(&(stream, to)) {
+            if self.refused.contains(&stream) {
+                return;
+            }
+            let Some(spec) = plan.streams.get(stream).and_then(|s| spec_for(s, to)) else {
+                warn!(call = self.call, stream, "no transcoding pipeline for this codec pair; its media is dropped");
+                self.refused.push(stream);
+                return;
+            };
+            let sink = Box::new(CallSink { tx: self.tx.clone(), stream, to });
+            match self.transcoder.pool.open(&spec, sink) {
+                Ok(ch) => {
+                    self.channels.insert((stream, to), ch);
+                }
+                Err(e) => {
+                    warn!(call = self.call, stream, error = %e, "cannot open a transcoding channel");
+                    self.refused.push(stream);
+                    return;
+                }
+            }
+        }
+        if let Some(ch) = self.channels.get(&(stream, to)) {
+            ch.push(Instant::now(), p.seq().0, p.timestamp(), p.payload());
+        }
+    }
+
+    /// A new plan: channels of streams whose transcoded codec pair changed (or that no longer
+    /// transcode) close; they reopen on the next packet.
+    pub fn plan_changed(&mut self, old: &MediaPlan, new: &MediaPlan) {
+        let key = |p: &MediaPlan, i: usize| p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode).cloned());
+        self.channels.retain(|(i, _), _| key(old, *i) == key(new, *i));
+        self.refused.retain(|i| key(old, *i) == key(new, *i));
+    }
+
+    /// The next frame to send (for the call task's select).
+    pub async fn recv(&mut self) -> Option<TcFrame> {
+        self.rx.recv().await
+    }
+}
+
+/// The pipeline for stream `s` toward `to`: Opus on the web leg, G.711 on the IMS leg.
+fn spec_for(s: &StreamPlan, to: Leg) -> Option<ChannelSpec> {
+    let c = s.codecs.iter().find(|c| c.transcode)?;
+    if !c.web.encoding.eq_ignore_ascii_case("opus") {
+        return None;
+    }
+    let law = match c.ims.encoding.to_ascii_uppercase().as_str() {
+        "PCMU" => Law::Mu,
+        "PCMA" => Law::A,
+        _ => return None,
+    };
+    let initial_timestamp = rand::random();
+    Some(match to {
+        Leg::Ims => ChannelSpec::OpusToG711(OpusToG711Config { law, initial_timestamp, ..OpusToG711Config::default() }),
+        Leg::Web => ChannelSpec::G711ToOpus(G711ToOpusConfig { law, initial_timestamp, ..G711ToOpusConfig::default() }),
+    })
+}
