@@ -251,6 +251,15 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
         return { ok: true, sdp: pc.localDescription.sdp, gathering };
       } catch (e) { return fail(e); }
     },
+    async dtmf(c) {
+      try {
+        const pc = getPc(c.pc);
+        const sender = pc.getSenders().find(s => s.track && s.track.kind === 'audio');
+        if (!sender || !sender.dtmf) throw new Error('no audio sender with DTMF');
+        sender.dtmf.insertDTMF(c.tones, c.duration ?? 100, c.gap ?? 70);
+        return { ok: true };
+      } catch (e) { return fail(e); }
+    },
     async 'remote-answer'(c) {
       try {
         const pc = getPc(c.pc);
@@ -299,7 +308,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
 })();
 </script>`;
 
-const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close']);
+const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close', 'dtmf']);
 
 // Tabs opened by page-open, by name.
 const tabs = new Map();

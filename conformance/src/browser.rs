@@ -604,6 +604,17 @@ impl Browser {
         Self::sdp_reply(self.request(cmd))
     }
 
+    /// RTCDTMFSender.insertDTMF(tones, duration_ms, gap_ms) on the audio sender of `pc`: RFC
+    /// 4733 telephone events, as a web app's dial pad sends them.
+    pub fn insert_dtmf(&mut self, pc: &str, tones: &str, duration_ms: u32, gap_ms: u32) -> Result<(), String> {
+        let reply = self.request(json!({"cmd": "dtmf", "pc": pc, "tones": tones, "duration": duration_ms, "gap": gap_ms}));
+        if reply["ok"] == true {
+            Ok(())
+        } else {
+            Err(reply["error"].as_str().unwrap_or("dtmf failed").to_owned())
+        }
+    }
+
     /// setRemoteDescription({type: "answer", sdp}).
     pub fn remote_answer(&mut self, pc: &str, sdp: &str) -> Result<(), String> {
         let reply = self.request(json!({"cmd": "remote-answer", "pc": pc, "sdp": sdp}));

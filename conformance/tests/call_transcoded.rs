@@ -101,3 +101,109 @@ fn an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder() {
         tokio::task::block_in_place(|| b.close("a"));
     });
 }
+
+const DTMF: &str = "dtmf_from_an_opus_browser_reaches_the_core_as_telephone_event_8000";
+
+/// RFC 4733 events as tshark decoded them: (event, end, duration, rtp timestamp).
+fn events_in(pcap: &std::path::Path, port: u16) -> Vec<(u32, bool, u32, u32)> {
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-d", &format!("udp.port=={port},rtp"), "-o", "rtpevent.event_payload_type_value:101", "-Y", "rtpevent"])
+        .args(["-T", "fields", "-e", "rtpevent.event_id", "-e", "rtpevent.end_of_event", "-e", "rtpevent.duration", "-e", "rtp.timestamp"])
+        .output()
+        .expect("tshark runs (make deps installs it)");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let end = matches!(f.get(1)?.trim(), "1" | "True" | "true");
+            Some((f.first()?.trim().parse().ok()?, end, f.get(2)?.trim().parse().ok()?, f.get(3)?.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// RTCDTMFSender on an Opus-only Chromium (telephone-event/48000) toward a G.711 core: the
+/// core must get telephone-event/8000 (PT 101) with the digits in order and durations rescaled
+/// to 8 kHz ticks. What reached sipp's media port is captured with tshark and decoded by it.
+#[test]
+fn dtmf_from_an_opus_browser_reaches_the_core_as_telephone_event_8000() {
+    if let Err(why) = Browser::available() {
+        panic!("headless Chromium is needed (make deps installs it): {why}");
+    }
+    if !in_loopback_netns(DTMF) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let s = Setup::start(|b| b).await;
+        let mut reg = s.register().await;
+        let media_port = free_udp_port();
+        let pcap = std::env::temp_dir().join(format!("estuary-dtmf-{}.pcap", std::process::id()));
+        let mut capture = std::process::Command::new("tshark")
+            .args(["-i", "lo", "-f", &format!("udp dst port {media_port}"), "-w"])
+            .arg(&pcap)
+            .arg("-q")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tshark starts");
+        let sipp = Sipp::uas("uas_answer_echo_dtmf.xml", s.sipp_port)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(40))
+            .start()
+            .await;
+        let mut b = tokio::task::block_in_place(|| {
+            let mut b = Browser::start_in(Netns::Inherit);
+            b.new_pc("a");
+            b
+        });
+        let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_codecs("a", &["audio"], &["opus", "telephone-event/48000"]))
+            .expect("Chromium offer");
+        assert!(offer.contains("telephone-event/48000") && !offer.contains("PCMU"), "{offer}");
+        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
+        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
+        assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
+        d.update_from_response(&ok);
+        reg.client.ack(&mut d).await;
+        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("answer refused: {e}\n{}", ok.body));
+        // Media up (DTLS done and audio flowing), then the digits: 100 ms each, 70 ms apart.
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
+            if number(audio(&stats, "inbound-rtp"), "packets") >= 25.0 {
+                break;
+            }
+        }
+        tokio::task::block_in_place(|| b.insert_dtmf("a", "159#", 100, 70)).expect("insertDTMF");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let bye = reg.client.bye(&mut d).await;
+        let _ = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
+        let run = sipp.wait().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = capture.kill();
+        let _ = capture.wait();
+        let events = events_in(&pcap, media_port);
+        let _ = std::fs::remove_file(&pcap);
+        let context = || format!("events {events:?}\n--- daemon\n{}\n--- sipp\n{}", s.gw.log_tail(40), run.describe());
+        // One final duration per event (the last of its end packets); digits in order.
+        let mut finals: Vec<(u32, u32, u32)> = Vec::new();
+        for &(ev, _, dur, ts) in &events {
+            match finals.last_mut() {
+                Some(last) if last.2 == ts => last.1 = last.1.max(dur),
+                _ => finals.push((ev, dur, ts)),
+            }
+        }
+        let digits: Vec<u32> = finals.iter().map(|f| f.0).collect();
+        assert_eq!(digits, [1, 5, 9, 11], "digits 1 5 9 # as RFC 4733 events: {}", context());
+        for (ev, dur, _) in &finals {
+            assert!((640..=960).contains(dur), "event {ev}: 100 ms is 800 ticks at 8 kHz, got {dur}: {}", context());
+        }
+        assert!(events.iter().any(|e| e.1), "end-of-event packets: {}", context());
+        assert!(finals.windows(2).all(|w| w[1].2 > w[0].2), "each event starts later on the timeline: {}", context());
+        println!("DTMF through the transcoder: {finals:?} (event, duration in 8 kHz ticks, timestamp)");
+        tokio::task::block_in_place(|| b.close("a"));
+    });
+}

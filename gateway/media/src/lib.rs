@@ -249,6 +249,12 @@ struct Stream {
     /// re-INVITE changing codecs) is a source switch the far end sees as one stream.
     transcoded_ssrc: Ssrc,
     transcoded_seq: [SeqNo; 2],
+    /// Per leg (as `Leg as usize`): the newest transcoded frame sent there (its timestamp and
+    /// when), which places RFC 4733 events rescaled to that leg's clock on the same timeline.
+    transcoded_clock: [Option<(u32, Instant)>; 2],
+    /// Per leg: the event being relayed (its input timestamp and the output one chosen), so
+    /// all packets of one event keep one timestamp (RFC 4733 §2.3.1).
+    event_ts: [Option<(u32, u32)>; 2],
 }
 
 impl Stream {
@@ -393,6 +399,8 @@ impl MediaSession {
                         rtcp_ims,
                         transcoded_ssrc: Ssrc(self.rng.random()),
                         transcoded_seq: [SeqNo(self.rng.random()), SeqNo(self.rng.random())],
+                        transcoded_clock: [None, None],
+                        event_ts: [None, None],
                     });
                 }
             }
@@ -506,11 +514,11 @@ impl MediaSession {
         let pt = pkt.pt().0;
         // BUNDLE demux by payload type: each m-line's payload types are its own.
         let found = self.streams.iter().enumerate().find_map(|(i, s)| {
-            let c = s.plan.codecs.iter().find(|c| c.web_pt == pt).map(|c| (c.ims_pt, c.transcode));
-            let d = s.plan.dtmf.as_ref().filter(|d| d.web_pt == pt && d.web_clock == d.ims_clock).map(|d| (d.ims_pt, false));
-            c.or(d).map(|(ims_pt, transcode)| (i, ims_pt, transcode))
+            let c = s.plan.codecs.iter().find(|c| c.web_pt == pt).map(|c| (c.ims_pt, c.transcode, false));
+            let d = s.plan.dtmf.as_ref().filter(|d| d.web_pt == pt).map(|d| (d.ims_pt, false, d.web_clock != d.ims_clock));
+            c.or(d).map(|(ims_pt, transcode, rescale)| (i, ims_pt, transcode, rescale))
         });
-        let Some((i, ims_pt, transcode)) = found else {
+        let Some((i, ims_pt, transcode, rescale)) = found else {
             self.counters.dropped_unknown_stream += 1;
             return Forward::Consumed;
         };
@@ -532,6 +540,9 @@ impl MediaSession {
                 self.counters.dropped_malformed += 1;
                 return Forward::Consumed;
             }
+        }
+        if rescale && !self.rescale_event(now, i, Leg::Ims, buf) {
+            return Forward::Consumed;
         }
         match self.emit_to_ims(now, i, ims_pt, buf) {
             Some(f) => {
@@ -588,6 +599,51 @@ impl MediaSession {
         Some(Forward::Send { from: self.web_local, to })
     }
 
+    /// An RFC 4733 event packet in `buf` (plaintext) whose clock differs on the leg `to`
+    /// (telephone-event/48000 with Opus, /8000 with G.711): its durations are rescaled and it
+    /// joins the transcoded audio's source on that leg, its timestamp placed on the audio's
+    /// timeline at the moment the event started (RFC 4733 §2.3.1: every packet of an event
+    /// keeps the start timestamp). False: not an event, dropped (counted).
+    fn rescale_event(&mut self, now: Instant, i: usize, to: Leg, buf: &mut [u8]) -> bool {
+        let st = &mut self.streams[i];
+        let Some(d) = st.plan.dtmf.clone() else { return false };
+        let (from_clock, to_clock) = match to {
+            Leg::Ims => (d.web_clock, d.ims_clock),
+            Leg::Web => (d.ims_clock, d.web_clock),
+        };
+        let Ok(mut p) = RtpPacketMut::parse(buf) else {
+            self.counters.dropped_malformed += 1;
+            return false;
+        };
+        let in_ts = p.view().timestamp();
+        let leg = to as usize;
+        let out_ts = match st.event_ts[leg] {
+            Some((event, out)) if event == in_ts => out,
+            _ => {
+                // The audio timeline now: the last transcoded frame's timestamp advanced by
+                // the time since it left. Before any audio, any start will do.
+                let out = st.transcoded_clock[leg].map_or(in_ts, |(ts, at)| {
+                    let ticks = ClockRate(to_clock).ticks(now.saturating_duration_since(at));
+                    ts.wrapping_add(ticks as u32)
+                });
+                st.event_ts[leg] = Some((in_ts, out));
+                out
+            }
+        };
+        let scaler = estuary_rtp::TimestampScaler::new(ClockRate(from_clock), ClockRate(to_clock));
+        for ev in p.payload_mut().chunks_exact_mut(estuary_rtp::TelephoneEvent::LEN) {
+            let duration = u64::from(u16::from_be_bytes([ev[2], ev[3]]));
+            let scaled = u16::try_from(scaler.scale_duration(duration)).unwrap_or(u16::MAX);
+            ev[2..4].copy_from_slice(&scaled.to_be_bytes());
+        }
+        let seq = &mut st.transcoded_seq[leg];
+        *seq = seq.next();
+        p.set_seq(*seq);
+        p.set_ssrc(st.transcoded_ssrc);
+        p.set_timestamp(out_ts);
+        true
+    }
+
     /// A frame the transcoder produced, written as RTP into `buf` (capacity [`MIN_BUFFER`])
     /// and sent like relayed media; the returned [`Forward`] says where.
     pub fn send_transcoded(&mut self, now: Instant, frame: Transcoded<'_>, buf: &mut Vec<u8>) -> Forward {
@@ -612,6 +668,7 @@ impl MediaSession {
         let pt = if to == Leg::Ims { codec.ims_pt } else { codec.web_pt };
         let seq = &mut st.transcoded_seq[to as usize];
         *seq = seq.next();
+        st.transcoded_clock[to as usize] = Some((timestamp, now));
         let header = estuary_rtp::RtpHeader { marker, pt: Pt(pt), seq: *seq, timestamp, ssrc: st.transcoded_ssrc };
         buf.resize(MIN_BUFFER, 0);
         let Ok(n) = header.write_with_payload(payload, buf) else {
@@ -679,9 +736,9 @@ impl MediaSession {
             .codecs
             .iter()
             .find(|c| c.ims_pt == pt)
-            .map(|c| (c.web_pt, c.transcode))
-            .or_else(|| st.plan.dtmf.as_ref().filter(|d| d.ims_pt == pt && d.web_clock == d.ims_clock).map(|d| (d.web_pt, false)));
-        let Some((web_pt, transcode)) = mapped else {
+            .map(|c| (c.web_pt, c.transcode, false))
+            .or_else(|| st.plan.dtmf.as_ref().filter(|d| d.ims_pt == pt).map(|d| (d.web_pt, false, d.web_clock != d.ims_clock)));
+        let Some((web_pt, transcode, rescale)) = mapped else {
             self.counters.dropped_unknown_stream += 1;
             return Forward::Consumed;
         };
@@ -692,6 +749,9 @@ impl MediaSession {
         if transcode {
             self.counters.to_transcoder += 1;
             return Forward::Transcode { stream: i, to: Leg::Web };
+        }
+        if rescale && !self.rescale_event(now, i, Leg::Web, buf) {
+            return Forward::Consumed;
         }
         match self.emit_to_web(now, i, web_pt, buf) {
             Some(f) => {

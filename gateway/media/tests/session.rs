@@ -692,3 +692,62 @@ fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_pe
     assert_eq!(c.session.send_transcoded(c.now, Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7480, marker: false }, &mut buf), Forward::Consumed);
     assert_eq!(c.session.counters().dropped_transcoded, 1);
 }
+
+/// A telephone-event packet: `event` with `duration` ticks so far, E set if `end`.
+fn event_packet(pt: u8, seq: u16, ts: u32, event: u8, end: bool, duration: u16) -> Vec<u8> {
+    let mut buf = vec![0u8; 64];
+    let h = RtpHeader { marker: false, pt: Pt(pt), seq: SeqNo(seq), timestamp: ts, ssrc: Ssrc(0xB0B0_0001) };
+    let ev = estuary_rtp::TelephoneEvent { event, end, volume: 10, duration };
+    let mut payload = [0u8; 4];
+    ev.write(&mut payload).unwrap();
+    let n = h.write_with_payload(&payload, &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn dtmf_crosses_from_the_48k_clock_to_8k_on_the_transcoded_audio_timeline() {
+    let cert = Certificate::generate().unwrap();
+    let mut c = call_with(OPUS_OFFER, PCMA_ANSWER, false, &cert, &cert);
+    let d = c.plan.streams[0].dtmf.clone().expect("telephone-event mapped");
+    assert_eq!((d.web_pt, d.web_clock, d.ims_pt, d.ims_clock), (110, 48_000, 101, 8000));
+    c.nominate();
+    c.handshake();
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    // Transcoded audio toward IMS sets the timeline: last frame ts 7320 at `t_audio`.
+    let mut audio = Vec::new();
+    for k in 0..3u32 {
+        let frame = Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7000 + 160 * k, marker: false };
+        assert!(matches!(c.session.send_transcoded(c.now, frame, &mut buf), Forward::Send { .. }));
+        let p = RtpPacket::parse(&buf).unwrap();
+        audio.push((p.ssrc(), p.seq(), p.timestamp()));
+        c.now += Duration::from_millis(20);
+    }
+    // Digit 5 from the browser, 60 ms, then three end packets: durations in 48 kHz ticks.
+    c.now += Duration::from_millis(20);
+    let mut sent = Vec::new();
+    for (k, (end, dur)) in [(false, 960u16), (false, 1920), (false, 2880), (true, 2880), (true, 2880), (true, 2880)].into_iter().enumerate() {
+        let mut pkt = event_packet(110, 300 + k as u16, 5_000_000, 5, end, dur);
+        pkt.reserve(64);
+        c.browser_tx.as_mut().unwrap().protect_rtp(&mut pkt).unwrap();
+        let web = c.web();
+        let f = c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt);
+        assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30000"), to: addr(IMS_PEER) }, "{:?}", c.session.counters());
+        let p = RtpPacket::parse(&pkt).unwrap();
+        let ev = estuary_rtp::TelephoneEvent::parse(p.payload()).unwrap();
+        sent.push((p.pt(), p.ssrc(), p.seq(), p.timestamp(), ev));
+        c.now += Duration::from_millis(20);
+    }
+    let (ssrc, last_seq, last_ts) = *audio.last().unwrap();
+    for (k, (pt, s, seq, ts, ev)) in sent.iter().enumerate() {
+        assert_eq!(*pt, Pt(101), "telephone-event/8000's payload type");
+        assert_eq!(*s, ssrc, "one source with the transcoded audio");
+        assert_eq!(*seq, last_seq.add(k as u16 + 1), "sequence numbers continue the audio's");
+        assert_eq!(*ts, sent[0].3, "every packet of the event keeps its start timestamp");
+        assert_eq!(ev.event, 5);
+    }
+    // The event starts where the audio timeline is: 40 ms after the last frame (320 ticks).
+    assert_eq!(sent[0].3, last_ts.wrapping_add(320));
+    let durations: Vec<(bool, u16)> = sent.iter().map(|s| (s.4.end, s.4.duration)).collect();
+    assert_eq!(durations, [(false, 160), (false, 320), (false, 480), (true, 480), (true, 480), (true, 480)], "durations in 8 kHz ticks");
+}
