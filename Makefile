@@ -53,11 +53,15 @@ test: deps demo build
 # - relay.json: the DTLS-SRTP <-> RTP relay on the running release daemon (bench/src/bin/relay.rs:
 #   500 simulated browsers and an IMS core on loopback; daemon CPU time per packet from /proc,
 #   memory per call); BENCH_CALLS and BENCH_SECONDS change the load;
+# - transcode.json: Opus <-> G.711 channels per core for the pipelines alone, next to raw
+#   libopus on the same frames, memory per channel, and end to end on the daemon with 100
+#   Opus-only browsers (bench/src/bin/transcode.rs);
 # - rtp.json, srtp.txt: the per-packet engine costs in isolation (criterion).
 bench:
 	@mkdir -p target/bench
 	$(CARGO) build --release -p estuary -p estuary-bench
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/relay.json ./target/release/relay
+	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/transcode.json ./target/release/transcode
 	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json

@@ -5,7 +5,9 @@
 //! generator's own CPU is not counted, and what is divided by packets is the daemon's user +
 //! system time over the measured window.
 
-use std::path::Path;
+pub mod load;
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// CPU time (user + system) and resident memory of a process at one moment.
@@ -66,6 +68,23 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> std::io::Result<()>
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(path, serde_json::to_string_pretty(value).unwrap_or_default() + "\n")
+}
+
+/// Points `ESTUARY_BIN` at the release daemon of this workspace unless it is set: figures
+/// are for the optimised build.
+pub fn default_release_daemon() {
+    if std::env::var_os("ESTUARY_BIN").is_none() {
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        std::env::set_var("ESTUARY_BIN", target.join("release/estuary"));
+    }
+}
+
+/// A current-thread tokio runtime for a load generator (one core for the generator, the
+/// rest for the daemon).
+pub fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())
 }
 
 /// An environment variable parsed as `T`, or `default`; a value that does not parse is an

@@ -1,115 +1,24 @@
 //! `relay`: what the DTLS-SRTP <-> RTP relay costs on the running daemon.
 //!
-//! This process plays N browsers and an IMS core on loopback against the real `estuary`
-//! binary (`ESTUARY_BIN`, default `target/release/estuary`). Each browser registers over
-//! WebSocket (the calls share a few connections, as tabs of a busy site would), calls
-//! `sip:echo@ims.test` with its own ICE credentials and socket, nominates its pair with a STUN
-//! USE-CANDIDATE check, completes DTLS as client against the fingerprint in the answer, then
-//! sends 20 ms PCMU in SRTP and checks what comes back authenticates; it repeats consent
-//! checks every 5 s as Chromium does. The IMS side answers with the `estuary-testpeer` SIP
-//! engine and, per call, sends 20 ms PCMU from the port it answered with once the daemon's
-//! first packet arrived there (symmetric RTP).
+//! [`estuary_bench::load`] plays N G.711 browsers and an IMS core against the release
+//! `estuary`; the daemon's CPU time over the window is divided by the packets it delivered
+//! (counted where they arrive, both sides), and its resident memory growth since before the
+//! first call by the calls. Only the daemon is measured; the generator's own CPU is not.
 //!
-//! After every call is up and a warm-up, the daemon's user + system CPU time over the window
-//! (/proc/PID/stat) is divided by the packets it delivered, counted where they arrive (both
-//! sides), and its resident memory growth since before the first call by the calls. Only the
-//! daemon is measured; this generator's own CPU is not.
-//!
-//! Environment: `BENCH_CALLS` (500), `BENCH_SECONDS` (10), `BENCH_OUT`
+//! Environment: `BENCH_CALLS` (500), `BENCH_SECONDS` (10), `BENCH_MEDIA_PORTS` (20000-29999), `BENCH_OUT`
 //! (`target/bench/relay.json`), `ESTUARY_BIN`.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use estuary_bench::{env_or, print_table, raise_nofile, sample, write_json};
-use estuary_conformance::ws_client::DEFAULT_WAIT;
-use estuary_conformance::{Gateway, WsSipClient};
-use estuary_rtp::{classify, PacketKind, Pt, RtpHeader, SeqNo, Ssrc};
-use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, Fingerprint, SrtpContext, SrtpProfile};
-use estuary_testpeer::{MediaPorts, Output, PeerConfig, TestPeer};
-use rand::Rng;
-use stun_rs::attributes::ice::{IceControlling, Priority, UseCandidate};
-use stun_rs::attributes::stun::{Fingerprint as StunFingerprint, MessageIntegrity, UserName};
-use stun_rs::methods::BINDING;
-use stun_rs::{HMACKey, MessageClass, MessageEncoderBuilder, StunMessageBuilder};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
-
-/// WebSocket connections the calls are spread over.
-const CONNECTIONS: usize = 10;
-const PTIME: Duration = Duration::from_millis(20);
-const CONSENT_EVERY: u32 = 250; // packets: 5 s at 20 ms
-const WARMUP: Duration = Duration::from_secs(2);
-/// How long every call may take to be answered and keyed before the run counts it failed.
-const SETUP_LIMIT: Duration = Duration::from_secs(120);
-
-/// Counters every task adds to (relaxed: only totals are read, after the window).
-#[derive(Default)]
-struct Totals {
-    web_tx: AtomicU64,
-    web_rx: AtomicU64,
-    web_bad: AtomicU64,
-    ims_tx: AtomicU64,
-    ims_rx: AtomicU64,
-    ready: AtomicU64,
-    failed: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Snapshot {
-    web_tx: u64,
-    web_rx: u64,
-    ims_tx: u64,
-    ims_rx: u64,
-}
-
-impl Totals {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            web_tx: self.web_tx.load(Ordering::Relaxed),
-            web_rx: self.web_rx.load(Ordering::Relaxed),
-            ims_tx: self.ims_tx.load(Ordering::Relaxed),
-            ims_rx: self.ims_rx.load(Ordering::Relaxed),
-        }
-    }
-}
+use estuary_bench::load::{self, BrowserCodec, Load, WARMUP};
+use estuary_bench::{default_release_daemon, env_or, print_table, raise_nofile, runtime, write_json};
 
 fn main() -> ExitCode {
     raise_nofile();
-    let args = (|| -> Result<(u64, u64, PathBuf), String> {
-        Ok((
-            env_or("BENCH_CALLS", 500)?,
-            env_or("BENCH_SECONDS", 10)?,
-            env_or("BENCH_OUT", PathBuf::from("target/bench/relay.json"))?,
-        ))
-    })();
-    let (calls, seconds, out) = match args {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if std::env::var_os("ESTUARY_BIN").is_none() {
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        std::env::set_var("ESTUARY_BIN", target.join("release/estuary"));
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run(calls, Duration::from_secs(seconds), out)) {
+    default_release_daemon();
+    match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relay: {e}");
@@ -118,388 +27,50 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(calls: u64, window: Duration, out: PathBuf) -> Result<(), String> {
-    let totals = Arc::new(Totals::default());
-    let (stop_tx, stop) = watch::channel(false);
-
-    let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let sip_port = sip.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(ims_core(sip, totals.clone(), stop.clone()));
-    let gw = Gateway::builder()
-        .next_hop_udp(sip_port)
-        .set("log.level", "warn")
-        .set("media.port_min", "20000")
-        .set("media.port_max", "29999")
-        .start()
-        .await;
-    let pid = gw.pid();
-    let idle = sample(pid).map_err(|e| format!("reading /proc/{pid}: {e}"))?;
-
-    // Calls, spread over the connections; each connection's calls are set up in sequence.
-    let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
-    let started = Instant::now();
-    let mut setups = Vec::new();
-    for c in 0..CONNECTIONS as u64 {
-        let n = calls / CONNECTIONS as u64 + u64::from(c < calls % CONNECTIONS as u64);
-        if n > 0 {
-            setups.push(tokio::spawn(connection(gw.ws_addr, c, n, cert.clone(), totals.clone(), stop.clone())));
-        }
+fn run() -> Result<(), String> {
+    let calls: u64 = env_or("BENCH_CALLS", 500)?;
+    let seconds: u64 = env_or("BENCH_SECONDS", 10)?;
+    let out: PathBuf = env_or("BENCH_OUT", PathBuf::from("target/bench/relay.json"))?;
+    let load = Load::from_env(calls, Duration::from_secs(seconds), BrowserCodec::Pcmu)?;
+    let m = runtime()?.block_on(load::run(&load))?;
+    if m.delivered == 0 {
+        return Err(format!("no packet came through the daemon\n--- daemon log ---\n{}", m.log_tail));
     }
-    let mut clients = Vec::new();
-    for s in setups {
-        clients.push(s.await.map_err(|e| format!("call setup: {e}"))?);
-    }
-    while totals.ready.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < calls {
-        if started.elapsed() > SETUP_LIMIT {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let ready = totals.ready.load(Ordering::Relaxed);
-    let setup_time = started.elapsed();
-    if ready == 0 || ready * 100 < calls * 95 {
-        return Err(format!(
-            "only {ready} of {calls} calls came up in {setup_time:?}\n--- daemon log ---\n{}",
-            gw.log_tail(30)
-        ));
-    }
-
-    tokio::time::sleep(WARMUP).await;
-    let a = sample(pid).map_err(|e| e.to_string())?;
-    let ca = totals.snapshot();
-    let t0 = Instant::now();
-    tokio::time::sleep(window).await;
-    let b = sample(pid).map_err(|e| e.to_string())?;
-    let cb = totals.snapshot();
-    let wall = t0.elapsed();
-    let _ = stop_tx.send(true);
-
-    let relayed = (cb.web_rx - ca.web_rx) + (cb.ims_rx - ca.ims_rx);
-    let sent = (cb.web_tx - ca.web_tx) + (cb.ims_tx - ca.ims_tx);
-    if relayed == 0 {
-        return Err(format!("no packet came through the daemon\n--- daemon log ---\n{}", gw.log_tail(30)));
-    }
-    let cpu = b.cpu.saturating_sub(a.cpu);
-    let us_per_packet = cpu.as_secs_f64() * 1e6 / relayed as f64;
-    let pps_per_core = relayed as f64 / cpu.as_secs_f64().max(1e-9);
-    let bytes_per_call = b.rss_bytes.saturating_sub(idle.rss_bytes) / ready;
-    let loss = 1.0 - relayed as f64 / sent.max(1) as f64;
-    let bad = totals.web_bad.load(Ordering::Relaxed);
-
+    let cpu = m.daemon_cpu.as_secs_f64();
+    let wall = m.window.as_secs_f64();
+    let us_per_packet = cpu * 1e6 / m.delivered as f64;
+    let pps_per_core = m.delivered as f64 / cpu.max(1e-9);
+    let bytes_per_call = m.rss_loaded.saturating_sub(m.rss_idle) / m.calls_up;
+    let loss = 1.0 - m.delivered as f64 / m.sent.max(1) as f64;
     print_table(
-        &format!("DTLS-SRTP <-> RTP relay on the running daemon (pid {pid})"),
+        &format!("DTLS-SRTP <-> RTP relay on the running daemon (pid {})", m.pid),
         &[
-            ("calls up / asked", format!("{ready} / {calls} (set up in {:.1} s)", setup_time.as_secs_f64())),
-            ("window", format!("{:.1} s after {} s warm-up", wall.as_secs_f64(), WARMUP.as_secs())),
-            ("packets relayed", format!("{relayed} ({:.0} pps; {:.2}% of sent lost)", relayed as f64 / wall.as_secs_f64(), 100.0 * loss)),
-            ("daemon CPU", format!("{:.2} s ({:.0}% of one core)", cpu.as_secs_f64(), 100.0 * cpu.as_secs_f64() / wall.as_secs_f64())),
+            ("calls up / asked", format!("{} / {} (set up in {:.1} s)", m.calls_up, m.calls_asked, m.setup.as_secs_f64())),
+            ("window", format!("{wall:.1} s after {} s warm-up", WARMUP.as_secs())),
+            ("packets relayed", format!("{} ({:.0} pps; {:.2}% of sent lost)", m.delivered, m.delivered as f64 / wall, 100.0 * loss)),
+            ("daemon CPU", format!("{cpu:.2} s ({:.0}% of one core)", 100.0 * cpu / wall)),
             ("relay_cpu_us_per_packet", format!("{us_per_packet:.2}")),
             ("relay_pps_per_core", format!("{pps_per_core:.0}")),
-            ("daemon RSS idle / loaded", format!("{} / {} KiB", idle.rss_bytes / 1024, b.rss_bytes / 1024)),
+            ("daemon RSS idle / loaded", format!("{} / {} KiB", m.rss_idle / 1024, m.rss_loaded / 1024)),
             ("relay_bytes_per_call", format!("{bytes_per_call}")),
-            ("SRTP failures at browsers", format!("{bad}")),
+            ("SRTP failures at browsers", format!("{}", m.srtp_failures)),
         ],
     );
     let json = serde_json::json!({
         "relay_cpu_us_per_packet": us_per_packet,
         "relay_pps_per_core": pps_per_core,
         "relay_bytes_per_call": bytes_per_call,
-        "calls": ready,
-        "calls_asked": calls,
-        "window_s": wall.as_secs_f64(),
-        "packets_relayed": relayed,
+        "calls": m.calls_up,
+        "calls_asked": m.calls_asked,
+        "window_s": wall,
+        "packets_relayed": m.delivered,
         "loss_ratio": loss,
-        "daemon_cpu_s": cpu.as_secs_f64(),
-        "daemon_rss_idle_bytes": idle.rss_bytes,
-        "daemon_rss_loaded_bytes": b.rss_bytes,
-        "setup_s": setup_time.as_secs_f64(),
+        "daemon_cpu_s": cpu,
+        "daemon_rss_idle_bytes": m.rss_idle,
+        "daemon_rss_loaded_bytes": m.rss_loaded,
+        "setup_s": m.setup.as_secs_f64(),
     });
     write_json(&out, &json).map_err(|e| format!("{}: {e}", out.display()))?;
     println!("\nwrote {}", out.display());
-    drop(clients);
     Ok(())
-}
-
-// ----- browsers ------------------------------------------------------------------------------
-
-/// One WebSocket connection: register, then place `n` calls one after another, each handed
-/// to its own media task. The client is returned and must live as long as its calls (the
-/// daemon ends a connection's calls when it closes).
-async fn connection(ws: SocketAddr, idx: u64, n: u64, cert: Arc<Certificate>, totals: Arc<Totals>, stop: watch::Receiver<bool>) -> WsSipClient {
-    let mut client = WsSipClient::connect(ws, &format!("bench{idx}"), "ims.test", "bench").await;
-    let reg = client.register(600, DEFAULT_WAIT).await;
-    assert_eq!(reg.last().map(|r| r.status()), Some(200), "REGISTER through the daemon: {}", client.transcript());
-    for k in 0..n {
-        let sock = match UdpSocket::bind("127.0.0.1:0").await {
-            Ok(s) => s,
-            Err(_) => {
-                totals.failed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-        let ufrag = token(8);
-        let offer = offer(port, &ufrag, &token(24), &cert.fingerprint(), idx * 1000 + k);
-        let mut d = client.invite("sip:echo@ims.test", &offer).await;
-        let (_, ok) = client.wait_final(&d.invite, DEFAULT_WAIT).await;
-        if ok.status() != 200 {
-            eprintln!("call {idx}/{k}: {} {}", ok.status(), ok.reason());
-            totals.failed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        d.update_from_response(&ok);
-        client.ack(&mut d).await;
-        match Answer::parse(&ok.body) {
-            Some(a) => {
-                tokio::spawn(browser(sock, ufrag, a, cert.clone(), totals.clone(), stop.clone()));
-            }
-            None => {
-                eprintln!("call {idx}/{k}: unusable answer\n{}", ok.body);
-                totals.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-    client
-}
-
-fn token(n: usize) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
-}
-
-/// A Chromium-shaped audio offer with G.711 only (the relay is measured, not the transcoder).
-fn offer(port: u16, ufrag: &str, pwd: &str, fp: &Fingerprint, n: u64) -> String {
-    format!(
-        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n\
-         m=audio {port} UDP/TLS/RTP/SAVPF 0 126\r\nc=IN IP4 127.0.0.1\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
-         a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n\
-         a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=ice-options:trickle\r\na=fingerprint:{fp}\r\n\
-         a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:- bench{n}\r\na=rtcp-mux\r\n\
-         a=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\na=ssrc:{} cname:bench{n}\r\n",
-        1_000_000 + n,
-        0x1000_0000 + n
-    )
-}
-
-/// What a browser needs from the daemon's answer.
-struct Answer {
-    candidate: SocketAddr,
-    ufrag: String,
-    pwd: String,
-    fingerprint: Fingerprint,
-}
-
-impl Answer {
-    fn parse(sdp: &str) -> Option<Answer> {
-        let attr = |name: &str| sdp.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-        let cand: Vec<&str> = attr("a=candidate:")?.split_whitespace().collect();
-        let candidate = format!("{}:{}", cand.get(4)?, cand.get(5)?).parse().ok()?;
-        Some(Answer {
-            candidate,
-            ufrag: attr("a=ice-ufrag:")?.to_owned(),
-            pwd: attr("a=ice-pwd:")?.to_owned(),
-            fingerprint: Fingerprint::parse(attr("a=fingerprint:")?).ok()?,
-        })
-    }
-}
-
-/// A Binding request from the controlling browser (RFC 8445 §7.1), nominating with
-/// USE-CANDIDATE on the first.
-fn binding_request(a: &Answer, local_ufrag: &str, nominate: bool) -> Option<Vec<u8>> {
-    let mut b = StunMessageBuilder::new(BINDING, MessageClass::Request)
-        .with_attribute(UserName::new(format!("{}:{local_ufrag}", a.ufrag)).ok()?)
-        .with_attribute(Priority::new(0x6e00_01ff))
-        .with_attribute(IceControlling::new(rand::random()));
-    if nominate {
-        b = b.with_attribute(UseCandidate::default());
-    }
-    let b = b
-        .with_attribute(MessageIntegrity::new(HMACKey::new_short_term(&a.pwd).ok()?))
-        .with_attribute(StunFingerprint::default());
-    let mut buf = vec![0u8; 512];
-    let n = MessageEncoderBuilder::default().build().encode(&mut buf, &b.build()).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
-/// One browser's media: ICE, DTLS, then SRTP both ways until stopped.
-async fn browser(sock: UdpSocket, ufrag: String, a: Answer, cert: Arc<Certificate>, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
-    let fail = |why: &str| {
-        eprintln!("browser: {why}");
-        totals.failed.fetch_add(1, Ordering::Relaxed);
-    };
-    let mut buf = vec![0u8; 2048];
-    // ICE: retransmit the nominating check until answered.
-    let Some(check) = binding_request(&a, &ufrag, true) else { return fail("cannot build a STUN check") };
-    let mut answered = false;
-    for _ in 0..40 {
-        let _ = sock.send_to(&check, a.candidate).await;
-        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(250), sock.recv_from(&mut buf)).await {
-            if classify(&buf[..n]) == PacketKind::Stun {
-                answered = true;
-                break;
-            }
-        }
-    }
-    if !answered {
-        return fail("no STUN answer");
-    }
-    // DTLS as client (the daemon answered a=setup:passive to our actpass).
-    let Ok(mut dtls) = DtlsEndpoint::new(DtlsRole::Client, &cert, vec![a.fingerprint.clone()], &[SrtpProfile::Aes128CmSha1_80], Instant::now()) else {
-        return fail("DTLS setup");
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let keys = 'handshake: loop {
-        while let Some(o) = dtls.poll_output() {
-            match o {
-                estuary_srtp::Output::Transmit(d) => {
-                    let _ = sock.send_to(&d, a.candidate).await;
-                }
-                estuary_srtp::Output::Event(DtlsEvent::Connected { keys, .. }) => break 'handshake keys,
-                estuary_srtp::Output::Event(e) => return fail(&format!("DTLS: {e:?}")),
-            }
-        }
-        let timer = dtls.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(deadline).min(deadline);
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => if let Ok((n, _)) = r {
-                if classify(&buf[..n]) == PacketKind::Dtls {
-                    let _ = dtls.handle_input(Instant::now(), &buf[..n]);
-                }
-            },
-            () = tokio::time::sleep_until(timer) => {
-                if tokio::time::Instant::now() >= deadline {
-                    return fail("DTLS handshake timed out");
-                }
-                dtls.handle_timeout(Instant::now());
-            }
-        }
-    };
-    let mut tx = SrtpContext::new(keys.local(DtlsRole::Client));
-    let mut rx = SrtpContext::new(keys.remote(DtlsRole::Client));
-    totals.ready.fetch_add(1, Ordering::Relaxed);
-
-    let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
-    let payload = [0xffu8; 160];
-    let mut out: Vec<u8> = Vec::with_capacity(256);
-    let mut tick = tokio::time::interval(PTIME);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut n = 0u32;
-    loop {
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => if let Ok((len, _)) = r {
-                match classify(&buf[..len]) {
-                    PacketKind::Rtp => match rx.unprotect_rtp_in_place(&mut buf[..len]) {
-                        Ok(_) => { totals.web_rx.fetch_add(1, Ordering::Relaxed); }
-                        Err(_) => { totals.web_bad.fetch_add(1, Ordering::Relaxed); }
-                    },
-                    PacketKind::Dtls => { let _ = dtls.handle_input(Instant::now(), &buf[..len]); }
-                    _ => {}
-                }
-            },
-            _ = tick.tick() => {
-                out.resize(200, 0);
-                let h = RtpHeader { marker: false, pt: Pt(0), seq, timestamp: ts, ssrc };
-                let Ok(len) = h.write_with_payload(&payload, &mut out) else { continue };
-                out.truncate(len);
-                if tx.protect_rtp(&mut out).is_ok() {
-                    let _ = sock.send_to(&out, a.candidate).await;
-                    totals.web_tx.fetch_add(1, Ordering::Relaxed);
-                }
-                seq = seq.next();
-                ts = ts.wrapping_add(160);
-                n += 1;
-                if n.is_multiple_of(CONSENT_EVERY) {
-                    if let Some(c) = binding_request(&a, &ufrag, false) {
-                        let _ = sock.send_to(&c, a.candidate).await;
-                    }
-                }
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-// ----- the IMS core --------------------------------------------------------------------------
-
-/// Media ports the test peer's SDP answers name, bound here and taken by each call's task.
-#[derive(Default)]
-struct Binder {
-    bound: HashMap<u16, std::net::UdpSocket>,
-}
-
-impl MediaPorts for Binder {
-    fn open(&mut self) -> Option<u16> {
-        let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-        s.set_nonblocking(true).ok()?;
-        let port = s.local_addr().ok()?.port();
-        self.bound.insert(port, s);
-        Some(port)
-    }
-}
-
-/// The SIP side of the core: the test peer's engine answers REGISTER and INVITE; each
-/// answered call's port gets a media task.
-async fn ims_core(sip: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
-    let Ok(addr) = sip.local_addr() else { return };
-    let mut peer = TestPeer::new(PeerConfig::new(addr), rand::random());
-    let mut ports = Binder::default();
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        while let Some(o) = peer.poll_output() {
-            match o {
-                Output::Transmit { to, data } => {
-                    let _ = sip.send_to(&data, to).await;
-                }
-                Output::MediaStart { port, .. } => {
-                    if let Some(Ok(s)) = ports.bound.remove(&port).map(UdpSocket::from_std) {
-                        tokio::spawn(ims_media(s, totals.clone(), stop.clone()));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let timer = peer.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            r = sip.recv_from(&mut buf) => if let Ok((n, from)) = r {
-                peer.handle_sip(Instant::now(), from, &buf[..n], &mut ports);
-            },
-            () = async { match timer { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
-                peer.handle_timeout(Instant::now());
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// One call at the core: counts the daemon's RTP, and once it knows where that comes from
-/// sends its own 20 ms PCMU there.
-async fn ims_media(sock: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
-    let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
-    let payload = [0x7fu8; 160];
-    let mut buf = [0u8; 2048];
-    let mut out = [0u8; 200];
-    let mut peer = None;
-    let mut tick = tokio::time::interval(PTIME);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            r = sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
-                if classify(&buf[..n]) == PacketKind::Rtp {
-                    totals.ims_rx.fetch_add(1, Ordering::Relaxed);
-                    peer.get_or_insert(from);
-                }
-            },
-            _ = tick.tick() => if let Some(to) = peer {
-                let h = RtpHeader { marker: false, pt: Pt(0), seq, timestamp: ts, ssrc };
-                if let Ok(len) = h.write_with_payload(&payload, &mut out) {
-                    let _ = sock.send_to(&out[..len], to).await;
-                    totals.ims_tx.fetch_add(1, Ordering::Relaxed);
-                }
-                seq = seq.next();
-                ts = ts.wrapping_add(160);
-            },
-            _ = stop.changed() => return,
-        }
-    }
 }

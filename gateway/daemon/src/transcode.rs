@@ -47,8 +47,8 @@ impl Transcoder {
         let pool = Pool::new(threads).map_err(|e| DaemonError::setup("transcoder.threads", format!("cannot start workers: {e}")))?;
         let cal = estuary_transcoder::calibrate(Duration::from_millis(250))
             .map_err(|e| DaemonError::setup("transcoder.enabled", format!("calibration: {e}")))?;
-        // A channel is one direction; a pair (both directions) is what calibration timed.
-        let measured = (threads as f64 * cal.pairs_per_core * 2.0 * HEADROOM).floor() as usize;
+        // A channel is one transcoded stream, both directions: the pair calibration timed.
+        let measured = (threads as f64 * cal.pairs_per_core * HEADROOM).floor() as usize;
         let capacity = match cfg.transcoder.max_channels {
             0 => measured.max(1),
             n => n,
@@ -58,7 +58,7 @@ impl Transcoder {
             pair_cost_ms_per_s = cal.cost_per_second.as_secs_f64() * 1e3,
             measured_channels = measured,
             capacity,
-            "transcoder ready (a channel is one direction of one stream)"
+            "transcoder ready (a channel is one transcoded stream, both directions)"
         );
         Ok(Some(Arc::new(Transcoder { pool, capacity })))
     }
@@ -74,9 +74,9 @@ impl Transcoder {
             value: value.load(Ordering::Relaxed),
         };
         vec![
-            gauge("estuary_transcoder_capacity_channels", "Transcoding channels (one direction of one stream) admitted at once", self.capacity as u64),
+            gauge("estuary_transcoder_capacity_channels", "Transcoding channels (one transcoded stream, both directions) admitted at once", self.capacity as u64),
             gauge("estuary_transcoder_threads", "Transcoder worker threads", self.pool.threads() as u64),
-            gauge("estuary_transcoder_channels_open", "Transcoding pipelines running on the workers", s.channels.load(Ordering::Relaxed)),
+            gauge("estuary_transcoder_channels_open", "Transcoding pipelines running on the workers (two per channel)", s.channels.load(Ordering::Relaxed)),
             counter("estuary_transcoder_packets_total", "Packets taken by transcoding pipelines", &s.packets_in),
             counter("estuary_transcoder_frames_total", "Frames produced by transcoding pipelines", &s.frames_out),
             counter("estuary_transcoder_queue_full_total", "Packets dropped because a worker's queue was full", &s.queue_full),

@@ -1,0 +1,538 @@
+//! The load generator behind the daemon benchmarks: N browsers and an IMS core on loopback
+//! against the real `estuary` binary (`ESTUARY_BIN`).
+//!
+//! Each browser registers over WebSocket (the calls share a few connections, as tabs of a
+//! busy site would), calls `sip:echo@ims.test` with its own ICE credentials and socket,
+//! nominates its pair with a STUN USE-CANDIDATE check, completes DTLS as client against the
+//! fingerprint in the answer, then sends 20 ms of audio in SRTP (G.711, or Opus packets encoded
+//! once at start and replayed) and checks that what comes back authenticates; it repeats
+//! consent checks every 5 s as Chromium does. The IMS side answers with the `estuary-testpeer`
+//! SIP engine (G.711 only) and, per call, sends 20 ms PCMU from the port it answered with once
+//! the daemon's first packet arrived there (symmetric RTP).
+//!
+//! [`run`] returns what was delivered and the daemon's CPU time and memory over the window;
+//! the binaries turn that into their figures.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estuary_conformance::ws_client::DEFAULT_WAIT;
+use estuary_conformance::{Gateway, WsSipClient};
+use estuary_rtp::{classify, PacketKind, Pt, RtpHeader, SeqNo, Ssrc};
+use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, Fingerprint, SrtpContext, SrtpProfile};
+use estuary_testpeer::{MediaPorts, Output, PeerConfig, TestPeer};
+use rand::Rng;
+use stun_rs::attributes::ice::{IceControlling, Priority, UseCandidate};
+use stun_rs::attributes::stun::{Fingerprint as StunFingerprint, MessageIntegrity, UserName};
+use stun_rs::methods::BINDING;
+use stun_rs::{HMACKey, MessageClass, MessageEncoderBuilder, StunMessageBuilder};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+
+use crate::sample;
+
+/// WebSocket connections the calls are spread over.
+const CONNECTIONS: usize = 10;
+const PTIME: Duration = Duration::from_millis(20);
+const CONSENT_EVERY: u32 = 250; // packets: 5 s at 20 ms
+/// Time every call runs before the window opens.
+pub const WARMUP: Duration = Duration::from_secs(2);
+/// How long every call may take to be answered and keyed before the run counts it failed.
+const SETUP_LIMIT: Duration = Duration::from_secs(120);
+const MAX_PACKET: usize = 1400;
+
+/// What the browsers send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrowserCodec {
+    /// PCMU, which the core shares: relayed.
+    Pcmu,
+    /// Opus only: the daemon transcodes both ways.
+    Opus,
+}
+
+/// One run's shape.
+#[derive(Clone, Debug)]
+pub struct Load {
+    pub calls: u64,
+    pub window: Duration,
+    pub codec: BrowserCodec,
+    /// The daemon's media port range (`media.port_min`, `media.port_max`): three ports per call.
+    pub ports: (u16, u16),
+}
+
+impl Load {
+    /// `calls` calls of `codec` for `window`; media ports from `BENCH_MEDIA_PORTS`
+    /// ("MIN-MAX", default 20000-29999) so runs side by side do not collide.
+    pub fn from_env(calls: u64, window: Duration, codec: BrowserCodec) -> Result<Load, String> {
+        let ports = match std::env::var("BENCH_MEDIA_PORTS") {
+            Ok(v) => v
+                .split_once('-')
+                .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .ok_or_else(|| format!("BENCH_MEDIA_PORTS={v:?} is not MIN-MAX"))?,
+            Err(_) => (20000, 29999),
+        };
+        Ok(Load { calls, window, codec, ports })
+    }
+}
+
+/// What one run measured.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    pub pid: u32,
+    pub calls_up: u64,
+    pub calls_asked: u64,
+    pub setup: Duration,
+    pub window: Duration,
+    /// Packets that reached the browsers and the core during the window.
+    pub delivered: u64,
+    /// Packets they sent during the window.
+    pub sent: u64,
+    pub daemon_cpu: Duration,
+    pub rss_idle: u64,
+    pub rss_loaded: u64,
+    pub srtp_failures: u64,
+    /// The daemon's `estuary_transcoder_frames_total` at the end.
+    pub transcoded_frames: Option<f64>,
+    pub log_tail: String,
+}
+
+/// The browsers' payloads, made once: one G.711 frame, or a second of Opus packets of a
+/// voiced test signal (encoding per packet in this process would cost more than it measures).
+struct MediaSource {
+    codec: BrowserCodec,
+    pt: u8,
+    ticks: u32,
+    packets: Vec<Vec<u8>>,
+}
+
+impl MediaSource {
+    fn new(codec: BrowserCodec) -> Result<MediaSource, String> {
+        Ok(match codec {
+            BrowserCodec::Pcmu => MediaSource { codec, pt: 0, ticks: 160, packets: vec![vec![0xff; 160]] },
+            BrowserCodec::Opus => {
+                let cfg = estuary_transcoder::OpusConfig { bitrate: Some(32_000), ..Default::default() };
+                let mut enc = estuary_transcoder::OpusEncoder::new(48_000, &cfg).map_err(|e| format!("opus: {e:?}"))?;
+                let mut packets = Vec::new();
+                let mut out = [0u8; MAX_PACKET];
+                for f in 0..50 {
+                    let pcm: Vec<i16> = (0..960)
+                        .map(|i| {
+                            let t = (f * 960 + i) as f64 / 48_000.0;
+                            let env = 0.5 + 0.5 * (2.0 * std::f64::consts::PI * 3.0 * t).sin();
+                            (env * 6000.0 * ((2.0 * std::f64::consts::PI * 220.0 * t).sin() + 0.5 * (2.0 * std::f64::consts::PI * 660.0 * t).sin())) as i16
+                        })
+                        .collect();
+                    let n = enc.encode(&pcm, &mut out).map_err(|e| format!("opus: {e:?}"))?;
+                    packets.push(out[..n].to_vec());
+                }
+                MediaSource { codec, pt: 111, ticks: 960, packets }
+            }
+        })
+    }
+}
+
+/// Counters every task adds to (relaxed: only totals are read, after the window).
+#[derive(Default)]
+struct Totals {
+    web_tx: AtomicU64,
+    web_rx: AtomicU64,
+    web_bad: AtomicU64,
+    ims_tx: AtomicU64,
+    ims_rx: AtomicU64,
+    ready: AtomicU64,
+    failed: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    web_tx: u64,
+    web_rx: u64,
+    ims_tx: u64,
+    ims_rx: u64,
+}
+
+impl Totals {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            web_tx: self.web_tx.load(Ordering::Relaxed),
+            web_rx: self.web_rx.load(Ordering::Relaxed),
+            ims_tx: self.ims_tx.load(Ordering::Relaxed),
+            ims_rx: self.ims_rx.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Brings `load.calls` calls up through a daemon started for it, lets them run, and measures
+/// the daemon over `load.window`.
+pub async fn run(load: &Load) -> Result<Measured, String> {
+    let (calls, window) = (load.calls, load.window);
+    let media = Arc::new(MediaSource::new(load.codec)?);
+    let totals = Arc::new(Totals::default());
+    let (stop_tx, stop) = watch::channel(false);
+
+    let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let sip_port = sip.local_addr().map_err(|e| e.to_string())?.port();
+    tokio::spawn(ims_core(sip, totals.clone(), stop.clone()));
+    let gw = Gateway::builder()
+        .next_hop_udp(sip_port)
+        .set("log.level", "warn")
+        .set("media.port_min", &load.ports.0.to_string())
+        .set("media.port_max", &load.ports.1.to_string())
+        .start()
+        .await;
+    let pid = gw.pid();
+    let idle = sample(pid).map_err(|e| format!("reading /proc/{pid}: {e}"))?;
+
+    // Calls, spread over the connections; each connection's calls are set up in sequence.
+    let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
+    let started = Instant::now();
+    let mut setups = Vec::new();
+    for c in 0..CONNECTIONS as u64 {
+        let n = calls / CONNECTIONS as u64 + u64::from(c < calls % CONNECTIONS as u64);
+        if n > 0 {
+            setups.push(tokio::spawn(connection(gw.ws_addr, c, n, cert.clone(), media.clone(), totals.clone(), stop.clone())));
+        }
+    }
+    let mut clients = Vec::new();
+    for s in setups {
+        clients.push(s.await.map_err(|e| format!("call setup: {e}"))?);
+    }
+    while totals.ready.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < calls {
+        if started.elapsed() > SETUP_LIMIT {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = totals.ready.load(Ordering::Relaxed);
+    let setup_time = started.elapsed();
+    if ready == 0 || ready * 100 < calls * 95 {
+        return Err(format!(
+            "only {ready} of {calls} calls came up in {setup_time:?}\n--- daemon log ---\n{}",
+            gw.log_tail(30)
+        ));
+    }
+
+    tokio::time::sleep(WARMUP).await;
+    let a = sample(pid).map_err(|e| e.to_string())?;
+    let ca = totals.snapshot();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let b = sample(pid).map_err(|e| e.to_string())?;
+    let cb = totals.snapshot();
+    let wall = t0.elapsed();
+    let _ = stop_tx.send(true);
+
+    let frames = gw.metric("estuary_transcoder_frames_total");
+    drop(clients);
+    Ok(Measured {
+        pid,
+        calls_up: ready,
+        calls_asked: calls,
+        setup: setup_time,
+        window: wall,
+        delivered: (cb.web_rx - ca.web_rx) + (cb.ims_rx - ca.ims_rx),
+        sent: (cb.web_tx - ca.web_tx) + (cb.ims_tx - ca.ims_tx),
+        daemon_cpu: b.cpu.saturating_sub(a.cpu),
+        rss_idle: idle.rss_bytes,
+        rss_loaded: b.rss_bytes,
+        srtp_failures: totals.web_bad.load(Ordering::Relaxed),
+        transcoded_frames: frames,
+        log_tail: gw.log_tail(30),
+    })
+}
+
+// ----- browsers ------------------------------------------------------------------------------
+
+/// One WebSocket connection: register, then place `n` calls one after another, each handed
+/// to its own media task. The client is returned and must live as long as its calls (the
+/// daemon ends a connection's calls when it closes).
+async fn connection(ws: SocketAddr, idx: u64, n: u64, cert: Arc<Certificate>, media: Arc<MediaSource>, totals: Arc<Totals>, stop: watch::Receiver<bool>) -> WsSipClient {
+    let mut client = WsSipClient::connect(ws, &format!("bench{idx}"), "ims.test", "bench").await;
+    let reg = client.register(600, DEFAULT_WAIT).await;
+    assert_eq!(reg.last().map(|r| r.status()), Some(200), "REGISTER through the daemon: {}", client.transcript());
+    for k in 0..n {
+        let sock = match UdpSocket::bind("127.0.0.1:0").await {
+            Ok(s) => s,
+            Err(_) => {
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+        let ufrag = token(8);
+        let offer = offer(media.codec, port, &ufrag, &token(24), &cert.fingerprint(), idx * 1000 + k);
+        let mut d = client.invite("sip:echo@ims.test", &offer).await;
+        let (_, ok) = client.wait_final(&d.invite, DEFAULT_WAIT).await;
+        if ok.status() != 200 {
+            eprintln!("call {idx}/{k}: {} {}", ok.status(), ok.reason());
+            totals.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        d.update_from_response(&ok);
+        client.ack(&mut d).await;
+        match Answer::parse(&ok.body) {
+            Some(a) => {
+                tokio::spawn(browser(sock, ufrag, a, cert.clone(), media.clone(), totals.clone(), stop.clone()));
+            }
+            None => {
+                eprintln!("call {idx}/{k}: unusable answer\n{}", ok.body);
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    client
+}
+
+fn token(n: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+}
+
+/// A Chromium-shaped audio offer: G.711 only (the relay is measured, not the transcoder), or
+/// Opus only (every call needs the transcoder).
+fn offer(codec: BrowserCodec, port: u16, ufrag: &str, pwd: &str, fp: &Fingerprint, n: u64) -> String {
+    let (pts, maps) = match codec {
+        BrowserCodec::Pcmu => ("0 126", "a=rtpmap:0 PCMU/8000\r\na=rtpmap:126 telephone-event/8000\r\n"),
+        BrowserCodec::Opus => (
+            "111 110",
+            "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\na=rtpmap:110 telephone-event/48000\r\n",
+        ),
+    };
+    format!(
+        "v=0\r\no=- {} 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\na=msid-semantic: WMS\r\n\
+         m=audio {port} UDP/TLS/RTP/SAVPF {pts}\r\nc=IN IP4 127.0.0.1\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+         a=candidate:1 1 udp 2122260223 127.0.0.1 {port} typ host generation 0\r\n\
+         a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\na=ice-options:trickle\r\na=fingerprint:{fp}\r\n\
+         a=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=msid:- bench{n}\r\na=rtcp-mux\r\n\
+         {maps}a=ssrc:{} cname:bench{n}\r\n",
+        1_000_000 + n,
+        0x1000_0000 + n
+    )
+}
+
+/// What a browser needs from the daemon's answer.
+struct Answer {
+    candidate: SocketAddr,
+    ufrag: String,
+    pwd: String,
+    fingerprint: Fingerprint,
+}
+
+impl Answer {
+    fn parse(sdp: &str) -> Option<Answer> {
+        let attr = |name: &str| sdp.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+        let cand: Vec<&str> = attr("a=candidate:")?.split_whitespace().collect();
+        let candidate = format!("{}:{}", cand.get(4)?, cand.get(5)?).parse().ok()?;
+        Some(Answer {
+            candidate,
+            ufrag: attr("a=ice-ufrag:")?.to_owned(),
+            pwd: attr("a=ice-pwd:")?.to_owned(),
+            fingerprint: Fingerprint::parse(attr("a=fingerprint:")?).ok()?,
+        })
+    }
+}
+
+/// A Binding request from the controlling browser (RFC 8445 §7.1), nominating with
+/// USE-CANDIDATE on the first.
+fn binding_request(a: &Answer, local_ufrag: &str, nominate: bool) -> Option<Vec<u8>> {
+    let mut b = StunMessageBuilder::new(BINDING, MessageClass::Request)
+        .with_attribute(UserName::new(format!("{}:{local_ufrag}", a.ufrag)).ok()?)
+        .with_attribute(Priority::new(0x6e00_01ff))
+        .with_attribute(IceControlling::new(rand::random()));
+    if nominate {
+        b = b.with_attribute(UseCandidate::default());
+    }
+    let b = b
+        .with_attribute(MessageIntegrity::new(HMACKey::new_short_term(&a.pwd).ok()?))
+        .with_attribute(StunFingerprint::default());
+    let mut buf = vec![0u8; 512];
+    let n = MessageEncoderBuilder::default().build().encode(&mut buf, &b.build()).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// One browser's media: ICE, DTLS, then SRTP both ways until stopped.
+async fn browser(sock: UdpSocket, ufrag: String, a: Answer, cert: Arc<Certificate>, media: Arc<MediaSource>, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+    let fail = |why: &str| {
+        eprintln!("browser: {why}");
+        totals.failed.fetch_add(1, Ordering::Relaxed);
+    };
+    let mut buf = vec![0u8; 2048];
+    // ICE: retransmit the nominating check until answered.
+    let Some(check) = binding_request(&a, &ufrag, true) else { return fail("cannot build a STUN check") };
+    let mut answered = false;
+    for _ in 0..40 {
+        let _ = sock.send_to(&check, a.candidate).await;
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_millis(250), sock.recv_from(&mut buf)).await {
+            if classify(&buf[..n]) == PacketKind::Stun {
+                answered = true;
+                break;
+            }
+        }
+    }
+    if !answered {
+        return fail("no STUN answer");
+    }
+    // DTLS as client (the daemon answered a=setup:passive to our actpass).
+    let Ok(mut dtls) = DtlsEndpoint::new(DtlsRole::Client, &cert, vec![a.fingerprint.clone()], &[SrtpProfile::Aes128CmSha1_80], Instant::now()) else {
+        return fail("DTLS setup");
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let keys = 'handshake: loop {
+        while let Some(o) = dtls.poll_output() {
+            match o {
+                estuary_srtp::Output::Transmit(d) => {
+                    let _ = sock.send_to(&d, a.candidate).await;
+                }
+                estuary_srtp::Output::Event(DtlsEvent::Connected { keys, .. }) => break 'handshake keys,
+                estuary_srtp::Output::Event(e) => return fail(&format!("DTLS: {e:?}")),
+            }
+        }
+        let timer = dtls.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(deadline).min(deadline);
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => if let Ok((n, _)) = r {
+                if classify(&buf[..n]) == PacketKind::Dtls {
+                    let _ = dtls.handle_input(Instant::now(), &buf[..n]);
+                }
+            },
+            () = tokio::time::sleep_until(timer) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return fail("DTLS handshake timed out");
+                }
+                dtls.handle_timeout(Instant::now());
+            }
+        }
+    };
+    let mut tx = SrtpContext::new(keys.local(DtlsRole::Client));
+    let mut rx = SrtpContext::new(keys.remote(DtlsRole::Client));
+    totals.ready.fetch_add(1, Ordering::Relaxed);
+
+    let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    let mut tick = tokio::time::interval(PTIME);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut n = 0u32;
+    loop {
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => if let Ok((len, _)) = r {
+                match classify(&buf[..len]) {
+                    PacketKind::Rtp => match rx.unprotect_rtp_in_place(&mut buf[..len]) {
+                        Ok(_) => { totals.web_rx.fetch_add(1, Ordering::Relaxed); }
+                        Err(_) => { totals.web_bad.fetch_add(1, Ordering::Relaxed); }
+                    },
+                    PacketKind::Dtls => { let _ = dtls.handle_input(Instant::now(), &buf[..len]); }
+                    _ => {}
+                }
+            },
+            _ = tick.tick() => {
+                out.resize(MAX_PACKET, 0);
+                let h = RtpHeader { marker: false, pt: Pt(media.pt), seq, timestamp: ts, ssrc };
+                let payload = &media.packets[n as usize % media.packets.len()];
+                let Ok(len) = h.write_with_payload(payload, &mut out) else { continue };
+                out.truncate(len);
+                if tx.protect_rtp(&mut out).is_ok() {
+                    let _ = sock.send_to(&out, a.candidate).await;
+                    totals.web_tx.fetch_add(1, Ordering::Relaxed);
+                }
+                seq = seq.next();
+                ts = ts.wrapping_add(media.ticks);
+                n += 1;
+                if n.is_multiple_of(CONSENT_EVERY) {
+                    if let Some(c) = binding_request(&a, &ufrag, false) {
+                        let _ = sock.send_to(&c, a.candidate).await;
+                    }
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+// ----- the IMS core --------------------------------------------------------------------------
+
+/// Media ports the test peer's SDP answers name, bound here and taken by each call's task.
+#[derive(Default)]
+struct Binder {
+    bound: HashMap<u16, std::net::UdpSocket>,
+}
+
+impl MediaPorts for Binder {
+    fn open(&mut self) -> Option<u16> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+        s.set_nonblocking(true).ok()?;
+        let port = s.local_addr().ok()?.port();
+        self.bound.insert(port, s);
+        Some(port)
+    }
+}
+
+/// The SIP side of the core: the test peer's engine answers REGISTER and INVITE; each
+/// answered call's port gets a media task.
+async fn ims_core(sip: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+    let Ok(addr) = sip.local_addr() else { return };
+    let mut peer = TestPeer::new(PeerConfig::new(addr), rand::random());
+    let mut ports = Binder::default();
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        while let Some(o) = peer.poll_output() {
+            match o {
+                Output::Transmit { to, data } => {
+                    let _ = sip.send_to(&data, to).await;
+                }
+                Output::MediaStart { port, .. } => {
+                    if let Some(Ok(s)) = ports.bound.remove(&port).map(UdpSocket::from_std) {
+                        tokio::spawn(ims_media(s, totals.clone(), stop.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let timer = peer.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            r = sip.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                peer.handle_sip(Instant::now(), from, &buf[..n], &mut ports);
+            },
+            () = async { match timer { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                peer.handle_timeout(Instant::now());
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One call at the core: counts the daemon's RTP, and once it knows where that comes from
+/// sends its own 20 ms PCMU there.
+async fn ims_media(sock: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+    let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
+    let payload = [0x7fu8; 160];
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; 200];
+    let mut peer = None;
+    let mut tick = tokio::time::interval(PTIME);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            r = sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                if classify(&buf[..n]) == PacketKind::Rtp {
+                    totals.ims_rx.fetch_add(1, Ordering::Relaxed);
+                    peer.get_or_insert(from);
+                }
+            },
+            _ = tick.tick() => if let Some(to) = peer {
+                let h = RtpHeader { marker: false, pt: Pt(0), seq, timestamp: ts, ssrc };
+                if let Ok(len) = h.write_with_payload(&payload, &mut out) {
+                    let _ = sock.send_to(&out[..len], to).await;
+                    totals.ims_tx.fetch_add(1, Ordering::Relaxed);
+                }
+                seq = seq.next();
+                ts = ts.wrapping_add(160);
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
