@@ -62,6 +62,9 @@ pub struct Load {
     pub codec: BrowserCodec,
     /// The daemon's media port range (`media.port_min`, `media.port_max`): three ports per call.
     pub ports: (u16, u16),
+    /// Share of the core's packets lost on the way (dropped at random before sending), to
+    /// exercise concealment.
+    pub ims_loss: f64,
 }
 
 impl Load {
@@ -75,7 +78,7 @@ impl Load {
                 .ok_or_else(|| format!("BENCH_MEDIA_PORTS={v:?} is not MIN-MAX"))?,
             Err(_) => (20000, 29999),
         };
-        Ok(Load { calls, window, codec, ports })
+        Ok(Load { calls, window, codec, ports, ims_loss: 0.0 })
     }
 }
 
@@ -95,6 +98,16 @@ pub struct Measured {
     pub rss_idle: u64,
     pub rss_loaded: u64,
     pub srtp_failures: u64,
+    /// Packets the browsers received during the window.
+    pub web_delivered: u64,
+    /// Packets the core did not send on purpose (`ims_loss`), whole run.
+    pub ims_dropped: u64,
+    /// Browser-side discontinuities, whole run: a sequence number skipped, or a timestamp that
+    /// did not advance by one packet time with the sequence number.
+    pub web_seq_gaps: u64,
+    pub web_ts_jumps: u64,
+    /// The daemon's `estuary_transcoder_concealed_total` after the calls ended.
+    pub concealed: Option<f64>,
     /// The daemon's `estuary_transcoder_frames_total` at the end.
     pub transcoded_frames: Option<f64>,
     pub log_tail: String,
@@ -145,6 +158,9 @@ struct Totals {
     ims_rx: AtomicU64,
     ready: AtomicU64,
     failed: AtomicU64,
+    ims_dropped: AtomicU64,
+    web_gaps: AtomicU64,
+    web_ts_jumps: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -176,7 +192,7 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
 
     let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let sip_port = sip.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(ims_core(sip, totals.clone(), stop.clone()));
+    tokio::spawn(ims_core(sip, load.ims_loss, totals.clone(), stop.clone()));
     let gw = Gateway::builder()
         .next_hop_udp(sip_port)
         .set("log.level", "warn")
@@ -228,6 +244,15 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
 
     let frames = gw.metric("estuary_transcoder_frames_total");
     drop(clients);
+    // Channels report their concealment when they close, with the calls.
+    let mut concealed = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if gw.metric("estuary_transcoder_channels_open") == Some(0.0) {
+            concealed = gw.metric("estuary_transcoder_concealed_total");
+            break;
+        }
+    }
     Ok(Measured {
         pid,
         calls_up: ready,
@@ -240,6 +265,11 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
         rss_idle: idle.rss_bytes,
         rss_loaded: b.rss_bytes,
         srtp_failures: totals.web_bad.load(Ordering::Relaxed),
+        web_delivered: cb.web_rx - ca.web_rx,
+        ims_dropped: totals.ims_dropped.load(Ordering::Relaxed),
+        web_seq_gaps: totals.web_gaps.load(Ordering::Relaxed),
+        web_ts_jumps: totals.web_ts_jumps.load(Ordering::Relaxed),
+        concealed,
         transcoded_frames: frames,
         log_tail: gw.log_tail(30),
     })
@@ -417,12 +447,27 @@ async fn browser(sock: UdpSocket, ufrag: String, a: Answer, cert: Arc<Certificat
     let mut tick = tokio::time::interval(PTIME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut n = 0u32;
+    // What the daemon sends back is in the browser's codec, at its packet time.
+    let mut last_in: Option<(u16, u32)> = None;
     loop {
         tokio::select! {
             r = sock.recv_from(&mut buf) => if let Ok((len, _)) = r {
                 match classify(&buf[..len]) {
                     PacketKind::Rtp => match rx.unprotect_rtp_in_place(&mut buf[..len]) {
-                        Ok(_) => { totals.web_rx.fetch_add(1, Ordering::Relaxed); }
+                        Ok(n) => {
+                            totals.web_rx.fetch_add(1, Ordering::Relaxed);
+                            if let Ok(p) = estuary_rtp::RtpPacket::parse(&buf[..n]) {
+                                if let Some((s, t)) = last_in {
+                                    let steps = p.seq().0.wrapping_sub(s);
+                                    if steps != 1 {
+                                        totals.web_gaps.fetch_add(1, Ordering::Relaxed);
+                                    } else if p.timestamp().wrapping_sub(t) != media.ticks {
+                                        totals.web_ts_jumps.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
+                                last_in = Some((p.seq().0, p.timestamp()));
+                            }
+                        }
                         Err(_) => { totals.web_bad.fetch_add(1, Ordering::Relaxed); }
                     },
                     PacketKind::Dtls => { let _ = dtls.handle_input(Instant::now(), &buf[..len]); }
@@ -473,7 +518,7 @@ impl MediaPorts for Binder {
 
 /// The SIP side of the core: the test peer's engine answers REGISTER and INVITE; each
 /// answered call's port gets a media task.
-async fn ims_core(sip: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+async fn ims_core(sip: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
     let Ok(addr) = sip.local_addr() else { return };
     let mut peer = TestPeer::new(PeerConfig::new(addr), rand::random());
     let mut ports = Binder::default();
@@ -486,7 +531,7 @@ async fn ims_core(sip: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver
                 }
                 Output::MediaStart { port, .. } => {
                     if let Some(Ok(s)) = ports.bound.remove(&port).map(UdpSocket::from_std) {
-                        tokio::spawn(ims_media(s, totals.clone(), stop.clone()));
+                        tokio::spawn(ims_media(s, loss, totals.clone(), stop.clone()));
                     }
                 }
                 _ => {}
@@ -507,7 +552,7 @@ async fn ims_core(sip: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver
 
 /// One call at the core: counts the daemon's RTP, and once it knows where that comes from
 /// sends its own 20 ms PCMU there.
-async fn ims_media(sock: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+async fn ims_media(sock: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
     let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
     let payload = [0x7fu8; 160];
     let mut buf = [0u8; 2048];
@@ -525,7 +570,9 @@ async fn ims_media(sock: UdpSocket, totals: Arc<Totals>, mut stop: watch::Receiv
             },
             _ = tick.tick() => if let Some(to) = peer {
                 let h = RtpHeader { marker: false, pt: Pt(0), seq, timestamp: ts, ssrc };
-                if let Ok(len) = h.write_with_payload(&payload, &mut out) {
+                if loss > 0.0 && rand::random::<f64>() < loss {
+                    totals.ims_dropped.fetch_add(1, Ordering::Relaxed);
+                } else if let Ok(len) = h.write_with_payload(&payload, &mut out) {
                     let _ = sock.send_to(&out[..len], to).await;
                     totals.ims_tx.fetch_add(1, Ordering::Relaxed);
                 }
