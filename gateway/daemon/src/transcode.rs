@@ -193,8 +193,15 @@ fn spec_for(s: &StreamPlan, to: Leg) -> Option<ChannelSpec> {
         _ => return None,
     };
     let initial_timestamp = rand::random();
+    // The core's a=ptime where the pipeline can make it (10 ms steps up to 60), else 20 ms.
+    let ptime = s.ims_ptime.filter(|p| *p % 10 == 0 && (10..=60).contains(p)).unwrap_or(20);
     Some(match to {
-        Leg::Ims => ChannelSpec::OpusToG711(OpusToG711Config { law, initial_timestamp, ..OpusToG711Config::default() }),
+        Leg::Ims => ChannelSpec::OpusToG711(OpusToG711Config {
+            law,
+            initial_timestamp,
+            ptime: Duration::from_millis(u64::from(ptime)),
+            ..OpusToG711Config::default()
+        }),
         Leg::Web => ChannelSpec::G711ToOpus(G711ToOpusConfig { law, initial_timestamp, ..G711ToOpusConfig::default() }),
     })
 }

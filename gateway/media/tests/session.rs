@@ -751,3 +751,68 @@ fn dtmf_crosses_from_the_48k_clock_to_8k_on_the_transcoded_audio_timeline() {
     let durations: Vec<(bool, u16)> = sent.iter().map(|s| (s.4.end, s.4.duration)).collect();
     assert_eq!(durations, [(false, 160), (false, 320), (false, 480), (true, 480), (true, 480), (true, 480)], "durations in 8 kHz ticks");
 }
+
+#[test]
+fn dtmf_from_the_core_reaches_the_browser_on_its_48k_clock() {
+    let cert = Certificate::generate().unwrap();
+    let answer = PCMA_ANSWER.to_owned() + "a=ptime:30\r\n";
+    let mut c = call_with(OPUS_OFFER, &answer, false, &cert, &cert);
+    assert_eq!(c.plan.streams[0].ims_ptime, Some(30), "the core's a=ptime reaches the plan");
+    c.nominate();
+    c.handshake();
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let frame = Transcoded { stream: 0, to: Leg::Web, payload: &[0x78, 1, 2], timestamp: 96_000, marker: true };
+    assert!(matches!(c.session.send_transcoded(c.now, frame, &mut buf), Forward::Send { .. }));
+    c.browser_rx.as_mut().unwrap().unprotect_rtp(&mut buf).unwrap();
+    let audio = RtpPacket::parse(&buf).unwrap();
+    let (audio_ssrc, audio_seq, audio_ts) = (audio.ssrc(), audio.seq(), audio.timestamp());
+    c.now += Duration::from_millis(10);
+    let mut got = Vec::new();
+    for (k, (end, dur)) in [(false, 160u16), (false, 320), (true, 400)].into_iter().enumerate() {
+        let mut pkt = event_packet(101, 70 + k as u16, 123_456, 11, end, dur);
+        pkt.reserve(64);
+        let f = c.session.handle_datagram(c.now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut pkt);
+        assert_eq!(f, Forward::Send { from: addr("127.0.0.1:40000"), to: addr(BROWSER) }, "{:?}", c.session.counters());
+        c.browser_rx.as_mut().unwrap().unprotect_rtp(&mut pkt).unwrap();
+        let p = RtpPacket::parse(&pkt).unwrap();
+        got.push((p.pt(), p.ssrc(), p.seq(), p.timestamp(), estuary_rtp::TelephoneEvent::parse(p.payload()).unwrap()));
+        c.now += Duration::from_millis(20);
+    }
+    for (k, (pt, ssrc, seq, ts, ev)) in got.iter().enumerate() {
+        assert_eq!((*pt, *ssrc, *seq), (Pt(110), audio_ssrc, audio_seq.add(k as u16 + 1)), "telephone-event/48000 in the audio's stream");
+        assert_eq!(*ts, audio_ts.wrapping_add(480), "10 ms after the last frame, in 48 kHz ticks");
+        assert_eq!(ev.event, 11);
+    }
+    let durations: Vec<u16> = got.iter().map(|g| g.4.duration).collect();
+    assert_eq!(durations, [960, 1920, 2400]);
+}
+
+#[test]
+fn a_re_offer_with_a_common_codec_turns_transcoding_into_relay_within_one_stream() {
+    let cert = Certificate::generate().unwrap();
+    let mut c = call_with(OPUS_OFFER, PCMA_ANSWER, false, &cert, &cert);
+    c.nominate();
+    c.handshake();
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let frame = Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7000, marker: true };
+    assert!(matches!(c.session.send_transcoded(c.now, frame, &mut buf), Forward::Send { .. }));
+    let before = RtpPacket::parse(&buf).unwrap();
+    let (ssrc, seq) = (before.ssrc(), before.seq());
+    // The browser re-offers with PCMA as well and the core keeps PCMA: no transcoding.
+    let mut relay = c.plan.clone();
+    let pcma = estuary_sdp::Rtpmap::parse("8 PCMA/8000").unwrap();
+    relay.streams[0].codecs = vec![estuary_sdp::CodecMap { web_pt: 8, web: pcma.clone(), ims_pt: 8, ims: pcma, transcode: false }];
+    c.session.update_plan(&relay, c.now).unwrap();
+    c.now += Duration::from_millis(20);
+    let mut pkt = rtp(8, 500, 0xB0B0_0001, &[0xd5; 160]);
+    pkt.reserve(64);
+    c.browser_tx.as_mut().unwrap().protect_rtp(&mut pkt).unwrap();
+    let web = c.web();
+    assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt), Forward::Send { from: addr("127.0.0.1:30000"), to: addr(IMS_PEER) });
+    let p = RtpPacket::parse(&pkt).unwrap();
+    assert_eq!((p.pt(), p.ssrc(), p.seq()), (Pt(8), ssrc, seq.next()), "the core sees one stream continue");
+    assert!(p.marker(), "a source switch is marked");
+    // Late frames from the closed transcoding channel have no place.
+    let late = Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7160, marker: false };
+    assert_eq!(c.session.send_transcoded(c.now, late, &mut buf), Forward::Consumed);
+}

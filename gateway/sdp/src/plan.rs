@@ -151,6 +151,8 @@ pub struct StreamPlan {
     /// where IMS only took `ccm fir`, or not at all.
     pub web_feedback: Feedback,
     pub ims_feedback: Feedback,
+    /// The packet time the IMS side asked for (its a=ptime, ms): what the transcoder sends it.
+    pub ims_ptime: Option<u32>,
 }
 
 impl StreamPlan {

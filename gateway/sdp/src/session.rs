@@ -526,6 +526,7 @@ impl SdpSession {
             plan.codecs = codecs;
             plan.dtmf = dtmf;
             plan.ims_srtp = ims_srtp;
+            plan.ims_ptime = ptime_of(am);
             let md = self.web_media(wm, &plan, off, Setup::from_role(role), off.web_rsize);
             out.media_descriptions.push(md);
             plans.push(plan);
@@ -740,6 +741,7 @@ impl SdpSession {
         plan.active = true;
         // As the gateway will speak toward the browser: the IMS stance, mirrored.
         plan.web_direction = dir;
+        plan.ims_ptime = ptime_of(m);
         plan.codecs = candidates.iter().map(Candidate::codec_map).collect();
         plan.dtmf = dtmf.clone();
         let off = Offered {
@@ -782,6 +784,7 @@ impl SdpSession {
             }
             let (codecs, dtmf) = map_answer_formats(wm, off, Side::Web)
                 .ok_or_else(|| SdpError::mismatch(format!("m-line {i}: browser answer names no payload type of the offer")))?;
+            plan.ims_ptime = ptime_of(im);
             let browser = Direction::of(&answer.attributes, &wm.attributes);
             let ims = off.ims_offer_direction.unwrap_or(Direction::SendRecv);
             let (rtp, rtcp, mux) = off.ims_remote.unwrap_or((None, None, false));
@@ -945,6 +948,11 @@ fn ims_remote(sd: &SessionDescription, m: &MediaDescription) -> (Option<SocketAd
     (Some(SocketAddr::new(ip, rtp_port)), rtcp)
 }
 
+/// An m-line's a=ptime in milliseconds (RFC 4566 §6), if given and sane.
+fn ptime_of(m: &MediaDescription) -> Option<u32> {
+    attr::get(&m.attributes, "ptime").and_then(|v| v.trim().parse().ok()).filter(|p| (1..=200).contains(p))
+}
+
 fn base_plan(i: usize, s: &Stream) -> StreamPlan {
     StreamPlan {
         index: i,
@@ -963,6 +971,7 @@ fn base_plan(i: usize, s: &Stream) -> StreamPlan {
         web_ssrc: s.web_ssrc,
         web_feedback: Feedback::default(),
         ims_feedback: Feedback::default(),
+        ims_ptime: None,
     }
 }
 
