@@ -313,6 +313,21 @@ impl Browser {
 
     /// Chromium in a private loopback-only network namespace (see [`Netns::Private`]).
     /// Panics with [`Browser::available`]'s reason if something is missing.
+    /// Panics with how to get one unless a headless Chromium can run here: the browser
+    /// tests must fail, not skip, on a machine without it.
+    pub fn require() {
+        if let Err(why) = Browser::available() {
+            panic!("headless Chromium is needed (make deps installs it): {why}");
+        }
+    }
+
+    /// A browser in the calling test's network namespace with one peer connection `pc`.
+    pub fn with_pc(pc: &str) -> Browser {
+        let mut b = Browser::start_in(Netns::Inherit);
+        b.new_pc(pc);
+        b
+    }
+
     pub fn start() -> Browser {
         Self::start_in(Netns::Private)
     }

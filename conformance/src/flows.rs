@@ -47,6 +47,17 @@ impl Setup {
         }
     }
 
+    /// A sipp callee on the next-hop port running `scenario` (an answering one such as
+    /// `uas_answer_echo.xml`) that echoes the RTP it receives on `media_port` (40 s at most).
+    pub async fn echo_uas(&self, scenario: &str, media_port: u16) -> Sipp {
+        let b = Sipp::uas(scenario, self.sipp_port)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(std::time::Duration::from_secs(40));
+        if self.tcp { b.tcp() } else { b }.start().await
+    }
+
     /// A sipp UAS on the next-hop port running `scenario`.
     pub async fn uas(&self, scenario: &str) -> Sipp {
         let b = Sipp::uas(scenario, self.sipp_port);

@@ -29,3 +29,9 @@ pub use gateway::Gateway;
 pub use msg::SipMsg;
 pub use sipp::{Sipp, SippRun};
 pub use ws_client::{Dialog, WsSipClient};
+
+/// The runtime browser tests drive their async peers on: two workers, so the blocking
+/// browser driver calls (`block_in_place`) never starve the daemon's and sipp's tasks.
+pub fn browser_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+}

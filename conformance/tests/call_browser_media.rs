@@ -5,39 +5,26 @@
 
 use std::time::Duration;
 
-use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::browser::Browser;
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
-use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::DEFAULT_WAIT;
+use estuary_conformance::browser_runtime;
 
 const TEST: &str = "chromium_call_through_the_daemon_hears_its_echo";
 
 #[test]
 fn chromium_call_through_the_daemon_hears_its_echo() {
-    if let Err(why) = Browser::available() {
-        panic!("headless Chromium is needed (make deps installs it): {why}");
-    }
+    Browser::require();
     if !in_loopback_netns(TEST) {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    browser_runtime().block_on(async {
         let s = Setup::start(|b| b).await;
         let mut reg = s.register().await;
         let media_port = free_udp_port();
-        let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
-            .arg("-mp")
-            .arg(&media_port.to_string())
-            .arg("-rtp_echo")
-            .timeout(Duration::from_secs(30))
-            .start()
-            .await;
-        let mut b = tokio::task::block_in_place(|| {
-            let mut b = Browser::start_in(Netns::Inherit);
-            b.new_pc("a");
-            b
-        });
+        let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
+        let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media("a", &["audio"])).expect("Chromium offer");
         let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
         let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;

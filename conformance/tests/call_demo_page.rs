@@ -122,37 +122,22 @@ fn assert_bye_seen(run: &SippRun, context: impl Fn() -> String) {
     assert_eq!(run.received_requests("BYE").len(), 1, "sipp saw the BYE: {}", run.describe());
 }
 
-fn start_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
-
-fn require_browser() {
-    if let Err(why) = Browser::available() {
-        panic!("headless Chromium is needed (make deps installs it): {why}");
-    }
-}
 
 const WEB_TO_IMS: &str = "demo_page_calls_ims_and_hears_the_echo";
 
 #[test]
 fn demo_page_calls_ims_and_hears_the_echo() {
-    require_browser();
+    Browser::require();
     if !in_loopback_netns(WEB_TO_IMS) {
         return;
     }
-    start_runtime().block_on(async {
+    estuary_conformance::browser_runtime().block_on(async {
         let s = Setup::start(|b| b).await;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         registered_page(&s, &mut b).await;
 
         let media_port = free_udp_port();
-        let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
-            .arg("-mp")
-            .arg(&media_port.to_string())
-            .arg("-rtp_echo")
-            .timeout(Duration::from_secs(40))
-            .start()
-            .await;
+        let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
         tokio::task::block_in_place(|| {
             b.page_fill(PAGE, "#target", "sip:bob@ims.test").unwrap();
             b.page_click(PAGE, "#dial").unwrap();
@@ -185,11 +170,11 @@ const IMS_TO_WEB: &str = "ims_calls_the_demo_page_which_answers";
 
 #[test]
 fn ims_calls_the_demo_page_which_answers() {
-    require_browser();
+    Browser::require();
     if !in_loopback_netns(IMS_TO_WEB) {
         return;
     }
-    start_runtime().block_on(async {
+    estuary_conformance::browser_runtime().block_on(async {
         let s = Setup::start(|b| b).await;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         let registrar = registered_page(&s, &mut b).await;
@@ -284,11 +269,11 @@ const BUILTIN: &str = "demo_page_hears_the_builtin_echo_and_tone";
 /// that plays a 1 kHz tone. No sipp: the peer inside the daemon is the far end.
 #[test]
 fn demo_page_hears_the_builtin_echo_and_tone() {
-    require_browser();
+    Browser::require();
     if !in_loopback_netns(BUILTIN) {
         return;
     }
-    start_runtime().block_on(async {
+    estuary_conformance::browser_runtime().block_on(async {
         let gw = Gateway::builder().start().await;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         let state = register_page(&gw, &mut b, "anything");

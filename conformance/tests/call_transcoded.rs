@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::browser::Browser;
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
-use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::DEFAULT_WAIT;
+use estuary_conformance::browser_runtime;
 use serde_json::Value;
 
 const TEST: &str = "an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder";
@@ -26,29 +26,16 @@ fn number(v: Option<&Value>, field: &str) -> f64 {
 
 #[test]
 fn an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder() {
-    if let Err(why) = Browser::available() {
-        panic!("headless Chromium is needed (make deps installs it): {why}");
-    }
+    Browser::require();
     if !in_loopback_netns(TEST) {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    browser_runtime().block_on(async {
         let s = Setup::start(|b| b).await;
         let mut reg = s.register().await;
         let media_port = free_udp_port();
-        let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
-            .arg("-mp")
-            .arg(&media_port.to_string())
-            .arg("-rtp_echo")
-            .timeout(Duration::from_secs(40))
-            .start()
-            .await;
-        let mut b = tokio::task::block_in_place(|| {
-            let mut b = Browser::start_in(Netns::Inherit);
-            b.new_pc("a");
-            b
-        });
+        let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
+        let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_codecs("a", &["audio"], &["opus"])).expect("Chromium offer");
         let m = offer.lines().find(|l| l.starts_with("m=audio")).unwrap_or_default();
         assert!(
@@ -128,14 +115,11 @@ fn events_in(pcap: &std::path::Path, port: u16) -> Vec<(u32, bool, u32, u32)> {
 /// to 8 kHz ticks. What reached sipp's media port is captured with tshark and decoded by it.
 #[test]
 fn dtmf_from_an_opus_browser_reaches_the_core_as_telephone_event_8000() {
-    if let Err(why) = Browser::available() {
-        panic!("headless Chromium is needed (make deps installs it): {why}");
-    }
+    Browser::require();
     if !in_loopback_netns(DTMF) {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
+    browser_runtime().block_on(async {
         let s = Setup::start(|b| b).await;
         let mut reg = s.register().await;
         let media_port = free_udp_port();
@@ -148,18 +132,8 @@ fn dtmf_from_an_opus_browser_reaches_the_core_as_telephone_event_8000() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("tshark starts");
-        let sipp = Sipp::uas("uas_answer_echo_dtmf.xml", s.sipp_port)
-            .arg("-mp")
-            .arg(&media_port.to_string())
-            .arg("-rtp_echo")
-            .timeout(Duration::from_secs(40))
-            .start()
-            .await;
-        let mut b = tokio::task::block_in_place(|| {
-            let mut b = Browser::start_in(Netns::Inherit);
-            b.new_pc("a");
-            b
-        });
+        let sipp = s.echo_uas("uas_answer_echo_dtmf.xml", media_port).await;
+        let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_codecs("a", &["audio"], &["opus", "telephone-event/48000"]))
             .expect("Chromium offer");
         assert!(offer.contains("telephone-event/48000") && !offer.contains("PCMU"), "{offer}");

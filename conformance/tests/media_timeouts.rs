@@ -7,10 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::browser::Browser;
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
-use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::DEFAULT_WAIT;
 use serde_json::Value;
 
@@ -42,18 +41,8 @@ async fn call_ended_by_the_daemon(
     .await;
     let mut reg = s.register().await;
     let media_port = free_udp_port();
-    let sipp = Sipp::uas("uas_answer_echo.xml", s.sipp_port)
-        .arg("-mp")
-        .arg(&media_port.to_string())
-        .arg("-rtp_echo")
-        .timeout(Duration::from_secs(40))
-        .start()
-        .await;
-    let mut b = tokio::task::block_in_place(|| {
-        let mut b = Browser::start_in(Netns::Inherit);
-        b.new_pc("a");
-        b
-    });
+    let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
+    let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
     let offer = tokio::task::block_in_place(|| {
         if fake_media {
             b.offer_with_fake_media("a", &["audio"])
