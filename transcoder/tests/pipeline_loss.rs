@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use estuary_transcoder::{
-    G711ToOpus, G711ToOpusConfig, Law, OpusConfig, OpusDecoder, OpusEncoder, OpusToG711,
+    G711ToOpus, G711ToOpusConfig, OpusConfig, OpusDecoder, OpusEncoder, OpusToG711,
     OpusToG711Config,
 };
 
@@ -36,17 +36,7 @@ fn drop_randomly(packets: Vec<Packet>, rate: f64, seed: u64) -> (Vec<Packet>, us
 #[test]
 fn g711_with_5_percent_loss_gives_continuous_opus() {
     let pcm = speech_like(8000, 8000 * 10, 10000.0);
-    let packets = packetize(
-        &pcm,
-        160,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; c.len()];
-            Law::A.encode(c, &mut b);
-            b
-        },
-        160,
-    );
+    let packets = alaw_packets(&pcm, 160);
     let (kept, lost) = drop_randomly(packets, 0.05, 0xC0FFEE);
     let t0 = Instant::now();
     let mut leg = G711ToOpus::new(G711ToOpusConfig::default()).unwrap();
@@ -84,18 +74,7 @@ fn opus_with_5_percent_loss_gives_continuous_g711_and_fec_recovers() {
     };
     let mut browser = OpusEncoder::new(48000, &config).unwrap();
     let pcm48 = speech_like(48000, 48000 * 10, 10000.0);
-    let packets = packetize(
-        &pcm48,
-        960,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; 1500];
-            let n = browser.encode(c, &mut b).unwrap();
-            b.truncate(n);
-            b
-        },
-        960,
-    );
+    let packets = opus_packets(&pcm48, &mut browser);
     let (kept, lost) = drop_randomly(packets, 0.05, 0xFEC);
     let t0 = Instant::now();
     let mut leg = OpusToG711::new(OpusToG711Config::default()).unwrap();
@@ -114,18 +93,7 @@ fn garbage_opus_payloads_are_counted_and_concealed() {
     let mut browser = OpusEncoder::new(48000, &OpusConfig::default()).unwrap();
     let pcm48 = tone(440.0, 48000, 48000 * 2, 8000.0);
     let mut rng = Rng(99);
-    let mut packets = packetize(
-        &pcm48,
-        960,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; 1500];
-            let n = browser.encode(c, &mut b).unwrap();
-            b.truncate(n);
-            b
-        },
-        960,
-    );
+    let mut packets = opus_packets(&pcm48, &mut browser);
     for p in packets.iter_mut().skip(10).step_by(7) {
         // Code 3 TOC with a frame count of 0: invalid whatever follows.
         let len = 2 + (rng.next() % 50) as usize;

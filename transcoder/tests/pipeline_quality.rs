@@ -12,23 +12,12 @@ use estuary_transcoder::{
     OpusToG711Config,
 };
 
-const PTIME: Duration = Duration::from_millis(20);
 const SECONDS: usize = 3;
 
 /// G.711 (A-law) → G711ToOpus → OpusToG711 → G.711, decoded to PCM.
 fn g711_opus_g711(pcm: &[i16]) -> Vec<i16> {
     let t0 = Instant::now();
-    let input = packetize(
-        pcm,
-        160,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; c.len()];
-            Law::A.encode(c, &mut b);
-            b
-        },
-        160,
-    );
+    let input = alaw_packets(pcm, 160);
     let end = Duration::from_secs(SECONDS as u64 + 1);
     let mut up = G711ToOpus::new(G711ToOpusConfig::default()).unwrap();
     let opus = drive(&mut up, t0, &input, end);
@@ -48,18 +37,7 @@ fn g711_opus_g711(pcm: &[i16]) -> Vec<i16> {
 fn opus_g711_opus(pcm48: &[i16]) -> Vec<i16> {
     let t0 = Instant::now();
     let mut browser = OpusEncoder::new(48000, &OpusConfig::default()).unwrap();
-    let input = packetize(
-        pcm48,
-        960,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; 1500];
-            let n = browser.encode(c, &mut b).unwrap();
-            b.truncate(n);
-            b
-        },
-        960,
-    );
+    let input = opus_packets(pcm48, &mut browser);
     let end = Duration::from_secs(SECONDS as u64 + 1);
     let mut down = OpusToG711::new(OpusToG711Config::default()).unwrap();
     let g711 = drive(&mut down, t0, &input, end);

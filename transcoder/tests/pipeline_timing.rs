@@ -14,19 +14,6 @@ use estuary_transcoder::{
 
 const PTIME: Duration = Duration::from_millis(20);
 
-fn alaw_packets(pcm: &[i16], frame: usize) -> Vec<Packet> {
-    packetize(
-        pcm,
-        frame,
-        Duration::from_micros(frame as u64 * 125),
-        &mut |c| {
-            let mut b = vec![0u8; c.len()];
-            Law::A.encode(c, &mut b);
-            b
-        },
-        frame as u32,
-    )
-}
 
 /// `b`'s 48 kHz timestamp is `a`'s plus the time between them (to the tick).
 fn assert_real_time(a: &Packet, b: &Packet) {
@@ -137,18 +124,7 @@ fn g711_at_30_and_10_ms_becomes_20_ms_opus() {
 fn opus_20_ms_becomes_g711_at_30_ms() {
     let mut browser = OpusEncoder::new(48000, &OpusConfig::default()).unwrap();
     let pcm48 = tone(1000.0, 48000, 48000 * 2, 8000.0);
-    let packets = packetize(
-        &pcm48,
-        960,
-        PTIME,
-        &mut |c| {
-            let mut b = vec![0u8; 1500];
-            let n = browser.encode(c, &mut b).unwrap();
-            b.truncate(n);
-            b
-        },
-        960,
-    );
+    let packets = opus_packets(&pcm48, &mut browser);
     let t0 = Instant::now();
     let ptime = Duration::from_millis(30);
     let mut leg = OpusToG711::new(OpusToG711Config {

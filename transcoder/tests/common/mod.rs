@@ -5,7 +5,7 @@
 use std::f64::consts::PI;
 use std::time::{Duration, Instant};
 
-use estuary_transcoder::{G711ToOpus, OpusToG711};
+use estuary_transcoder::{G711ToOpus, Law, OpusEncoder, OpusToG711};
 
 // ---- Signals --------------------------------------------------------------------------------
 
@@ -189,6 +189,37 @@ pub fn packetize(
             payload: encode(chunk),
         })
         .collect()
+}
+
+/// 48 kHz `pcm` as a browser sends it: 20 ms Opus packets from `encoder`, 960 ticks apart.
+pub fn opus_packets(pcm: &[i16], encoder: &mut OpusEncoder) -> Vec<Packet> {
+    packetize(
+        pcm,
+        960,
+        Duration::from_millis(20),
+        &mut |c| {
+            let mut b = vec![0u8; 1500];
+            let n = encoder.encode(c, &mut b).unwrap();
+            b.truncate(n);
+            b
+        },
+        960,
+    )
+}
+
+/// 8 kHz `pcm` as a core sends it: A-law packets of `frame` samples, as many ticks apart.
+pub fn alaw_packets(pcm: &[i16], frame: usize) -> Vec<Packet> {
+    packetize(
+        pcm,
+        frame,
+        Duration::from_micros(frame as u64 * 125),
+        &mut |c| {
+            let mut b = vec![0u8; c.len()];
+            Law::A.encode(c, &mut b);
+            b
+        },
+        frame as u32,
+    )
 }
 
 // ---- Measurements ---------------------------------------------------------------------------
