@@ -23,6 +23,8 @@ const ENHANCED_PACKET: u32 = 0x0000_0006;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 const OPT_END: u16 = 0;
+/// `if_name` (pcapng §4.2): the interface's name, UTF-8.
+const OPT_IF_NAME: u16 = 2;
 const OPT_IF_TSRESOL: u16 = 9;
 const OPT_IF_TSOFFSET: u16 = 14;
 
@@ -478,7 +480,16 @@ pub struct PcapNgWriter<W: Write> {
 
 impl<W: Write> PcapNgWriter<W> {
     /// Writes the Section Header Block and the Interface Description Block of interface 0.
-    pub fn new(mut writer: W, linktype: LinkType) -> Result<Self, CaptureError> {
+    pub fn new(writer: W, linktype: LinkType) -> Result<Self, CaptureError> {
+        Self::with_interface(writer, linktype, None)
+    }
+
+    /// As [`Self::new`], naming interface 0 (`if_name`, what Wireshark shows as the interface).
+    pub fn new_named(writer: W, linktype: LinkType, name: &str) -> Result<Self, CaptureError> {
+        Self::with_interface(writer, linktype, Some(name))
+    }
+
+    fn with_interface(mut writer: W, linktype: LinkType, name: Option<&str>) -> Result<Self, CaptureError> {
         let mut shb = Vec::with_capacity(28);
         shb.extend(SECTION_HEADER.to_le_bytes());
         shb.extend(28u32.to_le_bytes());
@@ -493,26 +504,43 @@ impl<W: Write> PcapNgWriter<W> {
             writer,
             interfaces: 0,
         };
-        this.add_interface(linktype)?;
+        this.write_interface(linktype, name)?;
         Ok(this)
     }
 
     /// Declares one more interface (ids count up from 0) with nanosecond timestamps.
     pub fn add_interface(&mut self, linktype: LinkType) -> Result<u32, CaptureError> {
-        const LEN: u32 = 32;
-        let mut idb = Vec::with_capacity(LEN as usize);
+        self.write_interface(linktype, None)
+    }
+
+    /// As [`Self::add_interface`], with an `if_name` (at most 255 bytes are kept).
+    pub fn add_named_interface(&mut self, linktype: LinkType, name: &str) -> Result<u32, CaptureError> {
+        self.write_interface(linktype, Some(name))
+    }
+
+    fn write_interface(&mut self, linktype: LinkType, name: Option<&str>) -> Result<u32, CaptureError> {
+        let name = name.map(|n| &n.as_bytes()[..n.len().min(255)]).unwrap_or_default();
+        let name_opt = if name.is_empty() { 0 } else { 4 + name.len().next_multiple_of(4) };
+        let len = (32 + name_opt) as u32;
+        let mut idb = Vec::with_capacity(len as usize);
         idb.extend(INTERFACE_DESCRIPTION.to_le_bytes());
-        idb.extend(LEN.to_le_bytes());
+        idb.extend(len.to_le_bytes());
         idb.extend(linktype.0.to_le_bytes());
         idb.extend(0u16.to_le_bytes());
         idb.extend(MAX_PACKET_LEN.to_le_bytes());
+        if !name.is_empty() {
+            idb.extend(OPT_IF_NAME.to_le_bytes());
+            idb.extend((name.len() as u16).to_le_bytes());
+            idb.extend(name);
+            idb.resize(idb.len() + (name.len().next_multiple_of(4) - name.len()), 0);
+        }
         // if_tsresol = 9: 10^-9 s units. One value byte, padded to 4.
         idb.extend(OPT_IF_TSRESOL.to_le_bytes());
         idb.extend(1u16.to_le_bytes());
         idb.extend([9, 0, 0, 0]);
         idb.extend(OPT_END.to_le_bytes());
         idb.extend(0u16.to_le_bytes());
-        idb.extend(LEN.to_le_bytes());
+        idb.extend(len.to_le_bytes());
         self.writer.write_all(&idb)?;
         let id = self.interfaces;
         self.interfaces += 1;

@@ -798,6 +798,8 @@ impl B2bua {
         self.invites.insert(key.clone(), id);
         self.owners.insert(ckey.clone(), Owner::Invite { call: id });
         self.counters.call_started();
+        let (web, ims) = if a.side == Side::Web { (&a, &b) } else { (&b, &a) };
+        self.outputs.push_back(Output::CallStarted { call: id.0, web_call_id: web.call_id.clone(), ims_call_id: ims.call_id.clone() });
         if reserved > 0 {
             self.transcoding.insert(id, reserved);
         }
@@ -1277,6 +1279,7 @@ impl B2bua {
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
         }
+        self.outputs.push_back(Output::CallEnded { call: id.0 });
         self.ports.release(call.ports);
         self.dialogs.retain(|_, (c, _)| *c != id);
         self.invites.remove(&call.a_invite_key);

@@ -108,6 +108,11 @@ pub enum Output {
     Media { call: u64, plan: Box<estuary_sdp::MediaPlan> },
     /// The call ended: the media plane drops its session and sockets.
     MediaEnd { call: u64 },
+    /// A call was created: the Call-IDs of its two dialogs (browser leg, IMS leg), so the
+    /// driver can tie messages of either leg to the call (per-call recording).
+    CallStarted { call: u64, web_call_id: String, ims_call_id: String },
+    /// The call is gone (answered or not); nothing more belongs to it.
+    CallEnded { call: u64 },
 }
 
 /// One metric sample, rendered by the driver (Prometheus text on /metrics).

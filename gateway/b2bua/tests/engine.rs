@@ -25,6 +25,8 @@ struct Harness {
     start: Instant,
     /// Outputs for the media plane (plans, ends), in order.
     media: Vec<Output>,
+    /// Call start and end reports, in order.
+    calls: Vec<Output>,
 }
 
 #[derive(Debug)]
@@ -52,7 +54,7 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        Harness { gw, now, start: now, media: Vec::new() }
+        Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new() }
     }
 
     fn web(&mut self, text: &str) -> Vec<Sent> {
@@ -106,6 +108,7 @@ impl Harness {
                     out.push(Sent { flow, msg, text });
                 }
                 Output::Media { .. } | Output::MediaEnd { .. } => self.media.push(o),
+                Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
             }
         }
@@ -920,4 +923,21 @@ fn a_refused_or_ended_transcoding_call_frees_its_channel_and_488_can_be_chosen()
 
 fn clone_sent(s: &Sent) -> Sent {
     Sent { flow: s.flow, msg: Message::parse(s.text.as_bytes()).unwrap(), text: s.text.clone() }
+}
+
+#[test]
+fn the_driver_learns_both_call_ids_of_a_call_and_its_end() {
+    let mut h = Harness::new();
+    let (inv, _ok) = answered_call(&mut h);
+    let ims_call_id = req(&inv).headers.get("Call-ID").unwrap().to_owned();
+    let Some(Output::CallStarted { call, web_call_id, ims_call_id: ims }) = h.calls.first() else { panic!("{:?}", h.calls) };
+    assert_eq!((web_call_id.as_str(), ims.as_str()), ("webcall1", ims_call_id.as_str()));
+    let call = *call;
+    let bye = "BYE sip:gw SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbye9\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag=TAG\nCall-ID: CID\nCSeq: 9 BYE\nContent-Length: 0\n\n";
+    let from_tag = req(&inv).headers.from().unwrap().tag().unwrap().to_owned();
+    let bye = bye.replace("TAG", &from_tag).replace("CID", &ims_call_id);
+    let out = h.ims(&bye);
+    let web_bye = only_web(&out);
+    h.web(&response(web_bye, 200, "OK", &[]));
+    assert_eq!(h.calls.last(), Some(&Output::CallEnded { call }), "{:?}", h.calls);
 }

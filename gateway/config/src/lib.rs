@@ -280,6 +280,11 @@ pub struct RecordingConfig {
     pub mode: RecordingMode,
     /// Where captures go (`recording.dir`).
     pub dir: PathBuf,
+    /// A call's capture stops growing at this size, in bytes; 0 = no limit
+    /// (`recording.max_file_mb`).
+    pub max_file_bytes: u64,
+    /// Captures older than this are deleted; zero = kept (`recording.max_age_days`).
+    pub max_age: Duration,
 }
 
 impl Default for RecordingConfig {
@@ -287,6 +292,8 @@ impl Default for RecordingConfig {
         RecordingConfig {
             mode: RecordingMode::Off,
             dir: PathBuf::from("recordings"),
+            max_file_bytes: 100 * 1024 * 1024,
+            max_age: Duration::from_secs(7 * 86_400),
         }
     }
 }
@@ -718,10 +725,14 @@ fn recording(mut s: Section) -> Result<RecordingConfig, ConfigError> {
     if dir.trim().is_empty() {
         return Err(ConfigError::invalid(s.path("dir"), "must not be empty"));
     }
+    let max_mb = s.int("max_file_mb", (d.max_file_bytes / (1024 * 1024)) as i64, 0, 100_000)?;
+    let max_days = s.int("max_age_days", (d.max_age.as_secs() / 86_400) as i64, 0, 3650)?;
     s.finish()?;
     Ok(RecordingConfig {
         mode,
         dir: PathBuf::from(dir.trim()),
+        max_file_bytes: max_mb as u64 * 1024 * 1024,
+        max_age: Duration::from_secs(max_days as u64 * 86_400),
     })
 }
 

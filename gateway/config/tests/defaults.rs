@@ -89,6 +89,8 @@ fn the_documented_file_lists_every_key() {
         "transcoder.refuse_status",
         "recording.mode",
         "recording.dir",
+        "recording.max_file_mb",
+        "recording.max_age_days",
         "admin.listen",
         "log.level",
         "log.format",
@@ -103,7 +105,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        46,
+        48,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

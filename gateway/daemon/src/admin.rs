@@ -84,6 +84,9 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 if let Some(t) = &ctx.transcoder {
                     daemon.extend(t.samples());
                 }
+                if let Some(r) = &ctx.recorder {
+                    daemon.extend(r.samples());
+                }
                 let body = metrics::render(&metrics::merge(engine, daemon));
                 http::respond(
                     &mut stream,

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::engine::Event;
 use crate::metrics::Stats;
+use crate::recorder::Recorder;
 use crate::transcode::Transcoder;
 
 pub struct Ctx {
@@ -27,6 +28,8 @@ pub struct Ctx {
     pub ims_domain: String,
     /// The transcoder pool, unless `transcoder.enabled = false`.
     pub transcoder: Option<Arc<Transcoder>>,
+    /// Per-call captures, unless `recording.mode = "off"`.
+    pub recorder: Option<Arc<Recorder>>,
     next_conn: AtomicU64,
 }
 
@@ -36,6 +39,7 @@ impl Ctx {
         shutdown: watch::Receiver<bool>,
         cfg: &estuary_config::Config,
         transcoder: Option<Arc<Transcoder>>,
+        recorder: Option<Arc<Recorder>>,
     ) -> Self {
         Ctx {
             events,
@@ -47,6 +51,7 @@ impl Ctx {
             ws_ping_interval: cfg.web.ws_ping_interval,
             ims_domain: cfg.ims.domain.clone(),
             transcoder,
+            recorder,
             next_conn: AtomicU64::new(1),
         }
     }

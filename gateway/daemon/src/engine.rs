@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tracing::{debug, error, warn};
 
 use crate::ctx::Ctx;
+use crate::recorder::Lane;
 use crate::ims;
 use crate::metrics::Metric;
 
@@ -91,6 +92,7 @@ pub struct Writer {
 
 struct Conn {
     side: Side,
+    local: SocketAddr,
     remote: SocketAddr,
     writer: Writer,
 }
@@ -204,6 +206,7 @@ impl<M: Machine> Engine<M> {
                     conn,
                     Conn {
                         side,
+                        local,
                         remote,
                         writer,
                     },
@@ -227,12 +230,19 @@ impl<M: Machine> Engine<M> {
                     Flow::Ims { .. } => Metric::ImsMessagesReceived,
                 };
                 self.ctx.stats.inc(side);
-                self.feed(Input::Receive {
-                    flow,
-                    conn,
-                    remote,
-                    data: &data,
+                let record = self.ctx.recorder.is_some().then(|| {
+                    let local = conn.and_then(|c| self.conns.get(&c)).map_or_else(|| self.ims_local(), |c| c.local);
+                    (lane_of(flow), remote, local, &data[..])
                 });
+                self.feed_recorded(
+                    Input::Receive {
+                        flow,
+                        conn,
+                        remote,
+                        data: &data,
+                    },
+                    record,
+                );
             }
             Event::Closed { conn } => {
                 if let Some(c) = self.conns.remove(&conn) {
@@ -277,6 +287,13 @@ impl<M: Machine> Engine<M> {
     /// One input into the engine, then every output it produced, then any unreachable
     /// reports those outputs caused.
     fn feed(&mut self, input: Input<'_>) {
+        self.feed_recorded(input, None);
+    }
+
+    /// As [`Self::feed`]; `inbound` is the received SIP message to record, written after the
+    /// call it starts is known (so an initial INVITE lands in its call's capture) and before
+    /// what the engine sent in reply.
+    fn feed_recorded(&mut self, input: Input<'_>, inbound: Option<(Lane, SocketAddr, SocketAddr, &[u8])>) {
         let now = now();
         let machine = &mut self.machine;
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -298,8 +315,27 @@ impl<M: Machine> Engine<M> {
                         "engine output did not end; rest discarded"
                     );
                 }
+                if let Some(r) = &self.ctx.recorder {
+                    for out in &outputs {
+                        if let Output::CallStarted { call, web_call_id, ims_call_id } = out {
+                            r.call_started(*call, web_call_id.clone(), ims_call_id.clone());
+                        }
+                    }
+                    if let Some((lane, src, dst, data)) = inbound {
+                        r.sip(lane, src, dst, data);
+                    }
+                }
+                // A call's end is reported after the messages that ended it (the BYE's 200
+                // belongs in the call's capture).
+                let mut ended = Vec::new();
                 for out in outputs {
-                    self.execute(out);
+                    match out {
+                        Output::CallEnded { call } => ended.push(call),
+                        out => self.execute(out),
+                    }
+                }
+                for call in ended {
+                    self.execute(Output::CallEnded { call });
                 }
             }
             Err(panic) => self.count_panic("handle_input", &panic),
@@ -343,6 +379,9 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::WebMessagesSent);
+                if let (Some(r), Some(c)) = (&self.ctx.recorder, self.conns.get(&conn)) {
+                    r.sip(Lane::WebSip, c.local, c.remote, &data);
+                }
                 self.send_conn(conn, data);
             }
             Output::Transmit {
@@ -354,6 +393,9 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
+                if let Some(r) = &self.ctx.recorder {
+                    r.sip(Lane::ImsSip, self.ims_local(), remote, &data);
+                }
                 match self.udp.send_to(&data, remote) {
                     Ok(_) => {}
                     // The socket buffer is full: UDP is lossy and SIP retransmits (§17.1.1.2).
@@ -378,6 +420,9 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
+                if let Some(r) = &self.ctx.recorder {
+                    r.sip(Lane::ImsSip, self.ims_local(), remote, &data);
+                }
                 if let Some(&conn) = self.tcp_by_remote.get(&remote) {
                     self.send_conn(conn, data);
                 } else if let Some(queue) = self.connecting.get_mut(&remote) {
@@ -410,7 +455,19 @@ impl<M: Machine> Engine<M> {
                     hub.end(call);
                 }
             }
+            // Reported to the recorder before the input's message (feed_recorded).
+            Output::CallStarted { .. } => {}
+            Output::CallEnded { call } => {
+                if let Some(r) = &self.ctx.recorder {
+                    r.call_ended(call);
+                }
+            }
         }
+    }
+
+    /// The IMS-side address SIP over UDP leaves from (also written for IMS TCP).
+    fn ims_local(&self) -> SocketAddr {
+        self.udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     fn send_conn(&mut self, conn: ConnId, data: Vec<u8>) {
@@ -440,6 +497,14 @@ impl<M: Machine> Engine<M> {
 /// The engine's clock: tokio's, so daemon tests may pause it.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// The capture interface a message of `flow` belongs on.
+fn lane_of(flow: Flow) -> Lane {
+    match flow {
+        Flow::Web { .. } => Lane::WebSip,
+        Flow::Ims { .. } => Lane::ImsSip,
+    }
 }
 
 #[cfg(test)]
@@ -490,6 +555,7 @@ mod tests {
             shutdown,
             &estuary_config::Config::default(),
             None,
+            None,
         ));
         let udp = nonblocking_udp();
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -539,6 +605,7 @@ mod tests {
             events,
             shutdown,
             &estuary_config::Config::default(),
+            None,
             None,
         ));
         let udp = nonblocking_udp();

@@ -22,6 +22,7 @@ mod icmp;
 mod ims;
 mod media;
 mod metrics;
+mod recorder;
 mod rlimit;
 mod sdp_tool;
 mod server;

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ctx::Ctx;
 use crate::engine::Event;
 use crate::metrics::MediaFailure;
+use crate::recorder::Lane;
 use crate::transcode::CallTranscoding;
 
 /// Plan updates queued per call before the engine's sends start failing (re-offers are rare).
@@ -120,6 +121,12 @@ async fn run_call(
                     return fail(failure, reason).await;
                 }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
+                Output::Tap { leg, from, to, data } => {
+                    if let Some(r) = &ctx.recorder {
+                        let lane = if leg == estuary_media::Leg::Web { Lane::WebMedia } else { Lane::ImsMedia };
+                        r.media(call, lane, from, to, data);
+                    }
+                }
             }
         }
         // One timer per call, re-armed only when the deadline moves: a fresh Sleep per loop

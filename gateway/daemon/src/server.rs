@@ -16,7 +16,7 @@ use crate::engine::Engine;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
-use crate::{admin, icmp, ims, media, rlimit, tls, transcode, web};
+use crate::{admin, icmp, ims, media, recorder, rlimit, tls, transcode, web};
 
 /// Depth of the engine's inbox.
 const EVENT_QUEUE: usize = 4096;
@@ -52,7 +52,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder));
+    let recorder = recorder::Recorder::start(&cfg.recording)?;
+    let tap = recorder.as_ref().is_some_and(|r| r.records_media());
+    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder));
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
         .into_std()
@@ -85,6 +87,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
                 std::time::Instant::now(),
                 std::time::SystemTime::now(),
             )),
+            tap,
         },
         ctx.clone(),
     );

@@ -65,6 +65,10 @@ pub struct MediaConfig {
     /// `None` (tests): NTP time counts from the Unix epoch at session start, which keeps
     /// round-trip estimates right and only the absolute time wrong.
     pub wall_clock: Option<WallClock>,
+    /// Copy every media packet in plaintext to [`Output::Tap`] (call recording): browser
+    /// media after SRTP decryption and before encryption, IMS media as on the wire (SDES
+    /// decrypted). Off: nothing is copied, nothing allocated.
+    pub tap: bool,
 }
 
 impl Default for MediaConfig {
@@ -76,6 +80,7 @@ impl Default for MediaConfig {
             inactivity_timeout: Duration::from_secs(60),
             ice: estuary_ice::IceSettings::default(),
             wall_clock: None,
+            tap: false,
         }
     }
 }
@@ -125,6 +130,8 @@ impl Leg {
 pub enum Output {
     Transmit { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
     Event(MediaEvent),
+    /// A plaintext copy of a media packet for the recorder ([`MediaConfig::tap`]).
+    Tap { leg: Leg, from: SocketAddr, to: SocketAddr, data: Vec<u8> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -507,6 +514,9 @@ impl MediaSession {
             self.counters.dropped_srtp += 1;
             return Forward::Consumed;
         }
+        if self.cfg.tap {
+            self.outputs.push_back(Output::Tap { leg: Leg::Web, from: source, to: self.web_local, data: buf.clone() });
+        }
         let Ok(pkt) = RtpPacket::parse(buf) else {
             self.counters.dropped_malformed += 1;
             return Forward::Consumed;
@@ -569,6 +579,9 @@ impl MediaSession {
         if let Ok(p) = RtpPacket::parse(buf) {
             st.rtcp_ims.on_media_sent(now, &p);
         }
+        if self.cfg.tap {
+            self.outputs.push_back(Output::Tap { leg: Leg::Ims, from: st.ims_rtp, to, data: buf.clone() });
+        }
         if let Some(tx) = st.ims_tx.as_mut() {
             if tx.protect_rtp(buf).is_err() {
                 self.counters.dropped_srtp += 1;
@@ -591,6 +604,9 @@ impl MediaSession {
         }
         if let Ok(p) = RtpPacket::parse(buf) {
             st.rtcp_web.on_media_sent(now, &p);
+        }
+        if self.cfg.tap {
+            self.outputs.push_back(Output::Tap { leg: Leg::Web, from: self.web_local, to, data: buf.clone() });
         }
         if tx.protect_rtp(buf).is_err() {
             self.counters.dropped_srtp += 1;
@@ -719,6 +735,9 @@ impl MediaSession {
                 self.counters.dropped_srtp += 1;
                 return Forward::Consumed;
             }
+        }
+        if self.cfg.tap {
+            self.outputs.push_back(Output::Tap { leg: Leg::Ims, from: source, to: local, data: buf.clone() });
         }
         let Ok(pkt) = RtpPacket::parse(buf) else {
             self.counters.dropped_malformed += 1;

@@ -48,6 +48,8 @@ struct Call {
     rtcp_to_ims: Vec<(SocketAddr, Vec<u8>)>,
     /// RTCP the gateway sent toward the browser, SRTCP-unprotected by the browser.
     rtcp_to_web: Vec<Vec<u8>>,
+    /// Plaintext copies for the recorder (MediaConfig::tap).
+    taps: Vec<(Leg, Vec<u8>)>,
 }
 
 const AUDIO_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
@@ -60,6 +62,10 @@ fn call(sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
 /// A call from the browser `offer` (its fingerprint replaced by `declared`'s) that IMS
 /// answers with `ims_answer`.
 fn call_with(offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
+    call_with_cfg(MediaConfig::default(), offer, ims_answer, sdes, declared, actual)
+}
+
+fn call_with_cfg(cfg: MediaConfig, offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
     let gw_cert = Certificate::generate().unwrap();
     let mut policy = SdpPolicy {
         fingerprint: estuary_sdp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap(),
@@ -93,7 +99,7 @@ fn call_with(offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, 
     sdp.answer(Side::Ims, answer.as_bytes()).unwrap();
     let plan = sdp.plan().unwrap().clone();
     let now = Instant::now();
-    let session = MediaSession::new(MediaConfig::default(), &plan, &gw_cert, now, 9).unwrap();
+    let session = MediaSession::new(cfg, &plan, &gw_cert, now, 9).unwrap();
     let gw_fp = estuary_srtp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap();
     let browser_dtls = DtlsEndpoint::new(DtlsRole::Client, actual, vec![gw_fp], &[SrtpProfile::Aes128CmSha1_80], now).unwrap();
     Call {
@@ -110,6 +116,7 @@ fn call_with(offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, 
         plan,
         rtcp_to_ims: Vec::new(),
         rtcp_to_web: Vec::new(),
+        taps: Vec::new(),
     }
 }
 
@@ -146,6 +153,7 @@ impl Call {
                 }
             }
             Output::Event(e) => self.events.push(e),
+            Output::Tap { leg, data, .. } => self.taps.push((leg, data)),
         }
         false
     }
@@ -815,4 +823,28 @@ fn a_re_offer_with_a_common_codec_turns_transcoding_into_relay_within_one_stream
     // Late frames from the closed transcoding channel have no place.
     let late = Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7160, marker: false };
     assert_eq!(c.session.send_transcoded(c.now, late, &mut buf), Forward::Consumed);
+}
+
+#[test]
+fn the_recorder_tap_sees_browser_media_decrypted_and_ims_media_as_sent() {
+    let cert = Certificate::generate().unwrap();
+    let cfg = MediaConfig { tap: true, ..MediaConfig::default() };
+    let mut c = call_with_cfg(cfg, OFFER, AUDIO_ANSWER, true, &cert, &cert);
+    c.nominate();
+    c.handshake();
+    relay_both_ways(&mut c);
+    c.pump();
+    let voice = [0x55u8; 160];
+    let of = |leg: Leg| c.taps.iter().filter(move |(l, _)| *l == leg).map(|(_, d)| RtpPacket::parse(d).expect("plaintext RTP")).collect::<Vec<_>>();
+    let (web, ims) = (of(Leg::Web), of(Leg::Ims));
+    // Each leg: 5 packets in and 5 out, all plaintext (SRTP toward the browser and SDES
+    // toward IMS are both removed), payloads as carried.
+    assert_eq!((web.len(), ims.len()), (10, 10));
+    assert!(web.iter().chain(ims.iter()).all(|p| p.payload() == voice), "decrypted payloads");
+    assert!(web.iter().any(|p| p.ssrc() == Ssrc(0xB0B0_0001)) && web.iter().any(|p| p.ssrc() == Ssrc(c.web_ssrc)));
+    // Without the tap, nothing is copied.
+    let mut plain = connected(false);
+    relay_both_ways(&mut plain);
+    plain.pump();
+    assert!(plain.taps.is_empty());
 }
