@@ -16,6 +16,8 @@
 //! the system temp dir) and both transcripts are printed anyway.
 
 pub mod browser;
+pub mod corpus;
+pub mod demo_page;
 pub mod digest;
 pub mod flows;
 pub mod gateway;

@@ -9,88 +9,12 @@
 use std::time::Duration;
 
 use estuary_conformance::browser::{Browser, Netns};
-use estuary_conformance::flows::{Setup, PASSWORD, USER};
+use estuary_conformance::demo_page::*;
+use estuary_conformance::flows::Setup;
 use estuary_conformance::gateway::Gateway;
-use estuary_conformance::msg::addr_uri;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
 use estuary_conformance::sipp::{Sipp, SippRun};
 use serde_json::Value;
-
-const PAGE: &str = "phone";
-const WAIT: Duration = Duration::from_secs(15);
-
-/// A demo page tab in `b`, registered as alice through `s`'s gateway and the sipp registrar,
-/// with the microphone's voice processing off. Returns the registrar's run.
-async fn registered_page(s: &Setup, b: &mut Browser) -> SippRun {
-    let registrar = s.uas("registrar.xml").await;
-    let state = register_page(&s.gw, b, PASSWORD);
-    let run = registrar.wait().await;
-    assert_eq!(
-        state.as_deref(),
-        Ok("registered"),
-        "the demo page did not register\n--- page log\n{}\n--- sipp\n{}\n--- daemon\n{}",
-        page_log(b),
-        run.describe(),
-        s.gw.log_tail(40)
-    );
-    run.assert_success();
-    run
-}
-
-/// Opens the demo page of `gw` in `b` as alice, turns voice processing off and registers;
-/// returns the page's final registration state.
-fn register_page(gw: &Gateway, b: &mut Browser, password: &str) -> Result<String, String> {
-    let url = format!("https://{}/?user={USER}", gw.wss_addr);
-    tokio::task::block_in_place(|| {
-        let title = b.page_open(PAGE, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
-        assert!(
-            title.contains("softphone"),
-            "{url} is not the demo softphone (title {title:?}): the daemon was built without \
-             gateway/daemon/demo/dist; `make demo` builds it (`make test` does)"
-        );
-        b.page_fill(PAGE, "#password", password).unwrap();
-        b.page_click(PAGE, "#account summary").unwrap();
-        b.page_check(PAGE, "#voice-processing", false).unwrap();
-        b.page_click(PAGE, "#register").unwrap();
-        b.page_wait(PAGE, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
-    })
-}
-
-fn page_log(b: &mut Browser) -> String {
-    tokio::task::block_in_place(|| b.page_text(PAGE, "#log")).unwrap_or_else(|e| format!("(no log: {e})"))
-}
-
-fn wait_call(b: &mut Browser, states: &[&str]) -> Result<String, String> {
-    tokio::task::block_in_place(|| b.page_wait(PAGE, "#call-state", "data-state", states, WAIT))
-}
-
-/// The audio stream of `kind` ("inbound-rtp" or "outbound-rtp") in a stats summary.
-fn audio<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
-    stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "audio")
-}
-
-fn number(v: Option<&Value>, field: &str) -> f64 {
-    v.and_then(|r| r[field].as_f64()).unwrap_or(0.0)
-}
-
-/// Poll the page's RTCPeerConnection (bounded) until Chromium has sent and received at least
-/// 100 packets (2 s of 20 ms audio) and measured energy in what it received; returns the last
-/// stats whatever happened, for the assertions to judge.
-async fn media_stats(b: &mut Browser) -> Value {
-    let mut stats = Value::Null;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        stats = tokio::task::block_in_place(|| b.page_stats(PAGE)).unwrap_or(Value::Null);
-        let inbound = audio(&stats, "inbound-rtp");
-        if number(inbound, "packets") >= 100.0
-            && number(audio(&stats, "outbound-rtp"), "packets") >= 100.0
-            && number(inbound, "totalAudioEnergy") > 0.0
-        {
-            break;
-        }
-    }
-    stats
-}
 
 fn assert_media(stats: &Value, context: impl Fn() -> String) {
     let inbound = audio(stats, "inbound-rtp");
@@ -108,13 +32,6 @@ fn assert_media(stats: &Value, context: impl Fn() -> String) {
     let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
     assert!(codec.eq_ignore_ascii_case("audio/PCMU/8000"), "passthrough PCMU, got {codec:?}");
     assert_eq!(stats["transports"][0]["dtlsState"], "connected", "{stats:#}");
-}
-
-/// Hang up from the page and require that the call ends there.
-fn hang_up(b: &mut Browser) {
-    tokio::task::block_in_place(|| b.page_click(PAGE, "#hangup")).unwrap();
-    let ended = wait_call(b, &["ended", "failed"]);
-    assert_eq!(ended.as_deref(), Ok("ended"), "{}", page_log(b));
 }
 
 fn assert_bye_seen(run: &SippRun, context: impl Fn() -> String) {
@@ -221,16 +138,6 @@ fn ims_calls_the_demo_page_which_answers() {
             number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
         );
     });
-}
-
-/// The Contact and Path of the last REGISTER the daemon sent on the page's behalf: where the
-/// S-CSCF would send a call (Request-URI = that Contact, Route = the Path).
-fn registration_of_record(registrar: &SippRun) -> (String, String) {
-    let regs = registrar.received_requests("REGISTER");
-    let last = regs.last().unwrap_or_else(|| panic!("no REGISTER: {}", registrar.describe()));
-    let contact = last.header("Contact").map(addr_uri).unwrap_or_else(|| panic!("no Contact: {last}"));
-    let path = last.header("Path").unwrap_or_else(|| panic!("no Path: {last}")).to_owned();
-    (contact, path)
 }
 
 /// Poll (bounded) until Chromium has our RTCP on the audio stream: a sender report

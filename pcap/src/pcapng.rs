@@ -62,7 +62,7 @@ impl TsResolution {
 }
 
 /// What an Interface Description Block declared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Interface {
     /// Link type of every packet on this interface.
     pub linktype: LinkType,
@@ -72,6 +72,8 @@ pub struct Interface {
     pub resolution: TsResolution,
     /// Seconds to add to every timestamp (`if_tsoffset`).
     pub offset_seconds: i64,
+    /// `if_name`, when the writer gave one (UTF-8, lossily decoded).
+    pub name: Option<String>,
 }
 
 impl Interface {
@@ -439,6 +441,7 @@ fn parse_interface(body: Option<&[u8]>, e: Endian) -> Result<Interface, CaptureE
         snaplen,
         resolution: TsResolution::Decimal(6),
         offset_seconds: 0,
+        name: None,
     };
     // Options (§3.5): code, length, value padded to 32 bits; opt_endofopt or the body's end
     // closes the list.
@@ -458,6 +461,7 @@ fn parse_interface(body: Option<&[u8]>, e: Endian) -> Result<Interface, CaptureE
         };
         match (code, value) {
             (OPT_IF_TSRESOL, [byte]) => interface.resolution = TsResolution::from_option(*byte),
+            (OPT_IF_NAME, v) => interface.name = Some(String::from_utf8_lossy(v).trim_end_matches('\0').to_owned()),
             (OPT_IF_TSOFFSET, v) => {
                 if let Ok(v) = <[u8; 8]>::try_from(v) {
                     interface.offset_seconds = e.u64(v) as i64;

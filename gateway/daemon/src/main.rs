@@ -23,6 +23,7 @@ mod ims;
 mod media;
 mod metrics;
 mod recorder;
+mod replay;
 mod rlimit;
 mod sdp_tool;
 mod server;
@@ -80,7 +81,19 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
-    // `replay CAPTURE` joins here (ARCHITECTURE.md).
+    /// Replay a capture of what entered the gateway through its signalling engine on a
+    /// virtual clock, and compare what it emits with EXPECTED (exit 1 and a diff on a
+    /// difference). Captures are in the recorder's layout (recording.mode).
+    Replay {
+        input: PathBuf,
+        #[arg(long, value_name = "EXPECTED")]
+        expect: Option<PathBuf>,
+        /// The configuration the recording daemon ran with; default the built-in one.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Copy, Clone, clap::ValueEnum)]
@@ -108,6 +121,20 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("estuary: {e}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { input, expect, config, set } => {
+            let cfg = match load(config.as_deref(), &set) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match replay::run(&cfg, &input, expect.as_deref()) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::FAILURE,
+                Err(e) => {
+                    eprintln!("estuary: {e}");
+                    ExitCode::from(EXIT_CONFIG)
                 }
             }
         }

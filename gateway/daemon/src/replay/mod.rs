@@ -1,0 +1,221 @@
+//! `estuary replay INPUT [--expect EXPECTED]`: plays a capture of what entered the gateway
+//! through the same signalling engine the daemon runs (the sans-IO [`B2bua`]), on a virtual
+//! clock at the recorded timestamps, and compares what it emits with a capture of what the
+//! gateway should emit.
+//!
+//! Captures are in the recorder's layout (see `recorder.rs`): SIP toward browsers on an
+//! interface whose name starts with `web:`, SIP toward IMS on one starting with `ims:`, each
+//! message one UDP datagram. `INPUT` holds the messages that reached the gateway, `EXPECTED`
+//! those it sent. The gateway's own addresses are read from `INPUT` (where browsers and the
+//! core sent to) so the engine is configured as the recording daemon was; the rest of its
+//! configuration comes from `--config`/`--set` as for `estuary run`.
+//!
+//! The comparison is semantic ([`normalize`]): per side, the sequence of messages (UDP
+//! retransmissions folded) with their start lines, the headers that carry meaning and the SDP
+//! after normalisation; values the engine draws at random (tags, branches, Call-IDs, tokens,
+//! ICE credentials, keys, ports) are matched by consistency: the first one seen is `<1>`
+//! wherever it recurs, in both captures alike. Media is not replayed (its keys are drawn
+//! fresh by DTLS), only the signalling and SDP that set it up.
+
+mod normalize;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Side, Transport};
+use estuary_config::Config;
+use estuary_pcap::{CaptureReader, Protocol};
+
+use crate::engine_config::{self, Bound, ResolvedNextHop};
+
+/// How long the virtual clock runs past the last input: timers that fire right after it
+/// (a retransmission, a 2xx resent) belong to the exchange; a minute later they would not.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// One SIP message of a capture.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub at: Duration,
+    pub side: Side,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Reads the SIP messages of a capture in the recorder's layout.
+pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    loop {
+        let (interface, at, packet) = {
+            let Some(rec) = reader.next_record().map_err(|e| format!("{}: {e}", path.display()))? else { break };
+            let packet = rec.decode().ok().filter(|p| p.protocol == Protocol::Udp && !p.payload.is_empty()).map(|p| (p.src, p.dst, p.payload.to_vec()));
+            (rec.interface, rec.timestamp, packet)
+        };
+        // Interfaces are declared as the file goes, so look the name up per record.
+        let name = match &reader {
+            CaptureReader::PcapNg(r) => r.interfaces().get(interface as usize).and_then(|i| i.name.clone()),
+            CaptureReader::Pcap(_) => None,
+        };
+        let side = match name.as_deref() {
+            Some(n) if n.starts_with("web:") && n.contains("SIP") => Side::Web,
+            Some(n) if n.starts_with("ims:") && n.contains("SIP") => Side::Ims,
+            _ => continue,
+        };
+        if let Some((src, dst, data)) = packet {
+            out.push(Message { at, side, src, dst, data });
+        }
+    }
+    Ok(out)
+}
+
+/// Replays `input` through a [`B2bua`] configured from `cfg` and the addresses the input was
+/// sent to; returns the messages it emitted, stamped on the input's timeline.
+pub fn replay(cfg: &Config, input: &[Message]) -> Result<Vec<Message>, String> {
+    let web = input.iter().find(|m| m.side == Side::Web).map(|m| m.dst);
+    let ims_in = input.iter().find(|m| m.side == Side::Ims);
+    let web_addr = web.unwrap_or(cfg.web.wss_listen);
+    let bound = Bound { ws: web_addr, wss: web_addr, ims: ims_in.map_or(cfg.ims.listen, |m| m.dst), admin: cfg.admin.listen };
+    // The core's address: where its messages came from, else the configured next hop.
+    let next_hop = match (ims_in, &cfg.ims.next_hop) {
+        (Some(m), _) => m.src,
+        (None, estuary_config::NextHop::Uri { host, port, .. }) => {
+            format!("{host}:{port}").parse().map_err(|_| format!("ims.next_hop {host}:{port} is not an address; give the core's address"))?
+        }
+        (None, estuary_config::NextHop::Builtin) => SocketAddr::from(([127, 0, 0, 1], 5060)),
+    };
+    let fingerprint = estuary_sdp::SdpPolicy::default().fingerprint;
+    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp }, fingerprint, None);
+    let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
+    // The engine reads no clock: any base works, and this one keeps timestamps exact.
+    let base = Instant::now();
+    let mut d = Driver { engine: B2bua::new(b2bua_cfg, 1), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
+    for m in input {
+        let t = base + m.at.saturating_sub(t0);
+        d.run_timers(t);
+        d.now = t.max(d.now);
+        match m.side {
+            Side::Web => {
+                let next = ConnId(d.conns.len() as u64 + 1);
+                let conn = *d.conns.entry(m.src).or_insert(next);
+                if conn == next {
+                    let transport = if String::from_utf8_lossy(&m.data).contains("SIP/2.0/WS ") { Transport::Ws } else { Transport::Wss };
+                    d.input(Input::ConnectionOpened { conn, side: Side::Web, transport, local: m.dst, remote: m.src });
+                }
+                d.input(Input::Receive { flow: Flow::Web { conn }, conn: Some(conn), remote: m.src, data: &m.data });
+            }
+            Side::Ims => {
+                let flow = Flow::Ims { transport: Transport::Udp, remote: m.src };
+                d.input(Input::Receive { flow, conn: None, remote: m.src, data: &m.data });
+            }
+        }
+    }
+    let end = d.now + SETTLE;
+    d.run_timers(end);
+    Ok(d.out)
+}
+
+/// The engine on a virtual clock, and what it sent.
+struct Driver {
+    engine: B2bua,
+    base: Instant,
+    t0: Duration,
+    now: Instant,
+    web: SocketAddr,
+    ims: SocketAddr,
+    conns: HashMap<SocketAddr, ConnId>,
+    out: Vec<Message>,
+}
+
+impl Driver {
+    fn input(&mut self, input: Input<'_>) {
+        self.engine.handle_input(self.now, input);
+        self.drain();
+    }
+
+    /// Fires every engine deadline up to `until`, in order.
+    fn run_timers(&mut self, until: Instant) {
+        while let Some(t) = self.engine.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.input(Input::Timeout);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.engine.poll_output() {
+            if let Output::Transmit { flow, data } = o {
+                let (side, src, dst) = match flow {
+                    Flow::Web { conn } => {
+                        let browser = self.conns.iter().find(|(_, c)| **c == conn).map_or(self.web, |(a, _)| *a);
+                        (Side::Web, self.web, browser)
+                    }
+                    Flow::Ims { remote, .. } => (Side::Ims, self.ims, remote),
+                };
+                let at = self.t0 + self.now.saturating_duration_since(self.base);
+                self.out.push(Message { at, side, src, dst, data });
+            }
+        }
+    }
+}
+
+/// Compares what the engine emitted with what it should have, side by side; `Err` holds a
+/// readable difference.
+pub fn compare(expected: &[Message], actual: &[Message]) -> Result<usize, String> {
+    let mut report = String::new();
+    let mut compared = 0;
+    for side in [Side::Web, Side::Ims] {
+        let e = normalize::sequence(expected.iter().filter(|m| m.side == side).map(|m| &m.data[..]));
+        let a = normalize::sequence(actual.iter().filter(|m| m.side == side).map(|m| &m.data[..]));
+        let name = if side == Side::Web { "browser side" } else { "IMS side" };
+        compared += e.len().max(a.len());
+        for i in 0..e.len().max(a.len()) {
+            match (e.get(i), a.get(i)) {
+                (Some(x), Some(y)) if x == y => {}
+                (x, y) => {
+                    let _ = writeln!(report, "{name}, message {} differs ({} expected, {} emitted):", i + 1, e.len(), a.len());
+                    report.push_str(&normalize::diff(x.map_or("", String::as_str), y.map_or("", String::as_str)));
+                    break;
+                }
+            }
+        }
+    }
+    if report.is_empty() {
+        Ok(compared)
+    } else {
+        Err(report)
+    }
+}
+
+/// The `replay` command: exit 0 when the emitted messages match `expect` (or, without it,
+/// after printing them), 1 on a difference, 2 on unusable input.
+pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>) -> Result<bool, String> {
+    let msgs = read_capture(input)?;
+    if msgs.is_empty() {
+        return Err(format!("{}: no SIP message on a web: or ims: interface", input.display()));
+    }
+    let emitted = replay(cfg, &msgs)?;
+    let Some(expect) = expect else {
+        for m in &emitted {
+            let first = String::from_utf8_lossy(&m.data).lines().next().unwrap_or_default().to_owned();
+            println!("{:>10.6} {:?} -> {} {first}", m.at.as_secs_f64(), m.side, m.dst);
+        }
+        return Ok(true);
+    };
+    let expected = read_capture(expect)?;
+    match compare(&expected, &emitted) {
+        Ok(n) => {
+            println!("ok: {n} messages as expected ({} in, {} out)", msgs.len(), emitted.len());
+            Ok(true)
+        }
+        Err(diff) => {
+            println!("{diff}");
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Named interfaces survive a write and read (the recorder names its lanes; replay finds them
+//! by name).
+
+use std::time::Duration;
+
+use estuary_pcap::{build_udp, CaptureReader, LinkType, PcapNgWriter};
+
+#[test]
+fn interface_names_round_trip() {
+    let mut w = PcapNgWriter::new_named(Vec::new(), LinkType::RAW, "web: SIP").unwrap();
+    assert_eq!(w.add_named_interface(LinkType::RAW, "ims: media, odd length").unwrap(), 1);
+    assert_eq!(w.add_interface(LinkType::RAW).unwrap(), 2);
+    let ip = build_udp("127.0.0.1:1".parse().unwrap(), "127.0.0.1:2".parse().unwrap(), b"x").unwrap();
+    w.write_packet_on(1, Duration::from_secs(5), &ip).unwrap();
+    let bytes = w.into_inner();
+    let mut r = CaptureReader::new(&bytes[..]).unwrap();
+    assert_eq!(r.next_record().unwrap().unwrap().interface, 1);
+    let CaptureReader::PcapNg(ng) = r else { panic!("pcapng") };
+    let names: Vec<Option<String>> = ng.interfaces().iter().map(|i| i.name.clone()).collect();
+    assert_eq!(names, [Some("web: SIP".to_owned()), Some("ims: media, odd length".to_owned()), None]);
+}
