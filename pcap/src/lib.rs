@@ -61,6 +61,7 @@ mod error;
 mod packet;
 mod pcapng;
 mod stream;
+pub mod tcp;
 
 use std::io::Read;
 use std::time::Duration;
@@ -71,6 +72,7 @@ pub use classic::{PcapReader, PcapWriter};
 pub use error::{BuildError, CaptureError, DecodeError, Layer};
 pub use packet::{decode, Fragment, Packet, Protocol, TcpFlags, TcpHeader};
 pub use pcapng::{Interface, PcapNgReader, PcapNgWriter, TsResolution, MAX_BLOCK_LEN};
+pub use tcp::{CloseReason, FlowKey, TcpConfig, TcpEvent, TcpReassembler};
 
 /// Largest packet a reader accepts and the snapshot length writers declare (256 KiB, as
 /// libpcap and Wireshark use by default).
