@@ -62,6 +62,7 @@ mod packet;
 mod pcapng;
 mod stream;
 pub mod tcp;
+pub mod websocket;
 
 use std::io::Read;
 use std::time::Duration;
@@ -73,6 +74,10 @@ pub use error::{BuildError, CaptureError, DecodeError, Layer};
 pub use packet::{decode, Fragment, Packet, Protocol, TcpFlags, TcpHeader};
 pub use pcapng::{Interface, PcapNgReader, PcapNgWriter, TsResolution, MAX_BLOCK_LEN};
 pub use tcp::{CloseReason, FlowKey, TcpConfig, TcpEvent, TcpReassembler};
+pub use websocket::{
+    WsConnection, WsDirection, WsError, WsEvent, WsKind, WsMessage, WsStream, MAX_HANDSHAKE_LEN,
+    MAX_MESSAGE_LEN,
+};
 
 /// Largest packet a reader accepts and the snapshot length writers declare (256 KiB, as
 /// libpcap and Wireshark use by default).
