@@ -149,6 +149,8 @@ pub struct WsStream {
     /// byte by byte is not searched again from the start each time.
     scanned: usize,
     protocol: Option<String>,
+    /// The handshake is behind us (a failed handshake leaves this false).
+    upgraded: bool,
     /// A text or binary message whose final fragment has not arrived.
     partial: Option<Partial>,
     messages: VecDeque<WsMessage>,
@@ -177,6 +179,7 @@ impl WsStream {
             buf: Vec::new(),
             scanned: 0,
             protocol: None,
+            upgraded: false,
             partial: None,
             messages: VecDeque::new(),
         }
@@ -186,6 +189,7 @@ impl WsStream {
     pub fn without_handshake(direction: WsDirection) -> Self {
         WsStream {
             state: State::Frames,
+            upgraded: true,
             ..Self::new(direction)
         }
     }
@@ -201,10 +205,10 @@ impl WsStream {
         self.protocol.as_deref()
     }
 
-    /// The handshake is complete and frames are being parsed (or an error ended the stream
-    /// after that).
+    /// The handshake completed (or was skipped): frames are being parsed, or were until an
+    /// error ended the stream.
     pub fn is_upgraded(&self) -> bool {
-        !matches!(self.state, State::Handshake)
+        self.upgraded
     }
 
     /// Takes the next bytes of the stream, in any cut. Complete messages become available to
@@ -261,6 +265,7 @@ impl WsStream {
             self.protocol = handshake(self.direction, &self.buf[..end])?;
             self.buf.drain(..head_len);
             self.state = State::Frames;
+            self.upgraded = true;
         }
         let mut at = 0;
         while let Some((frame, len)) = Frame::parse(&self.buf[at..])? {
@@ -756,8 +761,9 @@ connection: upgrade\r\nsec-websocket-protocol:  sip \r\n\r\n\x81\x02OK",
         let mut s = WsStream::new(WsDirection::ServerToClient);
         let e = s.push(b"HTTP/1.1 403 Forbidden\r\n\r\n").unwrap_err();
         assert_eq!(e, WsError::NotUpgraded { status: 403 });
-        // Failure is final.
+        // Failure is final, and a refused handshake is no upgrade.
         assert_eq!(s.push(b"\x81\x00"), Err(e));
+        assert!(!s.is_upgraded());
 
         for (direction, head) in [
             (
