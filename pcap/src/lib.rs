@@ -57,6 +57,7 @@ mod build;
 mod bytes;
 mod checksum;
 mod classic;
+pub mod classify;
 mod error;
 mod packet;
 mod pcapng;
@@ -70,6 +71,10 @@ use std::time::Duration;
 pub use build::{build_tcp, build_udp, wrap_ethernet, write_tcp, write_udp, MacAddr};
 pub use checksum::{internet_checksum, transport_checksum};
 pub use classic::{PcapReader, PcapWriter};
+pub use classify::{
+    classify, classify_capture, Carries, FiveTuple, FlowClassifier, FlowSummary, Kind, KindCounts,
+    SipTransport, Transport,
+};
 pub use error::{BuildError, CaptureError, DecodeError, Layer};
 pub use packet::{decode, Fragment, Packet, Protocol, TcpFlags, TcpHeader};
 pub use pcapng::{Interface, PcapNgReader, PcapNgWriter, TsResolution, MAX_BLOCK_LEN};
