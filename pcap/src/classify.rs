@@ -192,6 +192,7 @@ pub struct FlowSummary {
     pub bytes: u64,
     /// Messages by kind: one per datagram for UDP; for TCP one per SIP message (framed by
     /// Content-Length) or per WebSocket text/binary message. Control frames are not counted.
+    /// Over TCP a run of keep-alive CRLFs counts once, or twice if a segment cuts it.
     pub kinds: KindCounts,
     /// TCP only: the stream began with a WebSocket handshake that succeeded.
     pub websocket: bool,

@@ -37,19 +37,40 @@
 //! checksums; [`wrap_ethernet`] adds an Ethernet header. [`PcapWriter`] and [`PcapNgWriter`]
 //! store them with nanosecond timestamps (pcap nanosecond magic, pcapng `if_tsresol = 9`).
 //!
+//! # Above the packets: streams, WebSocket, classification
+//!
+//! Three sans-IO layers turn decoded packets into what a replay needs, each fed in capture
+//! order and drained by `poll` (no clock, no I/O):
+//!
+//! - [`tcp`]: [`TcpReassembler`] rebuilds each direction of each TCP connection from
+//!   [`Packet`]'s sequence numbers and flags, and reports [`TcpEvent`]s: opened, in-order data,
+//!   gaps the capture cannot fill, closed.
+//! - [`websocket`]: [`WsStream`] deframes one direction's bytes (RFC 6455) after its HTTP
+//!   upgrade into [`WsMessage`]s; [`WsConnection`] runs both directions from [`TcpEvent`]s.
+//! - [`classify`](mod@classify): [`classify()`] names a payload (SIP, keep-alive, STUN, DTLS,
+//!   RTP, RTCP); [`FlowClassifier`] and [`classify_capture`] sum up what each 5-tuple of a
+//!   capture carries: SIP over UDP, TCP or WebSocket, or media.
+//!
 //! # Hostile input
 //!
 //! Captures come from the field. No byte sequence makes a reader or [`decode`] panic; every
-//! failure is a [`CaptureError`] or [`DecodeError`] (see `tests/hostile_input.rs`).
+//! failure is a [`CaptureError`] or [`DecodeError`] (see `tests/hostile_input.rs`). The layers
+//! above hold the same line: TCP reassembly bounds its buffer per half-stream and its flow
+//! table, WebSocket lengths are checked before bytes are buffered, and random segments,
+//! frames and payloads are thrown at all three (`tests/tcp_reassembly.rs`,
+//! `tests/websocket.rs`, `tests/classify.rs`).
 //!
 //! # What it does not do (yet)
 //!
 //! - IP fragments are flagged ([`Packet::fragment`]), not reassembled.
 //! - Checksums are computed on write but not verified on read: captures taken on the sending
 //!   host carry offloaded, unfilled checksums. [`transport_checksum`] verifies on demand.
-//! - TCP stream reassembly and WebSocket deframing are the next layer up and will live in
-//!   their own modules (`tcp`, `websocket`) on top of [`Packet`]'s sequence numbers and flags,
-//!   as will flow classification (SIP, STUN, DTLS, RTP, RTCP).
+//! - TCP reassembly ignores options (SACK, timestamps); a mid-stream capture drops bytes older
+//!   than its first segment.
+//! - WebSocket extensions (permessage-deflate) are refused, not inflated; TLS (WSS, SIP over
+//!   TLS) is not decrypted, so such flows classify as unknown.
+//! - Flow classification does not follow STUN/DTLS/RTP over TCP (RFC 4571 framing), TURN
+//!   channel data or ZRTP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
