@@ -37,19 +37,40 @@
 //! checksums; [`wrap_ethernet`] adds an Ethernet header. [`PcapWriter`] and [`PcapNgWriter`]
 //! store them with nanosecond timestamps (pcap nanosecond magic, pcapng `if_tsresol = 9`).
 //!
+//! # Above the packets: streams, WebSocket, classification
+//!
+//! Three sans-IO layers turn decoded packets into what a replay needs, each fed in capture
+//! order and drained by `poll` (no clock, no I/O):
+//!
+//! - [`tcp`]: [`TcpReassembler`] rebuilds each direction of each TCP connection from
+//!   [`Packet`]'s sequence numbers and flags, and reports [`TcpEvent`]s: opened, in-order data,
+//!   gaps the capture cannot fill, closed.
+//! - [`websocket`]: [`WsStream`] deframes one direction's bytes (RFC 6455) after its HTTP
+//!   upgrade into [`WsMessage`]s; [`WsConnection`] runs both directions from [`TcpEvent`]s.
+//! - [`classify`](mod@classify): [`classify()`] names a payload (SIP, keep-alive, STUN, DTLS,
+//!   RTP, RTCP); [`FlowClassifier`] and [`classify_capture`] sum up what each 5-tuple of a
+//!   capture carries: SIP over UDP, TCP or WebSocket, or media.
+//!
 //! # Hostile input
 //!
 //! Captures come from the field. No byte sequence makes a reader or [`decode`] panic; every
-//! failure is a [`CaptureError`] or [`DecodeError`] (see `tests/hostile_input.rs`).
+//! failure is a [`CaptureError`] or [`DecodeError`] (see `tests/hostile_input.rs`). The layers
+//! above hold the same line: TCP reassembly bounds its buffer per half-stream and its flow
+//! table, WebSocket lengths are checked before bytes are buffered, and random segments,
+//! frames and payloads are thrown at all three (`tests/tcp_reassembly.rs`,
+//! `tests/websocket.rs`, `tests/classify.rs`).
 //!
 //! # What it does not do (yet)
 //!
 //! - IP fragments are flagged ([`Packet::fragment`]), not reassembled.
 //! - Checksums are computed on write but not verified on read: captures taken on the sending
 //!   host carry offloaded, unfilled checksums. [`transport_checksum`] verifies on demand.
-//! - TCP stream reassembly and WebSocket deframing are the next layer up and will live in
-//!   their own modules (`tcp`, `websocket`) on top of [`Packet`]'s sequence numbers and flags,
-//!   as will flow classification (SIP, STUN, DTLS, RTP, RTCP).
+//! - TCP reassembly ignores options (SACK, timestamps); a mid-stream capture drops bytes older
+//!   than its first segment.
+//! - WebSocket extensions (permessage-deflate) are refused, not inflated; TLS (WSS, SIP over
+//!   TLS) is not decrypted, so such flows classify as unknown.
+//! - Flow classification does not follow STUN/DTLS/RTP over TCP (RFC 4571 framing), TURN
+//!   channel data or ZRTP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -57,10 +78,13 @@ mod build;
 mod bytes;
 mod checksum;
 mod classic;
+pub mod classify;
 mod error;
 mod packet;
 mod pcapng;
 mod stream;
+pub mod tcp;
+pub mod websocket;
 
 use std::io::Read;
 use std::time::Duration;
@@ -68,9 +92,18 @@ use std::time::Duration;
 pub use build::{build_tcp, build_udp, wrap_ethernet, write_tcp, write_udp, MacAddr};
 pub use checksum::{internet_checksum, transport_checksum};
 pub use classic::{PcapReader, PcapWriter};
+pub use classify::{
+    classify, classify_capture, Carries, FiveTuple, FlowClassifier, FlowSummary, Kind, KindCounts,
+    SipTransport, Transport,
+};
 pub use error::{BuildError, CaptureError, DecodeError, Layer};
 pub use packet::{decode, Fragment, Packet, Protocol, TcpFlags, TcpHeader};
 pub use pcapng::{Interface, PcapNgReader, PcapNgWriter, TsResolution, MAX_BLOCK_LEN};
+pub use tcp::{CloseReason, FlowKey, TcpConfig, TcpEvent, TcpReassembler};
+pub use websocket::{
+    WsConnection, WsDirection, WsError, WsEvent, WsKind, WsMessage, WsStream, MAX_HANDSHAKE_LEN,
+    MAX_MESSAGE_LEN,
+};
 
 /// Largest packet a reader accepts and the snapshot length writers declare (256 KiB, as
 /// libpcap and Wireshark use by default).
