@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps demo build build-release lint bench clean
+.PHONY: run test deps demo build build-release lint bench clean corpus
 
 # ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
@@ -67,6 +67,11 @@ bench:
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
 	@echo "wrote target/bench/rtp.json"; cat target/bench/rtp.json
 	$(CARGO) bench -p estuary-srtp --bench srtp 2>&1 | tee target/bench/srtp.txt
+
+# Re-records the replay corpus (conformance/captures) from real sessions: Chromium + JsSIP
+# demo page <-> daemon <-> sipp. Review the diff (estuary replay says what changed), commit.
+corpus: deps demo build
+	ESTUARY_RECORD_CORPUS=1 $(CARGO) test -p estuary-conformance --test corpus_record -- --test-threads=1 --nocapture
 
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -26,31 +26,36 @@ pub fn read_recordings(dir: &Path) -> Vec<Datagram> {
     for day in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         files.extend(std::fs::read_dir(day.path()).into_iter().flatten().flatten().map(|f| f.path()));
     }
+    let mut out: Vec<Datagram> = files.iter().flat_map(|f| read_capture(f)).collect();
+    out.sort_by_key(|d| d.0);
+    out
+}
+
+/// The SIP datagrams of one capture in the recorder's layout, in file order.
+pub fn read_capture(f: &Path) -> Vec<Datagram> {
+    let file = File::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    let mut r = CaptureReader::new(BufReader::new(file)).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     let mut out = Vec::new();
-    for f in files {
-        let file = File::open(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let mut r = CaptureReader::new(BufReader::new(file)).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        loop {
-            let (iface, at, packet) = {
-                let Some(rec) = r.next_record().unwrap_or_else(|e| panic!("{}: {e}", f.display())) else { break };
-                let p = rec.decode().ok().filter(|p| p.protocol == Protocol::Udp).map(|p| (p.src, p.dst, p.payload.to_vec()));
-                (rec.interface, rec.timestamp, p)
-            };
-            let name = match &r {
-                CaptureReader::PcapNg(ng) => ng.interfaces().get(iface as usize).and_then(|i| i.name.clone()),
-                CaptureReader::Pcap(_) => None,
-            };
-            let lane = match name.as_deref() {
-                Some(WEB_SIP) => 0,
-                Some(IMS_SIP) => 1,
-                _ => continue,
-            };
-            if let Some((src, dst, data)) = packet {
-                out.push((at, lane, src, dst, data));
-            }
+    loop {
+        let (iface, at, packet) = {
+            let Some(rec) = r.next_record().unwrap_or_else(|e| panic!("{}: {e}", f.display())) else { break };
+            let p = rec.decode().ok().filter(|p| p.protocol == Protocol::Udp).map(|p| (p.src, p.dst, p.payload.to_vec()));
+            (rec.interface, rec.timestamp, p)
+        };
+        // Interfaces are declared as the file goes: look the name up per record.
+        let name = match &r {
+            CaptureReader::PcapNg(ng) => ng.interfaces().get(iface as usize).and_then(|i| i.name.clone()),
+            CaptureReader::Pcap(_) => None,
+        };
+        let lane = match name.as_deref() {
+            Some(WEB_SIP) => 0,
+            Some(IMS_SIP) => 1,
+            _ => continue,
+        };
+        if let Some((src, dst, data)) = packet {
+            out.push((at, lane, src, dst, data));
         }
     }
-    out.sort_by_key(|d| d.0);
     out
 }
 

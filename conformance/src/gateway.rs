@@ -43,6 +43,7 @@ pub fn estuary_binary() -> PathBuf {
 pub struct GatewayBuilder {
     sets: Vec<(String, String)>,
     next_hop: Option<String>,
+    envs: Vec<(String, String)>,
 }
 
 /// A running daemon.
@@ -71,6 +72,7 @@ impl Gateway {
         GatewayBuilder {
             sets: Vec::new(),
             next_hop: None,
+            envs: Vec::new(),
         }
     }
 
@@ -148,6 +150,12 @@ impl GatewayBuilder {
     }
 
     /// Send every IMS-bound request to UDP 127.0.0.1:`port`.
+    /// An environment variable for the daemon (e.g. ESTUARY_ENGINE_SEED).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
     pub fn next_hop_udp(mut self, port: u16) -> Self {
         self.next_hop = Some(format!("sip:127.0.0.1:{port};transport=udp"));
         self
@@ -181,6 +189,7 @@ impl GatewayBuilder {
         // Later --set wins for the same key: the test's own settings go last.
         sets.extend(self.sets);
         let mut cmd = Command::new(&bin);
+        cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.arg("run");
         for (k, v) in &sets {
             cmd.arg("--set").arg(format!("{k}={v}"));

@@ -93,6 +93,9 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
+        /// The engine seed the recording daemon ran with (ESTUARY_ENGINE_SEED).
+        #[arg(long, default_value_t = 4242)]
+        seed: u64,
     },
 }
 
@@ -124,12 +127,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { input, expect, config, set } => {
+        Command::Replay { input, expect, config, set, seed } => {
             let cfg = match load(config.as_deref(), &set) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match replay::run(&cfg, &input, expect.as_deref()) {
+            match replay::run(&cfg, &input, expect.as_deref(), seed) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

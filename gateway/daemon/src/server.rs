@@ -47,7 +47,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let transcoder = transcode::Transcoder::start(&cfg)?;
     let b2bua = B2bua::new(
         engine_config::b2bua_config(&cfg, &bound, next_hop, dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
-        rand::random(),
+        engine_seed(),
     );
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -178,5 +178,18 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+/// The signalling engine's seed: random, unless ESTUARY_ENGINE_SEED fixes it so that a
+/// recorded session can be replayed to the byte (`estuary replay --seed`): the engine draws
+/// tags, branches, Call-IDs and SDP credentials from it and from nothing else.
+fn engine_seed() -> u64 {
+    match std::env::var("ESTUARY_ENGINE_SEED").ok().and_then(|v| v.trim().parse().ok()) {
+        Some(seed) => {
+            warn!(seed, "ESTUARY_ENGINE_SEED fixes the engine's random identifiers: for recording test sessions only");
+            seed
+        }
+        None => rand::random(),
     }
 }

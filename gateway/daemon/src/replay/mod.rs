@@ -16,6 +16,12 @@
 //! ICE credentials, keys, ports) are matched by consistency: the first one seen is `<1>`
 //! wherever it recurs, in both captures alike. Media is not replayed (its keys are drawn
 //! fresh by DTLS), only the signalling and SDP that set it up.
+//!
+//! Identifiers the gateway drew and the far ends echo (a To tag, a branch in a response from
+//! IMS, a Path token) must be the ones the engine draws again: record with
+//! `ESTUARY_ENGINE_SEED=N` and replay with `--seed N` (the corpus uses 4242). The engine's
+//! only source of randomness is that seed, so the same inputs at the same times give the
+//! same identifiers.
 
 mod normalize;
 
@@ -77,7 +83,7 @@ pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
 
 /// Replays `input` through a [`B2bua`] configured from `cfg` and the addresses the input was
 /// sent to; returns the messages it emitted, stamped on the input's timeline.
-pub fn replay(cfg: &Config, input: &[Message]) -> Result<Vec<Message>, String> {
+pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>, String> {
     let web = input.iter().find(|m| m.side == Side::Web).map(|m| m.dst);
     let ims_in = input.iter().find(|m| m.side == Side::Ims);
     let web_addr = web.unwrap_or(cfg.web.wss_listen);
@@ -95,7 +101,7 @@ pub fn replay(cfg: &Config, input: &[Message]) -> Result<Vec<Message>, String> {
     let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
-    let mut d = Driver { engine: B2bua::new(b2bua_cfg, 1), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
+    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
     for m in input {
         let t = base + m.at.saturating_sub(t0);
         d.run_timers(t);
@@ -194,12 +200,12 @@ pub fn compare(expected: &[Message], actual: &[Message]) -> Result<usize, String
 
 /// The `replay` command: exit 0 when the emitted messages match `expect` (or, without it,
 /// after printing them), 1 on a difference, 2 on unusable input.
-pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>) -> Result<bool, String> {
+pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Result<bool, String> {
     let msgs = read_capture(input)?;
     if msgs.is_empty() {
         return Err(format!("{}: no SIP message on a web: or ims: interface", input.display()));
     }
-    let emitted = replay(cfg, &msgs)?;
+    let emitted = replay(cfg, &msgs, seed)?;
     let Some(expect) = expect else {
         for m in &emitted {
             let first = String::from_utf8_lossy(&m.data).lines().next().unwrap_or_default().to_owned();

@@ -1,0 +1,103 @@
+//! Records the replay corpus (`conformance/captures/<scenario>/`): real sessions of the demo
+//! softphone (JsSIP from npm in headless Chromium) through the daemon to sipp, recorded by the
+//! daemon itself (`recording.mode = "signalling"`) and split into what entered the gateway
+//! and what it sent. Run with `make corpus` when the gateway's behaviour changes on purpose,
+//! then review the new captures (`estuary replay ... --expect ...` says what differs) and
+//! commit them. They do nothing unless ESTUARY_RECORD_CORPUS is set (`make corpus` sets
+//! it): `make test` replays the committed captures instead (replay_corpus.rs).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use estuary_conformance::browser::{Browser, Netns};
+use estuary_conformance::demo_page::*;
+use estuary_conformance::flows::Setup;
+use estuary_conformance::net::{free_udp_port, in_loopback_netns};
+use estuary_conformance::sipp::Sipp;
+use estuary_conformance::{browser_runtime, corpus};
+
+/// Only `make corpus` records (the recording tests overwrite committed files).
+fn recording() -> bool {
+    std::env::var_os("ESTUARY_RECORD_CORPUS").is_some()
+}
+
+fn corpus_dir(scenario: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(scenario)
+}
+
+/// Runs `flow` against a recording daemon, then splits its captures into the corpus.
+async fn record<F>(scenario: &str, flow: F)
+where
+    F: AsyncFnOnce(&Setup, &mut Browser),
+{
+    let dir = std::env::temp_dir().join(format!("estuary-corpus-{scenario}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // A fixed engine seed: replay (--seed 4242) draws the same identifiers again.
+    let s = Setup::start(|b| b.set("recording.mode", "signalling").set("recording.dir", &dir.to_string_lossy()).env("ESTUARY_ENGINE_SEED", "4242")).await;
+    let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+    flow(&s, &mut b).await;
+    // The recorder flushes every second. The capture is taken before the page closes: its
+    // un-REGISTER would meet a registrar that has exited, a network event a replay cannot
+    // reproduce.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (inputs, outputs) = corpus::split(&dir, &[s.gw.ws_addr, s.gw.wss_addr, s.gw.ims_addr], &corpus_dir(scenario));
+    tokio::task::block_in_place(|| b.page_close(PAGE));
+    println!("{scenario}: {inputs} messages in, {outputs} out");
+    assert!(inputs > 0 && outputs > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn record_register_with_digest() {
+    if !recording() || !in_loopback_netns("record_register_with_digest") {
+        return;
+    }
+    browser_runtime().block_on(record("register-digest", async |s, b| {
+        registered_page(s, b).await;
+    }));
+}
+
+#[test]
+fn record_call_from_the_browser() {
+    if !recording() || !in_loopback_netns("record_call_from_the_browser") {
+        return;
+    }
+    browser_runtime().block_on(record("call-web-to-ims", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.echo_uas("uas_answer_echo.xml", free_udp_port()).await;
+        tokio::task::block_in_place(|| {
+            b.page_fill(PAGE, "#target", "sip:bob@ims.test").unwrap();
+            b.page_click(PAGE, "#dial").unwrap();
+        });
+        assert_eq!(wait_call(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}
+
+#[test]
+fn record_call_to_the_browser() {
+    if !recording() || !in_loopback_netns("record_call_to_the_browser") {
+        return;
+    }
+    browser_runtime().block_on(record("call-ims-to-web", async |s, b| {
+        let registrar = registered_page(s, b).await;
+        let (contact, path) = registration_of_record(&registrar);
+        let sipp = Sipp::uac("uac_call_browser_echo.xml", free_udp_port(), s.gw.ims_addr)
+            .key("target", &contact)
+            .key("route", &path)
+            .arg("-mp")
+            .arg(&free_udp_port().to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(40))
+            .start()
+            .await;
+        assert_eq!(wait_call(b, &["ringing"]).as_deref(), Ok("ringing"), "{}", page_log(b));
+        tokio::task::block_in_place(|| b.page_click(PAGE, "#answer")).unwrap();
+        assert_eq!(wait_call(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}
