@@ -29,6 +29,7 @@
 //   {"cmd":"page-open","page":"p","url":...}         new tab, load url (certificate errors are
 //                                                    ignored: test gateways are self-signed)
 //   {"cmd":"page-fill","page":"p","selector":...,"value":...}
+//   {"cmd":"page-select","page":"p","selector":...,"value":...}   (a <select>'s option)
 //   {"cmd":"page-check","page":"p","selector":...,"checked":bool}
 //   {"cmd":"page-click","page":"p","selector":...}
 //   {"cmd":"page-wait","page":"p","selector":...,"attr":"data-state","values":[...],
@@ -347,6 +348,9 @@ async function tabCommand(c) {
     }
     case 'page-fill':
       try { await t.fill(text(c.selector, 'selector'), text(c.value, 'value'), { timeout }); return { ok: true }; }
+      catch (e) { return failed(e); }
+    case 'page-select':
+      try { await t.selectOption(text(c.selector, 'selector'), text(c.value, 'value'), { timeout }); return { ok: true }; }
       catch (e) { return failed(e); }
     case 'page-check':
       try { await t.setChecked(text(c.selector, 'selector'), c.checked === true, { timeout }); return { ok: true }; }

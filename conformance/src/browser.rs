@@ -702,6 +702,12 @@ impl Browser {
         Self::page_reply(self.request(cmd), "ok").map(drop)
     }
 
+    /// Choose the option with `value` in the `<select>` `selector`.
+    pub fn page_select(&mut self, page: &str, selector: &str, value: &str) -> Result<(), String> {
+        let cmd = json!({"cmd": "page-select", "page": page, "selector": selector, "value": value});
+        Self::page_reply(self.request(cmd), "ok").map(drop)
+    }
+
     /// Tick or untick the checkbox `selector`.
     pub fn page_check(&mut self, page: &str, selector: &str, checked: bool) -> Result<(), String> {
         let cmd =

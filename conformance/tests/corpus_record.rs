@@ -101,3 +101,92 @@ fn record_call_to_the_browser() {
         sipp.wait().await.assert_success();
     }));
 }
+
+/// Dials sip:bob@ims.test from the registered page and waits for `state`.
+fn dial(b: &mut Browser, states: &[&str]) -> Result<String, String> {
+    tokio::task::block_in_place(|| {
+        b.page_fill(PAGE, "#target", "sip:bob@ims.test").unwrap();
+        b.page_click(PAGE, "#dial").unwrap();
+    });
+    wait_call(b, states)
+}
+
+#[test]
+fn record_cancel() {
+    if !recording() || !in_loopback_netns("record_cancel") {
+        return;
+    }
+    browser_runtime().block_on(record("cancel", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.uas("uas_ring_cancel.xml").await;
+        assert_eq!(dial(b, &["progress", "ringing", "confirmed", "failed"]).as_deref(), Ok("progress"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Hanging up before the answer is a CANCEL; the core ends the INVITE with 487.
+        tokio::task::block_in_place(|| b.page_click(PAGE, "#hangup")).unwrap();
+        assert!(wait_call(b, &["ended", "failed"]).is_ok(), "{}", page_log(b));
+        sipp.wait().await.assert_success();
+    }));
+}
+
+#[test]
+fn record_hold_and_resume() {
+    if !recording() || !in_loopback_netns("record_hold_and_resume") {
+        return;
+    }
+    browser_runtime().block_on(record("hold-resume", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.echo_uas("uas_hold_resume.xml", free_udp_port()).await;
+        assert_eq!(dial(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        for label in ["Resume", "Hold"] {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            tokio::task::block_in_place(|| b.page_click(PAGE, "#hold")).unwrap();
+            let shows = tokio::task::block_in_place(|| {
+                for _ in 0..50 {
+                    if b.page_text(PAGE, "#hold").is_ok_and(|t| t.trim() == label) {
+                        return true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                false
+            });
+            assert!(shows, "the hold button says {label}: {}", page_log(b));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}
+
+#[test]
+fn record_dtmf_by_info() {
+    if !recording() || !in_loopback_netns("record_dtmf_by_info") {
+        return;
+    }
+    browser_runtime().block_on(record("dtmf-info", async |s, b| {
+        registered_page(s, b).await;
+        // The account details are open since registration (register_page opened them).
+        tokio::task::block_in_place(|| b.page_select(PAGE, "#dtmf-mode", "INFO")).unwrap();
+        let sipp = s.echo_uas("uas_answer_info.xml", free_udp_port()).await;
+        assert_eq!(dial(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::task::block_in_place(|| b.page_click(PAGE, "#keypad button:nth-child(5)")).unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}
+
+#[test]
+fn record_early_media() {
+    if !recording() || !in_loopback_netns("record_early_media") {
+        return;
+    }
+    browser_runtime().block_on(record("early-media", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.echo_uas("uas_early_media.xml", free_udp_port()).await;
+        assert_eq!(dial(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}

@@ -39,7 +39,29 @@ fn replay(input: &Path, expected: &Path) -> (bool, String) {
 #[test]
 fn every_recorded_scenario_replays_to_its_expected_output() {
     let all = scenarios();
-    assert!(all.len() >= 3, "the corpus holds its scenarios: {all:?}");
+    // Each scenario and what makes it that scenario (on the browser side or toward IMS).
+    let want: &[(&str, &[&str])] = &[
+        ("register-digest", &["SIP/2.0 401 Unauthorized", "REGISTER sip:"]),
+        ("call-web-to-ims", &["INVITE sip:bob@ims.test", "BYE sip:"]),
+        ("call-ims-to-web", &["INVITE sip:", "SIP/2.0 180 Ringing"]),
+        ("cancel", &["CANCEL sip:", "SIP/2.0 487"]),
+        ("hold-resume", &["a=sendonly", "a=recvonly"]),
+        ("dtmf-info", &["INFO sip:"]),
+        ("early-media", &["SIP/2.0 183 Session Progress"]),
+    ];
+    let names: Vec<String> = all.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for (name, needles) in want {
+        assert!(names.iter().any(|n| n == name), "the corpus lacks {name}: {names:?}");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(name);
+        let text: String = ["input.pcapng", "expected.pcapng"]
+            .iter()
+            .flat_map(|f| corpus::read_capture(&dir.join(f)))
+            .map(|d| String::from_utf8_lossy(&d.4).into_owned())
+            .collect();
+        for n in *needles {
+            assert!(text.contains(n), "{name} has no {n:?}");
+        }
+    }
     for dir in all {
         assert!(dir.join("README.md").is_file(), "{} says how it was recorded", dir.display());
         let (ok, text) = replay(&dir.join("input.pcapng"), &dir.join("expected.pcapng"));

@@ -21,6 +21,7 @@ const el = {
   dial: $('dial'),
   answer: $('answer'),
   hangup: $('hangup'),
+  hold: $('hold'),
   callState: $('call-state'),
   keypad: $('keypad'),
   audio: $('remote-audio'),
@@ -60,6 +61,10 @@ function updateButtons() {
   el.answer.disabled = !(session && session.direction === 'incoming' && session.isInProgress()
     && el.callState.dataset.state === 'ringing');
   el.hangup.disabled = session === null;
+  el.hold.disabled = !established;
+  const held = established && session.isOnHold().local;
+  el.hold.textContent = held ? 'Resume' : 'Hold';
+  el.hold.setAttribute('aria-pressed', String(held));
   for (const key of el.keypad.querySelectorAll('button')) key.disabled = !established;
 }
 
@@ -204,8 +209,14 @@ function watchSession(s, originator) {
   s.on('newDTMF', (e) => {
     if (e.originator === 'remote') log(`received DTMF ${e.dtmf.tone}`);
   });
-  s.on('hold', (e) => log(`held by ${e.originator === 'local' ? 'us' : 'the far end'}`));
-  s.on('unhold', (e) => log(`resumed by ${e.originator === 'local' ? 'us' : 'the far end'}`));
+  s.on('hold', (e) => {
+    log(`held by ${e.originator === 'local' ? 'us' : 'the far end'}`);
+    updateButtons();
+  });
+  s.on('unhold', (e) => {
+    log(`resumed by ${e.originator === 'local' ? 'us' : 'the far end'}`);
+    updateButtons();
+  });
 }
 
 function finish(s, text, isError) {
@@ -317,6 +328,12 @@ el.callForm.addEventListener('submit', (ev) => {
 });
 el.answer.addEventListener('click', answer);
 el.hangup.addEventListener('click', hangup);
+// Hold is a re-INVITE with a=sendonly (RFC 3264 §8.4); resume offers sendrecv again.
+el.hold.addEventListener('click', () => {
+  if (!session || !session.isEstablished()) return;
+  if (session.isOnHold().local) session.unhold();
+  else session.hold();
+});
 el.keypad.addEventListener('click', (ev) => {
   const key = ev.target.closest('button');
   if (key) sendDtmf(key.textContent.trim());
