@@ -89,3 +89,97 @@ fn an_altered_expectation_fails_with_a_diff_naming_it() {
     assert!(text.contains("browser side"), "{text}");
     assert!(text.contains("- SIP/2.0 486 Busy Here") && text.contains("+ SIP/2.0 200 OK"), "the diff names the difference:\n{text}");
 }
+
+/// One WebSocket text frame (RFC 6455 §5.2): masked from the client, as browsers send.
+fn ws_frame(payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut f = vec![0x81];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => f.push(mask_bit | n as u8),
+        n if n <= 0xffff => {
+            f.push(mask_bit | 126);
+            f.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(mask_bit | 127);
+            f.extend((n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [0x37, 0xfa, 0x21, 0x3d];
+        f.extend(key);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        f.extend(payload);
+    }
+    f
+}
+
+/// A tcpdump-style capture of a corpus scenario: both directions in one file, the browser's
+/// SIP as WebSocket frames on a TCP connection (handshake included, segments cut at 300
+/// bytes so frames straddle them), the core's as UDP. `estuary replay` must read it with
+/// its TCP reassembly and WebSocket deframing and reproduce the same exchange.
+#[test]
+fn a_plain_capture_with_sip_over_websocket_on_tcp_replays_too() {
+    use estuary_pcap::{build_tcp, build_udp, LinkType, PcapWriter, TcpFlags, TcpHeader};
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/call-web-to-ims");
+    let input = corpus::read_capture(&dir.join("input.pcapng"));
+    let web_gw = input.iter().find(|d| d.1 == 0).expect("browser input").3;
+    let ims_gw = input.iter().find(|d| d.1 == 1).expect("IMS input").3;
+    let mut all = input.clone();
+    all.extend(corpus::read_capture(&dir.join("expected.pcapng")));
+    all.sort_by_key(|d| d.0);
+
+    let mut w = PcapWriter::new(Vec::new(), LinkType::RAW).unwrap();
+    // Per browser connection: next sequence number each way.
+    let mut tcp: HashMap<SocketAddr, (u32, u32)> = HashMap::new();
+    let ack = |seq: u32, ack: u32, flags: TcpFlags| TcpHeader { seq, ack, flags, window: 65535 };
+    let psh_ack = TcpFlags(TcpFlags::PSH.0 | TcpFlags::ACK.0);
+    for (at, lane, src, dst, data) in &all {
+        if *lane == 1 {
+            w.write_packet(*at, &build_udp(*src, *dst, data).unwrap()).unwrap();
+            continue;
+        }
+        let to_gw = *dst == web_gw;
+        let client = if to_gw { *src } else { *dst };
+        let (c, s) = tcp.entry(client).or_insert_with(|| {
+            // Handshake: SYN, SYN-ACK, ACK, then the HTTP upgrade and its 101.
+            let (mut c, mut s) = (1_000u32, 900_000u32);
+            w.write_packet(*at, &build_tcp(client, web_gw, &ack(c, 0, TcpFlags::SYN), &[]).unwrap()).unwrap();
+            w.write_packet(*at, &build_tcp(web_gw, client, &ack(s, c + 1, TcpFlags(TcpFlags::SYN.0 | TcpFlags::ACK.0)), &[]).unwrap()).unwrap();
+            c += 1;
+            s += 1;
+            let req = b"GET / HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+            w.write_packet(*at, &build_tcp(client, web_gw, &ack(c, s, psh_ack), req).unwrap()).unwrap();
+            c += req.len() as u32;
+            let resp = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: sip\r\n\r\n";
+            w.write_packet(*at, &build_tcp(web_gw, client, &ack(s, c, psh_ack), resp).unwrap()).unwrap();
+            s += resp.len() as u32;
+            (c, s)
+        });
+        let frame = ws_frame(data, to_gw);
+        for chunk in frame.chunks(300) {
+            let (from, to, seq, their) = if to_gw { (client, web_gw, &mut *c, *s) } else { (web_gw, client, &mut *s, *c) };
+            w.write_packet(*at, &build_tcp(from, to, &ack(*seq, their, psh_ack), chunk).unwrap()).unwrap();
+            *seq = seq.wrapping_add(chunk.len() as u32);
+        }
+    }
+    let plain = std::env::temp_dir().join(format!("estuary-plain-{}.pcap", std::process::id()));
+    std::fs::write(&plain, w.into_inner()).unwrap();
+    let out = Command::new(estuary_binary())
+        .arg("replay")
+        .arg(&plain)
+        .arg("--expect")
+        .arg(&plain)
+        .args(["--set", &format!("web.ws_listen={web_gw}"), "--set", &format!("ims.listen={ims_gw}")])
+        .output()
+        .expect("run estuary replay");
+    let _ = std::fs::remove_file(&plain);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    // The same exchange as the recorder-layout files of the scenario.
+    assert!(text.starts_with("ok: 11 messages as expected (10 in, 11 out)"), "{text}");
+}

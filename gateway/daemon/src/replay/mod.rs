@@ -3,12 +3,17 @@
 //! clock at the recorded timestamps, and compares what it emits with a capture of what the
 //! gateway should emit.
 //!
-//! Captures are in the recorder's layout (see `recorder.rs`): SIP toward browsers on an
-//! interface whose name starts with `web:`, SIP toward IMS on one starting with `ims:`, each
-//! message one UDP datagram. `INPUT` holds the messages that reached the gateway, `EXPECTED`
-//! those it sent. The gateway's own addresses are read from `INPUT` (where browsers and the
-//! core sent to) so the engine is configured as the recording daemon was; the rest of its
-//! configuration comes from `--config`/`--set` as for `estuary run`.
+//! Two capture layouts are read:
+//! - the recorder's (see `recorder.rs`): SIP toward browsers on an interface whose name starts
+//!   with `web:`, SIP toward IMS on one starting with `ims:`, each message one UDP datagram;
+//!   `INPUT` holds what reached the gateway, `EXPECTED` what it sent, and the gateway's own
+//!   addresses are where the input was sent to;
+//! - any other capture (tcpdump on the gateway host): SIP over WebSocket on TCP connections to
+//!   `web.ws_listen` (reassembled and deframed: WSS cannot be read) and SIP over UDP to and
+//!   from `ims.listen`, as set with `--set`; one capture can then be both `INPUT` and
+//!   `EXPECTED`, the direction telling them apart.
+//!
+//! The rest of the engine's configuration comes from `--config`/`--set` as for `estuary run`.
 //!
 //! The comparison is semantic ([`normalize`]): per side, the sequence of messages (UDP
 //! retransmissions folded) with their start lines, the headers that carry meaning and the SDP
@@ -35,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Side, Transport};
 use estuary_config::Config;
-use estuary_pcap::{CaptureReader, Protocol};
+use estuary_pcap::{classify, CaptureReader, Kind, Protocol, TcpReassembler, WsConnection, WsKind};
 
 use crate::engine_config::{self, Bound, ResolvedNextHop};
 
@@ -53,7 +58,83 @@ pub struct Message {
     pub data: Vec<u8>,
 }
 
-/// Reads the SIP messages of a capture in the recorder's layout.
+/// A capture's SIP messages, and the gateway's (web, IMS) addresses when the layout says.
+pub struct Capture {
+    pub messages: Vec<Message>,
+    pub gateway: Option<(SocketAddr, SocketAddr)>,
+}
+
+impl Capture {
+    /// Messages that reached the gateway (all of them in a recorder-layout input).
+    fn inbound(&self) -> Vec<Message> {
+        match self.gateway {
+            Some((web, ims)) => self.messages.iter().filter(|m| m.dst == web || m.dst == ims).cloned().collect(),
+            None => self.messages.clone(),
+        }
+    }
+
+    /// Messages the gateway sent (all of them in a recorder-layout expectation).
+    fn outbound(&self) -> Vec<Message> {
+        match self.gateway {
+            Some((web, ims)) => self.messages.iter().filter(|m| m.src == web || m.src == ims).cloned().collect(),
+            None => self.messages.clone(),
+        }
+    }
+}
+
+/// Reads a capture in either layout (see the module documentation).
+pub fn read(path: &Path, cfg: &Config) -> Result<Capture, String> {
+    let messages = read_capture(path)?;
+    if !messages.is_empty() {
+        return Ok(Capture { messages, gateway: None });
+    }
+    let messages = read_plain(path, cfg.web.ws_listen, cfg.ims.listen)?;
+    Ok(Capture { messages, gateway: Some((cfg.web.ws_listen, cfg.ims.listen)) })
+}
+
+/// SIP over WebSocket to `ws` and SIP over UDP to or from `ims`, from a plain capture.
+fn read_plain(path: &Path, ws: SocketAddr, ims: SocketAddr) -> Result<Vec<Message>, String> {
+    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut tcp = TcpReassembler::new();
+    let mut conns: HashMap<SocketAddr, WsConnection> = HashMap::new();
+    let mut out = Vec::new();
+    let matches = |a: SocketAddr, b: SocketAddr| a.port() == b.port() && (b.ip().is_unspecified() || a.ip() == b.ip());
+    let take_ws = |tcp: &mut TcpReassembler, conns: &mut HashMap<SocketAddr, WsConnection>, out: &mut Vec<Message>| {
+        while let Some(ev) = tcp.poll() {
+            let flow = ev.flow();
+            let client = if matches(flow.dst, ws) { flow.src } else { flow.dst };
+            let server = if matches(flow.dst, ws) { flow.dst } else { flow.src };
+            let conn = conns.entry(client).or_insert_with(|| WsConnection::new(client, server));
+            // A connection that breaks WebSocket framing yields no more messages.
+            let _ = conn.push(&ev);
+            while let Some(m) = conn.poll() {
+                if matches!(m.message.kind, WsKind::Text | WsKind::Binary) {
+                    out.push(Message { at: m.timestamp, side: Side::Web, src: m.flow.src, dst: m.flow.dst, data: m.message.payload });
+                }
+            }
+        }
+    };
+    while let Some(rec) = reader.next_record().map_err(|e| format!("{}: {e}", path.display()))? {
+        let Ok(p) = rec.decode() else { continue };
+        match p.protocol {
+            Protocol::Tcp(_) if matches(p.src, ws) || matches(p.dst, ws) => {
+                tcp.push(rec.timestamp, &p);
+                take_ws(&mut tcp, &mut conns, &mut out);
+            }
+            Protocol::Udp if (matches(p.src, ims) || matches(p.dst, ims)) && classify(p.payload) == Kind::Sip => {
+                out.push(Message { at: rec.timestamp, side: Side::Ims, src: p.src, dst: p.dst, data: p.payload.to_vec() });
+            }
+            _ => {}
+        }
+    }
+    tcp.finish();
+    take_ws(&mut tcp, &mut conns, &mut out);
+    out.sort_by_key(|m| m.at);
+    Ok(out)
+}
+
+/// Reads the SIP messages of a capture in the recorder's layout (none for another layout).
 pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -201,9 +282,14 @@ pub fn compare(expected: &[Message], actual: &[Message]) -> Result<usize, String
 /// The `replay` command: exit 0 when the emitted messages match `expect` (or, without it,
 /// after printing them), 1 on a difference, 2 on unusable input.
 pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Result<bool, String> {
-    let msgs = read_capture(input)?;
+    let msgs = read(input, cfg)?.inbound();
     if msgs.is_empty() {
-        return Err(format!("{}: no SIP message on a web: or ims: interface", input.display()));
+        return Err(format!(
+            "{}: no SIP message reached the gateway (recorder layout: web:/ims: interfaces; else WebSocket to web.ws_listen {} or UDP to ims.listen {})",
+            input.display(),
+            cfg.web.ws_listen,
+            cfg.ims.listen
+        ));
     }
     let emitted = replay(cfg, &msgs, seed)?;
     let Some(expect) = expect else {
@@ -213,7 +299,7 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Resu
         }
         return Ok(true);
     };
-    let expected = read_capture(expect)?;
+    let expected = read(expect, cfg)?.outbound();
     match compare(&expected, &emitted) {
         Ok(n) => {
             println!("ok: {n} messages as expected ({} in, {} out)", msgs.len(), emitted.len());
