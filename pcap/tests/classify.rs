@@ -2,6 +2,9 @@
 //! of a capture holding what a gateway sees: SIP over UDP, TCP and WebSocket, media on one
 //! BUNDLEd port, and traffic that is none of these.
 
+mod common;
+use common::XorShift;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -306,20 +309,6 @@ Sec-WebSocket-Protocol: sip\r\n\r\n",
             (40000, Carries::Unknown),
         ]
     );
-}
-
-/// Marsaglia's xorshift64, fixed seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 #[test]

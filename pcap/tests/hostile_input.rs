@@ -5,6 +5,9 @@
 //! The mutations come from a fixed-seed xorshift generator, so every run tests the same cases
 //! and a failure names a reproducible case number.
 
+mod common;
+use common::XorShift;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,24 +15,6 @@ use estuary_pcap::{
     build_tcp, build_udp, decode, wrap_ethernet, CaptureReader, LinkType, MacAddr, PcapNgWriter,
     PcapWriter, TcpFlags, TcpHeader,
 };
-
-/// Marsaglia's xorshift64: tiny, deterministic, good enough to pick bytes and positions.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -2,6 +2,9 @@
 //! real pcap file, read back and reassembled byte-exact; and hostile segments (random flags,
 //! sequence and acknowledgment numbers) that must never panic nor grow memory past the bounds.
 
+mod common;
+use common::XorShift;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -112,20 +115,6 @@ fn sip_message_in_three_segments_from_a_pcap_file() {
             reason: CloseReason::Fin
         })
     );
-}
-
-/// Marsaglia's xorshift64, fixed seed: every run tests the same segments.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 #[test]

@@ -2,6 +2,9 @@
 //! whose boundaries fall inside TCP segments, and the answer; then truncated and garbage frame
 //! streams, which must give errors, never panics.
 
+mod common;
+use common::XorShift;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -192,24 +195,6 @@ fn sip_register_over_websocket_from_a_capture() {
     assert_eq!(messages[2].message.payload, OK);
     assert_eq!(messages[1].flow.src, addr(BROWSER));
     assert_eq!(messages[2].flow.src, addr(GATEWAY));
-}
-
-/// Marsaglia's xorshift64, fixed seed.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Pushes `bytes` in random cuts; only panics and runaway buffers fail.
