@@ -105,6 +105,8 @@ pub struct Engine<M> {
     /// writable, which would drop early datagrams; the kernel only does so when its buffer
     /// is really full.
     udp: std::net::UdpSocket,
+    /// Where SIP over UDP leaves from (also written for IMS TCP in captures).
+    ims_local: SocketAddr,
     conns: HashMap<ConnId, Conn>,
     /// Open IMS TCP connection per remote, reused for every message to it (RFC 3261 §18.1.1).
     tcp_by_remote: HashMap<SocketAddr, ConnId>,
@@ -125,10 +127,12 @@ impl<M: Machine> Engine<M> {
     }
 
     pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket) -> Self {
+        let ims_local = udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Engine {
             machine,
             ctx,
             udp,
+            ims_local,
             conns: HashMap::new(),
             tcp_by_remote: HashMap::new(),
             connecting: HashMap::new(),
@@ -231,7 +235,7 @@ impl<M: Machine> Engine<M> {
                 };
                 self.ctx.stats.inc(side);
                 let record = self.ctx.recorder.is_some().then(|| {
-                    let local = conn.and_then(|c| self.conns.get(&c)).map_or_else(|| self.ims_local(), |c| c.local);
+                    let local = conn.and_then(|c| self.conns.get(&c)).map_or(self.ims_local, |c| c.local);
                     (lane_of(flow), remote, local, &data[..])
                 });
                 self.feed_recorded(
@@ -394,7 +398,7 @@ impl<M: Machine> Engine<M> {
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
                 if let Some(r) = &self.ctx.recorder {
-                    r.sip(Lane::ImsSip, self.ims_local(), remote, &data);
+                    r.sip(Lane::ImsSip, self.ims_local, remote, &data);
                 }
                 match self.udp.send_to(&data, remote) {
                     Ok(_) => {}
@@ -421,7 +425,7 @@ impl<M: Machine> Engine<M> {
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
                 if let Some(r) = &self.ctx.recorder {
-                    r.sip(Lane::ImsSip, self.ims_local(), remote, &data);
+                    r.sip(Lane::ImsSip, self.ims_local, remote, &data);
                 }
                 if let Some(&conn) = self.tcp_by_remote.get(&remote) {
                     self.send_conn(conn, data);
@@ -463,11 +467,6 @@ impl<M: Machine> Engine<M> {
                 }
             }
         }
-    }
-
-    /// The IMS-side address SIP over UDP leaves from (also written for IMS TCP).
-    fn ims_local(&self) -> SocketAddr {
-        self.udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
     fn send_conn(&mut self, conn: ConnId, data: Vec<u8>) {
