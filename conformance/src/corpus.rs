@@ -43,11 +43,7 @@ pub fn read_capture(f: &Path) -> Vec<Datagram> {
             (rec.interface, rec.timestamp, p)
         };
         // Interfaces are declared as the file goes: look the name up per record.
-        let name = match &r {
-            CaptureReader::PcapNg(ng) => ng.interfaces().get(iface as usize).and_then(|i| i.name.clone()),
-            CaptureReader::Pcap(_) => None,
-        };
-        let lane = match name.as_deref() {
+        let lane = match r.interface_name(iface) {
             Some(WEB_SIP) => 0,
             Some(IMS_SIP) => 1,
             _ => continue,

@@ -179,6 +179,15 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// The name (pcapng `if_name`) of interface `id` as declared so far in the file; `None`
+    /// for classic pcap, an unnamed interface, or one not declared yet.
+    pub fn interface_name(&self, id: u32) -> Option<&str> {
+        match self {
+            CaptureReader::Pcap(_) => None,
+            CaptureReader::PcapNg(r) => r.interfaces().get(id as usize).and_then(|i| i.name.as_deref()),
+        }
+    }
+
     /// The next packet record, or `None` at a clean end of file.
     pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
         match self {

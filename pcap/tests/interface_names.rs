@@ -15,6 +15,7 @@ fn interface_names_round_trip() {
     let bytes = w.into_inner();
     let mut r = CaptureReader::new(&bytes[..]).unwrap();
     assert_eq!(r.next_record().unwrap().unwrap().interface, 1);
+    assert_eq!((r.interface_name(0), r.interface_name(1), r.interface_name(2), r.interface_name(3)), (Some("web: SIP"), Some("ims: media, odd length"), None, None));
     let CaptureReader::PcapNg(ng) = r else { panic!("pcapng") };
     let names: Vec<Option<String>> = ng.interfaces().iter().map(|i| i.name.clone()).collect();
     assert_eq!(names, [Some("web: SIP".to_owned()), Some("ims: media, odd length".to_owned()), None]);

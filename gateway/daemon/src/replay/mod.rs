@@ -146,11 +146,7 @@ pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
             (rec.interface, rec.timestamp, packet)
         };
         // Interfaces are declared as the file goes, so look the name up per record.
-        let name = match &reader {
-            CaptureReader::PcapNg(r) => r.interfaces().get(interface as usize).and_then(|i| i.name.clone()),
-            CaptureReader::Pcap(_) => None,
-        };
-        let side = match name.as_deref() {
+        let side = match reader.interface_name(interface) {
             Some(n) if n.starts_with("web:") && n.contains("SIP") => Side::Web,
             Some(n) if n.starts_with("ims:") && n.contains("SIP") => Side::Ims,
             _ => continue,
