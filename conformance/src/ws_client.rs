@@ -600,6 +600,17 @@ impl WsSipClient {
         }
     }
 
+    /// Calls `target` with `sdp` and completes the call: INVITE, its 200, ACK. Panics with
+    /// the transcript unless the call is answered. Returns the dialog and the 200.
+    pub async fn call_answered(&mut self, target: &str, sdp: &str) -> (Dialog, SipMsg) {
+        let mut d = self.invite(target, sdp).await;
+        let (_, ok) = self.wait_final(&d.invite, DEFAULT_WAIT).await;
+        assert_eq!(ok.status(), 200, "call to {target} not answered:\n{}", self.transcript());
+        d.update_from_response(&ok);
+        self.ack(&mut d).await;
+        (d, ok)
+    }
+
     /// A request within `d` (new CSeq unless it is an ACK).
     pub fn in_dialog_request(&self, d: &mut Dialog, method: &str) -> SipMsg {
         let cseq = match method {

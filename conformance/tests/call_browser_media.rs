@@ -26,11 +26,7 @@ fn chromium_call_through_the_daemon_hears_its_echo() {
         let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
         let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media("a", &["audio"])).expect("Chromium offer");
-        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
-        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-        assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-        d.update_from_response(&ok);
-        reg.client.ack(&mut d).await;
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("Chromium refused the answer: {e}\n{}", ok.body));
         // Let media flow, then read Chromium's view.
         let mut inbound = 0.0;

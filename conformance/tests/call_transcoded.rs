@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use estuary_conformance::browser::Browser;
+use estuary_conformance::demo_page::{audio, number};
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
 use estuary_conformance::ws_client::DEFAULT_WAIT;
@@ -15,14 +16,6 @@ use estuary_conformance::browser_runtime;
 use serde_json::Value;
 
 const TEST: &str = "an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder";
-
-fn audio<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
-    stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "audio")
-}
-
-fn number(v: Option<&Value>, field: &str) -> f64 {
-    v.and_then(|r| r[field].as_f64()).unwrap_or(0.0)
-}
 
 #[test]
 fn an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder() {
@@ -42,11 +35,7 @@ fn an_opus_only_browser_talks_to_a_pcmu_only_core_through_the_transcoder() {
             offer.contains("opus/48000") && !offer.contains("PCMU") && !offer.contains("PCMA"),
             "Chromium offers Opus only: {m}"
         );
-        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
-        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-        assert_eq!(ok.status(), 200, "{}\n--- daemon\n{}", reg.client.transcript(), s.gw.log_tail(40));
-        d.update_from_response(&ok);
-        reg.client.ack(&mut d).await;
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("Chromium refused the answer: {e}\n{}", ok.body));
 
         // Media both ways, with energy in what Chromium hears (bounded wait).
@@ -137,11 +126,7 @@ fn dtmf_from_an_opus_browser_reaches_the_core_as_telephone_event_8000() {
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_codecs("a", &["audio"], &["opus", "telephone-event/48000"]))
             .expect("Chromium offer");
         assert!(offer.contains("telephone-event/48000") && !offer.contains("PCMU"), "{offer}");
-        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
-        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-        assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-        d.update_from_response(&ok);
-        reg.client.ack(&mut d).await;
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("answer refused: {e}\n{}", ok.body));
         // Media up (DTLS done and audio flowing), then the digits: 100 ms each, 70 ms apart.
         for _ in 0..40 {

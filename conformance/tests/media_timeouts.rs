@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use estuary_conformance::browser::Browser;
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
-use estuary_conformance::ws_client::DEFAULT_WAIT;
+
 use serde_json::Value;
 
 fn inbound_packets(stats: &Value) -> f64 {
@@ -51,11 +51,7 @@ async fn call_ended_by_the_daemon(
         }
     })
     .expect("Chromium offer");
-    let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
-    let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-    assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-    d.update_from_response(&ok);
-    reg.client.ack(&mut d).await;
+    let (d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
     tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).expect("Chromium takes the answer");
 
     // Connected first (ICE and DTLS), with media when there is any: the timeout must be what

@@ -74,11 +74,7 @@ async fn signalling_recording_puts_each_call_in_its_own_capture() {
         .await;
     let mut c = WsSipClient::connect(gw.ws_addr, "alice", "ims.test", "x").await;
     assert_eq!(c.register(600, DEFAULT_WAIT).await.last().map(|r| r.status()), Some(200));
-    let mut d = c.invite("sip:echo@ims.test", &webrtc_offer(50_010)).await;
-    let (_, ok) = c.wait_final(&d.invite, DEFAULT_WAIT).await;
-    assert_eq!(ok.status(), 200, "{}", c.transcript());
-    d.update_from_response(&ok);
-    c.ack(&mut d).await;
+    let (mut d, _) = c.call_answered("sip:echo@ims.test", &webrtc_offer(50_010)).await;
     let bye = c.bye(&mut d).await;
     assert_eq!(c.wait_response(&bye, DEFAULT_WAIT).await.status(), 200);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -122,11 +118,7 @@ fn full_recording_holds_the_browser_media_decrypted() {
         let sipp = s.echo_uas("uas_answer_echo.xml", media_port).await;
         let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media("a", &["audio"])).expect("offer");
-        let mut d = reg.client.invite("sip:bob@ims.test", &offer).await;
-        let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-        assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-        d.update_from_response(&ok);
-        reg.client.ack(&mut d).await;
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let bye = reg.client.bye(&mut d).await;

@@ -10,7 +10,7 @@ use estuary_conformance::flows::Setup;
 use estuary_conformance::leak::{assert_no_leaks, assert_no_leaks_raw, ImsSide};
 use estuary_conformance::msg::SipMsg;
 use estuary_conformance::net::loopback;
-use estuary_conformance::ws_client::{webrtc_offer, WsSipClient, DEFAULT_WAIT};
+use estuary_conformance::ws_client::{webrtc_offer, WsSipClient};
 use tokio::net::UdpSocket;
 
 const CALLEE: &str = "sip:bob@ims.test";
@@ -230,14 +230,7 @@ async fn websocket_dropped_mid_call_sends_bye_to_ims() {
     let s = Setup::start(|b| b.set("registrar.on_ws_close", "keep")).await;
     let mut reg = s.register().await;
     let sipp = s.uas("uas_answer_wait_bye.xml").await;
-    let mut d = reg
-        .client
-        .invite(CALLEE, &webrtc_offer(40034))
-        .await;
-    let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-    assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-    d.update_from_response(&ok);
-    reg.client.ack(&mut d).await;
+    reg.client.call_answered(CALLEE, &webrtc_offer(40034)).await;
     // Let the ACK reach IMS before the connection goes.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
