@@ -627,11 +627,10 @@ impl MediaSession {
             Leg::Ims => (d.web_clock, d.ims_clock),
             Leg::Web => (d.ims_clock, d.web_clock),
         };
-        let Ok(mut p) = RtpPacketMut::parse(buf) else {
+        let Ok(in_ts) = RtpPacket::parse(buf).map(|p| p.timestamp()) else {
             self.counters.dropped_malformed += 1;
             return false;
         };
-        let in_ts = p.view().timestamp();
         let leg = to as usize;
         let out_ts = match st.event_ts[leg] {
             Some((event, out)) if event == in_ts => out,
@@ -646,12 +645,14 @@ impl MediaSession {
                 out
             }
         };
-        let scaler = estuary_rtp::TimestampScaler::new(ClockRate(from_clock), ClockRate(to_clock));
-        for ev in p.payload_mut().chunks_exact_mut(estuary_rtp::TelephoneEvent::LEN) {
-            let duration = u64::from(u16::from_be_bytes([ev[2], ev[3]]));
-            let scaled = u16::try_from(scaler.scale_duration(duration)).unwrap_or(u16::MAX);
-            ev[2..4].copy_from_slice(&scaled.to_be_bytes());
+        // Durations rescaled by the shared RFC 4733 helper; the timestamp it maps is replaced
+        // by the audio timeline's below.
+        let mut scaler = estuary_rtp::TimestampScaler::new(ClockRate(from_clock), ClockRate(to_clock));
+        if estuary_rtp::rescale_telephone_event(buf, &mut scaler).is_err() {
+            self.counters.dropped_malformed += 1;
+            return false;
         }
+        let Ok(mut p) = RtpPacketMut::parse(buf) else { return false };
         let seq = &mut st.transcoded_seq[leg];
         *seq = seq.next();
         p.set_seq(*seq);
