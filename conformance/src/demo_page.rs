@@ -65,6 +65,22 @@ pub fn audio<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
     stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "audio")
 }
 
+/// The video stream of `kind` in a stats summary.
+pub fn video<'a>(stats: &'a Value, kind: &str) -> Option<&'a Value> {
+    stats["rtp"].as_array()?.iter().find(|r| r["type"] == kind && r["kind"] == "video")
+}
+
+/// Clicks the page's Video button (camera on or off by a re-INVITE) and waits until the
+/// answer is in: the button's state, "on", "off" or "failed".
+pub fn toggle_video(b: &mut Browser) -> Result<String, String> {
+    tokio::task::block_in_place(|| {
+        // The click handler says "offering" before its first await, so the wait below cannot
+        // see the state from before the click.
+        b.page_click(PAGE, "#video")?;
+        b.page_wait(PAGE, "#video", "data-state", &["on", "off", "failed"], WAIT)
+    })
+}
+
 pub fn number(v: Option<&Value>, field: &str) -> f64 {
     v.and_then(|r| r[field].as_f64()).unwrap_or(0.0)
 }

@@ -237,3 +237,63 @@ fn demo_page_hears_the_builtin_echo_and_tone() {
         assert!(rtcp_out >= 4.0, "reports and BYEs on both legs of two calls: {rtcp_out}");
     });
 }
+
+const ADD_VIDEO: &str = "demo_page_adds_video_to_a_call_and_sees_it_echoed";
+
+/// An audio call to which the page adds its camera by a re-INVITE (the Video button): the
+/// gateway re-offers toward IMS with a new m=video in RTP/AVP, sipp answers it with the offered
+/// H.264 payload type on its second port and echoes the video; Chromium must decode H.264
+/// frames that crossed the gateway both ways on the BUNDLE transport it already had. Then the
+/// camera goes off again (a second re-INVITE) and the call still ends cleanly.
+#[test]
+fn demo_page_adds_video_to_a_call_and_sees_it_echoed() {
+    Browser::require();
+    if !in_loopback_netns(ADD_VIDEO) {
+        return;
+    }
+    estuary_conformance::browser_runtime().block_on(async {
+        let s = Setup::start(|b| b).await;
+        let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+        registered_page(&s, &mut b).await;
+        let sipp = s.echo_uas("uas_add_video.xml", free_udp_port()).await;
+        tokio::task::block_in_place(|| {
+            b.page_fill(PAGE, "#target", "sip:bob@ims.test").unwrap();
+            b.page_click(PAGE, "#dial").unwrap();
+        });
+        let state = wait_call(&mut b, &["confirmed", "failed", "ended"]);
+        assert_eq!(state.as_deref(), Ok("confirmed"), "{}\n--- daemon\n{}", page_log(&mut b), s.gw.log_tail(60));
+
+        let on = toggle_video(&mut b);
+        assert_eq!(on.as_deref(), Ok("on"), "video added\n--- page log\n{}\n--- daemon\n{}", page_log(&mut b), s.gw.log_tail(60));
+        let mut stats = Value::Null;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            stats = tokio::task::block_in_place(|| b.page_stats(PAGE)).unwrap_or(Value::Null);
+            if number(video(&stats, "inbound-rtp"), "framesDecoded") >= 20.0 {
+                break;
+            }
+        }
+        let inbound = video(&stats, "inbound-rtp");
+        let context = || format!("stats {stats:#}\n--- daemon\n{}", s.gw.log_tail(60));
+        assert!(number(inbound, "framesDecoded") >= 20.0, "Chromium decodes its echoed camera: {}", context());
+        let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
+        assert!(codec.eq_ignore_ascii_case("video/H264/90000"), "H.264 end to end, got {codec:?}: {}", context());
+        assert!(number(audio(&stats, "inbound-rtp"), "packets") >= 50.0, "audio goes on: {}", context());
+        let bundled: Vec<_> = stats["transports"].as_array().map(|t| t.iter().collect()).unwrap_or_default();
+        assert_eq!(bundled.len(), 1, "video rides the call's one BUNDLE transport: {}", context());
+
+        let off = toggle_video(&mut b);
+        assert_eq!(off.as_deref(), Ok("off"), "video removed\n--- page log\n{}", page_log(&mut b));
+        hang_up(&mut b);
+        let run = sipp.wait().await;
+        assert_bye_seen(&run, || format!("--- daemon\n{}", s.gw.log_tail(60)));
+        let reinvites = run.received_requests("INVITE");
+        assert_eq!(reinvites.len(), 3, "initial INVITE and two re-INVITEs: {}", run.describe());
+        assert!(reinvites[1].body.contains("m=video") && reinvites[1].body.contains("RTP/AVP"), "{}", reinvites[1]);
+        println!(
+            "demo page adds video: {} H.264 frames decoded after the echo through the gateway, {} sent",
+            number(inbound, "framesDecoded"),
+            number(video(&stats, "outbound-rtp"), "framesEncoded")
+        );
+    });
+}

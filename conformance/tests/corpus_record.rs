@@ -190,3 +190,23 @@ fn record_early_media() {
         sipp.wait().await.assert_success();
     }));
 }
+
+#[test]
+fn record_add_video() {
+    if !recording() || !in_loopback_netns("record_add_video") {
+        return;
+    }
+    browser_runtime().block_on(record("add-video", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.echo_uas("uas_add_video.xml", free_udp_port()).await;
+        assert_eq!(dial(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Camera on (re-INVITE adding m=video), a second of echoed video, camera off.
+        for state in ["on", "off"] {
+            assert_eq!(toggle_video(b).as_deref(), Ok(state), "{}", page_log(b));
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+        }
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}

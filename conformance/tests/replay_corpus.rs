@@ -48,6 +48,7 @@ fn every_recorded_scenario_replays_to_its_expected_output() {
         ("hold-resume", &["a=sendonly", "a=recvonly"]),
         ("dtmf-info", &["INFO sip:"]),
         ("early-media", &["SIP/2.0 183 Session Progress"]),
+        ("add-video", &["m=video ", "H264/90000", "a=recvonly"]),
     ];
     let names: Vec<String> = all.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for (name, needles) in want {

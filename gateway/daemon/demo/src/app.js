@@ -22,6 +22,10 @@ const el = {
   answer: $('answer'),
   hangup: $('hangup'),
   hold: $('hold'),
+  video: $('video'),
+  videos: $('videos'),
+  remoteVideo: $('remote-video'),
+  localVideo: $('local-video'),
   callState: $('call-state'),
   keypad: $('keypad'),
   audio: $('remote-audio'),
@@ -35,6 +39,10 @@ const DTMF_KEYS = '0123456789*#';
 let domain = '';
 let ua = null;
 let session = null;
+// The camera added to the call by the Video button: its stream and the RTCRtpSender, or null.
+let camera = null;
+// A re-INVITE of ours is waiting for its answer (one offer at a time, RFC 3264 §4).
+let renegotiating = false;
 
 function log(text, isError = false) {
   const li = document.createElement('li');
@@ -65,6 +73,9 @@ function updateButtons() {
   const held = established && session.isOnHold().local;
   el.hold.textContent = held ? 'Resume' : 'Hold';
   el.hold.setAttribute('aria-pressed', String(held));
+  el.video.disabled = !established || renegotiating || held;
+  el.video.textContent = camera ? 'Stop video' : 'Video';
+  el.video.setAttribute('aria-pressed', String(camera !== null));
   for (const key of el.keypad.querySelectorAll('button')) key.disabled = !established;
 }
 
@@ -177,6 +188,11 @@ function watchSession(s, originator) {
     pc.addEventListener('track', (ev) => {
       const stream = ev.streams[0] || new MediaStream([ev.track]);
       log(`remote ${ev.track.kind} track`);
+      if (ev.track.kind === 'video') {
+        el.remoteVideo.srcObject = new MediaStream([ev.track]);
+        el.videos.hidden = false;
+        return;
+      }
       if (ev.track.kind !== 'audio' || el.audio.srcObject === stream) return;
       el.audio.srcObject = stream;
       el.audio.play().catch((err) => log(`audio playback blocked (${err.message}); click the page`, true));
@@ -224,7 +240,73 @@ function finish(s, text, isError) {
   if (s !== session) return;
   session = null;
   el.audio.srcObject = null;
+  el.remoteVideo.srcObject = null;
+  stopCamera();
+  renegotiating = false;
+  el.video.dataset.state = 'off';
   setState(el.callState, isError ? 'failed' : 'ended', text);
+}
+
+function stopCamera() {
+  if (camera) for (const track of camera.stream.getTracks()) track.stop();
+  camera = null;
+  el.localVideo.srcObject = null;
+  el.videos.hidden = el.remoteVideo.srcObject === null;
+}
+
+/// Adds the camera to an audio call, or takes it away, by a re-INVITE offering the changed
+/// video stream (JsSIP renegotiate()). The button's data-state says where that stands:
+/// off, offering, on, failed.
+async function toggleVideo() {
+  const s = session;
+  if (!s || !s.isEstablished() || renegotiating || !s.connection) return;
+  const pc = s.connection;
+  renegotiating = true;
+  el.video.dataset.state = 'offering';
+  updateButtons();
+  try {
+    if (camera) {
+      pc.removeTrack(camera.sender);
+      stopCamera();
+      log('camera off: re-INVITE without our video');
+    } else {
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      if (s !== session) {
+        for (const track of stream.getTracks()) track.stop();
+        return;
+      }
+      const sender = pc.addTrack(stream.getVideoTracks()[0], stream);
+      camera = { stream, sender };
+      el.localVideo.srcObject = stream;
+      el.videos.hidden = false;
+      log('camera on: re-INVITE offering video');
+    }
+    const answered = await new Promise((resolve) => {
+      // A failed re-INVITE ends the call (JsSIP's choice); 'ended'/'failed' say so.
+      if (!s.renegotiate({}, () => resolve(true))) resolve(false);
+      s.once('ended', () => resolve(false));
+      s.once('failed', () => resolve(false));
+    });
+    if (s !== session) return;
+    if (answered) {
+      const video = pc.getTransceivers().find((t) => t.receiver.track.kind === 'video');
+      log(`video ${camera ? 'on' : 'off'}: answered${video ? ` (${video.currentDirection})` : ''}`);
+      el.video.dataset.state = camera ? 'on' : 'off';
+    } else {
+      log('the far end did not take the video change', true);
+      if (camera) {
+        pc.removeTrack(camera.sender);
+        stopCamera();
+      }
+      el.video.dataset.state = 'failed';
+    }
+  } catch (e) {
+    log(`video: ${e.name || ''} ${e.message || e}`, true);
+    if (s === session) el.video.dataset.state = 'failed';
+  } finally {
+    if (s === session) renegotiating = false;
+    updateButtons();
+  }
 }
 
 function dial() {
@@ -334,6 +416,7 @@ el.hold.addEventListener('click', () => {
   if (session.isOnHold().local) session.unhold();
   else session.hold();
 });
+el.video.addEventListener('click', toggleVideo);
 el.keypad.addEventListener('click', (ev) => {
   const key = ev.target.closest('button');
   if (key) sendDtmf(key.textContent.trim());
