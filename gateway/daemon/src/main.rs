@@ -83,7 +83,11 @@ enum Command {
     },
     /// Replay a capture of what entered the gateway through its signalling engine on a
     /// virtual clock, and compare what it emits with EXPECTED (exit 1 and a diff on a
-    /// difference). Captures are in the recorder's layout (recording.mode).
+    /// difference). Captures are in the recorder's layout (recording.mode) or plain
+    /// tcpdump captures of web.ws_listen and ims.listen. With --live the capture is played
+    /// against a running daemon instead, over loopback: give the daemon's settings
+    /// (--config/--set: web.ws_listen or web.wss_listen, ims.listen, and ims.next_hop, where
+    /// the replay plays the core on UDP).
     Replay {
         input: PathBuf,
         #[arg(long, value_name = "EXPECTED")]
@@ -96,6 +100,12 @@ enum Command {
         /// The engine seed the recording daemon ran with (ESTUARY_ENGINE_SEED).
         #[arg(long, default_value_t = 4242)]
         seed: u64,
+        /// Play against the running daemon the configuration describes.
+        #[arg(long)]
+        live: bool,
+        /// With --live: how long to wait for each message the daemon should send.
+        #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+        wait: f64,
     },
 }
 
@@ -127,12 +137,23 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Replay { input, expect, config, set, seed } => {
+        Command::Replay { input, expect, config, set, seed, live, wait } => {
             let cfg = match load(config.as_deref(), &set) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            match replay::run(&cfg, &input, expect.as_deref(), seed) {
+            let mode = if live {
+                match std::time::Duration::try_from_secs_f64(wait) {
+                    Ok(wait) => replay::Mode::Live { wait },
+                    Err(_) => {
+                        eprintln!("estuary: --wait {wait}: expected a number of seconds");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                }
+            } else {
+                replay::Mode::Virtual { seed }
+            };
+            match replay::run(&cfg, &input, expect.as_deref(), mode) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
                 Err(e) => {

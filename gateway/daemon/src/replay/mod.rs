@@ -27,7 +27,11 @@
 //! `ESTUARY_ENGINE_SEED=N` and replay with `--seed N` (the corpus uses 4242). The engine's
 //! only source of randomness is that seed, so the same inputs at the same times give the
 //! same identifiers.
+//!
+//! `--live` ([`live`]) plays the capture against a running daemon instead, over loopback,
+//! and compares the same way.
 
+mod live;
 mod normalize;
 
 use std::collections::HashMap;
@@ -275,10 +279,20 @@ pub fn compare(expected: &[Message], actual: &[Message]) -> Result<usize, String
     }
 }
 
+/// How the captured input is played.
+pub enum Mode {
+    /// Through the engine on a virtual clock, identifiers drawn from this seed.
+    Virtual { seed: u64 },
+    /// Against the running daemon that `--config`/`--set` describe, waiting at most this long
+    /// for each message it should send (see [`live`]).
+    Live { wait: Duration },
+}
+
 /// The `replay` command: exit 0 when the emitted messages match `expect` (or, without it,
 /// after printing them), 1 on a difference, 2 on unusable input.
-pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Result<bool, String> {
-    let msgs = read(input, cfg)?.inbound();
+pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, mode: Mode) -> Result<bool, String> {
+    let capture = read(input, cfg)?;
+    let msgs = capture.inbound();
     if msgs.is_empty() {
         return Err(format!(
             "{}: no SIP message reached the gateway (recorder layout: web:/ims: interfaces; else WebSocket to web.ws_listen {} or UDP to ims.listen {})",
@@ -287,6 +301,24 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Resu
             cfg.ims.listen
         ));
     }
+    let seed = match mode {
+        Mode::Virtual { seed } => seed,
+        Mode::Live { wait } => {
+            // Pacing and identifier mapping follow what the gateway sent in the recording: the
+            // expectation, or the input itself when it is a plain capture of both directions.
+            let expected = match expect {
+                Some(path) => read(path, cfg)?.outbound(),
+                None if capture.gateway.is_some() => capture.outbound(),
+                None => return Err("--live needs what the gateway sent in the recording: --expect EXPECTED".into()),
+            };
+            let targets = live::Targets::from_config(cfg)?;
+            let outcome = live::play(&targets, &msgs, &expected, wait)?;
+            if let Some(note) = &outcome.stalled {
+                println!("{note}");
+            }
+            return Ok(report(&expected, &outcome.emitted, msgs.len()));
+        }
+    };
     let emitted = replay(cfg, &msgs, seed)?;
     let Some(expect) = expect else {
         for m in &emitted {
@@ -296,14 +328,19 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, seed: u64) -> Resu
         return Ok(true);
     };
     let expected = read(expect, cfg)?.outbound();
-    match compare(&expected, &emitted) {
+    Ok(report(&expected, &emitted, msgs.len()))
+}
+
+/// Prints the verdict of [`compare`]; whether the output was as expected.
+fn report(expected: &[Message], emitted: &[Message], inputs: usize) -> bool {
+    match compare(expected, emitted) {
         Ok(n) => {
-            println!("ok: {n} messages as expected ({} in, {} out)", msgs.len(), emitted.len());
-            Ok(true)
+            println!("ok: {n} messages as expected ({inputs} in, {} out)", emitted.len());
+            true
         }
         Err(diff) => {
             println!("{diff}");
-            Ok(false)
+            false
         }
     }
 }

@@ -19,7 +19,7 @@ const HEADERS: &[&str] = &[
 ];
 
 /// RFC 3261 §7.3.3 compact forms.
-fn canonical_name(name: &str) -> String {
+pub(super) fn canonical_name(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
     match lower.as_str() {
         "i" => "call-id",
@@ -73,7 +73,7 @@ impl Tokens {
         let mut last = ' ';
         for ch in text.chars().chain(std::iter::once('\u{0}')) {
             // Word characters: what tokens, hosts and numbers are made of.
-            if ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_' | '+' | '~' | '!' | '*' | '%') {
+            if is_word_char(ch) {
                 if word.is_empty() {
                     before = last;
                 }
@@ -96,6 +96,32 @@ impl Tokens {
         }
         out
     }
+}
+
+/// Whether a scrubbing word character.
+fn is_word_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || matches!(ch, '-' | '.' | '_' | '+' | '~' | '!' | '*' | '%')
+}
+
+/// The words of `text` as the comparison splits them, with their byte ranges, and whether
+/// each is a variable value (drawn at random, an address, a number of four digits or more:
+/// ports, SSRCs, session ids). Live replay maps these between captures.
+pub(super) fn words(text: &str) -> Vec<(std::ops::Range<usize>, bool)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, ch) in text.char_indices().chain(std::iter::once((text.len(), '\u{0}'))) {
+        match (is_word_char(ch), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                let w = &text[s..i];
+                let number = w.len() >= 4 && w.chars().all(|c| c.is_ascii_digit());
+                out.push((s..i, number || looks_random(w)));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Whether a word is a value drawn at random or an address (compared by consistency).
