@@ -151,6 +151,15 @@ fn full_recording_holds_the_browser_media_decrypted() {
         let ims_payloads: std::collections::HashSet<&str> = ims.iter().map(|(_, p)| p.as_str()).collect();
         let matching = web.iter().filter(|(_, p)| ims_payloads.contains(p.as_str())).count();
         assert!(matching * 10 >= web.len() * 9, "{matching} of {} browser payloads seen on the IMS side", web.len());
+        // Each decrypted packet says so (pcapng comment), and only those.
+        let comments = |iface: u32| tshark(call, &format!("udp && frame.interface_id == {iface}"), &["frame.comment"], &[]);
+        let web_comments = comments(2);
+        assert!(
+            web_comments.len() >= web.len() && web_comments.iter().all(|c| c.starts_with("plaintext: SRTP decrypted by estuary")),
+            "every browser media packet is marked decrypted: {:?}",
+            &web_comments[..web_comments.len().min(3)]
+        );
+        assert!(comments(3).iter().all(String::is_empty), "IMS media is as it crossed the wire, unmarked");
         println!("full recording: {} browser-side and {} IMS-side RTP packets, {matching} payloads identical", web.len(), ims.len());
         tokio::task::block_in_place(|| b.close("a"));
         let _ = std::fs::remove_dir_all(&dir);

@@ -148,6 +148,7 @@ impl<R: Read> PcapReader<R> {
             interface: 0,
             original_len: original,
             data: &self.buf,
+            comment: None,
         }))
     }
 }

@@ -145,6 +145,8 @@ pub struct Record<'a> {
     pub original_len: u32,
     /// The captured bytes.
     pub data: &'a [u8],
+    /// The packet's comment (pcapng opt_comment, when UTF-8); always `None` in classic pcap.
+    pub comment: Option<&'a str>,
 }
 
 impl<'a> Record<'a> {

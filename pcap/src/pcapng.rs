@@ -23,6 +23,8 @@ const ENHANCED_PACKET: u32 = 0x0000_0006;
 const BYTE_ORDER_MAGIC: u32 = 0x1A2B_3C4D;
 
 const OPT_END: u16 = 0;
+/// opt_comment (any block): UTF-8 text Wireshark shows as the packet's comment.
+const OPT_COMMENT: u16 = 1;
 /// `if_name` (pcapng §4.2): the interface's name, UTF-8.
 const OPT_IF_NAME: u16 = 2;
 const OPT_IF_TSRESOL: u16 = 9;
@@ -109,6 +111,8 @@ struct PacketLocation {
     interface: u32,
     timestamp: Duration,
     original_len: u32,
+    /// The first opt_comment of an enhanced packet block.
+    comment: Option<Range<usize>>,
 }
 
 /// Streams records out of a pcapng file.
@@ -178,12 +182,14 @@ impl<R: Read> PcapNgReader<R> {
             what: "pcapng packet block",
             reason: "packet data outside block",
         })?;
+        let comment = at.comment.and_then(|r| self.buf.get(r)).and_then(|c| std::str::from_utf8(c).ok());
         Ok(Some(Record {
             timestamp: at.timestamp,
             linktype,
             interface: at.interface,
             original_len: at.original_len,
             data,
+            comment,
         }))
     }
 
@@ -323,11 +329,14 @@ impl<R: Read> PcapNgReader<R> {
         let units = (u64::from(high) << 32) | u64::from(low);
         let timestamp = self.interface(interface)?.timestamp(units)?;
         self.last_timestamp = timestamp;
+        let options = data.end.next_multiple_of(4);
+        let comment = self.buf.get(options..body_len).and_then(|o| find_option(o, e, OPT_COMMENT)).map(|r| r.start + options..r.end + options);
         Ok(PacketLocation {
             data,
             interface,
             timestamp,
             original_len: original,
+            comment,
         })
     }
 
@@ -351,6 +360,7 @@ impl<R: Read> PcapNgReader<R> {
             interface: 0,
             timestamp: self.last_timestamp,
             original_len: original,
+            comment: None,
         })
     }
 
@@ -379,8 +389,29 @@ impl<R: Read> PcapNgReader<R> {
             interface,
             timestamp,
             original_len: original,
+            comment: None,
         })
     }
+}
+
+/// The value range (within `options`) of the first option `code` in a pcapng option list
+/// (§3.5: code, length, value padded to 32 bits); `None` when absent or the list is cut.
+fn find_option(options: &[u8], e: Endian, code: u16) -> Option<Range<usize>> {
+    let mut at = 0;
+    while let Some(head) = options.get(at..at + 4) {
+        let c = e.u16([head[0], head[1]]);
+        let len = usize::from(e.u16([head[2], head[3]]));
+        if c == OPT_END {
+            return None;
+        }
+        let value = at + 4..at + 4 + len;
+        options.get(value.clone())?;
+        if c == code {
+            return Some(value);
+        }
+        at = value.start + len.next_multiple_of(4);
+    }
+    None
 }
 
 /// Block lengths are multiples of 4 (§3.1), cover at least the fixed part, and stay under our
@@ -564,6 +595,29 @@ impl<W: Write> PcapNgWriter<W> {
         timestamp: Duration,
         data: &[u8],
     ) -> Result<(), CaptureError> {
+        self.write_enhanced(interface, timestamp, data, None)
+    }
+
+    /// As [`Self::write_packet_on`], with an `opt_comment` on the packet (Wireshark shows it
+    /// in the packet details and as a "Comment" expert item; tshark as `frame.comment`). At
+    /// most 65 535 bytes of the comment are kept.
+    pub fn write_commented_packet_on(
+        &mut self,
+        interface: u32,
+        timestamp: Duration,
+        data: &[u8],
+        comment: &str,
+    ) -> Result<(), CaptureError> {
+        self.write_enhanced(interface, timestamp, data, Some(comment))
+    }
+
+    fn write_enhanced(
+        &mut self,
+        interface: u32,
+        timestamp: Duration,
+        data: &[u8],
+        comment: Option<&str>,
+    ) -> Result<(), CaptureError> {
         if interface >= self.interfaces {
             return Err(CaptureError::UnknownInterface(interface));
         }
@@ -572,8 +626,11 @@ impl<W: Write> PcapNgWriter<W> {
         let original = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let captured = original.min(MAX_PACKET_LEN);
         let padding = captured.wrapping_neg() & 3;
-        // Header (8) + fixed fields (20) + data + padding + trailer (4); ≤ 256 KiB + 35.
-        let total = 32 + captured + padding;
+        let comment = comment.map(|c| &c.as_bytes()[..c.len().min(usize::from(u16::MAX))]).filter(|c| !c.is_empty());
+        // opt_comment (4 + text padded to 4) and opt_endofopt (4).
+        let options = comment.map_or(0, |c| 8 + c.len().next_multiple_of(4) as u32);
+        // Header (8) + fixed fields (20) + data + padding + options + trailer (4).
+        let total = 32 + captured + padding + options;
         let mut head = [0u8; 28];
         let fields = [
             ENHANCED_PACKET,
@@ -590,10 +647,15 @@ impl<W: Write> PcapNgWriter<W> {
         self.writer.write_all(&head)?;
         self.writer
             .write_all(data.get(..captured as usize).unwrap_or(data))?;
-        let mut tail = [0u8; 7];
-        let pad = padding as usize;
-        tail[pad..pad + 4].copy_from_slice(&total.to_le_bytes());
-        self.writer.write_all(&tail[..pad + 4])?;
+        self.writer.write_all(&[0u8; 3][..padding as usize])?;
+        if let Some(c) = comment {
+            self.writer.write_all(&OPT_COMMENT.to_le_bytes())?;
+            self.writer.write_all(&(c.len() as u16).to_le_bytes())?;
+            self.writer.write_all(c)?;
+            self.writer.write_all(&[0u8; 3][..c.len().next_multiple_of(4) - c.len()])?;
+            self.writer.write_all(&[0u8; 4])?; // opt_endofopt
+        }
+        self.writer.write_all(&total.to_le_bytes())?;
         Ok(())
     }
 

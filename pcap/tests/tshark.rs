@@ -144,3 +144,20 @@ fn tshark_validates_our_checksums() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["1\t1", "1\t"], "{out:?}");
 }
+
+#[test]
+fn tshark_shows_our_packet_comments() {
+    if !tshark_available() {
+        println!("skipped: tshark not installed (apt-get install tshark)");
+        return;
+    }
+    let mut w = PcapNgWriter::new(Vec::new(), LinkType::RAW).unwrap();
+    w.write_commented_packet_on(0, TIMESTAMP, &udp_packet(), "plaintext RTP, SRTP decrypted by estuary").unwrap();
+    w.write_packet(TIMESTAMP, &udp_packet()).unwrap();
+    let path = temp_path("comments.pcapng");
+    std::fs::write(&path, w.into_inner()).expect("write capture");
+    let out = tshark_fields(&path, &["frame.number", "frame.comment", "udp.dstport"]);
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["1\tplaintext RTP, SRTP decrypted by estuary\t5080", "2\t\t5080"], "{out:?}");
+}

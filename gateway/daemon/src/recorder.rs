@@ -11,7 +11,8 @@
 //! Each file has four interfaces (raw IP, so no invented MAC addresses), named for what they
 //! carry: SIP toward browsers (each WebSocket message written as one UDP datagram between the
 //! browser's and the listener's addresses), SIP toward IMS, browser media *after SRTP
-//! decryption*, and IMS media. Checksums are correct, so tshark reports no malformed packet.
+//! decryption* (each such packet carries a pcapng comment saying so), and IMS media.
+//! Checksums are correct, so tshark reports no malformed packet.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -55,6 +56,10 @@ const LANES: [(&str, Lane); 4] = [
     ("web: media, SRTP decrypted by estuary", Lane::WebMedia),
     ("ims: media", Lane::ImsMedia),
 ];
+
+/// The comment on every browser media packet: Wireshark labels these "SRTP Encrypted
+/// Payload" (the SDP beside them says SRTP), so each says what it really is.
+const DECRYPTED: &str = "plaintext: SRTP decrypted by estuary (Decode As RTP to read it)";
 
 enum Rec {
     Sip { at: SystemTime, lane: Lane, src: SocketAddr, dst: SocketAddr, data: Vec<u8> },
@@ -295,8 +300,12 @@ fn write(c: &mut Capture, max: u64, stats: &Stats, at: SystemTime, lane: Lane, s
     // Mixed address families cannot form one IP packet; such a pair is not recorded.
     let Ok(ip) = build_udp(src, dst, data) else { return };
     let ts = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    if c.writer.write_packet_on(lane as u32, ts, &ip).is_ok() {
-        c.bytes += ip.len() as u64 + 32;
+    let written = match lane {
+        Lane::WebMedia => c.writer.write_commented_packet_on(lane as u32, ts, &ip, DECRYPTED),
+        _ => c.writer.write_packet_on(lane as u32, ts, &ip),
+    };
+    if written.is_ok() {
+        c.bytes += ip.len() as u64 + 32 + if lane == Lane::WebMedia { 8 + DECRYPTED.len().next_multiple_of(4) as u64 } else { 0 };
         stats.written.fetch_add(1, Ordering::Relaxed);
     }
 }
