@@ -24,6 +24,7 @@ pub mod gateway;
 pub mod leak;
 pub mod msg;
 pub mod net;
+pub mod records;
 pub mod sipp;
 pub mod ws_client;
 

@@ -49,7 +49,8 @@ fn demo_page_calls_ims_and_hears_the_echo() {
         return;
     }
     estuary_conformance::browser_runtime().block_on(async {
-        let s = Setup::start(|b| b).await;
+        let records = estuary_conformance::records::temp_dir("echo");
+        let s = Setup::start(|b| b.set("records.dir", &records.to_string_lossy())).await;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         registered_page(&s, &mut b).await;
 
@@ -80,6 +81,22 @@ fn demo_page_calls_ims_and_hears_the_echo() {
             number(audio(&stats, "inbound-rtp"), "packets"),
             number(audio(&stats, "inbound-rtp"), "totalAudioEnergy")
         );
+
+        // The call's record: answered, hung up by the browser, and per leg what crossed
+        // (the browser sent until the BYE, so the counts reach at least what getStats saw).
+        let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
+        assert_eq!((r["caller"].as_str(), r["to"].as_str(), r["status"].as_u64(), r["reason"].as_str()), (Some("web"), Some("sip:bob@ims.test"), Some(200), Some("bye_from_web")), "{r}");
+        assert!(r["duration_s"].as_f64().is_some_and(|d| d >= 2.0) && r["setup_ms"].as_u64().is_some(), "{r}");
+        let st = &r["streams"][0];
+        assert_eq!((st["kind"].as_str(), st["web_codec"].as_str(), st["ims_codec"].as_str(), st["transcoded"].as_bool()), (Some("audio"), Some("PCMU/8000"), Some("PCMU/8000"), Some(false)), "{r}");
+        let sent_by_chromium = number(audio(&stats, "outbound-rtp"), "packets") as u64;
+        for leg in ["web", "ims"] {
+            let l = &st[leg];
+            assert!(l["received"].as_u64().is_some_and(|n| n >= sent_by_chromium.min(100)) && l["sent"].as_u64().is_some_and(|n| n >= 100), "{leg}: {r}");
+            assert_eq!(l["lost"].as_i64(), Some(0), "no loss on loopback, {leg}: {r}");
+        }
+        println!("call record: {r}");
+        let _ = std::fs::remove_dir_all(&records);
     });
 }
 

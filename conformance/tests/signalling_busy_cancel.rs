@@ -12,7 +12,8 @@ const CALLEE: &str = "sip:bob@ims.test";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee_486_is_relayed_to_the_browser() {
-    let s = Setup::start(|b| b).await;
+    let records = estuary_conformance::records::temp_dir("busy");
+    let s = Setup::start(|b| b.set("records.dir", &records.to_string_lossy())).await;
     let mut reg = s.register().await;
     let sipp = s.uas("uas_busy.xml").await;
     let offer = webrtc_offer(40010);
@@ -73,6 +74,15 @@ async fn busy_callee_486_is_relayed_to_the_browser() {
     assert!(run.received_requests("BYE").is_empty() && run.received_requests("CANCEL").is_empty());
     let registrar = reg.registrar.as_ref().unwrap();
     assert_no_leaks(&reg.client, &ImsSide::new().run(registrar).run(&run));
+
+    // The call's record: refused by the callee, never answered, no media.
+    let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
+    assert_eq!((r["caller"].as_str(), r["from"].as_str(), r["to"].as_str()), (Some("web"), Some("sip:alice@ims.test"), Some(CALLEE)), "{r}");
+    assert_eq!((r["status"].as_u64(), r["reason"].as_str(), r["answer"].is_null()), (Some(486), Some("rejected"), true), "{r}");
+    assert_eq!(r["web_call_id"].as_str(), Some(d.call_id.as_str()), "{r}");
+    assert_eq!(r["ims_call_id"].as_str(), Some(inv.call_id()), "{r}");
+    assert_eq!(r["streams"].as_array().map(Vec::len), Some(0), "{r}");
+    let _ = std::fs::remove_dir_all(&records);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

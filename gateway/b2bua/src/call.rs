@@ -123,6 +123,11 @@ pub struct Call {
     pub ports: Vec<u16>,
     /// The plan version last handed to the media plane (0: none).
     pub media_version: u64,
+    /// When the caller's INVITE arrived and the answer was relayed (for the call's record).
+    pub started: Instant,
+    pub answered: Option<Instant>,
+    /// The first reason the call started ending for.
+    pub end_reason: Option<crate::EndReason>,
 }
 
 impl Call {

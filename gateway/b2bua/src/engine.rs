@@ -16,7 +16,7 @@ use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
 use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
-use crate::io::{ConnId, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -110,7 +110,7 @@ impl B2bua {
             Input::MediaFailed { call, reason, cause } => {
                 if self.calls.contains_key(&CallId(call)) {
                     tracing::warn!(call, reason, ?cause, "media failed; ending the call");
-                    self.hangup_with(now, CallId(call), None, Some(cause));
+                    self.hangup_with(now, CallId(call), None, EndReason::Media(cause));
                 }
             }
         }
@@ -371,7 +371,7 @@ impl B2bua {
                     self.respond(now, &key, &req, 487, "Request Terminated");
                 }
             }
-            self.end_call(id);
+            self.end_call(now, id, EndReason::Cancelled);
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let tx = &self.tx;
@@ -390,7 +390,7 @@ impl B2bua {
                     if (200..300).contains(&code) {
                         if let Some(&id) = self.invites.get(&key) {
                             tracing::warn!(call = id.0, "no ACK for 2xx; ending call");
-                            self.hangup(now, id);
+                            self.hangup(now, id, EndReason::NoAck);
                         }
                     }
                 }
@@ -416,7 +416,7 @@ impl B2bua {
                         self.counters.call_failed(code);
                     }
                 }
-                self.end_call(call);
+                self.end_call(now, call, EndReason::NoAnswer(code));
             }
             Some(Owner::Relay(r)) => {
                 if let Some(c) = self.calls.get_mut(&r.call) {
@@ -826,6 +826,9 @@ impl B2bua {
                 sdp,
                 ports,
                 media_version: 0,
+                started: now,
+                answered: None,
+                end_reason: None,
             },
         );
     }
@@ -886,7 +889,7 @@ impl B2bua {
                             self.respond(now, &k, &r, 487, "Request Terminated");
                         }
                     }
-                    self.end_call(id);
+                    self.end_call(now, id, EndReason::Cancelled);
                 }
                 return;
             }
@@ -902,12 +905,13 @@ impl B2bua {
                         self.refuse_sdp(now, &k, &r, &e);
                     }
                     self.counters.call_failed(e.status());
-                    self.end_call(id);
+                    self.end_call(now, id, EndReason::SdpRefused(e.status()));
                     return;
                 }
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
             call.state = CallState::Confirmed;
+            call.answered = Some(now);
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
@@ -926,7 +930,7 @@ impl B2bua {
             self.counters.call_failed(code);
             call.sdp.reject_pending();
             self.forward_response(now, &k, &r, resp, from, Some(tag), None, Vec::new());
-            self.end_call(id);
+            self.end_call(now, id, EndReason::Rejected(code));
         }
     }
 
@@ -964,6 +968,7 @@ impl B2bua {
         if call.state != CallState::Early || call.cancel_requested {
             return;
         }
+        call.end_reason.get_or_insert(EndReason::Cancelled);
         call.cancel_requested = true;
         call.deadline = Some(now + timeout);
         if call.b_provisional {
@@ -1031,7 +1036,7 @@ impl B2bua {
                 tracing::warn!(call = id.0, reason = %e.reason, "ACK SDP refused; ending the call");
                 let leg = call.leg_mut(duty.leg);
                 self.tx.send_stateless(leg.flow, ack.to_bytes());
-                return self.hangup(now, id);
+                return self.hangup(now, id, EndReason::SdpRefused(e.status()));
             }
         };
         let leg = call.leg_mut(duty.leg);
@@ -1053,7 +1058,7 @@ impl B2bua {
         if req.method == Method::Bye {
             self.respond(now, &key, &req, 200, "OK");
             tracing::info!(call = id.0, by = ?side, "BYE");
-            return self.hangup_from(now, id, Some(idx));
+            return self.hangup_with(now, id, Some(idx), EndReason::Bye(side));
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
         if req.method == Method::Invite {
@@ -1171,7 +1176,7 @@ impl B2bua {
                 Err(e) if completes => {
                     tracing::warn!(call = r.call.0, reason = %e.reason, "SDP in a mid-call 2xx refused; ending the call");
                     self.refuse_sdp(now, &r.server, &r.request, &e);
-                    return self.hangup(now, r.call);
+                    return self.hangup(now, r.call, EndReason::SdpRefused(e.status()));
                 }
                 Err(e) => {
                     tracing::warn!(call = r.call.0, reason = %e.reason, "provisional SDP dropped");
@@ -1188,25 +1193,20 @@ impl B2bua {
     // ----- calls: teardown ----------------------------------------------------------------
 
     /// End a call from inside: BYE (or CANCEL) every leg that is up, then forget it.
-    fn hangup(&mut self, now: Instant, id: CallId) {
-        self.hangup_from(now, id, None)
+    fn hangup(&mut self, now: Instant, id: CallId, reason: EndReason) {
+        self.hangup_with(now, id, None, reason)
     }
 
-    /// End a call; `except` is the leg that already ended its side (it sent BYE or vanished).
-    fn hangup_from(&mut self, now: Instant, id: CallId, except: Option<LegIdx>) {
-        self.hangup_with(now, id, except, None)
-    }
-
-    /// As [`Self::hangup_from`]; BYEs carry `cause` as their Reason when the gateway itself
-    /// decided to end the call.
-    fn hangup_with(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        except: Option<LegIdx>,
-        cause: Option<ReleaseCause>,
-    ) {
-        let Some(call) = self.calls.get(&id) else { return };
+    /// End a call for `reason`; `except` is the leg that already ended its side (it sent BYE
+    /// or vanished). BYEs carry the release cause as their Reason when the media plane made
+    /// the gateway end the call.
+    fn hangup_with(&mut self, now: Instant, id: CallId, except: Option<LegIdx>, reason: EndReason) {
+        let cause = match reason {
+            EndReason::Media(cause) => Some(cause),
+            _ => None,
+        };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.end_reason.get_or_insert(reason);
         let confirmed = call.state == CallState::Confirmed;
         for idx in [LegIdx::A, LegIdx::B] {
             if Some(idx) == except {
@@ -1228,7 +1228,7 @@ impl B2bua {
                 }
             }
         }
-        self.end_call(id);
+        self.end_call(now, id, reason);
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId, idx: LegIdx, cause: Option<ReleaseCause>) {
@@ -1273,18 +1273,34 @@ impl B2bua {
         }
     }
 
-    fn end_call(&mut self, id: CallId) {
+    /// Forgets a call and reports it ended; `reason` unless an earlier one was recorded.
+    fn end_call(&mut self, now: Instant, id: CallId, reason: EndReason) {
         self.transcoding.remove(&id);
         let Some(call) = self.calls.remove(&id) else { return };
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
         }
-        self.outputs.push_back(Output::CallEnded { call: id.0 });
+        let reason = call.end_reason.unwrap_or(reason);
+        let (web, ims) = if call.a.side == Side::Web { (&call.a, &call.b) } else { (&call.b, &call.a) };
+        let summary = CallSummary {
+            caller: call.a.side,
+            from: name_addr_uri(&call.a.remote),
+            to: name_addr_uri(&call.a.local),
+            web_call_id: web.call_id.clone(),
+            ims_call_id: ims.call_id.clone(),
+            started: call.started,
+            answered: call.answered,
+            ended: now,
+            status: if call.answered.is_some() { Some(200) } else { reason.status() },
+            reason,
+            media: call.media_version > 0,
+        };
+        tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
+        self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
         self.ports.release(call.ports);
         self.dialogs.retain(|_, (c, _)| *c != id);
         self.invites.remove(&call.a_invite_key);
         self.owners.remove(&call.b_invite_key);
-        tracing::info!(call = id.0, "call ended");
     }
 
     fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
@@ -1309,7 +1325,7 @@ impl B2bua {
             .collect();
         for (id, idx) in calls {
             tracing::info!(call = id.0, "WebSocket closed; ending call");
-            self.hangup_from(now, id, Some(idx));
+            self.hangup_with(now, id, Some(idx), EndReason::ConnectionLost);
         }
         self.tx.fail_flow(|f| *f == gone);
     }
@@ -1726,6 +1742,11 @@ impl Side {
             Side::Ims => Side::Web,
         }
     }
+}
+
+/// The URI of a name-addr written as text (the legs keep theirs so), for records.
+fn name_addr_uri(text: &str) -> String {
+    text.parse::<NameAddr>().map_or_else(|_| text.to_owned(), |na| na.uri.to_string())
 }
 
 /// A name-addr without its tag, as text.

@@ -6,6 +6,7 @@
 //! input) and feeds [`Input::Timeout`].
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// One transport connection the driver owns: a WebSocket (web side) or a TCP connection
 /// (IMS side). Ids are assigned by the driver and never reused within a process lifetime.
@@ -111,8 +112,84 @@ pub enum Output {
     /// A call was created: the Call-IDs of its two dialogs (browser leg, IMS leg), so the
     /// driver can tie messages of either leg to the call (per-call recording).
     CallStarted { call: u64, web_call_id: String, ims_call_id: String },
-    /// The call is gone (answered or not); nothing more belongs to it.
-    CallEnded { call: u64 },
+    /// The call is gone (answered or not); nothing more belongs to it. The summary is what
+    /// signalling knows for the call's record.
+    CallEnded { call: u64, summary: Box<CallSummary> },
+}
+
+/// What the signalling engine knows of a finished call, for its record (the driver adds the
+/// media plane's report and wall-clock times).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallSummary {
+    /// The side that placed the call.
+    pub caller: Side,
+    /// The caller's URI (From) and the callee's (To), without display names or tags.
+    pub from: String,
+    pub to: String,
+    pub web_call_id: String,
+    pub ims_call_id: String,
+    /// The caller's INVITE arrived.
+    pub started: Instant,
+    /// The callee's 2xx was relayed to the caller.
+    pub answered: Option<Instant>,
+    pub ended: Instant,
+    /// The final response the caller's INVITE got: 200 when answered; `None` when the caller
+    /// was gone before one was due.
+    pub status: Option<u16>,
+    pub reason: EndReason,
+    /// A media plan reached the media plane, so a media report follows (MediaEnd).
+    pub media: bool,
+}
+
+/// Why a call ended, for its record. The first cause wins: a BYE that follows the gateway's
+/// own decision does not overwrite it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// A BYE from that side.
+    Bye(Side),
+    /// The caller gave up before the answer (CANCEL).
+    Cancelled,
+    /// The callee refused with this final response.
+    Rejected(u16),
+    /// No final response came, or the transport failed: the gateway answered the caller
+    /// with this status (408, 503).
+    NoAnswer(u16),
+    /// An offer or answer could not be interworked (the status sent, 488 or 503).
+    SdpRefused(u16),
+    /// The caller never acknowledged the 2xx (RFC 3261 §13.3.1.4).
+    NoAck,
+    /// The media plane gave up.
+    Media(ReleaseCause),
+    /// The browser's WebSocket closed while the call was up or being set up.
+    ConnectionLost,
+}
+
+impl EndReason {
+    /// A stable token for records and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Bye(Side::Web) => "bye_from_web",
+            EndReason::Bye(Side::Ims) => "bye_from_ims",
+            EndReason::Cancelled => "cancelled",
+            EndReason::Rejected(_) => "rejected",
+            EndReason::NoAnswer(_) => "no_answer",
+            EndReason::SdpRefused(_) => "sdp_refused",
+            EndReason::NoAck => "no_ack",
+            EndReason::Media(ReleaseCause::RtpTimeout) => "rtp_timeout",
+            EndReason::Media(ReleaseCause::MediaBearerLoss) => "media_bearer_loss",
+            EndReason::ConnectionLost => "connection_lost",
+        }
+    }
+
+    /// The final response the caller got because of this ending, when it ended the call
+    /// before an answer.
+    pub fn status(self) -> Option<u16> {
+        match self {
+            EndReason::Cancelled => Some(487),
+            EndReason::Rejected(s) | EndReason::NoAnswer(s) | EndReason::SdpRefused(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// One metric sample, rendered by the driver (Prometheus text on /metrics).

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{ConnId, Flow, Input, MetricKind, Output, ReleaseCause, Sample, Side, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, ReleaseCause, Sample, Side, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.

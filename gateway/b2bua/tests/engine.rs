@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, B2buaConfig, ConnId, Flow, Input, Output, Side, Transport};
+use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, Side, Transport};
 use estuary_sip::{Message, Request, Response};
 
 const CONN: ConnId = ConnId(1);
@@ -113,6 +113,18 @@ impl Harness {
             }
         }
         out
+    }
+
+    /// The summary of the last call that ended.
+    fn ended(&self) -> &CallSummary {
+        self.calls
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::CallEnded { summary, .. } => Some(&**summary),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no call ended: {:?}", self.calls))
     }
 
     /// Browser registration through a 401 challenge; returns the gateway's contact toward IMS.
@@ -400,6 +412,9 @@ fn bye_from_ims_reaches_the_browser() {
     assert_eq!(br.headers.call_id().unwrap(), "webcall1");
     assert_eq!(br.headers.to().unwrap().tag(), Some("a1b2c3"));
     assert!(!b.text.contains("10.9.9.9"), "{}", b.text);
+    let e = h.ended();
+    assert_eq!((e.reason, e.status, e.caller), (EndReason::Bye(Side::Ims), Some(200), Side::Web));
+    assert!(e.answered.is_some() && e.media, "{e:?}");
 }
 
 #[test]
@@ -414,6 +429,9 @@ fn busy_is_relayed_and_acked_on_the_ims_side() {
     let w = only_web(&out);
     assert_eq!((status(w), resp(w).reason.as_str()), (486, "Busy Here"));
     assert_eq!(h.gw.active_calls(), 0);
+    let e = h.ended();
+    assert_eq!((e.reason, e.status, e.answered, e.media), (EndReason::Rejected(486), Some(486), None, false));
+    assert_eq!((e.from.as_str(), e.to.as_str()), ("sip:alice@ims.test", "sip:bob@ims.test"));
 }
 
 #[test]
@@ -437,6 +455,8 @@ fn cancel_waits_for_a_provisional_and_relays_the_487() {
     assert_eq!(req(only_ims(&out)).method.as_str(), "ACK");
     assert_eq!(status(only_web(&out)), 487);
     assert_eq!(h.gw.active_calls(), 0);
+    // The caller's CANCEL is why, not the callee's 487 that followed.
+    assert_eq!((h.ended().reason, h.ended().status), (EndReason::Cancelled, Some(487)));
 }
 
 #[test]
@@ -457,6 +477,7 @@ fn a_200_crossing_the_cancel_is_acked_and_hung_up() {
     let w = only_web(&out);
     assert_eq!(status(w), 487, "the caller cancelled, so it gets 487, not the 200");
     assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!((h.ended().reason, h.ended().status, h.ended().answered), (EndReason::Cancelled, Some(487), None));
 }
 
 #[test]
@@ -531,6 +552,7 @@ fn dropping_the_websocket_mid_call_sends_bye_and_deregisters() {
     assert_eq!(req(bye).headers.get_all("User-Agent").collect::<Vec<_>>(), ["Estuary/0.1"]);
     assert!(to_web(&out).is_empty());
     assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!((h.ended().reason, h.ended().status), (EndReason::ConnectionLost, Some(200)));
 }
 
 #[test]
@@ -861,6 +883,8 @@ fn the_media_plane_gets_each_settled_plan_and_the_end_and_can_end_the_call() {
     }
     assert_eq!(h.gw.active_calls(), 0);
     assert_eq!(h.media.last(), Some(&Output::MediaEnd { call }));
+    assert_eq!(h.ended().reason, EndReason::Media(estuary_b2bua::ReleaseCause::MediaBearerLoss));
+    assert_eq!(h.ended().reason.as_str(), "media_bearer_loss");
 }
 
 const OPUS_OFFER: &str = include_str!("../../../conformance/sdp/cases/web-audio-opus-transcode/1-web-offer.sdp");
@@ -936,8 +960,28 @@ fn the_driver_learns_both_call_ids_of_a_call_and_its_end() {
     let bye = "BYE sip:gw SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbye9\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag=TAG\nCall-ID: CID\nCSeq: 9 BYE\nContent-Length: 0\n\n";
     let from_tag = req(&inv).headers.from().unwrap().tag().unwrap().to_owned();
     let bye = bye.replace("TAG", &from_tag).replace("CID", &ims_call_id);
+    let started = h.now;
+    h.now += Duration::from_secs(30);
     let out = h.ims(&bye);
     let web_bye = only_web(&out);
     h.web(&response(web_bye, 200, "OK", &[]));
-    assert_eq!(h.calls.last(), Some(&Output::CallEnded { call }), "{:?}", h.calls);
+    let Some(Output::CallEnded { call: ended, summary }) = h.calls.last() else { panic!("{:?}", h.calls) };
+    assert_eq!(*ended, call);
+    assert_eq!((summary.web_call_id.as_str(), summary.ims_call_id.as_str()), ("webcall1", ims_call_id.as_str()));
+    assert_eq!((summary.started, summary.answered, summary.ended), (started, Some(started), started + Duration::from_secs(30)));
+    assert_eq!(summary.reason, EndReason::Bye(Side::Ims));
+}
+
+#[test]
+fn a_call_the_core_never_answers_ends_with_408_in_its_record() {
+    let mut h = Harness::new();
+    h.register();
+    let start = h.now;
+    h.web(&invite_from_web("z9hG4bKsilent"));
+    let out = h.advance_to(h.now - h.start + Duration::from_secs(33));
+    assert!(to_web(&out).iter().any(|s| status(s) == 408), "{out:#?}");
+    let e = h.ended();
+    assert_eq!((e.reason, e.status, e.answered, e.started), (EndReason::NoAnswer(408), Some(408), None, start));
+    assert_eq!(e.reason.as_str(), "no_answer");
+    assert!(e.ended >= start + Duration::from_secs(32), "Timer B: 64*T1");
 }

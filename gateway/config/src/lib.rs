@@ -35,6 +35,8 @@ pub struct Config {
     pub transcoder: TranscoderConfig,
     /// `[recording]`: captures.
     pub recording: RecordingConfig,
+    /// `[records]`: per-call records.
+    pub records: RecordsConfig,
     /// `[admin]`: metrics and health endpoint.
     pub admin: AdminConfig,
     /// `[log]`: logging.
@@ -298,6 +300,14 @@ impl Default for RecordingConfig {
     }
 }
 
+/// `[records]`: per-call records (CDRs).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordsConfig {
+    /// Directory of the daily JSON-lines files (`records.dir`); `None` when the key is empty:
+    /// records are then only logged.
+    pub dir: Option<PathBuf>,
+}
+
 /// What the recorder captures.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum RecordingMode {
@@ -380,6 +390,7 @@ const SECTIONS: &[&str] = &[
     "media",
     "transcoder",
     "recording",
+    "records",
     "admin",
     "log",
     "limits",
@@ -409,6 +420,7 @@ impl Config {
             media: media(doc.section("media"))?,
             transcoder: transcoder(doc.section("transcoder"))?,
             recording: recording(doc.section("recording"))?,
+            records: records(doc.section("records"))?,
             admin: admin(doc.section("admin"))?,
             log: log(doc.section("log"))?,
             limits: limits(doc.section("limits"))?,
@@ -427,7 +439,7 @@ impl Config {
     /// One line for `check-config` and the start-up log.
     pub fn summary(&self) -> String {
         format!(
-            "ws {} wss {} ({}), ims {} -> {}, domain {}, media {}/{} ports {}-{}, admin {}, recording {}",
+            "ws {} wss {} ({}), ims {} -> {}, domain {}, media {}/{} ports {}-{}, admin {}, recording {}, call records {}",
             self.web.ws_listen,
             self.web.wss_listen,
             match self.web.tls {
@@ -450,6 +462,7 @@ impl Config {
                 RecordingMode::Signalling => "signalling",
                 RecordingMode::Full => "full",
             },
+            self.records.dir.as_ref().map_or_else(|| "logged".to_owned(), |d| format!("logged and in {}", d.display())),
         )
     }
 }
@@ -736,6 +749,13 @@ fn recording(mut s: Section) -> Result<RecordingConfig, ConfigError> {
     })
 }
 
+fn records(mut s: Section) -> Result<RecordsConfig, ConfigError> {
+    let dir = s.string("dir", "")?;
+    s.finish()?;
+    let dir = dir.trim();
+    Ok(RecordsConfig { dir: (!dir.is_empty()).then(|| PathBuf::from(dir)) })
+}
+
 fn admin(mut s: Section) -> Result<AdminConfig, ConfigError> {
     let listen = s.parsed("listen", AdminConfig::default().listen, "socket address")?;
     s.finish()?;
@@ -821,6 +841,15 @@ mod tests {
     fn with(overrides: &[&str]) -> Result<Config, ConfigError> {
         let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
         Config::from_toml_str_with_overrides("", &o)
+    }
+
+    #[test]
+    fn call_records_are_logged_only_unless_a_directory_is_given() {
+        assert_eq!(Config::default().records.dir, None);
+        assert_eq!(with(&["records.dir=/var/log/estuary/cdr"]).unwrap().records.dir, Some(PathBuf::from("/var/log/estuary/cdr")));
+        assert_eq!(with(&["records.dir=  "]).unwrap().records.dir, None);
+        assert!(with(&["records.dir=/x"]).unwrap().summary().ends_with("call records logged and in /x"));
+        assert_eq!(err("[records]\npath = \"x\""), "unknown key records.path");
     }
 
     #[test]

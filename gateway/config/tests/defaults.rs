@@ -91,6 +91,7 @@ fn the_documented_file_lists_every_key() {
         "recording.dir",
         "recording.max_file_mb",
         "recording.max_age_days",
+        "records.dir",
         "admin.listen",
         "log.level",
         "log.format",
@@ -105,7 +106,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        48,
+        49,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

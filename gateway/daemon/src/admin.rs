@@ -84,6 +84,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 if let Some(t) = &ctx.transcoder {
                     daemon.extend(t.samples());
                 }
+                daemon.extend(ctx.records.samples());
                 if let Some(r) = &ctx.recorder {
                     daemon.extend(r.samples());
                 }

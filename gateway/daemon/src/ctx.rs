@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::engine::Event;
 use crate::metrics::Stats;
 use crate::recorder::Recorder;
+use crate::records::CallRecords;
 use crate::transcode::Transcoder;
 
 pub struct Ctx {
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub transcoder: Option<Arc<Transcoder>>,
     /// Per-call captures, unless `recording.mode = "off"`.
     pub recorder: Option<Arc<Recorder>>,
+    /// Per-call records (always logged; files with `records.dir`).
+    pub records: CallRecords,
     next_conn: AtomicU64,
 }
 
@@ -40,6 +43,7 @@ impl Ctx {
         cfg: &estuary_config::Config,
         transcoder: Option<Arc<Transcoder>>,
         recorder: Option<Arc<Recorder>>,
+        records: CallRecords,
     ) -> Self {
         Ctx {
             events,
@@ -52,6 +56,7 @@ impl Ctx {
             ims_domain: cfg.ims.domain.clone(),
             transcoder,
             recorder,
+            records,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -334,12 +334,12 @@ impl<M: Machine> Engine<M> {
                 let mut ended = Vec::new();
                 for out in outputs {
                     match out {
-                        Output::CallEnded { call } => ended.push(call),
+                        Output::CallEnded { call, summary } => ended.push((call, summary)),
                         out => self.execute(out),
                     }
                 }
-                for call in ended {
-                    self.execute(Output::CallEnded { call });
+                for (call, summary) in ended {
+                    self.execute(Output::CallEnded { call, summary });
                 }
             }
             Err(panic) => self.count_panic("handle_input", &panic),
@@ -461,10 +461,11 @@ impl<M: Machine> Engine<M> {
             }
             // Reported to the recorder before the input's message (feed_recorded).
             Output::CallStarted { .. } => {}
-            Output::CallEnded { call } => {
+            Output::CallEnded { call, summary } => {
                 if let Some(r) = &self.ctx.recorder {
                     r.call_ended(call);
                 }
+                self.ctx.records.ended(call, summary);
             }
         }
     }
@@ -555,6 +556,7 @@ mod tests {
             &estuary_config::Config::default(),
             None,
             None,
+            crate::records::CallRecords::start(&Default::default()).unwrap(),
         ));
         let udp = nonblocking_udp();
         let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -606,6 +608,7 @@ mod tests {
             &estuary_config::Config::default(),
             None,
             None,
+            crate::records::CallRecords::start(&Default::default()).unwrap(),
         ));
         let udp = nonblocking_udp();
         let mut engine = Engine::new(

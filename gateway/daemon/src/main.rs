@@ -12,6 +12,7 @@
 
 mod admin;
 mod builtin_peer;
+mod civil;
 mod ctx;
 mod demo;
 mod engine;
@@ -23,6 +24,7 @@ mod ims;
 mod media;
 mod metrics;
 mod recorder;
+mod records;
 mod replay;
 mod rlimit;
 mod sdp_tool;

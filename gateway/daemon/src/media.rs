@@ -118,6 +118,7 @@ async fn run_call(
                         FailCause::DtlsClosed => MediaFailure::DtlsClosed,
                     };
                     ctx.stats.media_flush(session.counters(), &flushed);
+                    ctx.records.media(call, session.report());
                     return fail(failure, reason).await;
                 }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
@@ -144,6 +145,7 @@ async fn run_call(
                     plan = new_plan;
                     if let Err(e) = session.update_plan(&plan, Instant::now()) {
                         ctx.stats.media_flush(session.counters(), &flushed);
+                        ctx.records.media(call, session.report());
                         return fail(MediaFailure::Local, format!("media plan: {e}")).await;
                     }
                     let addrs = session.local_addresses();
@@ -160,6 +162,7 @@ async fn run_call(
                         }
                     }
                     ctx.stats.media_flush(session.counters(), &flushed);
+                    ctx.records.media(call, session.report());
                     info!(
                         call,
                         counters = ?session.counters(),

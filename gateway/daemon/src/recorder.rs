@@ -226,7 +226,7 @@ impl Writer {
     fn write_call(&mut self, call: u64, at: SystemTime, lane: Lane, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
         let (dir, max) = (self.cfg.dir.clone(), self.cfg.max_file_bytes);
         let slot = self.calls.entry(call).or_insert_with(|| {
-            let (date, time) = date_time(at);
+            let (date, time) = utc_date_time(at);
             let path = dir.join(&date).join(format!("{time}-call{call}.pcapng"));
             match Capture::create(&path) {
                 Ok(c) => {
@@ -245,7 +245,7 @@ impl Writer {
     }
 
     fn write_general(&mut self, at: SystemTime, lane: Lane, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
-        let (date, _) = date_time(at);
+        let (date, _) = utc_date_time(at);
         if self.general.as_ref().is_none_or(|(d, _)| *d != date) {
             let path = self.cfg.dir.join(&date).join("signalling.pcapng");
             // A second start on the same day continues in a new file rather than truncating.
@@ -322,23 +322,9 @@ fn call_id_of(data: &[u8]) -> Option<&str> {
 }
 
 /// `YYYY-MM-DD` and `HHMMSS` (UTC) of `t`.
-fn date_time(t: SystemTime) -> (String, String) {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        format!("{year:04}-{month:02}-{day:02}"),
-        format!("{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60),
-    )
+fn utc_date_time(t: SystemTime) -> (String, String) {
+    let u = crate::civil::Utc::of(t);
+    (u.date(), u.compact_time())
 }
 
 /// `path` with `-N` before the extension, for the first N not taken.
@@ -375,10 +361,10 @@ mod tests {
     #[test]
     fn dates_are_civil_utc() {
         let t = UNIX_EPOCH + Duration::from_secs(1_796_000_000);
-        assert_eq!(date_time(t), ("2026-11-30".to_owned(), "005320".to_owned()));
-        assert_eq!(date_time(UNIX_EPOCH), ("1970-01-01".to_owned(), "000000".to_owned()));
+        assert_eq!(utc_date_time(t), ("2026-11-30".to_owned(), "005320".to_owned()));
+        assert_eq!(utc_date_time(UNIX_EPOCH), ("1970-01-01".to_owned(), "000000".to_owned()));
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(date_time(leap).0, "2000-02-29");
+        assert_eq!(utc_date_time(leap).0, "2000-02-29");
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let recorder = recorder::Recorder::start(&cfg.recording)?;
     let tap = recorder.as_ref().is_some_and(|r| r.records_media());
-    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder));
+    let records = crate::records::CallRecords::start(&cfg.records)?;
+    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder, records));
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
         .into_std()

@@ -158,6 +158,34 @@ pub enum FailCause {
     DtlsClosed,
 }
 
+/// What one leg of a stream exchanged with the gateway, for the call's record: media packets
+/// received from the far end, loss and jitter of its current stream (RFC 3550 §A.3, §A.8;
+/// they restart when its SSRC changes), and what the gateway sent on that leg.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LegReport {
+    pub received: u64,
+    /// Cumulative loss; negative when duplicates outnumber losses.
+    pub lost: i64,
+    pub jitter_ms: f64,
+    pub sent: u64,
+    pub sent_octets: u64,
+}
+
+/// One m-line at the end of a call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamReport {
+    /// `audio`, `video`.
+    pub kind: String,
+    pub mid: Option<String>,
+    /// The primary codec on each leg (`opus/48000/2`, `PCMU/8000`), and whether the
+    /// transcoder bridged them.
+    pub web_codec: String,
+    pub ims_codec: String,
+    pub transcoded: bool,
+    pub web: LegReport,
+    pub ims: LegReport,
+}
+
 /// Per-session counters (plain integers: one session is owned by one task).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MediaCounters {
@@ -430,6 +458,31 @@ impl MediaSession {
 
     pub fn counters(&self) -> &MediaCounters {
         &self.counters
+    }
+
+    /// Per live stream, what each leg exchanged (for the call's record; allocates, so call it
+    /// once, at the end).
+    pub fn report(&self) -> Vec<StreamReport> {
+        let name = |r: &estuary_sdp::Rtpmap| match r.channels {
+            Some(c) if c > 1 => format!("{}/{}/{c}", r.encoding, r.clock),
+            _ => format!("{}/{}", r.encoding, r.clock),
+        };
+        self.streams
+            .iter()
+            .filter(|s| s.is_live())
+            .map(|s| {
+                let primary = s.plan.codecs.first();
+                StreamReport {
+                    kind: s.plan.kind.clone(),
+                    mid: s.plan.mid.clone(),
+                    web_codec: primary.map(|c| name(&c.web)).unwrap_or_default(),
+                    ims_codec: primary.map(|c| name(&c.ims)).unwrap_or_default(),
+                    transcoded: s.plan.transcodes(),
+                    web: s.rtcp_web.report(),
+                    ims: s.rtcp_ims.report(),
+                }
+            })
+            .collect()
     }
 
     /// A datagram arrived on `local` from `source`. Media is rewritten in `buf` and

@@ -33,6 +33,8 @@ pub struct LegRtcp {
     send: SenderStats,
     /// The far end's stream on this leg; replaced when its SSRC changes.
     recv: Option<ReceiverStats>,
+    /// Media packets received on this leg, every SSRC (for the call's record).
+    packets_in: u64,
     next_report: Instant,
     /// RFC 5104 §4.3.1.2: incremented per new FIR the gateway sends on this leg.
     fir_seq: u8,
@@ -47,6 +49,7 @@ impl LegRtcp {
             clock,
             send: SenderStats::new(ssrc, clock),
             recv: None,
+            packets_in: 0,
             // §6.2: the first report after half the minimum interval.
             next_report: now + jittered(REPORT_INTERVAL / 2, rng),
             fir_seq: 0,
@@ -65,6 +68,7 @@ impl LegRtcp {
 
     /// Per packet: media from this leg's far end (plaintext, before any rewriting).
     pub fn on_media_received(&mut self, now: Instant, p: &RtpPacket<'_>) {
+        self.packets_in += 1;
         let stats = match &mut self.recv {
             Some(r) if r.ssrc() == p.ssrc() => r,
             slot => slot.insert(ReceiverStats::new(p.ssrc(), self.clock)),
@@ -75,6 +79,18 @@ impl LegRtcp {
     /// Per packet: media the gateway sent on this leg (plaintext, after rewriting).
     pub fn on_media_sent(&mut self, now: Instant, p: &RtpPacket<'_>) {
         self.send.send(now, p.timestamp(), p.payload().len());
+    }
+
+    /// What this leg exchanged, for the call's record.
+    pub fn report(&self) -> crate::LegReport {
+        let (lost, jitter) = self.recv.as_ref().map_or((0, 0), |r| (r.lost(), r.jitter()));
+        crate::LegReport {
+            received: self.packets_in,
+            lost,
+            jitter_ms: f64::from(jitter) * 1000.0 / f64::from(self.clock.0.max(1)),
+            sent: u64::from(self.send.packet_count()),
+            sent_octets: u64::from(self.send.octet_count()),
+        }
     }
 
     /// An SR from the far end, for the LSR/DLSR of our next report block.

@@ -284,6 +284,14 @@ fn relay_both_ways(c: &mut Call) -> Ssrc {
 fn media_flows_both_ways_after_ice_and_dtls() {
     let mut c = connected(false);
     relay_both_ways(&mut c);
+    // The call's record: each leg's packets in and out, no loss, the codec on each side.
+    let report = c.session.report();
+    assert_eq!(report.len(), 1, "{report:?}");
+    let r = &report[0];
+    assert_eq!((r.kind.as_str(), r.web_codec.as_str(), r.ims_codec.as_str(), r.transcoded), ("audio", "PCMU/8000", "PCMU/8000", false));
+    for leg in [&r.web, &r.ims] {
+        assert_eq!((leg.received, leg.lost, leg.sent, leg.sent_octets), (5, 0, 5, 800), "{r:?}");
+    }
 }
 
 #[test]
