@@ -128,6 +128,9 @@ pub struct Call {
     pub answered: Option<Instant>,
     /// The first reason the call started ending for.
     pub end_reason: Option<crate::EndReason>,
+    /// When the session timer the endpoints negotiated runs out without a refresh (RFC 4028
+    /// §10); `None` when they negotiated none.
+    pub session_expires: Option<Instant>,
 }
 
 impl Call {

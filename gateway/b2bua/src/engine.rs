@@ -128,6 +128,7 @@ impl B2bua {
             self.tx.poll_timeout(),
             self.registrar.next_expiry(),
             self.calls.values().filter_map(|c| c.deadline).min(),
+            self.calls.values().filter_map(|c| c.session_expires).min(),
             self.next_sweep,
         ]
         .into_iter()
@@ -372,6 +373,15 @@ impl B2bua {
                 }
             }
             self.end_call(now, id, EndReason::Cancelled);
+        }
+        let expired: Vec<CallId> =
+            self.calls.values().filter(|c| c.session_expires.is_some_and(|t| t <= now)).map(|c| c.id).collect();
+        for id in expired {
+            tracing::info!(call = id.0, "session timer ran out without a refresh; ending the call");
+            if let Some(c) = self.calls.get_mut(&id) {
+                c.session_expires = None;
+            }
+            self.hangup(now, id, EndReason::SessionExpired);
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let tx = &self.tx;
@@ -829,6 +839,7 @@ impl B2bua {
                 started: now,
                 answered: None,
                 end_reason: None,
+                session_expires: None,
             },
         );
     }
@@ -912,6 +923,7 @@ impl B2bua {
             let Some(call) = self.calls.get_mut(&id) else { return };
             call.state = CallState::Confirmed;
             call.answered = Some(now);
+            call.session_expires = session_expiry(now, &resp.headers);
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
@@ -1153,6 +1165,9 @@ impl B2bua {
             if let Some(target) = contact_uri(&resp.headers) {
                 call.leg_mut(other).remote_target = target;
             }
+            // A re-INVITE or UPDATE answered with 2xx refreshes the session (RFC 4028 §10);
+            // its Session-Expires sets the next interval, its absence turns the timer off.
+            call.session_expires = session_expiry(now, &resp.headers);
         }
         let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
         let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
@@ -1742,6 +1757,16 @@ impl Side {
             Side::Ims => Side::Web,
         }
     }
+}
+
+/// When a session whose 2xx carries `headers` expires (RFC 4028 §4: `Session-Expires:
+/// delta-seconds[;refresher=...]`, compact form `x`); `None` without one. Intervals under
+/// the RFC's 90 s minimum (Min-SE floor) are taken as 90 s: the gateway only supervises, it
+/// never ends a call sooner than a compliant endpoint could have refreshed it.
+fn session_expiry(now: Instant, headers: &estuary_sip::Headers) -> Option<Instant> {
+    let value = headers.get("Session-Expires").or_else(|| headers.get("x"))?;
+    let delta: u64 = value.split(';').next()?.trim().parse().ok()?;
+    Some(now + Duration::from_secs(delta.clamp(90, 86_400)))
 }
 
 /// The URI of a name-addr written as text (the legs keep theirs so), for records.

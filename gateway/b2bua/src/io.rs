@@ -162,6 +162,8 @@ pub enum EndReason {
     Media(ReleaseCause),
     /// The browser's WebSocket closed while the call was up or being set up.
     ConnectionLost,
+    /// A session timer was negotiated (RFC 4028) and no refresh came before it ran out.
+    SessionExpired,
 }
 
 impl EndReason {
@@ -178,6 +180,7 @@ impl EndReason {
             EndReason::Media(ReleaseCause::RtpTimeout) => "rtp_timeout",
             EndReason::Media(ReleaseCause::MediaBearerLoss) => "media_bearer_loss",
             EndReason::ConnectionLost => "connection_lost",
+            EndReason::SessionExpired => "session_expired",
         }
     }
 

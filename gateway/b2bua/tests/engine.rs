@@ -259,11 +259,18 @@ fn assert_no_web_leak(s: &Sent) {
 
 /// A browser call answered by IMS; returns (IMS INVITE, the 200 sent to the browser).
 fn answered_call(h: &mut Harness) -> (Sent, Sent) {
+    answered_call_with(h, &[])
+}
+
+/// As [`answered_call`], IMS's 200 carrying `extra` headers too.
+fn answered_call_with(h: &mut Harness, extra: &[(&str, &str)]) -> (Sent, Sent) {
     h.register();
     let out = h.web(&invite_from_web("z9hG4bKinv1"));
     assert_eq!(status(only_web(&out)), 100);
     let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
-    let ok = response_with_body(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>"), ("Record-Route", "<sip:scscf.internal.ims;lr>")], SDP);
+    let mut headers = vec![("Contact", "<sip:bob@10.9.9.9:5070>"), ("Record-Route", "<sip:scscf.internal.ims;lr>")];
+    headers.extend_from_slice(extra);
+    let ok = response_with_body(&inv, 200, "OK", &headers, SDP);
     let out = h.ims(&ok);
     let web_ok = out.into_iter().next().unwrap();
     (inv, web_ok)
@@ -984,4 +991,50 @@ fn a_call_the_core_never_answers_ends_with_408_in_its_record() {
     assert_eq!((e.reason, e.status, e.answered, e.started), (EndReason::NoAnswer(408), Some(408), None, start));
     assert_eq!(e.reason.as_str(), "no_answer");
     assert!(e.ended >= start + Duration::from_secs(32), "Timer B: 64*T1");
+}
+
+/// RFC 4028: the endpoints negotiate the session timer end to end; the gateway watches it.
+/// A refresh (here an UPDATE answered 2xx) restarts it; when none comes in time the gateway
+/// ends the call on both legs and records why.
+#[test]
+fn a_session_timer_that_runs_out_without_a_refresh_ends_the_call() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call_with(&mut h, &[("Session-Expires", "120;refresher=uac"), ("Require", "timer")]);
+    assert_eq!(resp(&web_ok).headers.get("Session-Expires"), Some("120;refresher=uac"), "negotiated end to end:\n{}", web_ok.text);
+    let t0 = h.now - h.start;
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKackst\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    // Distinct BYEs (UDP retransmissions folded).
+    let byes = |out: &[Sent]| {
+        let mut b: Vec<&str> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).map(|s| s.text.as_str()).collect();
+        b.dedup();
+        b.len()
+    };
+    // The browser (refresher=uac) refreshes at half the interval with an UPDATE.
+    let out = h.advance_to(t0 + Duration::from_secs(60));
+    assert_eq!(byes(&out), 0);
+    let update = format!("UPDATE sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKupd1\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 8 UPDATE\nSession-Expires: 120;refresher=uac\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>\nContent-Length: 0\n\n");
+    let out = h.web(&update);
+    let u = to_ims(&out).into_iter().find(|s| matches!(s.msg, Message::Request(_))).expect("UPDATE relayed");
+    let out = h.ims(&response(u, 200, "OK", &[("Session-Expires", "120;refresher=uac"), ("Contact", "<sip:bob@10.9.9.9:5070>")]));
+    assert_eq!(status(only_web(&out)), 200);
+    // 120 s after the first answer the call would have expired; the refresh moved that to 180.
+    let out = h.advance_to(t0 + Duration::from_secs(179));
+    assert_eq!(byes(&out), 0, "the refresh restarted the timer: {out:#?}");
+    assert_eq!(h.gw.active_calls(), 1);
+    let out = h.advance_to(t0 + Duration::from_secs(181));
+    assert_eq!(byes(&out), 2, "no refresh came: BYE on both legs: {out:#?}");
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!((h.ended().reason, h.ended().reason.as_str()), (EndReason::SessionExpired, "session_expired"));
+}
+
+#[test]
+fn without_a_session_timer_a_quiet_call_stays_up() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKackq\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    let out = h.advance_to(Duration::from_secs(4 * 3600));
+    assert!(out.iter().all(|s| !matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")), "{out:#?}");
+    assert_eq!(h.gw.active_calls(), 1);
 }
