@@ -87,6 +87,9 @@ fn demo_page_calls_ims_and_hears_the_echo() {
         let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
         assert_eq!((r["caller"].as_str(), r["to"].as_str(), r["status"].as_u64(), r["reason"].as_str()), (Some("web"), Some("sip:bob@ims.test"), Some(200), Some("bye_from_web")), "{r}");
         assert!(r["duration_s"].as_f64().is_some_and(|d| d >= 2.0) && r["setup_ms"].as_u64().is_some(), "{r}");
+        let icid = r["icid"].as_str().unwrap_or_default();
+        let invite = run.received_requests("INVITE");
+        assert!(!icid.is_empty() && invite[0].header("P-Charging-Vector").is_some_and(|v| v.contains(icid)), "the record's ICID is the one the core got: {r}");
         let st = &r["streams"][0];
         assert_eq!((st["kind"].as_str(), st["web_codec"].as_str(), st["ims_codec"].as_str(), st["transcoded"].as_bool()), (Some("audio"), Some("PCMU/8000"), Some("PCMU/8000"), Some(false)), "{r}");
         let sent_by_chromium = number(audio(&stats, "outbound-rtp"), "packets") as u64;

@@ -131,6 +131,9 @@ pub struct Call {
     /// When the session timer the endpoints negotiated runs out without a refresh (RFC 4028
     /// §10); `None` when they negotiated none.
     pub session_expires: Option<Instant>,
+    /// The IMS Charging Identifier of the session (ours for browser calls, the core's for
+    /// calls from IMS), for the call's record.
+    pub icid: Option<String>,
 }
 
 impl Call {

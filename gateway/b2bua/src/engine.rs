@@ -682,7 +682,10 @@ impl B2bua {
             // TS 24.229 §5.2.6.3.3: the P-CSCF asserts the registered identity.
             extra.push(("P-Asserted-Identity", estuary_ims_profile::asserted_identity(&aor)));
         }
-        self.start_call(now, key, req, a, b, binding, extra);
+        // ... and starts the session's charging correlation: a fresh ICID.
+        let icid = self.token();
+        extra.push(("P-Charging-Vector", estuary_ims_profile::charging_vector(&icid, self.cfg.ims_advertised.ip())));
+        self.start_call(now, key, req, a, b, binding, extra, Some(icid));
     }
 
     fn on_ims_invite(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
@@ -712,7 +715,9 @@ impl B2bua {
             invite_cseq: 1,
             contact: self.web_contact(info.transport),
         };
-        self.start_call(now, key, req, a, b, Some(id), Vec::new());
+        // The core's ICID, for the call's record (the header itself stays in the core).
+        let icid = req.headers.get("P-Charging-Vector").and_then(estuary_ims_profile::icid_of);
+        self.start_call(now, key, req, a, b, Some(id), Vec::new(), icid);
     }
 
     /// Leg A of a call from the INVITE that created it (RFC 3261 §12.1.1, UAS side).
@@ -763,6 +768,7 @@ impl B2bua {
         mut b: Leg,
         binding: Option<BindingId>,
         extra: Vec<(&str, String)>,
+        icid: Option<String>,
     ) {
         let via = self.via_for(b.hop());
         let mut out = b.request(Method::Invite, &via, Some(1));
@@ -840,6 +846,7 @@ impl B2bua {
                 answered: None,
                 end_reason: None,
                 session_expires: None,
+                icid,
             },
         );
     }
@@ -1309,6 +1316,7 @@ impl B2bua {
             status: if call.answered.is_some() { Some(200) } else { reason.status() },
             reason,
             media: call.media_version > 0,
+            icid: call.icid.clone(),
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });

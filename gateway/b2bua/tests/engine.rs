@@ -343,6 +343,9 @@ fn browser_call_is_re_originated_with_new_identifiers_and_relayed_both_ways() {
     let r = req(inv);
     assert_eq!(r.uri.to_string(), "sip:bob@ims.test");
     assert_eq!(r.headers.get("Max-Forwards"), Some("68"));
+    // The P-CSCF's charging correlation (TS 24.229 §5.2.6.3.3): a fresh ICID, made here.
+    let pcv = r.headers.get("P-Charging-Vector").expect("P-Charging-Vector toward IMS");
+    assert!(pcv.starts_with("icid-value=") && pcv.ends_with(";icid-generated-at=127.0.0.1"), "{pcv}");
     assert_eq!(r.headers.get("P-Asserted-Identity"), Some("<sip:alice@ims.test>"), "asserted from the registration, not from the browser");
     assert_eq!(r.headers.get_all("Route").collect::<Vec<_>>(), vec!["<sip:scscf.ims.test;lr>"], "Service-Route preloaded");
     // The offer is in IMS form: plain RTP on a gateway port, G.711, no WebRTC attributes.
@@ -977,6 +980,8 @@ fn the_driver_learns_both_call_ids_of_a_call_and_its_end() {
     assert_eq!((summary.web_call_id.as_str(), summary.ims_call_id.as_str()), ("webcall1", ims_call_id.as_str()));
     assert_eq!((summary.started, summary.answered, summary.ended), (started, Some(started), started + Duration::from_secs(30)));
     assert_eq!(summary.reason, EndReason::Bye(Side::Ims));
+    let pcv = req(&inv).headers.get("P-Charging-Vector").unwrap();
+    assert_eq!(summary.icid.as_deref(), estuary_ims_profile::icid_of(pcv).as_deref(), "the record carries the ICID the core got");
 }
 
 #[test]

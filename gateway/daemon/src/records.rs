@@ -204,6 +204,7 @@ fn render(call: u64, s: &CallSummary, streams: &[StreamReport], (mono, wall): (I
     field(&mut j, "to", Some(&s.to));
     field(&mut j, "web_call_id", Some(&s.web_call_id));
     field(&mut j, "ims_call_id", Some(&s.ims_call_id));
+    field(&mut j, "icid", s.icid.as_deref());
     field(&mut j, "start", Some(&start.rfc3339()));
     field(&mut j, "answer", s.answered.map(|a| Utc::of(wall_of(a)).rfc3339()).as_deref());
     field(&mut j, "end", Some(&end.rfc3339()));
@@ -294,6 +295,7 @@ mod tests {
             status: Some(if answered { 200 } else { 486 }),
             reason: if answered { EndReason::Bye(Side::Web) } else { EndReason::Rejected(486) },
             media: answered,
+            icid: Some("k2j3h4g5f6d7s8a9".into()),
         }
     }
 

@@ -43,6 +43,24 @@ pub fn asserted_identity(aor: &str) -> String {
     }
 }
 
+/// The P-Charging-Vector a P-CSCF puts on an initial request from a UE (TS 24.229
+/// §5.2.6.3.3, RFC 7315 §4.6): the IMS Charging Identifier that ties every charging record of
+/// the session together, and the address of the node that generated it.
+pub fn charging_vector(icid: &str, generated_at: std::net::IpAddr) -> String {
+    match generated_at {
+        std::net::IpAddr::V4(a) => format!("icid-value={icid};icid-generated-at={a}"),
+        std::net::IpAddr::V6(a) => format!("icid-value={icid};icid-generated-at=[{a}]"),
+    }
+}
+
+/// The icid-value of a P-Charging-Vector header value (a token or a quoted string).
+pub fn icid_of(value: &str) -> Option<String> {
+    value.split(';').find_map(|p| {
+        let (name, v) = p.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("icid-value").then(|| v.trim().trim_matches('"').to_owned()).filter(|v| !v.is_empty())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,6 +72,17 @@ mod tests {
         assert!(is_untrusted_from_ue("p-asserted-identity"));
         assert!(is_untrusted_from_ue("p-charging-function-addresses"));
         assert!(!is_untrusted_from_ue("p-preferred-identity"), "RFC 3325: the UE may state a preference");
+    }
+
+    #[test]
+    fn charging_vectors_carry_the_icid_and_where_it_was_made() {
+        let v = charging_vector("k2j3h4g5f6d7s8a9", "192.0.2.7".parse().unwrap());
+        assert_eq!(v, "icid-value=k2j3h4g5f6d7s8a9;icid-generated-at=192.0.2.7");
+        assert_eq!(charging_vector("x", "2001:db8::1".parse().unwrap()), "icid-value=x;icid-generated-at=[2001:db8::1]");
+        assert_eq!(icid_of(&v).as_deref(), Some("k2j3h4g5f6d7s8a9"));
+        // RFC 7315 §4.6's example form, quoted, with other parameters first.
+        assert_eq!(icid_of("orig-ioi=home1.net; ICID-Value=\"AyretyU0dm+6O2IrT5tAFrbHLso=023551024\"").as_deref(), Some("AyretyU0dm+6O2IrT5tAFrbHLso=023551024"));
+        assert_eq!(icid_of("orig-ioi=home1.net"), None);
     }
 
     #[test]

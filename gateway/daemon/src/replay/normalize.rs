@@ -15,7 +15,7 @@ const HEADERS: &[&str] = &[
     "via", "from", "to", "call-id", "cseq", "contact", "route", "record-route", "path", "service-route",
     "p-asserted-identity", "p-preferred-identity", "content-type", "max-forwards", "expires", "min-expires",
     "require", "reason", "warning", "retry-after", "www-authenticate", "proxy-authenticate", "authorization",
-    "proxy-authorization", "rseq", "rack", "session-expires", "event", "refer-to",
+    "proxy-authorization", "rseq", "rack", "session-expires", "event", "refer-to", "p-charging-vector",
 ];
 
 /// RFC 3261 §7.3.3 compact forms.
