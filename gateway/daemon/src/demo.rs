@@ -40,27 +40,8 @@ pub fn lookup(path: &str) -> Option<(&'static str, &'static [u8])> {
 pub fn config_json(domain: &str) -> String {
     format!(
         "{{\"domain\": {}, \"ws_path\": \"/\"}}\n",
-        json_string(domain)
+        crate::json::string(domain)
     )
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            // Keeps the JSON safe to embed anywhere, HTML included.
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", u32::from(c)));
-            }
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// One complete HTTP answer to a plain (non-upgrade) request on a web listener.

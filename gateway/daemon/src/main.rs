@@ -20,6 +20,7 @@ mod engine_config;
 mod error;
 mod http;
 mod icmp;
+mod json;
 mod ims;
 mod media;
 mod metrics;

@@ -228,7 +228,7 @@ fn render(call: u64, s: &CallSummary, streams: &[StreamReport], (mono, wall): (I
             j.push(',');
         }
         j.push('{');
-        let _ = write!(j, "\"kind\":{}", quoted(&st.kind));
+        let _ = write!(j, "\"kind\":{}", crate::json::string(&st.kind));
         field(&mut j, "mid", st.mid.as_deref());
         field(&mut j, "web_codec", Some(&st.web_codec));
         field(&mut j, "ims_codec", Some(&st.ims_codec));
@@ -251,28 +251,7 @@ fn leg(j: &mut String, name: &str, l: &LegReport) {
 
 /// `,"name":"value"` or `,"name":null`.
 fn field(j: &mut String, name: &str, value: Option<&str>) {
-    let _ = write!(j, ",\"{name}\":{}", value.map_or_else(|| "null".to_owned(), quoted));
-}
-
-/// A JSON string (RFC 8259 §7): quotes, backslashes and control characters escaped.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    let _ = write!(j, ",\"{name}\":{}", value.map_or_else(|| "null".to_owned(), crate::json::string));
 }
 
 #[cfg(test)]
