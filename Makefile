@@ -25,6 +25,8 @@ build:
 	$(CARGO) build -p estuary
 
 # System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent,
+# Kamailio with its TLS module as the IMS core's registrar/proxy over SIP-over-TLS (openssl
+# makes the test CA),
 # tshark to check that our captures read back in Wireshark's dissectors, Debian's chromium as
 # the browser (driven by playwright-core from npm, never a downloaded browser), iproute2 for
 # the loopback-only network namespaces browser tests run in.
@@ -36,6 +38,8 @@ deps:
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	command -v kamailio >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || missing="$$missing kamailio kamailio-tls-modules"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

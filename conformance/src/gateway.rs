@@ -58,6 +58,8 @@ pub struct Gateway {
     pub ims_addr: SocketAddr,
     /// Admin HTTP listener (`admin.listen`).
     pub admin_addr: SocketAddr,
+    /// SIP over TLS listener toward IMS (`ims.tls_listen`), when configured.
+    pub ims_tls_addr: Option<SocketAddr>,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
 }
@@ -211,6 +213,7 @@ impl GatewayBuilder {
             wss_addr: unset,
             ims_addr: unset,
             admin_addr: unset,
+            ims_tls_addr: None,
             stdout,
             stderr,
         };
@@ -269,6 +272,7 @@ impl Gateway {
                 "web.wss_listen" => self.wss_addr = addr,
                 "ims.listen" => self.ims_addr = addr,
                 "admin.listen" => self.admin_addr = addr,
+                "ims.tls_listen" => self.ims_tls_addr = Some(addr),
                 _ => {}
             }
         }

@@ -219,7 +219,10 @@ impl B2bua {
             RequestOutcome::New { key, cancels } => (key, cancels),
         };
         // Checks every request passes before routing (RFC 3261 §8.2, §16.3).
-        if side == Side::Ims && self.is_looped(&req) {
+        // Within a dialog a request names its dialog: one that came back through the core
+        // (a browser calling a browser of this gateway) belongs to the other call's leg.
+        let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
+        if side == Side::Ims && !in_dialog && self.is_looped(&req) && !self.names_binding_token(&req) {
             return self.respond(now, &key, &req, 482, "Loop Detected");
         }
         // RFC 3261 §16.3 item 3: only an OPTIONS addressed to this element may be answered.
@@ -545,8 +548,13 @@ impl B2bua {
             }
             out.headers.push("Contact", &c);
         }
-        // RFC 3327: terminating requests for this AoR come back through us, naming the binding.
-        out.headers.push("Path", format!("<sip:{}@{};lr>", b.token, ims));
+        // RFC 3327: terminating requests for this AoR come back through us, naming the binding
+        // (over the transport the gateway uses toward the core, when it is not UDP).
+        let path = match self.cfg.ims_transport {
+            Transport::Udp => format!("<sip:{}@{};lr>", b.token, ims),
+            _ => format!("<sip:{}@{};transport={};lr>", b.token, ims, transport),
+        };
+        out.headers.push("Path", path);
         copy_end_to_end(&req.headers, &mut out.headers, Side::Web);
         let supported = out.headers.values("Supported");
         if !supported.iter().any(|s| s.eq_ignore_ascii_case("path")) {
@@ -1587,8 +1595,19 @@ impl B2bua {
         self.registrar.find_aor(&req.uri.to_string(), now)
     }
 
+    /// Whether a request from IMS addresses a browser binding by the token the gateway gave
+    /// the core (its Path in the top Route, or its Contact as Request-URI). One carrying our
+    /// own Via is then a spiral, not a loop (RFC 3261 §16.3 item 4): a browser calling another
+    /// browser of the same gateway leaves through the core and comes back by that Path.
+    fn names_binding_token(&self, req: &Request) -> bool {
+        let top_route = req.headers.routes().ok().and_then(|r| r.first().and_then(|r| r.uri.user.clone()));
+        let named = [top_route.as_deref(), req.uri.user.as_deref()].into_iter().flatten().any(|t| self.registrar.find_token(t).is_some());
+        named
+    }
+
     /// RFC 3261 §16.3 item 4, for a B2BUA: a request from IMS that already passed through our
-    /// IMS interface (our sent-by in its Via) has looped.
+    /// IMS interface (our sent-by in its Via) has looped, unless it spiralled back to a binding
+    /// (see [`Self::names_binding_token`]).
     fn is_looped(&self, req: &Request) -> bool {
         let ours = self.cfg.ims_advertised;
         req.headers.vias().unwrap_or_default().iter().any(|v| {

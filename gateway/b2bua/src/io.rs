@@ -27,6 +27,8 @@ pub enum Side {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS toward the core (RFC 3261 §26.3.1).
+    Tls,
     Ws,
     Wss,
 }
@@ -37,6 +39,7 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
             Transport::Ws => "WS",
             Transport::Wss => "WSS",
         }

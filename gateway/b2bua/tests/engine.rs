@@ -634,6 +634,30 @@ fn a_request_that_looped_back_is_refused() {
     assert_eq!(status(only_ims(&out)), 482);
 }
 
+/// A browser calling another browser of the same gateway: the INVITE leaves through the core
+/// and comes back with the gateway's own Via in it, now addressed to the callee's binding by
+/// its Path token. That is a spiral (RFC 3261 §16.3 item 4): deliver it, do not answer 482.
+#[test]
+fn a_request_that_spirals_back_to_a_binding_is_delivered() {
+    let mut h = Harness::new();
+    let contact = h.register();
+    let token = contact.trim_start_matches("<sip:").split('@').next().unwrap().to_owned();
+    let out = h.web(&invite_from_web("z9hG4bKspiral"));
+    let inv = to_ims(&out).into_iter().find(|s| matches!(s.msg, Message::Request(_))).expect("INVITE toward IMS").text.clone();
+    let our_via = inv.lines().find(|l| l.starts_with("Via: ")).unwrap().trim_start_matches("Via: ").to_owned();
+    let call_id = inv.lines().find(|l| l.starts_with("Call-ID: ")).unwrap().trim_start_matches("Call-ID: ").to_owned();
+    let from = inv.lines().find(|l| l.starts_with("From: ")).unwrap().trim_start_matches("From: ").to_owned();
+    let spiral = format!(
+        "INVITE sip:{token}@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKcore1\nVia: {our_via}\nMax-Forwards: 65\nRoute: <sip:{token}@127.0.0.1:5080;lr>\nRecord-Route: <sip:scscf.internal.ims;lr>\nFrom: {from}\nTo: <sip:alice@ims.test>\nCall-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:estuary@127.0.0.1:5080;transport=udp>\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        SDP.len(),
+        SDP.replace("\r\n", "\n")
+    );
+    let out = h.ims(&spiral);
+    assert!(to_ims(&out).iter().all(|s| status(s) != 482), "{out:#?}");
+    let w = to_web(&out).into_iter().find(|s| matches!(s.msg, Message::Request(_))).expect("the INVITE reaches the browser");
+    assert_eq!(req(w).method.as_str(), "INVITE");
+}
+
 /// Every RFC 4475 torture message, sent from the IMS side over UDP: the engine answers exactly
 /// as conformance/data/rfc4475/EXPECTATIONS.tsv says and never panics. (The same corpus goes to
 /// the running daemon over a real socket in the conformance crate.)

@@ -72,10 +72,11 @@ impl Default for WebConfig {
     }
 }
 
-/// Where the WSS certificate comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a TLS certificate (WSS, SIP over TLS toward IMS) comes from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum TlsCertificate {
     /// Generated at start (ECDSA P-256): for labs and demos only.
+    #[default]
     SelfSigned,
     /// PEM files given by the operator.
     Pem {
@@ -97,6 +98,21 @@ pub struct ImsConfig {
     pub domain: String,
     /// Address in Via/Contact/Path toward IMS; `None` = the bound `ims.listen` address.
     pub advertised_address: Option<SocketAddr>,
+    /// SIP over TLS toward the core (`ims.tls_*`).
+    pub tls: ImsTlsConfig,
+}
+
+/// `ims.tls_listen`, `ims.tls_cert`, `ims.tls_key`, `ims.tls_ca`: SIP over TLS with the core.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ImsTlsConfig {
+    /// TLS listener for requests from the core; `None` = none. Required when the next hop
+    /// uses TLS: the gateway's Contact and Path send the core there.
+    pub listen: Option<SocketAddr>,
+    /// The gateway's certificate on that listener and, toward the core, as its client
+    /// certificate; `SelfSigned` generates one at start (labs only).
+    pub certificate: TlsCertificate,
+    /// PEM trust anchors the core's certificate must chain to; required with a TLS next hop.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for ImsConfig {
@@ -108,6 +124,7 @@ impl Default for ImsConfig {
             next_hop: NextHop::Builtin,
             domain: "ims.test".to_owned(),
             advertised_address: None,
+            tls: ImsTlsConfig::default(),
         }
     }
 }
@@ -467,33 +484,25 @@ impl Config {
     }
 }
 
+/// `SECTION.tls_cert` and `SECTION.tls_key`: both PEM files, or neither (self-signed).
+fn certificate(s: &mut Section, section: &str) -> Result<TlsCertificate, ConfigError> {
+    let cert = s.string("tls_cert", "")?;
+    let key = s.string("tls_key", "")?;
+    match (cert.trim(), key.trim()) {
+        ("", "") => Ok(TlsCertificate::SelfSigned),
+        ("", _) => Err(ConfigError::invalid(s.path("tls_cert"), format!("must be set when {section}.tls_key is set"))),
+        (_, "") => Err(ConfigError::invalid(s.path("tls_key"), format!("must be set when {section}.tls_cert is set"))),
+        (c, k) => Ok(TlsCertificate::Pem { cert: c.into(), key: k.into() }),
+    }
+}
+
 fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
     let d = WebConfig::default();
     let ws_listen = s.parsed("ws_listen", d.ws_listen, "socket address")?;
     let wss_listen = s.parsed("wss_listen", d.wss_listen, "socket address")?;
-    let cert = s.string("tls_cert", "")?;
-    let key = s.string("tls_key", "")?;
+    let tls = certificate(&mut s, "web")?;
     let advertised_host = s.string("advertised_host", "")?;
     let ping = s.int("ws_ping_interval_s", 30, 0, 3600)?;
-    let tls = match (cert.trim(), key.trim()) {
-        ("", "") => TlsCertificate::SelfSigned,
-        ("", _) => {
-            return Err(ConfigError::invalid(
-                s.path("tls_cert"),
-                "must be set when web.tls_key is set",
-            ))
-        }
-        (_, "") => {
-            return Err(ConfigError::invalid(
-                s.path("tls_key"),
-                "must be set when web.tls_cert is set",
-            ))
-        }
-        (c, k) => TlsCertificate::Pem {
-            cert: c.into(),
-            key: k.into(),
-        },
-    };
     let advertised_host = match advertised_host.trim() {
         "" => None,
         h if next_hop::is_hostname(h) || h.parse::<IpAddr>().is_ok() => Some(h.to_owned()),
@@ -534,6 +543,30 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
     let domain = s.string("domain", &d.domain)?;
     let advertised_address: Option<SocketAddr> =
         s.optional("advertised_address", None, "socket address")?;
+    let tls_listen: Option<SocketAddr> = s.optional("tls_listen", None, "socket address")?;
+    let certificate = certificate(&mut s, "ims")?;
+    let ca = s.string("tls_ca", "")?;
+    let ca = (!ca.trim().is_empty()).then(|| PathBuf::from(ca.trim()));
+    if tls_listen.is_some_and(|a| a.ip().is_unspecified()) && advertised_address.is_none() {
+        return Err(ConfigError::invalid(
+            s.path("advertised_address"),
+            "must be set when ims.tls_listen is a wildcard address (its IP goes into Via/Contact/Path)",
+        ));
+    }
+    if let NextHop::Uri { transport: NextHopTransport::Tls, .. } = next_hop {
+        if tls_listen.is_none() {
+            return Err(ConfigError::invalid(
+                s.path("tls_listen"),
+                "must be set when ims.next_hop uses transport=tls (the core reaches the gateway there)",
+            ));
+        }
+        if ca.is_none() {
+            return Err(ConfigError::invalid(
+                s.path("tls_ca"),
+                "must be set when ims.next_hop uses transport=tls (the core's certificate is checked against it)",
+            ));
+        }
+    }
     if !next_hop::is_hostname(domain.trim()) {
         return Err(ConfigError::invalid(
             s.path("domain"),
@@ -560,6 +593,7 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
         next_hop,
         domain: domain.trim().to_owned(),
         advertised_address,
+        tls: ImsTlsConfig { listen: tls_listen, certificate, ca },
     })
 }
 
@@ -844,6 +878,19 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_next_hop_needs_a_tls_listener_and_trust_anchors() {
+        let e = with(&["ims.next_hop=sip:core.ims.test;transport=tls"]).unwrap_err().to_string();
+        assert!(e.starts_with("ims.tls_listen: must be set when ims.next_hop uses transport=tls"), "{e}");
+        let e = with(&["ims.next_hop=sip:core.ims.test;transport=tls", "ims.tls_listen=127.0.0.1:5081"]).unwrap_err().to_string();
+        assert!(e.starts_with("ims.tls_ca: must be set"), "{e}");
+        let c = with(&["ims.next_hop=sip:core.ims.test;transport=tls", "ims.tls_listen=127.0.0.1:5081", "ims.tls_ca=/etc/estuary/core-ca.pem"]).unwrap();
+        assert_eq!(c.ims.next_hop, NextHop::Uri { host: "core.ims.test".into(), port: 5061, transport: NextHopTransport::Tls }, "RFC 3261 §19.1.2: 5061 for TLS");
+        assert_eq!((c.ims.tls.listen, c.ims.tls.ca.as_deref(), &c.ims.tls.certificate), (Some("127.0.0.1:5081".parse().unwrap()), Some(Path::new("/etc/estuary/core-ca.pem")), &TlsCertificate::SelfSigned));
+        assert_eq!(err("[ims]\ntls_key = \"k.pem\""), "ims.tls_cert: must be set when ims.tls_key is set");
+        assert_eq!(with(&["ims.next_hop=sip:10.0.0.5"]).unwrap().ims.next_hop.to_string(), "sip:10.0.0.5:5060;transport=udp");
+    }
+
+    #[test]
     fn call_records_are_logged_only_unless_a_directory_is_given() {
         assert_eq!(Config::default().records.dir, None);
         assert_eq!(with(&["records.dir=/var/log/estuary/cdr"]).unwrap().records.dir, Some(PathBuf::from("/var/log/estuary/cdr")));
@@ -989,7 +1036,7 @@ mod tests {
     fn next_hop_errors_name_the_key() {
         assert_eq!(
             err("[ims]\nnext_hop = \"sip:10.0.0.1;transport=sctp\""),
-            "ims.next_hop: transport \"sctp\" is not supported (udp, tcp)"
+            "ims.next_hop: transport \"sctp\" is not supported (udp, tcp, tls)"
         );
         let c = Config::from_toml_str("[ims]\nnext_hop = \"builtin\"").unwrap();
         assert_eq!(c.ims.next_hop, NextHop::Builtin);

@@ -7,7 +7,7 @@ use std::str::FromStr;
 /// Where every request toward IMS is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NextHop {
-    /// A SIP server, `sip:HOST[:PORT][;transport=udp|tcp]`.
+    /// A SIP server, `sip:HOST[:PORT][;transport=udp|tcp|tls]`.
     Uri {
         /// IP literal (IPv6 without brackets) or DNS name, resolved by the daemon at start.
         host: String,
@@ -27,9 +27,12 @@ pub enum NextHopTransport {
     Udp,
     /// SIP over TCP.
     Tcp,
+    /// SIP over TLS on TCP (RFC 3261 §26.3.1), the core's certificate checked against
+    /// `ims.tls_ca`.
+    Tls,
 }
 
-const FORM: &str = "expected \"sip:HOST[:PORT][;transport=udp|tcp]\" or \"builtin\"";
+const FORM: &str = "expected \"sip:HOST[:PORT][;transport=udp|tcp|tls]\" or \"builtin\"";
 
 impl FromStr for NextHop {
     type Err = String;
@@ -63,9 +66,10 @@ impl FromStr for NextHop {
                     transport = match value.to_ascii_lowercase().as_str() {
                         "udp" => NextHopTransport::Udp,
                         "tcp" => NextHopTransport::Tcp,
+                        "tls" => NextHopTransport::Tls,
                         _ => {
                             return Err(format!(
-                                "transport \"{value}\" is not supported (udp, tcp)"
+                                "transport \"{value}\" is not supported (udp, tcp, tls)"
                             ))
                         }
                     }
@@ -75,6 +79,8 @@ impl FromStr for NextHop {
                 _ => return Err(format!("unknown URI parameter \"{name}\" (transport, lr)")),
             }
         }
+        // RFC 3261 §19.1.2: 5061 for SIP over TLS, 5060 otherwise.
+        let port = port.unwrap_or(if transport == NextHopTransport::Tls { 5061 } else { 5060 });
         Ok(NextHop::Uri {
             host,
             port,
@@ -83,7 +89,7 @@ impl FromStr for NextHop {
     }
 }
 
-fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
+fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let Some((addr, after)) = v6.split_once(']') else {
             return Err(format!("unclosed IPv6 reference \"{hostport}\""));
@@ -110,9 +116,9 @@ fn split_host_port(hostport: &str) -> Result<(String, u16), String> {
         (host.to_owned(), port)
     };
     let port = match port {
-        None => 5060,
+        None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(p) if p != 0 => p,
+            Ok(p) if p != 0 => Some(p),
             _ => return Err(format!("invalid port \"{p}\"")),
         },
     };
@@ -146,6 +152,7 @@ impl fmt::Display for NextHop {
                 let t = match transport {
                     NextHopTransport::Udp => "udp",
                     NextHopTransport::Tcp => "tcp",
+                    NextHopTransport::Tls => "tls",
                 };
                 if host.contains(':') {
                     write!(f, "sip:[{host}]:{port};transport={t}")
@@ -204,7 +211,7 @@ mod tests {
         let err = |s: &str| s.parse::<NextHop>().unwrap_err();
         assert_eq!(
             err("sip:h;transport=sctp"),
-            "transport \"sctp\" is not supported (udp, tcp)"
+            "transport \"sctp\" is not supported (udp, tcp, tls)"
         );
         assert_eq!(
             err("sips:h"),

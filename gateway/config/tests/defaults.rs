@@ -59,6 +59,10 @@ fn the_documented_file_lists_every_key() {
         "ims.next_hop",
         "ims.domain",
         "ims.advertised_address",
+        "ims.tls_listen",
+        "ims.tls_cert",
+        "ims.tls_key",
+        "ims.tls_ca",
         "sip.t1_ms",
         "sip.t2_ms",
         "sip.t4_ms",
@@ -106,7 +110,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        49,
+        53,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

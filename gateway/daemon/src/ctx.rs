@@ -1,5 +1,6 @@
 //! What every task shares: the engine's inbox, counters, limits and the shutdown signal.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,15 @@ use crate::metrics::Stats;
 use crate::recorder::Recorder;
 use crate::records::CallRecords;
 use crate::transcode::Transcoder;
+
+/// What an outbound TLS connection to the core needs.
+pub struct ImsTlsClient {
+    pub connector: tokio_rustls::TlsConnector,
+    /// The next hop's address and the name its certificate must carry (`ims.next_hop`'s
+    /// host); other destinations (a Via to answer) are checked by IP address.
+    pub next_hop: SocketAddr,
+    pub next_hop_name: String,
+}
 
 pub struct Ctx {
     /// The engine task's inbox. Bounded: a flood slows the readers instead of growing memory.
@@ -33,6 +43,8 @@ pub struct Ctx {
     pub recorder: Option<Arc<Recorder>>,
     /// Per-call records (always logged; files with `records.dir`).
     pub records: CallRecords,
+    /// Outbound SIP over TLS to the core, when `ims.tls_ca` is set.
+    pub ims_tls: Option<ImsTlsClient>,
     next_conn: AtomicU64,
 }
 
@@ -57,6 +69,7 @@ impl Ctx {
             transcoder,
             recorder,
             records,
+            ims_tls: None,
             next_conn: AtomicU64::new(1),
         }
     }

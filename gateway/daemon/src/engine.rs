@@ -73,8 +73,9 @@ pub enum Event {
     },
     /// The connection is gone.
     Closed { conn: ConnId },
-    /// An outbound TCP connect to an IMS destination failed or was refused by the limit.
-    ConnectFailed { remote: SocketAddr },
+    /// An outbound TCP or TLS connect to an IMS destination failed or was refused by the
+    /// limit.
+    ConnectFailed { remote: SocketAddr, transport: Transport },
     /// ICMP said an IMS UDP destination is unreachable (see `icmp`).
     UdpUnreachable { remote: SocketAddr },
     /// The admin endpoint asks for the engine's metric samples.
@@ -256,12 +257,9 @@ impl<M: Machine> Engine<M> {
                 }
                 self.feed(Input::ConnectionClosed { conn });
             }
-            Event::ConnectFailed { remote } => {
+            Event::ConnectFailed { remote, transport } => {
                 self.connecting.remove(&remote);
-                self.unreachable.push_back(Flow::Ims {
-                    transport: Transport::Tcp,
-                    remote,
-                });
+                self.unreachable.push_back(Flow::Ims { transport, remote });
                 self.feed_unreachable();
             }
             Event::UdpUnreachable { remote } => {
@@ -418,7 +416,7 @@ impl<M: Machine> Engine<M> {
             Output::Transmit {
                 flow:
                     Flow::Ims {
-                        transport: Transport::Tcp,
+                        transport: transport @ (Transport::Tcp | Transport::Tls),
                         remote,
                     },
                 data,
@@ -433,7 +431,7 @@ impl<M: Machine> Engine<M> {
                     queue.push(data);
                 } else {
                     self.connecting.insert(remote, vec![data]);
-                    ims::spawn_connect(self.ctx.clone(), remote);
+                    ims::spawn_connect(self.ctx.clone(), remote, transport);
                 }
             }
             Output::Transmit {

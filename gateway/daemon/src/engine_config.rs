@@ -15,14 +15,18 @@ pub struct Bound {
     pub ws: SocketAddr,
     pub wss: SocketAddr,
     pub ims: SocketAddr,
+    /// `ims.tls_listen`, when set.
+    pub ims_tls: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
 /// `ims.next_hop` after name resolution.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ResolvedNextHop {
     pub addr: SocketAddr,
     pub transport: Transport,
+    /// The name the core's TLS certificate must carry: the next hop's host as configured.
+    pub host: String,
 }
 
 /// Resolves `ims.next_hop` once at start; a name that does not resolve stops the daemon
@@ -34,6 +38,7 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
         NextHop::Builtin => Ok(ResolvedNextHop {
             addr: crate::builtin_peer::start(cfg).await?,
             transport: Transport::Udp,
+            host: "builtin".into(),
         }),
         NextHop::Uri {
             host,
@@ -43,6 +48,7 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
             let transport = match transport {
                 NextHopTransport::Udp => Transport::Udp,
                 NextHopTransport::Tcp => Transport::Tcp,
+                NextHopTransport::Tls => Transport::Tls,
             };
             let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
                 .await
@@ -52,7 +58,7 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
             let addr = addrs.next().ok_or_else(|| {
                 DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address"))
             })?;
-            Ok(ResolvedNextHop { addr, transport })
+            Ok(ResolvedNextHop { addr, transport, host: host.clone() })
         }
     }
 }
@@ -65,9 +71,18 @@ pub fn b2bua_config(
     fingerprint: estuary_sdp::Fingerprint,
     transcode_capacity: Option<usize>,
 ) -> B2buaConfig {
+    // Config validation guarantees an explicit address when ims.listen is a wildcard. Over
+    // TLS the core must come back to the TLS listener: its port, the advertised IP.
+    let advertised = cfg.ims.advertised_address.unwrap_or(bound.ims);
+    let ims_advertised = match (next_hop.transport, bound.ims_tls) {
+        (Transport::Tls, Some(tls)) => {
+            let ip = cfg.ims.advertised_address.map_or(tls.ip(), |a| a.ip());
+            SocketAddr::new(ip, tls.port())
+        }
+        _ => advertised,
+    };
     B2buaConfig {
-        // Config validation guarantees an explicit address when ims.listen is a wildcard.
-        ims_advertised: cfg.ims.advertised_address.unwrap_or(bound.ims),
+        ims_advertised,
         ims_transport: next_hop.transport,
         next_hop: next_hop.addr,
         domain: cfg.ims.domain.clone(),
@@ -143,6 +158,7 @@ mod tests {
     fn defaults_map_to_the_listeners() {
         let cfg = Config::default();
         let bound = Bound {
+            ims_tls: None,
             ws: "127.0.0.1:8080".parse().unwrap(),
             wss: "127.0.0.1:8443".parse().unwrap(),
             ims: "127.0.0.1:5080".parse().unwrap(),
@@ -151,10 +167,16 @@ mod tests {
         let hop = ResolvedNextHop {
             addr: "127.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,
+            host: "127.0.0.1".into(),
         };
-        let b = b2bua_config(&cfg, &bound, hop, estuary_sdp::SdpPolicy::default().fingerprint, None);
+        let b = b2bua_config(&cfg, &bound, hop.clone(), estuary_sdp::SdpPolicy::default().fingerprint, None);
         assert_eq!(b.ims_advertised, bound.ims);
         assert_eq!(b.next_hop, hop.addr);
+        // Over TLS the core comes back to the TLS listener: Via/Contact/Path name it.
+        let tls = Bound { ims_tls: Some("127.0.0.1:5081".parse().unwrap()), ..bound };
+        let hop = ResolvedNextHop { transport: Transport::Tls, ..hop };
+        let b = b2bua_config(&cfg, &tls, hop, estuary_sdp::SdpPolicy::default().fingerprint, None);
+        assert_eq!((b.ims_advertised, b.ims_transport), ("127.0.0.1:5081".parse().unwrap(), Transport::Tls));
         assert_eq!(b.web_advertised_host, "127.0.0.1");
         assert_eq!(b.domain, "ims.test");
         assert_eq!(b.max_forwards, 70);

@@ -1,6 +1,7 @@
-//! The IMS side: one UDP socket and one TCP listener on `ims.listen`, plus outbound TCP
-//! connections opened on demand. TCP streams are cut into messages by
-//! [`estuary_sip::StreamFramer`] (RFC 3261 §18.3).
+//! The IMS side: one UDP socket and one TCP listener on `ims.listen`, a TLS listener on
+//! `ims.tls_listen` when set, plus outbound TCP or TLS connections opened on demand. Streams
+//! are cut into messages by [`estuary_sip::StreamFramer`] (RFC 3261 §18.3), the same over
+//! TCP and inside TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use estuary_b2bua::{Flow, Side, Transport};
 use estuary_sip::{Frame, StreamFramer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
@@ -18,8 +19,11 @@ use crate::icmp;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
 use crate::metrics::Metric;
 
-/// How long an outbound connect may take before the destination counts as unreachable.
+/// How long an outbound connect (TLS handshake included) may take before the destination
+/// counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a peer connecting to the TLS listener gets to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
     // One byte over the limit tells an oversize datagram from one exactly at it.
@@ -108,7 +112,9 @@ pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
         match accepted {
             Ok((stream, remote)) => match ctx.tcp_slots.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    tokio::spawn(connection(stream, remote, ctx.clone(), permit));
+                    let Ok(local) = stream.local_addr() else { continue };
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(connection(stream, Transport::Tcp, local, remote, ctx.clone(), permit));
                 }
                 Err(_) => {
                     ctx.stats.inc(Metric::ConnectionsRefused);
@@ -124,41 +130,107 @@ pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     }
 }
 
-/// Opens a TCP connection to an IMS destination for the engine; the engine learns the
-/// outcome as `Opened` or `ConnectFailed`.
-pub fn spawn_connect(ctx: Arc<Ctx>, remote: SocketAddr) {
+/// Accepts SIP over TLS from the core on `ims.tls_listen`.
+pub async fn tls_accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, ctx: Arc<Ctx>) {
+    loop {
+        let accepted = tokio::select! {
+            () = ctx.shutting_down() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "TLS accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.tcp_slots.clone().try_acquire_owned() else {
+            ctx.stats.inc(Metric::ConnectionsRefused);
+            debug!(%remote, "limits.max_tcp_connections reached; TLS connection refused");
+            continue;
+        };
+        let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let Ok(local) = stream.local_addr() else { return };
+            let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => connection(tls, Transport::Tls, local, remote, ctx, permit).await,
+                Ok(Err(e)) => info!(%remote, error = %e, "IMS TLS handshake failed"),
+                Err(_) => info!(%remote, "IMS TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Opens a TCP or TLS connection to an IMS destination for the engine; the engine learns
+/// the outcome as `Opened` or `ConnectFailed`.
+pub fn spawn_connect(ctx: Arc<Ctx>, remote: SocketAddr, transport: Transport) {
     tokio::spawn(async move {
+        let failed = |ctx: Arc<Ctx>| async move {
+            let _ = ctx.events.send(Event::ConnectFailed { remote, transport }).await;
+        };
         let Ok(permit) = ctx.tcp_slots.clone().try_acquire_owned() else {
             ctx.stats.inc(Metric::ConnectionsRefused);
             warn!(%remote, "limits.max_tcp_connections reached; cannot connect");
-            let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
-            return;
+            return failed(ctx).await;
         };
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
-            Ok(Ok(stream)) => connection(stream, remote, ctx, permit).await,
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let stream = TcpStream::connect(remote).await.map_err(|e| e.to_string())?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_err(|e| e.to_string())?;
+            Ok::<_, String>((stream, local))
+        })
+        .await;
+        let (stream, local) = match connected {
+            Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                info!(%remote, error = %e, "IMS TCP connect failed");
-                let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
+                info!(%remote, error = %e, ?transport, "IMS connect failed");
+                return failed(ctx).await;
             }
             Err(_) => {
-                info!(%remote, "IMS TCP connect timed out");
-                let _ = ctx.events.send(Event::ConnectFailed { remote }).await;
+                info!(%remote, ?transport, "IMS connect timed out");
+                return failed(ctx).await;
+            }
+        };
+        if transport != Transport::Tls {
+            return connection(stream, Transport::Tcp, local, remote, ctx, permit).await;
+        }
+        let Some(client) = &ctx.ims_tls else {
+            warn!(%remote, "SIP over TLS to the core needs ims.tls_ca");
+            return failed(ctx).await;
+        };
+        // The next hop's certificate must name its configured host; any other destination
+        // (a Via to answer) its IP address.
+        let name = if remote == client.next_hop { client.next_hop_name.clone() } else { remote.ip().to_string() };
+        let Ok(name) = tokio_rustls::rustls::pki_types::ServerName::try_from(name.clone()) else {
+            warn!(%remote, %name, "not a TLS server name");
+            return failed(ctx).await;
+        };
+        match tokio::time::timeout(CONNECT_TIMEOUT, client.connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => connection(tls, Transport::Tls, local, remote, ctx, permit).await,
+            Ok(Err(e)) => {
+                warn!(%remote, error = %e, "IMS TLS handshake failed (check ims.tls_ca and the core's certificate)");
+                failed(ctx).await
+            }
+            Err(_) => {
+                info!(%remote, "IMS TLS handshake timed out");
+                failed(ctx).await
             }
         }
     });
 }
 
-/// One IMS TCP connection, inbound or outbound, until either side closes it.
-async fn connection(
-    stream: TcpStream,
+/// One IMS stream connection (TCP, or TLS over TCP), inbound or outbound, until either side
+/// closes it.
+async fn connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    transport: Transport,
+    local: SocketAddr,
     remote: SocketAddr,
     ctx: Arc<Ctx>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
     let conn = ctx.next_conn();
     let (tx, mut rx) = mpsc::channel(WRITER_QUEUE);
     let close = Arc::new(Notify::new());
@@ -169,7 +241,7 @@ async fn connection(
     let opened = Event::Opened {
         conn,
         side: Side::Ims,
-        transport: Transport::Tcp,
+        transport,
         local,
         remote,
         writer,
@@ -178,9 +250,9 @@ async fn connection(
         return;
     }
     ctx.stats.inc(Metric::TcpConnections);
-    debug!(?conn, %remote, "IMS TCP connection open");
+    debug!(?conn, %remote, ?transport, "IMS connection open");
 
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut framer = StreamFramer::new(ctx.max_message_size);
     let mut buf = vec![0u8; 16 * 1024];
     'conn: loop {
@@ -205,7 +277,7 @@ async fn connection(
                     match framer.next_frame() {
                         Ok(None) => break,
                         Ok(Some(Frame::Message(data))) => {
-                            let flow = Flow::Ims { transport: Transport::Tcp, remote };
+                            let flow = Flow::Ims { transport, remote };
                             let event = Event::Received { flow, conn: Some(conn), remote, data };
                             if ctx.events.send(event).await.is_err() {
                                 break 'conn;
@@ -220,7 +292,7 @@ async fn connection(
                         // The next message's start is unknown after a framing error: close.
                         Err(e) => {
                             ctx.stats.inc(Metric::FramingErrors);
-                            info!(?conn, %remote, error = %e, "IMS TCP framing error; closing");
+                            info!(?conn, %remote, error = %e, ?transport, "IMS stream framing error; closing");
                             break 'conn;
                         }
                     }
@@ -231,5 +303,5 @@ async fn connection(
     let _ = writer.shutdown().await;
     ctx.stats.dec(Metric::TcpConnections);
     let _ = ctx.events.send(Event::Closed { conn }).await;
-    debug!(?conn, %remote, "IMS TCP connection closed");
+    debug!(?conn, %remote, ?transport, "IMS connection closed");
 }

@@ -28,10 +28,15 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let wss = bind_tcp("web.wss_listen", cfg.web.wss_listen).await?;
     let (udp, ims_tcp) = bind_ims(cfg.ims.listen).await?;
     let admin_listener = bind_tcp("admin.listen", cfg.admin.listen).await?;
+    let ims_tls_listener = match cfg.ims.tls.listen {
+        Some(addr) => Some(bind_tcp("ims.tls_listen", addr).await?),
+        None => None,
+    };
     let bound = Bound {
         ws: local(&ws, "web.ws_listen")?,
         wss: local(&wss, "web.wss_listen")?,
         ims: local(&ims_tcp, "ims.listen")?,
+        ims_tls: ims_tls_listener.as_ref().map(|l| local(l, "ims.tls_listen")).transpose()?,
         admin: local(&admin_listener, "admin.listen")?,
     };
     match rlimit::raise_nofile() {
@@ -41,12 +46,16 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
     }
     let tls = tls::load(&cfg.web, bound.wss)?;
+    let ims_tls = match bound.ims_tls {
+        Some(addr) => Some(tls::load_ims(&cfg.ims, addr)?),
+        None => None,
+    };
     let next_hop = engine_config::resolve_next_hop(&cfg).await?;
     let dtls = tls::dtls_identity()?;
     info!(fingerprint = %dtls.fingerprint, "DTLS certificate generated");
     let transcoder = transcode::Transcoder::start(&cfg)?;
     let b2bua = B2bua::new(
-        engine_config::b2bua_config(&cfg, &bound, next_hop, dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
+        engine_config::b2bua_config(&cfg, &bound, next_hop.clone(), dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
         engine_seed(),
     );
 
@@ -55,7 +64,13 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let recorder = recorder::Recorder::start(&cfg.recording)?;
     let tap = recorder.as_ref().is_some_and(|r| r.records_media());
     let records = crate::records::CallRecords::start(&cfg.records)?;
-    let ctx = Arc::new(Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder, records));
+    let mut ctx = Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder, records);
+    ctx.ims_tls = ims_tls.as_ref().and_then(|t| t.connector.clone()).map(|connector| crate::ctx::ImsTlsClient {
+        connector,
+        next_hop: next_hop.addr,
+        next_hop_name: next_hop.host.clone(),
+    });
+    let ctx = Arc::new(ctx);
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
         .into_std()
@@ -97,16 +112,25 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone()));
     tokio::spawn(ims::udp_loop(udp, ctx.clone()));
     tokio::spawn(ims::tcp_accept_loop(ims_tcp, ctx.clone()));
+    if let (Some(listener), Some(t)) = (ims_tls_listener, &ims_tls) {
+        tokio::spawn(ims::tls_accept_loop(listener, t.acceptor.clone(), ctx.clone()));
+    }
     tokio::spawn(admin::accept_loop(admin_listener, ctx.clone()));
 
     info!(summary = %cfg.summary(), "estuary started");
     if tls.self_signed {
         info!(sha256 = %tls.fingerprint, "WSS uses a generated self-signed certificate");
     }
+    if let Some(t) = ims_tls.as_ref().filter(|t| t.self_signed) {
+        info!(sha256 = %t.fingerprint, "SIP over TLS toward IMS uses a generated self-signed certificate");
+    }
     // The machine-readable start report (tests and scripts read it; ports may have been 0).
     println!("listening web.ws_listen {}", bound.ws);
     println!("listening web.wss_listen {}", bound.wss);
     println!("listening ims.listen {}", bound.ims);
+    if let Some(addr) = bound.ims_tls {
+        println!("listening ims.tls_listen {addr}");
+    }
     println!("listening admin.listen {}", bound.admin);
     println!("certificate sha256 {}", tls.fingerprint);
     println!("ready");

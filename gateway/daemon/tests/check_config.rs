@@ -87,7 +87,7 @@ fn overrides_are_checked_too() {
     let (code, _, err) = check(REFERENCE, &["ims.next_hop=sip:10.0.0.1;transport=sctp"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("ims.next_hop: transport \"sctp\" is not supported (udp, tcp)"),
+        err.contains("ims.next_hop: transport \"sctp\" is not supported (udp, tcp, tls)"),
         "{err}"
     );
 }

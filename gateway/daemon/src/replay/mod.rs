@@ -168,7 +168,7 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
     let web = input.iter().find(|m| m.side == Side::Web).map(|m| m.dst);
     let ims_in = input.iter().find(|m| m.side == Side::Ims);
     let web_addr = web.unwrap_or(cfg.web.wss_listen);
-    let bound = Bound { ws: web_addr, wss: web_addr, ims: ims_in.map_or(cfg.ims.listen, |m| m.dst), admin: cfg.admin.listen };
+    let bound = Bound { ws: web_addr, wss: web_addr, ims: ims_in.map_or(cfg.ims.listen, |m| m.dst), ims_tls: None, admin: cfg.admin.listen };
     // The core's address: where its messages came from, else the configured next hop.
     let next_hop = match (ims_in, &cfg.ims.next_hop) {
         (Some(m), _) => m.src,
@@ -178,7 +178,7 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
         (None, estuary_config::NextHop::Builtin) => SocketAddr::from(([127, 0, 0, 1], 5060)),
     };
     let fingerprint = estuary_sdp::SdpPolicy::default().fingerprint;
-    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp }, fingerprint, None);
+    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp, host: next_hop.ip().to_string() }, fingerprint, None);
     let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
