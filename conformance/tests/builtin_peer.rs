@@ -12,7 +12,11 @@ use estuary_conformance::gateway::Gateway;
 use estuary_conformance::ws_client::{assert_webrtc_sdp, webrtc_offer, WsSipClient, DEFAULT_WAIT};
 
 async fn registered(gw: &Gateway) -> WsSipClient {
-    let mut c = WsSipClient::connect(gw.ws_addr, "alice", "ims.test", "any").await;
+    registered_as(gw, "alice").await
+}
+
+async fn registered_as(gw: &Gateway, user: &str) -> WsSipClient {
+    let mut c = WsSipClient::connect(gw.ws_addr, user, "ims.test", "any").await;
     let responses = c.register(600, DEFAULT_WAIT).await;
     assert_eq!(
         responses.last().map(|r| r.status()),
@@ -84,4 +88,34 @@ async fn unknown_users_get_404_and_ring_rings_until_cancel() {
     assert_eq!(cancel_ok.status(), 200, "{}", c.transcript());
     let (_, fin) = c.wait_final(&d.invite, DEFAULT_WAIT).await;
     assert_eq!(fin.status(), 487, "the INVITE ends 487 after CANCEL:\n{}", c.transcript());
+}
+
+/// What `make run` offers two browser tabs: bob registers, alice calls sip:bob@ims.test, the
+/// test peer proxies the INVITE back to the gateway through bob's Path (record-routed), bob's
+/// browser gets a WebRTC offer and answers, alice's BYE reaches bob through the peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_call_each_other_through_the_test_peer() {
+    use estuary_conformance::ws_client::webrtc_answer;
+    let gw = Gateway::builder().start().await;
+    let mut alice = registered_as(&gw, "alice").await;
+    let mut bob = registered_as(&gw, "bob").await;
+    let mut d = alice.invite("sip:bob@ims.test", &webrtc_offer(50_010)).await;
+    let inv = bob.wait_request("INVITE", DEFAULT_WAIT).await;
+    assert_webrtc_sdp(&inv.body, "the offer bob gets through the test peer");
+    assert!(inv.header("From").is_some_and(|f| f.contains("alice")), "{inv}");
+    bob.answer(&inv, &webrtc_answer(&inv.body, 50_020)).await;
+    let (_, ok) = alice.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(ok.status(), 200, "{}\n--- daemon\n{}", alice.transcript(), gw.log_tail(40));
+    assert_webrtc_sdp(&ok.body, "bob's answer at alice");
+    d.update_from_response(&ok);
+    alice.ack(&mut d).await;
+    bob.wait_request("ACK", DEFAULT_WAIT).await;
+    let bye = alice.bye(&mut d).await;
+    bob.answer_bye(DEFAULT_WAIT).await;
+    assert_eq!(alice.wait_response(&bye, DEFAULT_WAIT).await.status(), 200, "{}", alice.transcript());
+    assert!(wait_idle(&gw).await, "both calls released: {:?}", gw.metric("estuary_calls_active"));
+    // A user nobody registered is still refused.
+    let d = alice.invite("sip:carol@ims.test", &webrtc_offer(50_030)).await;
+    let (_, nope) = alice.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(nope.status(), 404, "{}", alice.transcript());
 }

@@ -11,6 +11,9 @@
 //!   telephone-event if offered; every RTP packet is sent back as the peer's own stream.
 //! - INVITE to `sip:tone@…`: the same answer, and a 1 kHz tone at -10 dBFS is played.
 //! - INVITE to `sip:ring@…`: 180 and nothing more until CANCEL (487) or 3 minutes (480).
+//! - A user registered through the gateway (any other name): the INVITE, MESSAGE, CANCEL...
+//!   is proxied to its Contact through the gateway's Path and record-routed (see `proxy`),
+//!   so two browsers on one gateway can call each other.
 //! - Any other user: 404. No plain-RTP G.711 in the offer (e.g. SDES-SRTP only, or Opus only):
 //!   488 with a Warning. A delayed offer gets the peer's offer in the 200 and its answer in ACK.
 //! - re-INVITE and UPDATE: the same port, directions mirrored (hold works). BYE: 200.
@@ -23,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 mod media;
+mod proxy;
 pub mod sdp;
 
 use std::collections::{HashMap, VecDeque};
@@ -149,6 +153,8 @@ pub struct TestPeer {
     pending: Vec<Pending>,
     outputs: VecDeque<Output>,
     rng: StdRng,
+    /// Registered users (lower-case user part) and where to reach them.
+    bindings: HashMap<String, proxy::Binding>,
 }
 
 impl TestPeer {
@@ -160,6 +166,7 @@ impl TestPeer {
             pending: Vec::new(),
             outputs: VecDeque::new(),
             rng: StdRng::seed_from_u64(seed),
+            bindings: HashMap::new(),
         }
     }
 
@@ -204,7 +211,11 @@ impl TestPeer {
                 }
                 self.on_request(now, from, req, ports);
             }
-            Message::Response(resp) => self.on_response(resp),
+            Message::Response(resp) => {
+                if let Err(resp) = self.proxy_response(resp) {
+                    self.on_response(resp);
+                }
+            }
         }
     }
 
@@ -295,6 +306,9 @@ impl TestPeer {
                 return;
             }
         }
+        if self.is_proxied(now, &req) {
+            return self.proxy_request(from, req);
+        }
         let call_id = req.headers.call_id().unwrap_or_default().to_owned();
         let in_dialog = req.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
         match req.method {
@@ -348,10 +362,14 @@ impl TestPeer {
         let default = req.headers.expires().ok().flatten().unwrap_or(3600);
         for contact in req.headers.get_all("Contact").flat_map(split_contacts) {
             if contact.trim() == "*" {
+                if let Ok(star) = NameAddr::parse("<sip:unregister@invalid>") {
+                    self.remember(now, req, &star, 0);
+                }
                 continue;
             }
             let Ok(mut na) = NameAddr::parse(contact.trim()) else { continue };
             let expires = na.param("expires").flatten().and_then(|e| e.parse().ok()).unwrap_or(default).min(3600);
+            self.remember(now, req, &na, expires);
             if expires == 0 {
                 continue;
             }
