@@ -317,3 +317,64 @@ fn demo_page_adds_video_to_a_call_and_sees_it_echoed() {
         );
     });
 }
+
+const TWO_TABS: &str = "two_demo_tabs_call_each_other_through_the_builtin_peer";
+
+/// `make run` with two tabs: alice's page calls bob's page through the gateway and the
+/// built-in peer (which proxies back through bob's Path); bob answers; each page hears the
+/// other's fake microphone, i.e. media went browser -> gateway (SRTP -> RTP) -> gateway's
+/// other call (RTP -> SRTP) -> browser both ways.
+#[test]
+fn two_demo_tabs_call_each_other_through_the_builtin_peer() {
+    Browser::require();
+    if !in_loopback_netns(TWO_TABS) {
+        return;
+    }
+    estuary_conformance::browser_runtime().block_on(async {
+        let gw = Gateway::builder().start().await;
+        let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
+        let open = |b: &mut Browser, page: &str, user: &str| {
+            tokio::task::block_in_place(|| {
+                b.page_open(page, &format!("https://{}/?user={user}", gw.wss_addr)).unwrap();
+                b.page_fill(page, "#password", "any").unwrap();
+                b.page_click(page, "#account summary").unwrap();
+                b.page_check(page, "#voice-processing", false).unwrap();
+                b.page_click(page, "#register").unwrap();
+                b.page_wait(page, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
+            })
+        };
+        assert_eq!(open(&mut b, "alice", "alice").as_deref(), Ok("registered"));
+        assert_eq!(open(&mut b, "bob", "bob").as_deref(), Ok("registered"));
+        let state = |b: &mut Browser, page: &str, states: &[&str]| tokio::task::block_in_place(|| b.page_wait(page, "#call-state", "data-state", states, WAIT));
+        tokio::task::block_in_place(|| {
+            b.page_fill("alice", "#target", "sip:bob@ims.test").unwrap();
+            b.page_click("alice", "#dial").unwrap();
+        });
+        let log = |b: &mut Browser, page: &str| tokio::task::block_in_place(|| b.page_text(page, "#log")).unwrap_or_default();
+        let ringing = state(&mut b, "bob", &["ringing"]);
+        assert_eq!(ringing.as_deref(), Ok("ringing"), "bob's tab rings\n{}\n--- daemon\n{}", log(&mut b, "alice"), gw.log_tail(40));
+        tokio::task::block_in_place(|| b.page_click("bob", "#answer")).unwrap();
+        for page in ["alice", "bob"] {
+            let s = state(&mut b, page, &["confirmed", "failed", "ended"]);
+            assert_eq!(s.as_deref(), Ok("confirmed"), "{page}: {}", log(&mut b, page));
+        }
+        // Each tab receives the other's beep.
+        for page in ["alice", "bob"] {
+            let mut stats = Value::Null;
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                stats = tokio::task::block_in_place(|| b.page_stats(page)).unwrap_or(Value::Null);
+                if number(audio(&stats, "inbound-rtp"), "packets") >= 100.0 && number(audio(&stats, "inbound-rtp"), "totalAudioEnergy") > 0.0 {
+                    break;
+                }
+            }
+            let inbound = audio(&stats, "inbound-rtp");
+            assert!(number(inbound, "packets") >= 100.0 && number(inbound, "totalAudioEnergy") > 0.0, "{page} hears the other tab: {stats:#}\n--- daemon\n{}", gw.log_tail(40));
+            println!("{page}: received {} packets, energy {}", number(inbound, "packets"), number(inbound, "totalAudioEnergy"));
+        }
+        tokio::task::block_in_place(|| b.page_click("alice", "#hangup")).unwrap();
+        for page in ["alice", "bob"] {
+            assert_eq!(state(&mut b, page, &["ended", "failed"]).as_deref(), Ok("ended"), "{page}: {}", log(&mut b, page));
+        }
+    });
+}
