@@ -36,19 +36,24 @@ pub async fn registered_page(s: &Setup, b: &mut Browser) -> SippRun {
 /// Opens the demo page of `gw` in `b` as alice, turns voice processing off and registers;
 /// returns the page's final registration state.
 pub fn register_page(gw: &Gateway, b: &mut Browser, password: &str) -> Result<String, String> {
-    let url = format!("https://{}/?user={USER}", gw.wss_addr);
+    register_tab(gw, b, PAGE, USER, password)
+}
+
+/// As [`register_page`] in the tab named `page`, as `user`.
+pub fn register_tab(gw: &Gateway, b: &mut Browser, page: &str, user: &str, password: &str) -> Result<String, String> {
+    let url = format!("https://{}/?user={user}", gw.wss_addr);
     tokio::task::block_in_place(|| {
-        let title = b.page_open(PAGE, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        let title = b.page_open(page, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
         assert!(
             title.contains("softphone"),
             "{url} is not the demo softphone (title {title:?}): the daemon was built without \
              gateway/daemon/demo/dist; `make demo` builds it (`make test` does)"
         );
-        b.page_fill(PAGE, "#password", password).unwrap();
-        b.page_click(PAGE, "#account summary").unwrap();
-        b.page_check(PAGE, "#voice-processing", false).unwrap();
-        b.page_click(PAGE, "#register").unwrap();
-        b.page_wait(PAGE, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
+        b.page_fill(page, "#password", password).unwrap();
+        b.page_click(page, "#account summary").unwrap();
+        b.page_check(page, "#voice-processing", false).unwrap();
+        b.page_click(page, "#register").unwrap();
+        b.page_wait(page, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
     })
 }
 

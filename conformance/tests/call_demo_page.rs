@@ -333,18 +333,9 @@ fn two_demo_tabs_call_each_other_through_the_builtin_peer() {
     estuary_conformance::browser_runtime().block_on(async {
         let gw = Gateway::builder().start().await;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
-        let open = |b: &mut Browser, page: &str, user: &str| {
-            tokio::task::block_in_place(|| {
-                b.page_open(page, &format!("https://{}/?user={user}", gw.wss_addr)).unwrap();
-                b.page_fill(page, "#password", "any").unwrap();
-                b.page_click(page, "#account summary").unwrap();
-                b.page_check(page, "#voice-processing", false).unwrap();
-                b.page_click(page, "#register").unwrap();
-                b.page_wait(page, "#ua-state", "data-state", &["registered", "registrationFailed"], WAIT)
-            })
-        };
-        assert_eq!(open(&mut b, "alice", "alice").as_deref(), Ok("registered"));
-        assert_eq!(open(&mut b, "bob", "bob").as_deref(), Ok("registered"));
+        for user in ["alice", "bob"] {
+            assert_eq!(register_tab(&gw, &mut b, user, user, "any").as_deref(), Ok("registered"));
+        }
         let state = |b: &mut Browser, page: &str, states: &[&str]| tokio::task::block_in_place(|| b.page_wait(page, "#call-state", "data-state", states, WAIT));
         tokio::task::block_in_place(|| {
             b.page_fill("alice", "#target", "sip:bob@ims.test").unwrap();
