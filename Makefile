@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps demo build build-release lint bench clean corpus
+.PHONY: run test deps demo build build-release lint bench clean corpus fuzz
 
 # ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
@@ -52,6 +52,26 @@ deps:
 # is built first because the real-peer tests start it as a separate process.
 test: deps demo build
 	$(CARGO) test --workspace
+	$(CARGO) test --manifest-path fuzz/Cargo.toml --target-dir $${CARGO_TARGET_DIR:-target}
+	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins --target-dir $${CARGO_TARGET_DIR:-target}
+
+# Coverage-guided fuzzing (fuzz/README.md): each target in turn for FUZZ_SECONDS (default 60)
+# under nightly libFuzzer, without a sanitizer (the parsers are safe Rust; a panic is the
+# finding). Starts from the seeds fuzz/tests/seeds.rs gathers from the repository (written to
+# target/fuzz/seeds) and the growing corpus in fuzz/corpus/NAME (not committed). A crash
+# stops the run and leaves its input in fuzz/artifacts/NAME/: minimise it, fix it and commit
+# it under fuzz/regressions/NAME/, where `make test` replays it on stable.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := sip_message sdp stun rtp_rtcp sdes_fingerprint pcap b2bua
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	ESTUARY_FUZZ_SEEDS_OUT=$(CURDIR)/target/fuzz/seeds $(CARGO) test --manifest-path fuzz/Cargo.toml \
+	  --target-dir $${CARGO_TARGET_DIR:-target} --test seeds write_seed_corpus
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  cargo +nightly fuzz run $$t --sanitizer none --target-dir ../target/fuzz corpus/$$t ../target/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done
 
 # Figures printed as tables and written as JSON under target/bench/:
 # - relay.json: the DTLS-SRTP <-> RTP relay on the running release daemon (bench/src/bin/relay.rs:
