@@ -1787,11 +1787,11 @@ impl Side {
 }
 
 /// When a session whose 2xx carries `headers` expires (RFC 4028 §4: `Session-Expires:
-/// delta-seconds[;refresher=...]`, compact form `x`); `None` without one. Intervals under
+/// delta-seconds[;refresher=...]`; `get` also finds the compact form `x`); `None` without one. Intervals under
 /// the RFC's 90 s minimum (Min-SE floor) are taken as 90 s: the gateway only supervises, it
 /// never ends a call sooner than a compliant endpoint could have refreshed it.
 fn session_expiry(now: Instant, headers: &estuary_sip::Headers) -> Option<Instant> {
-    let value = headers.get("Session-Expires").or_else(|| headers.get("x"))?;
+    let value = headers.get("Session-Expires")?;
     let delta: u64 = value.split(';').next()?.trim().parse().ok()?;
     Some(now + Duration::from_secs(delta.clamp(90, 86_400)))
 }

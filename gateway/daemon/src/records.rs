@@ -150,8 +150,6 @@ impl Writer {
     fn flush(&mut self, call: u64) {
         let Some(p) = self.pending.remove(&call) else { return };
         let Some((summary, at)) = p.summary else { return };
-        let streams = p.media.unwrap_or_default();
-        let (line, end) = render(call, &summary, &streams, at);
         info!(
             call,
             from = %summary.from,
@@ -165,6 +163,7 @@ impl Writer {
             self.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let (line, end) = render(call, &summary, &p.media.unwrap_or_default(), at);
         match self.append(&end, &line) {
             Ok(()) => {
                 self.written.fetch_add(1, Ordering::Relaxed);

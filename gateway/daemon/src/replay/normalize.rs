@@ -18,24 +18,10 @@ const HEADERS: &[&str] = &[
     "proxy-authorization", "rseq", "rack", "session-expires", "event", "refer-to", "p-charging-vector",
 ];
 
-/// RFC 3261 §7.3.3 compact forms.
+/// Lower-case long form of a header name (RFC 3261 §7.3.3 compact forms expanded by the SIP
+/// crate's own table).
 pub(super) fn canonical_name(name: &str) -> String {
-    let lower = name.trim().to_ascii_lowercase();
-    match lower.as_str() {
-        "i" => "call-id",
-        "f" => "from",
-        "t" => "to",
-        "v" => "via",
-        "m" => "contact",
-        "c" => "content-type",
-        "l" => "content-length",
-        "k" => "supported",
-        "o" => "event",
-        "r" => "refer-to",
-        "x" => "session-expires",
-        other => other,
-    }
-    .to_owned()
+    estuary_sip::canonical_name(name.trim()).to_ascii_lowercase()
 }
 
 /// Placeholders for one capture side, numbered in order of first appearance.
