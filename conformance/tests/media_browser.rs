@@ -52,7 +52,7 @@ fn chromium_audio_goes_through_the_media_session_and_comes_back() {
         fingerprint: estuary_sdp::Fingerprint::parse(&cert.fingerprint().to_string()).unwrap(),
         ..SdpPolicy::default()
     };
-    let mut sdp = SdpSession::new(policy, 5);
+    let mut sdp = SdpSession::new(policy, 5, estuary_keys::KeySource::os());
     sdp.offer(Side::Web, offer.as_bytes(), &mut Bound(web_addr.port(), ims_addr.port())).unwrap();
     let ims_answer = format!(
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",

@@ -43,7 +43,8 @@ async fn every_torture_message_over_udp_gets_its_answer_and_the_daemon_stays_up(
     }
     assert_eq!(checked, 49, "all 49 RFC 4475 messages");
     let (status, body) = gw.http_get("/healthz").expect("healthz after the corpus");
-    assert_eq!((status, body.trim()), (200, "ok"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("{\"status\":\"ok\""), "{body}");
 }
 
 /// Many torture messages share one Via branch and sent-by, so to one running daemon the later
@@ -68,4 +69,75 @@ fn unique_branches(data: &[u8], file: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The same 49 messages over SIP over WebSocket (RFC 7118), each alone on its own connection
+/// as a browser would send it (text frame when UTF-8, binary otherwise). `handled` requests get
+/// a final answer other than 400 without waiting for a far end (the daemon refuses them or
+/// fails them fast: nothing listens at the next hop), invalid ones their status, responses
+/// and drops nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_torture_message_over_websocket_gets_its_answer() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let gw = Gateway::builder().next_hop_udp(9).start().await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/rfc4475");
+    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, expected) = (cols[0], cols[3]);
+        let data = unique_branches(&std::fs::read(dir.join(file)).expect(file), file);
+        let mut req = format!("ws://{}/", gw.ws_addr).into_client_request().unwrap();
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap_or_else(|e| panic!("{file}: connect: {e}"));
+        let frame = match String::from_utf8(data) {
+            Ok(text) => Message::text(text),
+            Err(e) => Message::binary(e.into_bytes()),
+        };
+        let is_response = data_is_response(&frame);
+        ws.send(frame).await.unwrap_or_else(|e| panic!("{file}: send: {e}"));
+        // Answers until a final one, the connection's end, or a quiet second (drops).
+        let mut answers = Vec::new();
+        let wait = if expected == "drop" || is_response { 1 } else { 5 };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.next()).await {
+            let text = match msg {
+                Message::Text(t) => t.to_string(),
+                Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let code = SipMsg::parse_frame(&text).unwrap_or_else(|e| panic!("{file}: daemon sent unparseable bytes: {e}")).status();
+            answers.push(code);
+            if code >= 200 {
+                break;
+            }
+        }
+        let finals: Vec<u16> = answers.iter().copied().filter(|c| *c >= 200).collect();
+        let ok = match expected {
+            "drop" => answers.is_empty(),
+            "handled" if is_response => answers.is_empty(),
+            "handled" => finals.len() == 1 && ![400, 416, 420, 505].contains(&finals[0]),
+            code => finals.first().map(u16::to_string).as_deref() == Some(code),
+        };
+        if !ok {
+            wrong.push(format!("{file}: expected {expected}, got {answers:?}"));
+        }
+        let _ = ws.close(None).await;
+        checked += 1;
+    }
+    assert!(wrong.is_empty(), "over WebSocket:\n{}\n--- log ---\n{}", wrong.join("\n"), gw.log_tail(60));
+    assert_eq!(checked, 49, "all 49 RFC 4475 messages");
+    let (status, _) = gw.http_get("/healthz").expect("healthz after the corpus");
+    assert_eq!(status, 200);
+}
+
+/// A SIP response (a status line) rather than a request: nothing answers it.
+fn data_is_response(frame: &tokio_tungstenite::tungstenite::Message) -> bool {
+    frame.clone().into_data().starts_with(b"SIP/")
 }

@@ -7,6 +7,7 @@
 //! offered. IMS offers are the corpus's (conformance/sdp/cases) plus SDES and video ones.
 
 use estuary_conformance::browser::Browser;
+use estuary_keys::KeySource;
 use estuary_sdp::{parse, PortAllocator, SdpPolicy, SdpSession, Side};
 
 struct Ports(u16);
@@ -57,8 +58,8 @@ fn ims_answer(offer: &str) -> String {
         }
         if let Some(c) = m.attributes.iter().find(|a| a.key == "crypto") {
             let offered = estuary_sdp::Crypto::parse(c.value.as_deref().unwrap()).unwrap();
-            let mut rng = rand::rng();
-            attrs.push(format!("a=crypto:{}\r\n", estuary_sdp::Crypto::generate(offered.tag, offered.suite().unwrap(), &mut rng)));
+            let key = estuary_sdp::Crypto::generate(offered.tag, offered.suite().unwrap(), &mut KeySource::os());
+            attrs.push(format!("a=crypto:{key}\r\n"));
         }
         s.push_str(&format!("m={} {} {} {}\r\n", n.media, 50000 + 2 * i, n.protos.join("/"), fmts.join(" ")));
         for a in attrs {
@@ -80,7 +81,7 @@ fn browser() -> Browser {
 fn browser_offer_round_trip(b: &mut Browser, pc: &str, media: &[&str], audio_codecs: Option<&[&str]>) -> String {
     b.new_pc(pc);
     let offer = b.offer(pc, media, audio_codecs).unwrap_or_else(|e| panic!("{pc}: Chromium made no offer: {e}"));
-    let mut session = SdpSession::new(policy(), 7);
+    let mut session = SdpSession::new(policy(), 7, KeySource::os());
     let ims_offer = session.offer(Side::Web, offer.as_bytes(), &mut Ports(30000)).unwrap_or_else(|e| panic!("{pc}: {e}\n{offer}"));
     let answer = session.answer(Side::Ims, ims_answer(&ims_offer).as_bytes()).unwrap_or_else(|e| panic!("{pc}: {e}\n{ims_offer}"));
     if let Err(e) = b.remote_answer(pc, &answer) {
@@ -120,7 +121,7 @@ fn chromium_accepts_the_gateways_offers_and_its_answers_go_back_to_ims_form() {
     let flows: [(&str, Vec<&str>); 2] = [("volte", vec![&volte, &hold, &volte]), ("sdes-video", vec![sdes_video])];
     for (pc, offers) in flows {
         b.new_pc(pc);
-        let mut session = SdpSession::new(policy(), 11);
+        let mut session = SdpSession::new(policy(), 11, KeySource::os());
         let mut ports = Ports(30000);
         for (n, ims_offer) in offers.iter().enumerate() {
             let web_offer = session.offer(Side::Ims, ims_offer.as_bytes(), &mut ports).unwrap_or_else(|e| panic!("{pc} #{n}: {e}"));

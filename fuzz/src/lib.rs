@@ -171,7 +171,7 @@ pub fn sdp(data: &[u8]) {
         parse::parse(printed.as_bytes()).expect("printed SDP does not parse again");
     }
     for (from, other) in [(Side::Web, Side::Ims), (Side::Ims, Side::Web)] {
-        let mut session = SdpSession::new(SdpPolicy::default(), 0x5EED);
+        let mut session = SdpSession::new(SdpPolicy::default(), 0x5EED, estuary_keys::KeySource::os());
         let mut ports = Ports(30000);
         let Ok(out) = session.offer(from, data, &mut ports) else {
             continue;
@@ -729,7 +729,7 @@ pub fn b2bua(data: &[u8]) {
     };
     let browser = addr("127.0.0.1:40000");
     let mut d = Driver {
-        gw: B2bua::new(cfg, 7),
+        gw: B2bua::new(cfg, 7, estuary_keys::KeySource::os()),
         now: epoch(),
         web: Echo::new(),
         ims: Echo::new(),

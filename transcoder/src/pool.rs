@@ -113,8 +113,14 @@ enum Job {
 }
 
 /// Pool-wide counters (relaxed atomics, read by /metrics).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PoolStats {
+    /// What `full_since_us` counts from.
+    epoch: Instant,
+    /// Microseconds since `epoch` (+1) of the first refused push of the current run of
+    /// refusals; 0 while pushes succeed. Read by the health check: a pool that refuses for a
+    /// whole second is not keeping up.
+    full_since_us: AtomicU64,
     /// Channels open now.
     pub channels: AtomicU64,
     /// Packets taken by pipelines.
@@ -127,6 +133,45 @@ pub struct PoolStats {
     pub concealed: AtomicU64,
     /// Lost packets recovered from Opus in-band FEC, summed over closed channels.
     pub fec_recovered: AtomicU64,
+}
+
+impl Default for PoolStats {
+    fn default() -> Self {
+        PoolStats {
+            epoch: Instant::now(),
+            full_since_us: AtomicU64::new(0),
+            channels: AtomicU64::new(0),
+            packets_in: AtomicU64::new(0),
+            frames_out: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            concealed: AtomicU64::new(0),
+            fec_recovered: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PoolStats {
+    /// How long pushes have been refused without a success in between, at `now`; `None`
+    /// while the queues take packets.
+    pub fn full_for(&self, now: Instant) -> Option<Duration> {
+        match self.full_since_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(now.saturating_duration_since(self.epoch + Duration::from_micros(us - 1))),
+        }
+    }
+
+    fn refused(&self, at: Instant) {
+        let us = at.saturating_duration_since(self.epoch).as_micros() as u64 + 1;
+        // Only the first refusal of a run sets the start.
+        let _ = self.full_since_us.compare_exchange(0, us, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    fn accepted(&self) {
+        // A load first: the common case (never full) writes nothing to this shared line.
+        if self.full_since_us.load(Ordering::Relaxed) != 0 {
+            self.full_since_us.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Why a channel could not be opened.
@@ -217,9 +262,13 @@ impl Channel {
         data[..payload.len()].copy_from_slice(payload);
         let job = Job::Packet { id: self.id, at, seq, timestamp, len: payload.len() as u16, data };
         match self.tx.try_send(job) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.stats.accepted();
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+                self.stats.refused(at);
                 false
             }
             Err(TrySendError::Disconnected(_)) => false,
@@ -364,6 +413,18 @@ pub fn calibrate(audio: Duration) -> Result<Calibration, PipelineError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn full_for_measures_one_run_of_refusals() {
+        let s = PoolStats::default();
+        let t0 = s.epoch + Duration::from_millis(10);
+        assert_eq!(s.full_for(t0), None);
+        s.refused(t0);
+        s.refused(t0 + Duration::from_millis(500));
+        assert_eq!(s.full_for(t0 + Duration::from_millis(1500)), Some(Duration::from_millis(1500)), "from the first refusal");
+        s.accepted();
+        assert_eq!(s.full_for(t0 + Duration::from_secs(5)), None, "one accepted push ends the run");
+    }
+
     use super::*;
     use std::sync::mpsc;
 

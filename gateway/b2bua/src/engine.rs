@@ -11,6 +11,7 @@ use estuary_sip::{
 use estuary_transaction::{
     ClientKey, Event, FailureCause, RequestOutcome, ResponseOutcome, ServerKey, Transactions,
 };
+use estuary_keys::KeySource;
 use rand::rngs::StdRng;
 use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
@@ -45,12 +46,17 @@ enum Owner {
 #[derive(Debug, Clone, Copy)]
 struct ConnInfo {
     transport: Transport,
+    /// The browser's address, for per-source limits.
+    remote: std::net::IpAddr,
 }
 
 /// The signalling engine. Sans-IO: see the crate documentation for the drive loop.
 pub struct B2bua {
     cfg: B2buaConfig,
+    /// Identifiers (tags, branches, Call-IDs, tokens, ICIDs): seeded, so replay can fix them.
     rng: StdRng,
+    /// Secrets (each call's SDES keys and ICE credentials): the OS generator only.
+    keys: KeySource,
     tx: Transactions<Flow>,
     registrar: Registrar,
     calls: HashMap<CallId, Call>,
@@ -71,14 +77,16 @@ pub struct B2bua {
 }
 
 impl B2bua {
-    /// A new engine. `seed` drives every random token (tags, branches, Call-IDs); the daemon
-    /// passes OS randomness, the replay harness a fixed value.
-    pub fn new(cfg: B2buaConfig, seed: u64) -> Self {
+    /// A new engine. `seed` drives every random identifier (tags, branches, Call-IDs); the
+    /// daemon passes OS randomness, the replay harness a fixed value. Key material never
+    /// comes from the seed: it is drawn from `keys`, which only the OS generator can be.
+    pub fn new(cfg: B2buaConfig, seed: u64, keys: KeySource) -> Self {
         let ports = PortPool::new(cfg.media_ports.0, cfg.media_ports.1, cfg.port_quarantine);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
             rng: StdRng::seed_from_u64(seed),
+            keys,
             registrar: Registrar::default(),
             calls: HashMap::new(),
             transcoding: HashMap::new(),
@@ -99,8 +107,8 @@ impl B2bua {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.ports.set_now(now);
         match input {
-            Input::ConnectionOpened { conn, side: Side::Web, transport, .. } => {
-                self.conns.insert(conn, ConnInfo { transport });
+            Input::ConnectionOpened { conn, side: Side::Web, transport, remote, .. } => {
+                self.conns.insert(conn, ConnInfo { transport, remote: remote.ip() });
             }
             Input::ConnectionOpened { .. } => {}
             Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
@@ -446,6 +454,13 @@ impl B2bua {
 
     // ----- registration -------------------------------------------------------------------
 
+    /// Whether `conn`'s source address already holds `registrations_per_source` bindings.
+    fn source_registrations_full(&self, conn: ConnId) -> bool {
+        let limit = self.cfg.registrations_per_source;
+        let Some(ip) = self.conns.get(&conn).map(|c| c.remote) else { return false };
+        limit > 0 && self.registrar.count(|b| self.conns.get(&b.conn).is_some_and(|c| c.remote == ip)) >= limit
+    }
+
     fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request) {
         // validate() guarantees To, From and Call-ID.
         let (Ok(to), Ok(from), Ok(call_id)) = (req.headers.to(), req.headers.from(), req.headers.call_id()) else {
@@ -467,7 +482,8 @@ impl B2bua {
         }
         if contacts.len() > 1 {
             // One browser registers one contact; several would need several gateway contacts.
-            return self.respond(now, &key, &req, 400, "One Contact Per REGISTER");
+            // The request is well formed (RFC 4475 §3.1.1.4 sends two), so this is policy: 403.
+            return self.respond(now, &key, &req, 403, "One Contact Per REGISTER");
         }
         let asked = web_contact
             .as_ref()
@@ -487,6 +503,9 @@ impl B2bua {
         let requested = asked.min(self.cfg.max_expires);
         let id = match self.registrar.find_dialog(conn, call_id) {
             Some(id) => id,
+            None if self.source_registrations_full(conn) => {
+                return self.respond(now, &key, &req, 403, "Too Many Registrations From This Address");
+            }
             None => {
                 let token = self.token();
                 let ims_call_id = format!("{}@{}", self.token(), self.cfg.ims_advertised.ip());
@@ -790,7 +809,7 @@ impl B2bua {
         for (name, value) in extra {
             out.headers.push(name, &value);
         }
-        let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random());
+        let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
         let mut ports = Vec::new();
         let admitted = rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false)
             .and_then(|body| self.admit_transcoding(None, transcoding_needed(&sdp)).map(|channels| (body, channels)));

@@ -79,6 +79,9 @@ pub struct B2buaConfig {
     pub transcode_channels: Option<usize>,
     /// The status of that refusal: 503 (with Retry-After: overload, try again) or 488.
     pub transcode_refusal: u16,
+    /// Registrations (bindings, pending or active) one source IP may hold; a REGISTER for a
+    /// new binding beyond it is refused with 403. 0: no limit.
+    pub registrations_per_source: usize,
 }
 
 impl Default for B2buaConfig {
@@ -102,6 +105,7 @@ impl Default for B2buaConfig {
             port_quarantine: Duration::from_secs(30),
             transcode_channels: None,
             transcode_refusal: 503,
+            registrations_per_source: 0,
         }
     }
 }

@@ -106,6 +106,11 @@ impl Registrar {
         v
     }
 
+    /// How many bindings satisfy `pred`.
+    pub fn count(&self, pred: impl Fn(&Binding) -> bool) -> usize {
+        self.bindings.values().filter(|b| pred(b)).count()
+    }
+
     pub fn get(&self, id: BindingId) -> Option<&Binding> {
         self.bindings.get(&id)
     }

@@ -43,7 +43,7 @@ impl Harness {
 
     fn with(cfg: B2buaConfig) -> Self {
         let now = Instant::now();
-        let mut gw = B2bua::new(cfg, 7);
+        let mut gw = B2bua::new(cfg, 7, estuary_keys::KeySource::os());
         gw.handle_input(
             now,
             Input::ConnectionOpened {
@@ -566,6 +566,30 @@ fn dropping_the_websocket_mid_call_sends_bye_and_deregisters() {
 }
 
 #[test]
+fn one_source_holds_at_most_its_registration_quota() {
+    let mut h = Harness::with(B2buaConfig { registrations_per_source: 2, ..B2buaConfig::default() });
+    let register = |i: usize| REGISTER.replace("Call-ID: 9ulsqbbhl9hd3hpbm1jf", &format!("Call-ID: reg{i}")).replace("z9hG4bK56sdasks", &format!("z9hG4bKquota{i}"));
+    // Two new bindings from 127.0.0.1 go to IMS (pending ones count: a storm cannot outrun it).
+    for i in 0..2 {
+        let out = h.web(&register(i));
+        assert_eq!(req(only_ims(&out)).method.as_str(), "REGISTER");
+    }
+    let out = h.web(&register(2));
+    let refused = only_web(&out);
+    assert_eq!((status(refused), resp(refused).reason.as_str()), (403, "Too Many Registrations From This Address"));
+    // A refresh of an existing binding is not a new one.
+    let out = h.web(&register(0).replace("CSeq: 1 REGISTER", "CSeq: 2 REGISTER").replace("z9hG4bKquota0", "z9hG4bKquota0b"));
+    assert_eq!(req(only_ims(&out)).method.as_str(), "REGISTER");
+    // Another source has its own quota.
+    let other = ConnId(2);
+    h.input(Input::ConnectionOpened { conn: other, side: Side::Web, transport: Transport::Wss, local: "127.0.0.1:8443".parse().unwrap(), remote: "192.0.2.9:41000".parse().unwrap() });
+    let data = register(3).replace('\n', "\r\n");
+    h.gw.handle_input(h.now, Input::Receive { flow: Flow::Web { conn: other }, conn: Some(other), remote: "192.0.2.9:41000".parse().unwrap(), data: data.as_bytes() });
+    let out = h.drain();
+    assert_eq!(req(only_ims(&out)).method.as_str(), "REGISTER");
+}
+
+#[test]
 fn registrations_shorter_than_the_minimum_get_423_with_min_expires() {
     let mut h = Harness::new();
     let short = REGISTER.replace(";expires=600", ";expires=30").replace("Expires: 600", "Expires: 30");
@@ -690,6 +714,37 @@ fn rfc4475_messages_get_the_expected_answers_from_the_engine() {
         checked += 1;
     }
     assert_eq!(checked, 49, "every RFC 4475 message is covered");
+}
+
+/// The same messages from a browser (a WebSocket flow): requests get a final answer of their
+/// own, never 400 when valid, at once (no far end is involved in refusing them).
+#[test]
+fn rfc4475_messages_from_a_browser_get_the_expected_answers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/data/rfc4475");
+    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations table");
+    let mut wrong = Vec::new();
+    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let (file, expected) = (cols[0], cols[3]);
+        let data = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let mut h = Harness::new();
+        let out = h.input(Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: "127.0.0.1:40000".parse().unwrap(), data: &data });
+        let answers: Vec<u16> = out.iter().filter_map(|s| match &s.msg {
+            Message::Response(r) if matches!(s.flow, Flow::Web { .. }) => Some(r.code),
+            _ => None,
+        }).collect();
+        let ok = match expected {
+            "drop" => answers.is_empty(),
+            "handled" if data.starts_with(b"SIP/") => answers.is_empty(),
+            // REGISTER goes on to IMS; everything else is settled here.
+            "handled" => answers.iter().all(|c| ![400, 416, 420, 505].contains(c)) && (answers.iter().any(|c| *c >= 200) || to_ims(&out).len() == 1),
+            code => answers.first().map(u16::to_string).as_deref() == Some(code),
+        };
+        if !ok {
+            wrong.push(format!("{file}: expected {expected}, got {answers:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// Chromium's answer to the gateway's offer for an IMS-originated call (golden corpus).

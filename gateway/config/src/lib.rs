@@ -6,6 +6,7 @@
 //! keys are errors (a typo must not silently fall back to a default). Every error names the key
 //! path or the line ([`ConfigError`]).
 
+mod access;
 mod error;
 mod next_hop;
 mod reader;
@@ -14,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access::{IpBlock, WebOrigin};
 pub use error::ConfigError;
 pub use next_hop::{NextHop, NextHopTransport};
 use reader::{Document, Section};
@@ -58,6 +60,9 @@ pub struct WebConfig {
     pub advertised_host: Option<String>,
     /// WebSocket ping period; `None` = no pings (`web.ws_ping_interval_s = 0`).
     pub ws_ping_interval: Option<Duration>,
+    /// Origins whose pages may open a WebSocket (`web.allowed_origins`); empty = any. The
+    /// demo page's own origin is always allowed.
+    pub allowed_origins: Vec<WebOrigin>,
 }
 
 impl Default for WebConfig {
@@ -68,6 +73,7 @@ impl Default for WebConfig {
             tls: TlsCertificate::SelfSigned,
             advertised_host: None,
             ws_ping_interval: Some(Duration::from_secs(30)),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -100,6 +106,9 @@ pub struct ImsConfig {
     pub advertised_address: Option<SocketAddr>,
     /// SIP over TLS toward the core (`ims.tls_*`).
     pub tls: ImsTlsConfig,
+    /// Sources whose SIP the IMS listeners accept (`ims.trusted_peers`); empty = the
+    /// addresses the next hop resolves to.
+    pub trusted_peers: Vec<IpBlock>,
 }
 
 /// `ims.tls_listen`, `ims.tls_cert`, `ims.tls_key`, `ims.tls_ca`: SIP over TLS with the core.
@@ -125,6 +134,7 @@ impl Default for ImsConfig {
             domain: "ims.test".to_owned(),
             advertised_address: None,
             tls: ImsTlsConfig::default(),
+            trusted_peers: Vec::new(),
         }
     }
 }
@@ -387,6 +397,18 @@ pub struct LimitsConfig {
     pub max_ws_connections: usize,
     /// Concurrent IMS-side TCP connections (`limits.max_tcp_connections`).
     pub max_tcp_connections: usize,
+    /// WS+WSS connections, open or in their handshake, from one IP
+    /// (`limits.ws_connections_per_ip`).
+    pub ws_connections_per_ip: usize,
+    /// Connections from one IP still in their TLS/HTTP handshake (`limits.ws_handshakes_per_ip`).
+    pub ws_handshakes_per_ip: usize,
+    /// Sustained SIP requests a second from one IP over WebSocket
+    /// (`limits.requests_per_second_per_ip`).
+    pub requests_per_second_per_ip: u32,
+    /// Requests one IP may send at once above that rate (`limits.request_burst_per_ip`).
+    pub request_burst_per_ip: u32,
+    /// Registrations (pending or active) one IP may hold (`limits.registrations_per_ip`).
+    pub registrations_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -395,6 +417,11 @@ impl Default for LimitsConfig {
             max_message_size: 65535,
             max_ws_connections: 10000,
             max_tcp_connections: 1000,
+            ws_connections_per_ip: 250,
+            ws_handshakes_per_ip: 32,
+            requests_per_second_per_ip: 100,
+            request_burst_per_ip: 200,
+            registrations_per_ip: 500,
         }
     }
 }
@@ -503,6 +530,7 @@ fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
     let tls = certificate(&mut s, "web")?;
     let advertised_host = s.string("advertised_host", "")?;
     let ping = s.int("ws_ping_interval_s", 30, 0, 3600)?;
+    let allowed_origins = s.list("allowed_origins", d.allowed_origins, str::parse::<WebOrigin>)?;
     let advertised_host = match advertised_host.trim() {
         "" => None,
         h if next_hop::is_hostname(h) || h.parse::<IpAddr>().is_ok() => Some(h.to_owned()),
@@ -527,6 +555,7 @@ fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
         tls,
         advertised_host,
         ws_ping_interval: (ping > 0).then(|| Duration::from_secs(ping as u64)),
+        allowed_origins,
     })
 }
 
@@ -547,6 +576,7 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
     let certificate = certificate(&mut s, "ims")?;
     let ca = s.string("tls_ca", "")?;
     let ca = (!ca.trim().is_empty()).then(|| PathBuf::from(ca.trim()));
+    let trusted_peers = s.list("trusted_peers", d.trusted_peers, str::parse::<IpBlock>)?;
     if tls_listen.is_some_and(|a| a.ip().is_unspecified()) && advertised_address.is_none() {
         return Err(ConfigError::invalid(
             s.path("advertised_address"),
@@ -594,6 +624,7 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
         domain: domain.trim().to_owned(),
         advertised_address,
         tls: ImsTlsConfig { listen: tls_listen, certificate, ca },
+        trusted_peers,
     })
 }
 
@@ -856,11 +887,27 @@ fn limits(mut s: Section) -> Result<LimitsConfig, ConfigError> {
         1,
         1_000_000,
     )?;
+    let per_ip = s.int("ws_connections_per_ip", d.ws_connections_per_ip as i64, 1, 1_000_000)?;
+    let handshakes = s.int("ws_handshakes_per_ip", d.ws_handshakes_per_ip as i64, 1, 1_000_000)?;
+    let rate = s.int("requests_per_second_per_ip", d.requests_per_second_per_ip.into(), 1, 1_000_000)?;
+    let burst = s.int("request_burst_per_ip", d.request_burst_per_ip.into(), 1, 1_000_000)?;
+    let registrations = s.int("registrations_per_ip", d.registrations_per_ip as i64, 1, 10_000_000)?;
+    if handshakes > per_ip {
+        return Err(ConfigError::invalid(
+            s.path("ws_handshakes_per_ip"),
+            format!("must not exceed limits.ws_connections_per_ip ({handshakes} > {per_ip})"),
+        ));
+    }
     s.finish()?;
     Ok(LimitsConfig {
         max_message_size: size as usize,
         max_ws_connections: ws as usize,
         max_tcp_connections: tcp as usize,
+        ws_connections_per_ip: per_ip as usize,
+        ws_handshakes_per_ip: handshakes as usize,
+        requests_per_second_per_ip: rate as u32,
+        request_burst_per_ip: burst as u32,
+        registrations_per_ip: registrations as usize,
     })
 }
 
@@ -888,6 +935,19 @@ mod tests {
         assert_eq!((c.ims.tls.listen, c.ims.tls.ca.as_deref(), &c.ims.tls.certificate), (Some("127.0.0.1:5081".parse().unwrap()), Some(Path::new("/etc/estuary/core-ca.pem")), &TlsCertificate::SelfSigned));
         assert_eq!(err("[ims]\ntls_key = \"k.pem\""), "ims.tls_cert: must be set when ims.tls_key is set");
         assert_eq!(with(&["ims.next_hop=sip:10.0.0.5"]).unwrap().ims.next_hop.to_string(), "sip:10.0.0.5:5060;transport=udp");
+    }
+
+    #[test]
+    fn trusted_peers_and_allowed_origins_parse_and_name_the_bad_item() {
+        let d = Config::default();
+        assert!(d.ims.trusted_peers.is_empty() && d.web.allowed_origins.is_empty());
+        let c = with(&["ims.trusted_peers=10.1.0.0/16, 192.0.2.7", "web.allowed_origins=https://WebRTC.example.com:443,http://127.0.0.1:8080"]).unwrap();
+        assert_eq!(c.ims.trusted_peers.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.1.0.0/16", "192.0.2.7"]);
+        assert_eq!(c.web.allowed_origins.iter().map(WebOrigin::as_str).collect::<Vec<_>>(), ["https://webrtc.example.com", "http://127.0.0.1:8080"]);
+        let e = err("[ims]\ntrusted_peers = [\"10.0.0.0/8\", \"core.example\"]");
+        assert!(e.starts_with("ims.trusted_peers[1]: \"core.example\" is not an IP address"), "{e}");
+        let e = err("[web]\nallowed_origins = [\"https://x/app\"]");
+        assert!(e.starts_with("web.allowed_origins[0]: "), "{e}");
     }
 
     #[test]

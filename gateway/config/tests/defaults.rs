@@ -55,6 +55,7 @@ fn the_documented_file_lists_every_key() {
         "web.tls_key",
         "web.advertised_host",
         "web.ws_ping_interval_s",
+        "web.allowed_origins",
         "ims.listen",
         "ims.next_hop",
         "ims.domain",
@@ -63,6 +64,7 @@ fn the_documented_file_lists_every_key() {
         "ims.tls_cert",
         "ims.tls_key",
         "ims.tls_ca",
+        "ims.trusted_peers",
         "sip.t1_ms",
         "sip.t2_ms",
         "sip.t4_ms",
@@ -102,6 +104,11 @@ fn the_documented_file_lists_every_key() {
         "limits.max_message_size",
         "limits.max_ws_connections",
         "limits.max_tcp_connections",
+        "limits.ws_connections_per_ip",
+        "limits.ws_handshakes_per_ip",
+        "limits.requests_per_second_per_ip",
+        "limits.request_burst_per_ip",
+        "limits.registrations_per_ip",
     ] {
         assert!(
             keys.iter().any(|k| k == required),
@@ -110,7 +117,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        53,
+        60,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -1,5 +1,10 @@
 //! Admin HTTP on `admin.listen`: `GET /healthz` and `GET /metrics` (Prometheus text 0.0.4).
 //! Hand-rolled: two fixed routes, one request per connection.
+//!
+//! /healthz is what a load balancer acts on, so it says 503 with a one-line reason whenever
+//! the node cannot do its work: the engine did not answer within a second (stuck or drowning),
+//! a listener's accept loop is not running, or the transcoder pool has refused packets for a
+//! whole second. Otherwise 200 with a short JSON summary.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,10 +21,35 @@ use crate::metrics;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long /metrics waits for the engine task before answering 503.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the engine may take to answer a health probe: longer means it is not turning.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the transcoder may refuse packets before the node reports itself unhealthy.
+const TRANSCODER_FULL_LIMIT: Duration = Duration::from_secs(1);
 /// Concurrent admin requests; scrapers need one or two.
 const MAX_CLIENTS: usize = 32;
 
-pub async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+/// Runs the admin listener on a thread of its own with its own small runtime: /healthz must
+/// answer, and say 503, precisely when the engine or the workers are stuck, which it could
+/// not do from a task queued behind them.
+pub fn spawn_thread(listener: TcpListener, ctx: Arc<Ctx>) -> Result<(), crate::error::DaemonError> {
+    let setup = |e: std::io::Error| crate::error::DaemonError::setup("admin.listen", e.to_string());
+    let listener = listener.into_std().map_err(setup)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(setup)?;
+    std::thread::Builder::new()
+        .name("estuary-admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(listener, ctx).await,
+                    Err(e) => warn!(error = %e, "admin listener lost"),
+                }
+            })
+        })
+        .map_err(setup)?;
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let accepted = tokio::select! {
@@ -76,7 +106,20 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
     };
     let result = match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/healthz") => {
-            http::respond(&mut stream, 200, "OK", "", "text/plain", b"ok\n").await
+            let (status, reason, content_type, body) = match health(ctx).await {
+                Ok(summary) => (200, "OK", "application/json", summary),
+                Err(why) => (503, "Service Unavailable", "text/plain", format!("{why}\n")),
+            };
+            http::respond(&mut stream, status, reason, "", content_type, body.as_bytes()).await
+        }
+        ("POST", path) if ctx.test_hooks && path.starts_with("/test/stall-engine/") => {
+            match path["/test/stall-engine/".len()..].parse::<u64>() {
+                Ok(ms) if ms <= 10_000 => {
+                    let _ = ctx.events.send(Event::Stall(Duration::from_millis(ms))).await;
+                    http::respond(&mut stream, 202, "Accepted", "", "text/plain", b"stalling\n").await
+                }
+                _ => http::respond(&mut stream, 400, "Bad Request", "", "text/plain", b"milliseconds 0..=10000\n").await,
+            }
         }
         ("GET", "/metrics") => match engine_samples(ctx).await {
             Some(engine) => {
@@ -85,6 +128,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                     daemon.extend(t.samples());
                 }
                 daemon.extend(ctx.records.samples());
+                daemon.extend(ctx.sources.samples());
                 if let Some(r) = &ctx.recorder {
                     daemon.extend(r.samples());
                 }
@@ -137,6 +181,37 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
     if let Err(e) = result {
         debug!(error = %e, "admin response not delivered");
     }
+}
+
+/// The node's health: a JSON summary, or why it cannot take traffic.
+async fn health(ctx: &Ctx) -> Result<String, String> {
+    if let Some(name) = ctx.listener_down() {
+        return Err(format!("listener {name} is not accepting"));
+    }
+    if let Some(t) = &ctx.transcoder {
+        if let Some(full) = t.pool.stats().full_for(std::time::Instant::now()).filter(|d| *d >= TRANSCODER_FULL_LIMIT) {
+            return Err(format!("transcoder queues full for {} ms", full.as_millis()));
+        }
+    }
+    let probe = async {
+        let (tx, rx) = oneshot::channel();
+        ctx.events.send(Event::Metrics(tx)).await.ok()?;
+        rx.await.ok()
+    };
+    let samples = match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
+        Ok(Some(samples)) => samples,
+        Ok(None) => return Err("engine stopped".to_owned()),
+        Err(_) => return Err(format!("engine loop has not turned for {} ms", HEALTH_TIMEOUT.as_millis())),
+    };
+    let value = |name: &str| samples.iter().find(|s| s.name == name && s.labels.is_empty()).map_or(0, |s| s.value);
+    Ok(format!(
+        "{{\"status\":\"ok\",\"uptime_s\":{},\"calls\":{},\"registrations\":{},\"ws_connections\":{},\"transcoding_channels\":{}}}\n",
+        ctx.stats.get(metrics::Metric::UptimeSeconds),
+        value("estuary_calls_active"),
+        value("estuary_registrations_active"),
+        ctx.stats.get(metrics::Metric::WsConnections),
+        value("estuary_transcoding_channels_active"),
+    ))
 }
 
 /// Asks the engine task for its samples; it owns the engine, so this is a message, not a lock.

@@ -1,13 +1,14 @@
 //! What every task shares: the engine's inbox, counters, limits and the shutdown signal.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use estuary_b2bua::ConnId;
 use tokio::sync::{mpsc, watch, Semaphore};
 
+use crate::access::{ImsTrust, OriginPolicy, SourceLimits};
 use crate::engine::Event;
 use crate::metrics::Stats;
 use crate::recorder::Recorder;
@@ -45,6 +46,17 @@ pub struct Ctx {
     pub records: CallRecords,
     /// Outbound SIP over TLS to the core, when `ims.tls_ca` is set.
     pub ims_tls: Option<ImsTlsClient>,
+    /// Sources the IMS listeners accept (`ims.trusted_peers`, else the next hop's addresses:
+    /// set once the next hop is resolved).
+    pub ims_trust: ImsTrust,
+    /// Pages that may open a WebSocket (`web.allowed_origins`).
+    pub origins: OriginPolicy,
+    /// Per-source limits on the web side (`limits.*_per_ip`).
+    pub sources: Arc<SourceLimits>,
+    /// Whether each listener's accept loop is running, for /healthz.
+    listeners: Vec<(&'static str, AtomicBool)>,
+    /// ESTUARY_TEST_HOOKS=1: the admin listener takes test-only requests (pausing the engine).
+    pub test_hooks: bool,
     next_conn: AtomicU64,
 }
 
@@ -70,8 +82,32 @@ impl Ctx {
             recorder,
             records,
             ims_tls: None,
+            ims_trust: ImsTrust::new(&cfg.ims.trusted_peers, &[]),
+            origins: OriginPolicy::new(&cfg.web.allowed_origins),
+            sources: SourceLimits::new(&cfg.limits),
+            listeners: LISTENERS
+                .iter()
+                .filter(|l| **l != "ims.tls_listen" || cfg.ims.tls.listen.is_some())
+                .map(|l| (*l, AtomicBool::new(false)))
+                .collect(),
+            test_hooks: std::env::var("ESTUARY_TEST_HOOKS").is_ok_and(|v| v == "1"),
             next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Marks listener `name` up until the returned guard drops (its accept loop ends or
+    /// panics).
+    pub fn serving(self: &Arc<Self>, name: &'static str) -> Serving {
+        let idx = self.listeners.iter().position(|(n, _)| *n == name);
+        if let Some(i) = idx {
+            self.listeners[i].1.store(true, Ordering::Relaxed);
+        }
+        Serving { ctx: self.clone(), idx }
+    }
+
+    /// The first listener whose accept loop is not running.
+    pub fn listener_down(&self) -> Option<&'static str> {
+        self.listeners.iter().find(|(_, up)| !up.load(Ordering::Relaxed)).map(|(n, _)| *n)
     }
 
     /// A connection id never used before in this process (io.rs: ids are not reused).
@@ -84,5 +120,22 @@ impl Ctx {
         let mut rx = self.shutdown.clone();
         // An error means the sender is gone, which also means shutdown.
         let _ = rx.wait_for(|&stop| stop).await;
+    }
+}
+
+/// The listeners /healthz watches, by their configuration keys.
+const LISTENERS: &[&str] = &["web.ws_listen", "web.wss_listen", "ims.listen udp", "ims.listen tcp", "ims.tls_listen"];
+
+/// A running accept loop; see [`Ctx::serving`].
+pub struct Serving {
+    ctx: Arc<Ctx>,
+    idx: Option<usize>,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(i) = self.idx {
+            self.ctx.listeners[i].1.store(false, Ordering::Relaxed);
+        }
     }
 }

@@ -82,6 +82,9 @@ pub enum Event {
     Metrics(oneshot::Sender<Vec<Sample>>),
     /// A call's media session gave up (see `media`).
     MediaFailed { call: u64, reason: String, cause: ReleaseCause },
+    /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
+    /// engine would, so tests can see /healthz notice.
+    Stall(std::time::Duration),
 }
 
 /// The engine's handle on one connection task.
@@ -282,6 +285,10 @@ impl<M: Machine> Engine<M> {
                     }
                 };
                 let _ = reply.send(samples);
+            }
+            Event::Stall(d) => {
+                tracing::warn!(?d, "TEST HOOK: engine stalled on request");
+                std::thread::sleep(d);
             }
         }
     }

@@ -27,6 +27,8 @@ pub struct ResolvedNextHop {
     pub transport: Transport,
     /// The name the core's TLS certificate must carry: the next hop's host as configured.
     pub host: String,
+    /// Every address the host resolved to: the default `ims.trusted_peers`.
+    pub resolved: Vec<std::net::IpAddr>,
 }
 
 /// Resolves `ims.next_hop` once at start; a name that does not resolve stops the daemon
@@ -35,11 +37,10 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
     match &cfg.ims.next_hop {
         // TEST FACILITY: the peer runs in this process and the gateway talks to it over UDP
         // exactly as to a real P-CSCF.
-        NextHop::Builtin => Ok(ResolvedNextHop {
-            addr: crate::builtin_peer::start(cfg).await?,
-            transport: Transport::Udp,
-            host: "builtin".into(),
-        }),
+        NextHop::Builtin => {
+            let addr = crate::builtin_peer::start(cfg).await?;
+            Ok(ResolvedNextHop { addr, transport: Transport::Udp, host: "builtin".into(), resolved: vec![addr.ip()] })
+        }
         NextHop::Uri {
             host,
             port,
@@ -50,15 +51,22 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
                 NextHopTransport::Tcp => Transport::Tcp,
                 NextHopTransport::Tls => Transport::Tls,
             };
-            let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                 .await
                 .map_err(|e| {
                     DaemonError::setup("ims.next_hop", format!("cannot resolve \"{host}\": {e}"))
-                })?;
-            let addr = addrs.next().ok_or_else(|| {
+                })?
+                .collect();
+            let addr = *addrs.first().ok_or_else(|| {
                 DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address"))
             })?;
-            Ok(ResolvedNextHop { addr, transport, host: host.clone() })
+            let mut resolved: Vec<std::net::IpAddr> = Vec::new();
+            for a in &addrs {
+                if !resolved.contains(&a.ip()) {
+                    resolved.push(a.ip());
+                }
+            }
+            Ok(ResolvedNextHop { addr, transport, host: host.clone(), resolved })
         }
     }
 }
@@ -111,6 +119,7 @@ pub fn b2bua_config(
         // transcoder.max_channels, or the pool's measured capacity (transcode::Transcoder).
         transcode_channels: transcode_capacity,
         transcode_refusal: cfg.transcoder.refuse_status,
+        registrations_per_source: cfg.limits.registrations_per_ip,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }
@@ -168,6 +177,7 @@ mod tests {
             addr: "127.0.0.1:5060".parse().unwrap(),
             transport: Transport::Udp,
             host: "127.0.0.1".into(),
+            resolved: vec!["127.0.0.1".parse().unwrap()],
         };
         let b = b2bua_config(&cfg, &bound, hop.clone(), estuary_sdp::SdpPolicy::default().fingerprint, None);
         assert_eq!(b.ims_advertised, bound.ims);

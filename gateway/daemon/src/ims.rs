@@ -26,6 +26,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
+    let _serving = ctx.serving("ims.listen udp");
     // One byte over the limit tells an oversize datagram from one exactly at it.
     let mut buf = vec![0u8; 65536];
     loop {
@@ -42,6 +43,11 @@ pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
         };
         match received {
             Ok((n, remote)) => {
+                // Before any parsing: only the core may speak SIP here.
+                if !ctx.ims_trust.admits(remote, "UDP datagram") {
+                    ctx.stats.inc(Metric::UntrustedImsMessages);
+                    continue;
+                }
                 if n > ctx.max_message_size {
                     ctx.stats.inc(Metric::OversizeDropped);
                     continue;
@@ -104,12 +110,17 @@ fn is_icmp_report(e: &std::io::Error) -> bool {
 }
 
 pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+    let _serving = ctx.serving("ims.listen tcp");
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,
             a = listener.accept() => a,
         };
         match accepted {
+            Ok((_, remote)) if !ctx.ims_trust.admits(remote, "TCP connection") => {
+                // Dropping the stream closes it before a byte is read.
+                ctx.stats.inc(Metric::UntrustedImsMessages);
+            }
             Ok((stream, remote)) => match ctx.tcp_slots.clone().try_acquire_owned() {
                 Ok(permit) => {
                     let Ok(local) = stream.local_addr() else { continue };
@@ -132,6 +143,7 @@ pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
 
 /// Accepts SIP over TLS from the core on `ims.tls_listen`.
 pub async fn tls_accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, ctx: Arc<Ctx>) {
+    let _serving = ctx.serving("ims.tls_listen");
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,
@@ -145,6 +157,11 @@ pub async fn tls_accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsA
                 continue;
             }
         };
+        // Before the handshake: the certificate check that follows stays as it is.
+        if !ctx.ims_trust.admits(remote, "TLS connection") {
+            ctx.stats.inc(Metric::UntrustedImsMessages);
+            continue;
+        }
         let Ok(permit) = ctx.tcp_slots.clone().try_acquire_owned() else {
             ctx.stats.inc(Metric::ConnectionsRefused);
             debug!(%remote, "limits.max_tcp_connections reached; TLS connection refused");

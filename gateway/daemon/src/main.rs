@@ -10,6 +10,7 @@
 //! when the config asked for port 0), `certificate sha256 FP` for the WSS certificate and
 //! `ready`; logs go to stderr.
 
+mod access;
 mod admin;
 mod builtin_peer;
 mod civil;
@@ -217,12 +218,30 @@ fn load(config: Option<&std::path::Path>, set: &[String]) -> Result<Config, Exit
     })
 }
 
+/// Targets that log at WARN on every call in normal operation, held to ERROR unless the
+/// operator runs at debug or names the target: rtc_dtls warns "Unsupported Extension Type"
+/// for every extension it does not know in each ClientHello (three per Chromium handshake).
+const NOISY_TARGETS: &[&str] = &["rtc_dtls"];
+
+/// `level` with the noisy targets quietened, as described at [`NOISY_TARGETS`].
+fn quiet_filter(level: &str) -> String {
+    let global_verbose = level.split(',').any(|d| !d.contains('=') && matches!(d.trim().to_ascii_lowercase().as_str(), "debug" | "trace"));
+    let mut filter = level.to_owned();
+    for target in NOISY_TARGETS {
+        let named = level.split(',').any(|d| d.split('=').next().is_some_and(|t| t.trim().starts_with(target)));
+        if !global_verbose && !named {
+            filter.push_str(&format!(",{target}=error"));
+        }
+    }
+    filter
+}
+
 /// Logs to stderr (stdout carries the listening report). RUST_LOG, when set, wins over
 /// `log.level` so an operator can raise one target without editing the file.
 fn init_logging(log: &LogConfig) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet_filter(&log.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -234,4 +253,17 @@ fn init_logging(log: &LogConfig) {
     // A panic inside the engine is caught and counted; route its message through the log
     // rather than raw stderr so JSON log collectors see it.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quiet_filter;
+
+    #[test]
+    fn noisy_targets_are_quiet_unless_asked_for() {
+        assert_eq!(quiet_filter("info"), "info,rtc_dtls=error");
+        assert_eq!(quiet_filter("warn,estuary=debug"), "warn,estuary=debug,rtc_dtls=error");
+        assert_eq!(quiet_filter("debug"), "debug");
+        assert_eq!(quiet_filter("info,rtc_dtls=warn"), "info,rtc_dtls=warn");
+    }
 }

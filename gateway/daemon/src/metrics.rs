@@ -24,6 +24,8 @@ pub enum Metric {
     OutputsDropped,
     UnreachableReported,
     MediaPlans,
+    UntrustedImsMessages,
+    OriginRefused,
 }
 
 pub struct Def {
@@ -129,6 +131,18 @@ pub const TABLE: &[Def] = &[
         "estuary_media_plans_total",
         Counter,
         "Media plans settled by offer/answer exchanges (initial and re-negotiated).",
+    ),
+    def(
+        Metric::UntrustedImsMessages,
+        "estuary_untrusted_ims_messages_total",
+        Counter,
+        "SIP datagrams and TCP/TLS connections from sources outside ims.trusted_peers, dropped unread.",
+    ),
+    def(
+        Metric::OriginRefused,
+        "estuary_ws_origin_refused_total",
+        Counter,
+        "WebSocket handshakes refused with 403 because their Origin is not in web.allowed_origins.",
     ),
 ];
 

@@ -35,7 +35,7 @@ pub fn run(cfg: &Config, from: Side, file: &Path) -> Result<String, String> {
     } else {
         std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?
     };
-    let mut session = SdpSession::new(engine_config::sdp_policy(cfg, None), rand::random());
+    let mut session = SdpSession::new(engine_config::sdp_policy(cfg, None), rand::random(), estuary_keys::KeySource::os());
     let offer = session
         .offer(from, &body, &mut PlaceholderPorts(50000))
         .map_err(|e| format!("the gateway would answer {}: {}", e.status(), e.reason))?;

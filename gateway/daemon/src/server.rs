@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use estuary_b2bua::B2bua;
 use estuary_config::Config;
+use estuary_keys::KeySource;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -57,6 +58,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let b2bua = B2bua::new(
         engine_config::b2bua_config(&cfg, &bound, next_hop.clone(), dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
         engine_seed(),
+        KeySource::os(),
     );
 
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -70,6 +72,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         next_hop: next_hop.addr,
         next_hop_name: next_hop.host.clone(),
     });
+    ctx.ims_trust = crate::access::ImsTrust::new(&cfg.ims.trusted_peers, &next_hop.resolved);
     let ctx = Arc::new(ctx);
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
@@ -115,9 +118,28 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if let (Some(listener), Some(t)) = (ims_tls_listener, &ims_tls) {
         tokio::spawn(ims::tls_accept_loop(listener, t.acceptor.clone(), ctx.clone()));
     }
-    tokio::spawn(admin::accept_loop(admin_listener, ctx.clone()));
+    admin::spawn_thread(admin_listener, ctx.clone())?;
+    let sweeper = ctx.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::access::SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = sweeper.shutting_down() => return,
+                _ = tick.tick() => sweeper.sources.sweep(std::time::Instant::now()),
+            }
+        }
+    });
 
     info!(summary = %cfg.summary(), "estuary started");
+    let trusted: Vec<String> = ctx.ims_trust.blocks().iter().map(ToString::to_string).collect();
+    info!(trusted_peers = %trusted.join(", "), "SIP accepted on the IMS listeners only from these sources");
+    if cfg.web.allowed_origins.is_empty() {
+        for (key, addr) in [("web.ws_listen", bound.ws), ("web.wss_listen", bound.wss)] {
+            if !addr.ip().is_loopback() {
+                warn!(listener = key, %addr, "web.allowed_origins is empty: pages from any site may open WebSockets here; list your web application's origins");
+            }
+        }
+    }
     if tls.self_signed {
         info!(sha256 = %tls.fingerprint, "WSS uses a generated self-signed certificate");
     }
@@ -207,8 +229,9 @@ async fn wait_for_signal() {
 }
 
 /// The signalling engine's seed: random, unless ESTUARY_ENGINE_SEED fixes it so that a
-/// recorded session can be replayed to the byte (`estuary replay --seed`): the engine draws
-/// tags, branches, Call-IDs and SDP credentials from it and from nothing else.
+/// recorded session can be replayed (`estuary replay --seed`): the engine draws tags,
+/// branches, Call-IDs, tokens and SDP origin ids from it. Keys and ICE credentials never
+/// depend on it (they come from `KeySource`); replay matches those by consistency.
 fn engine_seed() -> u64 {
     match std::env::var("ESTUARY_ENGINE_SEED").ok().and_then(|v| v.trim().parse().ok()) {
         Some(seed) => {

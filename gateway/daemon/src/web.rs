@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
+use crate::access::Ticket;
 use crate::ctx::Ctx;
 use crate::demo;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
@@ -34,17 +35,22 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Accepts on one web listener; `tls` is set for WSS.
 pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>) {
+    let _serving = ctx.serving(if tls.is_some() { "web.wss_listen" } else { "web.ws_listen" });
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, remote)) => match ctx.web_slots.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), permit));
+            Ok((stream, remote)) => match (ctx.web_slots.clone().try_acquire_owned(), ctx.sources.admit(remote.ip())) {
+                (Ok(permit), Ok(ticket)) => {
+                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), (permit, ticket)));
                 }
-                Err(_) => {
+                // Dropping the stream closes it: nothing is read from a source over its share.
+                (Ok(_), Err(refusal)) => {
+                    debug!(%remote, ?refusal, "per-source WebSocket limit reached; connection closed");
+                }
+                (Err(_), _) => {
                     ctx.stats.inc(Metric::ConnectionsRefused);
                     debug!(%remote, "limits.max_ws_connections reached; connection refused");
                 }
@@ -62,17 +68,17 @@ async fn connection(
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
-    _permit: OwnedSemaphorePermit,
+    (_permit, ticket): (OwnedSemaphorePermit, Ticket),
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
     match tls {
-        None => session(stream, Transport::Ws, local, remote, ctx).await,
+        None => session(stream, Transport::Ws, local, remote, ctx, ticket).await,
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => session(tls_stream, Transport::Wss, local, remote, ctx).await,
+                Ok(Ok(tls_stream)) => session(tls_stream, Transport::Wss, local, remote, ctx, ticket).await,
                 Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
                 Err(_) => debug!(%remote, "TLS handshake timed out"),
             }
@@ -88,6 +94,7 @@ async fn session<S>(
     local: SocketAddr,
     remote: SocketAddr,
     ctx: Arc<Ctx>,
+    mut ticket: Ticket,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
@@ -124,6 +131,14 @@ async fn session<S>(
         plain_http(&mut stream, &head, transport, &ctx.ims_domain).await;
         return;
     }
+    // The demo page this listener serves has the listener's own origin: scheme://Host.
+    let own = head.header("host").map(|host| format!("{}://{host}", if transport == Transport::Wss { "https" } else { "http" }));
+    if !ctx.origins.admits(head.header("origin"), own.as_deref()) {
+        ctx.stats.inc(Metric::OriginRefused);
+        debug!(%remote, origin = ?head.header("origin"), "WebSocket Origin not in web.allowed_origins; 403");
+        let _ = http::respond(&mut stream, 403, "Forbidden", "", "text/plain", b"origin not allowed (web.allowed_origins)\n").await;
+        return;
+    }
     let config = WebSocketConfig::default()
         .max_message_size(Some(ctx.max_message_size))
         .max_frame_size(Some(ctx.max_message_size));
@@ -141,6 +156,7 @@ async fn session<S>(
         Err(_) => return,
     };
 
+    ticket.upgraded();
     let conn = ctx.next_conn();
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let close = Arc::new(Notify::new());
@@ -219,6 +235,20 @@ async fn plain_http<S: AsyncWrite + Unpin>(
     .await;
 }
 
+/// The answer to a request over its source's rate: 503 with Retry-After (RFC 3261 §21.5.4),
+/// formed from the request alone; `None` for an ACK, a response or bytes that do not parse
+/// (dropped, and counted with the rest).
+fn throttled(data: &[u8], retry_after: u64) -> Option<String> {
+    let Ok(estuary_sip::Message::Request(req)) = estuary_sip::Message::parse(data) else { return None };
+    if req.method == estuary_sip::Method::Ack {
+        return None;
+    }
+    let mut resp = estuary_sip::response_to(&req, 503, "Service Unavailable");
+    resp.headers.push("Retry-After", retry_after.to_string());
+    resp.headers.push("Reason", "SIP;cause=503;text=\"requests_per_second_per_ip exceeded\"");
+    String::from_utf8(resp.to_bytes()).ok()
+}
+
 async fn run_websocket<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     conn: estuary_b2bua::ConnId,
@@ -272,6 +302,14 @@ async fn run_websocket<S>(
             msg = incoming.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     last_heard = Instant::now();
+                    if !ctx.sources.take_request(remote.ip(), last_heard) {
+                        if let Some(busy) = throttled(text.as_bytes(), ctx.sources.retry_after()) {
+                            if sink.send(Message::text(busy)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        continue;
+                    }
                     let flow = Flow::Web { conn };
                     let data = text.as_bytes().to_vec();
                     if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data }).await.is_err() {
@@ -280,6 +318,14 @@ async fn run_websocket<S>(
                 }
                 Some(Ok(Message::Binary(bytes))) => {
                     last_heard = Instant::now();
+                    if !ctx.sources.take_request(remote.ip(), last_heard) {
+                        if let Some(busy) = throttled(&bytes, ctx.sources.retry_after()) {
+                            if sink.send(Message::text(busy)).await.is_err() {
+                                break None;
+                            }
+                        }
+                        continue;
+                    }
                     let flow = Flow::Web { conn };
                     if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data: bytes.to_vec() }).await.is_err() {
                         break None;

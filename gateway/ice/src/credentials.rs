@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rand::CryptoRng;
+use estuary_keys::KeySource;
 use stun_rs::HMACKey;
 
 /// Shortest `ice-ufrag` RFC 8839 §5.4 allows.
@@ -77,18 +77,11 @@ impl Credentials {
     }
 
     /// Fresh local credentials: an 8-character ufrag (48 bits) and a 24-character password
-    /// (144 bits), drawn from `rng` (RFC 8445 §5.3 asks for at least 24 and 128 random bits).
-    ///
-    /// The caller injects the generator (STYLE R2): `rand::rngs::OsRng`-backed or
-    /// `rand::rng()` in production, a seeded `StdRng` in tests.
-    pub fn generate<R: CryptoRng>(rng: &mut R) -> Self {
-        let mut draw = |len: usize| -> String {
-            (0..len)
-                .map(|_| char::from(ICE_CHARS[(rng.next_u32() & 63) as usize]))
-                .collect()
-        };
-        let ufrag = draw(GENERATED_UFRAG_LEN);
-        let pwd = draw(GENERATED_PWD_LEN);
+    /// (144 bits), drawn from the OS generator (RFC 8445 §5.3 asks for at least 24 and 128
+    /// random bits; the password keys every STUN check, so it is a secret and never seeded).
+    pub fn generate(keys: &mut KeySource) -> Self {
+        let ufrag = keys.token64(ICE_CHARS, GENERATED_UFRAG_LEN);
+        let pwd = keys.token64(ICE_CHARS, GENERATED_PWD_LEN);
         // Invariant: both strings are ice-chars of allowed lengths by construction, and
         // OpaqueString accepts printable ASCII, so `new` cannot refuse them.
         Credentials::new(ufrag, pwd).expect("generated ICE credentials follow RFC 8839 §5.4")
@@ -121,16 +114,13 @@ impl fmt::Debug for Credentials {
 
 #[cfg(test)]
 mod tests {
-    use rand::rngs::StdRng;
-    use rand::SeedableRng;
-
     use super::*;
 
     #[test]
     fn generated_credentials_are_valid_and_differ() {
-        let mut rng = StdRng::seed_from_u64(7);
-        let a = Credentials::generate(&mut rng);
-        let b = Credentials::generate(&mut rng);
+        let mut keys = KeySource::os();
+        let a = Credentials::generate(&mut keys);
+        let b = Credentials::generate(&mut keys);
         assert_eq!(a.ufrag().len(), 8);
         assert_eq!(a.pwd().len(), 24);
         assert!(Credentials::new(a.ufrag(), a.pwd()).is_ok());

@@ -634,9 +634,7 @@ fn undrained_outputs_are_bounded() {
 
 #[test]
 fn generated_credentials_drive_an_agent() {
-    use rand::SeedableRng;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    let local = Credentials::generate(&mut rng);
+    let local = Credentials::generate(&mut estuary_keys::KeySource::os());
     let mut ice = IceLite::new(IceConfig::new(local.clone()), epoch());
     let mut b = Browser::new();
     (b.gw_ufrag, b.gw_pwd) = (local.ufrag().into(), local.pwd().into());

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use estuary_keys::KeySource;
 use estuary_media::{Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output, Transcoded};
 use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
 use estuary_sdp::{PortAllocator, SdpPolicy, SdpSession, Side, Suite};
@@ -78,14 +79,13 @@ fn call_with_cfg(cfg: MediaConfig, offer: &str, ims_answer: &str, sdes: bool, de
         .lines()
         .map(|l| if l.starts_with("a=fingerprint:") { format!("a=fingerprint:{}\r\n", declared.fingerprint()) } else { format!("{l}\n") })
         .collect();
-    let mut sdp = SdpSession::new(policy, 1);
+    let mut sdp = SdpSession::new(policy, 1, KeySource::os());
     let ims_offer = sdp.offer(Side::Web, offer.as_bytes(), &mut Ports).unwrap();
     let mut answer = ims_answer.to_owned();
     let mut ims_keys = None;
     if sdes {
         answer = answer.replace("RTP/AVP", "RTP/SAVP");
-        let mut rng = rand::rng();
-        let theirs = estuary_sdp::Crypto::generate(1, Suite::AesCm128HmacSha1_80, &mut rng);
+        let theirs = estuary_sdp::Crypto::generate(1, Suite::AesCm128HmacSha1_80, &mut KeySource::os());
         answer.push_str(&format!("a=crypto:{theirs}\r\n"));
         let ours = ims_offer.lines().find_map(|l| l.strip_prefix("a=crypto:")).unwrap();
         let ours = estuary_sdp::Crypto::parse(ours).unwrap();

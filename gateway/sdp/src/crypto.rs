@@ -12,7 +12,7 @@ use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use rand::RngCore;
+use estuary_keys::KeySource;
 
 use crate::error::SdpError;
 
@@ -123,11 +123,12 @@ impl Crypto {
         Suite::from_name(&self.suite_name)
     }
 
-    /// A fresh key for `suite` from `rng` (a CSPRNG in production), no lifetime, no MKI.
-    pub fn generate(tag: u32, suite: Suite, rng: &mut impl RngCore) -> Crypto {
+    /// A fresh key for `suite` from the OS generator (RFC 4568 §6.1, RFC 3711 §9.2: keys
+    /// must be unpredictable), no lifetime, no MKI.
+    pub fn generate(tag: u32, suite: Suite, keys: &mut KeySource) -> Crypto {
         let (k, s) = suite.key_salt_len();
         let mut key_salt = vec![0u8; k + s];
-        rng.fill_bytes(&mut key_salt);
+        keys.fill(&mut key_salt);
         Crypto {
             tag,
             suite_name: suite.name().to_owned(),
@@ -232,11 +233,9 @@ mod tests {
 
     #[test]
     fn generated_keys_have_the_suite_lengths_and_differ() {
-        let mut rng = rand::rngs::OsRng;
-        use rand::TryRngCore as _;
-        let mut rng = rng.unwrap_mut();
-        let a = Crypto::generate(1, Suite::AeadAes128Gcm, &mut rng);
-        let b = Crypto::generate(1, Suite::AeadAes128Gcm, &mut rng);
+        let mut keys = KeySource::os();
+        let a = Crypto::generate(1, Suite::AeadAes128Gcm, &mut keys);
+        let b = Crypto::generate(1, Suite::AeadAes128Gcm, &mut keys);
         assert_eq!(a.keys[0].key_salt.len(), 28);
         assert_ne!(a.keys[0].key_salt, b.keys[0].key_salt);
         assert_eq!(Crypto::parse(&a.to_string()).unwrap(), a);

@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use estuary_keys::KeySource;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use sdp::description::common::Attribute;
@@ -122,7 +123,10 @@ struct Stream {
 /// One call's SDP interworking state.
 pub struct SdpSession {
     policy: SdpPolicy,
+    /// Identifiers that replay may fix (origin ids, SSRCs): seeded.
     rng: StdRng,
+    /// Secrets (ICE ufrag/pwd, SDES keys): the OS generator, never the seed.
+    keys: KeySource,
     web_origin: Origin,
     ims_origin: Origin,
     web: WebTransport,
@@ -146,13 +150,14 @@ impl std::fmt::Debug for SdpSession {
 }
 
 impl SdpSession {
-    /// `seed` must come from a CSPRNG (it derives SRTP keys and ICE passwords).
-    pub fn new(policy: SdpPolicy, seed: u64) -> SdpSession {
+    /// `seed` draws the session's identifiers (origin ids, SSRCs), which replay fixes; every
+    /// secret (ICE credentials, SDES keys) comes from `keys`, whatever the seed.
+    pub fn new(policy: SdpPolicy, seed: u64, mut keys: KeySource) -> SdpSession {
         let mut rng = StdRng::seed_from_u64(seed);
         let web = WebTransport {
             local_port: 0,
-            local_ufrag: ice_token(&mut rng, 8),
-            local_pwd: ice_token(&mut rng, 24),
+            local_ufrag: ice_token(&mut keys, ICE_UFRAG_LEN),
+            local_pwd: ice_token(&mut keys, ICE_PWD_LEN),
             remote_ufrag: None,
             remote_pwd: None,
             remote_fingerprints: Vec::new(),
@@ -163,6 +168,7 @@ impl SdpSession {
         SdpSession {
             policy,
             rng,
+            keys,
             web_origin,
             ims_origin,
             web,
@@ -319,8 +325,8 @@ impl SdpSession {
         };
         // RFC 8445 §9: new remote credentials are an ICE restart; the answerer restarts too.
         if self.web.remote_ufrag.as_ref().is_some_and(|u| *u != ufrag) {
-            self.web.local_ufrag = ice_token(&mut self.rng, 8);
-            self.web.local_pwd = ice_token(&mut self.rng, 24);
+            self.web.local_ufrag = ice_token(&mut self.keys, ICE_UFRAG_LEN);
+            self.web.local_pwd = ice_token(&mut self.keys, ICE_PWD_LEN);
         }
         self.web.remote_ufrag = Some(ufrag);
         self.web.remote_pwd = Some(pwd);
@@ -446,7 +452,7 @@ impl SdpSession {
                 .srtp
                 .iter()
                 .enumerate()
-                .map(|(tag, suite)| Crypto::generate(tag as u32 + 1, *suite, &mut self.rng))
+                .map(|(tag, suite)| Crypto::generate(tag as u32 + 1, *suite, &mut self.keys))
                 .collect();
         }
         let local_crypto = stream.ims_crypto.clone();
@@ -665,7 +671,7 @@ impl SdpSession {
                 match Crypto::parse(v).map_err(|e| e.reason).and_then(|c| c.usable().map(|s| (c, s))) {
                     Ok((c, suite)) => {
                         let kept = self.streams[i].ims_crypto.first().filter(|o| o.tag == c.tag && o.suite() == Some(suite)).cloned();
-                        let ours = kept.unwrap_or_else(|| Crypto::generate(c.tag, suite, &mut self.rng));
+                        let ours = kept.unwrap_or_else(|| Crypto::generate(c.tag, suite, &mut self.keys));
                         self.streams[i].ims_crypto = vec![ours.clone()];
                         chosen = Some((c, ours));
                         break;
@@ -1028,10 +1034,15 @@ fn ip_words(ip: IpAddr) -> String {
     format!("IN {} {ip}", if ip.is_ipv4() { "IP4" } else { "IP6" })
 }
 
-/// An ICE ufrag/pwd of `len` ice-chars (RFC 8445 §5.3: ALPHA / DIGIT / "+" / "/").
-fn ice_token(rng: &mut StdRng, len: usize) -> String {
-    const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    (0..len).map(|_| ICE_CHARS[rng.random_range(0..ICE_CHARS.len())] as char).collect()
+/// 8 ice-chars: 48 random bits, above the 24 RFC 8445 §5.3 asks for.
+const ICE_UFRAG_LEN: usize = 8;
+/// 24 ice-chars: 144 random bits, above the 128 RFC 8445 §5.3 asks for.
+const ICE_PWD_LEN: usize = 24;
+
+/// An ICE ufrag/pwd of `len` ice-chars (RFC 8839 §5.4: ALPHA / DIGIT / "+" / "/", 64 symbols).
+fn ice_token(keys: &mut KeySource, len: usize) -> String {
+    const ICE_CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    keys.token64(ICE_CHARS, len)
 }
 
 fn exhausted() -> SdpError {

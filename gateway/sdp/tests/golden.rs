@@ -4,14 +4,20 @@
 //! (`side` is who sent it: `web` or `ims`). Step n's output — what the gateway sends to the
 //! other side — must equal `<n>-<side>-<offer|answer>.expected.sdp` line by line, and must
 //! itself parse. After the last step the settled media plan must equal `plan.expected.txt`.
-//! Sessions use a fixed seed and a counting port allocator, so keys and ports are stable.
+//! Sessions use a fixed seed and a counting port allocator, so identifiers and ports are
+//! stable. Secrets (ICE ufrag/pwd, SDES keys) come from the OS generator whatever the seed:
+//! each is checked for its form, then written as a placeholder numbered per case
+//! (`<ice-pwd 1>`), so an expectation still says which steps reuse a value and which draw anew.
 //!
 //! `ESTUARY_UPDATE_GOLDEN=1` writes missing or different expectations instead of failing; the
 //! written files must then be reviewed by hand before they are committed.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use estuary_keys::KeySource;
 use estuary_sdp::{parse, MediaPlan, PortAllocator, SdpPolicy, SdpSession, Side};
 
 /// Web port 40000; IMS ports 30000, 30002, ... in allocation order.
@@ -59,6 +65,73 @@ fn policy_for(case: &Path) -> SdpPolicy {
     p
 }
 
+/// Secrets seen in one case, numbered in order of appearance per kind.
+#[derive(Default)]
+struct Secrets(HashMap<(&'static str, String), usize>);
+
+impl Secrets {
+    fn placeholder(&mut self, kind: &'static str, value: &str) -> String {
+        let next = 1 + self.0.keys().filter(|(k, _)| *k == kind).count();
+        let n = *self.0.entry((kind, value.to_owned())).or_insert(next);
+        format!("<{kind} {n}>")
+    }
+
+    /// `out` with our ICE credentials and SDES keys replaced by placeholders; a value of the
+    /// wrong form is a problem (the length and alphabet are what the OS draw must give).
+    fn redact(&mut self, out: &str, problems: &mut Vec<String>, step: &str) -> String {
+        const ICE_CHARS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut redacted = String::with_capacity(out.len());
+        for line in out.split_inclusive("\r\n") {
+            let body = line.trim_end_matches("\r\n");
+            let ending = &line[body.len()..];
+            let mut ice = |attr: &str, kind: &'static str, len: usize| {
+                let v = body.strip_prefix(attr)?;
+                if v.len() != len || !v.chars().all(|c| ICE_CHARS.contains(c)) {
+                    problems.push(format!("{step}: {attr}{v} is not {len} ice-chars"));
+                }
+                Some(format!("{attr}{}", self.placeholder(kind, v)))
+            };
+            let line = if let Some(l) = ice("a=ice-ufrag:", "ice-ufrag", 8) {
+                l
+            } else if let Some(l) = ice("a=ice-pwd:", "ice-pwd", 24) {
+                l
+            } else if let Some((before, rest)) = body.split_once("inline:").filter(|(b, _)| b.starts_with("a=crypto:")) {
+                let end = rest.find(['|', ' ']).unwrap_or(rest.len());
+                let (key, after) = rest.split_at(end);
+                match base64::engine::general_purpose::STANDARD.decode(key) {
+                    Ok(k) if k.len() == 30 || k.len() == 28 => {}
+                    _ => problems.push(format!("{step}: {key} is not a base64 SRTP key and salt")),
+                }
+                format!("{before}inline:{}{after}", self.placeholder("key", key))
+            } else {
+                body.to_owned()
+            };
+            redacted.push_str(&line);
+            redacted.push_str(ending);
+        }
+        redacted
+    }
+}
+
+impl Secrets {
+    /// The plan's `ufrag X` words as the same placeholders as in the SDP.
+    fn redact_plan(&mut self, plan: &str) -> String {
+        let mut out = String::new();
+        for line in plan.split_inclusive('\n') {
+            // Our own ufrag (`web port P ufrag U ...`); the browser's is not ours to redact.
+            match line.split_once(" ufrag ").filter(|(before, _)| before.starts_with("web port ")) {
+                Some((before, rest)) => {
+                    let (ufrag, after) = rest.split_once(' ').unwrap_or((rest.trim_end(), "\n"));
+                    let after = if rest.ends_with('\n') && !after.ends_with('\n') { format!("{after}\n") } else { after.to_owned() };
+                    out.push_str(&format!("{before} ufrag {} {after}", self.placeholder("ice-ufrag", ufrag)));
+                }
+                None => out.push_str(line),
+            }
+        }
+        out
+    }
+}
+
 fn describe(plan: &MediaPlan) -> String {
     plan.to_string()
 }
@@ -103,8 +176,9 @@ fn every_golden_case_produces_its_expected_sdp() {
             })
             .collect();
         steps.sort();
-        let mut session = SdpSession::new(policy_for(case), 0x5EED);
+        let mut session = SdpSession::new(policy_for(case), 0x5EED, KeySource::os());
         let mut ports = CountingPorts { next_ims: 30000 };
+        let mut secrets = Secrets::default();
         for step in &steps {
             let name = step.file_name().unwrap().to_string_lossy().into_owned();
             let parts: Vec<&str> = name.trim_end_matches(".sdp").splitn(3, '-').collect();
@@ -125,9 +199,11 @@ fn every_golden_case_produces_its_expected_sdp() {
                     problems.push(format!("{name} in {}: output does not parse: {e}", case.display()));
                 }
             }
+            let out = secrets.redact(&out, &mut problems, &name);
             compare(&step.with_file_name(name.replace(".sdp", ".expected.sdp")), &out, &mut problems);
         }
         let plan = session.plan().map(describe).unwrap_or_else(|| "no plan\n".to_owned());
+        let plan = secrets.redact_plan(&plan);
         compare(&case.join("plan.expected.txt"), &plan, &mut problems);
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -3,6 +3,7 @@
 //!   answer with the offer's m-line count and media order, and a plan with one stream each;
 //! - arbitrary and mutated bytes never panic the parser or the session.
 
+use estuary_keys::KeySource;
 use estuary_sdp::{PortAllocator, SdpPolicy, SdpSession, Side};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -134,7 +135,7 @@ fn random_exchanges_keep_m_line_count_and_order() {
     for case in 0..3000 {
         let from = if case % 2 == 0 { Side::Web } else { Side::Ims };
         let offer = random_offer(&mut rng, from);
-        let mut session = SdpSession::new(SdpPolicy::default(), case);
+        let mut session = SdpSession::new(SdpPolicy::default(), case, KeySource::os());
         let mut ports = Ports(30000);
         let far_offer = match session.offer(from, offer.as_bytes(), &mut ports) {
             Ok(o) => o,
@@ -187,7 +188,7 @@ fn arbitrary_and_mutated_bytes_never_panic() {
                 _ => bytes.truncate(i),
             }
         }
-        let mut session = SdpSession::new(SdpPolicy::default(), case);
+        let mut session = SdpSession::new(SdpPolicy::default(), case, KeySource::os());
         let side = if case % 2 == 0 { Side::Web } else { Side::Ims };
         let _ = session.offer(side, &bytes, &mut Ports(30000));
         let _ = session.answer(side.other(), &bytes);

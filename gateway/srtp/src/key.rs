@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use rand::CryptoRng;
+use estuary_keys::KeySource;
 use zeroize::Zeroize;
 
 use crate::profile::SrtpProfile;
@@ -76,16 +76,16 @@ impl SrtpMasterKey {
         Self::new(profile, &key_salt[..kl], &key_salt[kl..])
     }
 
-    /// A fresh random master key and salt. `rng` must be a CSPRNG (RFC 4568 §6.1 and RFC 3711
-    /// §9.2 require unpredictable keys); the type system enforces the `CryptoRng` marker.
-    pub fn generate<R: CryptoRng + ?Sized>(profile: SrtpProfile, rng: &mut R) -> Self {
+    /// A fresh random master key and salt from the OS generator (RFC 4568 §6.1 and RFC 3711
+    /// §9.2 require unpredictable keys; a [`KeySource`] cannot be seeded).
+    pub fn generate(profile: SrtpProfile, rng: &mut KeySource) -> Self {
         let mut k = SrtpMasterKey {
             profile,
             key: [0; 16],
             salt: [0; MAX_SALT_LEN],
         };
-        rng.fill_bytes(&mut k.key);
-        rng.fill_bytes(&mut k.salt[..profile.master_salt_len()]);
+        rng.fill(&mut k.key);
+        rng.fill(&mut k.salt[..profile.master_salt_len()]);
         k
     }
 

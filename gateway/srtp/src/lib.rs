@@ -41,7 +41,7 @@
 //! # Time, randomness, I/O
 //!
 //! Nothing here reads a clock (`now` is passed in), opens a socket or spawns. Randomness: SDES
-//! keys come from a caller-supplied `rand::CryptoRng`; the DTLS certificate key and the
+//! keys come from a caller-supplied `estuary_keys::KeySource` (the OS generator, never a seed); the DTLS certificate key and the
 //! handshake randoms come from `ring`'s OS-backed `SystemRandom` inside `rtc-dtls` (the
 //! handshake random's first four bytes are wall-clock seconds, per RFC 5246 §7.4.1.2, read by
 //! `rtc-dtls` itself).

@@ -18,7 +18,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
-use rand::CryptoRng;
+use estuary_keys::KeySource;
 use zeroize::Zeroizing;
 
 use crate::key::SrtpMasterKey;
@@ -136,7 +136,7 @@ impl CryptoAttribute {
 
     /// An attribute with a fresh key for `profile` from the CSPRNG `rng` (RFC 4568 §6.1:
     /// keys must be random and unique per direction and session).
-    pub fn generate<R: CryptoRng + ?Sized>(tag: u32, profile: SrtpProfile, rng: &mut R) -> Self {
+    pub fn generate(tag: u32, profile: SrtpProfile, rng: &mut KeySource) -> Self {
         Self::new(tag, &SrtpMasterKey::generate(profile, rng))
     }
 
@@ -242,9 +242,9 @@ impl CryptoAttribute {
     }
 
     /// Our answer to the offered line `offer`: same tag and suite, our own fresh key.
-    pub fn answer<R: CryptoRng + ?Sized>(
+    pub fn answer(
         offer: &CryptoAttribute,
-        rng: &mut R,
+        rng: &mut KeySource,
     ) -> Result<Self, SdesError> {
         let profile = offer.master_key()?.profile();
         Ok(Self::generate(offer.tag, profile, rng))

@@ -5,7 +5,6 @@ mod common;
 
 use common::{rtcp_sr, rtp};
 use estuary_srtp::{CryptoAttribute, CryptoSuite, Lifetime, Mki, SdesError, SrtpProfile};
-use rand::SeedableRng;
 
 /// RFC 4568 §4, the example crypto attribute.
 const RFC4568_S4: &str =
@@ -76,16 +75,16 @@ fn rfc4568_section_5_1_example() {
 
 #[test]
 fn generated_keys_round_trip_between_offerer_and_answerer() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(4568);
+    let mut keys = estuary_keys::KeySource::os();
     for profile in SrtpProfile::ALL {
         // The IMS side offers; we answer with our own key under the same tag and suite.
-        let offer = CryptoAttribute::generate(3, profile, &mut rng);
+        let offer = CryptoAttribute::generate(3, profile, &mut keys);
         let offer_line = offer.to_string();
         assert!(offer_line.starts_with(&format!("3 {} inline:", profile.sdes_name())));
         let seen = vec![CryptoAttribute::parse(&offer_line).unwrap()];
         assert_eq!(seen[0], offer);
         let (chosen, _) = CryptoAttribute::select(&seen, &SrtpProfile::ALL).unwrap();
-        let answer = CryptoAttribute::answer(chosen, &mut rng).unwrap();
+        let answer = CryptoAttribute::answer(chosen, &mut keys).unwrap();
         assert_eq!((answer.tag, &answer.suite), (3, &offer.suite));
         assert_ne!(
             answer.keys[0].key_salt, offer.keys[0].key_salt,
@@ -117,8 +116,8 @@ fn generated_keys_round_trip_between_offerer_and_answerer() {
 
 #[test]
 fn select_skips_unusable_lines() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-    let good = CryptoAttribute::generate(2, SrtpProfile::Aes128CmSha1_32, &mut rng);
+    let mut keys = estuary_keys::KeySource::os();
+    let good = CryptoAttribute::generate(2, SrtpProfile::Aes128CmSha1_32, &mut keys);
     let offered = vec![
         CryptoAttribute::parse(RFC4568_S51_OFFER_1).unwrap(),
         good.clone(),
@@ -214,8 +213,8 @@ fn malformed_lines_are_refused() {
 
 #[test]
 fn unpadded_base64_is_accepted_padded_is_written() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let gcm = CryptoAttribute::generate(1, SrtpProfile::AeadAes128Gcm, &mut rng);
+    let mut keys = estuary_keys::KeySource::os();
+    let gcm = CryptoAttribute::generate(1, SrtpProfile::AeadAes128Gcm, &mut keys);
     let line = gcm.to_string();
     assert!(
         line.ends_with("=="),

@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Side, Transport};
 use estuary_config::Config;
+use estuary_keys::KeySource;
 use estuary_pcap::{classify, CaptureReader, Kind, Protocol, TcpReassembler, WsConnection, WsKind};
 
 use crate::engine_config::{self, Bound, ResolvedNextHop};
@@ -178,11 +179,11 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
         (None, estuary_config::NextHop::Builtin) => SocketAddr::from(([127, 0, 0, 1], 5060)),
     };
     let fingerprint = estuary_sdp::SdpPolicy::default().fingerprint;
-    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp, host: next_hop.ip().to_string() }, fingerprint, None);
+    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp, host: next_hop.ip().to_string(), resolved: vec![next_hop.ip()] }, fingerprint, None);
     let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
-    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
+    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed, KeySource::os()), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
     for m in input {
         let t = base + m.at.saturating_sub(t0);
         d.run_timers(t);

@@ -43,7 +43,13 @@ impl Daemon {
 
     /// `extra` overrides are applied after [`PORT_ZERO`].
     pub async fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(extra, &[]).await
+    }
+
+    /// As [`Daemon::start_with`], with environment variables for the daemon.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().copied());
         cmd.arg("run");
         // Daemons of parallel tests bind media ports: each gets its own 100-port window.
         static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
@@ -139,6 +145,20 @@ impl Daemon {
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .expect("read");
+    parse_response(&raw)
+}
+
+/// `POST path` with an empty body: (status, body).
+pub async fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").as_bytes())
         .await
         .expect("write");
     let mut raw = Vec::new();
