@@ -5,6 +5,7 @@
 //! generator's own CPU is not counted, and what is divided by packets is the daemon's user +
 //! system time over the measured window.
 
+pub mod flood;
 pub mod load;
 
 use std::path::{Path, PathBuf};

@@ -33,6 +33,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::flood::{Flood, FloodReport};
 use crate::sample;
 
 /// WebSocket connections the calls are spread over.
@@ -65,6 +66,11 @@ pub struct Load {
     /// Share of the core's packets lost on the way (dropped at random before sending), to
     /// exercise concealment.
     pub ims_loss: f64,
+    /// Lift the daemon's per-source limits (every browser here is 127.0.0.1), as a load test
+    /// must; off to run with the defaults (the flood test).
+    pub lift_limits: bool,
+    /// A hostile source flooding the daemon from the moment it is up (see [`crate::flood`]).
+    pub flood: Option<Flood>,
 }
 
 impl Load {
@@ -78,7 +84,7 @@ impl Load {
                 .ok_or_else(|| format!("BENCH_MEDIA_PORTS={v:?} is not MIN-MAX"))?,
             Err(_) => (20000, 29999),
         };
-        Ok(Load { calls, window, codec, ports, ims_loss: 0.0 })
+        Ok(Load { calls, window, codec, ports, ims_loss: 0.0, lift_limits: true, flood: None })
     }
 }
 
@@ -110,6 +116,15 @@ pub struct Measured {
     pub concealed: Option<f64>,
     /// The daemon's `estuary_transcoder_frames_total` at the end.
     pub transcoded_frames: Option<f64>,
+    /// The daemon's largest resident memory seen (sampled every 100 ms over the whole run).
+    pub rss_peak: u64,
+    /// What the flooder saw, when there was one.
+    pub flood: Option<FloodReport>,
+    /// Daemon counters read at the end: (metric, value).
+    pub counters: Vec<(&'static str, f64)>,
+    /// /healthz status at the end, and whether the log shows a panic.
+    pub healthz: u16,
+    pub panicked: bool,
     pub log_tail: String,
 }
 
@@ -193,15 +208,35 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
     let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let sip_port = sip.local_addr().map_err(|e| e.to_string())?.port();
     tokio::spawn(ims_core(sip, load.ims_loss, totals.clone(), stop.clone()));
-    let gw = Gateway::builder()
+    let mut builder = Gateway::builder()
         .next_hop_udp(sip_port)
         .set("log.level", "warn")
         .set("media.port_min", &load.ports.0.to_string())
-        .set("media.port_max", &load.ports.1.to_string())
-        .start()
-        .await;
+        .set("media.port_max", &load.ports.1.to_string());
+    if load.lift_limits {
+        // Every browser here shares 127.0.0.1: lift the per-source limits (sized for an
+        // office behind one NAT), as an operator would for a load test.
+        builder = builder
+            .set("limits.requests_per_second_per_ip", "1000000")
+            .set("limits.request_burst_per_ip", "1000000")
+            .set("limits.registrations_per_ip", "10000000");
+    }
+    let gw = builder.start().await;
     let pid = gw.pid();
     let idle = sample(pid).map_err(|e| format!("reading /proc/{pid}: {e}"))?;
+    let rss_peak = Arc::new(AtomicU64::new(idle.rss_bytes));
+    {
+        let (peak, mut stop) = (rss_peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !*stop.borrow() {
+                if let Ok(s) = sample(pid) {
+                    peak.fetch_max(s.rss_bytes, Ordering::Relaxed);
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(100), stop.changed()).await;
+            }
+        });
+    }
+    let flood = load.flood.clone().map(|f| tokio::spawn(crate::flood::run(f, gw.ws_addr, gw.wss_addr, gw.ims_addr)));
 
     // Calls, spread over the connections; each connection's calls are set up in sequence.
     let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
@@ -240,7 +275,17 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
     let b = sample(pid).map_err(|e| e.to_string())?;
     let cb = totals.snapshot();
     let wall = t0.elapsed();
+    let flood = match flood {
+        Some(f) => Some(f.await.map_err(|e| format!("flood: {e}"))?),
+        None => None,
+    };
     let _ = stop_tx.send(true);
+    let counters = ["estuary_requests_throttled_total", "estuary_untrusted_ims_messages_total", "estuary_ws_refused_total", "estuary_registrations_active", "estuary_calls_active"]
+        .into_iter()
+        .map(|m| (m, gw.metric(m).unwrap_or(-1.0)))
+        .collect();
+    let healthz = gw.http_get("/healthz").map(|(s, _)| s).unwrap_or(0);
+    let panicked = gw.log().contains("panic");
 
     let frames = gw.metric("estuary_transcoder_frames_total");
     drop(clients);
@@ -271,6 +316,11 @@ pub async fn run(load: &Load) -> Result<Measured, String> {
         web_ts_jumps: totals.web_ts_jumps.load(Ordering::Relaxed),
         concealed,
         transcoded_frames: frames,
+        rss_peak: rss_peak.load(Ordering::Relaxed).max(b.rss_bytes),
+        flood,
+        counters,
+        healthz,
+        panicked,
         log_tail: gw.log_tail(30),
     })
 }

@@ -12,7 +12,7 @@ use estuary_bench::load::{self, BrowserCodec, Load};
 #[test]
 fn five_percent_loss_on_the_ims_leg_leaves_the_browser_stream_continuous() {
     std::env::set_var("ESTUARY_BIN", estuary_conformance::gateway::estuary_binary());
-    let load = Load { calls: 3, window: Duration::from_secs(3), codec: BrowserCodec::Opus, ports: (19200, 19299), ims_loss: 0.05 };
+    let load = Load { calls: 3, window: Duration::from_secs(3), codec: BrowserCodec::Opus, ports: (19200, 19299), ims_loss: 0.05, lift_limits: true, flood: None };
     let m = estuary_bench::runtime().unwrap().block_on(load::run(&load)).unwrap_or_else(|e| panic!("{e}"));
     let context = format!("{m:#?}");
     println!(

@@ -30,6 +30,10 @@ use crate::metrics::Metric;
 /// TLS handshake plus HTTP request head must arrive within this, so idle sockets cannot hold
 /// connection slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The WebSocket read chunk; see the config in `session`.
+const WS_READ_CHUNK: usize = 8 * 1024;
+/// Outbound bytes a connection may hold unwritten before sends fail.
+const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// How long a closing WebSocket may take to answer our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -139,7 +143,14 @@ async fn session<S>(
         let _ = http::respond(&mut stream, 403, "Forbidden", "", "text/plain", b"origin not allowed (web.allowed_origins)\n").await;
         return;
     }
+    // SIP messages are a few KiB: a small read chunk (it grows for a larger message) and
+    // eager writes keep an idle connection at a few KiB instead of tungstenite's 2 x 128 KiB
+    // defaults, which is what lets a node hold many idle browsers, or survive a source
+    // opening hundreds of connections. The write buffer is bounded for a reader that stalls.
     let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_CHUNK)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER.max(2 * ctx.max_message_size))
         .max_message_size(Some(ctx.max_message_size))
         .max_frame_size(Some(ctx.max_message_size));
     let upgraded = tokio_tungstenite::accept_hdr_async_with_config(
