@@ -121,3 +121,66 @@ async fn websocket_origins_outside_the_list_get_403() {
     assert_eq!(handshake(open.ws_addr, Some("https://evil.example")), 101);
     assert!(!open.log().contains("web.allowed_origins is empty"), "no warning for loopback listeners");
 }
+
+/// A WebSocket with subprotocol sip from `addr`'s loopback default source; `None` when the
+/// daemon closes it before or during the upgrade.
+async fn sip_websocket(addr: SocketAddr) -> Option<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    tokio::time::timeout(Duration::from_secs(3), tokio_tungstenite::connect_async(req)).await.ok()?.ok().map(|(w, _)| w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_is_held_to_its_request_rate_and_connection_share() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let gw = Gateway::builder()
+        .next_hop_udp(9)
+        .set("limits.requests_per_second_per_ip", "2")
+        .set("limits.request_burst_per_ip", "5")
+        .set("limits.ws_connections_per_ip", "3")
+        .set("limits.ws_handshakes_per_ip", "3")
+        .start()
+        .await;
+    let mut ws = sip_websocket(gw.ws_addr).await.expect("first connection");
+    // Ten OPTIONS at once: the burst of five is served, the rest get 503 with Retry-After.
+    for i in 0..10 {
+        let msg = format!(
+            "OPTIONS sip:{gw} SIP/2.0\r\nVia: SIP/2.0/WS probe.invalid;branch=z9hG4bKrate{i}\r\nMax-Forwards: 70\r\n\
+             From: <sip:alice@ims.test>;tag=r{i}\r\nTo: <sip:{gw}>\r\nCall-ID: rate-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            gw = gw.ws_addr
+        );
+        ws.send(Message::text(msg)).await.unwrap();
+    }
+    let mut statuses = Vec::new();
+    while statuses.len() < 10 {
+        let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else { break };
+        let m = SipMsg::parse_frame(&t).expect("SIP");
+        if m.status() == 503 {
+            assert_eq!(m.header("Retry-After"), Some("1"), "{m}");
+        }
+        statuses.push(m.status());
+    }
+    let throttled = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!((statuses.len(), throttled), (10, 5), "five served, five throttled: {statuses:?}");
+    assert_eq!(gw.metric("estuary_requests_throttled_total"), Some(5.0));
+    // Connections: three per source; the fourth is closed at accept and counted.
+    let _b = sip_websocket(gw.ws_addr).await.expect("second");
+    let _c = sip_websocket(gw.ws_addr).await.expect("third");
+    assert!(sip_websocket(gw.ws_addr).await.is_none(), "a fourth connection from one source is refused");
+    assert_eq!(gw.metric("estuary_ws_refused_total"), Some(1.0));
+    // A second later the bucket has refilled by the rate: requests are served again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = format!(
+        "OPTIONS sip:{a} SIP/2.0\r\nVia: SIP/2.0/WS probe.invalid;branch=z9hG4bKrateagain\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@ims.test>;tag=ra\r\nTo: <sip:{a}>\r\nCall-ID: rate-again\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        a = gw.ws_addr
+    );
+    ws.send(Message::text(again)).await.unwrap();
+    let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await else { panic!("no answer") };
+    assert_ne!(SipMsg::parse_frame(&t).unwrap().status(), 503, "refilled");
+    drop(_c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(sip_websocket(gw.ws_addr).await.is_some(), "a closed connection gives its place back");
+}
