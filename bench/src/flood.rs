@@ -164,22 +164,14 @@ async fn storm(source: IpAddr, ws: SocketAddr, k: usize, rate: u32, end: tokio::
         })
     };
     let me = format!("{source}:{}", 40000 + k);
-    // Paced in 10 ms ticks: rate/100 requests each.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let per_tick = (rate / 100).max(1);
-    let mut n: u64 = 0;
-    while tokio::time::Instant::now() < end {
-        tick.tick().await;
-        for _ in 0..per_tick {
-            n += 1;
-            let msg = if n.is_multiple_of(2) { register(&me, k, n) } else { invite(&me, k, n) };
-            if tx.send(Message::text(msg)).await.is_err() {
-                reader.abort();
-                return;
-            }
-            c.requests_sent.fetch_add(1, Ordering::Relaxed);
+    let mut pace = Pace::new(rate, end);
+    while let Some(n) = pace.next().await {
+        let msg = if n.is_multiple_of(2) { register(&me, k, n) } else { invite(&me, k, n) };
+        if tx.send(Message::text(msg)).await.is_err() {
+            reader.abort();
+            return;
         }
+        c.requests_sent.fetch_add(1, Ordering::Relaxed);
     }
     let _ = tx.close().await;
     let _ = reader.await;
@@ -206,22 +198,46 @@ fn invite(me: &str, k: usize, n: u64) -> String {
 /// Datagrams of junk (and a few SIP-looking lines) to the IMS listener at `rate` a second.
 async fn garbage(source: IpAddr, ims: SocketAddr, rate: u32, end: tokio::time::Instant, c: Arc<Counters>) {
     let Ok(sock) = UdpSocket::bind(SocketAddr::new(source, 0)).await else { return };
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let per_tick = (rate / 100).max(1);
-    let mut n: u64 = 0;
-    while tokio::time::Instant::now() < end {
-        tick.tick().await;
-        for _ in 0..per_tick {
-            n += 1;
-            let junk = if n.is_multiple_of(4) {
-                format!("OPTIONS sip:gw SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKg{n}\r\nCSeq: 1 OPTIONS\r\n\r\n").into_bytes()
-            } else {
-                (0..(64 + n % 400)).map(|i| (n.wrapping_mul(2654435761).wrapping_add(i) >> 3) as u8).collect()
-            };
-            if sock.send_to(&junk, ims).await.is_ok() {
-                c.garbage_sent.fetch_add(1, Ordering::Relaxed);
-            }
+    let mut pace = Pace::new(rate, end);
+    while let Some(n) = pace.next().await {
+        let junk = if n.is_multiple_of(4) {
+            format!("OPTIONS sip:gw SIP/2.0\r\nVia: SIP/2.0/UDP {source};branch=z9hG4bKg{n}\r\nCSeq: 1 OPTIONS\r\n\r\n").into_bytes()
+        } else {
+            (0..(64 + n % 400)).map(|i| (n.wrapping_mul(2654435761).wrapping_add(i) >> 3) as u8).collect()
+        };
+        if sock.send_to(&junk, ims).await.is_ok() {
+            c.garbage_sent.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// `rate` numbered events a second until `end`, released in 10 ms ticks.
+struct Pace {
+    tick: tokio::time::Interval,
+    per_tick: u32,
+    left_in_tick: u32,
+    n: u64,
+    end: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(rate: u32, end: tokio::time::Instant) -> Pace {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Pace { tick, per_tick: (rate / 100).max(1), left_in_tick: 0, n: 0, end }
+    }
+
+    /// The next event's number (1, 2, ...), or `None` once `end` has passed.
+    async fn next(&mut self) -> Option<u64> {
+        if self.left_in_tick == 0 {
+            if tokio::time::Instant::now() >= self.end {
+                return None;
+            }
+            self.tick.tick().await;
+            self.left_in_tick = self.per_tick;
+        }
+        self.left_in_tick -= 1;
+        self.n += 1;
+        Some(self.n)
     }
 }

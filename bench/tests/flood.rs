@@ -12,6 +12,7 @@
 //!
 //! Needs `cargo build -p estuary` (make test does it) and unshare/ip (util-linux, iproute2).
 
+use std::io::Write as _;
 use std::time::Duration;
 
 use estuary_bench::flood::Flood;
@@ -45,7 +46,9 @@ fn fifty_legitimate_calls_survive_a_tenfold_flood_from_one_source() {
     let f = rt.block_on(run(&flooded)).unwrap_or_else(|e| panic!("under the flood: {e}"));
     let r = f.flood.clone().expect("the flood ran");
     let delivery = |m: &Measured| 100.0 * m.delivered as f64 / m.sent.max(1) as f64;
-    println!(
+    // Straight to the stream, not println!: libtest hides a passing test's printed output, and
+    // these figures are meant to be read in every `make test` log.
+    let figures = format!(
         "flood figures:\n\
          - legitimate calls up: {} / {} without the flood, {} / {} under it (set up in {:.1} s / {:.1} s)\n\
          - legitimate media delivered in the window: {:.1}% without, {:.1}% under the flood ({} packets)\n\
@@ -78,6 +81,7 @@ fn fifty_legitimate_calls_survive_a_tenfold_flood_from_one_source() {
         f.rss_peak / 1024,
         f.rss_peak as f64 / quiet.rss_loaded.max(1) as f64,
     );
+    let _ = writeln!(std::io::stderr(), "{figures}");
     assert_eq!((quiet.calls_up, f.calls_up), (50, 50), "every legitimate call set up, with and without the flood\n{}", f.log_tail);
     assert!(r.requests_sent >= 10_000, "the storm ran at its rate: {r:?}");
     assert!(counter(&f, "estuary_requests_throttled_total") >= r.requests_sent as f64 * 0.8, "the storm was throttled: {r:?}");

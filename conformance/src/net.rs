@@ -1,6 +1,7 @@
 //! Free loopback ports and scratch directories for tests that run side by side.
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -118,6 +119,10 @@ pub fn in_loopback_netns(test: &str) -> bool {
     );
     // Shown by libtest with --nocapture: the figures the test body printed.
     println!("{text}");
+    // Lines the body meant for every log (not only --nocapture): passed straight through.
+    for line in text.lines().skip_while(|l| !l.contains("figures:")).take_while(|l| l.contains("figures:") || l.starts_with("- ")) {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
     false
 }
 

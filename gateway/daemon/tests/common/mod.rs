@@ -143,24 +143,18 @@ impl Daemon {
 
 /// One HTTP/1.1 GET; returns the status and body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
-        .await
-        .expect("response in time")
-        .expect("read");
-    parse_response(&raw)
+    http_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n")).await
 }
 
 /// `POST path` with an empty body: (status, body).
 pub async fn http_post(addr: SocketAddr, path: &str) -> (u16, String) {
+    http_request(addr, &format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n")).await
+}
+
+/// Sends `request` as it is and reads the whole response (the server closes).
+async fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
+    s.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
         .await
