@@ -10,13 +10,9 @@ use estuary_conformance::{Gateway, SipMsg};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_torture_message_over_udp_gets_its_answer_and_the_daemon_stays_up() {
     let gw = Gateway::builder().next_hop_udp(9).start().await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/rfc4475");
-    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations");
     let mut checked = 0;
-    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let (file, expected) = (cols[0], cols[3]);
-        let data = unique_branches(&std::fs::read(dir.join(file)).expect(file), file);
+    for (file, expected, data) in corpus() {
+        let (file, expected) = (file.as_str(), expected.as_str());
         // A fresh socket per message: answers cannot be confused between messages.
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         sock.set_read_timeout(Some(Duration::from_millis(400))).expect("timeout");
@@ -45,6 +41,23 @@ async fn every_torture_message_over_udp_gets_its_answer_and_the_daemon_stays_up(
     let (status, body) = gw.http_get("/healthz").expect("healthz after the corpus");
     assert_eq!(status, 200, "{body}");
     assert!(body.starts_with("{\"status\":\"ok\""), "{body}");
+}
+
+/// Every RFC 4475 message with its expected outcome (EXPECTATIONS.tsv): file name, expectation,
+/// and the bytes with their branches made unique (see `unique_branches`).
+fn corpus() -> Vec<(String, String, Vec<u8>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/rfc4475");
+    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations");
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("file\t"))
+        .map(|line| {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let (file, expected) = (cols[0], cols[3]);
+            let data = unique_branches(&std::fs::read(dir.join(file)).expect(file), file);
+            (file.to_owned(), expected.to_owned(), data)
+        })
+        .collect()
 }
 
 /// Many torture messages share one Via branch and sent-by, so to one running daemon the later
@@ -84,14 +97,10 @@ async fn every_torture_message_over_websocket_gets_its_answer() {
     use tokio_tungstenite::tungstenite::Message;
 
     let gw = Gateway::builder().next_hop_udp(9).start().await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/rfc4475");
-    let table = std::fs::read_to_string(dir.join("EXPECTATIONS.tsv")).expect("expectations");
     let mut checked = 0;
     let mut wrong = Vec::new();
-    for line in table.lines().filter(|l| !l.starts_with('#') && !l.starts_with("file\t")) {
-        let cols: Vec<&str> = line.split('\t').collect();
-        let (file, expected) = (cols[0], cols[3]);
-        let data = unique_branches(&std::fs::read(dir.join(file)).expect(file), file);
+    for (file, expected, data) in corpus() {
+        let (file, expected) = (file.as_str(), expected.as_str());
         let mut req = format!("ws://{}/", gw.ws_addr).into_client_request().unwrap();
         req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
         let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap_or_else(|e| panic!("{file}: connect: {e}"));

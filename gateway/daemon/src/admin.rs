@@ -121,8 +121,8 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 _ => http::respond(&mut stream, 400, "Bad Request", "", "text/plain", b"milliseconds 0..=10000\n").await,
             }
         }
-        ("GET", "/metrics") => match engine_samples(ctx).await {
-            Some(engine) => {
+        ("GET", "/metrics") => match engine_samples(ctx, ENGINE_TIMEOUT).await {
+            Ok(engine) => {
                 let mut daemon = ctx.stats.samples();
                 if let Some(t) = &ctx.transcoder {
                     daemon.extend(t.samples());
@@ -143,7 +143,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 )
                 .await
             }
-            None => {
+            Err(_) => {
                 http::respond(
                     &mut stream,
                     503,
@@ -193,16 +193,7 @@ async fn health(ctx: &Ctx) -> Result<String, String> {
             return Err(format!("transcoder queues full for {} ms", full.as_millis()));
         }
     }
-    let probe = async {
-        let (tx, rx) = oneshot::channel();
-        ctx.events.send(Event::Metrics(tx)).await.ok()?;
-        rx.await.ok()
-    };
-    let samples = match tokio::time::timeout(HEALTH_TIMEOUT, probe).await {
-        Ok(Some(samples)) => samples,
-        Ok(None) => return Err("engine stopped".to_owned()),
-        Err(_) => return Err(format!("engine loop has not turned for {} ms", HEALTH_TIMEOUT.as_millis())),
-    };
+    let samples = engine_samples(ctx, HEALTH_TIMEOUT).await?;
     let value = |name: &str| samples.iter().find(|s| s.name == name && s.labels.is_empty()).map_or(0, |s| s.value);
     Ok(format!(
         "{{\"status\":\"ok\",\"uptime_s\":{},\"calls\":{},\"registrations\":{},\"ws_connections\":{},\"transcoding_channels\":{}}}\n",
@@ -215,13 +206,16 @@ async fn health(ctx: &Ctx) -> Result<String, String> {
 }
 
 /// Asks the engine task for its samples; it owns the engine, so this is a message, not a lock.
-async fn engine_samples(ctx: &Ctx) -> Option<Vec<estuary_b2bua::Sample>> {
-    let (tx, rx) = oneshot::channel();
-    tokio::time::timeout(ENGINE_TIMEOUT, async {
+/// Err says why there is no answer within `limit`: the engine is gone, or it is not turning.
+async fn engine_samples(ctx: &Ctx, limit: Duration) -> Result<Vec<estuary_b2bua::Sample>, String> {
+    let probe = async {
+        let (tx, rx) = oneshot::channel();
         ctx.events.send(Event::Metrics(tx)).await.ok()?;
         rx.await.ok()
-    })
-    .await
-    .ok()
-    .flatten()
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Some(samples)) => Ok(samples),
+        Ok(None) => Err("engine stopped".to_owned()),
+        Err(_) => Err(format!("engine loop has not turned for {} ms", limit.as_millis())),
+    }
 }

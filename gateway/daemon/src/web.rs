@@ -311,10 +311,12 @@ async fn run_websocket<S>(
                 }
             }
             msg = incoming.next() => match msg {
-                Some(Ok(Message::Text(text))) => {
+                // One SIP message per data frame, text or binary alike (RFC 7118 §5.3).
+                Some(Ok(msg @ (Message::Text(_) | Message::Binary(_)))) => {
                     last_heard = Instant::now();
+                    let data = msg.into_data();
                     if !ctx.sources.take_request(remote.ip(), last_heard) {
-                        if let Some(busy) = throttled(text.as_bytes(), ctx.sources.retry_after()) {
+                        if let Some(busy) = throttled(&data, ctx.sources.retry_after()) {
                             if sink.send(Message::text(busy)).await.is_err() {
                                 break None;
                             }
@@ -322,23 +324,7 @@ async fn run_websocket<S>(
                         continue;
                     }
                     let flow = Flow::Web { conn };
-                    let data = text.as_bytes().to_vec();
-                    if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data }).await.is_err() {
-                        break None;
-                    }
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    last_heard = Instant::now();
-                    if !ctx.sources.take_request(remote.ip(), last_heard) {
-                        if let Some(busy) = throttled(&bytes, ctx.sources.retry_after()) {
-                            if sink.send(Message::text(busy)).await.is_err() {
-                                break None;
-                            }
-                        }
-                        continue;
-                    }
-                    let flow = Flow::Web { conn };
-                    if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data: bytes.to_vec() }).await.is_err() {
+                    if ctx.events.send(Event::Received { flow, conn: Some(conn), remote, data: data.to_vec() }).await.is_err() {
                         break None;
                     }
                 }
