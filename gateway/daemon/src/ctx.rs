@@ -95,8 +95,9 @@ impl Ctx {
         }
     }
 
-    /// Marks listener `name` up until the returned guard drops (its accept loop ends or
-    /// panics).
+    /// Marks listener `name` up until the returned guard drops. Taken before its accept loop
+    /// is spawned and moved into it, so /healthz never sees a gap between `ready` and the
+    /// loop's first poll, and sees the listener down once the loop ends or panics.
     pub fn serving(self: &Arc<Self>, name: &'static str) -> Serving {
         let idx = self.listeners.iter().position(|(n, _)| *n == name);
         if let Some(i) = idx {

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, warn};
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Serving};
 use crate::icmp;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
 use crate::metrics::Metric;
@@ -25,8 +25,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a peer connecting to the TLS listener gets to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
-    let _serving = ctx.serving("ims.listen udp");
+pub async fn udp_loop(sock: Arc<UdpSocket>, ctx: Arc<Ctx>, _serving: Serving) {
     // One byte over the limit tells an oversize datagram from one exactly at it.
     let mut buf = vec![0u8; 65536];
     loop {
@@ -109,8 +108,7 @@ fn is_icmp_report(e: &std::io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EHOSTDOWN)
 }
 
-pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
-    let _serving = ctx.serving("ims.listen tcp");
+pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>, _serving: Serving) {
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,
@@ -142,8 +140,7 @@ pub async fn tcp_accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
 }
 
 /// Accepts SIP over TLS from the core on `ims.tls_listen`.
-pub async fn tls_accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, ctx: Arc<Ctx>) {
-    let _serving = ctx.serving("ims.tls_listen");
+pub async fn tls_accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, ctx: Arc<Ctx>, _serving: Serving) {
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,

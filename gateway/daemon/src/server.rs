@@ -111,12 +111,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ctx.clone(),
     );
     let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).with_media(media).run(events_rx));
-    tokio::spawn(web::accept_loop(ws, None, ctx.clone()));
-    tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone()));
-    tokio::spawn(ims::udp_loop(udp, ctx.clone()));
-    tokio::spawn(ims::tcp_accept_loop(ims_tcp, ctx.clone()));
+    tokio::spawn(web::accept_loop(ws, None, ctx.clone(), ctx.serving("web.ws_listen")));
+    tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone(), ctx.serving("web.wss_listen")));
+    tokio::spawn(ims::udp_loop(udp, ctx.clone(), ctx.serving("ims.listen udp")));
+    tokio::spawn(ims::tcp_accept_loop(ims_tcp, ctx.clone(), ctx.serving("ims.listen tcp")));
     if let (Some(listener), Some(t)) = (ims_tls_listener, &ims_tls) {
-        tokio::spawn(ims::tls_accept_loop(listener, t.acceptor.clone(), ctx.clone()));
+        tokio::spawn(ims::tls_accept_loop(listener, t.acceptor.clone(), ctx.clone(), ctx.serving("ims.tls_listen")));
     }
     admin::spawn_thread(admin_listener, ctx.clone())?;
     let sweeper = ctx.clone();

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
 use crate::access::Ticket;
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Serving};
 use crate::demo;
 use crate::engine::{Event, Writer, WRITER_QUEUE};
 use crate::http::{self, HeadError, Prefixed, RequestHead};
@@ -37,9 +37,9 @@ const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// How long a closing WebSocket may take to answer our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Accepts on one web listener; `tls` is set for WSS.
-pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>) {
-    let _serving = ctx.serving(if tls.is_some() { "web.wss_listen" } else { "web.ws_listen" });
+/// Accepts on one web listener; `tls` is set for WSS. `_serving` marks the listener up
+/// for /healthz until the loop ends.
+pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>, _serving: Serving) {
     loop {
         let accepted = tokio::select! {
             () = ctx.shutting_down() => return,
