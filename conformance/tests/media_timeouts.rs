@@ -147,8 +147,9 @@ fn a_browser_that_closes_its_peer_connection_ends_the_call() {
     rt.block_on(call_ended_by_the_daemon(
         &[],
         true,
-        // pc.close() sends DTLS close_notify (RFC 8827 §6.5 asks for it): the call ends at once,
-        // well before any consent or media timeout.
+        // pc.close() sends DTLS close_notify (RFC 8827 §6.5 asks for it): with no BYE after it,
+        // the call ends when the grace for one (DTLS_CLOSE_GRACE, 1 s) runs out, well before
+        // any consent or media timeout.
         |b| b.close("a"),
         Duration::ZERO..Duration::from_secs(3),
         "DTLS closed by the browser",

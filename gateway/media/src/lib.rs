@@ -47,6 +47,12 @@ use rand::{Rng, SeedableRng};
 /// largest SRTP tag.
 pub const MIN_BUFFER: usize = 1500 + 16;
 
+/// How long a call outlives the browser's DTLS `close_notify` before it ends as a bearer
+/// loss. A hanging-up browser sends its BYE over the WebSocket at the same moment as it closes
+/// the peer connection; the two travel different paths, and the BYE must win so the call
+/// ends as `bye_from_web`. A browser that closed without a BYE is still gone within a second.
+pub const DTLS_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Tuning of a session.
 #[derive(Clone, Debug)]
 pub struct MediaConfig {
@@ -315,6 +321,9 @@ pub struct MediaSession {
     counters: MediaCounters,
     last_media: Instant,
     failed: bool,
+    /// The browser sent `close_notify`: the call fails at this instant unless signalling
+    /// ends it first ([`DTLS_CLOSE_GRACE`]).
+    closed_until: Option<Instant>,
     rng: StdRng,
     wall: WallClock,
     /// The ICE and DTLS engines' deadlines, re-read only after they took input or a timeout
@@ -366,6 +375,7 @@ impl MediaSession {
             counters: MediaCounters::default(),
             last_media: now,
             failed: false,
+            closed_until: None,
             rng,
             wall: cfg_wall,
             ice_timeout: None,
@@ -373,7 +383,7 @@ impl MediaSession {
         };
         s.ice_timeout = s.ice.poll_timeout();
         s.update_plan(plan, now)?;
-        s.drain_dtls();
+        s.drain_dtls(now);
         Ok(s)
     }
 
@@ -520,7 +530,7 @@ impl MediaSession {
                     return Forward::Consumed;
                 }
                 let _ = self.dtls.handle_input(now, buf);
-                self.drain_dtls();
+                self.drain_dtls(now);
                 Forward::Consumed
             }
             PacketKind::Rtcp => {
@@ -839,7 +849,11 @@ impl MediaSession {
         self.ice.handle_timeout(now);
         self.drain_ice();
         self.dtls.handle_timeout(now);
-        self.drain_dtls();
+        self.drain_dtls(now);
+        if self.closed_until.is_some_and(|t| now >= t) {
+            self.fail(FailCause::DtlsClosed, "DTLS closed by the browser".to_owned());
+            return;
+        }
         self.send_reports(now, false);
         if self.on_hold() {
             // Silence is expected on hold; the clock starts again when the hold ends.
@@ -874,7 +888,7 @@ impl MediaSession {
             return None;
         }
         let reports = self.streams.iter().filter(|s| s.is_live()).map(|s| s.rtcp_web.next_report().min(s.rtcp_ims.next_report())).min();
-        [self.ice_timeout, self.dtls_timeout, self.inactivity_deadline(), reports]
+        [self.ice_timeout, self.dtls_timeout, self.inactivity_deadline(), reports, self.closed_until]
             .into_iter()
             .flatten()
             .min()
@@ -1064,7 +1078,7 @@ impl MediaSession {
         self.ice_timeout = self.ice.poll_timeout();
     }
 
-    fn drain_dtls(&mut self) {
+    fn drain_dtls(&mut self, now: Instant) {
         while let Some(o) = self.dtls.poll_output() {
             match o {
                 estuary_srtp::Output::Transmit(data) => {
@@ -1087,7 +1101,11 @@ impl MediaSession {
                     };
                     self.fail(FailCause::Dtls, reason);
                 }
-                estuary_srtp::Output::Event(DtlsEvent::Closed) => self.fail(FailCause::DtlsClosed, "DTLS closed by the browser".to_owned()),
+                estuary_srtp::Output::Event(DtlsEvent::Closed) => {
+                    // Nothing more can be sent to the browser; wait briefly for its BYE.
+                    self.web_tx = None;
+                    self.closed_until.get_or_insert(now + DTLS_CLOSE_GRACE);
+                }
             }
         }
         self.dtls_timeout = self.dtls.poll_timeout();

@@ -545,6 +545,38 @@ fn the_end_of_a_call_sends_rtcp_bye_on_both_legs() {
     assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt), Forward::Consumed, "nothing relayed after close");
 }
 
+#[test]
+fn a_browser_close_notify_ends_the_call_only_if_no_bye_follows_within_the_grace() {
+    let mut c = connected(false);
+    relay_both_ways(&mut c);
+    let closed_at = c.now;
+    c.browser_dtls.close(c.now);
+    while let Some(o) = c.browser_dtls.poll_output() {
+        if let estuary_srtp::Output::Transmit(mut d) = o {
+            let web = c.web();
+            assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut d), Forward::Consumed);
+        }
+    }
+    c.pump();
+    let failed = |c: &Call| c.events.iter().any(|e| matches!(e, MediaEvent::Failed { cause: estuary_media::FailCause::DtlsClosed, .. }));
+    // Not at once: the browser's BYE, sent at the same moment over the WebSocket, may be
+    // a little behind, and it must be what ends the call.
+    assert!(!failed(&c), "{:?}", c.events);
+    let deadline = closed_at + estuary_media::DTLS_CLOSE_GRACE;
+    assert!(c.session.poll_timeout().is_some_and(|t| t <= deadline), "the grace's end is a deadline");
+    // Nothing reaches a browser that closed DTLS.
+    let mut pkt = rtp(0, 300, 0x1315_0001, &[0; 160]);
+    assert_eq!(c.session.handle_datagram(c.now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut pkt), Forward::Consumed);
+    c.now = deadline - Duration::from_millis(1);
+    c.session.handle_timeout(c.now);
+    c.pump();
+    assert!(!failed(&c), "failed before the grace ended: {:?}", c.events);
+    c.now = deadline;
+    c.session.handle_timeout(c.now);
+    c.pump();
+    assert!(failed(&c), "no failure once the grace ended: {:?}", c.events);
+}
+
 const AV_OFFER: &str = include_str!("../../../conformance/sdp/cases/chromium-audio-video-data/1-web-offer.sdp");
 /// Audio and H.264 video; the core takes only FIR as key-frame request (no PLI, no NACK), as
 /// many IMS video endpoints do (RFC 5104 ccm fir).
