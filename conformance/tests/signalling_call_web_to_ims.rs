@@ -196,18 +196,22 @@ async fn browser_call_answered_then_browser_hangs_up() {
     let sipp = s.uas("uas_answer_wait_bye.xml").await;
     let offer = webrtc_offer(40000);
     let (mut d, prov, ok) = call_answered(&mut reg.client, &offer).await;
-    // The media plane has bound the ports the answer announces to the browser and to IMS.
+    // The ports the answer announces were bound before it was sent (bind before announce).
     let web_port = sdp_port(&ok.body);
     let bound = |port: u16| udp_port_in_use(port);
-    wait_until(|| bound(web_port), "web media port bound").await;
+    assert!(bound(web_port), "web media port {web_port} announced but not bound");
+    let quarantined = || s.gw.metric("estuary_media_ports_quarantined");
+    assert_eq!(quarantined(), Some(0.0));
     let bye = reg.client.bye(&mut d).await;
     let bye_resp = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
     assert_eq!(bye_resp.status(), 200, "{}", reg.client.transcript());
-    // ... and closes them when the call ends.
-    wait_until(|| !bound(web_port), "web media port released").await;
+    // When the call ends its ports rest in quarantine, still bound by the daemon: no other
+    // process can take them, and the old far end's late packets reach no one.
+    wait_until(|| quarantined() == Some(2.0), "web and IMS ports quarantined").await;
+    wait_until(|| s.gw.log().contains("media ended"), "the call's media task ended").await;
     let run = finish(sipp, &reg.client, &s.gw).await;
     let ims_port = sdp_port(&run.received_requests("INVITE")[0].body);
-    assert!(!bound(ims_port), "IMS media port released");
+    assert!(bound(web_port) && bound(ims_port) && bound(ims_port + 1), "quarantined ports stay bound");
 
     check_call_setup(&s, &reg.client, &d, &prov, &ok, &offer, &run);
     assert!(

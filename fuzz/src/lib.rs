@@ -649,6 +649,9 @@ pub fn b2bua(data: &[u8]) {
         web: Echo,
         ims: Echo,
         calls: Vec<u64>,
+        /// The next media port to "bind" for the engine; a small range, so that running
+        /// out of ports is exercised too.
+        next_port: u16,
     }
 
     impl Driver {
@@ -664,6 +667,11 @@ pub fn b2bua(data: &[u8]) {
             }
             self.gw.handle_input(self.now, input);
             self.drain();
+            // As the daemon does: bind and grant what the engine asks for, within the range.
+            let n = self.gw.ports_wanted(self.now).min(usize::from((20_400 - self.next_port) / 2)) as u16;
+            let first = self.next_port;
+            self.next_port += 2 * n;
+            self.gw.grant_ports((0..n).map(|i| first + 2 * i));
         }
 
         fn drain(&mut self) {
@@ -734,6 +742,7 @@ pub fn b2bua(data: &[u8]) {
         web: Echo::new(),
         ims: Echo::new(),
         calls: Vec::new(),
+        next_port: 20_000,
     };
     let mut conn = ConnId(1);
     let open = |conn| Input::ConnectionOpened {

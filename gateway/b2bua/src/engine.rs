@@ -81,7 +81,7 @@ impl B2bua {
     /// daemon passes OS randomness, the replay harness a fixed value. Key material never
     /// comes from the seed: it is drawn from `keys`, which only the OS generator can be.
     pub fn new(cfg: B2buaConfig, seed: u64, keys: KeySource) -> Self {
-        let ports = PortPool::new(cfg.media_ports.0, cfg.media_ports.1, cfg.port_quarantine);
+        let ports = PortPool::new(cfg.port_quarantine);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -100,6 +100,18 @@ impl B2bua {
             next_sweep: None,
             ports,
         }
+    }
+
+    /// Media ports the driver has bound (RTP on each, RTCP on each + 1): only these ever
+    /// appear in SDP. Grant what [`B2bua::ports_wanted`] asks for.
+    pub fn grant_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
+        self.ports.grant(ports);
+    }
+
+    /// How many more media ports the engine would like bound and granted at `now` (0: it has
+    /// enough spare). The driver asks after its inputs and binds in batches.
+    pub fn ports_wanted(&self, now: Instant) -> usize {
+        self.ports.wanted(now)
     }
 
     /// Feed one event. Afterwards drain [`B2bua::poll_output`] and re-read
@@ -151,7 +163,7 @@ impl B2bua {
         self.counters.samples(self.calls.len(), self.registrar.active(now), self.transcoding.values().sum(), &mut out);
         out.push(Sample {
             name: "estuary_media_ports_available",
-            help: "Media ports (RTP/RTCP pairs) left in media.port_min..port_max",
+            help: "Media ports (RTP/RTCP pairs) bound and ready for the next calls",
             kind: crate::io::MetricKind::Gauge,
             labels: Vec::new(),
             value: self.ports.available(now) as u64,
@@ -162,6 +174,13 @@ impl B2bua {
             kind: crate::io::MetricKind::Gauge,
             labels: Vec::new(),
             value: self.ports.quarantined(now) as u64,
+        });
+        out.push(Sample {
+            name: "estuary_media_ports_bound",
+            help: "Media ports (RTP/RTCP pairs) the gateway holds bound: in calls, ready or quarantined",
+            kind: crate::io::MetricKind::Gauge,
+            labels: Vec::new(),
+            value: self.ports.granted() as u64,
         });
         out
     }

@@ -70,8 +70,6 @@ pub struct B2buaConfig {
     pub min_expires: u32,
     /// How SDP is rewritten between the legs (every SDP body goes through it).
     pub sdp: estuary_sdp::SdpPolicy,
-    /// Media port range the SDP announces (`min..=max`).
-    pub media_ports: (u16, u16),
     /// How long a released media port rests before reuse.
     pub port_quarantine: Duration,
     /// Transcoding channels (one per transcoded stream, both directions) the media plane can
@@ -101,7 +99,6 @@ impl Default for B2buaConfig {
             user_agent: Some("Estuary/0.1".to_owned()),
             min_expires: 60,
             sdp: estuary_sdp::SdpPolicy::default(),
-            media_ports: (20000, 29999),
             port_quarantine: Duration::from_secs(30),
             transcode_channels: None,
             transcode_refusal: 503,

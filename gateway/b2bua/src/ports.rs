@@ -1,80 +1,95 @@
-//! Media ports for the SDP the calls exchange, until the media plane owns them.
+//! Media ports for the SDP the calls exchange: only ports the driver has already bound.
 //!
-//! The pool hands out even ports from the configured range (RTP on even ports, RTCP on the
-//! next, RFC 3550 §11) and takes them back when a call ends. A released port rests in
-//! quarantine before reuse, so late packets of the old call (a far end still sending, a
-//! retransmitted 2xx's SDP) never reach the next call on that port; reuse is oldest first.
-//! The media plane will bind these ports; it replaces this pool with one that also knows which
-//! are bound.
+//! A port may appear in SDP only once its socket exists (bind before announce): the driver
+//! binds RTP/RTCP pairs (even port `p` for RTP, `p + 1` for RTCP, RFC 3550 §11) and grants
+//! them with [`PortPool::grant`]; the pool never invents one. It asks for more through
+//! [`PortPool::wanted`] when its spare ports run low, so the driver binds in batches outside
+//! any call's set-up. Replay and tests grant virtual ports the same way.
+//!
+//! A port an ended call released rests in quarantine before reuse, so late packets of the old
+//! call (a far end still sending, a retransmitted 2xx's SDP) never reach the next call on that
+//! port. Rested ports are reused before fresh ones, oldest first: the set of bound ports stays
+//! as small as the load allows.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use estuary_sdp::PortAllocator;
 
+/// Below this many ready ports the pool asks the driver for more...
+const LOW_WATER: usize = 16;
+/// ...enough to have this many again: a batch of binds now and then, not one per call.
+const HIGH_WATER: usize = 48;
+
 #[derive(Debug)]
 pub struct PortPool {
-    next: u32,
-    max: u32,
     quarantine: Duration,
-    /// (usable again at, port), in release order; `None`: at once.
-    released: VecDeque<(Option<Instant>, u16)>,
+    /// Granted and never used, in grant order.
+    fresh: VecDeque<u16>,
+    /// Released by ended calls: (usable again at, port), in release order; `None`: at once.
+    resting: VecDeque<(Option<Instant>, u16)>,
+    /// Every port granted so far (held by calls, fresh or resting).
+    granted: usize,
     /// The engine's current time (set on every input; the pool reads no clock).
     now: Option<Instant>,
 }
 
 impl PortPool {
-    /// Even ports in `min..=max` (`min` rounded up to even; `max` is the last RTCP port).
-    pub fn new(min: u16, max: u16, quarantine: Duration) -> PortPool {
-        PortPool {
-            next: u32::from(min.next_multiple_of(2)),
-            max: u32::from(max),
-            quarantine,
-            released: VecDeque::new(),
-            now: None,
-        }
+    pub fn new(quarantine: Duration) -> PortPool {
+        PortPool { quarantine, fresh: VecDeque::new(), resting: VecDeque::new(), granted: 0, now: None }
     }
 
     pub fn set_now(&mut self, now: Instant) {
         self.now = Some(now);
     }
 
-    fn ready(&self, at: Option<Instant>) -> bool {
-        ready_by(at, self.now)
+    /// Ports the driver has bound (RTP on each, RTCP on each + 1) and now hands to the pool.
+    pub fn grant(&mut self, ports: impl IntoIterator<Item = u16>) {
+        let before = self.fresh.len();
+        self.fresh.extend(ports);
+        self.granted += self.fresh.len() - before;
+    }
+
+    /// How many more ports the pool would like granted at `now` (0: enough).
+    pub fn wanted(&self, now: Instant) -> usize {
+        // Asked after every input: count no further than the mark.
+        let spare = self.fresh.len() + self.resting.iter().take(LOW_WATER).take_while(|(at, _)| ready_by(*at, Some(now))).count();
+        if spare < LOW_WATER { HIGH_WATER - spare } else { 0 }
     }
 
     fn take(&mut self) -> Option<u16> {
-        if self.next < self.max {
-            let p = self.next as u16;
-            self.next += 2;
-            return Some(p);
+        match self.resting.front() {
+            Some(&(at, port)) if ready_by(at, self.now) => {
+                self.resting.pop_front();
+                Some(port)
+            }
+            _ => self.fresh.pop_front(),
         }
-        let &(at, port) = self.released.front()?;
-        if !self.ready(at) {
-            return None;
-        }
-        self.released.pop_front();
-        Some(port)
     }
 
     pub fn release(&mut self, ports: impl IntoIterator<Item = u16>) {
         // The engine sets the time on every input, before any call can end.
         let at = self.now.and_then(|n| n.checked_add(self.quarantine));
-        self.released.extend(ports.into_iter().map(|p| (at, p)));
+        self.resting.extend(ports.into_iter().map(|p| (at, p)));
     }
 
-    fn ready_count(&self, now: Instant) -> usize {
-        self.released.iter().take_while(|(at, _)| ready_by(*at, Some(now))).count()
+    fn rested(&self, now: Instant) -> usize {
+        self.resting.iter().take_while(|(at, _)| ready_by(*at, Some(now))).count()
     }
 
     /// Ports that can be handed out at `now` (quarantined ones excluded).
     pub fn available(&self, now: Instant) -> usize {
-        (self.max.saturating_sub(self.next) / 2) as usize + self.ready_count(now)
+        self.fresh.len() + self.rested(now)
     }
 
     /// Ports resting in quarantine at `now`.
     pub fn quarantined(&self, now: Instant) -> usize {
-        self.released.len() - self.ready_count(now)
+        self.resting.len() - self.rested(now)
+    }
+
+    /// Ports granted so far: what the driver holds bound.
+    pub fn granted(&self) -> usize {
+        self.granted
     }
 }
 
@@ -109,21 +124,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn even_ports_then_the_oldest_released_after_quarantine() {
-        // 20001 rounds up to 20002; 20006 still has its RTCP port 20007 in range.
+    fn only_granted_ports_then_the_oldest_released_after_quarantine() {
         let t0 = Instant::now();
-        let mut pool = PortPool::new(20001, 20007, Duration::from_secs(30));
+        let mut pool = PortPool::new(Duration::from_secs(30));
         pool.set_now(t0);
         let mut taken = Vec::new();
         let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
-        assert_eq!([p.web_port(), p.ims_port(0), p.ims_port(1), p.ims_port(2)], [Some(20002), Some(20004), Some(20006), None]);
+        assert_eq!(p.web_port(), None, "nothing the driver has not bound");
+        pool.grant([20002, 20006, 20004]);
+        assert_eq!((pool.granted(), pool.wanted(t0)), (3, HIGH_WATER - 3));
+        let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
+        assert_eq!([p.web_port(), p.ims_port(0), p.ims_port(1), p.ims_port(2)], [Some(20002), Some(20006), Some(20004), None]);
         pool.release([20004, 20002]);
         assert_eq!((pool.available(t0), pool.quarantined(t0)), (0, 2));
         pool.set_now(t0 + Duration::from_secs(29));
         assert_eq!(pool.take(), None, "still in quarantine");
-        pool.set_now(t0 + Duration::from_secs(30));
+        pool.grant([20008]);
+        assert_eq!(pool.take(), Some(20008), "a fresh grant while the others rest");
         let t30 = t0 + Duration::from_secs(30);
-        assert_eq!((pool.available(t30), pool.quarantined(t30)), (2, 0));
-        assert_eq!([pool.take(), pool.take(), pool.take()], [Some(20004), Some(20002), None]);
+        pool.set_now(t30);
+        pool.grant([20010]);
+        assert_eq!((pool.available(t30), pool.quarantined(t30)), (3, 0));
+        // Rested ports first, so the bound set stays small.
+        assert_eq!([pool.take(), pool.take(), pool.take(), pool.take()], [Some(20004), Some(20002), Some(20010), None]);
+        assert_eq!(pool.granted(), 5);
+    }
+
+    #[test]
+    fn asks_for_a_batch_only_when_low() {
+        let t0 = Instant::now();
+        let mut pool = PortPool::new(Duration::ZERO);
+        pool.set_now(t0);
+        assert_eq!(pool.wanted(t0), HIGH_WATER);
+        pool.grant((0..HIGH_WATER as u16).map(|i| 20000 + 2 * i));
+        assert_eq!(pool.wanted(t0), 0);
+        for _ in 0..HIGH_WATER - LOW_WATER {
+            pool.take().unwrap();
+        }
+        assert_eq!(pool.wanted(t0), 0, "at the low-water mark");
+        pool.take().unwrap();
+        assert_eq!(pool.wanted(t0), HIGH_WATER - LOW_WATER + 1);
     }
 }

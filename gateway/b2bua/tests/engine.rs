@@ -27,6 +27,8 @@ struct Harness {
     media: Vec<Output>,
     /// Call start and end reports, in order.
     calls: Vec<Output>,
+    /// The next media port this driver "binds" when the engine asks for more.
+    next_port: u16,
 }
 
 #[derive(Debug)]
@@ -54,7 +56,17 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new() }
+        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000 };
+        h.grant_wanted();
+        h
+    }
+
+    /// What the daemon does after its inputs: bind (here: count) the ports the engine wants.
+    fn grant_wanted(&mut self) {
+        let n = self.gw.ports_wanted(self.now) as u16;
+        let first = self.next_port;
+        self.next_port += 2 * n;
+        self.gw.grant_ports((0..n).map(|i| first + 2 * i));
     }
 
     fn web(&mut self, text: &str) -> Vec<Sent> {
@@ -99,6 +111,7 @@ impl Harness {
     }
 
     fn drain(&mut self) -> Vec<Sent> {
+        self.grant_wanted();
         let mut out = Vec::new();
         while let Some(o) = self.gw.poll_output() {
             match o {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::access::{ImsTrust, OriginPolicy, SourceLimits};
 use crate::engine::Event;
 use crate::metrics::Stats;
+use crate::ports::MediaPorts;
 use crate::recorder::Recorder;
 use crate::records::CallRecords;
 use crate::transcode::Transcoder;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub origins: OriginPolicy,
     /// Per-source limits on the web side (`limits.*_per_ip`).
     pub sources: Arc<SourceLimits>,
+    /// The media ports the daemon holds bound, granted to the engine and lent to calls.
+    pub media_ports: Arc<MediaPorts>,
     /// Whether each listener's accept loop is running, for /healthz.
     listeners: Vec<(&'static str, AtomicBool)>,
     /// ESTUARY_TEST_HOOKS=1: the admin listener takes test-only requests (pausing the engine).
@@ -85,6 +88,7 @@ impl Ctx {
             ims_trust: ImsTrust::new(&cfg.ims.trusted_peers, &[]),
             origins: OriginPolicy::new(&cfg.web.allowed_origins),
             sources: SourceLimits::new(&cfg.limits),
+            media_ports: Arc::new(MediaPorts::new(&cfg.media)),
             listeners: LISTENERS
                 .iter()
                 .filter(|l| **l != "ims.tls_listen" || cfg.ims.tls.listen.is_some())

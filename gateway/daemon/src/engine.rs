@@ -36,6 +36,9 @@ pub trait Machine {
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn metrics(&self, now: Instant) -> Vec<Sample>;
+    /// How many more bound media ports the machine wants (see [`B2bua::ports_wanted`]).
+    fn ports_wanted(&self, now: Instant) -> usize;
+    fn grant_ports(&mut self, ports: Vec<u16>);
 }
 
 impl Machine for B2bua {
@@ -50,6 +53,12 @@ impl Machine for B2bua {
     }
     fn metrics(&self, now: Instant) -> Vec<Sample> {
         B2bua::metrics(self, now)
+    }
+    fn ports_wanted(&self, now: Instant) -> usize {
+        B2bua::ports_wanted(self, now)
+    }
+    fn grant_ports(&mut self, ports: Vec<u16>) {
+        B2bua::grant_ports(self, ports)
     }
 }
 
@@ -122,6 +131,8 @@ pub struct Engine<M> {
     last_fired: Option<Instant>,
     /// Runs calls' media; `None` in tests that drive signalling only.
     media: Option<crate::media::MediaHub>,
+    /// When a media port bind last failed for a reason other than a port in use.
+    bind_error_logged: Option<Instant>,
 }
 
 impl<M: Machine> Engine<M> {
@@ -143,6 +154,7 @@ impl<M: Machine> Engine<M> {
             unreachable: VecDeque::new(),
             last_fired: None,
             media: None,
+            bind_error_logged: None,
         }
     }
 
@@ -350,6 +362,23 @@ impl<M: Machine> Engine<M> {
             Err(panic) => self.count_panic("handle_input", &panic),
         }
         self.feed_unreachable();
+        self.grant_ports(now);
+    }
+
+    /// Bind before announce: the machine puts in SDP only ports bound here first, in batches
+    /// when its spare ones run low (a few dozen binds now and then, not one per call).
+    fn grant_ports(&mut self, now: Instant) {
+        let want = self.machine.ports_wanted(now);
+        if want == 0 {
+            return;
+        }
+        let (ports, err) = self.ctx.media_ports.bind(want, now);
+        if let Some(e) = err {
+            crate::ports::log_bind_error(&e, &mut self.bind_error_logged, now);
+        }
+        if !ports.is_empty() {
+            self.machine.grant_ports(ports);
+        }
     }
 
     fn feed_unreachable(&mut self) {
@@ -543,6 +572,10 @@ mod tests {
         fn metrics(&self, _now: Instant) -> Vec<Sample> {
             Vec::new()
         }
+        fn ports_wanted(&self, _now: Instant) -> usize {
+            0
+        }
+        fn grant_ports(&mut self, _ports: Vec<u16>) {}
     }
 
     fn nonblocking_udp() -> std::net::UdpSocket {

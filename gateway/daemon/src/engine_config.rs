@@ -114,7 +114,6 @@ pub fn b2bua_config(
         require_registration: cfg.registrar.require_registration,
         user_agent: Some(cfg.sip.user_agent.clone()),
         sdp: sdp_policy(cfg, Some(fingerprint)),
-        media_ports: (cfg.media.ports.min, cfg.media.ports.max),
         port_quarantine: cfg.media.port_quarantine,
         // transcoder.max_channels, or the pool's measured capacity (transcode::Transcoder).
         transcode_channels: transcode_capacity,

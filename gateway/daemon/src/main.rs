@@ -25,6 +25,7 @@ mod json;
 mod ims;
 mod media;
 mod metrics;
+mod ports;
 mod recorder;
 mod records;
 mod replay;

@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::ctx::Ctx;
 use crate::engine::Event;
 use crate::metrics::MediaFailure;
+use crate::ports::MediaPorts;
 use crate::recorder::Lane;
 use crate::transcode::CallTranscoding;
 
@@ -86,9 +87,9 @@ async fn run_call(
         Ok(s) => s,
         Err(e) => return fail(MediaFailure::Local, format!("media session: {e}")).await,
     };
-    let mut socks: Vec<(SocketAddr, UdpSocket)> = Vec::new();
+    let mut socks = Lent { ports: ctx.media_ports.clone(), socks: Vec::new() };
     let addrs = session.local_addresses();
-    if let Err(e) = bind_missing(&mut socks, addrs).await {
+    if let Err(e) = socks.take_missing(addrs) {
         return fail(MediaFailure::Local, e).await;
     }
     info!(call, sockets = socks.len(), "media started");
@@ -149,7 +150,7 @@ async fn run_call(
                         return fail(MediaFailure::Local, format!("media plan: {e}")).await;
                     }
                     let addrs = session.local_addresses();
-                    if let Err(e) = bind_missing(&mut socks, addrs).await {
+                    if let Err(e) = socks.take_missing(addrs) {
                         return fail(MediaFailure::Local, e).await;
                     }
                 }
@@ -237,14 +238,47 @@ fn send(socks: &[(SocketAddr, UdpSocket)], from: SocketAddr, to: SocketAddr, dat
     }
 }
 
-/// Bind every local address of the session that has no socket yet.
-async fn bind_missing(socks: &mut Vec<(SocketAddr, UdpSocket)>, addrs: Vec<SocketAddr>) -> Result<(), String> {
-    for addr in addrs {
-        if addr.port() == 0 || socks.iter().any(|(a, _)| *a == addr) {
-            continue;
+/// A call's sockets, lent by the daemon's [`MediaPorts`] and given back when the call's task
+/// ends, however it ends (a panic included).
+struct Lent {
+    ports: Arc<MediaPorts>,
+    socks: Vec<(SocketAddr, UdpSocket)>,
+}
+
+impl Lent {
+    /// Takes the socket of every local address of the session that has none yet. Each was
+    /// bound before the engine could announce it (bind before announce); one that is not
+    /// there is a bug, and fails the call rather than binding after the fact.
+    fn take_missing(&mut self, addrs: Vec<SocketAddr>) -> Result<(), String> {
+        for addr in addrs {
+            if addr.port() == 0 || self.socks.iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
+            let std = self.ports.take(addr).ok_or_else(|| format!("media port {addr} was announced but is not bound"))?;
+            match UdpSocket::from_std(std) {
+                Ok(s) => self.socks.push((addr, s)),
+                Err(e) => return Err(format!("media port {addr}: {e}")),
+            }
         }
-        let s = UdpSocket::bind(addr).await.map_err(|e| format!("cannot bind media port {addr}: {e}"))?;
-        socks.push((addr, s));
+        Ok(())
     }
-    Ok(())
+}
+
+impl std::ops::Deref for Lent {
+    type Target = [(SocketAddr, UdpSocket)];
+    fn deref(&self) -> &Self::Target {
+        &self.socks
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        for (addr, sock) in self.socks.drain(..) {
+            // Leaves the runtime's reactor; the socket stays bound for the next call.
+            match sock.into_std() {
+                Ok(std) => self.ports.put_back(addr, std),
+                Err(e) => warn!(%addr, error = %e, "media socket not returned to the pool"),
+            }
+        }
+    }
 }

@@ -55,7 +55,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let dtls = tls::dtls_identity()?;
     info!(fingerprint = %dtls.fingerprint, "DTLS certificate generated");
     let transcoder = transcode::Transcoder::start(&cfg)?;
-    let b2bua = B2bua::new(
+    let mut b2bua = B2bua::new(
         engine_config::b2bua_config(&cfg, &bound, next_hop.clone(), dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
         engine_seed(),
         KeySource::os(),
@@ -74,6 +74,19 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     });
     ctx.ims_trust = crate::access::ImsTrust::new(&cfg.ims.trusted_peers, &next_hop.resolved);
     let ctx = Arc::new(ctx);
+    // The first media ports are bound before anything can announce one.
+    let now = std::time::Instant::now();
+    let (ports, err) = ctx.media_ports.bind(b2bua.ports_wanted(now), now);
+    if let Some(e) = err {
+        return Err(DaemonError::setup(e.key, e.to_string()));
+    }
+    if ports.is_empty() {
+        return Err(DaemonError::setup(
+            "media.port_min",
+            format!("no media port in {}..{} can be bound (all held by other processes)", cfg.media.ports.min, cfg.media.ports.max),
+        ));
+    }
+    b2bua.grant_ports(ports);
     // The engine sends on a dup of the socket the receive task reads (see Engine::udp).
     let udp_std = udp
         .into_std()

@@ -183,7 +183,9 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
     let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
-    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed, KeySource::os()), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new() };
+    let ports = crate::ports::even_ports(cfg.media.ports.min, cfg.media.ports.max);
+    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed, KeySource::os()), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new(), ports };
+    d.grant_ports();
     for m in input {
         let t = base + m.at.saturating_sub(t0);
         d.run_timers(t);
@@ -219,12 +221,20 @@ struct Driver {
     ims: SocketAddr,
     conns: HashMap<SocketAddr, ConnId>,
     out: Vec<Message>,
+    /// Virtual media ports, granted as the engine asks (nothing is bound in a replay).
+    ports: std::iter::StepBy<std::ops::RangeInclusive<u16>>,
 }
 
 impl Driver {
     fn input(&mut self, input: Input<'_>) {
         self.engine.handle_input(self.now, input);
         self.drain();
+        self.grant_ports();
+    }
+
+    fn grant_ports(&mut self) {
+        let n = self.engine.ports_wanted(self.now);
+        self.engine.grant_ports(self.ports.by_ref().take(n));
     }
 
     /// Fires every engine deadline up to `until`, in order.
