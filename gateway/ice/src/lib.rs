@@ -79,4 +79,4 @@ pub use agent::{
 pub use credentials::{
     Credentials, CredentialsError, CREDENTIAL_MAX_LEN, PWD_MIN_LEN, UFRAG_MIN_LEN,
 };
-pub use stun::is_stun;
+pub use stun::{is_stun, username_ufrag};

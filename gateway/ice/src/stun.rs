@@ -56,6 +56,36 @@ pub fn is_stun(data: &[u8]) -> bool {
     data.len() >= HEADER_LEN && data[0] <= 3 && data[4..8] == MAGIC_COOKIE
 }
 
+/// USERNAME attribute type (RFC 8489 §14.3).
+const ATTR_USERNAME: u16 = 0x0006;
+
+/// The receiver's half of a STUN request's USERNAME (`RFRAG:LFRAG`, RFC 8445 §7.2.2): the
+/// ufrag of the agent it is meant for, read without decoding or verifying anything.
+///
+/// This is for routing only: a media thread that serves many calls on one shared port finds
+/// the call by it and hands the datagram to that call's agent, which runs every check.
+/// `None` when the datagram is not STUN, has no USERNAME, or its framing is broken before it.
+pub fn username_ufrag(data: &[u8]) -> Option<&[u8]> {
+    if !is_stun(data) {
+        return None;
+    }
+    let declared = usize::from(u16::from_be_bytes([data[2], data[3]]));
+    let body = data.get(HEADER_LEN..HEADER_LEN + declared)?;
+    let mut at = 0;
+    while let Some(head) = body.get(at..at + ATTR_HEADER_LEN) {
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let value = body.get(at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + len)?;
+        if kind == ATTR_USERNAME {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            return Some(&value[..end]);
+        }
+        // Attributes are padded to 4 bytes (RFC 8489 §14).
+        at += ATTR_HEADER_LEN + len.next_multiple_of(4);
+    }
+    None
+}
+
 /// What the checks made of one datagram that passed [`is_stun`].
 #[derive(Debug)]
 pub(crate) enum Verdict {

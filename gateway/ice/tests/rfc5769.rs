@@ -146,3 +146,19 @@ fn sample_responses_are_dropped_by_the_agent() {
     assert_eq!(h.ice.counters().dropped_unexpected, 2);
     assert!(h.drain().iter().all(|o| !matches!(o, Output::Transmit(_))));
 }
+
+/// A shared media port routes by the receiver's ufrag, read without verifying: "evtj" in the
+/// §2.1 request; nothing from responses (no USERNAME), truncated or garbled datagrams.
+#[test]
+fn the_receivers_ufrag_is_read_from_the_sample_request_for_routing() {
+    assert_eq!(estuary_ice::username_ufrag(&SAMPLE_REQUEST), Some(&b"evtj"[..]));
+    assert_eq!(estuary_ice::username_ufrag(&SAMPLE_IPV4_RESPONSE), None);
+    assert_eq!(estuary_ice::username_ufrag(&SAMPLE_IPV6_RESPONSE), None);
+    for cut in 0..SAMPLE_REQUEST.len() {
+        // Truncated: the header declares more than is there, so nothing is read.
+        assert_eq!(estuary_ice::username_ufrag(&SAMPLE_REQUEST[..cut]), None, "cut at {cut}");
+    }
+    let mut bad_len = SAMPLE_REQUEST.to_vec();
+    bad_len[20 + 2] = 0xff; // the first attribute claims more than the message holds
+    assert_eq!(estuary_ice::username_ufrag(&bad_len), None);
+}

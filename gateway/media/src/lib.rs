@@ -30,6 +30,7 @@
 //! relayed here; the transcoder (issue 5) takes them.
 
 pub mod rtcp;
+pub mod shard;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -464,6 +465,21 @@ impl MediaSession {
             }
         }
         v
+    }
+
+    /// The gateway's ICE ufrag toward the browser: the first half of every check's USERNAME.
+    pub fn local_ufrag(&self) -> &str {
+        self.ice.local_credentials().ufrag()
+    }
+
+    /// The browser-facing address this session receives on.
+    pub fn web_local(&self) -> SocketAddr {
+        self.web_local
+    }
+
+    /// Whether `remote` has passed an ICE check of this session and still holds consent.
+    pub fn web_consented(&self, remote: SocketAddr) -> bool {
+        self.ice.is_consented(remote)
     }
 
     pub fn counters(&self) -> &MediaCounters {
