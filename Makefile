@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps demo build build-release lint bench clean corpus fuzz
+.PHONY: run test deps demo build build-release lint bench bench-deps bench-reference clean corpus fuzz
 
 # ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
@@ -91,6 +91,32 @@ bench:
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
 	@echo "wrote target/bench/rtp.json"; cat target/bench/rtp.json
 	$(CARGO) bench -p estuary-srtp --bench srtp 2>&1 | tee target/bench/srtp.txt
+
+# What only the reference mode of the relay benchmark starts: Kamailio with its WebSocket
+# modules as the browsers' SIP front and rtpengine (userspace) as the media relay.
+bench-deps:
+	@missing=""; \
+	command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
+	[ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/websocket.so ] || missing="$$missing kamailio-websocket-modules"; \
+	command -v rtpengine >/dev/null 2>&1 || missing="$$missing rtpengine-daemon"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The relay benchmark's reference mode (bench/src/bin/relay.rs): in one invocation the same
+# load (BENCH_CALLS, default 200; BENCH_SECONDS, default 15; BENCH_IDLE_SECONDS of paused
+# media, default 10) through Estuary, Kamailio + rtpengine (bench/reference/, started and
+# stopped by the benchmark on 127.0.0.1) and the bare relay that only receives and sends
+# (bench/src/bin/bare_relay.rs, a socket per flow with epoll, then one shared socket with
+# recvmmsg); prints each system's CPU per packet, idle CPU, PSS per call and loss, and
+# Estuary's ratios to the others; writes target/bench/reference.json.
+bench-reference: bench-deps
+	@mkdir -p target/bench
+	$(CARGO) build --release -p estuary -p estuary-bench
+	ESTUARY_BIN=target/release/estuary BENCH_REFERENCE=1 \
+	  BENCH_REFERENCE_OUT=target/bench/reference.json ./target/release/relay
 
 # Re-records the replay corpus (conformance/captures) from real sessions: Chromium + JsSIP
 # demo page <-> daemon <-> sipp. Review the diff (estuary replay says what changed), commit.

@@ -5,8 +5,10 @@
 //! generator's own CPU is not counted, and what is divided by packets is the daemon's user +
 //! system time over the measured window.
 
+pub mod bare;
 pub mod flood;
 pub mod load;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +40,115 @@ pub fn sample(pid: u32) -> std::io::Result<ProcSample> {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
     Ok(ProcSample { cpu, rss_bytes: rss_kb * 1024 })
+}
+
+/// Proportional set size (the `Pss:` line of /proc/PID/smaps_rollup, in bytes): resident
+/// memory with each shared page divided among the processes sharing it, so the PSS of a
+/// process tree can be summed without counting shared memory twice.
+pub fn pss(pid: u32) -> std::io::Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let kb = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no Pss line in /proc/{pid}/smaps_rollup")))?;
+    Ok(kb * 1024)
+}
+
+/// `pid` and every process below it (children, their children...), from the parent field of
+/// /proc/*/stat: a forking server's workers (Kamailio's) are measured with it.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    let mut parents = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+            // After the command name's last ')': state, then the parent's PID.
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parents.push((child, ppid));
+            }
+        }
+    }
+    let mut tree = vec![pid];
+    let mut i = 0;
+    // Each pass adds the children of one member; a process appears once, so this ends.
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parents.iter().filter(|(c, pp)| *pp == p && !tree.contains(c)).map(|(c, _)| *c).collect::<Vec<_>>());
+        i += 1;
+    }
+    tree
+}
+
+/// CPU time and PSS summed over `pids`; a process that has gone counts nothing.
+pub fn sample_all(pids: &[u32]) -> (Duration, u64) {
+    pids.iter().fold((Duration::ZERO, 0), |(cpu, mem), &p| {
+        (cpu + sample(p).map(|s| s.cpu).unwrap_or_default(), mem + pss(p).unwrap_or(0))
+    })
+}
+
+/// When `pid` started (field 22 of /proc/PID/stat, clock ticks since boot).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Makes the process `cmd` starts receive SIGTERM when the benchmark dies (killed by a signal
+/// no destructor sees, e.g. a `timeout`), so that no daemon outlives it.
+pub fn die_with_parent(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl(2) is async-signal-safe and touches only the new process.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+}
+
+/// A child process the benchmark started, stopped when dropped (also on an error or a
+/// panic): SIGTERM to it, at most `grace` to exit, then SIGKILL to it and to whatever it
+/// had forked that is still there. Only the PIDs of this tree are signalled.
+pub struct ChildGuard {
+    pub child: std::process::Child,
+    pub grace: Duration,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (and how), without waiting.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        // With each process's start time, so that a PID reused meanwhile is left alone.
+        let tree: Vec<(u32, Option<u64>)> = process_tree(self.pid()).into_iter().map(|p| (p, start_time(p))).collect();
+        // SAFETY: kill(2) with a PID this process started (or one of that child's own
+        // children) and a constant signal number.
+        unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + self.grace;
+        while std::time::Instant::now() < deadline && self.exited().is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for (p, started) in tree.into_iter().rev() {
+            if started.is_some() && start_time(p) == started {
+                // SAFETY: as above; the tree was read while the child was still running.
+                unsafe { libc::kill(p as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.wait();
+    }
 }
 
 /// Raises this process's open-file soft limit to the hard limit (a load generator holds
