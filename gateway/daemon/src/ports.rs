@@ -41,7 +41,6 @@ pub struct MediaPorts {
 struct Inner {
     /// Pairs never tried yet.
     untried: std::iter::StepBy<std::ops::RangeInclusive<u16>>,
-    untried_left: usize,
     /// Pairs another process held when tried, and when they may be tried again.
     held: Vec<u16>,
     /// Held pairs being tried again in this batch.
@@ -72,12 +71,10 @@ impl MediaPorts {
         if media.ims_address != media.web_address {
             addrs.push(media.ims_address);
         }
-        let untried = even_ports(media.ports.min, media.ports.max);
         MediaPorts {
             addrs,
             inner: Mutex::new(Inner {
-                untried_left: untried.clone().count(),
-                untried,
+                untried: even_ports(media.ports.min, media.ports.max),
                 held: Vec::new(),
                 retrying: Vec::new(),
                 retry_held_at: None,
@@ -97,7 +94,6 @@ impl MediaPorts {
         let mut error = None;
         while out.len() < want {
             let (port, first_try) = if let Some(p) = inner.untried.next() {
-                inner.untried_left -= 1;
                 (p, true)
             } else if let Some(p) = inner.retrying.pop() {
                 (p, false)
@@ -187,7 +183,7 @@ impl MediaPorts {
                 help: "Media port pairs in media.port_min..port_max not bound yet (bound as calls need them)",
                 kind: MetricKind::Gauge,
                 labels: Vec::new(),
-                value: (inner.untried_left + inner.held.len()) as u64,
+                value: (inner.untried.len() + inner.held.len()) as u64,
             },
         ]
     }
@@ -244,11 +240,14 @@ mod tests {
             })
             .expect("a free stretch of loopback ports");
         let ports = MediaPorts::new(&settings(base, base + 5));
+        let unbound = |p: &MediaPorts| p.samples().iter().find(|s| s.name == "estuary_media_ports_unbound").map(|s| s.value);
+        assert_eq!(unbound(&ports), Some(3));
         let t0 = Instant::now();
         let (got, err) = ports.bind(10, t0);
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got, [base, base + 4], "the held pair is skipped");
         assert_eq!(ports.skipped(), 1);
+        assert_eq!(unbound(&ports), Some(1), "the held pair is still to be bound");
         let addr = SocketAddr::from(([127, 0, 0, 1], base + 4));
         assert!(UdpSocket::bind(addr).is_err(), "granted ports are bound");
         assert!(UdpSocket::bind(("127.0.0.1", base + 2)).is_ok(), "a skipped pair is not half-held");

@@ -64,26 +64,13 @@ const ATTR_USERNAME: u16 = 0x0006;
 ///
 /// This is for routing only: a media thread that serves many calls on one shared port finds
 /// the call by it and hands the datagram to that call's agent, which runs every check.
-/// `None` when the datagram is not STUN, has no USERNAME, or its framing is broken before it.
+/// `None` when the datagram is not STUN, its header does not frame it exactly, it has no
+/// USERNAME, or the attribute framing breaks before it.
 pub fn username_ufrag(data: &[u8]) -> Option<&[u8]> {
-    if !is_stun(data) {
-        return None;
-    }
-    let declared = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let body = data.get(HEADER_LEN..HEADER_LEN + declared)?;
-    let mut at = 0;
-    while let Some(head) = body.get(at..at + ATTR_HEADER_LEN) {
-        let kind = u16::from_be_bytes([head[0], head[1]]);
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        let value = body.get(at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + len)?;
-        if kind == ATTR_USERNAME {
-            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
-            return Some(&value[..end]);
-        }
-        // Attributes are padded to 4 bytes (RFC 8489 §14).
-        at += ATTR_HEADER_LEN + len.next_multiple_of(4);
-    }
-    None
+    header_type(data)?;
+    let value = attributes(data).map_while(Result::ok).find(|a| a.kind == ATTR_USERNAME)?.value;
+    let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+    Some(&value[..end])
 }
 
 /// What the checks made of one datagram that passed [`is_stun`].
@@ -349,30 +336,53 @@ fn header_type(data: &[u8]) -> Option<u16> {
         .then_some(msg_type)
 }
 
-/// Walks the attribute TLVs with bounds checks. `Ok(Some(offset))` names where FINGERPRINT
-/// starts; it must be the last attribute (RFC 8489 §14.7). `Err` means the framing is broken.
-fn scan_attributes(data: &[u8]) -> Result<Option<usize>, ()> {
+/// One attribute TLV: where it starts, its type and its value (unpadded).
+struct Attribute<'a> {
+    at: usize,
+    kind: u16,
+    value: &'a [u8],
+}
+
+/// The attribute TLVs after the header, with bounds checks: each value and its padding must
+/// fit in the datagram (RFC 8489 §14). An `Err` ends the walk: the framing is broken.
+fn attributes(data: &[u8]) -> impl Iterator<Item = Result<Attribute<'_>, ()>> {
     let mut pos = HEADER_LEN;
+    std::iter::from_fn(move || {
+        if pos >= data.len() {
+            return None;
+        }
+        let Some(head) = data.get(pos..pos + ATTR_HEADER_LEN) else {
+            pos = data.len();
+            return Some(Err(()));
+        };
+        let kind = u16::from_be_bytes([head[0], head[1]]);
+        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let at = pos;
+        let next = pos + ATTR_HEADER_LEN + len.next_multiple_of(4);
+        if next > data.len() {
+            pos = data.len();
+            return Some(Err(()));
+        }
+        pos = next;
+        Some(Ok(Attribute { at, kind, value: &data[at + ATTR_HEADER_LEN..at + ATTR_HEADER_LEN + len] }))
+    })
+}
+
+/// Walks the attribute TLVs. `Ok(Some(offset))` names where FINGERPRINT starts; it must be the
+/// last attribute (RFC 8489 §14.7). `Err` means the framing is broken.
+fn scan_attributes(data: &[u8]) -> Result<Option<usize>, ()> {
     let mut fingerprint = None;
-    while pos < data.len() {
+    for attr in attributes(data) {
+        let attr = attr?;
         if fingerprint.is_some() {
             return Err(()); // an attribute after FINGERPRINT
         }
-        let head = data.get(pos..pos + ATTR_HEADER_LEN).ok_or(())?;
-        let attr_type = u16::from_be_bytes([head[0], head[1]]);
-        let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
-        let padded = len.div_ceil(4) * 4;
-        let next = pos + ATTR_HEADER_LEN + padded;
-        if next > data.len() {
-            return Err(());
-        }
-        if attr_type == ATTR_FINGERPRINT {
-            if len != 4 {
+        if attr.kind == ATTR_FINGERPRINT {
+            if attr.value.len() != 4 {
                 return Err(());
             }
-            fingerprint = Some(pos);
+            fingerprint = Some(attr.at);
         }
-        pos = next;
     }
     Ok(fingerprint)
 }
