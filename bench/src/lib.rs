@@ -33,13 +33,13 @@ pub fn sample(pid: u32) -> std::io::Result<ProcSample> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let cpu = Duration::from_secs_f64(total as f64 / hz as f64);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
+    let rss_kb = kb_line(&status, "VmRSS:").unwrap_or(0);
     Ok(ProcSample { cpu, rss_bytes: rss_kb * 1024 })
+}
+
+/// The number of the first `KEY   N kB` line of a /proc file (status, smaps_rollup).
+fn kb_line(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key))?.split_whitespace().next()?.parse().ok()
 }
 
 /// Proportional set size (the `Pss:` line of /proc/PID/smaps_rollup, in bytes): resident
@@ -47,12 +47,7 @@ pub fn sample(pid: u32) -> std::io::Result<ProcSample> {
 /// process tree can be summed without counting shared memory twice.
 pub fn pss(pid: u32) -> std::io::Result<u64> {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let kb = rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no Pss line in /proc/{pid}/smaps_rollup")))?;
+    let kb = kb_line(&rollup, "Pss:").ok_or_else(|| std::io::Error::other(format!("no Pss line in /proc/{pid}/smaps_rollup")))?;
     Ok(kb * 1024)
 }
 
