@@ -233,6 +233,8 @@ pub struct MediaConfig {
     pub inactivity_timeout: Duration,
     /// ICE consent lifetime after the browser's last check (`media.consent_timeout_s`).
     pub consent_timeout: Duration,
+    /// Media event loops, each owning whole calls; 0 = one per core (`media.threads`).
+    pub threads: usize,
 }
 
 impl Default for MediaConfig {
@@ -258,6 +260,7 @@ impl Default for MediaConfig {
             latch: true,
             inactivity_timeout: Duration::from_secs(60),
             consent_timeout: Duration::from_secs(30),
+            threads: 0,
         }
     }
 }
@@ -747,6 +750,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
     )?;
     // RFC 7675 §5.1 fixes 30 s; shorter values are for labs and tests.
     let consent = s.int("consent_timeout_s", d.consent_timeout.as_secs() as i64, 1, 300)?;
+    let threads = s.int("threads", d.threads as i64, 0, 1024)? as usize;
     s.finish()?;
     // Invariant: both range-checked to 1024..=65535 above.
     Ok(MediaConfig {
@@ -767,6 +771,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
         latch,
         inactivity_timeout: Duration::from_secs(inactivity as u64),
         consent_timeout: Duration::from_secs(consent as u64),
+        threads,
     })
 }
 

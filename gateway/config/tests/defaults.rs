@@ -89,6 +89,7 @@ fn the_documented_file_lists_every_key() {
         "media.latch",
         "media.inactivity_timeout_s",
         "media.consent_timeout_s",
+        "media.threads",
         "transcoder.enabled",
         "transcoder.threads",
         "transcoder.max_channels",
@@ -117,7 +118,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        60,
+        61,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -156,9 +156,12 @@ pub enum MediaFailure {
     DtlsClosed,
     /// The daemon could not run the call's media (ports, a plan it cannot apply).
     Local,
+    /// A bug: the media thread panicked on this call's input. The call was dropped, the
+    /// thread and its other calls went on.
+    Internal,
 }
 
-const MEDIA_FAILURE_CAUSES: [&str; 5] = ["inactivity", "ice", "dtls", "dtls_closed", "local"];
+const MEDIA_FAILURE_CAUSES: [&str; 6] = ["inactivity", "ice", "dtls", "dtls_closed", "local", "internal"];
 
 /// The media counters exported, in [`estuary_media::MediaCounters::entries`] order: family
 /// name, help, label name.

@@ -6,8 +6,8 @@
 //! `media.ims_address` when it differs). A pair that another process holds is skipped and
 //! counted, and tried again only once the rest of the range is used up.
 //!
-//! The sockets stay here between calls. A call's media task takes those of its plan when it
-//! starts and puts them back when it ends; while a port rests in the engine's quarantine, what
+//! The sockets stay here between calls. A call's media thread takes those of its plan when
+//! the call starts and puts them back when it ends; while a port rests in the engine's quarantine, what
 //! the old far end still sends waits in the socket and is discarded at the next take. Binding
 //! and taking lock one mutex, at call set-up and end only; packets never touch it.
 
@@ -158,7 +158,7 @@ impl MediaPorts {
         Some(sock)
     }
 
-    /// A media task is done with `sock`; the engine will grant its port again.
+    /// A media thread is done with `sock`; the engine will grant its port again.
     pub fn put_back(&self, addr: SocketAddr, sock: UdpSocket) {
         self.lock().idle.insert(addr, sock);
     }

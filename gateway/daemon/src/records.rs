@@ -4,11 +4,11 @@
 //!
 //! A record joins what the signalling engine knows (who called whom, both Call-IDs, when the
 //! call started, was answered and ended, the final status and why it ended) with what the
-//! media task measured (per stream: codecs, transcoding, and per leg the packets received,
+//! media thread measured (per stream: codecs, transcoding, and per leg the packets received,
 //! lost, jitter, and sent). The two arrive separately, in either order (a media failure is
 //! reported before the engine ends the call; a normal end after): a writer thread joins them,
 //! waiting at most [`MEDIA_WAIT`] for the media half, and does the file I/O, so neither the
-//! engine nor a media task ever waits on a disk.
+//! engine nor a media thread ever waits on a disk.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -68,7 +68,7 @@ impl CallRecords {
         self.send(Msg::Ended { call, summary, at: (Instant::now(), SystemTime::now()) });
     }
 
-    /// The media task's half, sent when it stops.
+    /// The media thread's half, sent when the call's media stops.
     pub fn media(&self, call: u64, streams: Vec<StreamReport>) {
         self.send(Msg::Media { call, streams });
     }

@@ -103,7 +103,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::setup("ims.listen", e.to_string()))?,
     );
 
-    let media = media::MediaHub::new(
+    let media = media::MediaHub::start(
+        cfg.media.threads,
         dtls.cert,
         estuary_media::MediaConfig {
             web_address: cfg.media.web_address,
@@ -122,7 +123,7 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
             tap,
         },
         ctx.clone(),
-    );
+    )?;
     let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).with_media(media).run(events_rx));
     tokio::spawn(web::accept_loop(ws, None, ctx.clone(), ctx.serving("web.ws_listen")));
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone(), ctx.serving("web.wss_listen")));

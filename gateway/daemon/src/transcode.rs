@@ -1,7 +1,7 @@
 //! The daemon's side of transcoding: the worker pool (started once, its capacity measured at
-//! start for admission control) and, per call, the channels its media task opens when the
+//! start for admission control) and, per call, the channels its media thread opens when the
 //! session hands it a packet of a transcoded stream ([`CallTranscoding`]). Frames come back
-//! over a bounded tokio channel that the call's task waits on with its sockets.
+//! through the media thread's bounded [`FrameQueue`], which wakes its poller.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,16 +16,15 @@ use estuary_sdp::{MediaPlan, StreamPlan};
 use estuary_transcoder::{
     pool::MAX_PAYLOAD, Channel, ChannelSpec, FrameSink, G711ToOpusConfig, Law, OpusToG711Config, OutFrame, Pool,
 };
-use tokio::sync::mpsc;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use tracing::{info, warn};
 
 use crate::error::DaemonError;
+use crate::media::Wakeup;
 
 /// Share of the measured capacity admitted: the workers share the cores with the relay, the
 /// signalling and the OS.
 const HEADROOM: f64 = 0.5;
-/// Frames queued toward a call's task (0.6 s of 20 ms frames for both directions).
-const FRAME_QUEUE: usize = 64;
 
 /// The pool and what it can carry.
 pub struct Transcoder {
@@ -86,8 +85,9 @@ impl Transcoder {
     }
 }
 
-/// A transcoded frame on its way back to the call's task.
+/// A transcoded frame on its way back to the call's media thread.
 pub struct TcFrame {
+    pub call: u64,
     pub stream: usize,
     pub to: Leg,
     pub timestamp: u32,
@@ -102,9 +102,24 @@ impl TcFrame {
     }
 }
 
-/// Delivers a channel's frames into its call's queue (on the worker thread: never blocks).
+/// A media thread's queue of transcoded frames (all its calls'), and how to wake it.
+#[derive(Clone)]
+pub struct FrameQueue {
+    tx: SyncSender<TcFrame>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl FrameQueue {
+    pub fn new(tx: SyncSender<TcFrame>, wakeup: Arc<Wakeup>) -> FrameQueue {
+        FrameQueue { tx, wakeup }
+    }
+}
+
+/// Delivers a channel's frames into its call's media thread (on the worker thread: never
+/// blocks).
 struct CallSink {
-    tx: mpsc::Sender<TcFrame>,
+    queue: FrameQueue,
+    call: u64,
     stream: usize,
     to: Leg,
 }
@@ -114,9 +129,16 @@ impl FrameSink for CallSink {
         let mut data = [0u8; MAX_PAYLOAD];
         let len = f.payload.len().min(MAX_PAYLOAD);
         data[..len].copy_from_slice(&f.payload[..len]);
-        let frame = TcFrame { stream: self.stream, to: self.to, timestamp: f.timestamp, marker: f.marker, len: len as u16, data };
-        // A full queue drops the frame (the task is behind); a closed one ends the channel.
-        !matches!(self.tx.try_send(frame), Err(mpsc::error::TrySendError::Closed(_)))
+        let frame = TcFrame { call: self.call, stream: self.stream, to: self.to, timestamp: f.timestamp, marker: f.marker, len: len as u16, data };
+        // A full queue drops the frame (the thread is behind); a closed one ends the channel.
+        match self.queue.tx.try_send(frame) {
+            Ok(()) => {
+                self.queue.wakeup.wake();
+                true
+            }
+            Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+        }
     }
 }
 
@@ -127,15 +149,13 @@ pub struct CallTranscoding {
     channels: HashMap<(usize, Leg), Channel>,
     /// Streams whose codec pair the pool cannot convert (logged once).
     refused: Vec<usize>,
-    tx: mpsc::Sender<TcFrame>,
-    rx: mpsc::Receiver<TcFrame>,
+    queue: FrameQueue,
     call: u64,
 }
 
 impl CallTranscoding {
-    pub fn new(transcoder: Arc<Transcoder>, call: u64) -> CallTranscoding {
-        let (tx, rx) = mpsc::channel(FRAME_QUEUE);
-        CallTranscoding { transcoder, channels: HashMap::new(), refused: Vec::new(), tx, rx, call }
+    pub fn new(transcoder: Arc<Transcoder>, call: u64, queue: FrameQueue) -> CallTranscoding {
+        CallTranscoding { transcoder, channels: HashMap::new(), refused: Vec::new(), queue, call }
     }
 
     /// The session handed over the plaintext RTP packet in `rtp` of `stream`, bound for `to`.
@@ -150,7 +170,7 @@ impl CallTranscoding {
                 self.refused.push(stream);
                 return;
             };
-            let sink = Box::new(CallSink { tx: self.tx.clone(), stream, to });
+            let sink = Box::new(CallSink { queue: self.queue.clone(), call: self.call, stream, to });
             match self.transcoder.pool.open(&spec, sink) {
                 Ok(ch) => {
                     self.channels.insert((stream, to), ch);
@@ -173,11 +193,6 @@ impl CallTranscoding {
         let key = |p: &MediaPlan, i: usize| p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode).cloned());
         self.channels.retain(|(i, _), _| key(old, *i) == key(new, *i));
         self.refused.retain(|i| key(old, *i) == key(new, *i));
-    }
-
-    /// The next frame to send (for the call task's select).
-    pub async fn recv(&mut self) -> Option<TcFrame> {
-        self.rx.recv().await
     }
 }
 

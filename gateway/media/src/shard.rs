@@ -89,7 +89,16 @@ pub struct MediaShard {
     outputs: VecDeque<(CallKey, Output)>,
     counters: ShardCounters,
     epoch: Instant,
+    /// The call whose session is running, set around every call into a session: after a
+    /// panic the driver caught, [`MediaShard::abandon_panicked`] knows which call to drop.
+    in_call: Option<CallKey>,
+    /// Test-only fault injection ([`MediaShard::inject_faults`]).
+    faults: bool,
 }
+
+/// A datagram starting with this makes a shard with [`MediaShard::inject_faults`] on panic
+/// inside the call it is routed to, as a bug in a session would.
+pub const FAULT_TRIGGER: &[u8] = b"estuary-fault-injection:panic";
 
 impl MediaShard {
     /// A shard that began at `now`; `shared_web` is its browser-facing address in shared
@@ -105,7 +114,28 @@ impl MediaShard {
             outputs: VecDeque::new(),
             counters: ShardCounters::default(),
             epoch: now,
+            in_call: None,
+            faults: false,
         }
+    }
+
+    /// Test hook: a datagram starting with [`FAULT_TRIGGER`] panics in its call's handling.
+    /// Only the daemon's `ESTUARY_TEST_HOOKS=1` turns it on.
+    pub fn inject_faults(&mut self, on: bool) {
+        self.faults = on;
+    }
+
+    /// After the driver caught a panic out of this shard: drops the call whose session was
+    /// running (its state may be half-updated) with every route to it, without the RTCP BYE
+    /// a clean end sends. The other calls are untouched.
+    pub fn abandon_panicked(&mut self) -> Option<CallKey> {
+        let call = self.in_call.take()?;
+        self.calls.remove(&call);
+        self.by_local.retain(|_, c| *c != call);
+        self.by_remote.retain(|_, c| *c != call);
+        self.by_ufrag.retain(|_, c| *c != call);
+        self.outputs.retain(|(c, _)| *c != call);
+        Some(call)
     }
 
     /// Takes `session` for `call`. Its local addresses must be no other call's.
@@ -124,7 +154,9 @@ impl MediaShard {
             self.by_ufrag.insert(entry.session.local_ufrag().to_owned(), call);
         }
         self.calls.insert(call, entry);
+        self.in_call = Some(call);
         self.after_input(now, call);
+        self.in_call = None;
         Ok(())
     }
 
@@ -146,9 +178,11 @@ impl MediaShard {
     /// A new plan for `call` (a re-offer settled); routes the addresses of any new stream.
     pub fn update_plan(&mut self, now: Instant, call: CallKey, plan: &MediaPlan) -> Result<(), ShardError> {
         let mut entry = self.calls.remove(&call).ok_or(ShardError::Unknown(call))?;
+        self.in_call = Some(call);
         let result = entry.session.update_plan(plan, now).map_err(ShardError::from).and_then(|()| self.route_locals(call, &mut entry));
         self.calls.insert(call, entry);
         self.after_input(now, call);
+        self.in_call = None;
         result
     }
 
@@ -156,10 +190,12 @@ impl MediaShard {
     /// [`Self::poll_output`]), leaves every route, and is handed back for its report.
     pub fn end_call(&mut self, now: Instant, call: CallKey) -> Option<MediaSession> {
         let mut entry = self.calls.remove(&call)?;
+        self.in_call = Some(call);
         entry.session.close(now);
         while let Some(o) = entry.session.poll_output() {
             self.outputs.push_back((call, o));
         }
+        self.in_call = None;
         for addr in &entry.locals {
             self.by_local.remove(addr);
         }
@@ -195,6 +231,10 @@ impl MediaShard {
             self.counters.unroutable += 1;
             return Routed { call: None, forward: Forward::Consumed };
         };
+        self.in_call = Some(call);
+        if self.faults && buf.starts_with(FAULT_TRIGGER) {
+            panic!("fault injected into call {call}");
+        }
         let forward = entry.session.handle_datagram(now, local, source, buf);
         // A check the call's agent accepted: what else comes from there is this call's.
         if is_check && entry.session.web_consented(source) && !entry.remotes.contains(&source) {
@@ -208,14 +248,17 @@ impl MediaShard {
             }
         }
         self.after_input(now, call);
+        self.in_call = None;
         Routed { call: Some(call), forward }
     }
 
     /// A transcoded frame for `call`; as [`MediaSession::send_transcoded`].
     pub fn send_transcoded(&mut self, now: Instant, call: CallKey, frame: Transcoded<'_>, buf: &mut Vec<u8>) -> Forward {
         let Some(entry) = self.calls.get_mut(&call) else { return Forward::Consumed };
+        self.in_call = Some(call);
         let forward = entry.session.send_transcoded(now, frame, buf);
         self.after_input(now, call);
+        self.in_call = None;
         forward
     }
 
@@ -231,8 +274,10 @@ impl MediaShard {
                 continue; // superseded by an earlier entry that already ran
             }
             entry.armed = None;
+            self.in_call = Some(call);
             entry.session.handle_timeout(now);
             self.after_input(now, call);
+            self.in_call = None;
         }
     }
 

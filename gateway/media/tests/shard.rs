@@ -308,6 +308,36 @@ fn an_ended_call_leaves_every_route_and_the_other_goes_on() {
     w.add_call(3, 61004, 30000).unwrap();
 }
 
+/// A bug in one call's session must cost that call only: the driver catches the panic and
+/// asks the shard which call it was in; the shard drops that call and every route to it.
+#[test]
+fn a_call_that_panics_is_abandoned_and_the_other_goes_on() {
+    let mut w = two_connected_calls();
+    w.shard.inject_faults(true);
+    let mut pkt = estuary_media::shard::FAULT_TRIGGER.to_vec();
+    let ims1 = SocketAddr::from(([127, 0, 0, 1], w.browsers[0].ims_port));
+    let shard = &mut w.shard;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.handle_datagram(w.now, ims1, addr(IMS_PEER), &mut pkt)));
+    assert!(caught.is_err(), "the fault hook panics");
+    assert_eq!(w.shard.abandon_panicked(), Some(1));
+    assert_eq!(w.shard.abandon_panicked(), None, "reported once");
+    assert_eq!(w.shard.len(), 1);
+    assert!(w.shard.session(1).is_none());
+    let (call, fwd) = w.browser_sends(0, 700);
+    assert_eq!((call, fwd), (None, Forward::Consumed), "no route to the abandoned call is left");
+    let mut pkt = rtp(9, 9);
+    assert_eq!(w.shard.handle_datagram(w.now, ims1, addr(IMS_PEER), &mut pkt).call, None);
+    let (call, _) = w.browser_sends(1, 700);
+    assert_eq!(call, Some(2));
+    w.ims_sends(1, 701);
+    // Without the hook the trigger is just a datagram.
+    w.shard.inject_faults(false);
+    let ims2 = SocketAddr::from(([127, 0, 0, 1], w.browsers[1].ims_port));
+    let mut pkt = estuary_media::shard::FAULT_TRIGGER.to_vec();
+    assert_eq!(w.shard.handle_datagram(w.now, ims2, addr(IMS_PEER), &mut pkt).call, Some(2));
+    assert_eq!(w.shard.abandon_panicked(), None);
+}
+
 #[test]
 fn a_clashing_ufrag_or_address_is_refused() {
     let mut w = World::new();

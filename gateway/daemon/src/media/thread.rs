@@ -1,0 +1,512 @@
+//! One media thread: a mio poller over the sockets of the calls it owns, one
+//! [`MediaShard`] holding their sessions and their timers, and the thread's queue of
+//! transcoded frames.
+//!
+//! A wake-up is a readable socket (each is read until empty, at most [`BURST`] datagrams at a
+//! time so one flooded socket cannot starve the others), the wake-up of a command or a
+//! transcoded frame, or the shard's earliest deadline. An idle call costs nothing between the
+//! deadlines its protocols set; the metrics flush runs only after packets moved.
+//!
+//! A panic while a call's session handles an input (a bug) is caught here: the shard drops
+//! that call, the engine is told to end it, and the thread goes on with the others.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use estuary_b2bua::ReleaseCause;
+use estuary_media::shard::MediaShard;
+use estuary_media::{FailCause, Forward, Leg, MediaConfig, MediaCounters, MediaEvent, MediaSession, Output, Transcoded};
+use estuary_sdp::MediaPlan;
+use estuary_srtp::Certificate;
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, error, info, warn};
+
+use crate::ctx::Ctx;
+use crate::engine::Event;
+use crate::metrics::MediaFailure;
+use crate::recorder::Lane;
+use crate::transcode::{CallTranscoding, FrameQueue, TcFrame};
+
+/// Datagrams read from one socket before the others get their turn.
+const BURST: usize = 32;
+/// Readiness events taken per poll.
+const EVENTS: usize = 256;
+/// Transcoded frames queued toward the thread (all its calls); a full queue drops frames.
+const FRAME_QUEUE: usize = 256;
+/// How often the thread adds its calls' counters to /metrics, while packets move.
+const METRICS_FLUSH: Duration = Duration::from_secs(1);
+/// How soon a failure report that found the engine's inbox full is offered again.
+const EVENT_RETRY: Duration = Duration::from_millis(10);
+const WAKE: Token = Token(0);
+
+pub enum Command {
+    Plan { call: u64, plan: Box<MediaPlan> },
+    End { call: u64 },
+    Stop,
+}
+
+/// Wakes a media thread, once per batch: senders that find a wake-up pending do not issue
+/// another (a transcoded frame every few ms per call would otherwise be a syscall each).
+pub struct Wakeup {
+    waker: Waker,
+    pending: AtomicBool,
+}
+
+impl Wakeup {
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                error!(error = %e, "cannot wake a media thread");
+            }
+        }
+    }
+
+    /// Called by the thread before it drains its queues: what arrives later wakes it again.
+    fn rearm(&self) {
+        self.pending.store(false, Ordering::SeqCst);
+    }
+}
+
+pub struct ThreadHandle {
+    commands: Sender<Command>,
+    wakeup: Arc<Wakeup>,
+}
+
+impl ThreadHandle {
+    pub fn send(&self, c: Command) {
+        // A closed queue means the thread is gone (its exit was logged).
+        if self.commands.send(c).is_ok() {
+            self.wakeup.wake();
+        }
+    }
+}
+
+/// Starts media thread `index`.
+pub fn spawn(index: usize, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<ThreadHandle> {
+    let poll = Poll::new()?;
+    let wakeup = Arc::new(Wakeup { waker: Waker::new(poll.registry(), WAKE)?, pending: AtomicBool::new(false) });
+    let (commands, commands_rx) = mpsc::channel();
+    let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
+    let mut shard = MediaShard::new(Instant::now(), None);
+    shard.inject_faults(ctx.test_hooks);
+    let t = MediaThread {
+        index,
+        poll,
+        shard,
+        socks: Vec::new(),
+        free: Vec::new(),
+        by_addr: HashMap::new(),
+        calls: HashMap::new(),
+        ended: Vec::new(),
+        commands: commands_rx,
+        frames,
+        frame_queue: FrameQueue::new(frames_tx, wakeup.clone()),
+        wakeup: wakeup.clone(),
+        cert,
+        cfg,
+        ctx,
+        buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
+        out: Vec::with_capacity(estuary_media::MIN_BUFFER),
+        again: Vec::new(),
+        again_next: Vec::new(),
+        unsent: VecDeque::new(),
+        flush_at: None,
+    };
+    std::thread::Builder::new().name(format!("media-{index}")).spawn(move || t.run())?;
+    Ok(ThreadHandle { commands, wakeup })
+}
+
+struct Sock {
+    addr: SocketAddr,
+    sock: UdpSocket,
+}
+
+/// What the thread keeps of a call beside its session.
+struct CallIo {
+    /// Its sockets' slots.
+    slots: Vec<usize>,
+    plan: Box<MediaPlan>,
+    transcoding: Option<CallTranscoding>,
+    /// Its counters as last added to /metrics.
+    flushed: MediaCounters,
+}
+
+struct MediaThread {
+    index: usize,
+    poll: Poll,
+    shard: MediaShard,
+    /// Sockets by slot; slot `i` is token `i + 1`.
+    socks: Vec<Option<Sock>>,
+    free: Vec<usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    calls: HashMap<u64, CallIo>,
+    /// Calls ended this round, whose sockets go back once their last packets are sent.
+    ended: Vec<u64>,
+    commands: Receiver<Command>,
+    frames: Receiver<TcFrame>,
+    frame_queue: FrameQueue,
+    wakeup: Arc<Wakeup>,
+    cert: Arc<Certificate>,
+    cfg: MediaConfig,
+    ctx: Arc<Ctx>,
+    /// The datagram being handled (relayed in place).
+    buf: Vec<u8>,
+    /// A transcoded frame being sent.
+    out: Vec<u8>,
+    /// Slots whose socket may hold more datagrams than one burst took (edge-triggered).
+    again: Vec<usize>,
+    again_next: Vec<usize>,
+    /// Failure reports the engine's inbox had no room for.
+    unsent: VecDeque<Event>,
+    /// When counters go to /metrics next; `None` while nothing moved since the last flush.
+    flush_at: Option<Instant>,
+}
+
+impl MediaThread {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = if self.again.is_empty() { self.deadline().map(|t| t.saturating_duration_since(Instant::now())) } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                error!(thread = self.index, error = %e, "media thread cannot poll; its calls will fail");
+                return;
+            }
+            let mut woken = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => woken = true,
+                    Token(t) => self.read(t - 1),
+                }
+            }
+            std::mem::swap(&mut self.again, &mut self.again_next);
+            for i in 0..self.again_next.len() {
+                self.read(self.again_next[i]);
+            }
+            self.again_next.clear();
+            if woken {
+                self.wakeup.rearm();
+                if !self.commands() {
+                    info!(thread = self.index, "media thread stopped");
+                    return;
+                }
+                self.frames();
+            }
+            let now = Instant::now();
+            if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+                self.guarded(|s| s.handle_timeout(now));
+            }
+            self.outputs();
+            self.release_ended();
+            self.housekeeping(now);
+        }
+    }
+
+    /// The next moment the thread has something to do without input.
+    fn deadline(&self) -> Option<Instant> {
+        let retry = (!self.unsent.is_empty()).then(|| Instant::now() + EVENT_RETRY);
+        [self.shard.poll_timeout(), self.flush_at, retry].into_iter().flatten().min()
+    }
+
+    /// Reads up to a burst from the socket in `slot`, each datagram through the shard.
+    fn read(&mut self, slot: usize) {
+        for _ in 0..BURST {
+            let Some(Some(s)) = self.socks.get(slot) else { return };
+            // Within capacity: never reallocates.
+            self.buf.resize(estuary_media::MIN_BUFFER, 0);
+            match s.sock.recv_from(&mut self.buf) {
+                Ok((n, source)) => {
+                    let local = s.addr;
+                    self.buf.truncate(n);
+                    self.datagram(local, source);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // An ICMP error reported on the socket, or the like: the next read goes on.
+                Err(e) => debug!(slot, error = %e, "media socket read"),
+            }
+        }
+        self.again.push(slot);
+    }
+
+    fn datagram(&mut self, local: SocketAddr, source: SocketAddr) {
+        let now = Instant::now();
+        let (shard, buf) = (&mut self.shard, &mut self.buf);
+        let Some(routed) = guard(shard, |s| s.handle_datagram(now, local, source, buf)) else {
+            return self.abandon_panicked();
+        };
+        match routed.forward {
+            Forward::Send { from, to } => send(&self.socks, &self.by_addr, from, to, &self.buf),
+            Forward::Transcode { stream, to } => {
+                let Some(io) = routed.call.and_then(|c| self.calls.get_mut(&c)) else { return };
+                if let Some(t) = io.transcoding.as_mut() {
+                    t.push(&io.plan, stream, to, &self.buf);
+                }
+            }
+            Forward::Consumed => {}
+        }
+        if self.flush_at.is_none() {
+            self.flush_at = Some(now + METRICS_FLUSH);
+        }
+    }
+
+    /// Runs `f` on the shard, catching a panic: the call it happened in is dropped.
+    fn guarded<R>(&mut self, f: impl FnOnce(&mut MediaShard) -> R) -> Option<R> {
+        let r = guard(&mut self.shard, f);
+        if r.is_none() {
+            self.abandon_panicked();
+        }
+        r
+    }
+
+    fn abandon_panicked(&mut self) {
+        match self.shard.abandon_panicked() {
+            Some(call) => {
+                error!(call, thread = self.index, "media plane panicked on this call's input; the call is ended, the others go on");
+                self.release(call);
+                self.fail(call, MediaFailure::Internal, "internal error in the media plane".into());
+            }
+            None => error!(thread = self.index, "media plane panicked outside any call"),
+        }
+    }
+
+    /// Takes the engine's commands; false on Stop (or when the engine is gone).
+    fn commands(&mut self) -> bool {
+        loop {
+            match self.commands.try_recv() {
+                Ok(Command::Plan { call, plan }) => self.plan(call, plan),
+                Ok(Command::End { call }) => self.end(call),
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return true,
+            }
+        }
+    }
+
+    fn plan(&mut self, call: u64, plan: Box<MediaPlan>) {
+        let now = Instant::now();
+        if self.calls.contains_key(&call) {
+            return self.update(call, plan, now);
+        }
+        // Not a secret: SSRCs and sequence starts (keys come from the OS CSPRNG inside).
+        let session = match MediaSession::new(self.cfg.clone(), &plan, &self.cert, now, rand::random()) {
+            Ok(s) => s,
+            Err(e) => return self.fail(call, MediaFailure::Local, format!("media session: {e}")),
+        };
+        let addrs = session.local_addresses();
+        let transcoding = self.ctx.transcoder.clone().map(|t| CallTranscoding::new(t, call, self.frame_queue.clone()));
+        self.calls.insert(call, CallIo { slots: Vec::new(), plan, transcoding, flushed: MediaCounters::default() });
+        if let Err(e) = self.take_sockets(call, addrs) {
+            self.release(call);
+            return self.fail(call, MediaFailure::Local, e);
+        }
+        match self.guarded(|s| s.add_call(now, call, session)) {
+            Some(Ok(())) => info!(call, thread = self.index, sockets = self.calls.get(&call).map_or(0, |c| c.slots.len()), "media started"),
+            Some(Err(e)) => {
+                self.release(call);
+                self.fail(call, MediaFailure::Local, format!("media: {e}"));
+            }
+            None => {}
+        }
+    }
+
+    fn update(&mut self, call: u64, plan: Box<MediaPlan>, now: Instant) {
+        let Some(io) = self.calls.get_mut(&call) else { return };
+        if let Some(t) = io.transcoding.as_mut() {
+            t.plan_changed(&io.plan, &plan);
+        }
+        let result = match self.guarded(|s| s.update_plan(now, call, &plan)) {
+            Some(r) => r,
+            None => return,
+        };
+        if let Some(io) = self.calls.get_mut(&call) {
+            io.plan = plan;
+        }
+        let addrs = self.shard.session(call).map(MediaSession::local_addresses).unwrap_or_default();
+        let taken = self.take_sockets(call, addrs);
+        if let Err(e) = result.map_err(|e| format!("media plan: {e}")).and(taken) {
+            self.end(call);
+            self.fail(call, MediaFailure::Local, e);
+        }
+    }
+
+    /// Takes the socket of every local address of `call` that has none yet. Each was bound
+    /// before the engine could announce it (bind before announce); one that is not there is a
+    /// bug, and fails the call rather than binding after the fact.
+    fn take_sockets(&mut self, call: u64, addrs: Vec<SocketAddr>) -> Result<(), String> {
+        for addr in addrs {
+            if addr.port() == 0 || self.by_addr.contains_key(&addr) {
+                continue;
+            }
+            let std = self.ctx.media_ports.take(addr).ok_or_else(|| format!("media port {addr} was announced but is not bound"))?;
+            let mut sock = UdpSocket::from_std(std);
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.socks.push(None);
+                self.socks.len() - 1
+            });
+            if let Err(e) = self.poll.registry().register(&mut sock, Token(slot + 1), Interest::READABLE) {
+                self.ctx.media_ports.put_back(addr, sock.into());
+                self.free.push(slot);
+                return Err(format!("media port {addr}: {e}"));
+            }
+            self.socks[slot] = Some(Sock { addr, sock });
+            self.by_addr.insert(addr, slot);
+            if let Some(io) = self.calls.get_mut(&call) {
+                io.slots.push(slot);
+            }
+        }
+        Ok(())
+    }
+
+    /// The call is over: RTCP BYE on both legs, its report filed; its sockets go back once
+    /// that is sent (`release_ended`).
+    fn end(&mut self, call: u64) {
+        let now = Instant::now();
+        if let Some(Some(session)) = self.guarded(|s| s.end_call(now, call)) {
+            self.flush_call(call, session.counters());
+            self.ctx.records.media(call, session.report());
+            info!(call, counters = ?session.counters(), "media ended");
+        }
+        self.ended.push(call);
+    }
+
+    fn release_ended(&mut self) {
+        while let Some(call) = self.ended.pop() {
+            self.release(call);
+        }
+    }
+
+    /// Gives `call`'s sockets back to the daemon's pool, bound, for the next calls.
+    fn release(&mut self, call: u64) {
+        let Some(io) = self.calls.remove(&call) else { return };
+        for slot in io.slots {
+            let Some(Sock { addr, mut sock }) = self.socks.get_mut(slot).and_then(Option::take) else { continue };
+            if let Err(e) = self.poll.registry().deregister(&mut sock) {
+                warn!(%addr, error = %e, "media socket deregister");
+            }
+            self.by_addr.remove(&addr);
+            self.again.retain(|s| *s != slot);
+            self.free.push(slot);
+            self.ctx.media_ports.put_back(addr, sock.into());
+        }
+        // Dropping `io.transcoding` closes its channels on the workers.
+    }
+
+    /// Transcoded frames from the workers, each sent on its call's leg.
+    fn frames(&mut self) {
+        loop {
+            let f = match self.frames.try_recv() {
+                Ok(f) => f,
+                Err(_) => return,
+            };
+            let now = Instant::now();
+            let frame = Transcoded { stream: f.stream, to: f.to, payload: f.payload(), timestamp: f.timestamp, marker: f.marker };
+            let (shard, out) = (&mut self.shard, &mut self.out);
+            match guard(shard, |s| s.send_transcoded(now, f.call, frame, out)) {
+                Some(Forward::Send { from, to }) => send(&self.socks, &self.by_addr, from, to, &self.out),
+                Some(_) => {}
+                None => self.abandon_panicked(),
+            }
+        }
+    }
+
+    /// Control traffic, events and recorder copies of every call.
+    fn outputs(&mut self) {
+        while let Some((call, o)) = self.shard.poll_output() {
+            match o {
+                Output::Transmit { from, to, data } => send(&self.socks, &self.by_addr, from, to, &data),
+                Output::Event(MediaEvent::Failed { cause, reason }) => {
+                    let failure = match cause {
+                        FailCause::Inactivity => MediaFailure::Inactivity,
+                        FailCause::Ice => MediaFailure::Ice,
+                        FailCause::Dtls => MediaFailure::Dtls,
+                        FailCause::DtlsClosed => MediaFailure::DtlsClosed,
+                    };
+                    self.end(call);
+                    self.fail(call, failure, reason);
+                }
+                Output::Event(ev) => debug!(call, ?ev, "media"),
+                Output::Tap { leg, from, to, data } => {
+                    if let Some(r) = &self.ctx.recorder {
+                        let lane = if leg == Leg::Web { Lane::WebMedia } else { Lane::ImsMedia };
+                        r.media(call, lane, from, to, data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells the engine the call's media gave up; it ends the call with BYE on both legs.
+    fn fail(&mut self, call: u64, failure: MediaFailure, reason: String) {
+        warn!(call, ?failure, %reason, "media failed");
+        self.ctx.stats.media_failed(failure);
+        let cause = match failure {
+            MediaFailure::Inactivity => ReleaseCause::RtpTimeout,
+            _ => ReleaseCause::MediaBearerLoss,
+        };
+        self.unsent.push_back(Event::MediaFailed { call, reason, cause });
+        self.offer_events();
+    }
+
+    fn offer_events(&mut self) {
+        while let Some(ev) = self.unsent.pop_front() {
+            match self.ctx.events.try_send(ev) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(ev)) => {
+                    self.unsent.push_front(ev);
+                    return;
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => {
+                    self.unsent.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Retried failure reports, and the metrics flush once a second while packets move.
+    fn housekeeping(&mut self, now: Instant) {
+        if !self.unsent.is_empty() {
+            self.offer_events();
+        }
+        if self.flush_at.is_some_and(|t| t <= now) {
+            self.flush_at = None;
+            let Self { shard, calls, ctx, .. } = self;
+            for (call, io) in calls.iter_mut() {
+                if let Some(s) = shard.session(*call) {
+                    ctx.stats.media_flush(s.counters(), &io.flushed);
+                    io.flushed.clone_from(s.counters());
+                }
+            }
+        }
+    }
+
+    fn flush_call(&mut self, call: u64, counters: &MediaCounters) {
+        if let Some(io) = self.calls.get_mut(&call) {
+            self.ctx.stats.media_flush(counters, &io.flushed);
+            io.flushed.clone_from(counters);
+        }
+    }
+}
+
+/// `f` on the shard; `None` if it panicked (the shard knows in which call).
+fn guard<R>(shard: &mut MediaShard, f: impl FnOnce(&mut MediaShard) -> R) -> Option<R> {
+    catch_unwind(AssertUnwindSafe(|| f(shard))).ok()
+}
+
+fn send(socks: &[Option<Sock>], by_addr: &HashMap<SocketAddr, usize>, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+    match by_addr.get(&from).and_then(|&i| socks[i].as_ref()) {
+        // UDP: a full socket buffer drops the packet, as the network would.
+        Some(s) => {
+            let _ = s.sock.send_to(data, to);
+        }
+        None => debug!(%from, "no socket for a media output"),
+    }
+}
