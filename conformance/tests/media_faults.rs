@@ -32,7 +32,9 @@ fn a_media_thread_panic_ends_that_call_only() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         // One media thread: both calls share it, so the survivor proves the thread lived on.
-        let s = Setup::start(|b| b.set("media.threads", "1").env("ESTUARY_TEST_HOOKS", "1")).await;
+        // Per-call browser ports: the trigger can then reach a call without an ICE check (on
+        // a shared port only a source that passed one is routed).
+        let s = Setup::start(|b| b.set("media.threads", "1").set("media.web_port_mode", "per_call").env("ESTUARY_TEST_HOOKS", "1")).await;
         let mut reg = s.register().await;
         let sipp = Sipp::uas("uas_answer_wait_bye.xml", s.sipp_port).calls(2).timeout(Duration::from_secs(30)).start().await;
         let (_victim, ok1) = reg.client.call_answered(CALLEE, &webrtc_offer(11)).await;

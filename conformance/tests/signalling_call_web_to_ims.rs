@@ -205,9 +205,10 @@ async fn browser_call_answered_then_browser_hangs_up() {
     let bye = reg.client.bye(&mut d).await;
     let bye_resp = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
     assert_eq!(bye_resp.status(), 200, "{}", reg.client.transcript());
-    // When the call ends its ports rest in quarantine, still bound by the daemon: no other
-    // process can take them, and the old far end's late packets reach no one.
-    wait_until(|| quarantined() == Some(2.0), "web and IMS ports quarantined").await;
+    // When the call ends its IMS port rests in quarantine, still bound by the daemon: no
+    // other process can take it, and the old far end's late packets reach no one. The web
+    // port is the media thread's shared one (media.web_port_mode = "shared"): it stays.
+    wait_until(|| quarantined() == Some(1.0), "the IMS port quarantined").await;
     wait_until(|| s.gw.log().contains("media ended"), "the call's media task ended").await;
     let run = finish(sipp, &reg.client, &s.gw).await;
     let ims_port = sdp_port(&run.received_requests("INVITE")[0].body);

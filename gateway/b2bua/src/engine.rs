@@ -108,6 +108,13 @@ impl B2bua {
         self.ports.grant(ports);
     }
 
+    /// Shared mode (`media.web_port_mode = "shared"`): the browser-facing ports of the media
+    /// threads, bound for good by the driver; each call gets one of them in turn instead of a
+    /// port of its own.
+    pub fn share_web_ports(&mut self, ports: Vec<u16>) {
+        self.ports.share_web_ports(ports);
+    }
+
     /// How many more media ports the engine would like bound and granted at `now` (0: it has
     /// enough spare). The driver asks after its inputs and binds in batches.
     pub fn ports_wanted(&self, now: Instant) -> usize {

@@ -10,6 +10,11 @@
 //! call (a far end still sending, a retransmitted 2xx's SDP) never reach the next call on that
 //! port. Rested ports are reused before fresh ones, oldest first: the set of bound ports stays
 //! as small as the load allows.
+//!
+//! In shared mode (`media.web_port_mode = "shared"`) the browser-facing port is not the call's
+//! own: every call gets one of the media threads' shared ports, in turn, and the driver routes
+//! each browser's packets to its call by ICE username and source address. Such a port is never
+//! released or quarantined; IMS-facing ports stay per stream.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -32,11 +37,27 @@ pub struct PortPool {
     granted: usize,
     /// The engine's current time (set on every input; the pool reads no clock).
     now: Option<Instant>,
+    /// Shared browser-facing ports (one per media thread), handed out in turn; empty in
+    /// per-call mode.
+    shared_web: Vec<u16>,
+    next_shared: usize,
 }
 
 impl PortPool {
     pub fn new(quarantine: Duration) -> PortPool {
-        PortPool { quarantine, fresh: VecDeque::new(), resting: VecDeque::new(), granted: 0, now: None }
+        PortPool { quarantine, fresh: VecDeque::new(), resting: VecDeque::new(), granted: 0, now: None, shared_web: Vec::new(), next_shared: 0 }
+    }
+
+    /// Shared mode: the driver's shared browser-facing ports, bound for good.
+    pub fn share_web_ports(&mut self, ports: Vec<u16>) {
+        self.shared_web = ports;
+    }
+
+    /// The next shared browser-facing port, in turn; `None` in per-call mode.
+    fn shared_web_port(&mut self) -> Option<u16> {
+        let p = *self.shared_web.get(self.next_shared % self.shared_web.len().max(1))?;
+        self.next_shared = self.next_shared.wrapping_add(1);
+        Some(p)
     }
 
     pub fn set_now(&mut self, now: Instant) {
@@ -107,15 +128,22 @@ pub struct CallPorts<'a> {
     pub taken: &'a mut Vec<u16>,
 }
 
-impl PortAllocator for CallPorts<'_> {
-    fn web_port(&mut self) -> Option<u16> {
+impl CallPorts<'_> {
+    fn own_port(&mut self) -> Option<u16> {
         let p = self.pool.take()?;
         self.taken.push(p);
         Some(p)
     }
+}
+
+impl PortAllocator for CallPorts<'_> {
+    fn web_port(&mut self) -> Option<u16> {
+        // A shared port is not the call's: it is neither taken nor released.
+        self.pool.shared_web_port().or_else(|| self.own_port())
+    }
 
     fn ims_port(&mut self, _index: usize) -> Option<u16> {
-        self.web_port()
+        self.own_port()
     }
 }
 
@@ -148,6 +176,20 @@ mod tests {
         // Rested ports first, so the bound set stays small.
         assert_eq!([pool.take(), pool.take(), pool.take(), pool.take()], [Some(20004), Some(20002), Some(20010), None]);
         assert_eq!(pool.granted(), 5);
+    }
+
+    #[test]
+    fn shared_browser_ports_go_round_and_are_never_released() {
+        let t0 = Instant::now();
+        let mut pool = PortPool::new(Duration::from_secs(30));
+        pool.set_now(t0);
+        pool.share_web_ports(vec![20000, 20002]);
+        pool.grant([20004, 20006, 20008]);
+        let mut taken = Vec::new();
+        let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
+        assert_eq!([p.web_port(), p.ims_port(0), p.web_port(), p.ims_port(0), p.web_port()], [Some(20000), Some(20004), Some(20002), Some(20006), Some(20000)]);
+        assert_eq!(taken, [20004, 20006], "only the call's own ports are its to release");
+        assert_eq!(pool.available(t0), 1);
     }
 
     #[test]

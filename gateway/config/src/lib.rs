@@ -235,6 +235,19 @@ pub struct MediaConfig {
     pub consent_timeout: Duration,
     /// Media event loops, each owning whole calls; 0 = one per core (`media.threads`).
     pub threads: usize,
+    /// A browser-facing port per call, or one per media thread shared by its calls
+    /// (`media.web_port_mode`).
+    pub web_port_mode: WebPortMode,
+}
+
+/// `media.web_port_mode`: how browser-facing media ports are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WebPortMode {
+    /// Each call has its own browser-facing port from `media.port_min..port_max`.
+    PerCall,
+    /// Each media thread has one browser-facing port, shared by all its calls and
+    /// demultiplexed by ICE username and source address, as WebRTC SFUs do.
+    Shared,
 }
 
 impl Default for MediaConfig {
@@ -261,6 +274,7 @@ impl Default for MediaConfig {
             inactivity_timeout: Duration::from_secs(60),
             consent_timeout: Duration::from_secs(30),
             threads: 0,
+            web_port_mode: WebPortMode::Shared,
         }
     }
 }
@@ -751,6 +765,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
     // RFC 7675 §5.1 fixes 30 s; shorter values are for labs and tests.
     let consent = s.int("consent_timeout_s", d.consent_timeout.as_secs() as i64, 1, 300)?;
     let threads = s.int("threads", d.threads as i64, 0, 1024)? as usize;
+    let web_port_mode = s.choice("web_port_mode", d.web_port_mode, &[("per_call", WebPortMode::PerCall), ("shared", WebPortMode::Shared)])?;
     s.finish()?;
     // Invariant: both range-checked to 1024..=65535 above.
     Ok(MediaConfig {
@@ -772,6 +787,7 @@ fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
         inactivity_timeout: Duration::from_secs(inactivity as u64),
         consent_timeout: Duration::from_secs(consent as u64),
         threads,
+        web_port_mode,
     })
 }
 

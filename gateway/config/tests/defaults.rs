@@ -90,6 +90,7 @@ fn the_documented_file_lists_every_key() {
         "media.inactivity_timeout_s",
         "media.consent_timeout_s",
         "media.threads",
+        "media.web_port_mode",
         "transcoder.enabled",
         "transcoder.threads",
         "transcoder.max_channels",
@@ -118,7 +119,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        61,
+        62,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

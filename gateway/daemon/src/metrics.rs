@@ -26,6 +26,8 @@ pub enum Metric {
     MediaPlans,
     UntrustedImsMessages,
     OriginRefused,
+    MediaUnroutable,
+    MediaUfragClashes,
 }
 
 pub struct Def {
@@ -144,6 +146,18 @@ pub const TABLE: &[Def] = &[
         Counter,
         "WebSocket handshakes refused with 403 because their Origin is not in web.allowed_origins.",
     ),
+    def(
+        Metric::MediaUnroutable,
+        "estuary_media_unroutable_total",
+        Counter,
+        "Datagrams on a media port that no call owns: an unknown ICE username, or a source on a shared browser port that never passed an ICE check.",
+    ),
+    def(
+        Metric::MediaUfragClashes,
+        "estuary_media_ufrag_clashes_total",
+        Counter,
+        "Calls refused because their ICE username fragment was already another call's on the same shared browser port.",
+    ),
 ];
 
 /// Why the daemon ended calls from the media plane: the `cause` label of
@@ -203,6 +217,12 @@ impl Stats {
 
     pub fn inc(&self, m: Metric) {
         self.values[m as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(&self, m: Metric, n: u64) {
+        if n > 0 {
+            self.values[m as usize].fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub fn dec(&self, m: Metric) {

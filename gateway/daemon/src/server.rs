@@ -76,6 +76,22 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let ctx = Arc::new(ctx);
     // The first media ports are bound before anything can announce one.
     let now = std::time::Instant::now();
+    let media_threads = media::thread_count(cfg.media.threads);
+    // Shared mode: one browser-facing port per media thread, bound now and never released.
+    let shared_web = match cfg.media.web_port_mode {
+        estuary_config::WebPortMode::PerCall => Vec::new(),
+        estuary_config::WebPortMode::Shared => {
+            let (ports, err) = ctx.media_ports.bind(media_threads, now);
+            if let Some(e) = err {
+                return Err(DaemonError::setup(e.key, e.to_string()));
+            }
+            if ports.len() < media_threads {
+                return Err(DaemonError::setup("media.port_min", format!("cannot bind {media_threads} shared browser-facing ports in {}..{}", cfg.media.ports.min, cfg.media.ports.max)));
+            }
+            b2bua.share_web_ports(ports.clone());
+            ports
+        }
+    };
     let (ports, err) = ctx.media_ports.bind(b2bua.ports_wanted(now), now);
     if let Some(e) = err {
         return Err(DaemonError::setup(e.key, e.to_string()));
@@ -104,7 +120,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     );
 
     let media = media::MediaHub::start(
-        cfg.media.threads,
+        media_threads,
+        &shared_web,
         dtls.cert,
         estuary_media::MediaConfig {
             web_address: cfg.media.web_address,

@@ -76,6 +76,10 @@ struct Entry {
     locals: Vec<SocketAddr>,
     /// Browser addresses on the shared port routed to this call.
     remotes: Vec<SocketAddr>,
+    /// The ICE ufrags this call is routed by on the shared port, the current one last (an ICE
+    /// restart adds one; the old stay routed while checks of their generation may be in
+    /// flight, RFC 8445 §9). Empty off the shared port.
+    ufrags: Vec<String>,
 }
 
 pub struct MediaShard {
@@ -148,10 +152,12 @@ impl MediaShard {
             self.counters.ufrag_clashes += 1;
             return Err(ShardError::UfragClash(call));
         }
-        let mut entry = Entry { session, armed: None, locals: Vec::new(), remotes: Vec::new() };
+        let mut entry = Entry { session, armed: None, locals: Vec::new(), remotes: Vec::new(), ufrags: Vec::new() };
         self.route_locals(call, &mut entry)?;
         if shared {
-            self.by_ufrag.insert(entry.session.local_ufrag().to_owned(), call);
+            let u = entry.session.local_ufrag().to_owned();
+            self.by_ufrag.insert(u.clone(), call);
+            entry.ufrags.push(u);
         }
         self.calls.insert(call, entry);
         self.in_call = Some(call);
@@ -179,11 +185,32 @@ impl MediaShard {
     pub fn update_plan(&mut self, now: Instant, call: CallKey, plan: &MediaPlan) -> Result<(), ShardError> {
         let mut entry = self.calls.remove(&call).ok_or(ShardError::Unknown(call))?;
         self.in_call = Some(call);
-        let result = entry.session.update_plan(plan, now).map_err(ShardError::from).and_then(|()| self.route_locals(call, &mut entry));
+        let result = entry
+            .session
+            .update_plan(plan, now)
+            .map_err(ShardError::from)
+            .and_then(|()| self.route_locals(call, &mut entry))
+            .and_then(|()| self.reroute_ufrag(call, &mut entry));
         self.calls.insert(call, entry);
         self.after_input(now, call);
         self.in_call = None;
         result
+    }
+
+    /// An ICE restart gave the call a new ufrag: route the shared port's checks by it.
+    fn reroute_ufrag(&mut self, call: CallKey, entry: &mut Entry) -> Result<(), ShardError> {
+        let Some(old) = entry.ufrags.last() else { return Ok(()) };
+        let new = entry.session.local_ufrag();
+        if old == new {
+            return Ok(());
+        }
+        if self.by_ufrag.get(new).is_some_and(|c| *c != call) {
+            self.counters.ufrag_clashes += 1;
+            return Err(ShardError::UfragClash(call));
+        }
+        self.by_ufrag.insert(new.to_owned(), call);
+        entry.ufrags.push(new.to_owned());
+        Ok(())
     }
 
     /// The call is over: its session sends its last reports and RTCP BYE (drain
@@ -204,8 +231,10 @@ impl MediaShard {
                 self.by_remote.remove(addr);
             }
         }
-        if self.by_ufrag.get(entry.session.local_ufrag()) == Some(&call) {
-            self.by_ufrag.remove(entry.session.local_ufrag());
+        for u in &entry.ufrags {
+            if self.by_ufrag.get(u) == Some(&call) {
+                self.by_ufrag.remove(u);
+            }
         }
         // Its heap entry, if any, is found stale when it comes due.
         Some(entry.session)

@@ -26,8 +26,19 @@ use crate::error::DaemonError;
 pub use thread::Wakeup;
 use thread::{Command, ThreadHandle};
 
+/// Media threads for `media.threads` (0: one per core).
+pub fn thread_count(configured: usize) -> usize {
+    match configured {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    }
+}
+
 pub struct MediaHub {
     threads: Vec<ThreadHandle>,
+    /// Shared mode: each thread's browser-facing port; a call goes to the thread whose port
+    /// its plan names.
+    by_shared_port: HashMap<u16, usize>,
     /// Which thread runs each call.
     calls: HashMap<u64, usize>,
     /// Calls per thread: a new call goes to the least loaded.
@@ -35,19 +46,21 @@ pub struct MediaHub {
 }
 
 impl MediaHub {
-    /// Starts `threads` media threads (0: one per core).
-    pub fn start(threads: usize, cert: Certificate, cfg: MediaConfig, ctx: Arc<Ctx>) -> Result<MediaHub, DaemonError> {
-        let n = match threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        };
+    /// Starts `n` media threads. In shared mode `shared` holds one bound browser-facing port
+    /// per thread (on `media.web_address`), which the thread keeps for good; empty in per-call
+    /// mode.
+    pub fn start(n: usize, shared: &[u16], cert: Certificate, cfg: MediaConfig, ctx: Arc<Ctx>) -> Result<MediaHub, DaemonError> {
         let cert = Arc::new(cert);
         let threads = (0..n)
-            .map(|i| thread::spawn(i, cert.clone(), cfg.clone(), ctx.clone()))
+            .map(|i| {
+                let web = shared.get(i).map(|p| std::net::SocketAddr::new(cfg.web_address, *p));
+                thread::spawn(i, web, cert.clone(), cfg.clone(), ctx.clone())
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DaemonError::setup("media.threads", format!("cannot start a media thread: {e}")))?;
-        info!(threads = n, "media threads started");
-        Ok(MediaHub { threads, calls: HashMap::new(), load: vec![0; n] })
+        info!(threads = n, shared_web_ports = ?shared, "media threads started");
+        let by_shared_port = shared.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+        Ok(MediaHub { threads, by_shared_port, calls: HashMap::new(), load: vec![0; n] })
     }
 
     /// A call's plan was settled or renegotiated.
@@ -55,7 +68,9 @@ impl MediaHub {
         let t = match self.calls.get(&call) {
             Some(&t) => t,
             None => {
-                let t = (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0);
+                // The thread of the shared port the call was given, else the least loaded.
+                let least = || (0..self.load.len()).min_by_key(|&i| self.load[i]).unwrap_or(0);
+                let t = self.by_shared_port.get(&plan.web.local_port).copied().unwrap_or_else(least);
                 self.calls.insert(call, t);
                 self.load[t] += 1;
                 t

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::ReleaseCause;
-use estuary_media::shard::MediaShard;
+use estuary_media::shard::{MediaShard, ShardCounters};
 use estuary_media::{FailCause, Forward, Leg, MediaConfig, MediaCounters, MediaEvent, MediaSession, Output, Transcoded};
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::ctx::Ctx;
 use crate::engine::Event;
-use crate::metrics::MediaFailure;
+use crate::metrics::{MediaFailure, Metric};
 use crate::recorder::Lane;
 use crate::transcode::{CallTranscoding, FrameQueue, TcFrame};
 
@@ -88,21 +88,32 @@ impl ThreadHandle {
     }
 }
 
-/// Starts media thread `index`.
-pub fn spawn(index: usize, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<ThreadHandle> {
+/// Starts media thread `index`; `shared_web` is its shared browser-facing address (bound in
+/// the daemon's [`crate::ports::MediaPorts`], taken here for good), in shared mode.
+pub fn spawn(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<ThreadHandle> {
     let poll = Poll::new()?;
     let wakeup = Arc::new(Wakeup { waker: Waker::new(poll.registry(), WAKE)?, pending: AtomicBool::new(false) });
     let (commands, commands_rx) = mpsc::channel();
     let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
-    let mut shard = MediaShard::new(Instant::now(), None);
+    let mut shard = MediaShard::new(Instant::now(), shared_web);
     shard.inject_faults(ctx.test_hooks);
+    let mut socks = Vec::new();
+    let mut by_addr = HashMap::new();
+    if let Some(addr) = shared_web {
+        let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
+        let mut sock = UdpSocket::from_std(std);
+        poll.registry().register(&mut sock, Token(1), Interest::READABLE)?;
+        socks.push(Some(Sock { addr, sock }));
+        by_addr.insert(addr, 0);
+    }
     let t = MediaThread {
         index,
         poll,
         shard,
-        socks: Vec::new(),
+        socks,
         free: Vec::new(),
-        by_addr: HashMap::new(),
+        by_addr,
+        reported: ShardCounters::default(),
         calls: HashMap::new(),
         ended: Vec::new(),
         commands: commands_rx,
@@ -142,6 +153,8 @@ struct MediaThread {
     index: usize,
     poll: Poll,
     shard: MediaShard,
+    /// The shard's counters as last added to /metrics.
+    reported: ShardCounters,
     /// Sockets by slot; slot `i` is token `i + 1`.
     socks: Vec<Option<Sock>>,
     free: Vec<usize>,
@@ -478,6 +491,10 @@ impl MediaThread {
         }
         if self.flush_at.is_some_and(|t| t <= now) {
             self.flush_at = None;
+            let c = self.shard.counters();
+            self.ctx.stats.add(Metric::MediaUnroutable, c.unroutable - self.reported.unroutable);
+            self.ctx.stats.add(Metric::MediaUfragClashes, c.ufrag_clashes - self.reported.ufrag_clashes);
+            self.reported = c;
             let Self { shard, calls, ctx, .. } = self;
             for (call, io) in calls.iter_mut() {
                 if let Some(s) = shard.session(*call) {
