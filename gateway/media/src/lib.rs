@@ -394,6 +394,18 @@ impl MediaSession {
     /// expected.
     pub fn update_plan(&mut self, plan: &MediaPlan, now: Instant) -> Result<(), MediaError> {
         self.last_media = now;
+        // New credentials are an ICE restart (RFC 8445 §9): media keeps flowing on the
+        // selected pair until the browser nominates one under the new credentials.
+        let web = &plan.web;
+        if web.local_ufrag != self.ice.local_credentials().ufrag() {
+            let local = Credentials::new(web.local_ufrag.clone(), web.local_pwd.clone()).map_err(|e| MediaError::Ice(e.to_string()))?;
+            let remote = match (&web.remote_ufrag, &web.remote_pwd) {
+                (Some(u), Some(p)) => Credentials::new(u.clone(), p.clone()).ok(),
+                _ => None,
+            };
+            self.ice.restart(now, local, remote);
+            self.ice_timeout = self.ice.poll_timeout();
+        }
         for sp in &plan.streams {
             let ims_rtp = SocketAddr::new(self.cfg.ims_address, sp.ims_local_port);
             let ims_rtcp = if sp.ims_rtcp_mux { ims_rtp } else { SocketAddr::new(self.cfg.ims_address, sp.ims_local_port.wrapping_add(1)) };

@@ -76,18 +76,31 @@ struct Browser {
     rx: Option<SrtpContext>,
     plan: MediaPlan,
     ims_port: u16,
+    sdp: SdpSession,
+    cert: Certificate,
 }
 
-fn plan_for(gw_cert: &Certificate, browser_cert: &Certificate, ims_port: u16) -> MediaPlan {
-    let policy = SdpPolicy { fingerprint: estuary_sdp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap(), ..SdpPolicy::default() };
-    let offer: String = OFFER
+/// The browser's offer with its certificate's fingerprint and, for an ICE restart, new
+/// credentials.
+fn browser_offer(browser_cert: &Certificate, ice: Option<(&str, &str)>) -> String {
+    OFFER
         .lines()
-        .map(|l| if l.starts_with("a=fingerprint:") { format!("a=fingerprint:{}\r\n", browser_cert.fingerprint()) } else { format!("{l}\n") })
-        .collect();
+        .map(|l| match ice {
+            _ if l.starts_with("a=fingerprint:") => format!("a=fingerprint:{}\r\n", browser_cert.fingerprint()),
+            Some((u, _)) if l.starts_with("a=ice-ufrag:") => format!("a=ice-ufrag:{u}\r\n"),
+            Some((_, p)) if l.starts_with("a=ice-pwd:") => format!("a=ice-pwd:{p}\r\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect()
+}
+
+fn plan_for(gw_cert: &Certificate, browser_cert: &Certificate, ims_port: u16) -> (SdpSession, MediaPlan) {
+    let policy = SdpPolicy { fingerprint: estuary_sdp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap(), ..SdpPolicy::default() };
     let mut sdp = SdpSession::new(policy, 1, KeySource::os());
-    sdp.offer(Side::Web, offer.as_bytes(), &mut Ports { ims: ims_port }).unwrap();
+    sdp.offer(Side::Web, browser_offer(browser_cert, None).as_bytes(), &mut Ports { ims: ims_port }).unwrap();
     sdp.answer(Side::Ims, IMS_ANSWER.as_bytes()).unwrap();
-    sdp.plan().unwrap().clone()
+    let plan = sdp.plan().unwrap().clone();
+    (sdp, plan)
 }
 
 struct World {
@@ -96,7 +109,7 @@ struct World {
     gw_cert: Certificate,
     browsers: Vec<Browser>,
     events: Vec<(u64, MediaEvent)>,
-    /// Datagrams the shard sent to each browser (by index) that were not DTLS.
+    /// Binding success responses the shard sent to each browser (by index).
     stun_to: Vec<usize>,
 }
 
@@ -108,14 +121,23 @@ impl World {
 
     fn add_call(&mut self, call: u64, browser_port: u16, ims_port: u16) -> Result<(), ShardError> {
         let browser_cert = Certificate::generate().unwrap();
-        let plan = plan_for(&self.gw_cert, &browser_cert, ims_port);
+        let (sdp, plan) = plan_for(&self.gw_cert, &browser_cert, ims_port);
         let session = MediaSession::new(MediaConfig::default(), &plan, &self.gw_cert, self.now, call).unwrap();
         self.shard.add_call(self.now, call, session)?;
         let gw_fp = estuary_srtp::Fingerprint::parse(&self.gw_cert.fingerprint().to_string()).unwrap();
         let dtls = DtlsEndpoint::new(DtlsRole::Client, &browser_cert, vec![gw_fp], &[SrtpProfile::Aes128CmSha1_80], self.now).unwrap();
-        self.browsers.push(Browser { call, addr: SocketAddr::from(([127, 0, 0, 1], browser_port)), dtls, tx: None, rx: None, plan, ims_port });
+        self.browsers.push(Browser { call, addr: SocketAddr::from(([127, 0, 0, 1], browser_port)), dtls, tx: None, rx: None, plan, ims_port, sdp, cert: browser_cert });
         self.stun_to.push(0);
         Ok(())
+    }
+
+    /// Browser `i` re-offers with new ICE credentials (an ICE restart); the settled plan.
+    fn restart_ice(&mut self, i: usize) -> MediaPlan {
+        let b = &mut self.browsers[i];
+        let offer = browser_offer(&b.cert, Some(("Rs7x", "restartedPassword0123456")));
+        b.sdp.offer(Side::Web, offer.as_bytes(), &mut Ports { ims: b.ims_port }).unwrap();
+        b.sdp.answer(Side::Ims, IMS_ANSWER.as_bytes()).unwrap();
+        b.sdp.plan().unwrap().clone()
     }
 
     /// Delivers the shard's outputs to the browsers.
@@ -125,7 +147,8 @@ impl World {
                 Output::Transmit { to, data, .. } => {
                     let Some(i) = self.browsers.iter().position(|b| b.addr == to) else { continue };
                     assert_eq!(self.browsers[i].call, call, "a datagram of call {call} went to another call's browser");
-                    if data[0] < 4 {
+                    if data[..2] == [0x01, 0x01] {
+                        // A Binding success response (errors are 0x0111).
                         self.stun_to[i] += 1;
                     } else if (20..64).contains(&data[0]) {
                         let _ = self.browsers[i].dtls.handle_input(self.now, &data);
@@ -336,6 +359,37 @@ fn a_call_that_panics_is_abandoned_and_the_other_goes_on() {
     let mut pkt = estuary_media::shard::FAULT_TRIGGER.to_vec();
     assert_eq!(w.shard.handle_datagram(w.now, ims2, addr(IMS_PEER), &mut pkt).call, Some(2));
     assert_eq!(w.shard.abandon_panicked(), None);
+}
+
+/// An ICE restart (a re-offer with new credentials) gives the call a new ufrag: the shared
+/// port routes checks under it to the call, media goes on over the selected pair meanwhile,
+/// and the old generation's checks still reach the call (which refuses them) until it ends.
+#[test]
+fn an_ice_restart_is_routed_by_its_new_ufrag() {
+    let mut w = two_connected_calls();
+    let old = (w.browsers[0].plan.web.local_ufrag.clone(), w.browsers[0].plan.web.local_pwd.clone());
+    let plan = w.restart_ice(0);
+    assert_ne!(plan.web.local_ufrag, old.0, "the answerer restarts too");
+    w.shard.update_plan(w.now, 1, &plan).unwrap();
+    w.pump();
+    w.browsers[0].plan = plan;
+    let (call, fwd) = w.browser_sends(0, 900);
+    assert_eq!(call, Some(1));
+    assert!(matches!(fwd, Forward::Send { .. }), "media flows on the selected pair during the restart");
+    w.nominate(0);
+    let answered = w.stun_to[0];
+    assert_eq!(w.check(0, &old.0, &old.1), Some(1), "the old generation's checks reach their call");
+    assert_eq!(w.stun_to[0], answered, "which refuses them");
+    let (call, _) = w.browser_sends(0, 901);
+    assert_eq!(call, Some(1));
+    w.ims_sends(0, 902);
+    let (u, p) = (w.browsers[0].plan.web.local_ufrag.clone(), w.browsers[0].plan.web.local_pwd.clone());
+    w.shard.end_call(w.now, 1).unwrap();
+    w.pump();
+    assert_eq!(w.check(0, &u, &p), None, "the new ufrag leaves with the call");
+    assert_eq!(w.check(0, &old.0, &old.1), None, "and the old one");
+    let (call, _) = w.browser_sends(1, 903);
+    assert_eq!(call, Some(2));
 }
 
 #[test]
