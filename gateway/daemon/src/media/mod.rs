@@ -11,6 +11,7 @@
 //!
 //! [`MediaSession`]: estuary_media::MediaSession
 
+mod batch;
 mod thread;
 
 use std::collections::HashMap;

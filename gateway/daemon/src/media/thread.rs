@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -33,6 +34,8 @@ use crate::engine::Event;
 use crate::metrics::{MediaFailure, Metric};
 use crate::recorder::Lane;
 use crate::transcode::{CallTranscoding, FrameQueue, TcFrame};
+
+use super::batch::{Batch, BATCH};
 
 /// Datagrams read from one socket before the others get their turn.
 const BURST: usize = 32;
@@ -97,22 +100,22 @@ pub fn spawn(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate
     let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
     let mut shard = MediaShard::new(Instant::now(), shared_web);
     shard.inject_faults(ctx.test_hooks);
-    let mut socks = Vec::new();
-    let mut by_addr = HashMap::new();
+    let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None, out: Batch::new() };
     if let Some(addr) = shared_web {
         let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
         let mut sock = UdpSocket::from_std(std);
         poll.registry().register(&mut sock, Token(1), Interest::READABLE)?;
-        socks.push(Some(Sock { addr, sock }));
-        by_addr.insert(addr, 0);
+        io.shared = Some((0, sock.as_raw_fd()));
+        io.socks.push(Some(Sock { addr, sock }));
+        io.by_addr.insert(addr, 0);
     }
     let t = MediaThread {
         index,
         poll,
         shard,
-        socks,
+        io,
+        inbound: Batch::new(),
         free: Vec::new(),
-        by_addr,
         reported: ShardCounters::default(),
         calls: HashMap::new(),
         ended: Vec::new(),
@@ -139,6 +142,47 @@ struct Sock {
     sock: UdpSocket,
 }
 
+/// The thread's sockets by slot (slot `i` is token `i + 1`), and the send batch of the shared
+/// browser-facing socket.
+struct Sockets {
+    socks: Vec<Option<Sock>>,
+    by_addr: HashMap<SocketAddr, usize>,
+    /// The shared browser-facing socket's slot and descriptor, in shared mode.
+    shared: Option<(usize, RawFd)>,
+    /// What leaves from the shared socket during this wake-up (one `sendmmsg`).
+    out: Box<Batch>,
+}
+
+impl Sockets {
+    fn send(&mut self, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        let Some(&slot) = self.by_addr.get(&from) else {
+            return debug!(%from, "no socket for a media output");
+        };
+        if let Some((shared, fd)) = self.shared {
+            if slot == shared {
+                if !self.out.queue(to, data) {
+                    self.out.flush(fd);
+                    self.out.queue(to, data);
+                }
+                return;
+            }
+        }
+        if let Some(s) = &self.socks[slot] {
+            // UDP: a full socket buffer drops the packet, as the network would.
+            let _ = s.sock.send_to(data, to);
+        }
+    }
+
+    /// Sends what the shared socket queued.
+    fn flush(&mut self) {
+        if let Some((_, fd)) = self.shared {
+            if self.out.len() > 0 {
+                self.out.flush(fd);
+            }
+        }
+    }
+}
+
 /// What the thread keeps of a call beside its session.
 struct CallIo {
     /// Its sockets' slots.
@@ -155,10 +199,11 @@ struct MediaThread {
     shard: MediaShard,
     /// The shard's counters as last added to /metrics.
     reported: ShardCounters,
-    /// Sockets by slot; slot `i` is token `i + 1`.
-    socks: Vec<Option<Sock>>,
+    io: Sockets,
+    /// Datagrams taken from the shared socket by one `recvmmsg`.
+    inbound: Box<Batch>,
+    /// Free socket slots.
     free: Vec<usize>,
-    by_addr: HashMap<SocketAddr, usize>,
     calls: HashMap<u64, CallIo>,
     /// Calls ended this round, whose sockets go back once their last packets are sent.
     ended: Vec<u64>,
@@ -219,6 +264,7 @@ impl MediaThread {
                 self.guarded(|s| s.handle_timeout(now));
             }
             self.outputs();
+            self.io.flush();
             self.release_ended();
             self.housekeeping(now);
         }
@@ -232,8 +278,13 @@ impl MediaThread {
 
     /// Reads up to a burst from the socket in `slot`, each datagram through the shard.
     fn read(&mut self, slot: usize) {
+        if let Some((shared, fd)) = self.io.shared {
+            if slot == shared {
+                return self.read_batches(slot, fd);
+            }
+        }
         for _ in 0..BURST {
-            let Some(Some(s)) = self.socks.get(slot) else { return };
+            let Some(Some(s)) = self.io.socks.get(slot) else { return };
             // Within capacity: never reallocates.
             self.buf.resize(estuary_media::MIN_BUFFER, 0);
             match s.sock.recv_from(&mut self.buf) {
@@ -250,6 +301,33 @@ impl MediaThread {
         self.again.push(slot);
     }
 
+    /// The shared socket: a burst in `recvmmsg` batches.
+    fn read_batches(&mut self, slot: usize, fd: RawFd) {
+        let Some(Some(s)) = self.io.socks.get(slot) else { return };
+        let local = s.addr;
+        for _ in 0..BURST.div_ceil(BATCH) {
+            let n = match self.inbound.recv(fd) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    debug!(slot, error = %e, "shared media socket read");
+                    continue;
+                }
+            };
+            for i in 0..n {
+                let Some((data, source)) = self.inbound.received(i) else { continue };
+                self.buf.clear();
+                // Within capacity (MIN_BUFFER): never reallocates.
+                self.buf.extend_from_slice(data);
+                self.datagram(local, source);
+            }
+            if n < BATCH {
+                return;
+            }
+        }
+        self.again.push(slot);
+    }
+
     fn datagram(&mut self, local: SocketAddr, source: SocketAddr) {
         let now = Instant::now();
         let (shard, buf) = (&mut self.shard, &mut self.buf);
@@ -257,7 +335,7 @@ impl MediaThread {
             return self.abandon_panicked();
         };
         match routed.forward {
-            Forward::Send { from, to } => send(&self.socks, &self.by_addr, from, to, &self.buf),
+            Forward::Send { from, to } => self.io.send(from, to, &self.buf),
             Forward::Transcode { stream, to } => {
                 let Some(io) = routed.call.and_then(|c| self.calls.get_mut(&c)) else { return };
                 if let Some(t) = io.transcoding.as_mut() {
@@ -355,22 +433,22 @@ impl MediaThread {
     /// bug, and fails the call rather than binding after the fact.
     fn take_sockets(&mut self, call: u64, addrs: Vec<SocketAddr>) -> Result<(), String> {
         for addr in addrs {
-            if addr.port() == 0 || self.by_addr.contains_key(&addr) {
+            if addr.port() == 0 || self.io.by_addr.contains_key(&addr) {
                 continue;
             }
             let std = self.ctx.media_ports.take(addr).ok_or_else(|| format!("media port {addr} was announced but is not bound"))?;
             let mut sock = UdpSocket::from_std(std);
             let slot = self.free.pop().unwrap_or_else(|| {
-                self.socks.push(None);
-                self.socks.len() - 1
+                self.io.socks.push(None);
+                self.io.socks.len() - 1
             });
             if let Err(e) = self.poll.registry().register(&mut sock, Token(slot + 1), Interest::READABLE) {
                 self.ctx.media_ports.put_back(addr, sock.into());
                 self.free.push(slot);
                 return Err(format!("media port {addr}: {e}"));
             }
-            self.socks[slot] = Some(Sock { addr, sock });
-            self.by_addr.insert(addr, slot);
+            self.io.socks[slot] = Some(Sock { addr, sock });
+            self.io.by_addr.insert(addr, slot);
             if let Some(io) = self.calls.get_mut(&call) {
                 io.slots.push(slot);
             }
@@ -400,11 +478,11 @@ impl MediaThread {
     fn release(&mut self, call: u64) {
         let Some(io) = self.calls.remove(&call) else { return };
         for slot in io.slots {
-            let Some(Sock { addr, mut sock }) = self.socks.get_mut(slot).and_then(Option::take) else { continue };
+            let Some(Sock { addr, mut sock }) = self.io.socks.get_mut(slot).and_then(Option::take) else { continue };
             if let Err(e) = self.poll.registry().deregister(&mut sock) {
                 warn!(%addr, error = %e, "media socket deregister");
             }
-            self.by_addr.remove(&addr);
+            self.io.by_addr.remove(&addr);
             self.again.retain(|s| *s != slot);
             self.free.push(slot);
             self.ctx.media_ports.put_back(addr, sock.into());
@@ -423,7 +501,7 @@ impl MediaThread {
             let frame = Transcoded { stream: f.stream, to: f.to, payload: f.payload(), timestamp: f.timestamp, marker: f.marker };
             let (shard, out) = (&mut self.shard, &mut self.out);
             match guard(shard, |s| s.send_transcoded(now, f.call, frame, out)) {
-                Some(Forward::Send { from, to }) => send(&self.socks, &self.by_addr, from, to, &self.out),
+                Some(Forward::Send { from, to }) => self.io.send(from, to, &self.out),
                 Some(_) => {}
                 None => self.abandon_panicked(),
             }
@@ -434,7 +512,7 @@ impl MediaThread {
     fn outputs(&mut self) {
         while let Some((call, o)) = self.shard.poll_output() {
             match o {
-                Output::Transmit { from, to, data } => send(&self.socks, &self.by_addr, from, to, &data),
+                Output::Transmit { from, to, data } => self.io.send(from, to, &data),
                 Output::Event(MediaEvent::Failed { cause, reason }) => {
                     let failure = match cause {
                         FailCause::Inactivity => MediaFailure::Inactivity,
@@ -516,14 +594,4 @@ impl MediaThread {
 /// `f` on the shard; `None` if it panicked (the shard knows in which call).
 fn guard<R>(shard: &mut MediaShard, f: impl FnOnce(&mut MediaShard) -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(|| f(shard))).ok()
-}
-
-fn send(socks: &[Option<Sock>], by_addr: &HashMap<SocketAddr, usize>, from: SocketAddr, to: SocketAddr, data: &[u8]) {
-    match by_addr.get(&from).and_then(|&i| socks[i].as_ref()) {
-        // UDP: a full socket buffer drops the packet, as the network would.
-        Some(s) => {
-            let _ = s.sock.send_to(data, to);
-        }
-        None => debug!(%from, "no socket for a media output"),
-    }
 }
