@@ -1,11 +1,10 @@
 //! The hot path allocates nothing: after construction and warm-up, pushing packets into and
 //! polling frames out of both pipelines makes no heap allocation. A counting global
-//! allocator (this test binary only) proves it. libopus itself uses no heap after creation.
+//! allocator (estuary-alloc-count, per thread) proves it. libopus itself uses no heap after
+//! creation.
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -13,35 +12,8 @@ use estuary_transcoder::{
     G711ToOpus, G711ToOpusConfig, Law, OpusConfig, OpusEncoder, OpusToG711, OpusToG711Config,
 };
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: estuary_alloc_count::Counting = estuary_alloc_count::Counting;
 
 #[test]
 fn push_and_poll_do_not_allocate() {
@@ -72,12 +44,8 @@ fn push_and_poll_do_not_allocate() {
     let t0 = Instant::now();
     let mut out = [0u8; 1500];
     let mut frames = 0;
-    for k in 0..200usize {
+    let mut step = |k: usize| {
         let now = t0 + Duration::from_millis(20 * k as u64);
-        if k == 50 {
-            // Warmed up: every later call must be allocation-free.
-            COUNTING.store(true, Ordering::Relaxed);
-        }
         // Some loss and reordering so the concealment paths run too.
         if k % 17 != 3 {
             up.push(now, k as u16, 160 * k as u32, &g711[k]);
@@ -91,9 +59,10 @@ fn push_and_poll_do_not_allocate() {
         while down.poll(now, &mut out).is_some() {
             frames += 1;
         }
-    }
-    COUNTING.store(false, Ordering::Relaxed);
-    let allocs = ALLOCS.load(Ordering::Relaxed);
+    };
+    (0..50).for_each(&mut step);
+    // Warmed up: every later call must be allocation-free.
+    let allocs = estuary_alloc_count::count(|| (50..200).for_each(&mut step));
     assert!(frames > 350, "{frames}");
     assert!(up.stats().concealed > 0 && down.stats().concealed + down.stats().fec_recovered > 0);
     assert_eq!(allocs, 0, "{allocs} allocations on the hot path");

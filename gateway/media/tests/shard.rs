@@ -2,11 +2,10 @@
 //! simulated browsers (real STUN checks, real DTLS clients, SRTP) and an IMS peer, routed by
 //! ICE ufrag and then by the address each browser's checks came from.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use estuary_alloc_count::allocations;
 use estuary_keys::KeySource;
 use estuary_media::shard::{MediaShard, ShardError};
 use estuary_media::{Forward, MediaConfig, MediaEvent, MediaSession, Output};
@@ -24,32 +23,8 @@ const SHARED: &str = "127.0.0.1:40000";
 const IMS_PEER: &str = "127.0.0.1:50000";
 
 /// Counts the allocations of the calling thread (the hot-path test below).
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator with the caller's arguments.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> usize {
-    ALLOCS.with(Cell::get)
-}
+static GLOBAL: estuary_alloc_count::Counting = estuary_alloc_count::Counting;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()

@@ -2,10 +2,9 @@
 //! relay step (classify, parse, strip, rewrite, statistics, RTCP parse and write, DTMF rescale).
 #![allow(clippy::disallowed_methods)] // needs an Instant
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use estuary_alloc_count::allocations;
 use estuary_rtp::rtcp::{write, Compound, RtcpPacket};
 use estuary_rtp::{
     classify, rescale_telephone_event, strip_extension, ClockRate, ExtId, Pt, ReceiverStats,
@@ -13,32 +12,8 @@ use estuary_rtp::{
     TimestampScaler,
 };
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Forwards to the system allocator and counts allocations made on the calling thread.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations() -> usize {
-    ALLOCS.with(Cell::get)
-}
+static GLOBAL: estuary_alloc_count::Counting = estuary_alloc_count::Counting;
 
 #[test]
 fn relay_path_allocates_nothing() {

@@ -1,45 +1,18 @@
 //! The per-packet path allocates nothing (STYLE.md R14): protect and unprotect of RTP and RTCP,
 //! once an SSRC is known and the caller's buffer has room for the tag. Counted with a global
-//! allocator wrapper; this file holds a single test so no other thread allocates meanwhile.
+//! allocator (estuary-alloc-count), per thread.
 //! Also reports what `rtc-srtp` allocates for the same work, for the record.
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use common::{rtcp_sr, rtp};
+use estuary_alloc_count::count;
 use estuary_srtp::{SrtpContext, SrtpMasterKey, SrtpProfile};
 use rtc_srtp::crypto::providers::RingProvider;
 use rtc_srtp::crypto::RTCCryptoProvider;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: defers every operation to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn count(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    f();
-    ALLOCATIONS.load(Ordering::Relaxed) - before
-}
+static GLOBAL: estuary_alloc_count::Counting = estuary_alloc_count::Counting;
 
 #[test]
 fn protect_and_unprotect_do_not_allocate() {
