@@ -100,21 +100,20 @@ pub fn spawn(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate
     let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
     let mut shard = MediaShard::new(Instant::now(), shared_web);
     shard.inject_faults(ctx.test_hooks);
-    let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None, out: Batch::new() };
+    let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None };
     if let Some(addr) = shared_web {
         let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
         let mut sock = UdpSocket::from_std(std);
-        poll.registry().register(&mut sock, Token(1), Interest::READABLE)?;
-        io.shared = Some((0, sock.as_raw_fd()));
+        poll.registry().register(&mut sock, Token(SHARED_SLOT + 1), Interest::READABLE)?;
+        io.shared = Some(Shared { fd: sock.as_raw_fd(), out: Batch::new(), inbound: Batch::new() });
         io.socks.push(Some(Sock { addr, sock }));
-        io.by_addr.insert(addr, 0);
+        io.by_addr.insert(addr, SHARED_SLOT);
     }
     let t = MediaThread {
         index,
         poll,
         shard,
         io,
-        inbound: Batch::new(),
         free: Vec::new(),
         reported: ShardCounters::default(),
         calls: HashMap::new(),
@@ -142,15 +141,24 @@ struct Sock {
     sock: UdpSocket,
 }
 
-/// The thread's sockets by slot (slot `i` is token `i + 1`), and the send batch of the shared
-/// browser-facing socket.
+/// The slot of the shared browser-facing socket, in shared mode: the first one bound.
+const SHARED_SLOT: usize = 0;
+
+/// The thread's sockets by slot (slot `i` is token `i + 1`).
 struct Sockets {
     socks: Vec<Option<Sock>>,
     by_addr: HashMap<SocketAddr, usize>,
-    /// The shared browser-facing socket's slot and descriptor, in shared mode.
-    shared: Option<(usize, RawFd)>,
-    /// What leaves from the shared socket during this wake-up (one `sendmmsg`).
+    /// The shared browser-facing socket's batches, in shared mode.
+    shared: Option<Shared>,
+}
+
+/// The shared socket's descriptor and its batched I/O.
+struct Shared {
+    fd: RawFd,
+    /// What leaves from it during this wake-up (one `sendmmsg`).
     out: Box<Batch>,
+    /// What one `recvmmsg` took from it.
+    inbound: Box<Batch>,
 }
 
 impl Sockets {
@@ -158,14 +166,12 @@ impl Sockets {
         let Some(&slot) = self.by_addr.get(&from) else {
             return debug!(%from, "no socket for a media output");
         };
-        if let Some((shared, fd)) = self.shared {
-            if slot == shared {
-                if !self.out.queue(to, data) {
-                    self.out.flush(fd);
-                    self.out.queue(to, data);
-                }
-                return;
+        if let Some(sh) = self.shared.as_mut().filter(|_| slot == SHARED_SLOT) {
+            if !sh.out.queue(to, data) {
+                sh.out.flush(sh.fd);
+                sh.out.queue(to, data);
             }
+            return;
         }
         if let Some(s) = &self.socks[slot] {
             // UDP: a full socket buffer drops the packet, as the network would.
@@ -175,10 +181,8 @@ impl Sockets {
 
     /// Sends what the shared socket queued.
     fn flush(&mut self) {
-        if let Some((_, fd)) = self.shared {
-            if self.out.len() > 0 {
-                self.out.flush(fd);
-            }
+        if let Some(sh) = self.shared.as_mut().filter(|sh| sh.out.len() > 0) {
+            sh.out.flush(sh.fd);
         }
     }
 }
@@ -200,8 +204,6 @@ struct MediaThread {
     /// The shard's counters as last added to /metrics.
     reported: ShardCounters,
     io: Sockets,
-    /// Datagrams taken from the shared socket by one `recvmmsg`.
-    inbound: Box<Batch>,
     /// Free socket slots.
     free: Vec<usize>,
     calls: HashMap<u64, CallIo>,
@@ -278,10 +280,8 @@ impl MediaThread {
 
     /// Reads up to a burst from the socket in `slot`, each datagram through the shard.
     fn read(&mut self, slot: usize) {
-        if let Some((shared, fd)) = self.io.shared {
-            if slot == shared {
-                return self.read_batches(slot, fd);
-            }
+        if slot == SHARED_SLOT && self.io.shared.is_some() {
+            return self.read_shared();
         }
         for _ in 0..BURST {
             let Some(Some(s)) = self.io.socks.get(slot) else { return };
@@ -302,20 +302,21 @@ impl MediaThread {
     }
 
     /// The shared socket: a burst in `recvmmsg` batches.
-    fn read_batches(&mut self, slot: usize, fd: RawFd) {
-        let Some(Some(s)) = self.io.socks.get(slot) else { return };
+    fn read_shared(&mut self) {
+        let Some(Some(s)) = self.io.socks.get(SHARED_SLOT) else { return };
         let local = s.addr;
         for _ in 0..BURST.div_ceil(BATCH) {
-            let n = match self.inbound.recv(fd) {
+            let Some(sh) = self.io.shared.as_mut() else { return };
+            let n = match sh.inbound.recv(sh.fd) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    debug!(slot, error = %e, "shared media socket read");
+                    debug!(error = %e, "shared media socket read");
                     continue;
                 }
             };
             for i in 0..n {
-                let Some((data, source)) = self.inbound.received(i) else { continue };
+                let Some((data, source)) = self.io.shared.as_ref().and_then(|sh| sh.inbound.received(i)) else { continue };
                 self.buf.clear();
                 // Within capacity (MIN_BUFFER): never reallocates.
                 self.buf.extend_from_slice(data);
@@ -325,7 +326,7 @@ impl MediaThread {
                 return;
             }
         }
-        self.again.push(slot);
+        self.again.push(SHARED_SLOT);
     }
 
     fn datagram(&mut self, local: SocketAddr, source: SocketAddr) {
