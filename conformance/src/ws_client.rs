@@ -39,6 +39,12 @@ pub fn random_token(len: usize) -> String {
         .collect()
 }
 
+/// The port of the first `m=` line of an SDP body.
+pub fn media_port(sdp: &str) -> u16 {
+    let m = sdp.lines().find(|l| l.starts_with("m=")).unwrap_or_else(|| panic!("no m= line:\n{sdp}"));
+    m.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {m}"))
+}
+
 /// A browser's audio offer in Chromium's form (BUNDLE, ICE, DTLS fingerprint, rtcp-mux, Opus
 /// first, G.711, telephone-event), with fresh ICE credentials. `port` goes in the host
 /// candidate, so a test can check it never reaches IMS.

@@ -13,16 +13,10 @@ use std::time::Duration;
 use estuary_conformance::flows::{finish, Setup};
 use estuary_conformance::net::in_loopback_netns;
 use estuary_conformance::sipp::Sipp;
-use estuary_conformance::ws_client::{webrtc_offer, DEFAULT_WAIT};
+use estuary_conformance::ws_client::{media_port, webrtc_offer, DEFAULT_WAIT};
 
 const CALLEE: &str = "sip:bob@ims.test";
 const TEST: &str = "a_media_thread_panic_ends_that_call_only";
-
-/// The port of the first `m=` line of an SDP body.
-fn media_port(sdp: &str) -> u16 {
-    let m = sdp.lines().find(|l| l.starts_with("m=")).unwrap_or_else(|| panic!("no m= line:\n{sdp}"));
-    m.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {m}"))
-}
 
 #[test]
 fn a_media_thread_panic_ends_that_call_only() {

@@ -9,16 +9,10 @@ use std::net::UdpSocket;
 
 use estuary_conformance::flows::{finish, Setup};
 use estuary_conformance::net::{in_loopback_netns, media_port_window};
-use estuary_conformance::ws_client::webrtc_offer;
+use estuary_conformance::ws_client::{media_port, webrtc_offer};
 
 const CALLEE: &str = "sip:bob@ims.test";
 const TEST: &str = "ports_held_by_another_process_are_skipped_and_announced_ports_are_bound";
-
-/// The port of the first `m=` line of an SDP body.
-fn media_port(sdp: &str) -> u16 {
-    let m = sdp.lines().find(|l| l.starts_with("m=")).unwrap_or_else(|| panic!("no m= line:\n{sdp}"));
-    m.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {m}"))
-}
 
 fn held_by_someone(port: u16) -> bool {
     UdpSocket::bind(("127.0.0.1", port)).is_err()

@@ -8,7 +8,7 @@ use estuary_conformance::flows::{finish, Setup};
 use estuary_conformance::leak::{assert_no_leaks, ImsSide};
 use estuary_conformance::msg::{addr_uri, uri_hostport, SipMsg};
 use estuary_conformance::net::udp_port_in_use;
-use estuary_conformance::ws_client::{assert_ims_sdp, assert_webrtc_sdp, webrtc_offer, Dialog, WsSipClient, DEFAULT_WAIT};
+use estuary_conformance::ws_client::{assert_ims_sdp, assert_webrtc_sdp, media_port, webrtc_offer, Dialog, WsSipClient, DEFAULT_WAIT};
 use estuary_conformance::SippRun;
 
 const CALLEE: &str = "sip:bob@ims.test";
@@ -170,15 +170,6 @@ fn check_ims_in_dialog(req: &SipMsg, run: &SippRun) {
     }
 }
 
-/// The port of the first m-line of an SDP body.
-fn sdp_port(sdp: &str) -> u16 {
-    sdp.lines()
-        .find_map(|l| l.strip_prefix("m="))
-        .and_then(|m| m.split(' ').nth(1))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no m-line port in {sdp}"))
-}
-
 async fn wait_until(cond: impl Fn() -> bool, what: &str) {
     for _ in 0..100 {
         if cond() {
@@ -197,7 +188,7 @@ async fn browser_call_answered_then_browser_hangs_up() {
     let offer = webrtc_offer(40000);
     let (mut d, prov, ok) = call_answered(&mut reg.client, &offer).await;
     // The ports the answer announces were bound before it was sent (bind before announce).
-    let web_port = sdp_port(&ok.body);
+    let web_port = media_port(&ok.body);
     let bound = |port: u16| udp_port_in_use(port);
     assert!(bound(web_port), "web media port {web_port} announced but not bound");
     let quarantined = || s.gw.metric("estuary_media_ports_quarantined");
@@ -211,7 +202,7 @@ async fn browser_call_answered_then_browser_hangs_up() {
     wait_until(|| quarantined() == Some(1.0), "the IMS port quarantined").await;
     wait_until(|| s.gw.log().contains("media ended"), "the call's media task ended").await;
     let run = finish(sipp, &reg.client, &s.gw).await;
-    let ims_port = sdp_port(&run.received_requests("INVITE")[0].body);
+    let ims_port = media_port(&run.received_requests("INVITE")[0].body);
     assert!(bound(web_port) && bound(ims_port) && bound(ims_port + 1), "quarantined ports stay bound");
 
     check_call_setup(&s, &reg.client, &d, &prov, &ok, &offer, &run);
