@@ -135,6 +135,12 @@ impl SourceLimits {
         self.shards[h.wrapping_mul(0x9E37_79B9) % SHARDS].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// TEST: every shard's lock, held until the guards drop (the media threads' no-lock test).
+    #[cfg(test)]
+    pub fn hold_all(&self) -> Vec<std::sync::MutexGuard<'_, impl Sized>> {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner())).collect()
+    }
+
     /// A new connection from `ip`: a ticket while it handshakes, or why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
         let ip = ip.to_canonical();

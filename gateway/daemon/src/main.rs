@@ -10,6 +10,11 @@
 //! when the config asked for port 0), `certificate sha256 FP` for the WSS certificate and
 //! `ready`; logs go to stderr.
 
+/// Counts each thread's heap allocations in the unit tests (the media thread's hot-path test).
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: estuary_alloc_count::Counting = estuary_alloc_count::Counting;
+
 mod access;
 mod admin;
 mod builtin_peer;

@@ -188,6 +188,12 @@ impl MediaPorts {
         ]
     }
 
+    /// TEST: the pool's lock, held until the guard drops (the media threads' no-lock test).
+    #[cfg(test)]
+    pub fn hold(&self) -> std::sync::MutexGuard<'_, impl Sized> {
+        self.lock()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // Nothing panics while holding it; if something did, the map is still consistent.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -94,46 +94,54 @@ impl ThreadHandle {
 /// Starts media thread `index`; `shared_web` is its shared browser-facing address (bound in
 /// the daemon's [`crate::ports::MediaPorts`], taken here for good), in shared mode.
 pub fn spawn(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<ThreadHandle> {
-    let poll = Poll::new()?;
-    let wakeup = Arc::new(Wakeup { waker: Waker::new(poll.registry(), WAKE)?, pending: AtomicBool::new(false) });
-    let (commands, commands_rx) = mpsc::channel();
-    let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
-    let mut shard = MediaShard::new(Instant::now(), shared_web);
-    shard.inject_faults(ctx.test_hooks);
-    let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None };
-    if let Some(addr) = shared_web {
-        let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
-        let mut sock = UdpSocket::from_std(std);
-        poll.registry().register(&mut sock, Token(SHARED_SLOT + 1), Interest::READABLE)?;
-        io.shared = Some(Shared { fd: sock.as_raw_fd(), out: Batch::new(), inbound: Batch::new() });
-        io.socks.push(Some(Sock { addr, sock }));
-        io.by_addr.insert(addr, SHARED_SLOT);
-    }
-    let t = MediaThread {
-        index,
-        poll,
-        shard,
-        io,
-        free: Vec::new(),
-        reported: ShardCounters::default(),
-        calls: HashMap::new(),
-        ended: Vec::new(),
-        commands: commands_rx,
-        frames,
-        frame_queue: FrameQueue::new(frames_tx, wakeup.clone()),
-        wakeup: wakeup.clone(),
-        cert,
-        cfg,
-        ctx,
-        buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
-        out: Vec::with_capacity(estuary_media::MIN_BUFFER),
-        again: Vec::new(),
-        again_next: Vec::new(),
-        unsent: VecDeque::new(),
-        flush_at: None,
-    };
+    let (t, handle) = MediaThread::new(index, shared_web, cert, cfg, ctx)?;
     std::thread::Builder::new().name(format!("media-{index}")).spawn(move || t.run())?;
-    Ok(ThreadHandle { commands, wakeup })
+    Ok(handle)
+}
+
+impl MediaThread {
+    /// The thread's state, not yet running (the tests drive it turn by turn).
+    fn new(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<(MediaThread, ThreadHandle)> {
+        let poll = Poll::new()?;
+        let wakeup = Arc::new(Wakeup { waker: Waker::new(poll.registry(), WAKE)?, pending: AtomicBool::new(false) });
+        let (commands, commands_rx) = mpsc::channel();
+        let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
+        let mut shard = MediaShard::new(Instant::now(), shared_web);
+        shard.inject_faults(ctx.test_hooks);
+        let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None };
+        if let Some(addr) = shared_web {
+            let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
+            let mut sock = UdpSocket::from_std(std);
+            poll.registry().register(&mut sock, Token(SHARED_SLOT + 1), Interest::READABLE)?;
+            io.shared = Some(Shared { fd: sock.as_raw_fd(), out: Batch::new(), inbound: Batch::new() });
+            io.socks.push(Some(Sock { addr, sock }));
+            io.by_addr.insert(addr, SHARED_SLOT);
+        }
+        let t = MediaThread {
+            index,
+            poll,
+            shard,
+            io,
+            free: Vec::new(),
+            reported: ShardCounters::default(),
+            calls: HashMap::new(),
+            ended: Vec::new(),
+            commands: commands_rx,
+            frames,
+            frame_queue: FrameQueue::new(frames_tx, wakeup.clone()),
+            wakeup: wakeup.clone(),
+            cert,
+            cfg,
+            ctx,
+            buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
+            out: Vec::with_capacity(estuary_media::MIN_BUFFER),
+            again: Vec::new(),
+            again_next: Vec::new(),
+            unsent: VecDeque::new(),
+            flush_at: None,
+        };
+        Ok((t, ThreadHandle { commands, wakeup }))
+    }
 }
 
 struct Sock {
@@ -233,43 +241,53 @@ impl MediaThread {
     fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
         loop {
-            let timeout = if self.again.is_empty() { self.deadline().map(|t| t.saturating_duration_since(Instant::now())) } else { Some(Duration::ZERO) };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() == ErrorKind::Interrupted {
-                    continue;
-                }
-                error!(thread = self.index, error = %e, "media thread cannot poll; its calls will fail");
-                return;
+            match self.turn(&mut events, None) {
+                Ok(true) => {}
+                Ok(false) => return info!(thread = self.index, "media thread stopped"),
+                Err(e) => return error!(thread = self.index, error = %e, "media thread cannot poll; its calls will fail"),
             }
-            let mut woken = false;
-            for ev in events.iter() {
-                match ev.token() {
-                    WAKE => woken = true,
-                    Token(t) => self.read(t - 1),
-                }
-            }
-            std::mem::swap(&mut self.again, &mut self.again_next);
-            for i in 0..self.again_next.len() {
-                self.read(self.again_next[i]);
-            }
-            self.again_next.clear();
-            if woken {
-                self.wakeup.rearm();
-                if !self.commands() {
-                    info!(thread = self.index, "media thread stopped");
-                    return;
-                }
-                self.frames();
-            }
-            let now = Instant::now();
-            if self.shard.poll_timeout().is_some_and(|t| t <= now) {
-                self.guarded(|s| s.handle_timeout(now));
-            }
-            self.outputs();
-            self.io.flush();
-            self.release_ended();
-            self.housekeeping(now);
         }
+    }
+
+    /// One wake-up: waits for readiness or the next deadline (at most `cap`), then handles
+    /// what is due. False once the engine said Stop (or is gone).
+    fn turn(&mut self, events: &mut Events, cap: Option<Duration>) -> std::io::Result<bool> {
+        let timeout = if self.again.is_empty() { self.deadline().map(|t| t.saturating_duration_since(Instant::now())) } else { Some(Duration::ZERO) };
+        let timeout = match (timeout, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            return if e.kind() == ErrorKind::Interrupted { Ok(true) } else { Err(e) };
+        }
+        let mut woken = false;
+        for ev in events.iter() {
+            match ev.token() {
+                WAKE => woken = true,
+                Token(t) => self.read(t - 1),
+            }
+        }
+        std::mem::swap(&mut self.again, &mut self.again_next);
+        for i in 0..self.again_next.len() {
+            self.read(self.again_next[i]);
+        }
+        self.again_next.clear();
+        if woken {
+            self.wakeup.rearm();
+            if !self.commands() {
+                return Ok(false);
+            }
+            self.frames();
+        }
+        let now = Instant::now();
+        if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+            self.guarded(|s| s.handle_timeout(now));
+        }
+        self.outputs();
+        self.io.flush();
+        self.release_ended();
+        self.housekeeping(now);
+        Ok(true)
     }
 
     /// The next moment the thread has something to do without input.
@@ -596,3 +614,7 @@ impl MediaThread {
 fn guard<R>(shard: &mut MediaShard, f: impl FnOnce(&mut MediaShard) -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(|| f(shard))).ok()
 }
+
+#[cfg(test)]
+#[path = "thread_tests.rs"]
+mod tests;
