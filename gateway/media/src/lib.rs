@@ -72,9 +72,9 @@ pub struct MediaConfig {
     /// `None` (tests): NTP time counts from the Unix epoch at session start, which keeps
     /// round-trip estimates right and only the absolute time wrong.
     pub wall_clock: Option<WallClock>,
-    /// Copy every media packet in plaintext to [`Output::Tap`] (call recording): browser
-    /// media after SRTP decryption and before encryption, IMS media as on the wire (SDES
-    /// decrypted). Off: nothing is copied, nothing allocated.
+    /// Copy every media and RTCP packet in plaintext to [`Output::Tap`] (call recording):
+    /// browser media after SRTP decryption and before encryption, IMS media as on the wire
+    /// (SDES decrypted). Off: nothing is copied, nothing allocated.
     pub tap: bool,
 }
 
@@ -307,14 +307,70 @@ impl Stream {
 }
 
 
+/// What protects the browser leg's media.
+// Inline, not boxed: a session holds exactly one for its whole life, and a box would add a
+// pointer chase to every packet.
+#[allow(clippy::large_enum_variant)]
+enum WebKeys {
+    /// DTLS has not finished: nothing crosses.
+    Pending,
+    /// DTLS-SRTP keys (RFC 5764), both directions.
+    Srtp { tx: SrtpContext, rx: SrtpContext },
+    /// The browser closed DTLS (`close_notify`): nothing can be sent to it any more, what it
+    /// still sends is taken until the call ends.
+    Closed { rx: SrtpContext },
+    /// REPLAY ONLY ([`MediaSession::replay`]): the leg carries the plaintext a recording
+    /// holds (the recorder writes browser media decrypted), from the browser's recorded
+    /// address, without ICE. No configuration reaches it: only `estuary replay` builds such a
+    /// session.
+    Plaintext,
+}
+
+/// Why the browser leg's keys could not be applied.
+enum KeyFailure {
+    /// None for this direction yet (or any more).
+    NoKeys,
+    /// SRTP refused the packet (authentication, replay, malformed).
+    Srtp,
+}
+
+impl WebKeys {
+    fn unprotect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> Result<(), KeyFailure> {
+        let rx = match self {
+            WebKeys::Pending => return Err(KeyFailure::NoKeys),
+            WebKeys::Plaintext => return Ok(()),
+            WebKeys::Srtp { rx, .. } | WebKeys::Closed { rx } => rx,
+        };
+        let r = if rtcp { rx.unprotect_rtcp(buf) } else { rx.unprotect_rtp(buf) };
+        r.map_err(|_| KeyFailure::Srtp)
+    }
+
+    fn protect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> Result<(), KeyFailure> {
+        let tx = match self {
+            WebKeys::Pending | WebKeys::Closed { .. } => return Err(KeyFailure::NoKeys),
+            WebKeys::Plaintext => return Ok(()),
+            WebKeys::Srtp { tx, .. } => tx,
+        };
+        let r = if rtcp { tx.protect_rtcp(buf) } else { tx.protect_rtp(buf) };
+        r.map_err(|_| KeyFailure::Srtp)
+    }
+
+    fn can_receive(&self) -> bool {
+        !matches!(self, WebKeys::Pending)
+    }
+
+    fn can_send(&self) -> bool {
+        matches!(self, WebKeys::Srtp { .. } | WebKeys::Plaintext)
+    }
+}
+
 /// One call's media. See the crate documentation for the drive loop.
 pub struct MediaSession {
     cfg: MediaConfig,
     web_local: SocketAddr,
     ice: IceLite,
     dtls: DtlsEndpoint,
-    web_tx: Option<SrtpContext>,
-    web_rx: Option<SrtpContext>,
+    web_keys: WebKeys,
     /// The browser's nominated address; `None` until nominated or after consent expired.
     web_remote: Option<SocketAddr>,
     streams: Vec<Stream>,
@@ -368,8 +424,7 @@ impl MediaSession {
             cfg,
             ice,
             dtls,
-            web_tx: None,
-            web_rx: None,
+            web_keys: WebKeys::Pending,
             web_remote: None,
             streams: Vec::new(),
             outputs: VecDeque::new(),
@@ -385,6 +440,22 @@ impl MediaSession {
         s.ice_timeout = s.ice.poll_timeout();
         s.update_plan(plan, now)?;
         s.drain_dtls(now);
+        Ok(s)
+    }
+
+    /// REPLAY ONLY: a session whose browser leg is the plaintext of a recording, as if ICE had
+    /// nominated `browser` and DTLS had finished: `estuary replay` feeds it the decrypted
+    /// browser media the recorder wrote and reads what it would have encrypted. Everything
+    /// past the SRTP layer (stream demux, payload type mapping, rewriting, RFC 4733, RTCP,
+    /// transcoding hand-off) is the code every call runs. Not reachable from configuration.
+    pub fn replay(cfg: MediaConfig, plan: &MediaPlan, cert: &Certificate, now: Instant, seed: u64, browser: SocketAddr) -> Result<MediaSession, MediaError> {
+        let mut s = MediaSession::new(cfg, plan, cert, now, seed)?;
+        s.web_keys = WebKeys::Plaintext;
+        s.web_remote = Some(browser);
+        // No ICE: consent cannot expire, and no DTLS flight will be sent.
+        s.ice_timeout = None;
+        s.dtls_timeout = None;
+        s.outputs.clear();
         Ok(s)
     }
 
@@ -544,6 +615,7 @@ impl MediaSession {
 
     fn on_web_datagram(&mut self, now: Instant, source: SocketAddr, buf: &mut Vec<u8>) -> Forward {
         match classify(buf) {
+            PacketKind::Stun | PacketKind::Dtls if self.replaying() => Forward::Consumed,
             PacketKind::Stun => {
                 let input = estuary_ice::Input::Receive { local: self.web_local, source, data: buf };
                 if self.ice.handle_input(now, input).is_err() {
@@ -563,14 +635,13 @@ impl MediaSession {
             }
             PacketKind::Rtcp => {
                 if self.web_ready(source) {
-                    if let Some(rx) = self.web_rx.as_mut() {
-                        match rx.unprotect_rtcp(buf) {
-                            Ok(()) => {
-                                self.counters.rtcp_in += 1;
-                                self.on_rtcp(now, Leg::Web, None, buf);
-                            }
-                            Err(_) => self.counters.dropped_srtp += 1,
+                    match self.web_keys.unprotect(buf, true) {
+                        Ok(()) => {
+                            self.counters.rtcp_in += 1;
+                            self.tap(Leg::Web, source, self.web_local, buf);
+                            self.on_rtcp(now, Leg::Web, None, buf);
                         }
+                        Err(_) => self.counters.dropped_srtp += 1,
                     }
                 }
                 Forward::Consumed
@@ -583,13 +654,27 @@ impl MediaSession {
         }
     }
 
-    /// Whether media from `source` on the web leg may be taken: ICE consent and SRTP keys.
+    /// A replay session ([`Self::replay`]).
+    fn replaying(&self) -> bool {
+        matches!(self.web_keys, WebKeys::Plaintext)
+    }
+
+    /// A plaintext copy for the recorder, when it is on.
+    fn tap(&mut self, leg: Leg, from: SocketAddr, to: SocketAddr, data: &[u8]) {
+        if self.cfg.tap {
+            self.outputs.push_back(Output::Tap { leg, from, to, data: data.to_vec() });
+        }
+    }
+
+    /// Whether media from `source` on the web leg may be taken: ICE consent (the recorded
+    /// browser's address in a replay) and SRTP keys.
     fn web_ready(&mut self, source: SocketAddr) -> bool {
-        if !self.ice.is_consented(source) {
+        let consented = if self.replaying() { self.web_remote == Some(source) } else { self.ice.is_consented(source) };
+        if !consented {
             self.counters.dropped_no_consent += 1;
             return false;
         }
-        if self.web_rx.is_none() {
+        if !self.web_keys.can_receive() {
             self.counters.dropped_no_keys += 1;
             return false;
         }
@@ -600,8 +685,7 @@ impl MediaSession {
         if !self.web_ready(source) {
             return Forward::Consumed;
         }
-        let Some(rx) = self.web_rx.as_mut() else { return Forward::Consumed };
-        if rx.unprotect_rtp(buf).is_err() {
+        if self.web_keys.unprotect(buf, false).is_err() {
             self.counters.dropped_srtp += 1;
             return Forward::Consumed;
         }
@@ -685,7 +769,7 @@ impl MediaSession {
     /// As [`Self::emit_to_ims`] toward the browser (DTLS-SRTP keys needed).
     fn emit_to_web(&mut self, now: Instant, i: usize, pt: u8, buf: &mut Vec<u8>) -> Option<Forward> {
         let st = &mut self.streams[i];
-        let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else {
+        let Some(to) = self.web_remote.filter(|_| self.web_keys.can_send()) else {
             self.counters.dropped_no_keys += 1;
             return None;
         };
@@ -699,7 +783,7 @@ impl MediaSession {
         if self.cfg.tap {
             self.outputs.push_back(Output::Tap { leg: Leg::Web, from: self.web_local, to, data: buf.clone() });
         }
-        if tx.protect_rtp(buf).is_err() {
+        if self.web_keys.protect(buf, false).is_err() {
             self.counters.dropped_srtp += 1;
             return None;
         }
@@ -811,6 +895,7 @@ impl MediaSession {
                 if latch && !st.latched {
                     st.ims_remote_rtcp = Some(source);
                 }
+                self.tap(Leg::Ims, source, local, buf);
                 self.on_rtcp(now, Leg::Ims, Some(i), buf);
             } else {
                 self.counters.dropped_srtp += 1;
@@ -874,10 +959,13 @@ impl MediaSession {
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.ice.handle_timeout(now);
-        self.drain_ice();
-        self.dtls.handle_timeout(now);
-        self.drain_dtls(now);
+        // A replay has neither ICE nor DTLS to run.
+        if !self.replaying() {
+            self.ice.handle_timeout(now);
+            self.drain_ice();
+            self.dtls.handle_timeout(now);
+            self.drain_dtls(now);
+        }
         if self.closed_until.is_some_and(|t| now >= t) {
             self.fail(FailCause::DtlsClosed, "DTLS closed by the browser".to_owned());
             return;
@@ -970,15 +1058,17 @@ impl MediaSession {
         }
         let (from, to) = match leg {
             Leg::Web => {
-                let (Some(to), Some(tx)) = (self.web_remote, self.web_tx.as_mut()) else { return false };
-                if tx.protect_rtcp(&mut data).is_err() {
+                let Some(to) = self.web_remote.filter(|_| self.web_keys.can_send()) else { return false };
+                self.tap(Leg::Web, self.web_local, to, &data);
+                if self.web_keys.protect(&mut data, true).is_err() {
                     return false;
                 }
                 (self.web_local, to)
             }
             Leg::Ims => {
+                let Some(to) = self.streams[i].ims_remote_rtcp else { return false };
+                self.tap(Leg::Ims, self.streams[i].ims_rtcp, to, &data);
                 let st = &mut self.streams[i];
-                let Some(to) = st.ims_remote_rtcp else { return false };
                 if let Some(tx) = st.ims_tx.as_mut() {
                     if tx.protect_rtcp(&mut data).is_err() {
                         return false;
@@ -1118,8 +1208,7 @@ impl MediaSession {
                 }
                 estuary_srtp::Output::Event(DtlsEvent::Connected { profile, keys }) => {
                     let role = self.dtls.role();
-                    self.web_tx = Some(SrtpContext::new(keys.local(role)));
-                    self.web_rx = Some(SrtpContext::new(keys.remote(role)));
+                    self.web_keys = WebKeys::Srtp { tx: SrtpContext::new(keys.local(role)), rx: SrtpContext::new(keys.remote(role)) };
                     self.outputs.push_back(Output::Event(MediaEvent::DtlsConnected { profile }));
                 }
                 estuary_srtp::Output::Event(DtlsEvent::Failed(f)) => {
@@ -1131,7 +1220,10 @@ impl MediaSession {
                 }
                 estuary_srtp::Output::Event(DtlsEvent::Closed) => {
                     // Nothing more can be sent to the browser; wait briefly for its BYE.
-                    self.web_tx = None;
+                    self.web_keys = match std::mem::replace(&mut self.web_keys, WebKeys::Pending) {
+                        WebKeys::Srtp { rx, .. } | WebKeys::Closed { rx } => WebKeys::Closed { rx },
+                        other => other,
+                    };
                     self.closed_until.get_or_insert(now + DTLS_CLOSE_GRACE);
                 }
             }

@@ -888,3 +888,50 @@ fn the_recorder_tap_sees_browser_media_decrypted_and_ims_media_as_sent() {
     plain.pump();
     assert!(plain.taps.is_empty());
 }
+
+/// A replay session (`estuary replay`): the browser leg carries the recording's plaintext
+/// without ICE or DTLS, from the recorded browser's address only; everything past SRTP is the
+/// same relay, and RTCP reaches the browser in plaintext too.
+#[test]
+fn a_replay_session_relays_the_recorded_plaintext_both_ways() {
+    let c = call(false, &Certificate::generate().unwrap(), &Certificate::generate().unwrap());
+    let gw_cert = Certificate::generate().unwrap();
+    let browser = addr(BROWSER);
+    let now = Instant::now();
+    let mut s = MediaSession::replay(MediaConfig::default(), &c.plan, &gw_cert, now, 9, browser).unwrap();
+    assert!(s.poll_output().is_none(), "a replay sends no STUN or DTLS");
+
+    let header = |seq: u16, ssrc: u32| RtpHeader { marker: false, pt: Pt(0), seq: SeqNo(seq), timestamp: u32::from(seq) * 160, ssrc: Ssrc(ssrc) };
+    let packet = |h: RtpHeader| {
+        let mut buf = vec![0u8; 1600];
+        let n = h.write_with_payload(&[0x55; 160], &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    };
+    // Browser -> IMS: the plaintext goes on as RTP toward the core.
+    let mut buf = packet(header(1, 0xB0B0));
+    let f = s.handle_datagram(now, c.web(), browser, &mut buf);
+    assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30000"), to: addr(IMS_PEER) });
+    assert_eq!(RtpPacket::parse(&buf).unwrap().payload(), &[0x55; 160][..]);
+    // From anywhere else on the browser side: dropped, as a source without consent is.
+    let mut buf = packet(header(2, 0xB0B0));
+    assert_eq!(s.handle_datagram(now, c.web(), addr("127.0.0.1:61002"), &mut buf), Forward::Consumed);
+    assert_eq!(s.counters().dropped_no_consent, 1);
+    // IMS -> browser: plaintext toward the recorded browser, in the browser leg's SSRC.
+    let mut buf = packet(header(7, 0x1315));
+    let f = s.handle_datagram(now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut buf);
+    assert_eq!(f, Forward::Send { from: c.web(), to: browser });
+    let p = RtpPacket::parse(&buf).unwrap();
+    assert_eq!((p.ssrc(), p.payload()), (Ssrc(c.plan.streams[0].web_ssrc), &[0x55; 160][..]));
+    // Reports are due later; at the end, a plaintext compound with a BYE reaches the browser.
+    s.close(now + Duration::from_secs(1));
+    let to_browser: Vec<Vec<u8>> = std::iter::from_fn(|| s.poll_output())
+        .filter_map(|o| match o {
+            Output::Transmit { to, data, .. } if to == browser => Some(data),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(to_browser.len(), 1, "one compound RTCP toward the browser");
+    let kinds: Vec<u8> = estuary_rtp::rtcp::Compound::new(&to_browser[0]).map(|p| p.unwrap().packet_type().0).collect();
+    assert!(kinds.contains(&200) && kinds.contains(&203), "an SR and a BYE in plaintext: {kinds:?}");
+}
