@@ -1,6 +1,7 @@
 //! Records the replay corpus (`conformance/captures/<scenario>/`): real sessions of the demo
 //! softphone (JsSIP from npm in headless Chromium) through the daemon to sipp, recorded by the
-//! daemon itself (`recording.mode = "signalling"`) and split into what entered the gateway
+//! daemon itself (`recording.mode = "signalling"`, `"full"` for the scenarios with media) and
+//! split into what entered the gateway
 //! and what it sent. Run with `make corpus` when the gateway's behaviour changes on purpose,
 //! then review the new captures (`estuary replay ... --expect ...` says what differs) and
 //! commit them. They do nothing unless ESTUARY_RECORD_CORPUS is set (`make corpus` sets
@@ -25,15 +26,24 @@ fn corpus_dir(scenario: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("captures").join(scenario)
 }
 
-/// Runs `flow` against a recording daemon, then splits its captures into the corpus.
+/// Runs `flow` against a daemon recording signalling, then splits its captures into the
+/// corpus.
 async fn record<F>(scenario: &str, flow: F)
+where
+    F: AsyncFnOnce(&Setup, &mut Browser),
+{
+    record_as(scenario, "signalling", flow).await
+}
+
+/// As [`record`], with `recording.mode = mode`.
+async fn record_as<F>(scenario: &str, mode: &str, flow: F)
 where
     F: AsyncFnOnce(&Setup, &mut Browser),
 {
     let dir = std::env::temp_dir().join(format!("estuary-corpus-{scenario}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // A fixed engine seed: replay (--seed 4242) draws the same identifiers again.
-    let s = Setup::start(|b| b.set("recording.mode", "signalling").set("recording.dir", &dir.to_string_lossy()).env("ESTUARY_ENGINE_SEED", "4242")).await;
+    let s = Setup::start(|b| b.set("recording.mode", mode).set("recording.dir", &dir.to_string_lossy()).env("ESTUARY_ENGINE_SEED", "4242")).await;
     let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
     flow(&s, &mut b).await;
     // The recorder flushes every second. The capture is taken before the page closes: its
@@ -71,6 +81,23 @@ fn record_call_from_the_browser() {
         });
         assert_eq!(wait_call(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
         tokio::time::sleep(Duration::from_secs(1)).await;
+        hang_up(b);
+        sipp.wait().await.assert_success();
+    }));
+}
+
+/// A G.711 call with its media (`recording.mode = "full"`): the browser's audio relayed to
+/// sipp, which echoes it, for three seconds; replay plays the media too.
+#[test]
+fn record_call_with_media() {
+    if !recording() || !in_loopback_netns("record_call_with_media") {
+        return;
+    }
+    browser_runtime().block_on(record_as("media-pcmu", "full", async |s, b| {
+        registered_page(s, b).await;
+        let sipp = s.echo_uas("uas_answer_echo.xml", free_udp_port()).await;
+        assert_eq!(dial(b, &["confirmed", "failed", "ended"]).as_deref(), Ok("confirmed"), "{}", page_log(b));
+        tokio::time::sleep(Duration::from_secs(3)).await;
         hang_up(b);
         sipp.wait().await.assert_success();
     }));

@@ -49,6 +49,7 @@ fn every_recorded_scenario_replays_to_its_expected_output() {
         ("dtmf-info", &["INFO sip:"]),
         ("early-media", &["SIP/2.0 183 Session Progress"]),
         ("add-video", &["m=video ", "H264/90000", "a=recvonly"]),
+        ("media-pcmu", &["m=audio ", "PCMU/8000"]),
     ];
     let names: Vec<String> = all.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for (name, needles) in want {
@@ -67,6 +68,10 @@ fn every_recorded_scenario_replays_to_its_expected_output() {
         assert!(dir.join("README.md").is_file(), "{} says how it was recorded", dir.display());
         let (ok, text) = replay(&dir.join("input.pcapng"), &dir.join("expected.pcapng"));
         assert!(ok && text.starts_with("ok: "), "{}:\n{text}", dir.display());
+        let has_media = corpus::read_capture(&dir.join("input.pcapng")).iter().any(|d| d.1 >= corpus::WEB_MEDIA);
+        if has_media {
+            assert!(text.contains("ok: media as expected"), "{}: the media was replayed and compared:\n{text}", dir.display());
+        }
         println!("{}: {}", dir.file_name().unwrap().to_string_lossy(), text.trim());
     }
 }
@@ -89,6 +94,31 @@ fn an_altered_expectation_fails_with_a_diff_naming_it() {
     assert!(!ok, "the altered expectation must fail:\n{text}");
     assert!(text.contains("browser side"), "{text}");
     assert!(text.contains("- SIP/2.0 486 Busy Here") && text.contains("+ SIP/2.0 200 OK"), "the diff names the difference:\n{text}");
+}
+
+/// The media scenario's expectation with one relayed payload byte changed on the IMS leg, and
+/// with one payload type changed on the browser leg: each replay fails naming the packet.
+#[test]
+fn an_altered_media_expectation_fails_naming_the_packet() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/media-pcmu");
+    let original = corpus::read_capture(&dir.join("expected.pcapng"));
+    // RTP on a media lane: version 2, not an RTCP packet type (RFC 5761 §4).
+    let is_rtp = |d: &corpus::Datagram| d.1 >= corpus::WEB_MEDIA && d.4.len() > 12 && d.4[0] >> 6 == 2 && !(192..=223).contains(&d.4[1]);
+    for (lane, leg, what) in [(3u32, "IMS leg", "payload"), (2, "browser leg", "payload type")] {
+        let mut expected = original.clone();
+        let pkt = expected.iter_mut().filter(|d| d.1 == lane && is_rtp(d)).nth(20).unwrap_or_else(|| panic!("RTP on lane {lane}"));
+        if what == "payload" {
+            pkt.4[12] ^= 0x40;
+        } else {
+            pkt.4[1] = (pkt.4[1] & 0x80) | 8;
+        }
+        let altered = std::env::temp_dir().join(format!("estuary-altered-media-{lane}-{}.pcapng", std::process::id()));
+        corpus::write_capture(&altered, &expected.iter().collect::<Vec<_>>());
+        let (ok, text) = replay(&dir.join("input.pcapng"), &altered);
+        let _ = std::fs::remove_file(&altered);
+        assert!(!ok, "the altered {what} must fail:\n{text}");
+        assert!(text.contains(&format!("{leg}, RTP packet 21 differs")), "the diff names the packet ({what}):\n{text}");
+    }
 }
 
 /// One WebSocket text frame (RFC 6455 §5.2): masked from the client, as browsers send.

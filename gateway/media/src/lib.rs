@@ -444,14 +444,15 @@ impl MediaSession {
     }
 
     /// REPLAY ONLY: a session whose browser leg is the plaintext of a recording, as if ICE had
-    /// nominated `browser` and DTLS had finished: `estuary replay` feeds it the decrypted
+    /// nominated `browser` (or, when the replay cannot tell yet, the source of the first
+    /// browser packet) and DTLS had finished: `estuary replay` feeds it the decrypted
     /// browser media the recorder wrote and reads what it would have encrypted. Everything
     /// past the SRTP layer (stream demux, payload type mapping, rewriting, RFC 4733, RTCP,
     /// transcoding hand-off) is the code every call runs. Not reachable from configuration.
-    pub fn replay(cfg: MediaConfig, plan: &MediaPlan, cert: &Certificate, now: Instant, seed: u64, browser: SocketAddr) -> Result<MediaSession, MediaError> {
+    pub fn replay(cfg: MediaConfig, plan: &MediaPlan, cert: &Certificate, now: Instant, seed: u64, browser: Option<SocketAddr>) -> Result<MediaSession, MediaError> {
         let mut s = MediaSession::new(cfg, plan, cert, now, seed)?;
         s.web_keys = WebKeys::Plaintext;
-        s.web_remote = Some(browser);
+        s.web_remote = browser;
         // No ICE: consent cannot expire, and no DTLS flight will be sent.
         s.ice_timeout = None;
         s.dtls_timeout = None;
@@ -669,7 +670,7 @@ impl MediaSession {
     /// Whether media from `source` on the web leg may be taken: ICE consent (the recorded
     /// browser's address in a replay) and SRTP keys.
     fn web_ready(&mut self, source: SocketAddr) -> bool {
-        let consented = if self.replaying() { self.web_remote == Some(source) } else { self.ice.is_consented(source) };
+        let consented = if self.replaying() { *self.web_remote.get_or_insert(source) == source } else { self.ice.is_consented(source) };
         if !consented {
             self.counters.dropped_no_consent += 1;
             return false;

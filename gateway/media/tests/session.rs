@@ -898,7 +898,7 @@ fn a_replay_session_relays_the_recorded_plaintext_both_ways() {
     let gw_cert = Certificate::generate().unwrap();
     let browser = addr(BROWSER);
     let now = Instant::now();
-    let mut s = MediaSession::replay(MediaConfig::default(), &c.plan, &gw_cert, now, 9, browser).unwrap();
+    let mut s = MediaSession::replay(MediaConfig::default(), &c.plan, &gw_cert, now, 9, Some(browser)).unwrap();
     assert!(s.poll_output().is_none(), "a replay sends no STUN or DTLS");
 
     let header = |seq: u16, ssrc: u32| RtpHeader { marker: false, pt: Pt(0), seq: SeqNo(seq), timestamp: u32::from(seq) * 160, ssrc: Ssrc(ssrc) };

@@ -19,8 +19,10 @@
 //! retransmissions folded) with their start lines, the headers that carry meaning and the SDP
 //! after normalisation; values the engine draws at random (tags, branches, Call-IDs, tokens,
 //! ICE credentials, keys, ports) are matched by consistency: the first one seen is `<1>`
-//! wherever it recurs, in both captures alike. Media is not replayed (its keys are drawn
-//! fresh by DTLS), only the signalling and SDP that set it up.
+//! wherever it recurs, in both captures alike.
+//!
+//! A recorder-layout capture recorded with `recording.mode = "full"` also has media; with an
+//! expectation, it is played too, past the SRTP layer, and compared per leg ([`media`]).
 //!
 //! Identifiers the gateway drew and the far ends echo (a To tag, a branch in a response from
 //! IMS, a Path token) must be the ones the engine draws again: record with
@@ -32,6 +34,7 @@
 //! and compares the same way.
 
 mod live;
+mod media;
 mod normalize;
 
 use std::collections::HashMap;
@@ -163,9 +166,17 @@ pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
     Ok(out)
 }
 
+/// The media of a replay: what reached the recorded gateway, and the SIP it sent (whose SDP
+/// maps its media ports to the replay's).
+pub struct MediaInput<'a> {
+    pub packets: &'a [media::MediaPacket],
+    pub expected_sip: &'a [Message],
+}
+
 /// Replays `input` through a [`B2bua`] configured from `cfg` and the addresses the input was
-/// sent to; returns the messages it emitted, stamped on the input's timeline.
-pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>, String> {
+/// sent to, and `media` through a media plane of replay sessions; returns the messages it
+/// emitted, stamped on the input's timeline, and the media plane with what it emitted.
+pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInput<'_>>) -> Result<(Vec<Message>, Option<media::MediaPlane>), String> {
     let web = input.iter().find(|m| m.side == Side::Web).map(|m| m.dst);
     let ims_in = input.iter().find(|m| m.side == Side::Ims);
     let web_addr = web.unwrap_or(cfg.web.wss_listen);
@@ -184,9 +195,31 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
     let ports = crate::ports::even_ports(cfg.media.ports.min, cfg.media.ports.max);
-    let mut d = Driver { engine: B2bua::new(b2bua_cfg, seed, KeySource::os()), base, t0, now: base, web: web_addr, ims: bound.ims, conns: HashMap::new(), out: Vec::new(), ports };
+    let plane = match &media {
+        Some(m) => Some(media::MediaPlane::new(base, cfg, m.packets, m.expected_sip.iter().map(|e| (e.side, &e.data[..])))?),
+        None => None,
+    };
+    let mut d = Driver {
+        engine: B2bua::new(b2bua_cfg, seed, KeySource::os()),
+        base,
+        t0,
+        now: base,
+        web: web_addr,
+        ims: bound.ims,
+        conns: HashMap::new(),
+        out: Vec::new(),
+        ports,
+        media: plane,
+        errors: Vec::new(),
+    };
     d.grant_ports();
+    // SIP and media in time order (SIP first at equal times: a packet follows its signalling).
+    let packets: &[media::MediaPacket] = media.as_ref().map_or(&[], |m| m.packets);
+    let mut packets = packets.iter().peekable();
     for m in input {
+        while let Some(p) = packets.next_if(|p| p.at < m.at) {
+            d.media_input(p);
+        }
         let t = base + m.at.saturating_sub(t0);
         d.run_timers(t);
         d.now = t.max(d.now);
@@ -206,9 +239,15 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64) -> Result<Vec<Message>
             }
         }
     }
+    for p in packets {
+        d.media_input(p);
+    }
     let end = d.now + SETTLE;
     d.run_timers(end);
-    Ok(d.out)
+    if let Some(e) = d.errors.first() {
+        return Err(e.clone());
+    }
+    Ok((d.out, d.media))
 }
 
 /// The engine on a virtual clock, and what it sent.
@@ -223,6 +262,10 @@ struct Driver {
     out: Vec<Message>,
     /// Virtual media ports, granted as the engine asks (nothing is bound in a replay).
     ports: std::iter::StepBy<std::ops::RangeInclusive<u16>>,
+    /// Calls' media, when the capture has any.
+    media: Option<media::MediaPlane>,
+    /// What the media plane refused (a plan it could not take).
+    errors: Vec<String>,
 }
 
 impl Driver {
@@ -237,26 +280,71 @@ impl Driver {
         self.engine.grant_ports(self.ports.by_ref().take(n));
     }
 
-    /// Fires every engine deadline up to `until`, in order.
+    /// Fires every engine and media deadline up to `until`, in order.
     fn run_timers(&mut self, until: Instant) {
-        while let Some(t) = self.engine.poll_timeout().filter(|t| *t <= until) {
-            self.now = t.max(self.now);
-            self.input(Input::Timeout);
+        loop {
+            let engine = self.engine.poll_timeout().filter(|t| *t <= until);
+            let media = self.media.as_ref().and_then(media::MediaPlane::poll_timeout).filter(|t| *t <= until);
+            match (engine, media) {
+                (Some(e), m) if m.is_none_or(|m| e <= m) => {
+                    self.now = e.max(self.now);
+                    self.input(Input::Timeout);
+                }
+                (_, Some(m)) => {
+                    self.now = m.max(self.now);
+                    let at = self.at();
+                    if let Some(p) = self.media.as_mut() {
+                        p.timeout(self.now, at);
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// The capture's time of the virtual clock's now.
+    fn at(&self) -> Duration {
+        self.t0 + self.now.saturating_duration_since(self.base)
+    }
+
+    fn media_input(&mut self, p: &media::MediaPacket) {
+        let t = self.base + p.at.saturating_sub(self.t0);
+        self.run_timers(t);
+        self.now = t.max(self.now);
+        let (now, at) = (self.now, self.at());
+        if let Some(m) = self.media.as_mut() {
+            m.input(now, at, p);
         }
     }
 
     fn drain(&mut self) {
         while let Some(o) = self.engine.poll_output() {
-            if let Output::Transmit { flow, data } = o {
-                let (side, src, dst) = match flow {
-                    Flow::Web { conn } => {
-                        let browser = self.conns.iter().find(|(_, c)| **c == conn).map_or(self.web, |(a, _)| *a);
-                        (Side::Web, self.web, browser)
+            let (now, at) = (self.now, self.at());
+            match o {
+                Output::Transmit { flow, data } => {
+                    let (side, src, dst) = match flow {
+                        Flow::Web { conn } => {
+                            let browser = self.conns.iter().find(|(_, c)| **c == conn).map_or(self.web, |(a, _)| *a);
+                            (Side::Web, self.web, browser)
+                        }
+                        Flow::Ims { remote, .. } => (Side::Ims, self.ims, remote),
+                    };
+                    if let Some(m) = self.media.as_mut() {
+                        m.sip_emitted(side, &data);
                     }
-                    Flow::Ims { remote, .. } => (Side::Ims, self.ims, remote),
-                };
-                let at = self.t0 + self.now.saturating_duration_since(self.base);
-                self.out.push(Message { at, side, src, dst, data });
+                    self.out.push(Message { at, side, src, dst, data });
+                }
+                Output::Media { call, plan } => {
+                    if let Some(Err(e)) = self.media.as_mut().map(|m| m.plan(now, at, call, &plan)) {
+                        self.errors.push(format!("media plan at {:.3} s: {e}", at.as_secs_f64()));
+                    }
+                }
+                Output::MediaEnd { call } => {
+                    if let Some(m) = self.media.as_mut() {
+                        m.end(now, at, call);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -330,16 +418,61 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, mode: Mode) -> Res
             return Ok(report(&expected, &outcome.emitted, msgs.len()));
         }
     };
-    let emitted = replay(cfg, &msgs, seed)?;
-    let Some(expect) = expect else {
+    // Media is replayed when the input has some and there is an expectation to map its ports.
+    let media_in = if capture.gateway.is_none() { media::read(input)? } else { Vec::new() };
+    let expected = match expect {
+        Some(path) => Some(read(path, cfg)?.outbound()),
+        None => None,
+    };
+    let expected_media = match expect {
+        Some(path) if !media_in.is_empty() => media::read(path)?,
+        _ => Vec::new(),
+    };
+    let media = expected.as_deref().filter(|_| !media_in.is_empty()).map(|e| MediaInput { packets: &media_in, expected_sip: e });
+    let (emitted, plane) = replay(cfg, &msgs, seed, media)?;
+    let Some(expected) = expected else {
         for m in &emitted {
             let first = String::from_utf8_lossy(&m.data).lines().next().unwrap_or_default().to_owned();
             println!("{:>10.6} {:?} -> {} {first}", m.at.as_secs_f64(), m.side, m.dst);
         }
         return Ok(true);
     };
-    let expected = read(expect, cfg)?.outbound();
-    Ok(report(&expected, &emitted, msgs.len()))
+    let sip_ok = report(&expected, &emitted, msgs.len());
+    let Some(plane) = plane else { return Ok(sip_ok) };
+    Ok(report_media(&expected_media, &plane, media_in.len()) && sip_ok)
+}
+
+/// Prints the verdict on the media; whether it was as expected.
+fn report_media(expected: &[media::MediaPacket], plane: &media::MediaPlane, inputs: usize) -> bool {
+    let mut problems = String::new();
+    if !plane.unmapped.is_empty() {
+        let _ = writeln!(problems, "{} media packets of the input reached no call (first to {:?})", plane.unmapped.len(), plane.unmapped[0]);
+    }
+    if plane.to_transcoder > 0 {
+        let _ = writeln!(problems, "{} packets needed transcoding, which replay does not run yet", plane.to_transcoder);
+    }
+    match media::compare(expected, &plane.emitted, plane.late) {
+        Ok(a) if problems.is_empty() => {
+            let late = plane.late[0] + plane.late[1];
+            println!(
+                "ok: media as expected ({inputs} packets in, {} out, {late} after their call ended): browser leg {} RTP and {} RTCP, IMS leg {} RTP and {} RTCP",
+                plane.emitted.len(),
+                a.rtp[0],
+                a.rtcp[0],
+                a.rtp[1],
+                a.rtcp[1]
+            );
+            true
+        }
+        Ok(_) => {
+            println!("media: {problems}");
+            false
+        }
+        Err(diff) => {
+            println!("media: {problems}{diff}");
+            false
+        }
+    }
 }
 
 /// Prints the verdict of [`compare`]; whether the output was as expected.
