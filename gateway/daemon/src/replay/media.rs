@@ -14,8 +14,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,7 +21,6 @@ use std::time::{Duration, Instant};
 use estuary_b2bua::Side;
 use estuary_media::shard::MediaShard;
 use estuary_media::{Forward, Leg, MediaConfig, MediaSession, Output};
-use estuary_pcap::{CaptureReader, Protocol};
 use estuary_rtp::rtcp::Compound;
 use estuary_rtp::{classify, PacketKind, RtpPacket};
 use estuary_sdp::MediaPlan;
@@ -42,25 +39,12 @@ pub struct MediaPacket {
 /// The media lanes of a capture in the recorder's layout (none in another layout, or when it
 /// was recorded without media).
 pub fn read(path: &Path) -> Result<Vec<MediaPacket>, String> {
-    let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
-    loop {
-        let (interface, at, packet) = {
-            let Some(rec) = reader.next_record().map_err(|e| format!("{}: {e}", path.display()))? else { break };
-            let packet = rec.decode().ok().filter(|p| p.protocol == Protocol::Udp && !p.payload.is_empty()).map(|p| (p.src, p.dst, p.payload.to_vec()));
-            (rec.interface, rec.timestamp, packet)
-        };
-        let leg = match reader.interface_name(interface) {
-            Some(n) if n.starts_with("web: media") => Leg::Web,
-            Some(n) if n.starts_with("ims: media") => Leg::Ims,
-            _ => continue,
-        };
-        if let Some((src, dst, data)) = packet {
-            out.push(MediaPacket { at, leg, src, dst, data });
-        }
-    }
-    Ok(out)
+    let lanes = super::read_lanes(path, |name| match name {
+        n if n.starts_with("web: media") => Some(Leg::Web),
+        n if n.starts_with("ims: media") => Some(Leg::Ims),
+        _ => None,
+    })?;
+    Ok(lanes.into_iter().map(|(leg, at, src, dst, data)| MediaPacket { at, leg, src, dst, data }).collect())
 }
 
 /// The m-line ports of a SIP message's SDP body, if it has one.

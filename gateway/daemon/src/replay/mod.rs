@@ -144,6 +144,18 @@ fn read_plain(path: &Path, ws: SocketAddr, ims: SocketAddr) -> Result<Vec<Messag
 
 /// Reads the SIP messages of a capture in the recorder's layout (none for another layout).
 pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
+    let lanes = read_lanes(path, |name| match name {
+        n if n.starts_with("web:") && n.contains("SIP") => Some(Side::Web),
+        n if n.starts_with("ims:") && n.contains("SIP") => Some(Side::Ims),
+        _ => None,
+    })?;
+    Ok(lanes.into_iter().map(|(side, at, src, dst, data)| Message { at, side, src, dst, data }).collect())
+}
+
+/// The UDP datagrams of a recorder-layout capture on the interfaces `lane` names (it maps an
+/// interface name to a lane, or `None` to skip it), in file order: (lane, time, src, dst,
+/// payload).
+fn read_lanes<L>(path: &Path, lane: impl Fn(&str) -> Option<L>) -> Result<Vec<(L, Duration, SocketAddr, SocketAddr, Vec<u8>)>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
@@ -154,13 +166,9 @@ pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
             (rec.interface, rec.timestamp, packet)
         };
         // Interfaces are declared as the file goes, so look the name up per record.
-        let side = match reader.interface_name(interface) {
-            Some(n) if n.starts_with("web:") && n.contains("SIP") => Side::Web,
-            Some(n) if n.starts_with("ims:") && n.contains("SIP") => Side::Ims,
-            _ => continue,
-        };
+        let Some(l) = reader.interface_name(interface).and_then(&lane) else { continue };
         if let Some((src, dst, data)) = packet {
-            out.push(Message { at, side, src, dst, data });
+            out.push((l, at, src, dst, data));
         }
     }
     Ok(out)
