@@ -152,10 +152,12 @@ pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
     Ok(lanes.into_iter().map(|(side, at, src, dst, data)| Message { at, side, src, dst, data }).collect())
 }
 
+/// One datagram on a lane of a recorder-layout capture: (lane, time, src, dst, payload).
+type LaneDatagram<L> = (L, Duration, SocketAddr, SocketAddr, Vec<u8>);
+
 /// The UDP datagrams of a recorder-layout capture on the interfaces `lane` names (it maps an
-/// interface name to a lane, or `None` to skip it), in file order: (lane, time, src, dst,
-/// payload).
-fn read_lanes<L>(path: &Path, lane: impl Fn(&str) -> Option<L>) -> Result<Vec<(L, Duration, SocketAddr, SocketAddr, Vec<u8>)>, String> {
+/// interface name to a lane, or `None` to skip it), in file order.
+fn read_lanes<L>(path: &Path, lane: impl Fn(&str) -> Option<L>) -> Result<Vec<LaneDatagram<L>>, String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
