@@ -74,17 +74,36 @@ fuzz:
 	done
 
 # Figures printed as tables and written as JSON under target/bench/:
-# - relay.json: the DTLS-SRTP <-> RTP relay on the running release daemon (bench/src/bin/relay.rs:
-#   500 simulated browsers and an IMS core on loopback; daemon CPU time per packet from /proc,
-#   memory per call); BENCH_CALLS and BENCH_SECONDS change the load;
+# - relay.json, relay-500.json, relay-1000.json: the DTLS-SRTP <-> RTP relay and the call set-up
+#   on the running release daemon (bench/src/bin/relay.rs), one run each at 200, 500 and 1,000
+#   calls (relay.json is the 200-call run; 1,000 is labelled indicative: the generator shares
+#   the two cores). Simulated browsers, each with its own WebSocket, are set up in phases (ws,
+#   register, invite, ice, dtls) through the daemon to Kamailio as the IMS core (registrar and
+#   record-routing proxy on 127.0.0.1, bench/ims-core/kamailio.cfg, started and stopped by the
+#   benchmark; kamailio is installed when missing) in front of the in-process test peer, whose
+#   media goes to and from the daemon directly. Keys: relay_cpu_us_per_packet (daemon CPU per
+#   packet over a 15 s window), idle_cpu_fraction (10 s with every call up and media paused),
+#   setup_cpu_ms_per_call and setup_cpu_ms_per_call_by_phase, pss_bytes_per_call, calls,
+#   loss_ratio (a WARNING above 0.5%, except for the indicative run); Kamailio's CPU apart
+#   (ims_core_*). BENCH_CALLS (a list), BENCH_SECONDS, BENCH_IDLE_SECONDS (together with the
+#   2 s warm-up at most 60 s) and BENCH_IMS_CORE=testpeer (no Kamailio) change the load;
+# - setup_rate.json: calls set up and torn down per second (bench/src/bin/setup_rate.rs): short
+#   calls (WebSocket, REGISTER, INVITE, ICE, DTLS, 1 s of media, BYE) offered at 50, 100, 200,
+#   300, 400 calls/s for 10 s each through the same daemon and core;
+#   calls_per_second_sustained is the highest rate whose step completed >= 99% of its calls,
+#   with the daemon's CPU per call there; BENCH_RATES and BENCH_STEP_SECONDS change it;
 # - transcode.json: Opus <-> G.711 channels per core for the pipelines alone, next to raw
 #   libopus on the same frames, memory per channel, and end to end on the daemon with 100
 #   Opus-only browsers (bench/src/bin/transcode.rs);
 # - rtp.json, srtp.txt: the per-packet engine costs in isolation (criterion).
 bench:
+	@command -v kamailio >/dev/null 2>&1 || [ "$$BENCH_IMS_CORE" = testpeer ] || { echo "installing: kamailio"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kamailio; }
 	@mkdir -p target/bench
 	$(CARGO) build --release -p estuary -p estuary-bench
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/relay.json ./target/release/relay
+	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/setup_rate.json ./target/release/setup_rate
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/transcode.json ./target/release/transcode
 	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \

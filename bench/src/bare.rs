@@ -188,6 +188,7 @@ pub async fn run(load: &Load, structure: Structure, idle: Option<Duration>) -> R
         log_tail,
         parts,
         idle_window: w.idle.as_ref().map(|(d, _)| *d),
+        phases: Vec::new(),
     })
 }
 

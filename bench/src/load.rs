@@ -13,7 +13,10 @@
 //! [`run`] returns what was delivered and the daemon's CPU time and memory over the window;
 //! the binaries turn that into their figures. [`run_on`] points the same browsers and core at
 //! the reference stack instead (Kamailio + rtpengine, [`crate::reference`]) and can pause the
-//! media with every call up to measure what the system costs when idle.
+//! media with every call up to measure what the system costs when idle. It can also put
+//! Kamailio in front of the core as a real IMS proxy ([`Core::Kamailio`],
+//! [`crate::ims_core`]), and set the calls up in phases, one browser per WebSocket, to measure
+//! what each step of a call set-up costs the daemon ([`Target::phased`]).
 //!
 //! Nothing here is specific to Estuary's side of the wire: the browsers answer the ICE checks
 //! a full ICE agent sends them (Estuary is ICE-lite and sends none) and take the DTLS role the
@@ -25,10 +28,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use estuary_conformance::gateway::GatewayBuilder;
 use estuary_conformance::ws_client::DEFAULT_WAIT;
-use estuary_conformance::{Gateway, WsSipClient};
+use estuary_conformance::{Dialog, Gateway, SipMsg, WsSipClient};
 use estuary_rtp::{classify, PacketKind, Pt, RtpHeader, SeqNo, Ssrc};
-use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, Fingerprint, SrtpContext, SrtpProfile};
+use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, Fingerprint, SrtpContext, SrtpKeyMaterial, SrtpProfile};
 use estuary_testpeer::{MediaPorts, Output, PeerConfig, TestPeer};
 use rand::Rng;
 use stun_rs::attributes::ice::{IceControlling, Priority, UseCandidate};
@@ -36,12 +40,13 @@ use stun_rs::attributes::stun::{Fingerprint as StunFingerprint, MessageIntegrity
 use stun_rs::methods::BINDING;
 use stun_rs::{HMACKey, MessageClass, MessageDecoderBuilder, MessageEncoderBuilder, StunMessageBuilder};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::time::MissedTickBehavior;
 
 use crate::flood::{Flood, FloodReport};
+use crate::ims_core::ImsCore;
 use crate::reference::Stack;
-use crate::{sample, sample_all};
+use crate::{cpu_since, sample, sample_all, thread_cpu, ThreadCpu};
 
 /// WebSocket connections the calls are spread over.
 const CONNECTIONS: usize = 10;
@@ -54,6 +59,19 @@ const SETUP_LIMIT: Duration = Duration::from_secs(120);
 /// After the media is paused, how long in-flight packets get before the idle window opens.
 const SETTLE: Duration = Duration::from_secs(1);
 const MAX_PACKET: usize = 1400;
+/// After a browser's last packet of a short call, how long it keeps reading what comes back.
+const DRAIN: Duration = Duration::from_millis(200);
+/// Browsers of a phased set-up in the same step at once: all of them together, but never so
+/// many that a listen backlog or a socket buffer overflows and the phase measures
+/// retransmissions instead of work.
+const IN_FLIGHT: usize = 64;
+/// Failures of one phase printed (the rest are counted).
+const SHOWN_FAILURES: usize = 3;
+
+/// The steps of a phased set-up ([`Target::phased`]), in order: the browser's WebSocket
+/// (TCP and HTTP upgrade), its REGISTER, its INVITE up to the 200 and the ACK, its ICE
+/// nomination (a STUN check with USE-CANDIDATE, answered), its DTLS handshake (keys).
+pub const PHASES: [&str; 5] = ["ws", "register", "invite", "ice", "dtls"];
 
 /// What the browsers send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,8 +115,9 @@ impl Load {
     }
 }
 
-/// What a run is pointed at and what it measures besides the window. The default is what
-/// `make bench` runs: Estuary, the window only.
+/// What a run is pointed at and what it measures besides the window. The default is
+/// Estuary with the test peer as its core, calls set up a connection at a time, the window
+/// only (the tests and the transcoding benchmark).
 #[derive(Clone, Debug, Default)]
 pub struct Target {
     /// Kamailio + rtpengine ([`crate::reference::Stack`]) in Estuary's place.
@@ -106,6 +125,55 @@ pub struct Target {
     /// With every call up, pause the media (browsers and core send nothing but consent
     /// checks) for this long before the warm-up, and measure the CPU it costs.
     pub idle: Option<Duration>,
+    /// What answers on Estuary's `ims.next_hop` (the reference stack's Kamailio always
+    /// forwards to the test peer itself).
+    pub core: Core,
+    /// Set Estuary's calls up in [`PHASES`], each browser with its own WebSocket and
+    /// registration, and measure the CPU of each phase; otherwise a few connections each
+    /// register once and set their calls up one after another.
+    pub phased: bool,
+}
+
+/// The IMS core behind Estuary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Core {
+    /// The test peer engine on the daemon's next hop: nothing between them.
+    #[default]
+    Testpeer,
+    /// Kamailio on the next hop, registrar and record-routing proxy in front of the test
+    /// peer ([`crate::ims_core`]).
+    Kamailio,
+}
+
+impl Core {
+    /// `BENCH_IMS_CORE`: `kamailio` (the default) or `testpeer`.
+    pub fn from_env() -> Result<Core, String> {
+        match std::env::var("BENCH_IMS_CORE").as_deref() {
+            Err(_) | Ok("kamailio") => Ok(Core::Kamailio),
+            Ok("testpeer") => Ok(Core::Testpeer),
+            Ok(v) => Err(format!("BENCH_IMS_CORE={v:?}: kamailio or testpeer")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Core::Testpeer => "testpeer",
+            Core::Kamailio => "kamailio",
+        }
+    }
+}
+
+/// One phase of a phased set-up: every call went through it before the next one began.
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub name: &'static str,
+    pub wall: Duration,
+    /// The daemon's CPU time over the phase.
+    pub cpu: Duration,
+    /// The IMS core's (Kamailio's), when it is there.
+    pub core_cpu: Option<Duration>,
+    /// Calls that came through it; the others were dropped and counted failed.
+    pub calls: u64,
 }
 
 /// One group of processes of the system measured (Estuary; or Kamailio and rtpengine; or
@@ -180,19 +248,21 @@ pub struct Measured {
     pub parts: Vec<Part>,
     /// How long the media was paused with every call up ([`Target::idle`]), as measured.
     pub idle_window: Option<Duration>,
+    /// The set-up phase by phase ([`Target::phased`]); empty otherwise.
+    pub phases: Vec<Phase>,
 }
 
 /// The browsers' payloads, made once: one G.711 frame, or a second of Opus packets of a
 /// voiced test signal (encoding per packet in this process would cost more than it measures).
-struct MediaSource {
-    codec: BrowserCodec,
+pub(crate) struct MediaSource {
+    pub codec: BrowserCodec,
     pt: u8,
     ticks: u32,
     packets: Vec<Vec<u8>>,
 }
 
 impl MediaSource {
-    fn new(codec: BrowserCodec) -> Result<MediaSource, String> {
+    pub(crate) fn new(codec: BrowserCodec) -> Result<MediaSource, String> {
         Ok(match codec {
             BrowserCodec::Pcmu => MediaSource { codec, pt: 0, ticks: 160, packets: vec![vec![0xff; 160]] },
             BrowserCodec::Opus => {
@@ -365,6 +435,68 @@ pub(crate) fn parts(groups: &[(&'static str, Vec<u32>)], pss_idle: &[(Duration, 
         .collect()
 }
 
+/// The IMS side of a run: the test peer engine answering on its own UDP socket and, with
+/// [`Core::Kamailio`], Kamailio in front of it.
+pub(crate) struct ImsSide {
+    /// Where the system under test sends its IMS-bound requests.
+    pub next_hop: u16,
+    /// The test peer's own SIP port (the reference stack's Kamailio forwards there).
+    app_port: u16,
+    kamailio: Option<ImsCore>,
+}
+
+impl ImsSide {
+    /// Starts the test peer (its media tasks count into `totals`, dropping `loss` of their
+    /// packets) and, for `core`, Kamailio in front of it.
+    pub(crate) async fn start(core: Core, loss: f64, totals: &Arc<Totals>, stop: &watch::Receiver<bool>) -> Result<ImsSide, String> {
+        let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let app_port = sip.local_addr().map_err(|e| e.to_string())?.port();
+        tokio::spawn(ims_core(sip, loss, totals.clone(), stop.clone()));
+        let kamailio = match core {
+            Core::Testpeer => None,
+            Core::Kamailio => Some(ImsCore::start(app_port)?),
+        };
+        Ok(ImsSide { next_hop: kamailio.as_ref().map_or(app_port, |k| k.sip.port()), app_port, kamailio })
+    }
+
+    /// Kamailio's CPU time now (its workers included, read per thread: a few calls cost it
+    /// less than a clock tick), when it is there.
+    pub(crate) fn core_cpu(&self) -> Option<Duration> {
+        self.core_threads().map(|t| Duration::from_nanos(t.values().sum()))
+    }
+
+    /// Kamailio's threads' CPU times now, when it is there.
+    fn core_threads(&self) -> Option<ThreadCpu> {
+        self.kamailio.as_ref().map(|k| thread_cpu(&k.pids()))
+    }
+
+    pub(crate) fn log_tail(&self, n: usize) -> String {
+        self.kamailio.as_ref().map_or(String::new(), |k| format!("\n--- kamailio (IMS core) ---\n{}", k.log_tail(n)))
+    }
+}
+
+/// The daemon under test, not started yet: media ports `ports`, IMS next hop UDP
+/// 127.0.0.1:`next_hop`, warnings only in its log and, with `lift_limits`, the per-source
+/// limits lifted. Callers add their own `--set`s.
+pub(crate) fn estuary(ports: (u16, u16), lift_limits: bool, next_hop: u16) -> GatewayBuilder {
+    let mut builder = Gateway::builder()
+        .next_hop_udp(next_hop)
+        .set("log.level", "warn")
+        .set("media.port_min", &ports.0.to_string())
+        .set("media.port_max", &ports.1.to_string());
+    if lift_limits {
+        // Every browser here shares 127.0.0.1: lift the per-source limits (sized for an
+        // office behind one NAT), as an operator would for a load test.
+        builder = builder
+            .set("limits.ws_connections_per_ip", "1000000")
+            .set("limits.ws_handshakes_per_ip", "1000000")
+            .set("limits.requests_per_second_per_ip", "1000000")
+            .set("limits.request_burst_per_ip", "1000000")
+            .set("limits.registrations_per_ip", "10000000");
+    }
+    builder
+}
+
 /// [`run`] against the system `target` names, with its extra measurements.
 pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
     let (calls, window) = (load.calls, load.window);
@@ -372,30 +504,17 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
     let totals = Arc::new(Totals::default());
     let (stop_tx, stop) = watch::channel(false);
 
-    let sip = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let sip_port = sip.local_addr().map_err(|e| e.to_string())?.port();
-    tokio::spawn(ims_core(sip, load.ims_loss, totals.clone(), stop.clone()));
+    let core = if target.reference { Core::Testpeer } else { target.core };
+    let ims = ImsSide::start(core, load.ims_loss, &totals, &stop).await?;
     let system = if target.reference {
         if load.flood.is_some() {
             return Err("the flood runs against Estuary only".into());
         }
-        System::Reference(Stack::start(sip_port, load.ports, calls)?)
+        System::Reference(Stack::start(ims.app_port, load.ports, calls)?)
     } else {
-        let mut builder = Gateway::builder()
-            .next_hop_udp(sip_port)
-            .set("log.level", "warn")
-            .set("media.port_min", &load.ports.0.to_string())
-            .set("media.port_max", &load.ports.1.to_string());
-        if load.lift_limits {
-            // Every browser here shares 127.0.0.1: lift the per-source limits (sized for an
-            // office behind one NAT), as an operator would for a load test.
-            builder = builder
-                .set("limits.requests_per_second_per_ip", "1000000")
-                .set("limits.request_burst_per_ip", "1000000")
-                .set("limits.registrations_per_ip", "10000000");
-        }
-        System::Estuary(builder.start().await)
+        System::Estuary(estuary(load.ports, load.lift_limits, ims.next_hop).start().await)
     };
+    let log_tail = |n: usize| format!("{}{}", system.log_tail(n), ims.log_tail(n));
     let pid = system.pid();
     let pss_idle = sample_groups(&system.groups());
     let idle = sample(pid).map_err(|e| format!("reading /proc/{pid}: {e}"))?;
@@ -416,33 +535,36 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
         _ => None,
     };
 
-    // Calls, spread over the connections; each connection's calls are set up in sequence.
     let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
     let started = Instant::now();
-    let mut setups = Vec::new();
-    for c in 0..CONNECTIONS as u64 {
-        let n = calls / CONNECTIONS as u64 + u64::from(c < calls % CONNECTIONS as u64);
-        if n > 0 {
-            setups.push(tokio::spawn(connection(system.ws_addr(), c, n, cert.clone(), media.clone(), totals.clone(), stop.clone())));
+    let (clients, phases) = if target.phased && !target.reference {
+        let cpu = || (thread_cpu(&[pid]), ims.core_threads());
+        phased_setup(system.ws_addr(), calls, &cert, &media, &totals, &stop, &cpu).await
+    } else {
+        // Calls, spread over the connections; each connection's calls are set up in sequence.
+        let mut setups = Vec::new();
+        for c in 0..CONNECTIONS as u64 {
+            let n = calls / CONNECTIONS as u64 + u64::from(c < calls % CONNECTIONS as u64);
+            if n > 0 {
+                setups.push(tokio::spawn(connection(system.ws_addr(), c, n, cert.clone(), media.clone(), totals.clone(), stop.clone())));
+            }
         }
-    }
-    let mut clients = Vec::new();
-    for s in setups {
-        clients.push(s.await.map_err(|e| format!("call setup: {e}"))?);
-    }
-    while totals.ready.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < calls {
-        if started.elapsed() > SETUP_LIMIT {
-            break;
+        let mut clients = Vec::new();
+        for s in setups {
+            clients.push(s.await.map_err(|e| format!("call setup: {e}"))?);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        while totals.ready.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < calls {
+            if started.elapsed() > SETUP_LIMIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (clients, Vec::new())
+    };
     let ready = totals.ready.load(Ordering::Relaxed);
     let setup_time = started.elapsed();
     if ready == 0 || ready * 100 < calls * 95 {
-        return Err(format!(
-            "only {ready} of {calls} calls came up in {setup_time:?}\n--- system log ---\n{}",
-            system.log_tail(30)
-        ));
+        return Err(format!("only {ready} of {calls} calls came up in {setup_time:?}\n--- system log ---\n{}", log_tail(30)));
     }
 
     let groups = || system.groups();
@@ -498,10 +620,131 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
         counters,
         healthz,
         panicked,
-        log_tail: system.log_tail(30),
+        log_tail: log_tail(30),
         parts,
         idle_window: w.idle.as_ref().map(|(d, _)| *d),
+        phases,
     })
+}
+
+/// Sets `calls` browsers up in [`PHASES`], every browser through one phase before the next
+/// begins, and reads `cpu` (the daemon's threads' CPU times, and the IMS core's when it is
+/// there) between phases. Each browser has its own WebSocket and registration, as each tab of a
+/// real browser does. Browsers that fail a phase are dropped (counted in `totals.failed`);
+/// the keyed ones start their media and count in `totals.ready`. Returns the clients, which
+/// must live as long as their calls, and the phases.
+async fn phased_setup(
+    ws: SocketAddr,
+    calls: u64,
+    cert: &Arc<Certificate>,
+    media: &Arc<MediaSource>,
+    totals: &Arc<Totals>,
+    stop: &watch::Receiver<bool>,
+    cpu: &dyn Fn() -> (ThreadCpu, Option<ThreadCpu>),
+) -> (Vec<WsSipClient>, Vec<Phase>) {
+    let mut phases = Vec::new();
+    let mut mark = (Instant::now(), cpu());
+    let mut close = |name: &'static str, survivors: usize| {
+        let now = (Instant::now(), cpu());
+        let (t0, (d0, c0)) = &mark;
+        let (t1, (d1, c1)) = &now;
+        let core_cpu = match (c0, c1) {
+            (Some(a), Some(b)) => Some(cpu_since(a, b)),
+            _ => None,
+        };
+        phases.push(Phase { name, wall: *t1 - *t0, cpu: cpu_since(d0, d1), core_cpu, calls: survivors as u64 });
+        mark = now;
+    };
+    let browsers = each("ws", (0..calls).collect(), totals, move |n| connect(ws, n)).await;
+    close(PHASES[0], browsers.len());
+    let browsers = each("register", browsers, totals, |mut b| async move { register(&mut b.client).await.map(|()| b) }).await;
+    close(PHASES[1], browsers.len());
+    let browsers = each("invite", browsers, totals, |mut b| {
+        let (cert, codec) = (cert.clone(), media.codec);
+        async move {
+            let call = invite(&mut b.client, b.n, codec, &cert).await?;
+            b.call = Some(call);
+            Ok(b)
+        }
+    })
+    .await;
+    close(PHASES[2], browsers.len());
+    let browsers = each("ice", browsers, totals, |b| async move {
+        let c = b.call.as_ref().ok_or("no call")?;
+        nominate(&c.leg).await.map(|()| b)
+    })
+    .await;
+    close(PHASES[3], browsers.len());
+    let browsers = each("dtls", browsers, totals, |mut b| {
+        let cert = cert.clone();
+        async move {
+            let c = b.call.as_mut().ok_or("no call")?;
+            c.keyed = Some(handshake(&c.leg, &cert).await?);
+            Ok(b)
+        }
+    })
+    .await;
+    close(PHASES[4], browsers.len());
+    let mut clients = Vec::new();
+    for b in browsers {
+        let Some(Call { leg, keyed: Some(keyed), .. }) = b.call else { continue };
+        totals.ready.fetch_add(1, Ordering::Relaxed);
+        let (media, totals, mut stop) = (media.clone(), totals.clone(), stop.clone());
+        tokio::spawn(async move { stream(&leg, keyed, &media, &totals, &mut stop, None).await });
+        clients.push(b.client);
+    }
+    (clients, phases)
+}
+
+/// Runs `step` on every item, each in its own task and at most [`IN_FLIGHT`] at once, and
+/// returns the browsers it succeeded for, in order. A failure (an error, or a panic of the
+/// conformance client, which reports timeouts that way) drops that item and is counted in
+/// `totals.failed`; the first few are printed with the phase's `name`. Bounded because each
+/// step is.
+async fn each<T, F, Fut>(name: &str, items: Vec<T>, totals: &Totals, step: F) -> Vec<Browser>
+where
+    T: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = Result<Browser, String>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::with_capacity(items.len());
+    for item in items {
+        let Ok(slot) = slots.clone().acquire_owned().await else { break };
+        let fut = step(item);
+        tasks.push(tokio::spawn(async move {
+            let r = fut.await;
+            drop(slot);
+            r
+        }));
+    }
+    let (mut done, mut failed) = (Vec::with_capacity(tasks.len()), 0);
+    for t in tasks {
+        match t.await.map_err(task_failure).and_then(|r| r) {
+            Ok(b) => done.push(b),
+            Err(e) => {
+                if failed < SHOWN_FAILURES {
+                    eprintln!("{name}: {e}");
+                }
+                failed += 1;
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if failed > SHOWN_FAILURES {
+        eprintln!("{name}: {} more failures", failed - SHOWN_FAILURES);
+    }
+    done
+}
+
+/// What a call's task that did not finish left: the conformance client's panic message
+/// (how it reports a timeout or a closed WebSocket), or the cancellation.
+pub(crate) fn task_failure(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return e.to_string();
+    }
+    let p = e.into_panic();
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned())).unwrap_or_else(|| "panicked".into())
 }
 
 // ----- browsers ------------------------------------------------------------------------------
@@ -535,7 +778,8 @@ async fn connection(ws: SocketAddr, idx: u64, n: u64, cert: Arc<Certificate>, me
         client.ack(&mut d).await;
         match Answer::parse(&ok.body) {
             Some(a) => {
-                tokio::spawn(browser(sock, Local { ufrag, pwd }, a, cert.clone(), media.clone(), totals.clone(), stop.clone()));
+                let leg = Leg { sock, local: Local { ufrag, pwd }, answer: a };
+                tokio::spawn(browser(leg, cert.clone(), media.clone(), totals.clone(), stop.clone()));
             }
             None => {
                 eprintln!("call {idx}/{k}: unusable answer\n{}", ok.body);
@@ -544,6 +788,93 @@ async fn connection(ws: SocketAddr, idx: u64, n: u64, cert: Arc<Certificate>, me
         }
     }
     client
+}
+
+/// A browser with its own WebSocket ([`Target::phased`] and the set-up rate benchmark), and
+/// its call once there is one.
+pub(crate) struct Browser {
+    pub n: u64,
+    pub client: WsSipClient,
+    pub call: Option<Call>,
+}
+
+/// A browser's answered call: its dialog, its media and, once the handshake is done, its
+/// DTLS association and keys.
+pub(crate) struct Call {
+    pub dialog: Dialog,
+    pub leg: Leg,
+    pub keyed: Option<(DtlsEndpoint, SrtpKeyMaterial)>,
+}
+
+/// A browser's media end of one call: its socket, its own ICE credentials (from its offer)
+/// and what the answer said.
+pub(crate) struct Leg {
+    sock: UdpSocket,
+    local: Local,
+    answer: Answer,
+}
+
+/// Browser `n` opens its WebSocket to `ws` as user `benchN`. The conformance client panics
+/// when it cannot (after its 10 s wait): in a task of its own, that is this browser's error.
+pub(crate) async fn connect(ws: SocketAddr, n: u64) -> Result<Browser, String> {
+    let client = tokio::spawn(async move { WsSipClient::connect(ws, &format!("bench{n}"), "ims.test", "bench").await })
+        .await
+        .map_err(|e| format!("WebSocket: {}", task_failure(e)))?;
+    Ok(Browser { n, client, call: None })
+}
+
+/// The final response to `req` within `limit`, provisional ones dropped; `None` when none
+/// came or the WebSocket closed.
+async fn final_response(client: &mut WsSipClient, req: &SipMsg, limit: Duration) -> Option<SipMsg> {
+    let (branch, method) = (req.top_branch(), req.method());
+    let deadline = tokio::time::Instant::now() + limit;
+    // Each turn takes one response off the connection or the queue, or ends at the deadline.
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r = client.maybe_wait_for(left, |m| m.is_response() && m.top_branch() == branch && m.method() == method).await?;
+        if r.status() >= 200 {
+            return Some(r);
+        }
+    }
+}
+
+/// REGISTER for 600 s, answered 200 (the cores here do not challenge).
+pub(crate) async fn register(client: &mut WsSipClient) -> Result<(), String> {
+    let req = client.register_request(600);
+    client.send(&req).await;
+    match final_response(client, &req, DEFAULT_WAIT).await {
+        Some(r) if r.status() == 200 => Ok(()),
+        Some(r) => Err(format!("REGISTER: {} {}", r.status(), r.reason())),
+        None => Err(format!("REGISTER: no final response in {DEFAULT_WAIT:?}")),
+    }
+}
+
+/// Calls `sip:echo@ims.test` from a fresh media socket with a `codec` offer: INVITE, its
+/// 200, ACK; the call with what the answer says.
+pub(crate) async fn invite(client: &mut WsSipClient, n: u64, codec: BrowserCodec, cert: &Certificate) -> Result<Call, String> {
+    let sock = UdpSocket::bind("127.0.0.1:0").await.map_err(|e| format!("media socket: {e}"))?;
+    let port = sock.local_addr().map_err(|e| e.to_string())?.port();
+    let local = Local { ufrag: token(8), pwd: token(24) };
+    let mut dialog = client.invite("sip:echo@ims.test", &offer(codec, port, &local.ufrag, &local.pwd, &cert.fingerprint(), n)).await;
+    let ok = match final_response(client, &dialog.invite, DEFAULT_WAIT).await {
+        Some(r) if r.status() == 200 => r,
+        Some(r) => return Err(format!("INVITE: {} {}", r.status(), r.reason())),
+        None => return Err(format!("INVITE: no final response in {DEFAULT_WAIT:?}")),
+    };
+    dialog.update_from_response(&ok);
+    client.ack(&mut dialog).await;
+    let answer = Answer::parse(&ok.body).ok_or_else(|| format!("unusable answer\n{}", ok.body))?;
+    Ok(Call { dialog, leg: Leg { sock, local, answer }, keyed: None })
+}
+
+/// BYE in `dialog`, answered 200.
+pub(crate) async fn hang_up(client: &mut WsSipClient, dialog: &mut Dialog) -> Result<(), String> {
+    let req = client.bye(dialog).await;
+    match final_response(client, &req, DEFAULT_WAIT).await {
+        Some(r) if r.status() == 200 => Ok(()),
+        Some(r) => Err(format!("BYE: {} {}", r.status(), r.reason())),
+        None => Err(format!("BYE: no final response in {DEFAULT_WAIT:?}")),
+    }
 }
 
 fn token(n: usize) -> String {
@@ -663,16 +994,30 @@ fn binding_request(a: &Answer, local: &Local, nominate: bool) -> Option<Vec<u8>>
 
 /// One browser's media: ICE, DTLS, then SRTP both ways until stopped. Binding requests from
 /// the far end are answered throughout.
-async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate>, media: Arc<MediaSource>, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
-    let fail = |why: &str| {
-        eprintln!("browser: {why}");
-        totals.failed.fetch_add(1, Ordering::Relaxed);
+async fn browser(leg: Leg, cert: Arc<Certificate>, media: Arc<MediaSource>, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+    let keyed = match nominate(&leg).await {
+        Ok(()) => handshake(&leg, &cert).await,
+        Err(e) => Err(e),
     };
+    match keyed {
+        Ok(keyed) => {
+            totals.ready.fetch_add(1, Ordering::Relaxed);
+            stream(&leg, keyed, &media, &totals, &mut stop, None).await;
+        }
+        Err(e) => {
+            eprintln!("browser: {e}");
+            totals.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// ICE: the nominating check, retransmitted until answered (40 tries, 250 ms apart).
+/// Binding requests from the far end are answered meanwhile.
+pub(crate) async fn nominate(leg: &Leg) -> Result<(), String> {
+    let Leg { sock, local, answer: a } = leg;
     let mut buf = vec![0u8; 2048];
-    // ICE: retransmit the nominating check until answered (40 tries, 250 ms apart).
-    let Some(check) = binding_request(&a, &local, true) else { return fail("cannot build a STUN check") };
-    let mut answered = false;
-    'ice: for _ in 0..40 {
+    let check = binding_request(a, local, true).ok_or("cannot build a STUN check")?;
+    for _ in 0..40 {
         let _ = sock.send_to(&check, a.candidate).await;
         let next = tokio::time::Instant::now() + Duration::from_millis(250);
         while let Ok(Ok((n, from))) = tokio::time::timeout_at(next, sock.recv_from(&mut buf)).await {
@@ -680,31 +1025,31 @@ async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate
                 continue;
             }
             if is_binding_success(&buf[..n]) {
-                answered = true;
-                break 'ice;
+                return Ok(());
             }
-            if let Some(r) = binding_response(&buf[..n], from, &local) {
+            if let Some(r) = binding_response(&buf[..n], from, local) {
                 let _ = sock.send_to(&r, from).await;
             }
         }
     }
-    if !answered {
-        return fail("no STUN answer");
-    }
-    // DTLS in the role the answer's a=setup leaves us.
-    let role = a.role;
-    let Ok(mut dtls) = DtlsEndpoint::new(role, &cert, vec![a.fingerprint.clone()], &[SrtpProfile::Aes128CmSha1_80], Instant::now()) else {
-        return fail("DTLS setup");
-    };
+    Err("no STUN answer".into())
+}
+
+/// DTLS in the role the answer's a=setup leaves us, within 60 s: the association and the
+/// SRTP keys.
+pub(crate) async fn handshake(leg: &Leg, cert: &Certificate) -> Result<(DtlsEndpoint, SrtpKeyMaterial), String> {
+    let Leg { sock, local, answer: a } = leg;
+    let mut buf = vec![0u8; 2048];
+    let mut dtls = DtlsEndpoint::new(a.role, cert, vec![a.fingerprint.clone()], &[SrtpProfile::Aes128CmSha1_80], Instant::now()).map_err(|e| format!("DTLS setup: {e:?}"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let keys = 'handshake: loop {
+    loop {
         while let Some(o) = dtls.poll_output() {
             match o {
                 estuary_srtp::Output::Transmit(d) => {
                     let _ = sock.send_to(&d, a.candidate).await;
                 }
-                estuary_srtp::Output::Event(DtlsEvent::Connected { keys, .. }) => break 'handshake keys,
-                estuary_srtp::Output::Event(e) => return fail(&format!("DTLS: {e:?}")),
+                estuary_srtp::Output::Event(DtlsEvent::Connected { keys, .. }) => return Ok((dtls, keys)),
+                estuary_srtp::Output::Event(e) => return Err(format!("DTLS: {e:?}")),
             }
         }
         let timer = dtls.poll_timeout().map(tokio::time::Instant::from_std).unwrap_or(deadline).min(deadline);
@@ -712,7 +1057,7 @@ async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate
             r = sock.recv_from(&mut buf) => if let Ok((n, from)) = r {
                 match classify(&buf[..n]) {
                     PacketKind::Dtls => { let _ = dtls.handle_input(Instant::now(), &buf[..n]); }
-                    PacketKind::Stun => if let Some(r) = binding_response(&buf[..n], from, &local) {
+                    PacketKind::Stun => if let Some(r) = binding_response(&buf[..n], from, local) {
                         let _ = sock.send_to(&r, from).await;
                     },
                     _ => {}
@@ -720,29 +1065,60 @@ async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate
             },
             () = tokio::time::sleep_until(timer) => {
                 if tokio::time::Instant::now() >= deadline {
-                    return fail("DTLS handshake timed out");
+                    return Err("DTLS handshake timed out".into());
                 }
                 dtls.handle_timeout(Instant::now());
             }
         }
-    };
+    }
+}
+
+/// What one browser's media saw: SRTP packets it sent, and received back that authenticated.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Flow {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// SRTP both ways on a keyed call until `stop` or, with `packets`, until that many were sent
+/// and [`DRAIN`] more has passed for what is still on its way back. Consent checks every 5 s,
+/// as Chromium; DTLS and Binding requests from the far end are handled throughout.
+pub(crate) async fn stream(
+    leg: &Leg,
+    (mut dtls, keys): (DtlsEndpoint, SrtpKeyMaterial),
+    media: &MediaSource,
+    totals: &Totals,
+    stop: &mut watch::Receiver<bool>,
+    packets: Option<u32>,
+) -> Flow {
+    let Leg { sock, local, answer: a } = leg;
+    let role = a.role;
     let mut tx = SrtpContext::new(keys.local(role));
     let mut rx = SrtpContext::new(keys.remote(role));
-    totals.ready.fetch_add(1, Ordering::Relaxed);
-
+    let mut buf = vec![0u8; 2048];
     let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
     let mut out: Vec<u8> = Vec::with_capacity(256);
     let mut tick = tokio::time::interval(PTIME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut n = 0u32;
+    let mut flow = Flow::default();
+    // Set once the last packet of `packets` is out.
+    let mut until: Option<tokio::time::Instant> = None;
     // What the daemon sends back is in the browser's codec, at its packet time.
     let mut last_in: Option<(u16, u32)> = None;
     loop {
+        let drained = async {
+            match until {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = sock.recv_from(&mut buf) => if let Ok((len, from)) = r {
                 match classify(&buf[..len]) {
                     PacketKind::Rtp => match rx.unprotect_rtp_in_place(&mut buf[..len]) {
                         Ok(n) => {
+                            flow.received += 1;
                             totals.web_rx.fetch_add(1, Ordering::Relaxed);
                             if let Ok(p) = estuary_rtp::RtpPacket::parse(&buf[..n]) {
                                 if let Some((s, t)) = last_in {
@@ -759,16 +1135,16 @@ async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate
                         Err(_) => { totals.web_bad.fetch_add(1, Ordering::Relaxed); }
                     },
                     PacketKind::Dtls => { let _ = dtls.handle_input(Instant::now(), &buf[..len]); }
-                    PacketKind::Stun => if let Some(r) = binding_response(&buf[..len], from, &local) {
+                    PacketKind::Stun => if let Some(r) = binding_response(&buf[..len], from, local) {
                         let _ = sock.send_to(&r, from).await;
                     },
                     _ => {}
                 }
             },
-            _ = tick.tick() => {
+            _ = tick.tick(), if until.is_none() => {
                 n += 1;
                 if n.is_multiple_of(CONSENT_EVERY) {
-                    if let Some(c) = binding_request(&a, &local, false) {
+                    if let Some(c) = binding_request(a, local, false) {
                         let _ = sock.send_to(&c, a.candidate).await;
                     }
                 }
@@ -784,12 +1160,17 @@ async fn browser(sock: UdpSocket, local: Local, a: Answer, cert: Arc<Certificate
                 out.truncate(len);
                 if tx.protect_rtp(&mut out).is_ok() {
                     let _ = sock.send_to(&out, a.candidate).await;
+                    flow.sent += 1;
                     totals.web_tx.fetch_add(1, Ordering::Relaxed);
                 }
                 seq = seq.next();
                 ts = ts.wrapping_add(media.ticks);
+                if packets.is_some_and(|p| n >= p) {
+                    until = Some(tokio::time::Instant::now() + DRAIN);
+                }
             }
-            _ = stop.changed() => return,
+            () = drained => return flow,
+            _ = stop.changed() => return flow,
         }
     }
 }
@@ -813,11 +1194,13 @@ impl MediaPorts for Binder {
 }
 
 /// The SIP side of the core: the test peer's engine answers REGISTER and INVITE; each
-/// answered call's port gets a media task.
+/// answered call's port gets a media task, which ends with the call.
 async fn ims_core(sip: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
     let Ok(addr) = sip.local_addr() else { return };
     let mut peer = TestPeer::new(PeerConfig::new(addr), rand::random());
     let mut ports = Binder::default();
+    // Per running media task, dropped to end it.
+    let mut running: HashMap<u16, oneshot::Sender<()>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
     loop {
         while let Some(o) = peer.poll_output() {
@@ -827,10 +1210,16 @@ async fn ims_core(sip: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watc
                 }
                 Output::MediaStart { port, .. } => {
                     if let Some(Ok(s)) = ports.bound.remove(&port).map(UdpSocket::from_std) {
-                        tokio::spawn(ims_media(s, loss, totals.clone(), stop.clone()));
+                        let (end, ended) = oneshot::channel();
+                        running.insert(port, end);
+                        tokio::spawn(ims_media(s, loss, totals.clone(), stop.clone(), ended));
                     }
                 }
-                _ => {}
+                Output::MediaStop { port } => {
+                    running.remove(&port);
+                    ports.bound.remove(&port);
+                }
+                Output::MediaUpdate { .. } => {}
             }
         }
         let timer = peer.poll_timeout().map(tokio::time::Instant::from_std);
@@ -847,8 +1236,8 @@ async fn ims_core(sip: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watc
 }
 
 /// One call at the core: counts the daemon's RTP, and once it knows where that comes from
-/// sends its own 20 ms PCMU there.
-async fn ims_media(sock: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
+/// sends its own 20 ms PCMU there, until the run stops or the call ends (`ended`).
+async fn ims_media(sock: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: watch::Receiver<bool>, mut ended: oneshot::Receiver<()>) {
     let (ssrc, mut seq, mut ts) = (Ssrc(rand::random()), SeqNo(rand::random()), rand::random::<u32>());
     let payload = [0x7fu8; 160];
     let mut buf = [0u8; 2048];
@@ -879,6 +1268,7 @@ async fn ims_media(sock: UdpSocket, loss: f64, totals: Arc<Totals>, mut stop: wa
                 seq = seq.next();
                 ts = ts.wrapping_add(160);
             },
+            _ = &mut ended => return,
             _ = stop.changed() => return,
         }
     }

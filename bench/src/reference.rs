@@ -30,9 +30,9 @@ use crate::{die_with_parent, process_tree, ChildGuard};
 
 const KAMAILIO_CFG: &str = include_str!("../reference/kamailio.cfg");
 const RTPENGINE_CONF: &str = include_str!("../reference/rtpengine.conf");
-const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+pub(crate) const MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
 /// How long each daemon gets to come up.
-const START_LIMIT: Duration = Duration::from_secs(20);
+pub(crate) const START_LIMIT: Duration = Duration::from_secs(20);
 /// Lines of each daemon's output kept for error messages.
 const LOG_LINES: usize = 400;
 
@@ -54,7 +54,7 @@ impl Stack {
     /// 127.0.0.1:`core_sip_port`. `calls` sizes Kamailio's shared memory.
     pub fn start(core_sip_port: u16, media_ports: (u16, u16), calls: u64) -> Result<Stack, String> {
         require()?;
-        let dir = TempDir::new()?;
+        let dir = TempDir::new("reference")?;
         let ng = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let sip = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let ws_addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
@@ -87,10 +87,7 @@ impl Stack {
             std::thread::sleep(Duration::from_millis(100));
         }
 
-        let check = Command::new("kamailio").arg("-c").arg("-f").arg(&kamailio_cfg).output().map_err(|e| format!("kamailio -c: {e}"))?;
-        if !check.status.success() {
-            return Err(format!("kamailio refuses its configuration:\n{}", String::from_utf8_lossy(&check.stderr)));
-        }
+        check_kamailio_cfg(&kamailio_cfg)?;
         // Shared memory: the default 64 MB, more for loads past a few hundred calls.
         let shm_mb = (64 + calls / 4).to_string();
         let mut cmd = Command::new("kamailio");
@@ -137,9 +134,19 @@ fn require() -> Result<(), String> {
     }
 }
 
+/// `kamailio -c`: the configuration at `cfg` parses and its modules load.
+pub(crate) fn check_kamailio_cfg(cfg: &Path) -> Result<(), String> {
+    let check = Command::new("kamailio").arg("-c").arg("-f").arg(cfg).output().map_err(|e| format!("kamailio -c: {e}"))?;
+    if check.status.success() {
+        Ok(())
+    } else {
+        Err(format!("kamailio refuses its configuration {}:\n{}", cfg.display(), String::from_utf8_lossy(&check.stderr)))
+    }
+}
+
 /// A daemon's merged output, last [`LOG_LINES`] lines.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<VecDeque<String>>>);
+pub(crate) struct Log(Arc<Mutex<VecDeque<String>>>);
 
 impl Log {
     fn follow(&self, src: impl Read + Send + 'static) {
@@ -155,13 +162,14 @@ impl Log {
         });
     }
 
-    fn tail(&self, n: usize) -> String {
+    pub(crate) fn tail(&self, n: usize) -> String {
         let l = self.0.lock().unwrap_or_else(|e| e.into_inner());
         l.iter().skip(l.len().saturating_sub(n)).cloned().collect::<Vec<_>>().join("\n")
     }
 }
 
-fn spawn(mut cmd: Command, name: &'static str) -> Result<(ChildGuard, Log), String> {
+/// Starts `cmd` as a child that dies with the benchmark, its output followed into a [`Log`].
+pub(crate) fn spawn(mut cmd: Command, name: &'static str) -> Result<(ChildGuard, Log), String> {
     die_with_parent(&mut cmd);
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot start {name}: {e}"))?;
     let log = Log::default();
@@ -187,11 +195,12 @@ fn ng_ping(ng: SocketAddr) -> bool {
 }
 
 /// A directory of our own under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new() -> Result<TempDir, String> {
-        let dir = std::env::temp_dir().join(format!("estuary-bench-reference-{}", std::process::id()));
+    /// `estuary-bench-LABEL-PID`: one per system a benchmark process starts.
+    pub(crate) fn new(label: &str) -> Result<TempDir, String> {
+        let dir = std::env::temp_dir().join(format!("estuary-bench-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(TempDir(dir))
