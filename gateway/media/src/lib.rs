@@ -326,33 +326,29 @@ enum WebKeys {
     Plaintext,
 }
 
-/// Why the browser leg's keys could not be applied.
-enum KeyFailure {
-    /// None for this direction yet (or any more).
-    NoKeys,
-    /// SRTP refused the packet (authentication, replay, malformed).
-    Srtp,
-}
-
 impl WebKeys {
-    fn unprotect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> Result<(), KeyFailure> {
+    /// Turns the packet in `buf` into plaintext; false when SRTP refuses it or there are no
+    /// keys to receive with (callers check [`Self::can_receive`] first).
+    fn unprotect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> bool {
         let rx = match self {
-            WebKeys::Pending => return Err(KeyFailure::NoKeys),
-            WebKeys::Plaintext => return Ok(()),
+            WebKeys::Pending => return false,
+            WebKeys::Plaintext => return true,
             WebKeys::Srtp { rx, .. } | WebKeys::Closed { rx } => rx,
         };
         let r = if rtcp { rx.unprotect_rtcp(buf) } else { rx.unprotect_rtp(buf) };
-        r.map_err(|_| KeyFailure::Srtp)
+        r.is_ok()
     }
 
-    fn protect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> Result<(), KeyFailure> {
+    /// Protects the plaintext in `buf` for the browser; false when SRTP refuses it or there
+    /// are no keys to send with (callers check [`Self::can_send`] first).
+    fn protect(&mut self, buf: &mut Vec<u8>, rtcp: bool) -> bool {
         let tx = match self {
-            WebKeys::Pending | WebKeys::Closed { .. } => return Err(KeyFailure::NoKeys),
-            WebKeys::Plaintext => return Ok(()),
+            WebKeys::Pending | WebKeys::Closed { .. } => return false,
+            WebKeys::Plaintext => return true,
             WebKeys::Srtp { tx, .. } => tx,
         };
         let r = if rtcp { tx.protect_rtcp(buf) } else { tx.protect_rtp(buf) };
-        r.map_err(|_| KeyFailure::Srtp)
+        r.is_ok()
     }
 
     fn can_receive(&self) -> bool {
@@ -636,13 +632,12 @@ impl MediaSession {
             }
             PacketKind::Rtcp => {
                 if self.web_ready(source) {
-                    match self.web_keys.unprotect(buf, true) {
-                        Ok(()) => {
-                            self.counters.rtcp_in += 1;
-                            self.tap(Leg::Web, source, self.web_local, buf);
-                            self.on_rtcp(now, Leg::Web, None, buf);
-                        }
-                        Err(_) => self.counters.dropped_srtp += 1,
+                    if self.web_keys.unprotect(buf, true) {
+                        self.counters.rtcp_in += 1;
+                        self.tap(Leg::Web, source, self.web_local, buf);
+                        self.on_rtcp(now, Leg::Web, None, buf);
+                    } else {
+                        self.counters.dropped_srtp += 1;
                     }
                 }
                 Forward::Consumed
@@ -686,13 +681,11 @@ impl MediaSession {
         if !self.web_ready(source) {
             return Forward::Consumed;
         }
-        if self.web_keys.unprotect(buf, false).is_err() {
+        if !self.web_keys.unprotect(buf, false) {
             self.counters.dropped_srtp += 1;
             return Forward::Consumed;
         }
-        if self.cfg.tap {
-            self.outputs.push_back(Output::Tap { leg: Leg::Web, from: source, to: self.web_local, data: buf.clone() });
-        }
+        self.tap(Leg::Web, source, self.web_local, buf);
         let Ok(pkt) = RtpPacket::parse(buf) else {
             self.counters.dropped_malformed += 1;
             return Forward::Consumed;
@@ -755,9 +748,9 @@ impl MediaSession {
         if let Ok(p) = RtpPacket::parse(buf) {
             st.rtcp_ims.on_media_sent(now, &p);
         }
-        if self.cfg.tap {
-            self.outputs.push_back(Output::Tap { leg: Leg::Ims, from: st.ims_rtp, to, data: buf.clone() });
-        }
+        let from = st.ims_rtp;
+        self.tap(Leg::Ims, from, to, buf);
+        let st = &mut self.streams[i];
         if let Some(tx) = st.ims_tx.as_mut() {
             if tx.protect_rtp(buf).is_err() {
                 self.counters.dropped_srtp += 1;
@@ -781,10 +774,8 @@ impl MediaSession {
         if let Ok(p) = RtpPacket::parse(buf) {
             st.rtcp_web.on_media_sent(now, &p);
         }
-        if self.cfg.tap {
-            self.outputs.push_back(Output::Tap { leg: Leg::Web, from: self.web_local, to, data: buf.clone() });
-        }
-        if self.web_keys.protect(buf, false).is_err() {
+        self.tap(Leg::Web, self.web_local, to, buf);
+        if !self.web_keys.protect(buf, false) {
             self.counters.dropped_srtp += 1;
             return None;
         }
@@ -914,9 +905,8 @@ impl MediaSession {
                 return Forward::Consumed;
             }
         }
-        if self.cfg.tap {
-            self.outputs.push_back(Output::Tap { leg: Leg::Ims, from: source, to: local, data: buf.clone() });
-        }
+        self.tap(Leg::Ims, source, local, buf);
+        let st = &mut self.streams[i];
         let Ok(pkt) = RtpPacket::parse(buf) else {
             self.counters.dropped_malformed += 1;
             return Forward::Consumed;
@@ -1061,7 +1051,7 @@ impl MediaSession {
             Leg::Web => {
                 let Some(to) = self.web_remote.filter(|_| self.web_keys.can_send()) else { return false };
                 self.tap(Leg::Web, self.web_local, to, &data);
-                if self.web_keys.protect(&mut data, true).is_err() {
+                if !self.web_keys.protect(&mut data, true) {
                     return false;
                 }
                 (self.web_local, to)
