@@ -124,6 +124,21 @@ pub fn b2bua_config(
     }
 }
 
+/// A media session's tuning from `[media]`. `wall_clock` anchors the NTP time of sender
+/// reports (`None`: counted from the Unix epoch, as a replay on a virtual clock has it);
+/// `tap` copies every packet for the recorder.
+pub fn media_config(cfg: &Config, wall_clock: Option<estuary_rtp::WallClock>, tap: bool) -> estuary_media::MediaConfig {
+    estuary_media::MediaConfig {
+        web_address: cfg.media.web_address,
+        ims_address: cfg.media.ims_address,
+        latch: cfg.media.latch,
+        inactivity_timeout: cfg.media.inactivity_timeout,
+        ice: estuary_ice::IceSettings { consent_timeout: cfg.media.consent_timeout, ..estuary_ice::IceSettings::default() },
+        wall_clock,
+        tap,
+    }
+}
+
 /// The SDP interworking policy from `[media]` and `[transcoder]`. `fingerprint` is the DTLS
 /// certificate's; `None` (the `sdp` tool) writes an all-zero placeholder.
 pub fn sdp_policy(cfg: &Config, fingerprint: Option<estuary_sdp::Fingerprint>) -> estuary_sdp::SdpPolicy {

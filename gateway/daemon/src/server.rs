@@ -123,22 +123,12 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         media_threads,
         &shared_web,
         dtls.cert,
-        estuary_media::MediaConfig {
-            web_address: cfg.media.web_address,
-            ims_address: cfg.media.ims_address,
-            latch: cfg.media.latch,
-            inactivity_timeout: cfg.media.inactivity_timeout,
-            ice: estuary_ice::IceSettings {
-                consent_timeout: cfg.media.consent_timeout,
-                ..estuary_ice::IceSettings::default()
-            },
-            // Read once here: the engines derive SR wall-clock time from `now`.
-            wall_clock: Some(estuary_rtp::WallClock::new(
-                std::time::Instant::now(),
-                std::time::SystemTime::now(),
-            )),
+        // The wall clock is read once here: the engines derive SR wall-clock time from `now`.
+        engine_config::media_config(
+            &cfg,
+            Some(estuary_rtp::WallClock::new(std::time::Instant::now(), std::time::SystemTime::now())),
             tap,
-        },
+        ),
         ctx.clone(),
     )?;
     let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).with_media(media).run(events_rx));

@@ -15,7 +15,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::Side;
@@ -34,17 +33,6 @@ pub struct MediaPacket {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub data: Vec<u8>,
-}
-
-/// The media lanes of a capture in the recorder's layout (none in another layout, or when it
-/// was recorded without media).
-pub fn read(path: &Path) -> Result<Vec<MediaPacket>, String> {
-    let lanes = super::read_lanes(path, |name| match name {
-        n if n.starts_with("web: media") => Some(Leg::Web),
-        n if n.starts_with("ims: media") => Some(Leg::Ims),
-        _ => None,
-    })?;
-    Ok(lanes.into_iter().map(|(leg, at, src, dst, data)| MediaPacket { at, leg, src, dst, data }).collect())
 }
 
 /// The m-line ports of a SIP message's SDP body, if it has one.
@@ -148,13 +136,7 @@ pub struct MediaPlane {
 impl MediaPlane {
     /// For a replay of `input` whose recorded gateway sent `expected_sip` (side, message).
     pub fn new<'a>(now: Instant, cfg: &estuary_config::Config, input: &[MediaPacket], expected_sip: impl Iterator<Item = (Side, &'a [u8])>) -> Result<MediaPlane, String> {
-        let cfg = MediaConfig {
-            web_address: cfg.media.web_address,
-            ims_address: cfg.media.ims_address,
-            latch: cfg.media.latch,
-            inactivity_timeout: cfg.media.inactivity_timeout,
-            ..MediaConfig::default()
-        };
+        let cfg = crate::engine_config::media_config(cfg, None, false);
         Ok(MediaPlane {
             shard: MediaShard::new(now, None),
             cfg,

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Side, Transport};
 use estuary_config::Config;
 use estuary_keys::KeySource;
+use estuary_media::Leg;
 use estuary_pcap::{classify, CaptureReader, Kind, Protocol, TcpReassembler, WsConnection, WsKind};
 
 use crate::engine_config::{self, Bound, ResolvedNextHop};
@@ -66,10 +67,12 @@ pub struct Message {
     pub data: Vec<u8>,
 }
 
-/// A capture's SIP messages, and the gateway's (web, IMS) addresses when the layout says.
+/// A capture's SIP messages, and the gateway's (web, IMS) addresses when the layout says;
+/// its media, in the recorder's layout when recorded with `recording.mode = "full"`.
 pub struct Capture {
     pub messages: Vec<Message>,
     pub gateway: Option<(SocketAddr, SocketAddr)>,
+    pub media: Vec<media::MediaPacket>,
 }
 
 impl Capture {
@@ -92,12 +95,12 @@ impl Capture {
 
 /// Reads a capture in either layout (see the module documentation).
 pub fn read(path: &Path, cfg: &Config) -> Result<Capture, String> {
-    let messages = read_capture(path)?;
+    let (messages, media) = read_recorder(path)?;
     if !messages.is_empty() {
-        return Ok(Capture { messages, gateway: None });
+        return Ok(Capture { messages, gateway: None, media });
     }
     let messages = read_plain(path, cfg.web.ws_listen, cfg.ims.listen)?;
-    Ok(Capture { messages, gateway: Some((cfg.web.ws_listen, cfg.ims.listen)) })
+    Ok(Capture { messages, gateway: Some((cfg.web.ws_listen, cfg.ims.listen)), media: Vec::new() })
 }
 
 /// SIP over WebSocket to `ws` and SIP over UDP to or from `ims`, from a plain capture.
@@ -142,38 +145,29 @@ fn read_plain(path: &Path, ws: SocketAddr, ims: SocketAddr) -> Result<Vec<Messag
     Ok(out)
 }
 
-/// Reads the SIP messages of a capture in the recorder's layout (none for another layout).
-pub fn read_capture(path: &Path) -> Result<Vec<Message>, String> {
-    let lanes = read_lanes(path, |name| match name {
-        n if n.starts_with("web:") && n.contains("SIP") => Some(Side::Web),
-        n if n.starts_with("ims:") && n.contains("SIP") => Some(Side::Ims),
-        _ => None,
-    })?;
-    Ok(lanes.into_iter().map(|(side, at, src, dst, data)| Message { at, side, src, dst, data }).collect())
-}
-
-/// One datagram on a lane of a recorder-layout capture: (lane, time, src, dst, payload).
-type LaneDatagram<L> = (L, Duration, SocketAddr, SocketAddr, Vec<u8>);
-
-/// The UDP datagrams of a recorder-layout capture on the interfaces `lane` names (it maps an
-/// interface name to a lane, or `None` to skip it), in file order.
-fn read_lanes<L>(path: &Path, lane: impl Fn(&str) -> Option<L>) -> Result<Vec<LaneDatagram<L>>, String> {
+/// Reads the SIP messages and the media of a capture in the recorder's layout (none for
+/// another layout).
+fn read_recorder(path: &Path) -> Result<(Vec<Message>, Vec<media::MediaPacket>), String> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut reader = CaptureReader::new(BufReader::new(file)).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out = Vec::new();
+    let (mut messages, mut media) = (Vec::new(), Vec::new());
     loop {
         let (interface, at, packet) = {
             let Some(rec) = reader.next_record().map_err(|e| format!("{}: {e}", path.display()))? else { break };
             let packet = rec.decode().ok().filter(|p| p.protocol == Protocol::Udp && !p.payload.is_empty()).map(|p| (p.src, p.dst, p.payload.to_vec()));
             (rec.interface, rec.timestamp, packet)
         };
+        let Some((src, dst, data)) = packet else { continue };
         // Interfaces are declared as the file goes, so look the name up per record.
-        let Some(l) = reader.interface_name(interface).and_then(&lane) else { continue };
-        if let Some((src, dst, data)) = packet {
-            out.push((l, at, src, dst, data));
+        match reader.interface_name(interface) {
+            Some(n) if n.starts_with("web: media") => media.push(media::MediaPacket { at, leg: Leg::Web, src, dst, data }),
+            Some(n) if n.starts_with("ims: media") => media.push(media::MediaPacket { at, leg: Leg::Ims, src, dst, data }),
+            Some(n) if n.starts_with("web:") && n.contains("SIP") => messages.push(Message { at, side: Side::Web, src, dst, data }),
+            Some(n) if n.starts_with("ims:") && n.contains("SIP") => messages.push(Message { at, side: Side::Ims, src, dst, data }),
+            _ => {}
         }
     }
-    Ok(out)
+    Ok((messages, media))
 }
 
 /// The media of a replay: what reached the recorded gateway, and the SIP it sent (whose SDP
@@ -429,16 +423,15 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, mode: Mode) -> Res
         }
     };
     // Media is replayed when the input has some and there is an expectation to map its ports.
-    let media_in = if capture.gateway.is_none() { media::read(input)? } else { Vec::new() };
-    let expected = match expect {
-        Some(path) => Some(read(path, cfg)?.outbound()),
-        None => None,
+    let media_in = &capture.media;
+    let (expected, expected_media) = match expect {
+        Some(path) => {
+            let e = read(path, cfg)?;
+            (Some(e.outbound()), e.media)
+        }
+        None => (None, Vec::new()),
     };
-    let expected_media = match expect {
-        Some(path) if !media_in.is_empty() => media::read(path)?,
-        _ => Vec::new(),
-    };
-    let media = expected.as_deref().filter(|_| !media_in.is_empty()).map(|e| MediaInput { packets: &media_in, expected_sip: e });
+    let media = expected.as_deref().filter(|_| !media_in.is_empty()).map(|e| MediaInput { packets: media_in, expected_sip: e });
     let (emitted, plane) = replay(cfg, &msgs, seed, media)?;
     let Some(expected) = expected else {
         for m in &emitted {
