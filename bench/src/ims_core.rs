@@ -22,11 +22,11 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use estuary_conformance::net::free_udp_port;
 
-use crate::reference::{check_kamailio_cfg, spawn, Log, TempDir, MODULES, START_LIMIT};
+use crate::reference::{check_kamailio_cfg, spawn, wait_ready, Log, TempDir, MODULES};
 use crate::{process_tree, ChildGuard};
 
 const KAMAILIO_CFG: &str = include_str!("../ims-core/kamailio.cfg");
@@ -65,16 +65,8 @@ impl ImsCore {
         // thousands of bindings and the transactions of a few hundred calls a second.
         cmd.args(["-DD", "-E", "-m", "128", "-M", "16", "-Y"]).arg(&dir.0).arg("-f").arg(&cfg_path);
         let (mut kamailio, log) = spawn(cmd, "kamailio")?;
-        let deadline = Instant::now() + START_LIMIT;
-        while !options_ping(sip) {
-            if let Some(status) = kamailio.exited() {
-                return Err(format!("kamailio (IMS core) exited at start ({status}):\n{}", log.tail(30)));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("kamailio (IMS core) never answered OPTIONS on {sip}:\n{}", log.tail(30)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let never = format!("kamailio (IMS core) never answered OPTIONS on {sip}");
+        wait_ready(&mut kamailio, &log, "kamailio (IMS core)", &never, || options_ping(sip))?;
         Ok(ImsCore { sip, kamailio, _dir: dir, log })
     }
 

@@ -76,16 +76,7 @@ impl Stack {
         let mut cmd = Command::new("rtpengine");
         cmd.arg(format!("--config-file={}", rtpengine_conf.display())).arg("--config-section=rtpengine");
         let (mut rtpengine, rtpengine_log) = spawn(cmd, "rtpengine")?;
-        let deadline = Instant::now() + START_LIMIT;
-        while !ng_ping(ng) {
-            if let Some(status) = rtpengine.exited() {
-                return Err(format!("rtpengine exited at start ({status}):\n{}", rtpengine_log.tail(30)));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("rtpengine's ng socket {ng} never answered:\n{}", rtpengine_log.tail(30)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_ready(&mut rtpengine, &rtpengine_log, "rtpengine", &format!("rtpengine's ng socket {ng} never answered"), || ng_ping(ng))?;
 
         check_kamailio_cfg(&kamailio_cfg)?;
         // Shared memory: the default 64 MB, more for loads past a few hundred calls.
@@ -95,16 +86,8 @@ impl Stack {
         // stderr; -Y: runtime files in our directory.
         cmd.args(["-DD", "-E", "-m", &shm_mb, "-M", "16", "-Y"]).arg(&dir.0).arg("-f").arg(&kamailio_cfg);
         let (mut kamailio, kamailio_log) = spawn(cmd, "kamailio")?;
-        let deadline = Instant::now() + START_LIMIT;
-        while TcpStream::connect_timeout(&ws_addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = kamailio.exited() {
-                return Err(format!("kamailio exited at start ({status}):\n{}", kamailio_log.tail(30)));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("kamailio's WebSocket port {ws_addr} never opened:\n{}", kamailio_log.tail(30)));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let never = format!("kamailio's WebSocket port {ws_addr} never opened");
+        wait_ready(&mut kamailio, &kamailio_log, "kamailio", &never, || TcpStream::connect_timeout(&ws_addr, Duration::from_millis(200)).is_ok())?;
         Ok(Stack { ws_addr, kamailio, rtpengine, _dir: dir, kamailio_log, rtpengine_log })
     }
 
@@ -132,6 +115,22 @@ fn require() -> Result<(), String> {
     } else {
         Err("the reference needs Debian's kamailio, kamailio-websocket-modules and rtpengine-daemon: make bench-deps".into())
     }
+}
+
+/// Polls `ready` every 100 ms until it holds, for at most [`START_LIMIT`]: an error with the
+/// log's tail when the daemon `name` exits first, or `never` when the time runs out.
+pub(crate) fn wait_ready(child: &mut ChildGuard, log: &Log, name: &str, never: &str, ready: impl Fn() -> bool) -> Result<(), String> {
+    let deadline = Instant::now() + START_LIMIT;
+    while !ready() {
+        if let Some(status) = child.exited() {
+            return Err(format!("{name} exited at start ({status}):\n{}", log.tail(30)));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{never}:\n{}", log.tail(30)));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }
 
 /// `kamailio -c`: the configuration at `cfg` parses and its modules load.
