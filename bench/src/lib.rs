@@ -258,9 +258,18 @@ mod tests {
         let me = [std::process::id()];
         let a = thread_cpu(&me);
         assert!(!a.is_empty());
-        let t = std::time::Instant::now();
+        // Spin for 5 ms of this thread's own CPU time (the kernel's per-thread clock), not of
+        // wall time: on a loaded machine the thread may wait for a core meanwhile.
+        let own = || {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: a valid clock id and a valid pointer to a timespec we own.
+            let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
+        let start = own();
         let mut x = 0u64;
-        while t.elapsed() < Duration::from_millis(5) {
+        while own() - start < Duration::from_millis(5) {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
