@@ -35,23 +35,26 @@ where
     record_as(scenario, "signalling", flow).await
 }
 
-/// As [`record`], with `recording.mode = mode`.
-async fn record_as<F>(scenario: &str, mode: &str, flow: F)
+/// As [`record`], with `recording.mode = mode`. What the flow returns lives until the capture
+/// is split (a client's WebSocket, whose close would end its registration in the recording).
+async fn record_as<F, T>(scenario: &str, mode: &str, flow: F)
 where
-    F: AsyncFnOnce(&Setup, &mut Browser),
+    F: AsyncFnOnce(&Setup, &mut Browser) -> T,
 {
     let dir = std::env::temp_dir().join(format!("estuary-corpus-{scenario}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     // A fixed engine seed: replay (--seed 4242) draws the same identifiers again.
     let s = Setup::start(|b| b.set("recording.mode", mode).set("recording.dir", &dir.to_string_lossy()).env("ESTUARY_ENGINE_SEED", "4242")).await;
     let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
-    flow(&s, &mut b).await;
+    let kept = flow(&s, &mut b).await;
     // The recorder flushes every second. The capture is taken before the page closes: its
     // un-REGISTER would meet a registrar that has exited, a network event a replay cannot
     // reproduce.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (inputs, outputs) = corpus::split(&dir, &[s.gw.ws_addr, s.gw.wss_addr, s.gw.ims_addr], &corpus_dir(scenario));
-    tokio::task::block_in_place(|| b.page_close(PAGE));
+    // Flows driving a bare peer connection open no page.
+    let _ = tokio::task::block_in_place(|| b.try_request(serde_json::json!({"cmd": "page-close", "page": PAGE})));
+    drop(kept);
     println!("{scenario}: {inputs} messages in, {outputs} out");
     assert!(inputs > 0 && outputs > 0);
     let _ = std::fs::remove_dir_all(&dir);
@@ -100,6 +103,38 @@ fn record_call_with_media() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         hang_up(b);
         sipp.wait().await.assert_success();
+    }));
+}
+
+/// An Opus-only Chromium (setCodecPreferences: Opus and telephone-event/48000, signalled by
+/// the test's SIP-over-WebSocket client) calls a PCMU-only core: the daemon transcodes both
+/// ways, and the digits 1 5 # go out as telephone-event/8000 with their durations rescaled,
+/// come back in sipp's echo and reach the browser at 48 kHz again. Replay runs the
+/// transcoding pipelines inline.
+#[test]
+fn record_transcoded_call_with_dtmf() {
+    if !recording() || !in_loopback_netns("record_transcoded_call_with_dtmf") {
+        return;
+    }
+    browser_runtime().block_on(record_as("media-opus-dtmf", "full", async |s, b| {
+        let mut reg = s.register().await;
+        let sipp = s.echo_uas("uas_answer_echo_dtmf.xml", free_udp_port()).await;
+        let offer = tokio::task::block_in_place(|| {
+            b.new_pc("a");
+            b.offer_with_fake_media_codecs("a", &["audio"], &["opus", "telephone-event/48000"])
+        })
+        .expect("Chromium offer");
+        assert!(offer.contains("telephone-event/48000") && !offer.contains("PCMU"), "Opus only: {offer}");
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
+        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("answer refused: {e}\n{}", ok.body));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        tokio::task::block_in_place(|| b.insert_dtmf("a", "15#", 100, 70)).expect("insertDTMF");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let bye = reg.client.bye(&mut d).await;
+        let _ = reg.client.wait_response(&bye, estuary_conformance::ws_client::DEFAULT_WAIT).await;
+        sipp.wait().await.assert_success();
+        tokio::task::block_in_place(|| b.close("a"));
+        reg
     }));
 }
 

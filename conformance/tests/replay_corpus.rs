@@ -50,6 +50,7 @@ fn every_recorded_scenario_replays_to_its_expected_output() {
         ("early-media", &["SIP/2.0 183 Session Progress"]),
         ("add-video", &["m=video ", "H264/90000", "a=recvonly"]),
         ("media-pcmu", &["m=audio ", "PCMU/8000"]),
+        ("media-opus-dtmf", &["opus/48000", "telephone-event/48000", "telephone-event/8000"]),
     ];
     let names: Vec<String> = all.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for (name, needles) in want {
@@ -119,6 +120,47 @@ fn an_altered_media_expectation_fails_naming_the_packet() {
         assert!(!ok, "the altered {what} must fail:\n{text}");
         assert!(text.contains(&format!("{leg}, RTP packet 21 differs")), "the diff names the packet ({what}):\n{text}");
     }
+}
+
+/// The transcoded scenario's expectation altered in what replay must reproduce exactly, and
+/// in what it must reproduce closely: a rescaled RFC 4733 duration toward the core changed,
+/// and a fifth of the transcoded frames toward the browser dropped. Each replay fails saying
+/// which.
+#[test]
+fn an_altered_transcoded_expectation_fails_naming_what() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/media-opus-dtmf");
+    let original = corpus::read_capture(&dir.join("expected.pcapng"));
+    let pt = |d: &corpus::Datagram| d.4[1] & 0x7f;
+    let is_rtp = |d: &corpus::Datagram| d.1 >= corpus::WEB_MEDIA && d.4.len() > 12 && d.4[0] >> 6 == 2 && !(192..=223).contains(&d.4[1]);
+    // Toward the core: telephone-event/8000 is PT 101 in sipp's answer; its duration is the
+    // payload's bytes 2-3 (RFC 4733 §2.3).
+    let mut expected = original.clone();
+    let events: Vec<&mut corpus::Datagram> = expected.iter_mut().filter(|d| d.1 == 3 && is_rtp(d) && pt(d) == 101).collect();
+    assert!(events.len() >= 6, "the digits reached the core as telephone-event/8000: {} packets", events.len());
+    let event = events.into_iter().nth(3).unwrap();
+    event.4[12 + 3] ^= 0x08;
+    let altered = std::env::temp_dir().join(format!("estuary-altered-dtmf-{}.pcapng", std::process::id()));
+    corpus::write_capture(&altered, &expected.iter().collect::<Vec<_>>());
+    let (ok, text) = replay(&dir.join("input.pcapng"), &altered);
+    assert!(!ok, "the altered event duration must fail:\n{text}");
+    assert!(text.contains("IMS leg, transcoded stream 0, event packet 4 differs"), "the diff names the event packet:\n{text}");
+
+    // Toward the browser: drop every fifth Opus frame the transcoder produced (PT 111).
+    let mut n = 0;
+    let expected: Vec<corpus::Datagram> = original
+        .iter()
+        .filter(|d| {
+            let opus = d.1 == 2 && is_rtp(d) && pt(d) == 111;
+            n += usize::from(opus);
+            !(opus && n % 5 == 0)
+        })
+        .cloned()
+        .collect();
+    corpus::write_capture(&altered, &expected.iter().collect::<Vec<_>>());
+    let (ok, text) = replay(&dir.join("input.pcapng"), &altered);
+    let _ = std::fs::remove_file(&altered);
+    assert!(!ok, "a fifth fewer transcoded frames must fail:\n{text}");
+    assert!(text.contains("browser leg, transcoded stream 0:") && text.contains("audio frames expected"), "the diff names the frame count:\n{text}");
 }
 
 /// One WebSocket text frame (RFC 6455 §5.2): masked from the client, as browsers send.

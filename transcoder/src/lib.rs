@@ -60,5 +60,5 @@ pub use pipeline::{
     PipelineError, PipelineStats,
 };
 pub use plc::Plc;
-pub use pool::{calibrate, Calibration, Channel, ChannelSpec, FrameSink, OutFrame, Pool, PoolError, PoolStats};
+pub use pool::{calibrate, Calibration, Channel, ChannelSpec, FrameSink, OutFrame, Pipeline, Pool, PoolError, PoolStats};
 pub use resample::{ResampleError, Resampler};

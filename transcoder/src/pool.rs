@@ -48,6 +48,39 @@ impl ChannelSpec {
     }
 }
 
+/// One channel's pipeline run inline, by a driver of its own (`estuary replay` runs them on
+/// its virtual clock so that a replay is deterministic); the pool runs the same pipelines on
+/// its workers.
+pub struct Pipeline(Box<dyn Transcode>);
+
+impl Pipeline {
+    /// The pipeline `spec` describes (its codecs are set up here).
+    pub fn new(spec: &ChannelSpec) -> Result<Pipeline, PipelineError> {
+        spec.build().map(Pipeline)
+    }
+
+    /// An RTP packet of the input codec.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
+        self.0.push(now, seq, timestamp, payload);
+    }
+
+    /// The next frame due at `now`, written into `out`.
+    pub fn poll<'a>(&mut self, now: Instant, out: &'a mut [u8]) -> Option<OutFrame<'a>> {
+        let (timestamp, len, marker) = self.0.poll(now, out)?;
+        Some(OutFrame { timestamp, marker, payload: &out[..len] })
+    }
+
+    /// When [`Pipeline::poll`] has something next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+
+    /// Its counters so far.
+    pub fn stats(&self) -> PipelineStats {
+        self.0.stats()
+    }
+}
+
 /// A frame a channel produced, lent to the sink.
 #[derive(Debug)]
 pub struct OutFrame<'a> {

@@ -165,7 +165,7 @@ impl CallTranscoding {
             if self.refused.contains(&stream) {
                 return;
             }
-            let Some(spec) = plan.streams.get(stream).and_then(|s| spec_for(s, to)) else {
+            let Some(spec) = plan.streams.get(stream).and_then(|s| spec_for(s, to, rand::random())) else {
                 warn!(call = self.call, stream, "no transcoding pipeline for this codec pair; its media is dropped");
                 self.refused.push(stream);
                 return;
@@ -196,8 +196,9 @@ impl CallTranscoding {
     }
 }
 
-/// The pipeline for stream `s` toward `to`: Opus on the web leg, G.711 on the IMS leg.
-fn spec_for(s: &StreamPlan, to: Leg) -> Option<ChannelSpec> {
+/// The pipeline for stream `s` toward `to`: Opus on the web leg, G.711 on the IMS leg. Its
+/// first RTP timestamp is `initial_timestamp` (random, RFC 3550 §5.1, except in a replay).
+pub(crate) fn spec_for(s: &StreamPlan, to: Leg, initial_timestamp: u32) -> Option<ChannelSpec> {
     let c = s.codecs.iter().find(|c| c.transcode)?;
     if !c.web.encoding.eq_ignore_ascii_case("opus") {
         return None;
@@ -207,7 +208,6 @@ fn spec_for(s: &StreamPlan, to: Leg) -> Option<ChannelSpec> {
         "PCMA" => Law::A,
         _ => return None,
     };
-    let initial_timestamp = rand::random();
     // The core's a=ptime where the pipeline can make it (10 ms steps up to 60), else 20 ms.
     let ptime = s.ims_ptime.filter(|p| *p % 10 == 0 && (10..=60).contains(p)).unwrap_or(20);
     Some(match to {

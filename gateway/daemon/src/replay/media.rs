@@ -12,18 +12,19 @@
 //! replay's by the SDP both sent: the n-th distinct port list the recorded gateway announced
 //! on a side pairs with the n-th the replaying engine announced there.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::Side;
 use estuary_media::shard::MediaShard;
-use estuary_media::{Forward, Leg, MediaConfig, MediaSession, Output};
+use estuary_media::{Forward, Leg, MediaConfig, MediaSession, Output, Transcoded};
 use estuary_rtp::rtcp::Compound;
 use estuary_rtp::{classify, PacketKind, RtpPacket};
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
+use estuary_transcoder::{pool::MAX_PAYLOAD, Pipeline};
 
 /// One media datagram of a capture.
 #[derive(Clone, Debug)]
@@ -128,9 +129,20 @@ pub struct MediaPlane {
     pub late: [usize; 2],
     /// Local ports of calls that ended: (leg, port).
     ended: Vec<(Leg, u16)>,
-    /// Packets a session handed to transcoding, which replay does not run yet.
+    /// Each call's plan, for the transcoding pipelines it needs.
+    plans: HashMap<u64, MediaPlan>,
+    /// Transcoding pipelines by (call, stream, toward), run inline on the virtual clock: the
+    /// live daemon runs the same pipelines on its workers, so only timing differs.
+    pipelines: BTreeMap<(u64, usize, usize), Pipeline>,
+    /// Per leg: the payload types the transcoder sends there, for [`compare`].
+    pub transcoded_pts: [Vec<u8>; 2],
+    /// Packets handed to transcoding, and those no pipeline could take (codec pair unknown).
     pub to_transcoder: u64,
+    pub untranscodable: u64,
+    /// Frames the pipelines produced.
+    pub transcoded: u64,
     buf: Vec<u8>,
+    frame: Vec<u8>,
 }
 
 impl MediaPlane {
@@ -149,8 +161,14 @@ impl MediaPlane {
             unmapped: Vec::new(),
             late: [0; 2],
             ended: Vec::new(),
+            plans: HashMap::new(),
+            pipelines: BTreeMap::new(),
+            transcoded_pts: Default::default(),
             to_transcoder: 0,
+            untranscodable: 0,
+            transcoded: 0,
             buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
+            frame: vec![0; MAX_PAYLOAD],
         })
     }
 
@@ -163,6 +181,11 @@ impl MediaPlane {
     pub fn plan(&mut self, now: Instant, at: Duration, call: u64, plan: &MediaPlan) -> Result<(), String> {
         if self.shard.session(call).is_some() {
             self.shard.update_plan(now, call, plan).map_err(|e| format!("call {call}: {e}"))?;
+            // As the live daemon does: a stream whose transcoded pair changed starts afresh.
+            if let Some(old) = self.plans.get(&call) {
+                let key = |p: &MediaPlan, i: usize| p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode).cloned());
+                self.pipelines.retain(|(c, i, _), _| *c != call || key(old, *i) == key(plan, *i));
+            }
         } else {
             // The browser is whoever sent media to the recorded gateway's port for this call;
             // when the engine has not announced that port yet, the first browser packet says.
@@ -172,11 +195,21 @@ impl MediaPlane {
             self.shard.add_call(now, call, session).map_err(|e| format!("call {call}: {e}"))?;
             self.web_ports.push(plan.web.local_port);
         }
+        for c in plan.streams.iter().flat_map(|s| &s.codecs).filter(|c| c.transcode) {
+            for (leg, pt) in [(0, c.web_pt), (1, c.ims_pt)] {
+                if !self.transcoded_pts[leg].contains(&pt) {
+                    self.transcoded_pts[leg].push(pt);
+                }
+            }
+        }
+        self.plans.insert(call, plan.clone());
         self.drain(at);
         Ok(())
     }
 
     pub fn end(&mut self, now: Instant, at: Duration, call: u64) {
+        self.pipelines.retain(|(c, _, _), _| *c != call);
+        self.plans.remove(&call);
         if let Some(s) = self.shard.end_call(now, call) {
             let web = s.web_local();
             for a in s.local_addresses() {
@@ -202,7 +235,12 @@ impl MediaPlane {
                 let data = self.buf.clone();
                 self.push(at, from, to, data);
             }
-            Forward::Transcode { .. } => self.to_transcoder += 1,
+            Forward::Transcode { stream, to } => {
+                self.to_transcoder += 1;
+                if let Some(call) = routed.call {
+                    self.transcode(now, call, stream, to);
+                }
+            }
             Forward::Consumed => {}
         }
         if routed.call.is_none() {
@@ -215,12 +253,48 @@ impl MediaPlane {
         self.drain(at);
     }
 
+    /// Hands the plaintext RTP packet in the buffer to its pipeline, opened on first use.
+    fn transcode(&mut self, now: Instant, call: u64, stream: usize, to: Leg) {
+        let Ok(p) = RtpPacket::parse(&self.buf) else { return };
+        let key = (call, stream, leg_index(to));
+        if !self.pipelines.contains_key(&key) {
+            // The first timestamp is the replay's own: comparisons are relative to it.
+            let spec = self.plans.get(&call).and_then(|plan| plan.streams.get(stream)).and_then(|s| crate::transcode::spec_for(s, to, 0));
+            match spec.map(|s| Pipeline::new(&s)) {
+                Some(Ok(pipeline)) => {
+                    self.pipelines.insert(key, pipeline);
+                }
+                _ => {
+                    self.untranscodable += 1;
+                    return;
+                }
+            }
+        }
+        if let Some(pipeline) = self.pipelines.get_mut(&key) {
+            pipeline.push(now, p.seq().0, p.timestamp(), p.payload());
+        }
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.shard.poll_timeout()
+        self.pipelines.values().filter_map(Pipeline::poll_timeout).chain(self.shard.poll_timeout()).min()
     }
 
     pub fn timeout(&mut self, now: Instant, at: Duration) {
         self.shard.handle_timeout(now);
+        // Frames due from the pipelines go out through their call's session, as the media
+        // thread sends the workers' frames.
+        for (&(call, stream, to), pipeline) in self.pipelines.iter_mut() {
+            while pipeline.poll_timeout().is_some_and(|t| t <= now) {
+                let Some(f) = pipeline.poll(now, &mut self.frame) else { break };
+                self.transcoded += 1;
+                let to = if to == 0 { Leg::Web } else { Leg::Ims };
+                let frame = Transcoded { stream, to, payload: f.payload, timestamp: f.timestamp, marker: f.marker };
+                if let Forward::Send { from, to } = self.shard.send_transcoded(now, call, frame, &mut self.buf) {
+                    let leg = leg_from(&self.cfg, &self.web_ports, from);
+                    self.emitted.push(MediaPacket { at, leg, src: from, dst: to, data: self.buf.clone() });
+                }
+            }
+        }
         self.drain(at);
     }
 
@@ -233,25 +307,58 @@ impl MediaPlane {
     }
 
     fn push(&mut self, at: Duration, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
-        let leg = if from.ip() == self.cfg.web_address && self.web_ports.contains(&from.port()) { Leg::Web } else { Leg::Ims };
+        let leg = leg_from(&self.cfg, &self.web_ports, from);
         self.emitted.push(MediaPacket { at, leg, src: from, dst: to, data });
     }
+}
+
+/// The leg a packet the gateway sent from `from` went out on.
+fn leg_from(cfg: &MediaConfig, web_ports: &[u16], from: SocketAddr) -> Leg {
+    if from.ip() == cfg.web_address && web_ports.contains(&from.port()) {
+        Leg::Web
+    } else {
+        Leg::Ims
+    }
+}
+
+/// An RTP packet as compared: its stream (the SSRC numbered by first appearance), payload
+/// type, marker, sequence and timestamp relative to the stream's first packet, payload.
+type RtpView = (usize, u8, bool, u16, u32, Vec<u8>);
+
+/// A stream that carries transcoded audio. The transcoder's output depends on when frames
+/// were due, which a replay reproduces only closely: what must agree is the payload type, the
+/// frame size (the usual timestamp step), roughly the frame count, and, byte for byte, the
+/// RFC 4733 events that join the stream (rescaled between the legs' clocks).
+#[derive(Default, PartialEq)]
+struct TranscodedView {
+    audio: usize,
+    markers: usize,
+    pts: Vec<u8>,
+    /// The most frequent timestamp step between audio frames.
+    step: Option<u32>,
+    /// Sequence numbers have no gap (the gateway numbers this stream itself).
+    gapless: bool,
+    /// Non-audio packets: payload type, marker, payload.
+    events: Vec<(u8, bool, Vec<u8>)>,
 }
 
 /// One leg's outgoing media, normalised: what must be the same in a recording and its replay.
 #[derive(Default)]
 struct LegView {
-    /// Per RTP packet, in order: the stream (its SSRC numbered by first appearance), payload
-    /// type, marker, sequence and timestamp relative to the stream's first packet, payload.
-    rtp: Vec<(usize, u8, bool, u16, u32, Vec<u8>)>,
+    /// Relayed streams' RTP packets, in order.
+    rtp: Vec<RtpView>,
+    /// Streams with transcoded audio.
+    transcoded: Vec<TranscodedView>,
     /// Per RTCP compound, in order: its packet types.
     rtcp: Vec<Vec<u8>>,
 }
 
 impl LegView {
-    fn of<'a>(packets: impl Iterator<Item = &'a MediaPacket>) -> LegView {
+    /// `transcoded_pts`: the payload types the transcoder sends on this leg.
+    fn of<'a>(packets: impl Iterator<Item = &'a MediaPacket>, transcoded_pts: &[u8]) -> LegView {
         let mut v = LegView::default();
         let mut streams: Vec<(u32, u16, u32)> = Vec::new();
+        let mut all: Vec<RtpView> = Vec::new();
         for p in packets {
             match classify(&p.data) {
                 PacketKind::Rtp => {
@@ -262,12 +369,44 @@ impl LegView {
                         streams.len() - 1
                     });
                     let (_, seq0, ts0) = streams[i];
-                    v.rtp.push((i, r.pt().0, r.marker(), r.seq().0.wrapping_sub(seq0), r.timestamp().wrapping_sub(ts0), r.payload().to_vec()));
+                    all.push((i, r.pt().0, r.marker(), r.seq().0.wrapping_sub(seq0), r.timestamp().wrapping_sub(ts0), r.payload().to_vec()));
                 }
                 PacketKind::Rtcp => v.rtcp.push(Compound::new(&p.data).filter_map(|c| c.ok().map(|c| c.packet_type().0)).collect()),
                 _ => {}
             }
         }
+        let is_transcoded: Vec<bool> = (0..streams.len()).map(|i| all.iter().any(|p| p.0 == i && transcoded_pts.contains(&p.1))).collect();
+        for (i, _) in is_transcoded.iter().enumerate().filter(|(_, t)| **t) {
+            let mut t = TranscodedView { gapless: true, ..TranscodedView::default() };
+            let (mut last_seq, mut last_ts) = (None::<u16>, None::<u32>);
+            let mut steps: Vec<(u32, usize)> = Vec::new();
+            for p in all.iter().filter(|p| p.0 == i) {
+                if last_seq.is_some_and(|s| p.3 != s.wrapping_add(1)) {
+                    t.gapless = false;
+                }
+                last_seq = Some(p.3);
+                if !transcoded_pts.contains(&p.1) {
+                    t.events.push((p.1, p.2, p.5.clone()));
+                    continue;
+                }
+                t.audio += 1;
+                t.markers += usize::from(p.2);
+                if !t.pts.contains(&p.1) {
+                    t.pts.push(p.1);
+                }
+                if let Some(prev) = last_ts {
+                    let step = p.4.wrapping_sub(prev);
+                    match steps.iter_mut().find(|s| s.0 == step) {
+                        Some(s) => s.1 += 1,
+                        None => steps.push((step, 1)),
+                    }
+                }
+                last_ts = Some(p.4);
+            }
+            t.step = steps.iter().max_by_key(|s| s.1).map(|s| s.0);
+            v.transcoded.push(t);
+        }
+        v.rtp = all.into_iter().filter(|p| !is_transcoded[p.0]).collect();
         v
     }
 }
@@ -275,20 +414,24 @@ impl LegView {
 /// What [`compare`] found equal.
 pub struct Agreement {
     pub rtp: [usize; 2],
+    /// Of `rtp`, the transcoder's frames.
+    pub transcoded: [usize; 2],
     pub rtcp: [usize; 2],
 }
 
 /// Compares the media the gateway sent in the recording (`expected`) with what the replay
 /// emitted, leg by leg; `Err` holds a readable difference. `late` (per input leg) is how many
 /// recorded packets may be missing at the end of the other leg's output: packets that arrived
-/// after their call ended (see [`MediaPlane::late`]).
-pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 2]) -> Result<Agreement, String> {
+/// after their call ended (see [`MediaPlane::late`]). `transcoded_pts` (per leg) are the
+/// payload types the transcoder produced there (see [`TranscodedView`]).
+pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 2], transcoded_pts: &[Vec<u8>; 2]) -> Result<Agreement, String> {
     let mut report = String::new();
-    let mut agreed = Agreement { rtp: [0; 2], rtcp: [0; 2] };
+    let mut agreed = Agreement { rtp: [0; 2], transcoded: [0; 2], rtcp: [0; 2] };
     for leg in [Leg::Web, Leg::Ims] {
         let name = if leg == Leg::Web { "browser leg" } else { "IMS leg" };
-        let mut e = LegView::of(expected.iter().filter(|p| p.leg == leg));
-        let a = LegView::of(emitted.iter().filter(|p| p.leg == leg));
+        let pts = &transcoded_pts[leg_index(leg)];
+        let mut e = LegView::of(expected.iter().filter(|p| p.leg == leg), pts);
+        let a = LegView::of(emitted.iter().filter(|p| p.leg == leg), pts);
         let allowance = late[1 - leg_index(leg)];
         if e.rtp.len() > a.rtp.len() && e.rtp.len() - a.rtp.len() <= allowance {
             e.rtp.truncate(a.rtp.len());
@@ -297,11 +440,12 @@ pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 
             let _ = writeln!(report, "{name}: {} RTP packets expected, {} emitted", e.rtp.len(), a.rtp.len());
         }
         if let Some(i) = (0..e.rtp.len().min(a.rtp.len())).find(|&i| e.rtp[i] != a.rtp[i]) {
-            let show = |p: &(usize, u8, bool, u16, u32, Vec<u8>)| {
+            let show = |p: &RtpView| {
                 format!("stream {} pt {} marker {} seq +{} ts +{} payload {} bytes {:02x?}", p.0, p.1, p.2, p.3, p.4, p.5.len(), &p.5[..p.5.len().min(8)])
             };
             let _ = writeln!(report, "{name}, RTP packet {} differs:\n- expected {}\n+ emitted  {}", i + 1, show(&e.rtp[i]), show(&a.rtp[i]));
         }
+        compare_transcoded(&mut report, name, &mut e.transcoded, &a.transcoded, allowance);
         let shapes = |v: &LegView| {
             let mut s: Vec<Vec<u8>> = v.rtcp.clone();
             s.sort();
@@ -319,12 +463,46 @@ pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 
         if n.abs_diff(m) > 2.max(n / 2) {
             let _ = writeln!(report, "{name}: {n} RTCP compounds expected, {m} emitted");
         }
-        agreed.rtp[leg_index(leg)] = a.rtp.len();
+        let transcoded: usize = a.transcoded.iter().map(|t| t.audio + t.events.len()).sum();
+        agreed.rtp[leg_index(leg)] = a.rtp.len() + transcoded;
+        agreed.transcoded[leg_index(leg)] = a.transcoded.iter().map(|t| t.audio).sum();
         agreed.rtcp[leg_index(leg)] = m;
     }
     if report.is_empty() {
         Ok(agreed)
     } else {
         Err(report)
+    }
+}
+
+/// The transcoded streams of one leg (see [`TranscodedView`]); differences go to `report`.
+fn compare_transcoded(report: &mut String, name: &str, expected: &mut [TranscodedView], emitted: &[TranscodedView], allowance: usize) {
+    if expected.len() != emitted.len() {
+        let _ = writeln!(report, "{name}: {} streams with transcoded audio expected, {} emitted", expected.len(), emitted.len());
+    }
+    for (i, (e, a)) in expected.iter_mut().zip(emitted).enumerate() {
+        // Frames are due on the transcoder's clock: a replay may emit a few more or fewer.
+        if e.audio.abs_diff(a.audio) > 3.max(e.audio / 10) {
+            let _ = writeln!(report, "{name}, transcoded stream {i}: {} audio frames expected, {} emitted", e.audio, a.audio);
+        }
+        if e.pts != a.pts || e.step != a.step {
+            let _ = writeln!(report, "{name}, transcoded stream {i}: payload types {:?} in steps of {:?} ticks expected, {:?} in steps of {:?} emitted", e.pts, e.step, a.pts, a.step);
+        }
+        if e.markers != a.markers {
+            let _ = writeln!(report, "{name}, transcoded stream {i}: {} frames with the marker bit expected, {} emitted", e.markers, a.markers);
+        }
+        if !a.gapless {
+            let _ = writeln!(report, "{name}, transcoded stream {i}: the emitted sequence numbers have gaps");
+        }
+        if e.events.len() > a.events.len() && e.events.len() - a.events.len() <= allowance {
+            e.events.truncate(a.events.len());
+        }
+        if e.events.len() != a.events.len() {
+            let _ = writeln!(report, "{name}, transcoded stream {i}: {} other packets (RFC 4733 events) expected, {} emitted", e.events.len(), a.events.len());
+        }
+        if let Some(k) = (0..e.events.len().min(a.events.len())).find(|&k| e.events[k] != a.events[k]) {
+            let show = |p: &(u8, bool, Vec<u8>)| format!("pt {} marker {} payload {:02x?}", p.0, p.1, p.2);
+            let _ = writeln!(report, "{name}, transcoded stream {i}, event packet {} differs:\n- expected {}\n+ emitted  {}", k + 1, show(&e.events[k]), show(&a.events[k]));
+        }
     }
 }

@@ -451,19 +451,25 @@ fn report_media(expected: &[media::MediaPacket], plane: &media::MediaPlane, inpu
     if !plane.unmapped.is_empty() {
         let _ = writeln!(problems, "{} media packets of the input reached no call (first to {:?})", plane.unmapped.len(), plane.unmapped[0]);
     }
-    if plane.to_transcoder > 0 {
-        let _ = writeln!(problems, "{} packets needed transcoding, which replay does not run yet", plane.to_transcoder);
+    if plane.untranscodable > 0 {
+        let _ = writeln!(problems, "{} packets needed transcoding between codecs the transcoder does not convert", plane.untranscodable);
     }
-    match media::compare(expected, &plane.emitted, plane.late) {
+    match media::compare(expected, &plane.emitted, plane.late, &plane.transcoded_pts) {
         Ok(a) if problems.is_empty() => {
             let late = plane.late[0] + plane.late[1];
+            let leg = |i: usize| match a.transcoded[i] {
+                0 => format!("{} RTP and {} RTCP", a.rtp[i], a.rtcp[i]),
+                t => format!("{} RTP ({t} transcoded) and {} RTCP", a.rtp[i], a.rtcp[i]),
+            };
+            let transcoding = match plane.to_transcoder {
+                0 => String::new(),
+                n => format!(", {n} transcoded inline into {} frames", plane.transcoded),
+            };
             println!(
-                "ok: media as expected ({inputs} packets in, {} out, {late} after their call ended): browser leg {} RTP and {} RTCP, IMS leg {} RTP and {} RTCP",
+                "ok: media as expected ({inputs} packets in, {} out, {late} after their call ended{transcoding}): browser leg {}, IMS leg {}",
                 plane.emitted.len(),
-                a.rtp[0],
-                a.rtcp[0],
-                a.rtp[1],
-                a.rtcp[1]
+                leg(0),
+                leg(1)
             );
             true
         }
