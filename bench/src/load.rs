@@ -671,7 +671,7 @@ async fn phased_setup(
     close(PHASES[2], browsers.len());
     let browsers = each("ice", browsers, totals, |b| async move {
         let c = b.call.as_ref().ok_or("no call")?;
-        nominate(&c.leg).await.map(|()| b)
+        nominate(&c.leg).await.map(|_| b)
     })
     .await;
     close(PHASES[3], browsers.len());
@@ -996,7 +996,7 @@ fn binding_request(a: &Answer, local: &Local, nominate: bool) -> Option<Vec<u8>>
 /// the far end are answered throughout.
 async fn browser(leg: Leg, cert: Arc<Certificate>, media: Arc<MediaSource>, totals: Arc<Totals>, mut stop: watch::Receiver<bool>) {
     let keyed = match nominate(&leg).await {
-        Ok(()) => handshake(&leg, &cert).await,
+        Ok(_) => handshake(&leg, &cert).await,
         Err(e) => Err(e),
     };
     match keyed {
@@ -1013,11 +1013,11 @@ async fn browser(leg: Leg, cert: Arc<Certificate>, media: Arc<MediaSource>, tota
 
 /// ICE: the nominating check, retransmitted until answered (40 tries, 250 ms apart).
 /// Binding requests from the far end are answered meanwhile.
-pub(crate) async fn nominate(leg: &Leg) -> Result<(), String> {
+pub(crate) async fn nominate(leg: &Leg) -> Result<u32, String> {
     let Leg { sock, local, answer: a } = leg;
     let mut buf = vec![0u8; 2048];
     let check = binding_request(a, local, true).ok_or("cannot build a STUN check")?;
-    for _ in 0..40 {
+    for sent in 1..=40 {
         let _ = sock.send_to(&check, a.candidate).await;
         let next = tokio::time::Instant::now() + Duration::from_millis(250);
         while let Ok(Ok((n, from))) = tokio::time::timeout_at(next, sock.recv_from(&mut buf)).await {
@@ -1025,7 +1025,7 @@ pub(crate) async fn nominate(leg: &Leg) -> Result<(), String> {
                 continue;
             }
             if is_binding_success(&buf[..n]) {
-                return Ok(());
+                return Ok(sent);
             }
             if let Some(r) = binding_response(&buf[..n], from, local) {
                 let _ = sock.send_to(&r, from).await;

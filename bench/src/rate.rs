@@ -78,6 +78,9 @@ pub struct Step {
     pub peak_in_progress: u64,
     /// Set-up times of the completed calls (WebSocket open to keys), sorted.
     pub setup_times: Vec<Duration>,
+    /// Completed calls whose first ICE check went unanswered (the next one, 250 ms later,
+    /// was): a check that reached the gateway before it knew the call.
+    pub ice_retried: u64,
 }
 
 impl Step {
@@ -163,9 +166,13 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
         let launch_span = last_launch - t0;
         let mut failures: Vec<(&'static str, u64, String)> = Vec::new();
         let mut setup_times = Vec::new();
+        let mut ice_retried = 0;
         for t in tasks {
             match t.await.map_err(|e| ("client", load::task_failure(e))).and_then(|r| r) {
-                Ok(d) => setup_times.push(d),
+                Ok((d, checks)) => {
+                    setup_times.push(d);
+                    ice_retried += u64::from(checks > 1);
+                }
                 Err((stage, why)) => match failures.iter_mut().find(|f| f.0 == stage) {
                     Some(f) => f.1 += 1,
                     None => failures.push((stage, 1, why)),
@@ -187,14 +194,16 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
             generator_cpu: g1.saturating_sub(g0),
             peak_in_progress: peak.load(Ordering::Relaxed),
             setup_times,
+            ice_retried,
         };
         println!(
-            "step {rate} cps: {} of {} calls completed ({:.1}%), daemon {} ms per call, generator at {:.0}% of a core",
+            "step {rate} cps: {} of {} calls completed ({:.1}%), daemon {} ms per call, generator at {:.0}% of a core, {} first ICE checks unanswered",
             step.completed,
             step.launched,
             100.0 * step.completed_share(),
             step.daemon_ms_per_call().map_or("-".into(), |v| format!("{v:.2}")),
-            100.0 * step.generator_load()
+            100.0 * step.generator_load(),
+            step.ice_retried
         );
         first += n;
         let passed = step.passed();
@@ -207,7 +216,7 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
 }
 
 /// One short call by browser `n` (see the module doc): how long it took from the WebSocket's
-/// opening to the keys, or the step where it failed and why.
+/// opening to the keys and how many ICE checks it sent, or the step where it failed and why.
 async fn short_call(
     ws: std::net::SocketAddr,
     n: u64,
@@ -216,12 +225,12 @@ async fn short_call(
     totals: &Totals,
     mut stop: watch::Receiver<bool>,
     packets: u32,
-) -> Result<Duration, (&'static str, String)> {
+) -> Result<(Duration, u32), (&'static str, String)> {
     let t = Instant::now();
     let mut b = load::connect(ws, n).await.map_err(|e| ("ws", e))?;
     load::register(&mut b.client).await.map_err(|e| ("register", e))?;
     let mut call = load::invite(&mut b.client, n, media.codec, cert).await.map_err(|e| ("invite", e))?;
-    load::nominate(&call.leg).await.map_err(|e| ("ice", e))?;
+    let checks = load::nominate(&call.leg).await.map_err(|e| ("ice", e))?;
     let keys = load::handshake(&call.leg, cert).await.map_err(|e| ("dtls", e))?;
     let keyed = t.elapsed();
     let flow = load::stream(&call.leg, keys, media, totals, &mut stop, Some(packets)).await;
@@ -230,5 +239,5 @@ async fn short_call(
     if (flow.received as f64) < MEDIA_BACK * flow.sent as f64 || flow.sent == 0 {
         return Err(("media", format!("{} of the {} packets sent came back", flow.received, flow.sent)));
     }
-    Ok(keyed)
+    Ok((keyed, checks))
 }

@@ -162,6 +162,7 @@ fn run() -> Result<(), String> {
                 "peak_calls_in_progress": s.peak_in_progress,
                 "setup_ms_p50": s.setup_ms(0.5),
                 "setup_ms_p99": s.setup_ms(0.99),
+                "ice_first_check_unanswered": s.ice_retried,
                 "queued": queued(s),
                 "wall_s": s.wall.as_secs_f64(),
                 "failures": s.failures.iter().map(|(stage, n, first)| ((*stage).to_owned(), json!({"calls": n, "first": first}))).collect::<serde_json::Map<_, _>>(),

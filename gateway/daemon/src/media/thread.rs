@@ -260,11 +260,18 @@ impl MediaThread {
         if let Err(e) = self.poll.poll(events, timeout) {
             return if e.kind() == ErrorKind::Interrupted { Ok(true) } else { Err(e) };
         }
-        let mut woken = false;
+        // Commands first: a plan the engine sent before its answer reached the browser must
+        // be in place before the browser's first ICE check, which may wait in the same batch.
+        if events.iter().any(|ev| ev.token() == WAKE) {
+            self.wakeup.rearm();
+            if !self.commands() {
+                return Ok(false);
+            }
+            self.frames();
+        }
         for ev in events.iter() {
-            match ev.token() {
-                WAKE => woken = true,
-                Token(t) => self.read(t - 1),
+            if let Token(t @ 1..) = ev.token() {
+                self.read(t - 1);
             }
         }
         std::mem::swap(&mut self.again, &mut self.again_next);
@@ -272,13 +279,6 @@ impl MediaThread {
             self.read(self.again_next[i]);
         }
         self.again_next.clear();
-        if woken {
-            self.wakeup.rearm();
-            if !self.commands() {
-                return Ok(false);
-            }
-            self.frames();
-        }
         let now = Instant::now();
         if self.shard.poll_timeout().is_some_and(|t| t <= now) {
             self.guarded(|s| s.handle_timeout(now));
