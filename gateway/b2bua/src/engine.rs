@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
+use crate::deadlines::Deadlines;
 use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
 use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
 use crate::metrics::Counters;
@@ -50,6 +51,15 @@ struct ConnInfo {
     remote: std::net::IpAddr,
 }
 
+/// A call's timers (see `call_timers`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum CallTimer {
+    /// `Call::deadline`.
+    Guard,
+    /// `Call::session_expires`.
+    SessionExpires,
+}
+
 /// The signalling engine. Sans-IO: see the crate documentation for the drive loop.
 pub struct B2bua {
     cfg: B2buaConfig,
@@ -63,6 +73,8 @@ pub struct B2bua {
     /// Transcoding channels each call holds: its settled plan's, or what an offer of it
     /// reserved (admission is decided at the offer, before the far side can answer).
     transcoding: HashMap<CallId, usize>,
+    /// Each call's guard (an unanswered CANCEL) and session timer, by when they fire.
+    call_timers: Deadlines<(CallId, CallTimer)>,
     next_call: u64,
     /// (side, Call-ID, our tag) -> the call and leg of that dialog.
     dialogs: HashMap<(Side, String, String), (CallId, LegIdx)>,
@@ -90,6 +102,7 @@ impl B2bua {
             registrar: Registrar::default(),
             calls: HashMap::new(),
             transcoding: HashMap::new(),
+            call_timers: Deadlines::default(),
             next_call: 0,
             dialogs: HashMap::new(),
             invites: HashMap::new(),
@@ -154,8 +167,7 @@ impl B2bua {
         [
             self.tx.poll_timeout(),
             self.registrar.next_expiry(),
-            self.calls.values().filter_map(|c| c.deadline).min(),
-            self.calls.values().filter_map(|c| c.session_expires).min(),
+            self.call_timers.next(),
             self.next_sweep,
         ]
         .into_iter()
@@ -399,26 +411,26 @@ impl B2bua {
                 tracing::info!(aor = %b.aor, "registration expired");
             }
         }
-        let due: Vec<CallId> =
-            self.calls.values().filter(|c| c.deadline.is_some_and(|d| d <= now)).map(|c| c.id).collect();
-        for id in due {
-            // Only CANCELs arm the guard: the far end never finished the INVITE.
-            if let Some(call) = self.calls.get(&id) {
-                let (key, req) = (call.a_invite_key.clone(), call.a_invite.clone());
-                if self.tx.is_pending(&key) {
-                    self.respond(now, &key, &req, 487, "Request Terminated");
+        while let Some((id, timer)) = self.call_timers.pop_due(now) {
+            match timer {
+                CallTimer::Guard => {
+                    // Only CANCELs arm the guard: the far end never finished the INVITE.
+                    if let Some(call) = self.calls.get_mut(&id) {
+                        call.deadline = None;
+                        let (key, req) = (call.a_invite_key.clone(), call.a_invite.clone());
+                        if self.tx.is_pending(&key) {
+                            self.respond(now, &key, &req, 487, "Request Terminated");
+                        }
+                    }
+                    self.end_call(now, id, EndReason::Cancelled);
+                }
+                CallTimer::SessionExpires => {
+                    let Some(c) = self.calls.get_mut(&id) else { continue };
+                    tracing::info!(call = id.0, "session timer ran out without a refresh; ending the call");
+                    c.session_expires = None;
+                    self.hangup(now, id, EndReason::SessionExpired);
                 }
             }
-            self.end_call(now, id, EndReason::Cancelled);
-        }
-        let expired: Vec<CallId> =
-            self.calls.values().filter(|c| c.session_expires.is_some_and(|t| t <= now)).map(|c| c.id).collect();
-        for id in expired {
-            tracing::info!(call = id.0, "session timer ran out without a refresh; ending the call");
-            if let Some(c) = self.calls.get_mut(&id) {
-                c.session_expires = None;
-            }
-            self.hangup(now, id, EndReason::SessionExpired);
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let tx = &self.tx;
@@ -644,8 +656,8 @@ impl B2bua {
             let service_route = resp.headers.values("Service-Route");
             match ours {
                 Some(e) if e > 0 => {
+                    self.registrar.set_expiry(id, now + Duration::from_secs(u64::from(e)));
                     if let Some(b) = self.registrar.get_mut(id) {
-                        b.expires_at = Some(now + Duration::from_secs(u64::from(e)));
                         b.service_route = service_route;
                         tracing::info!(aor = %b.aor, expires = e, "registered");
                     }
@@ -984,6 +996,7 @@ impl B2bua {
             call.state = CallState::Confirmed;
             call.answered = Some(now);
             call.session_expires = session_expiry(now, &resp.headers);
+            self.call_timers.set((id, CallTimer::SessionExpires), call.session_expires);
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
@@ -1043,6 +1056,7 @@ impl B2bua {
         call.end_reason.get_or_insert(EndReason::Cancelled);
         call.cancel_requested = true;
         call.deadline = Some(now + timeout);
+        self.call_timers.set((id, CallTimer::Guard), call.deadline);
         if call.b_provisional {
             self.send_cancel(now, id);
         }
@@ -1228,6 +1242,7 @@ impl B2bua {
             // A re-INVITE or UPDATE answered with 2xx refreshes the session (RFC 4028 §10);
             // its Session-Expires sets the next interval, its absence turns the timer off.
             call.session_expires = session_expiry(now, &resp.headers);
+            self.call_timers.set((r.call, CallTimer::SessionExpires), call.session_expires);
         }
         let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
         let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
@@ -1352,6 +1367,8 @@ impl B2bua {
     fn end_call(&mut self, now: Instant, id: CallId, reason: EndReason) {
         self.transcoding.remove(&id);
         let Some(call) = self.calls.remove(&id) else { return };
+        self.call_timers.set((id, CallTimer::Guard), None);
+        self.call_timers.set((id, CallTimer::SessionExpires), None);
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
         }

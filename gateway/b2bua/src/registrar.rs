@@ -8,6 +8,8 @@
 //! also the unit RFC 3261 §10.2.4 refreshes.
 
 use std::collections::HashMap;
+
+use crate::deadlines::Deadlines;
 use std::time::Instant;
 
 use estuary_sip::{Request, Uri};
@@ -53,7 +55,8 @@ pub struct Binding {
     pub ims_call_id: String,
     /// CSeq of the last REGISTER sent toward IMS.
     pub ims_cseq: u32,
-    /// When the registrar's granted expiry runs out; `None` until a 2xx is seen.
+    /// When the registrar's granted expiry runs out; `None` until a 2xx is seen. Set it
+    /// through [`Registrar::set_expiry`], which keeps the table's deadlines.
     pub expires_at: Option<Instant>,
     /// Service-Route from the last 2xx (RFC 3608): the preloaded route for originating requests.
     pub service_route: Vec<String>,
@@ -75,6 +78,7 @@ pub struct Registrar {
     bindings: HashMap<BindingId, Binding>,
     by_dialog: HashMap<(ConnId, String), BindingId>,
     by_token: HashMap<String, BindingId>,
+    expiries: Deadlines<BindingId>,
 }
 
 impl Registrar {
@@ -130,8 +134,17 @@ impl Registrar {
         id
     }
 
+    /// Binding `id` is registered until `at`.
+    pub fn set_expiry(&mut self, id: BindingId, at: Instant) {
+        if let Some(b) = self.bindings.get_mut(&id) {
+            b.expires_at = Some(at);
+            self.expiries.set(id, Some(at));
+        }
+    }
+
     pub fn remove(&mut self, id: BindingId) -> Option<Binding> {
         let b = self.bindings.remove(&id)?;
+        self.expiries.set(id, None);
         self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
         self.by_token.remove(&b.token);
         Some(b)
@@ -143,13 +156,13 @@ impl Registrar {
     }
 
     /// Bindings whose registration ran out by `now`; the caller removes them.
-    pub fn expired(&self, now: Instant) -> Vec<BindingId> {
-        self.bindings.values().filter(|b| b.expires_at.is_some_and(|t| t <= now)).map(|b| b.id).collect()
+    pub fn expired(&mut self, now: Instant) -> Vec<BindingId> {
+        std::iter::from_fn(|| self.expiries.pop_due(now)).collect()
     }
 
     /// The next expiry, for `poll_timeout`.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.bindings.values().filter_map(|b| b.expires_at).min()
+        self.expiries.next()
     }
 }
 

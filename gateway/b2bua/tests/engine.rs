@@ -1135,3 +1135,42 @@ fn without_a_session_timer_a_quiet_call_stays_up() {
     assert!(out.iter().all(|s| !matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")), "{out:#?}");
     assert_eq!(h.gw.active_calls(), 1);
 }
+
+/// A registration lives as long as the core granted (600 s here) and no longer: until then a
+/// call from the core reaches the browser, after it the core gets 404 and the browser nothing.
+#[test]
+fn a_registration_that_is_not_refreshed_expires() {
+    let mut h = Harness::new();
+    let token = token_of(&h.register());
+    h.advance_to(Duration::from_secs(599));
+    let out = h.ims(&ims_invite(&token, "z9hG4bKbefore", SDP));
+    assert!(!to_web(&out).is_empty(), "registered for 600 s: the INVITE reaches the browser: {out:#?}");
+    h.advance_to(Duration::from_secs(601));
+    let out = h.ims(&ims_invite(&token, "z9hG4bKafter", SDP).replace("imscall1@", "imscall2@"));
+    assert!(to_web(&out).is_empty(), "expired: nothing for the browser: {out:#?}");
+    assert_eq!(status(only_ims(&out)), 404);
+}
+
+/// A caller's CANCEL whose INVITE the far end never finishes (no 487, no final response at
+/// all) ends the call by the guard timer: the caller gets its 487 after Timer B's 64*T1.
+#[test]
+fn a_cancel_the_far_end_never_finishes_ends_the_call_by_the_guard() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKg1"));
+    let inv = to_ims(&out)[0];
+    h.ims(&response(inv, 180, "Ringing", &[]));
+    let cancel = "CANCEL sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKg1\nTo: <sip:bob@ims.test>\nFrom: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 CANCEL\nContent-Length: 0\n\n";
+    let t0 = h.now - h.start;
+    let out = h.web(cancel);
+    let c = only_ims(&out);
+    assert_eq!(req(c).method.as_str(), "CANCEL");
+    h.ims(&response(c, 200, "OK", &[]));
+    let out = h.advance_to(t0 + Duration::from_secs(31));
+    assert!(to_web(&out).iter().all(|s| !matches!(s.msg, Message::Response(_))), "still waiting for the far end: {out:#?}");
+    assert_eq!(h.gw.active_calls(), 1);
+    let out = h.advance_to(t0 + Duration::from_secs(33));
+    assert_eq!(status(only_web(&out)), 487);
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(h.ended().reason, EndReason::Cancelled);
+}

@@ -323,3 +323,76 @@ fn pre_3261_requests_match_by_their_fields() {
     assert!(matches!(t.receive_request(now, &r, 3, UDP), RequestOutcome::New { .. }));
     assert_eq!(t.receive_request(now, &r, 3, UDP), RequestOutcome::Retransmission);
 }
+
+/// The earliest deadline of every live transaction, found by looking at each.
+fn scanned(t: &Transactions<u8>) -> Option<Instant> {
+    t.clients.values().filter_map(|tx| tx.deadline()).chain(t.servers.values().filter_map(|tx| tx.deadline())).min()
+}
+
+/// The timer heap against a scan of every transaction, through a mixed load on a virtual
+/// clock: client INVITEs and non-INVITEs (some answered, provisionally or finally, some left
+/// to time out), server transactions answered with 2xx (some ACKed) and non-2xx, and a
+/// transport failure. After every call the heap's next deadline is the scan's, and the run
+/// ends with no transaction and no deadline left.
+#[test]
+fn the_timer_heap_always_names_the_earliest_deadline() {
+    let start = Instant::now();
+    let mut t: Transactions<u8> = Transactions::new(TimerConfig::default());
+    let mut now = start;
+    let check = |t: &Transactions<u8>, what: &str| assert_eq!(t.poll_timeout(), scanned(t), "after {what}");
+    let mut clients = Vec::new();
+    for i in 0..60u32 {
+        now += Duration::from_millis(37);
+        let method = if i % 3 == 0 { "INVITE" } else { "OPTIONS" };
+        let r = req(method, &format!("z9hG4bKc{i}"), i + 1);
+        let flow = (i % 4) as u8;
+        t.send_request(now, &r, flow, i % 5 == 0).unwrap();
+        check(&t, "send_request");
+        clients.push(r);
+        // Serve a request from the far side too.
+        let s = req(if i % 2 == 0 { "INVITE" } else { "MESSAGE" }, &format!("z9hG4bKs{i}"), 100 + i);
+        if let RequestOutcome::New { key, .. } = t.receive_request(now, &s, flow, UDP) {
+            check(&t, "receive_request");
+            let code = if i % 4 == 0 { 200 } else { 486 };
+            t.send_response(now, &key, &resp(code, &s)).unwrap();
+            check(&t, "send_response");
+            if i % 8 == 0 {
+                let mut ack = req("ACK", &format!("z9hG4bKa{i}"), 100 + i);
+                ack.headers.set("Call-ID", "c1@test");
+                t.receive_request(now + Duration::from_millis(5), &ack, flow, UDP);
+                check(&t, "ACK");
+            }
+        }
+        // Answer every other earlier client request: provisionally or finally.
+        if i % 2 == 1 {
+            let r = &clients[(i / 2) as usize];
+            let code = if i % 4 == 1 { 180 } else { 200 };
+            t.receive_response(now, &resp(code, r));
+            check(&t, "receive_response");
+        }
+        if i % 7 == 6 {
+            t.handle_timeout(now);
+            check(&t, "handle_timeout");
+        }
+        if i == 40 {
+            t.fail_flow(|f| *f == 3);
+            check(&t, "fail_flow");
+        }
+        drain(&mut t);
+    }
+    // Let every timer run out.
+    for fired in 0.. {
+        t.handle_timeout(now);
+        check(&t, "handle_timeout");
+        drain(&mut t);
+        let Some(at) = t.poll_timeout() else { break };
+        assert!(at > now, "handle_timeout left a due deadline behind");
+        now = at;
+        assert!(fired < 10_000, "the timers never ran out");
+    }
+    // What remains are INVITEs that rang (a provisional stops Timers A and B, §17.1.1.2):
+    // they wait for their final response or the TU's CANCEL, with no deadline.
+    assert_eq!(t.len().1, 0, "every server transaction ended");
+    assert!(t.len().0 > 0 && t.clients.values().all(|tx| tx.deadline().is_none()), "only ringing INVITEs are left");
+    assert!(t.due.is_empty(), "no stale deadline kept");
+}
