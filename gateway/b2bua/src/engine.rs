@@ -82,6 +82,8 @@ pub struct B2bua {
     invites: HashMap<ServerKey, CallId>,
     owners: HashMap<ClientKey, Owner>,
     conns: HashMap<ConnId, ConnInfo>,
+    /// The open connections of each source address, for per-source limits.
+    conns_by_ip: HashMap<std::net::IpAddr, Vec<ConnId>>,
     outputs: VecDeque<Output>,
     counters: Counters,
     next_sweep: Option<Instant>,
@@ -108,6 +110,7 @@ impl B2bua {
             invites: HashMap::new(),
             owners: HashMap::new(),
             conns: HashMap::new(),
+            conns_by_ip: HashMap::new(),
             outputs: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: None,
@@ -141,6 +144,7 @@ impl B2bua {
         match input {
             Input::ConnectionOpened { conn, side: Side::Web, transport, remote, .. } => {
                 self.conns.insert(conn, ConnInfo { transport, remote: remote.ip() });
+                self.conns_by_ip.entry(remote.ip()).or_default().push(conn);
             }
             Input::ConnectionOpened { .. } => {}
             Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
@@ -496,7 +500,8 @@ impl B2bua {
     fn source_registrations_full(&self, conn: ConnId) -> bool {
         let limit = self.cfg.registrations_per_source;
         let Some(ip) = self.conns.get(&conn).map(|c| c.remote) else { return false };
-        limit > 0 && self.registrar.count(|b| self.conns.get(&b.conn).is_some_and(|c| c.remote == ip)) >= limit
+        let held = || self.conns_by_ip.get(&ip).map_or(0, |conns| conns.iter().map(|c| self.registrar.count_on_conn(*c)).sum::<usize>());
+        limit > 0 && held() >= limit
     }
 
     fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request) {
@@ -1397,7 +1402,14 @@ impl B2bua {
     }
 
     fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
-        self.conns.remove(&conn);
+        if let Some(info) = self.conns.remove(&conn) {
+            if let Some(conns) = self.conns_by_ip.get_mut(&info.remote) {
+                conns.retain(|c| *c != conn);
+                if conns.is_empty() {
+                    self.conns_by_ip.remove(&info.remote);
+                }
+            }
+        }
         for id in self.registrar.on_conn(conn) {
             match self.cfg.on_ws_close {
                 OnWsClose::Deregister => self.deregister(now, id),

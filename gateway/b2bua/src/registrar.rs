@@ -78,6 +78,8 @@ pub struct Registrar {
     bindings: HashMap<BindingId, Binding>,
     by_dialog: HashMap<(ConnId, String), BindingId>,
     by_token: HashMap<String, BindingId>,
+    /// Bindings by the connection they registered over, in the order they were made.
+    by_conn: HashMap<ConnId, Vec<BindingId>>,
     expiries: Deadlines<BindingId>,
 }
 
@@ -103,11 +105,14 @@ impl Registrar {
             .map(|b| b.id)
     }
 
-    /// Active bindings that registered over `conn`.
+    /// Bindings that registered over `conn`, oldest first.
     pub fn on_conn(&self, conn: ConnId) -> Vec<BindingId> {
-        let mut v: Vec<_> = self.bindings.values().filter(|b| b.conn == conn).map(|b| b.id).collect();
-        v.sort();
-        v
+        self.by_conn.get(&conn).cloned().unwrap_or_default()
+    }
+
+    /// How many bindings registered over `conn`.
+    pub fn count_on_conn(&self, conn: ConnId) -> usize {
+        self.by_conn.get(&conn).map_or(0, Vec::len)
     }
 
     /// How many bindings satisfy `pred`.
@@ -130,6 +135,7 @@ impl Registrar {
         let b = make(id);
         self.by_dialog.insert((b.conn, b.web_call_id.clone()), id);
         self.by_token.insert(b.token.clone(), id);
+        self.by_conn.entry(b.conn).or_default().push(id);
         self.bindings.insert(id, b);
         id
     }
@@ -147,6 +153,12 @@ impl Registrar {
         self.expiries.set(id, None);
         self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
         self.by_token.remove(&b.token);
+        if let Some(ids) = self.by_conn.get_mut(&b.conn) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_conn.remove(&b.conn);
+            }
+        }
         Some(b)
     }
 
