@@ -113,8 +113,6 @@ pub struct Call {
     pub last_ack: Option<(LegIdx, Vec<u8>)>,
     /// An INVITE (initial or re-) relayed and not yet answered: a second one is refused with 491.
     pub invite_pending: bool,
-    /// Guard timer: e.g. a CANCEL that got no final response.
-    pub deadline: Option<Instant>,
     /// The browser's registration this call runs under.
     pub binding: Option<BindingId>,
     /// The two offer/answer exchanges and the media plan they settle.
@@ -128,9 +126,6 @@ pub struct Call {
     pub answered: Option<Instant>,
     /// The first reason the call started ending for.
     pub end_reason: Option<crate::EndReason>,
-    /// When the session timer the endpoints negotiated runs out without a refresh (RFC 4028
-    /// §10); `None` when they negotiated none.
-    pub session_expires: Option<Instant>,
     /// The IMS Charging Identifier of the session (ours for browser calls, the core's for
     /// calls from IMS), for the call's record.
     pub icid: Option<String>,

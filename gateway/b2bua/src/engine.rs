@@ -54,9 +54,9 @@ struct ConnInfo {
 /// A call's timers (see `call_timers`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum CallTimer {
-    /// `Call::deadline`.
+    /// Guard: a CANCEL whose INVITE the far end never finished.
     Guard,
-    /// `Call::session_expires`.
+    /// The session timer the endpoints negotiated (RFC 4028 §10) ran out without a refresh.
     SessionExpires,
 }
 
@@ -419,8 +419,7 @@ impl B2bua {
             match timer {
                 CallTimer::Guard => {
                     // Only CANCELs arm the guard: the far end never finished the INVITE.
-                    if let Some(call) = self.calls.get_mut(&id) {
-                        call.deadline = None;
+                    if let Some(call) = self.calls.get(&id) {
                         let (key, req) = (call.a_invite_key.clone(), call.a_invite.clone());
                         if self.tx.is_pending(&key) {
                             self.respond(now, &key, &req, 487, "Request Terminated");
@@ -429,9 +428,10 @@ impl B2bua {
                     self.end_call(now, id, EndReason::Cancelled);
                 }
                 CallTimer::SessionExpires => {
-                    let Some(c) = self.calls.get_mut(&id) else { continue };
+                    if !self.calls.contains_key(&id) {
+                        continue;
+                    }
                     tracing::info!(call = id.0, "session timer ran out without a refresh; ending the call");
-                    c.session_expires = None;
                     self.hangup(now, id, EndReason::SessionExpired);
                 }
             }
@@ -907,7 +907,6 @@ impl B2bua {
                 ack_duty: None,
                 last_ack: None,
                 invite_pending: false,
-                deadline: None,
                 binding,
                 sdp,
                 ports,
@@ -915,7 +914,6 @@ impl B2bua {
                 started: now,
                 answered: None,
                 end_reason: None,
-                session_expires: None,
                 icid,
             },
         );
@@ -1000,8 +998,7 @@ impl B2bua {
             let Some(call) = self.calls.get_mut(&id) else { return };
             call.state = CallState::Confirmed;
             call.answered = Some(now);
-            call.session_expires = session_expiry(now, &resp.headers);
-            self.call_timers.set((id, CallTimer::SessionExpires), call.session_expires);
+            self.call_timers.set((id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
@@ -1060,8 +1057,7 @@ impl B2bua {
         }
         call.end_reason.get_or_insert(EndReason::Cancelled);
         call.cancel_requested = true;
-        call.deadline = Some(now + timeout);
-        self.call_timers.set((id, CallTimer::Guard), call.deadline);
+        self.call_timers.set((id, CallTimer::Guard), Some(now + timeout));
         if call.b_provisional {
             self.send_cancel(now, id);
         }
@@ -1246,8 +1242,7 @@ impl B2bua {
             }
             // A re-INVITE or UPDATE answered with 2xx refreshes the session (RFC 4028 §10);
             // its Session-Expires sets the next interval, its absence turns the timer off.
-            call.session_expires = session_expiry(now, &resp.headers);
-            self.call_timers.set((r.call, CallTimer::SessionExpires), call.session_expires);
+            self.call_timers.set((r.call, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
         }
         let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
         let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
