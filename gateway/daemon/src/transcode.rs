@@ -190,10 +190,18 @@ impl CallTranscoding {
     /// A new plan: channels of streams whose transcoded codec pair changed (or that no longer
     /// transcode) close; they reopen on the next packet.
     pub fn plan_changed(&mut self, old: &MediaPlan, new: &MediaPlan) {
-        let key = |p: &MediaPlan, i: usize| p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode).cloned());
-        self.channels.retain(|(i, _), _| key(old, *i) == key(new, *i));
-        self.refused.retain(|i| key(old, *i) == key(new, *i));
+        self.channels.retain(|(i, _), _| same_transcoding(old, new, *i));
+        self.refused.retain(|i| same_transcoding(old, new, *i));
     }
+}
+
+/// Whether stream `i` transcodes the same codec pair (or transcodes in neither) under both
+/// plans: when not, its pipelines start afresh.
+pub(crate) fn same_transcoding(old: &MediaPlan, new: &MediaPlan, i: usize) -> bool {
+    fn pair(p: &MediaPlan, i: usize) -> Option<&estuary_sdp::CodecMap> {
+        p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode))
+    }
+    pair(old, i) == pair(new, i)
 }
 
 /// The pipeline for stream `s` toward `to`: Opus on the web leg, G.711 on the IMS leg. Its

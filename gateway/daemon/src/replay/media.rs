@@ -183,8 +183,7 @@ impl MediaPlane {
             self.shard.update_plan(now, call, plan).map_err(|e| format!("call {call}: {e}"))?;
             // As the live daemon does: a stream whose transcoded pair changed starts afresh.
             if let Some(old) = self.plans.get(&call) {
-                let key = |p: &MediaPlan, i: usize| p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode).cloned());
-                self.pipelines.retain(|(c, i, _), _| *c != call || key(old, *i) == key(plan, *i));
+                self.pipelines.retain(|(c, i, _), _| *c != call || crate::transcode::same_transcoding(old, plan, *i));
             }
         } else {
             // The browser is whoever sent media to the recorded gateway's port for this call;
