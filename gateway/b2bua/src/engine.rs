@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
-use crate::deadlines::Deadlines;
+use estuary_transaction::Deadlines;
 use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
 use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
 use crate::metrics::Counters;
@@ -998,7 +998,7 @@ impl B2bua {
             let Some(call) = self.calls.get_mut(&id) else { return };
             call.state = CallState::Confirmed;
             call.answered = Some(now);
-            self.call_timers.set((id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
+            self.call_timers.set(&(id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
@@ -1057,7 +1057,7 @@ impl B2bua {
         }
         call.end_reason.get_or_insert(EndReason::Cancelled);
         call.cancel_requested = true;
-        self.call_timers.set((id, CallTimer::Guard), Some(now + timeout));
+        self.call_timers.set(&(id, CallTimer::Guard), Some(now + timeout));
         if call.b_provisional {
             self.send_cancel(now, id);
         }
@@ -1242,7 +1242,7 @@ impl B2bua {
             }
             // A re-INVITE or UPDATE answered with 2xx refreshes the session (RFC 4028 §10);
             // its Session-Expires sets the next interval, its absence turns the timer off.
-            self.call_timers.set((r.call, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
+            self.call_timers.set(&(r.call, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
         }
         let dialog_response = matches!(r.request.method, Method::Invite | Method::Update) && resp.code > 100;
         let contact = dialog_response.then(|| call.leg(r.from).contact.clone());
@@ -1367,8 +1367,8 @@ impl B2bua {
     fn end_call(&mut self, now: Instant, id: CallId, reason: EndReason) {
         self.transcoding.remove(&id);
         let Some(call) = self.calls.remove(&id) else { return };
-        self.call_timers.set((id, CallTimer::Guard), None);
-        self.call_timers.set((id, CallTimer::SessionExpires), None);
+        self.call_timers.set(&(id, CallTimer::Guard), None);
+        self.call_timers.set(&(id, CallTimer::SessionExpires), None);
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
         }

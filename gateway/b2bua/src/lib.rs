@@ -21,7 +21,6 @@
 //! [`B2bua`] copies bodies between legs.
 
 pub mod call;
-mod deadlines;
 pub mod io;
 mod ports;
 mod metrics;

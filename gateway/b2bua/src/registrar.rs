@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::deadlines::Deadlines;
+use estuary_transaction::Deadlines;
 use std::time::Instant;
 
 use estuary_sip::{Request, Uri};
@@ -144,13 +144,13 @@ impl Registrar {
     pub fn set_expiry(&mut self, id: BindingId, at: Instant) {
         if let Some(b) = self.bindings.get_mut(&id) {
             b.expires_at = Some(at);
-            self.expiries.set(id, Some(at));
+            self.expiries.set(&id, Some(at));
         }
     }
 
     pub fn remove(&mut self, id: BindingId) -> Option<Binding> {
         let b = self.bindings.remove(&id)?;
-        self.expiries.set(id, None);
+        self.expiries.set(&id, None);
         self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
         self.by_token.remove(&b.token);
         if let Some(ids) = self.by_conn.get_mut(&b.conn) {

@@ -33,8 +33,6 @@ pub(crate) enum TimerOutcome {
 }
 
 pub(crate) struct ClientTx<F> {
-    /// The deadline the table's timer heap holds for this transaction (see `Transactions`).
-    pub(crate) scheduled: Option<Instant>,
     flow: F,
     reliable: bool,
     invite: bool,
@@ -57,7 +55,6 @@ impl<F: Copy> ClientTx<F> {
     pub(crate) fn start(now: Instant, timers: &TimerConfig, request: &Request, flow: F, reliable: bool) -> Self {
         let invite = request.method == Method::Invite;
         ClientTx {
-            scheduled: None,
             flow,
             reliable,
             invite,

@@ -20,15 +20,16 @@
 //! already owns the response bytes and the timer machinery.
 
 mod client;
+pub mod deadlines;
 mod server;
 mod timer;
 
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use estuary_sip::{Method, Request, Response};
 
+pub use deadlines::Deadlines;
 pub use timer::{Timer, TimerConfig};
 
 use client::ClientTx;
@@ -121,49 +122,14 @@ pub enum UsageError {
 }
 
 /// A transaction in the timer heap.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum TxKey {
     Client(ClientKey),
     Server(ServerKey),
 }
 
-/// A deadline in the timer heap: earliest first, then in the order they were set.
-#[derive(Debug)]
-struct Due {
-    at: Instant,
-    seq: u64,
-    key: TxKey,
-}
-
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reversed, the earliest deadline is on top.
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl Eq for Due {}
-
-/// Every transaction of one SIP element.
-///
-/// Deadlines live in a heap, so finding the next one and firing those due cost
-/// O(log n) per change instead of a scan of every transaction after every message (which took
-/// a third of the signalling thread at 200 call set-ups a second). Each transaction records
-/// the deadline it has in the heap (`scheduled`); an entry whose transaction is gone or has
-/// moved on is stale and dropped when it reaches the top, which is kept valid after every
-/// call so that [`Transactions::poll_timeout`] only looks at it.
+/// Every transaction of one SIP element. Their deadlines live in a [`Deadlines`] heap, set
+/// after every change to a transaction.
 pub struct Transactions<F> {
     timers: TimerConfig,
     clients: HashMap<ClientKey, ClientTx<F>>,
@@ -172,20 +138,7 @@ pub struct Transactions<F> {
     /// 2xx (which carries a new branch) can find the transaction to stop retransmitting.
     accepted: HashMap<(String, u32), ServerKey>,
     events: VecDeque<Event<F>>,
-    due: BinaryHeap<Due>,
-    seq: u64,
-}
-
-/// Puts a transaction's current deadline in the heap unless it is there already.
-fn schedule(due: &mut BinaryHeap<Due>, seq: &mut u64, scheduled: &mut Option<Instant>, deadline: Option<Instant>, key: impl FnOnce() -> TxKey) {
-    if deadline == *scheduled {
-        return;
-    }
-    *scheduled = deadline;
-    if let Some(at) = deadline {
-        *seq += 1;
-        due.push(Due { at, seq: *seq, key: key() });
-    }
+    due: Deadlines<TxKey>,
 }
 
 impl<F: Copy + std::fmt::Debug> Transactions<F> {
@@ -197,40 +150,20 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             servers: HashMap::new(),
             accepted: HashMap::new(),
             events: VecDeque::new(),
-            due: BinaryHeap::new(),
-            seq: 0,
+            due: Deadlines::default(),
         }
     }
 
     /// Puts client transaction `key`'s deadline in the heap.
     fn schedule_client(&mut self, key: &ClientKey) {
-        if let Some(tx) = self.clients.get_mut(key) {
-            let deadline = tx.deadline();
-            schedule(&mut self.due, &mut self.seq, &mut tx.scheduled, deadline, || TxKey::Client(key.clone()));
-        }
+        let deadline = self.clients.get(key).and_then(ClientTx::deadline);
+        self.due.set(&TxKey::Client(key.clone()), deadline);
     }
 
     /// Puts server transaction `key`'s deadline in the heap.
     fn schedule_server(&mut self, key: &ServerKey) {
-        if let Some(tx) = self.servers.get_mut(key) {
-            let deadline = tx.deadline();
-            schedule(&mut self.due, &mut self.seq, &mut tx.scheduled, deadline, || TxKey::Server(key.clone()));
-        }
-    }
-
-    /// Whether a heap entry still stands for its transaction's deadline.
-    fn is_current(&self, d: &Due) -> bool {
-        match &d.key {
-            TxKey::Client(k) => self.clients.get(k).is_some_and(|tx| tx.scheduled == Some(d.at)),
-            TxKey::Server(k) => self.servers.get(k).is_some_and(|tx| tx.scheduled == Some(d.at)),
-        }
-    }
-
-    /// Drops stale entries from the top of the heap.
-    fn settle(&mut self) {
-        while self.due.peek().is_some_and(|d| !self.is_current(d)) {
-            self.due.pop();
-        }
+        let deadline = self.servers.get(key).and_then(ServerTx::deadline);
+        self.due.set(&TxKey::Server(key.clone()), deadline);
     }
 
     /// Number of live client and server transactions.
@@ -251,10 +184,9 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
         let key = client_key(request)?;
         let tx = ClientTx::start(now, &self.timers, request, flow, reliable);
         self.events.push_back(Event::Transmit { flow, data: tx.request_bytes().to_vec() });
-        // A reused key replaces its transaction: the old one's entry becomes stale.
+        // A reused key replaces its transaction, and its deadline.
         self.clients.insert(key.clone(), tx);
         self.schedule_client(&key);
-        self.settle();
         Ok(key)
     }
 
@@ -272,7 +204,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             self.events.push_back(Event::Transmit { flow: tx.flow(), data });
         }
         self.schedule_client(&key);
-        self.settle();
         match outcome {
             client::Disposition::Deliver => ResponseOutcome::Deliver(key),
             client::Disposition::Retransmitted2xx => ResponseOutcome::Retransmitted2xx(key),
@@ -305,7 +236,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
                 self.events.push_back(Event::Transmit { flow: tx.flow(), data });
             }
             self.schedule_server(&key);
-            self.settle();
             return outcome;
         }
         if request.method == Method::Ack {
@@ -320,7 +250,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
                     tx.on_2xx_ack();
                 }
                 self.schedule_server(k);
-                self.settle();
             }
             return RequestOutcome::Ack { accepted };
         }
@@ -333,7 +262,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
         let tx = ServerTx::new(request, flow, reliable);
         self.servers.insert(key.clone(), tx);
         self.schedule_server(&key);
-        self.settle();
         RequestOutcome::New { key, cancels }
     }
 
@@ -355,7 +283,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             }
         }
         self.schedule_server(key);
-        self.settle();
         Ok(())
     }
 
@@ -379,24 +306,19 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             .collect();
         for key in failed {
             self.clients.remove(&key);
+            self.due.set(&TxKey::Client(key.clone()), None);
             self.events.push_back(Event::ClientFailed { key, cause: FailureCause::Transport });
         }
-        self.settle();
     }
 
     /// Fire every timer due at `now`, earliest first.
     pub fn handle_timeout(&mut self, now: Instant) {
         let timers = self.timers;
         let mut server_ended = false;
-        while self.due.peek().is_some_and(|d| d.at <= now) {
-            let Some(d) = self.due.pop() else { break };
-            if !self.is_current(&d) {
-                continue;
-            }
-            match d.key {
+        while let Some(due) = self.due.pop_due(now) {
+            match due {
                 TxKey::Client(key) => {
                     let Some(tx) = self.clients.get_mut(&key) else { continue };
-                    tx.scheduled = None;
                     let outcome = tx.on_timeout(now, &timers);
                     if let Some(data) = tx.take_transmit() {
                         self.events.push_back(Event::Transmit { flow: tx.flow(), data });
@@ -414,7 +336,6 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
                 }
                 TxKey::Server(key) => {
                     let Some(tx) = self.servers.get_mut(&key) else { continue };
-                    tx.scheduled = None;
                     let outcome = tx.on_timeout(now, &timers);
                     if let Some(data) = tx.take_transmit() {
                         self.events.push_back(Event::Transmit { flow: tx.flow(), data });
@@ -438,12 +359,11 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             let servers = &self.servers;
             self.accepted.retain(|_, k| servers.contains_key(k));
         }
-        self.settle();
     }
 
     /// The earliest timer, if any.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.due.peek().map(|d| d.at)
+        self.due.next()
     }
 
     /// The next event. Drain after every call into the table.

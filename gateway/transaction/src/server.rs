@@ -28,8 +28,6 @@ pub(crate) enum TimerOutcome {
 }
 
 pub(crate) struct ServerTx<F> {
-    /// The deadline the table's timer heap holds for this transaction (see `Transactions`).
-    pub(crate) scheduled: Option<Instant>,
     flow: F,
     reliable: bool,
     invite: bool,
@@ -50,7 +48,6 @@ pub(crate) struct ServerTx<F> {
 impl<F: Copy> ServerTx<F> {
     pub(crate) fn new(request: &Request, flow: F, reliable: bool) -> Self {
         ServerTx {
-            scheduled: None,
             flow,
             reliable,
             invite: request.method == Method::Invite,
