@@ -360,6 +360,21 @@ impl WebKeys {
     }
 }
 
+/// When a session next needs [`MediaSession::handle_timeout`], by how late it may run.
+///
+/// A driver wakes once for many calls by rounding deadlines up to a grid: a fine one for
+/// `exact`, a coarse one for `lenient`, so that an idle call's reports and expiries share a
+/// wake-up with every other call's instead of each costing one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Protocol retransmissions (DTLS flights) and the close grace: on time.
+    pub exact: Option<Instant>,
+    /// Deadlines that tolerate a fraction of a second: RTCP reports (their interval is
+    /// randomised over 0.5..1.5 of at least 5 s anyway, RFC 3550 §6.3.1), consent expiry
+    /// (30 s, RFC 7675) and the inactivity timeout.
+    pub lenient: Option<Instant>,
+}
+
 /// One call's media. See the crate documentation for the drive loop.
 pub struct MediaSession {
     cfg: MediaConfig,
@@ -990,15 +1005,22 @@ impl MediaSession {
         self.outputs.pop_front()
     }
 
+    /// When [`Self::handle_timeout`] is next needed: the earlier of [`Self::poll_due`]'s two.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        let due = self.poll_due();
+        due.exact.into_iter().chain(due.lenient).min()
+    }
+
+    /// The session's deadlines, split by how late they may run (see [`Due`]).
+    pub fn poll_due(&self) -> Due {
         if self.failed {
-            return None;
+            return Due::default();
         }
         let reports = self.streams.iter().filter(|s| s.is_live()).map(|s| s.rtcp_web.next_report().min(s.rtcp_ims.next_report())).min();
-        [self.ice_timeout, self.dtls_timeout, self.inactivity_deadline(), reports, self.closed_until]
-            .into_iter()
-            .flatten()
-            .min()
+        Due {
+            exact: self.dtls_timeout.into_iter().chain(self.closed_until).min(),
+            lenient: [self.ice_timeout, self.inactivity_deadline(), reports].into_iter().flatten().min(),
+        }
     }
 
     /// The call is over: an RTCP BYE (after a last report) on every leg that can still be

@@ -17,9 +17,13 @@
 //! Timers: each call is armed at most once in one heap. A call's deadline that moves later
 //! (inactivity after every packet) leaves the earlier entry in place: when it fires the call
 //! finds nothing due and is re-armed at its new deadline, so a packet never costs a heap
-//! operation. Deadlines are rounded up to [`TICK`] so that calls due together wake the thread
-//! once. An idle call costs nothing between the deadlines its protocols require (consent,
-//! RTCP reports, inactivity).
+//! operation. Deadlines are rounded up to a grid so that calls due together wake the thread
+//! once: [`TICK`] for the ones that must run on time (DTLS retransmissions), [`LENIENT_TICK`]
+//! for those that tolerate a fraction of a second (RTCP reports, consent expiry, inactivity;
+//! see [`crate::Due`]). An idle call costs nothing between the deadlines its protocols
+//! require, and the thread wakes a few times a second for all its idle calls' reports
+//! together rather than once per report. A wake-up runs at most [`TIMER_BUDGET`] calls, so a
+//! grid point where thousands of calls are due never holds the packets behind it for long.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -30,8 +34,18 @@ use estuary_sdp::MediaPlan;
 
 use crate::{Forward, MediaError, MediaSession, Output, Transcoded};
 
-/// Timer granularity: deadlines are rounded up to a multiple of this since the shard began.
+/// Timer granularity: exact deadlines are rounded up to a multiple of this since the shard
+/// began.
 pub const TICK: Duration = Duration::from_millis(4);
+
+/// The grid of lenient deadlines ([`crate::Due::lenient`]). At a 5 s RTCP interval a call's
+/// reports are then at most 5% late, and an idle thread wakes at most 4 times a second for
+/// all its calls' reports and expiries.
+pub const LENIENT_TICK: Duration = Duration::from_millis(250);
+
+/// Calls one [`MediaShard::handle_timeout_within`] runs at most; the rest stay due for the
+/// next wake-up, after the packets that arrived meanwhile.
+pub const TIMER_BUDGET: usize = 256;
 
 /// A call's id, as the signalling plane numbers calls.
 pub type CallKey = u64;
@@ -293,24 +307,35 @@ impl MediaShard {
 
     /// Runs every call whose deadline has come.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while self.handle_timeout_within(now, usize::MAX) {}
+    }
+
+    /// Runs up to `budget` calls whose deadline has come; true if more are due (then
+    /// [`Self::poll_timeout`] is already past).
+    pub fn handle_timeout_within(&mut self, now: Instant, budget: usize) -> bool {
+        let mut ran = 0;
         while let Some(&Reverse((at, call))) = self.timers.peek() {
             if at > now {
-                break;
+                return false;
+            }
+            // An entry superseded by an earlier one that already ran, or of an ended call.
+            let live = self.calls.get(&call).is_some_and(|e| e.armed == Some(at));
+            if live && ran == budget {
+                return true;
             }
             self.timers.pop();
-            let Some(entry) = self.calls.get_mut(&call) else { continue };
-            if entry.armed != Some(at) {
-                continue; // superseded by an earlier entry that already ran
-            }
+            let Some(entry) = self.calls.get_mut(&call).filter(|_| live) else { continue };
             entry.armed = None;
+            ran += 1;
             self.in_call = Some(call);
             entry.session.handle_timeout(now);
             self.after_input(now, call);
             self.in_call = None;
         }
+        false
     }
 
-    /// The earliest deadline of any call (rounded up to [`TICK`]).
+    /// The earliest deadline of any call (rounded up to its grid).
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
@@ -346,8 +371,10 @@ impl MediaShard {
         while let Some(o) = entry.session.poll_output() {
             self.outputs.push_back((call, o));
         }
-        let Some(due) = entry.session.poll_timeout() else { return };
-        let at = round_up(self.epoch, due.max(now));
+        let due = entry.session.poll_due();
+        let exact = due.exact.map(|t| round_up(self.epoch, t.max(now), TICK));
+        let lenient = due.lenient.map(|t| round_up(self.epoch, t.max(now), LENIENT_TICK));
+        let Some(at) = exact.into_iter().chain(lenient).min() else { return };
         if entry.armed.is_none_or(|armed| at < armed) {
             entry.armed = Some(at);
             self.timers.push(Reverse((at, call)));
@@ -355,10 +382,10 @@ impl MediaShard {
     }
 }
 
-/// `at` rounded up to the next multiple of [`TICK`] after `epoch`.
-fn round_up(epoch: Instant, at: Instant) -> Instant {
+/// `at` rounded up to the next multiple of `tick` after `epoch`.
+fn round_up(epoch: Instant, at: Instant, tick: Duration) -> Instant {
     let since = at.saturating_duration_since(epoch).as_nanos();
-    let tick = TICK.as_nanos();
+    let tick = tick.as_nanos();
     let ticks = since.div_ceil(tick);
     epoch + Duration::from_nanos((ticks * tick) as u64)
 }
@@ -370,9 +397,10 @@ mod tests {
     #[test]
     fn deadlines_round_up_to_the_tick() {
         let e = Instant::now();
-        assert_eq!(round_up(e, e), e);
-        assert_eq!(round_up(e, e + Duration::from_nanos(1)), e + TICK);
-        assert_eq!(round_up(e, e + TICK), e + TICK);
-        assert_eq!(round_up(e, e + TICK + Duration::from_micros(1)), e + 2 * TICK);
+        assert_eq!(round_up(e, e, TICK), e);
+        assert_eq!(round_up(e, e + Duration::from_nanos(1), TICK), e + TICK);
+        assert_eq!(round_up(e, e + TICK, TICK), e + TICK);
+        assert_eq!(round_up(e, e + TICK + Duration::from_micros(1), TICK), e + 2 * TICK);
+        assert_eq!(round_up(e, e + Duration::from_millis(1), LENIENT_TICK), e + LENIENT_TICK);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use estuary_alloc_count::allocations;
 use estuary_keys::KeySource;
-use estuary_media::shard::{MediaShard, ShardError};
+use estuary_media::shard::{MediaShard, ShardError, LENIENT_TICK};
 use estuary_media::{Forward, MediaConfig, MediaEvent, MediaSession, Output};
 use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
 use estuary_sdp::{MediaPlan, PortAllocator, SdpPolicy, SdpSession, Side};
@@ -411,6 +411,66 @@ fn idle_calls_wake_the_shard_only_at_their_protocol_deadlines() {
     // polled every 20 ms would wake 1,500 times.
     eprintln!("{wakes} wakes in 30 s for 2 idle calls");
     assert!((8..=40).contains(&wakes), "{wakes} wakes in 30 s for 2 idle calls");
+}
+
+/// Many idle calls: their reports are spread over time, but the shard wakes on the
+/// [`LENIENT_TICK`] grid for all of them together, not once per report.
+#[test]
+fn idle_calls_share_their_wake_ups() {
+    const CALLS: usize = 24;
+    let mut w = World::new();
+    for i in 0..CALLS {
+        w.add_call(i as u64 + 1, 61000 + 2 * i as u16, 30000 + 2 * i as u16).unwrap();
+        w.nominate(i);
+        w.handshake(i);
+    }
+    while w.shard.poll_output().is_some() {}
+    let start = w.now;
+    let span = Duration::from_secs(20);
+    let (mut wakes, mut reports) = (0u32, 0u32);
+    let mut next_checks = start + Duration::from_secs(5);
+    while w.now < start + span {
+        let due = w.shard.poll_timeout().expect("connected calls always have a deadline");
+        if due <= next_checks {
+            w.now = due;
+            w.shard.handle_timeout(w.now);
+            wakes += 1;
+            while let Some((_, o)) = w.shard.poll_output() {
+                // Only RTCP leaves on a timer once the calls are up.
+                if let Output::Transmit { data, .. } = o {
+                    assert!((200..=204).contains(&data[1]), "a timer sent something other than RTCP: {:02x?}", &data[..2]);
+                    reports += 1;
+                }
+            }
+        } else {
+            w.now = next_checks;
+            for i in 0..CALLS {
+                let (u, p) = (w.browsers[i].plan.web.local_ufrag.clone(), w.browsers[i].plan.web.local_pwd.clone());
+                w.check(i, &u, &p);
+            }
+            next_checks += Duration::from_secs(5);
+        }
+    }
+    assert!(!w.events.iter().any(|(_, e)| matches!(e, MediaEvent::Failed { .. })), "{:?}", w.events);
+    eprintln!("{wakes} wakes and {reports} reports in {span:?} for {CALLS} idle calls");
+    // 24 calls, 2 legs, a report every 2.5-7.5 s (4.1 s on average): about 230 reports in
+    // 20 s; the grid allows at most 80 wake-ups, one per report would be ~230.
+    assert!(reports >= 150, "{reports} reports");
+    let grid = (span.as_millis() / LENIENT_TICK.as_millis()) as u32;
+    assert!(wakes <= grid, "{wakes} wakes for {reports} reports: not coalesced (at most {grid})");
+    assert!(2 * wakes < reports, "{wakes} wakes for {reports} reports: not coalesced");
+}
+
+/// A wake-up runs a bounded number of due calls; the rest stay due, and run on the next.
+#[test]
+fn a_wake_up_runs_at_most_its_budget_of_calls() {
+    let mut w = two_connected_calls();
+    // Far enough that both calls have a report due.
+    w.now += Duration::from_secs(10);
+    assert!(w.shard.handle_timeout_within(w.now, 1), "one call due is left for the next wake-up");
+    assert!(w.shard.poll_timeout().is_some_and(|t| t <= w.now), "the left call is still due");
+    assert!(!w.shard.handle_timeout_within(w.now, 1), "the second wake-up runs the last one");
+    assert!(w.shard.poll_timeout().is_some_and(|t| t > w.now));
 }
 
 /// The per-packet path through the shard (route, SRTP, rewrite, statistics, timer check)

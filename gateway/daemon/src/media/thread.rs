@@ -281,7 +281,9 @@ impl MediaThread {
         self.again_next.clear();
         let now = Instant::now();
         if self.shard.poll_timeout().is_some_and(|t| t <= now) {
-            self.guarded(|s| s.handle_timeout(now));
+            // Calls left due wait for the next turn, which polls without sleeping: the
+            // packets that arrived meanwhile go first.
+            self.guarded(|s| s.handle_timeout_within(now, estuary_media::shard::TIMER_BUDGET));
         }
         self.outputs();
         self.io.flush();
