@@ -1,11 +1,14 @@
-//! Batched datagram I/O on a media thread's shared browser-facing socket: `recvmmsg(2)` takes
-//! every datagram waiting on it in one system call, and what the thread sends from it during
+//! Batched datagram I/O on a media thread's sockets: `recvmmsg(2)` takes every datagram
+//! waiting on a socket in one system call (and says, by taking fewer than asked, that the
+//! socket is empty), and what the thread sends from the shared browser-facing socket during
 //! one wake-up leaves in one `sendmmsg(2)`.
 //!
-//! Only the shared socket batches. The floor measured with a bare relay (issue 13) showed
-//! that batching buys nothing on a call's own socket, where one packet waits per wake-up at
-//! 50 pps, while one shared receiving socket saves about 2 µs per packet and sending through
-//! shared sockets about 4 µs more. Buffers are allocated once per thread.
+//! Only the shared socket batches its sending. The floor measured with a bare relay (issue
+//! 13) showed that batching buys nothing on a call's own socket, where one packet waits per
+//! wake-up at 50 pps, while one shared receiving socket saves about 2 µs per packet and
+//! sending through shared sockets about 4 µs more. A call's own socket is still read with
+//! `recvmmsg`: not to batch, but because a short count ends the read where `recvfrom` needs
+//! a second call to hear "would block". Buffers are allocated once per thread.
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -63,14 +66,17 @@ impl Batch {
         self.hdrs[i].msg_len = 0;
     }
 
-    /// Receives up to [`BATCH`] datagrams from `fd` (non-blocking); how many arrived.
-    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
-        for i in 0..BATCH {
+    /// Receives up to `max` (at most [`BATCH`]) datagrams from `fd` (non-blocking); how many
+    /// arrived. Fewer than `max` means the socket had no more.
+    pub fn recv(&mut self, fd: RawFd, max: usize) -> io::Result<usize> {
+        let max = max.clamp(1, BATCH);
+        for i in 0..max {
             self.prepare(i, SLOT);
         }
-        // SAFETY: every header points at live buffers of this struct, sized as declared; the
-        // kernel writes at most `iov_len` bytes and `msg_namelen` address bytes into each.
-        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        // SAFETY: the first `max` headers point at live buffers of this struct, sized as
+        // declared; the kernel writes at most `iov_len` bytes and `msg_namelen` address bytes
+        // into each of them and reads no header beyond `max`.
+        let n = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), max as libc::c_uint, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
         if n < 0 {
             self.len = 0;
             return Err(io::Error::last_os_error());
@@ -193,12 +199,23 @@ mod tests {
         assert_eq!(out.len(), 0);
         std::thread::sleep(std::time::Duration::from_millis(20));
         let mut inb = Batch::new();
-        assert_eq!(inb.recv(rx.as_raw_fd()).unwrap(), 5);
+        assert_eq!(inb.recv(rx.as_raw_fd(), 2).unwrap(), 2, "no more than asked for");
+        assert_eq!(inb.recv(rx.as_raw_fd(), BATCH).unwrap(), 3, "the rest, fewer than asked for");
+        for i in 0..3u8 {
+            let (data, _) = inb.received(usize::from(i)).unwrap();
+            assert_eq!(data, &[i + 2; 100][..]);
+        }
+        for i in 0..5u8 {
+            assert!(out.queue(to, &[i; 100]));
+        }
+        out.flush(tx.as_raw_fd());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(inb.recv(rx.as_raw_fd(), BATCH).unwrap(), 5);
         for i in 0..5u8 {
             let (data, from) = inb.received(usize::from(i)).unwrap();
             assert_eq!((data, from), (&[i; 100][..], tx.local_addr().unwrap()));
         }
-        assert_eq!(inb.recv(rx.as_raw_fd()).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        assert_eq!(inb.recv(rx.as_raw_fd(), BATCH).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
         // A full batch refuses more until flushed; an oversized datagram is refused.
         for _ in 0..BATCH {
             assert!(out.queue(to, b"x"));

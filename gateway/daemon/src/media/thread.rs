@@ -2,8 +2,8 @@
 //! [`MediaShard`] holding their sessions and their timers, and the thread's queue of
 //! transcoded frames.
 //!
-//! A wake-up is a readable socket (each is read until empty, at most [`BURST`] datagrams at a
-//! time so one flooded socket cannot starve the others), the wake-up of a command or a
+//! A wake-up is a readable socket (each is read with `recvmmsg` until empty, at most
+//! [`BURST`] datagrams at a time so one flooded socket cannot starve the others), the wake-up of a command or a
 //! transcoded frame, or the shard's earliest deadline. An idle call costs nothing between the
 //! deadlines its protocols set; the metrics flush runs only after packets moved.
 //!
@@ -39,6 +39,9 @@ use super::batch::{Batch, BATCH};
 
 /// Datagrams read from one socket before the others get their turn.
 const BURST: usize = 32;
+/// Datagrams asked for per read on a call's own socket: one waits at 50 pps, a few after a
+/// scheduling delay.
+const CALL_BATCH: usize = 4;
 /// Readiness events taken per poll.
 const EVENTS: usize = 256;
 /// Transcoded frames queued toward the thread (all its calls); a full queue drops frames.
@@ -108,12 +111,12 @@ impl MediaThread {
         let (frames_tx, frames) = mpsc::sync_channel(FRAME_QUEUE);
         let mut shard = MediaShard::new(Instant::now(), shared_web);
         shard.inject_faults(ctx.test_hooks);
-        let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None };
+        let mut io = Sockets { socks: Vec::new(), by_addr: HashMap::new(), shared: None, inbound: Batch::new() };
         if let Some(addr) = shared_web {
             let std = ctx.media_ports.take(addr).ok_or_else(|| std::io::Error::other(format!("shared media port {addr} is not bound")))?;
             let mut sock = UdpSocket::from_std(std);
             poll.registry().register(&mut sock, Token(SHARED_SLOT + 1), Interest::READABLE)?;
-            io.shared = Some(Shared { fd: sock.as_raw_fd(), out: Batch::new(), inbound: Batch::new() });
+            io.shared = Some(Shared { fd: sock.as_raw_fd(), out: Batch::new() });
             io.socks.push(Some(Sock { addr, sock }));
             io.by_addr.insert(addr, SHARED_SLOT);
         }
@@ -156,8 +159,10 @@ const SHARED_SLOT: usize = 0;
 struct Sockets {
     socks: Vec<Option<Sock>>,
     by_addr: HashMap<SocketAddr, usize>,
-    /// The shared browser-facing socket's batches, in shared mode.
+    /// The shared browser-facing socket's batched sending, in shared mode.
     shared: Option<Shared>,
+    /// What the last `recvmmsg` on any socket took.
+    inbound: Box<Batch>,
 }
 
 /// The shared socket's descriptor and its batched I/O.
@@ -165,8 +170,6 @@ struct Shared {
     fd: RawFd,
     /// What leaves from it during this wake-up (one `sendmmsg`).
     out: Box<Batch>,
-    /// What one `recvmmsg` took from it.
-    inbound: Box<Batch>,
 }
 
 impl Sockets {
@@ -299,54 +302,37 @@ impl MediaThread {
     }
 
     /// Reads up to a burst from the socket in `slot`, each datagram through the shard.
+    ///
+    /// Every read is one `recvmmsg`: fewer datagrams than asked for means the socket is
+    /// empty, so a call's own socket, where one datagram waits per wake-up at 50 pps, costs
+    /// one system call instead of a `recvfrom` and the one that says it would block. A
+    /// datagram that arrives after the read raises a new edge, so none is left behind.
     fn read(&mut self, slot: usize) {
-        if slot == SHARED_SLOT && self.io.shared.is_some() {
-            return self.read_shared();
-        }
-        for _ in 0..BURST {
+        let per_read = if slot == SHARED_SLOT && self.io.shared.is_some() { BATCH } else { CALL_BATCH };
+        for _ in 0..BURST.div_ceil(per_read) {
             let Some(Some(s)) = self.io.socks.get(slot) else { return };
-            // Within capacity: never reallocates.
-            self.buf.resize(estuary_media::MIN_BUFFER, 0);
-            match s.sock.recv_from(&mut self.buf) {
-                Ok((n, source)) => {
-                    let local = s.addr;
-                    self.buf.truncate(n);
-                    self.datagram(local, source);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                // An ICMP error reported on the socket, or the like: the next read goes on.
-                Err(e) => debug!(slot, error = %e, "media socket read"),
-            }
-        }
-        self.again.push(slot);
-    }
-
-    /// The shared socket: a burst in `recvmmsg` batches.
-    fn read_shared(&mut self) {
-        let Some(Some(s)) = self.io.socks.get(SHARED_SLOT) else { return };
-        let local = s.addr;
-        for _ in 0..BURST.div_ceil(BATCH) {
-            let Some(sh) = self.io.shared.as_mut() else { return };
-            let n = match sh.inbound.recv(sh.fd) {
+            let (local, fd) = (s.addr, s.sock.as_raw_fd());
+            let n = match self.io.inbound.recv(fd, per_read) {
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // An ICMP error reported on the socket, or the like: the next read goes on.
                 Err(e) => {
-                    debug!(error = %e, "shared media socket read");
+                    debug!(slot, error = %e, "media socket read");
                     continue;
                 }
             };
             for i in 0..n {
-                let Some((data, source)) = self.io.shared.as_ref().and_then(|sh| sh.inbound.received(i)) else { continue };
+                let Some((data, source)) = self.io.inbound.received(i) else { continue };
                 self.buf.clear();
                 // Within capacity (MIN_BUFFER): never reallocates.
                 self.buf.extend_from_slice(data);
                 self.datagram(local, source);
             }
-            if n < BATCH {
+            if n < per_read {
                 return;
             }
         }
-        self.again.push(SHARED_SLOT);
+        self.again.push(slot);
     }
 
     fn datagram(&mut self, local: SocketAddr, source: SocketAddr) {
