@@ -494,6 +494,13 @@ pub(crate) fn estuary(ports: (u16, u16), lift_limits: bool, next_hop: u16) -> Ga
             .set("limits.request_burst_per_ip", "1000000")
             .set("limits.registrations_per_ip", "10000000");
     }
+    // BENCH_SET="key=value;key=value": settings to compare (media.threads, web_port_mode).
+    for kv in std::env::var("BENCH_SET").unwrap_or_default().split(';').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some((k, v)) => builder = builder.set(k.trim(), v.trim()),
+            None => eprintln!("BENCH_SET: ignoring {kv:?}, which is not key=value"),
+        }
+    }
     builder
 }
 

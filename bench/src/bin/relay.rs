@@ -26,7 +26,7 @@
 //!
 //! Environment: `BENCH_CALLS` (`200,500,1000`: one run per count, each with a fresh daemon,
 //! in order), `BENCH_SECONDS` (15), `BENCH_IDLE_SECONDS` (10), `BENCH_IMS_CORE` (`kamailio`),
-//! `BENCH_MEDIA_PORTS` (20000-29999), `BENCH_OUT` (`target/bench/relay.json`; not written in
+//! `BENCH_MEDIA_PORTS` (20000-29999), `BENCH_SET` (`key=value;...`: daemon settings to compare), `BENCH_OUT` (`target/bench/relay.json`; not written in
 //! reference mode unless set), `ESTUARY_BIN`. The first count's figures go to `BENCH_OUT`,
 //! each further count N's beside it as `relay-N.json` (`make bench`: relay.json for 200 calls,
 //! relay-500.json, relay-1000.json). A run with loss above 0.5% prints a WARNING (the figures

@@ -131,6 +131,12 @@ impl B2bua {
         self.ports.share_web_ports(ports);
     }
 
+    /// Shared mode: the media thread (by its shared port) new calls should go to, as the
+    /// driver judges their load; `None` hands the shared ports out in turn.
+    pub fn prefer_web_port(&mut self, port: Option<u16>) {
+        self.ports.prefer_web_port(port);
+    }
+
     /// How many more media ports the engine would like bound and granted at `now` (0: it has
     /// enough spare). The driver asks after its inputs and binds in batches.
     pub fn ports_wanted(&self, now: Instant) -> usize {

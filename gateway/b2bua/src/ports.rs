@@ -12,8 +12,9 @@
 //! as small as the load allows.
 //!
 //! In shared mode (`media.web_port_mode = "shared"`) the browser-facing port is not the call's
-//! own: every call gets one of the media threads' shared ports, in turn, and the driver routes
-//! each browser's packets to its call by ICE username and source address. Such a port is never
+//! own: every call gets one of the media threads' shared ports (the one the driver prefers,
+//! see [`PortPool::prefer_web_port`], else each in turn), and the driver routes each
+//! browser's packets to its call by ICE username and source address. Such a port is never
 //! released or quarantined; IMS-facing ports stay per stream.
 
 use std::collections::VecDeque;
@@ -41,11 +42,13 @@ pub struct PortPool {
     /// per-call mode.
     shared_web: Vec<u16>,
     next_shared: usize,
+    /// The shared port every new call gets while set (the driver's choice by load).
+    preferred_web: Option<u16>,
 }
 
 impl PortPool {
     pub fn new(quarantine: Duration) -> PortPool {
-        PortPool { quarantine, fresh: VecDeque::new(), resting: VecDeque::new(), granted: 0, now: None, shared_web: Vec::new(), next_shared: 0 }
+        PortPool { quarantine, fresh: VecDeque::new(), resting: VecDeque::new(), granted: 0, now: None, shared_web: Vec::new(), next_shared: 0, preferred_web: None }
     }
 
     /// Shared mode: the driver's shared browser-facing ports, bound for good.
@@ -53,8 +56,18 @@ impl PortPool {
         self.shared_web = ports;
     }
 
-    /// The next shared browser-facing port, in turn; `None` in per-call mode.
+    /// Shared mode: new calls get `port` (one of the shared ports) until told otherwise;
+    /// `None` hands the shared ports out in turn.
+    pub fn prefer_web_port(&mut self, port: Option<u16>) {
+        self.preferred_web = port.filter(|p| self.shared_web.contains(p));
+    }
+
+    /// The preferred shared browser-facing port, else the next in turn; `None` in per-call
+    /// mode.
     fn shared_web_port(&mut self) -> Option<u16> {
+        if let Some(p) = self.preferred_web {
+            return Some(p);
+        }
         let p = *self.shared_web.get(self.next_shared % self.shared_web.len().max(1))?;
         self.next_shared = self.next_shared.wrapping_add(1);
         Some(p)
@@ -190,6 +203,22 @@ mod tests {
         assert_eq!([p.web_port(), p.ims_port(0), p.web_port(), p.ims_port(0), p.web_port()], [Some(20000), Some(20004), Some(20002), Some(20006), Some(20000)]);
         assert_eq!(taken, [20004, 20006], "only the call's own ports are its to release");
         assert_eq!(pool.available(t0), 1);
+    }
+
+    #[test]
+    fn a_preferred_shared_port_takes_every_new_call_until_changed() {
+        let mut pool = PortPool::new(Duration::from_secs(30));
+        pool.share_web_ports(vec![20000, 20002]);
+        let mut taken = Vec::new();
+        pool.prefer_web_port(Some(20002));
+        let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
+        assert_eq!([p.web_port(), p.web_port(), p.web_port()], [Some(20002); 3]);
+        pool.prefer_web_port(Some(30000));
+        let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
+        assert_eq!([p.web_port(), p.web_port()], [Some(20000), Some(20002)], "a port that is not shared is no preference");
+        pool.prefer_web_port(Some(20000));
+        let mut p = CallPorts { pool: &mut pool, taken: &mut taken };
+        assert_eq!(p.web_port(), Some(20000));
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub trait Machine {
     /// How many more bound media ports the machine wants (see [`B2bua::ports_wanted`]).
     fn ports_wanted(&self, now: Instant) -> usize;
     fn grant_ports(&mut self, ports: Vec<u16>);
+    /// Shared mode: the shared port new calls should get (see [`B2bua::prefer_web_port`]).
+    fn prefer_web_port(&mut self, _port: Option<u16>) {}
 }
 
 impl Machine for B2bua {
@@ -59,6 +61,9 @@ impl Machine for B2bua {
     }
     fn grant_ports(&mut self, ports: Vec<u16>) {
         B2bua::grant_ports(self, ports)
+    }
+    fn prefer_web_port(&mut self, port: Option<u16>) {
+        B2bua::prefer_web_port(self, port)
     }
 }
 
@@ -133,6 +138,8 @@ pub struct Engine<M> {
     media: Option<crate::media::MediaHub>,
     /// When a media port bind last failed for a reason other than a port in use.
     bind_error_logged: Option<Instant>,
+    /// The shared media port last given to the machine for new calls.
+    preferred_web_port: Option<u16>,
 }
 
 impl<M: Machine> Engine<M> {
@@ -155,6 +162,7 @@ impl<M: Machine> Engine<M> {
             last_fired: None,
             media: None,
             bind_error_logged: None,
+            preferred_web_port: None,
         }
     }
 
@@ -316,6 +324,13 @@ impl<M: Machine> Engine<M> {
     /// what the engine sent in reply.
     fn feed_recorded(&mut self, input: Input<'_>, inbound: Option<(Lane, SocketAddr, SocketAddr, &[u8])>) {
         let now = now();
+        // Shared mode: the media thread that has room gets the calls this input may start.
+        if let Some(port) = self.media.as_mut().and_then(|hub| hub.preferred_web_port(now)) {
+            if self.preferred_web_port != Some(port) {
+                self.preferred_web_port = Some(port);
+                self.machine.prefer_web_port(Some(port));
+            }
+        }
         let machine = &mut self.machine;
         let result = catch_unwind(AssertUnwindSafe(|| {
             machine.handle_input(now, input);
@@ -485,7 +500,7 @@ impl<M: Machine> Engine<M> {
                 self.ctx.stats.inc(Metric::MediaPlans);
                 debug!(call, streams = plan.streams.len(), web_port = plan.web.local_port, "media plan settled");
                 if let Some(hub) = &mut self.media {
-                    hub.plan(call, plan);
+                    hub.plan(now(), call, plan);
                 }
             }
             Output::MediaEnd { call } => {

@@ -83,6 +83,9 @@ impl Wakeup {
 pub struct ThreadHandle {
     commands: Sender<Command>,
     wakeup: Arc<Wakeup>,
+    /// The thread's CPU-time clock, to judge its load; `None` for a thread never spawned
+    /// (tests) or whose clock could not be had.
+    pub cpu_clock: Option<libc::clockid_t>,
 }
 
 impl ThreadHandle {
@@ -97,9 +100,25 @@ impl ThreadHandle {
 /// Starts media thread `index`; `shared_web` is its shared browser-facing address (bound in
 /// the daemon's [`crate::ports::MediaPorts`], taken here for good), in shared mode.
 pub fn spawn(index: usize, shared_web: Option<SocketAddr>, cert: Arc<Certificate>, cfg: MediaConfig, ctx: Arc<Ctx>) -> std::io::Result<ThreadHandle> {
-    let (t, handle) = MediaThread::new(index, shared_web, cert, cfg, ctx)?;
-    std::thread::Builder::new().name(format!("media-{index}")).spawn(move || t.run())?;
+    let (t, mut handle) = MediaThread::new(index, shared_web, cert, cfg, ctx)?;
+    let join = std::thread::Builder::new().name(format!("media-{index}")).spawn(move || t.run())?;
+    handle.cpu_clock = cpu_clock(std::os::unix::thread::JoinHandleExt::as_pthread_t(&join));
     Ok(handle)
+}
+
+/// The CPU-time clock of a running thread.
+fn cpu_clock(thread: libc::pthread_t) -> Option<libc::clockid_t> {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `thread` is a live thread (its JoinHandle is held by the caller) and `clock` a
+    // valid out-pointer.
+    (unsafe { libc::pthread_getcpuclockid(thread, &mut clock) } == 0).then_some(clock)
+}
+
+/// CPU time consumed so far on `clock`; `None` once the thread is gone.
+pub fn cpu_time(clock: libc::clockid_t) -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; an invalid clock is reported as an error, not UB.
+    (unsafe { libc::clock_gettime(clock, &mut ts) } == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 impl MediaThread {
@@ -143,7 +162,7 @@ impl MediaThread {
             unsent: VecDeque::new(),
             flush_at: None,
         };
-        Ok((t, ThreadHandle { commands, wakeup }))
+        Ok((t, ThreadHandle { commands, wakeup, cpu_clock: None }))
     }
 }
 
