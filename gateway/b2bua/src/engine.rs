@@ -82,8 +82,6 @@ pub struct B2bua {
     invites: HashMap<ServerKey, CallId>,
     owners: HashMap<ClientKey, Owner>,
     conns: HashMap<ConnId, ConnInfo>,
-    /// The open connections of each source address, for per-source limits.
-    conns_by_ip: HashMap<std::net::IpAddr, Vec<ConnId>>,
     outputs: VecDeque<Output>,
     counters: Counters,
     next_sweep: Option<Instant>,
@@ -110,7 +108,6 @@ impl B2bua {
             invites: HashMap::new(),
             owners: HashMap::new(),
             conns: HashMap::new(),
-            conns_by_ip: HashMap::new(),
             outputs: VecDeque::new(),
             counters: Counters::default(),
             next_sweep: None,
@@ -150,12 +147,11 @@ impl B2bua {
         match input {
             Input::ConnectionOpened { conn, side: Side::Web, transport, remote, .. } => {
                 self.conns.insert(conn, ConnInfo { transport, remote: remote.ip() });
-                self.conns_by_ip.entry(remote.ip()).or_default().push(conn);
             }
             Input::ConnectionOpened { .. } => {}
             Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
             Input::ConnectionClosed { conn } => self.on_conn_closed(now, conn),
-            Input::Unreachable { flow } => self.tx.fail_flow(|f| *f == flow),
+            Input::Unreachable { flow } => self.tx.fail_flow(flow),
             Input::Timeout => self.on_timeout(now),
             Input::MediaFailed { call, reason, cause } => {
                 if self.calls.contains_key(&CallId(call)) {
@@ -217,6 +213,12 @@ impl B2bua {
     /// Number of calls in progress.
     pub fn active_calls(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Number of dialogs the engine routes in-dialog requests by (each call's two legs, and
+    /// the early dialogs of a forked INVITE).
+    pub fn dialogs(&self) -> usize {
+        self.dialogs.len()
     }
 
     /// The registration table, for inspection.
@@ -506,8 +508,7 @@ impl B2bua {
     fn source_registrations_full(&self, conn: ConnId) -> bool {
         let limit = self.cfg.registrations_per_source;
         let Some(ip) = self.conns.get(&conn).map(|c| c.remote) else { return false };
-        let held = || self.conns_by_ip.get(&ip).map_or(0, |conns| conns.iter().map(|c| self.registrar.count_on_conn(*c)).sum::<usize>());
-        limit > 0 && held() >= limit
+        limit > 0 && self.registrar.count_from(ip) >= limit
     }
 
     fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request) {
@@ -566,6 +567,7 @@ impl B2bua {
                     instance: None,
                     reg_id: None,
                     conn,
+                    source: self.conns.get(&conn).map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.remote),
                     connected: true,
                     web_call_id: call_id.to_owned(),
                     web_contact: String::new(),
@@ -1397,20 +1399,21 @@ impl B2bua {
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
         self.ports.release(call.ports);
-        self.dialogs.retain(|_, (c, _)| *c != id);
+        // The call's dialog keys: each leg's own tag, and the tags early dialogs (forks)
+        // got toward leg A.
+        let a_tags = std::iter::once(&call.a.local_tag).chain(call.forks.iter().map(|(_, a)| a));
+        let keys = a_tags.map(|t| (call.a.side, call.a.call_id.clone(), t.clone())).chain(std::iter::once((call.b.side, call.b.call_id.clone(), call.b.local_tag.clone())));
+        for key in keys.collect::<Vec<_>>() {
+            if self.dialogs.get(&key).is_some_and(|(c, _)| *c == id) {
+                self.dialogs.remove(&key);
+            }
+        }
         self.invites.remove(&call.a_invite_key);
         self.owners.remove(&call.b_invite_key);
     }
 
     fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
-        if let Some(info) = self.conns.remove(&conn) {
-            if let Some(conns) = self.conns_by_ip.get_mut(&info.remote) {
-                conns.retain(|c| *c != conn);
-                if conns.is_empty() {
-                    self.conns_by_ip.remove(&info.remote);
-                }
-            }
-        }
+        self.conns.remove(&conn);
         for id in self.registrar.on_conn(conn) {
             match self.cfg.on_ws_close {
                 OnWsClose::Deregister => self.deregister(now, id),
@@ -1433,7 +1436,7 @@ impl B2bua {
             tracing::info!(call = id.0, "WebSocket closed; ending call");
             self.hangup_with(now, id, Some(idx), EndReason::ConnectionLost);
         }
-        self.tx.fail_flow(|f| *f == gone);
+        self.tx.fail_flow(gone);
     }
 
     // ----- out-of-dialog relay ------------------------------------------------------------

@@ -8,6 +8,7 @@
 //! also the unit RFC 3261 §10.2.4 refreshes.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use estuary_transaction::Deadlines;
 use std::time::Instant;
@@ -41,6 +42,8 @@ pub struct Binding {
     pub reg_id: Option<String>,
     /// The WebSocket connection the browser registered over.
     pub conn: ConnId,
+    /// Where that connection came from: the per-source registration quota counts by it.
+    pub source: IpAddr,
     /// Whether that connection is still open.
     pub connected: bool,
     /// The browser's Call-ID for its REGISTER dialog.
@@ -80,6 +83,8 @@ pub struct Registrar {
     by_token: HashMap<String, BindingId>,
     /// Bindings by the connection they registered over, in the order they were made.
     by_conn: HashMap<ConnId, Vec<BindingId>>,
+    /// How many bindings each source address holds.
+    by_source: HashMap<IpAddr, usize>,
     expiries: Deadlines<BindingId>,
 }
 
@@ -110,9 +115,9 @@ impl Registrar {
         self.by_conn.get(&conn).cloned().unwrap_or_default()
     }
 
-    /// How many bindings registered over `conn`.
-    pub fn count_on_conn(&self, conn: ConnId) -> usize {
-        self.by_conn.get(&conn).map_or(0, Vec::len)
+    /// How many bindings the connections from `source` hold.
+    pub fn count_from(&self, source: IpAddr) -> usize {
+        self.by_source.get(&source).copied().unwrap_or(0)
     }
 
     /// How many bindings satisfy `pred`.
@@ -136,6 +141,7 @@ impl Registrar {
         self.by_dialog.insert((b.conn, b.web_call_id.clone()), id);
         self.by_token.insert(b.token.clone(), id);
         self.by_conn.entry(b.conn).or_default().push(id);
+        *self.by_source.entry(b.source).or_default() += 1;
         self.bindings.insert(id, b);
         id
     }
@@ -157,6 +163,12 @@ impl Registrar {
             ids.retain(|i| *i != id);
             if ids.is_empty() {
                 self.by_conn.remove(&b.conn);
+            }
+        }
+        if let Some(n) = self.by_source.get_mut(&b.source) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&b.source);
             }
         }
         Some(b)
@@ -188,5 +200,46 @@ pub fn aor_key(aor: &str) -> String {
             u.host.to_ascii_lowercase()
         ),
         Err(_) => aor.to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(id: BindingId, conn: u64, source: &str, call_id: &str) -> Binding {
+        Binding {
+            id,
+            aor: "sip:alice@ims.test".into(),
+            instance: None,
+            reg_id: None,
+            conn: ConnId(conn),
+            source: source.parse().unwrap(),
+            connected: true,
+            web_call_id: call_id.into(),
+            web_contact: String::new(),
+            web_contact_uri: Uri::parse("sip:a@b.invalid").unwrap(),
+            token: format!("tok-{call_id}"),
+            ims_call_id: format!("ims-{call_id}"),
+            ims_cseq: 1,
+            expires_at: None,
+            service_route: Vec::new(),
+            last_register: None,
+        }
+    }
+
+    #[test]
+    fn bindings_are_counted_by_source_as_they_come_and_go() {
+        let mut r = Registrar::default();
+        let a = r.insert(|id| binding(id, 1, "192.0.2.1", "c1"));
+        r.insert(|id| binding(id, 2, "192.0.2.1", "c2"));
+        let c = r.insert(|id| binding(id, 3, "198.51.100.7", "c3"));
+        assert_eq!((r.count_from("192.0.2.1".parse().unwrap()), r.count_from("198.51.100.7".parse().unwrap())), (2, 1));
+        r.remove(a);
+        r.remove(c);
+        assert_eq!((r.count_from("192.0.2.1".parse().unwrap()), r.count_from("198.51.100.7".parse().unwrap())), (1, 0));
+        assert!(r.remove(c).is_none(), "a binding goes once");
+        assert_eq!(r.count_from("192.0.2.1".parse().unwrap()), 1);
+        assert_eq!(r.by_source.len(), 1, "a source with none left is forgotten");
     }
 }

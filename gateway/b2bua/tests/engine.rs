@@ -412,6 +412,30 @@ fn browser_call_is_re_originated_with_new_identifiers_and_relayed_both_ways() {
     assert_eq!(h.gw.active_calls(), 0);
 }
 
+/// A forked INVITE: two early dialogs from IMS (two To tags), one answers, the call ends.
+/// Every dialog key the call held goes with it, and the other calls' stay.
+#[test]
+fn a_forked_call_leaves_no_dialog_behind() {
+    let mut h = Harness::new();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKinv1"));
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    for tag in ["fork1", "fork2"] {
+        let mut ringing = response(&inv, 180, "Ringing", &[("Contact", "<sip:bob@10.9.9.9:5070>")]);
+        ringing = ringing.replace(";tag=far1", &format!(";tag={tag}"));
+        let out = h.ims(&ringing);
+        assert_eq!(status(only_web(&out)), 180, "{tag}");
+    }
+    assert_eq!(h.gw.dialogs(), 3, "both legs, and the second early dialog under a new tag toward the browser");
+    let ok = response_with_body(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP).replace(";tag=far1", ";tag=fork2");
+    let web_ok = h.ims(&ok).into_iter().next().unwrap();
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let bye = format!("BYE sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbye9\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 8 BYE\nContent-Length: 0\n\n");
+    h.web(&bye);
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(h.gw.dialogs(), 0, "the ended call's dialogs, early ones included, are gone");
+}
+
 #[test]
 fn bye_from_ims_reaches_the_browser() {
     let mut h = Harness::new();

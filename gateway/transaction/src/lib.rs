@@ -24,7 +24,7 @@ pub mod deadlines;
 mod server;
 mod timer;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use estuary_sip::{Method, Request, Response};
@@ -139,9 +139,12 @@ pub struct Transactions<F> {
     accepted: HashMap<(String, u32), ServerKey>,
     events: VecDeque<Event<F>>,
     due: Deadlines<TxKey>,
+    /// Client transactions by the flow they were sent on: a connection that closes fails
+    /// its own transactions without a scan of all of them.
+    by_flow: HashMap<F, HashSet<ClientKey>>,
 }
 
-impl<F: Copy + std::fmt::Debug> Transactions<F> {
+impl<F: Copy + std::fmt::Debug + Eq + std::hash::Hash> Transactions<F> {
     /// An empty table.
     pub fn new(timers: TimerConfig) -> Self {
         Transactions {
@@ -151,7 +154,21 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
             accepted: HashMap::new(),
             events: VecDeque::new(),
             due: Deadlines::default(),
+            by_flow: HashMap::new(),
         }
+    }
+
+    /// Removes client transaction `key` from the table and the flow index (its deadline
+    /// is the caller's to clear or leave to lapse).
+    fn remove_client(&mut self, key: &ClientKey) -> Option<ClientTx<F>> {
+        let tx = self.clients.remove(key)?;
+        if let Some(keys) = self.by_flow.get_mut(&tx.flow()) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_flow.remove(&tx.flow());
+            }
+        }
+        Some(tx)
     }
 
     /// Puts client transaction `key`'s deadline in the heap.
@@ -185,6 +202,8 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
         let tx = ClientTx::start(now, &self.timers, request, flow, reliable);
         self.events.push_back(Event::Transmit { flow, data: tx.request_bytes().to_vec() });
         // A reused key replaces its transaction, and its deadline.
+        self.remove_client(&key);
+        self.by_flow.entry(flow).or_default().insert(key.clone());
         self.clients.insert(key.clone(), tx);
         self.schedule_client(&key);
         Ok(key)
@@ -297,15 +316,11 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
     }
 
     /// The transport toward `flow` failed: every client transaction on it fails now.
-    pub fn fail_flow(&mut self, flow_matches: impl Fn(&F) -> bool) {
-        let failed: Vec<ClientKey> = self
-            .clients
-            .iter()
-            .filter(|(_, tx)| flow_matches(&tx.flow()) && tx.awaiting_final())
-            .map(|(k, _)| k.clone())
-            .collect();
+    pub fn fail_flow(&mut self, flow: F) {
+        let Some(keys) = self.by_flow.get(&flow) else { return };
+        let failed: Vec<ClientKey> = keys.iter().filter(|k| self.clients.get(*k).is_some_and(ClientTx::awaiting_final)).cloned().collect();
         for key in failed {
-            self.clients.remove(&key);
+            self.remove_client(&key);
             self.due.set(&TxKey::Client(key.clone()), None);
             self.events.push_back(Event::ClientFailed { key, cause: FailureCause::Transport });
         }
@@ -326,11 +341,11 @@ impl<F: Copy + std::fmt::Debug> Transactions<F> {
                     match outcome {
                         client::TimerOutcome::Continue => self.schedule_client(&key),
                         client::TimerOutcome::Failed => {
-                            self.clients.remove(&key);
+                            self.remove_client(&key);
                             self.events.push_back(Event::ClientFailed { key, cause: FailureCause::Timeout });
                         }
                         client::TimerOutcome::Terminated => {
-                            self.clients.remove(&key);
+                            self.remove_client(&key);
                         }
                     }
                 }

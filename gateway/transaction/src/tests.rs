@@ -309,7 +309,7 @@ fn a_failed_flow_fails_its_pending_client_transactions_only() {
     let ka = t.send_request(now, &a, 1, UDP).unwrap();
     t.send_request(now, &b, 2, UDP).unwrap();
     drain(&mut t);
-    t.fail_flow(|f| *f == 1);
+    t.fail_flow(1);
     let ev = drain(&mut t);
     assert!(matches!(&ev[..], [Event::ClientFailed { key, cause: FailureCause::Transport }] if *key == ka));
     assert_eq!(t.len(), (1, 0));
@@ -322,6 +322,15 @@ fn pre_3261_requests_match_by_their_fields() {
     let r = req("INVITE", "old1", 1);
     assert!(matches!(t.receive_request(now, &r, 3, UDP), RequestOutcome::New { .. }));
     assert_eq!(t.receive_request(now, &r, 3, UDP), RequestOutcome::Retransmission);
+}
+
+/// The client transactions by flow, found by looking at each.
+fn grouped(t: &Transactions<u8>) -> HashMap<u8, HashSet<ClientKey>> {
+    let mut by_flow: HashMap<u8, HashSet<ClientKey>> = HashMap::new();
+    for (k, tx) in &t.clients {
+        by_flow.entry(tx.flow()).or_default().insert(k.clone());
+    }
+    by_flow
 }
 
 /// The earliest deadline of every live transaction, found by looking at each.
@@ -339,7 +348,10 @@ fn the_timer_heap_always_names_the_earliest_deadline() {
     let start = Instant::now();
     let mut t: Transactions<u8> = Transactions::new(TimerConfig::default());
     let mut now = start;
-    let check = |t: &Transactions<u8>, what: &str| assert_eq!(t.poll_timeout(), scanned(t), "after {what}");
+    let check = |t: &Transactions<u8>, what: &str| {
+        assert_eq!(t.poll_timeout(), scanned(t), "after {what}");
+        assert_eq!(t.by_flow, grouped(t), "the flow index after {what}");
+    };
     let mut clients = Vec::new();
     for i in 0..60u32 {
         now += Duration::from_millis(37);
@@ -375,7 +387,7 @@ fn the_timer_heap_always_names_the_earliest_deadline() {
             check(&t, "handle_timeout");
         }
         if i == 40 {
-            t.fail_flow(|f| *f == 3);
+            t.fail_flow(3);
             check(&t, "fail_flow");
         }
         drain(&mut t);
