@@ -85,6 +85,9 @@ pub struct Registrar {
     by_conn: HashMap<ConnId, Vec<BindingId>>,
     /// How many bindings each source address holds.
     by_source: HashMap<IpAddr, usize>,
+    /// Bindings by the comparison form of their AoR ([`aor_key`]): a call from the core
+    /// finds its browser without parsing every binding's AoR.
+    by_aor: HashMap<String, Vec<BindingId>>,
     expiries: Deadlines<BindingId>,
 }
 
@@ -102,10 +105,11 @@ impl Registrar {
     /// The most recently refreshed active binding of an AoR (compared without parameters,
     /// host case-insensitively).
     pub fn find_aor(&self, aor: &str, now: Instant) -> Option<BindingId> {
-        let want = aor_key(aor);
-        self.bindings
-            .values()
-            .filter(|b| b.is_active(now) && aor_key(&b.aor) == want)
+        self.by_aor
+            .get(&aor_key(aor))?
+            .iter()
+            .filter_map(|id| self.bindings.get(id))
+            .filter(|b| b.is_active(now))
             .max_by_key(|b| b.expires_at)
             .map(|b| b.id)
     }
@@ -142,6 +146,7 @@ impl Registrar {
         self.by_token.insert(b.token.clone(), id);
         self.by_conn.entry(b.conn).or_default().push(id);
         *self.by_source.entry(b.source).or_default() += 1;
+        self.by_aor.entry(aor_key(&b.aor)).or_default().push(id);
         self.bindings.insert(id, b);
         id
     }
@@ -169,6 +174,13 @@ impl Registrar {
             *n -= 1;
             if *n == 0 {
                 self.by_source.remove(&b.source);
+            }
+        }
+        let key = aor_key(&b.aor);
+        if let Some(ids) = self.by_aor.get_mut(&key) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_aor.remove(&key);
             }
         }
         Some(b)
@@ -241,5 +253,30 @@ mod tests {
         assert!(r.remove(c).is_none(), "a binding goes once");
         assert_eq!(r.count_from("192.0.2.1".parse().unwrap()), 1);
         assert_eq!(r.by_source.len(), 1, "a source with none left is forgotten");
+    }
+
+    #[test]
+    fn an_aor_finds_its_freshest_active_binding_whatever_its_spelling() {
+        let now = Instant::now();
+        let mut r = Registrar::default();
+        fn with_aor(aor: &'static str) -> impl FnOnce(BindingId) -> Binding {
+            move |id| Binding { aor: aor.into(), ..binding(id, id.0, "192.0.2.1", &format!("c{}", id.0)) }
+        }
+        let old = r.insert(with_aor("sip:alice@ims.test"));
+        let fresh = r.insert(with_aor("<sip:alice@IMS.test;transport=ws>"));
+        let pending = r.insert(with_aor("sip:alice@ims.test"));
+        let bob = r.insert(with_aor("sip:bob@ims.test"));
+        r.set_expiry(old, now + std::time::Duration::from_secs(60));
+        r.set_expiry(fresh, now + std::time::Duration::from_secs(600));
+        r.set_expiry(bob, now + std::time::Duration::from_secs(600));
+        assert_eq!(r.find_aor("sip:Alice@ims.test", now), None, "the user part is case-sensitive");
+        assert_eq!(r.find_aor("sip:alice@ims.TEST", now), Some(fresh));
+        r.remove(fresh);
+        assert_eq!(r.find_aor("sip:alice@ims.test", now), Some(old), "a pending binding ({pending:?}) is not active");
+        r.remove(old);
+        r.remove(pending);
+        assert_eq!(r.find_aor("sip:alice@ims.test", now), None);
+        assert_eq!(r.by_aor.len(), 1, "only bob's AoR is left in the index");
+        assert_eq!(r.find_aor("sip:bob@ims.test", now), Some(bob));
     }
 }
