@@ -384,6 +384,9 @@ pub struct MediaSession {
     web_keys: WebKeys,
     /// The browser's nominated address; `None` until nominated or after consent expired.
     web_remote: Option<SocketAddr>,
+    /// Where the browser's last DTLS record came from (an address that passed a check):
+    /// where handshake flights go until a pair is nominated.
+    dtls_peer: Option<SocketAddr>,
     streams: Vec<Stream>,
     outputs: VecDeque<Output>,
     counters: MediaCounters,
@@ -437,6 +440,7 @@ impl MediaSession {
             dtls,
             web_keys: WebKeys::Pending,
             web_remote: None,
+            dtls_peer: None,
             streams: Vec::new(),
             outputs: VecDeque::new(),
             counters: MediaCounters::default(),
@@ -641,6 +645,7 @@ impl MediaSession {
                     self.counters.dropped_no_consent += 1;
                     return Forward::Consumed;
                 }
+                self.dtls_peer = Some(source);
                 let _ = self.dtls.handle_input(now, buf);
                 self.drain_dtls(now);
                 Forward::Consumed
@@ -1213,9 +1218,13 @@ impl MediaSession {
         while let Some(o) = self.dtls.poll_output() {
             match o {
                 estuary_srtp::Output::Transmit(data) => {
-                    // Flights go to the nominated pair; before nomination, nowhere (the client
-                    // retransmits once ICE is up).
-                    if let Some(to) = self.web_remote {
+                    // Flights go to the nominated pair; before nomination, to the checked
+                    // address the browser's DTLS came from: RFC 8445 §12.1 lets data flow on
+                    // a valid pair, and browsers nominate a lite agent's pair only after
+                    // their check succeeded, by which time their ClientHello has left.
+                    // Never to an address whose consent has lapsed (RFC 7675).
+                    let checked = self.dtls_peer.filter(|a| self.ice.is_consented(*a));
+                    if let Some(to) = self.web_remote.or(checked) {
                         self.outputs.push_back(Output::Transmit { from: self.web_local, to, data });
                     }
                 }

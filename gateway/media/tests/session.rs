@@ -159,11 +159,20 @@ impl Call {
     }
 
     fn nominate(&mut self) {
-        let b = StunMessageBuilder::new(BINDING, MessageClass::Request)
+        self.check(true);
+    }
+
+    /// A connectivity check from the browser, nominating or not (regular nomination, as
+    /// browsers use toward a lite agent, checks first and nominates after).
+    fn check(&mut self, use_candidate: bool) {
+        let mut b = StunMessageBuilder::new(BINDING, MessageClass::Request)
             .with_attribute(UserName::new(format!("{}:{}", self.gw_ufrag, self.plan.web.remote_ufrag.as_deref().unwrap())).unwrap())
             .with_attribute(Priority::new(0x6e00_01ff))
-            .with_attribute(IceControlling::new(7))
-            .with_attribute(UseCandidate::default())
+            .with_attribute(IceControlling::new(7));
+        if use_candidate {
+            b = b.with_attribute(UseCandidate::default());
+        }
+        let b = b
             .with_attribute(MessageIntegrity::new(HMACKey::new_short_term(&self.gw_pwd).unwrap()))
             .with_attribute(Fingerprint::default());
         let mut buf = vec![0u8; 512];
@@ -312,6 +321,25 @@ fn nothing_is_taken_before_consent_and_keys() {
     let mut pkt = rtp(0, 1, 1, &[0; 160]);
     assert_eq!(c.session.handle_datagram(c.now, addr("127.0.0.1:30000"), addr(IMS_PEER), &mut pkt), Forward::Consumed);
     assert_eq!(c.session.counters().dropped_no_keys, 1);
+}
+
+/// RFC 8445 §12.1: data may flow on a valid pair before one is nominated. A browser whose
+/// check succeeded starts DTLS at once; its handshake must be answered on that pair, not
+/// after a retransmission once it nominates.
+#[test]
+fn dtls_is_answered_on_a_checked_pair_before_nomination() {
+    let cert = Certificate::generate().unwrap();
+    let mut c = call(false, &cert, &cert);
+    c.check(false);
+    assert!(!c.events.iter().any(|e| matches!(e, MediaEvent::IceConnected { .. })), "not nominated yet");
+    let start = c.now;
+    c.handshake();
+    assert!(c.browser_tx.is_some(), "{:?}", c.events);
+    assert_eq!(c.now, start, "the handshake needed no retransmission");
+    // Nomination then selects the pair media flows on.
+    c.nominate();
+    assert!(c.events.contains(&MediaEvent::IceConnected { remote: addr(BROWSER) }), "{:?}", c.events);
+    relay_both_ways(&mut c);
 }
 
 #[test]
