@@ -1403,7 +1403,7 @@ impl B2bua {
         // got toward leg A.
         let a_tags = std::iter::once(&call.a.local_tag).chain(call.forks.iter().map(|(_, a)| a));
         let keys = a_tags.map(|t| (call.a.side, call.a.call_id.clone(), t.clone())).chain(std::iter::once((call.b.side, call.b.call_id.clone(), call.b.local_tag.clone())));
-        for key in keys.collect::<Vec<_>>() {
+        for key in keys {
             if self.dialogs.get(&key).is_some_and(|(c, _)| *c == id) {
                 self.dialogs.remove(&key);
             }

@@ -164,25 +164,14 @@ impl Registrar {
         self.expiries.set(&id, None);
         self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
         self.by_token.remove(&b.token);
-        if let Some(ids) = self.by_conn.get_mut(&b.conn) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_conn.remove(&b.conn);
-            }
-        }
+        unindex(&mut self.by_conn, &b.conn, id);
         if let Some(n) = self.by_source.get_mut(&b.source) {
             *n -= 1;
             if *n == 0 {
                 self.by_source.remove(&b.source);
             }
         }
-        let key = aor_key(&b.aor);
-        if let Some(ids) = self.by_aor.get_mut(&key) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_aor.remove(&key);
-            }
-        }
+        unindex(&mut self.by_aor, &aor_key(&b.aor), id);
         Some(b)
     }
 
@@ -199,6 +188,16 @@ impl Registrar {
     /// The next expiry, for `poll_timeout`.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.expiries.next()
+    }
+}
+
+/// Takes `id` out of `index[key]`, and the key with it once no binding is left under it.
+fn unindex<K: std::hash::Hash + Eq>(index: &mut HashMap<K, Vec<BindingId>>, key: &K, id: BindingId) {
+    if let Some(ids) = index.get_mut(key) {
+        ids.retain(|i| *i != id);
+        if ids.is_empty() {
+            index.remove(key);
+        }
     }
 }
 

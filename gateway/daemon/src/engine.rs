@@ -138,8 +138,6 @@ pub struct Engine<M> {
     media: Option<crate::media::MediaHub>,
     /// When a media port bind last failed for a reason other than a port in use.
     bind_error_logged: Option<Instant>,
-    /// The shared media port last given to the machine for new calls.
-    preferred_web_port: Option<u16>,
 }
 
 impl<M: Machine> Engine<M> {
@@ -162,7 +160,6 @@ impl<M: Machine> Engine<M> {
             last_fired: None,
             media: None,
             bind_error_logged: None,
-            preferred_web_port: None,
         }
     }
 
@@ -326,10 +323,7 @@ impl<M: Machine> Engine<M> {
         let now = now();
         // Shared mode: the media thread that has room gets the calls this input may start.
         if let Some(port) = self.media.as_mut().and_then(|hub| hub.preferred_web_port(now)) {
-            if self.preferred_web_port != Some(port) {
-                self.preferred_web_port = Some(port);
-                self.machine.prefer_web_port(Some(port));
-            }
+            self.machine.prefer_web_port(Some(port));
         }
         let machine = &mut self.machine;
         let result = catch_unwind(AssertUnwindSafe(|| {

@@ -319,12 +319,14 @@ impl MediaShard {
                 return false;
             }
             // An entry superseded by an earlier one that already ran, or of an ended call.
-            let live = self.calls.get(&call).is_some_and(|e| e.armed == Some(at));
-            if live && ran == budget {
+            let Some(entry) = self.calls.get_mut(&call).filter(|e| e.armed == Some(at)) else {
+                self.timers.pop();
+                continue;
+            };
+            if ran == budget {
                 return true;
             }
             self.timers.pop();
-            let Some(entry) = self.calls.get_mut(&call).filter(|_| live) else { continue };
             entry.armed = None;
             ran += 1;
             self.in_call = Some(call);

@@ -53,9 +53,8 @@ const CALL_SHARE: f64 = 0.0015;
 
 pub struct MediaHub {
     threads: Vec<ThreadHandle>,
-    /// Shared mode: each thread's browser-facing port; a call goes to the thread whose port
-    /// its plan names.
-    by_shared_port: HashMap<u16, usize>,
+    /// Shared mode: thread `i`'s browser-facing port is `shared[i]`; a call goes to the
+    /// thread whose port its plan names. Empty in per-call mode.
     shared: Vec<u16>,
     /// Which thread runs each call.
     calls: HashMap<u64, usize>,
@@ -87,10 +86,9 @@ impl MediaHub {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DaemonError::setup("media.threads", format!("cannot start a media thread: {e}")))?;
         info!(threads = n, shared_web_ports = ?shared, "media threads started");
-        let by_shared_port = shared.iter().enumerate().map(|(i, p)| (*p, i)).collect();
         let cpu = threads.iter().map(|t| t.cpu_clock.and_then(thread::cpu_time)).collect();
         let busy = Busy { at: Instant::now(), cpu, share: vec![0.0; n], calls: vec![0; n] };
-        Ok(MediaHub { threads, by_shared_port, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy })
+        Ok(MediaHub { threads, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy })
     }
 
     /// Shared mode: the shared port of the thread new calls should go to now.
@@ -130,8 +128,8 @@ impl MediaHub {
             Some(&t) => t,
             None => {
                 // The thread of the shared port the call was given, else the one with room.
-                let t = match self.by_shared_port.get(&plan.web.local_port) {
-                    Some(&t) => t,
+                let t = match self.shared.iter().position(|p| *p == plan.web.local_port) {
+                    Some(t) => t,
                     None => self.place(now),
                 };
                 self.calls.insert(call, t);
