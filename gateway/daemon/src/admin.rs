@@ -14,7 +14,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, warn};
 
 use crate::ctx::Ctx;
-use crate::engine::Event;
+use crate::events::Event;
 use crate::http::{self, HeadError, RequestHead};
 use crate::metrics;
 

@@ -9,7 +9,7 @@ use estuary_b2bua::ConnId;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::access::{ImsTrust, OriginPolicy, SourceLimits};
-use crate::engine::Event;
+use crate::events::Event;
 use crate::metrics::Stats;
 use crate::ports::MediaPorts;
 use crate::recorder::Recorder;

@@ -1,6 +1,6 @@
-//! The engine task: the only owner of the [`B2bua`], so the engine needs no locks. It turns
-//! socket events into [`Input`]s, carries out every [`Output`], and feeds [`Input::Timeout`]
-//! when `poll_timeout` comes due.
+//! The engine task: the only owner of the [`Core`] (the signalling machine, and the media hub
+//! as its media plane), so it needs no locks. It turns socket events into [`Input`]s, carries
+//! out every [`Output`], and feeds [`Input::Timeout`] when `poll_timeout` comes due.
 //!
 //! Each `handle_input` plus the drain of its outputs runs under `catch_unwind`: a bug in the
 //! engine costs the event that triggered it (counted in `estuary_engine_panics_total`), not
@@ -12,100 +12,51 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
-use tokio::sync::{mpsc, oneshot, Notify};
+use estuary_core::{ConnId, Core, Flow, Input, MediaPlane, Output, Sample, Side, Transport};
+use tokio::sync::mpsc;
 use tracing::{debug, error, warn};
 
 use crate::ctx::Ctx;
+use crate::events::{Event, Writer};
 use crate::recorder::Lane;
 use crate::ims;
 use crate::metrics::Metric;
 
-/// Queue depth per connection writer: enough for a burst of forked responses; a connection
-/// that lets it fill is stuck and gets closed rather than stalling the engine.
-pub const WRITER_QUEUE: usize = 256;
-
 /// Safety valve against an engine that never stops producing output for one input.
 const MAX_OUTPUTS_PER_INPUT: usize = 100_000;
 
-/// The sans-IO surface the driver needs. [`B2bua`] today; the composed `core` machine later.
-/// A trait so the driver's own behaviour (panic isolation, output routing) is testable with a
-/// fake engine.
+/// The sans-IO surface the driver needs: the composed [`Core`], whose media plane is the
+/// media threads' hub. A trait so the driver's own behaviour (panic isolation, output
+/// routing) is testable with a fake engine.
 pub trait Machine {
     fn handle_input(&mut self, now: Instant, input: Input<'_>);
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn metrics(&self, now: Instant) -> Vec<Sample>;
-    /// How many more bound media ports the machine wants (see [`B2bua::ports_wanted`]).
+    /// How many more bound media ports the machine wants (see [`Core::ports_wanted`]).
     fn ports_wanted(&self, now: Instant) -> usize;
     fn grant_ports(&mut self, ports: Vec<u16>);
-    /// Shared mode: the shared port new calls should get (see [`B2bua::prefer_web_port`]).
-    fn prefer_web_port(&mut self, _port: Option<u16>) {}
 }
 
-impl Machine for B2bua {
+impl<P: MediaPlane> Machine for Core<P> {
     fn handle_input(&mut self, now: Instant, input: Input<'_>) {
-        B2bua::handle_input(self, now, input)
+        Core::handle_input(self, now, input)
     }
     fn poll_output(&mut self) -> Option<Output> {
-        B2bua::poll_output(self)
+        Core::poll_output(self)
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        B2bua::poll_timeout(self)
+        Core::poll_timeout(self)
     }
     fn metrics(&self, now: Instant) -> Vec<Sample> {
-        B2bua::metrics(self, now)
+        Core::metrics(self, now)
     }
     fn ports_wanted(&self, now: Instant) -> usize {
-        B2bua::ports_wanted(self, now)
+        Core::ports_wanted(self, now)
     }
     fn grant_ports(&mut self, ports: Vec<u16>) {
-        B2bua::grant_ports(self, ports)
+        Core::grant_ports(self, ports)
     }
-    fn prefer_web_port(&mut self, port: Option<u16>) {
-        B2bua::prefer_web_port(self, port)
-    }
-}
-
-/// Something a socket task reports to the engine task.
-pub enum Event {
-    /// A connection is ready to carry SIP (WebSocket upgraded, TCP accepted or connected).
-    Opened {
-        conn: ConnId,
-        side: Side,
-        transport: Transport,
-        local: SocketAddr,
-        remote: SocketAddr,
-        writer: Writer,
-    },
-    /// One whole SIP message.
-    Received {
-        flow: Flow,
-        conn: Option<ConnId>,
-        remote: SocketAddr,
-        data: Vec<u8>,
-    },
-    /// The connection is gone.
-    Closed { conn: ConnId },
-    /// An outbound TCP or TLS connect to an IMS destination failed or was refused by the
-    /// limit.
-    ConnectFailed { remote: SocketAddr, transport: Transport },
-    /// ICMP said an IMS UDP destination is unreachable (see `icmp`).
-    UdpUnreachable { remote: SocketAddr },
-    /// The admin endpoint asks for the engine's metric samples.
-    Metrics(oneshot::Sender<Vec<Sample>>),
-    /// A call's media session gave up (see `media`).
-    MediaFailed { call: u64, reason: String, cause: ReleaseCause },
-    /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
-    /// engine would, so tests can see /healthz notice.
-    Stall(std::time::Duration),
-}
-
-/// The engine's handle on one connection task.
-pub struct Writer {
-    pub data: mpsc::Sender<Vec<u8>>,
-    /// Ask the connection task to close (cleanly where the protocol allows it).
-    pub close: Arc<Notify>,
 }
 
 struct Conn {
@@ -134,18 +85,11 @@ pub struct Engine<M> {
     unreachable: VecDeque<Flow>,
     /// The deadline most recently fed as Timeout, to stop a stuck deadline from spinning.
     last_fired: Option<Instant>,
-    /// Runs calls' media; `None` in tests that drive signalling only.
-    media: Option<crate::media::MediaHub>,
     /// When a media port bind last failed for a reason other than a port in use.
     bind_error_logged: Option<Instant>,
 }
 
 impl<M: Machine> Engine<M> {
-    pub fn with_media(mut self, hub: crate::media::MediaHub) -> Self {
-        self.media = Some(hub);
-        self
-    }
-
     pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket) -> Self {
         let ims_local = udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Engine {
@@ -158,7 +102,6 @@ impl<M: Machine> Engine<M> {
             connecting: HashMap::new(),
             unreachable: VecDeque::new(),
             last_fired: None,
-            media: None,
             bind_error_logged: None,
         }
     }
@@ -321,10 +264,6 @@ impl<M: Machine> Engine<M> {
     /// what the engine sent in reply.
     fn feed_recorded(&mut self, input: Input<'_>, inbound: Option<(Lane, SocketAddr, SocketAddr, &[u8])>) {
         let now = now();
-        // Shared mode: the media thread that has room gets the calls this input may start.
-        if let Some(port) = self.media.as_mut().and_then(|hub| hub.preferred_web_port(now)) {
-            self.machine.prefer_web_port(Some(port));
-        }
         let machine = &mut self.machine;
         let result = catch_unwind(AssertUnwindSafe(|| {
             machine.handle_input(now, input);
@@ -355,17 +294,10 @@ impl<M: Machine> Engine<M> {
                         r.sip(lane, src, dst, data);
                     }
                 }
-                // A call's end is reported after the messages that ended it (the BYE's 200
-                // belongs in the call's capture).
-                let mut ended = Vec::new();
+                // The core reports a call's end after the messages that ended it (the BYE's
+                // 200 belongs in the call's capture).
                 for out in outputs {
-                    match out {
-                        Output::CallEnded { call, summary } => ended.push((call, summary)),
-                        out => self.execute(out),
-                    }
-                }
-                for (call, summary) in ended {
-                    self.execute(Output::CallEnded { call, summary });
+                    self.execute(out);
                 }
             }
             Err(panic) => self.count_panic("handle_input", &panic),
@@ -490,17 +422,10 @@ impl<M: Machine> Engine<M> {
                 Some(c) => c.writer.close.notify_one(),
                 None => debug!(?conn, "close for a connection already gone"),
             },
-            Output::Media { call, plan } => {
-                self.ctx.stats.inc(Metric::MediaPlans);
-                debug!(call, streams = plan.streams.len(), web_port = plan.web.local_port, "media plan settled");
-                if let Some(hub) = &mut self.media {
-                    hub.plan(now(), call, plan);
-                }
-            }
-            Output::MediaEnd { call } => {
-                if let Some(hub) = &mut self.media {
-                    hub.end(call);
-                }
+            // The media threads send their calls' media themselves.
+            Output::Datagram { .. } => {
+                debug!("datagram output from a plane the engine does not run inline; dropped");
+                self.ctx.stats.inc(Metric::OutputsDropped);
             }
             // Reported to the recorder before the input's message (feed_recorded).
             Output::CallStarted { .. } => {}
@@ -553,7 +478,7 @@ fn lane_of(flow: Flow) -> Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::watch;
+    use tokio::sync::{watch, Notify};
 
     /// Panics on a message starting with "PANIC"; answers anything else on the same flow.
     struct Fake {

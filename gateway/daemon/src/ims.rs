@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::ctx::{Ctx, Serving};
 use crate::icmp;
-use crate::engine::{Event, Writer, WRITER_QUEUE};
+use crate::events::{Event, Writer, WRITER_QUEUE};
 use crate::metrics::Metric;
 
 /// How long an outbound connect (TLS handshake included) may take before the destination

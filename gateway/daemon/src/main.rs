@@ -1,8 +1,9 @@
 //! `estuary`: the gateway daemon. It owns every socket, the clock and the threads; the
-//! signalling engine ([`estuary_b2bua::B2bua`]) is sans-IO and runs on one task (`engine`).
+//! composed gateway ([`estuary_core::Core`]: the sans-IO signalling machine with the media
+//! threads' hub as its media plane) runs on one task (`engine`).
 //!
 //! Tasks: one engine task; per listener an accept task; per connection one task (WS, WSS or
-//! IMS TCP); one UDP receive task; the admin HTTP task. Socket tasks send [`engine::Event`]s
+//! IMS TCP); one UDP receive task; the admin HTTP task. Socket tasks send [`events::Event`]s
 //! to the engine over a bounded channel; the engine sends bytes back over per-connection
 //! channels or straight to the UDP socket.
 //!
@@ -22,6 +23,7 @@ mod civil;
 mod ctx;
 mod demo;
 mod engine;
+mod events;
 mod engine_config;
 mod error;
 mod http;

@@ -131,7 +131,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
         ctx.clone(),
     )?;
-    let engine = tokio::spawn(Engine::new(b2bua, ctx.clone(), udp_send).with_media(media).run(events_rx));
+    let core = estuary_core::Core::new(b2bua, media, std::time::Instant::now());
+    let engine = tokio::spawn(Engine::new(core, ctx.clone(), udp_send).run(events_rx));
     tokio::spawn(web::accept_loop(ws, None, ctx.clone(), ctx.serving("web.ws_listen")));
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone(), ctx.serving("web.wss_listen")));
     tokio::spawn(ims::udp_loop(udp, ctx.clone(), ctx.serving("ims.listen udp")));

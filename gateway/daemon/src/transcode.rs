@@ -12,10 +12,9 @@ use estuary_b2bua::{MetricKind, Sample};
 use estuary_config::Config;
 use estuary_media::Leg;
 use estuary_rtp::RtpPacket;
-use estuary_sdp::{MediaPlan, StreamPlan};
-use estuary_transcoder::{
-    pool::MAX_PAYLOAD, Channel, ChannelSpec, FrameSink, G711ToOpusConfig, Law, OpusToG711Config, OutFrame, Pool,
-};
+use estuary_core::transcode::{same_transcoding, spec_for};
+use estuary_sdp::MediaPlan;
+use estuary_transcoder::{pool::MAX_PAYLOAD, Channel, FrameSink, OutFrame, Pool};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use tracing::{info, warn};
 
@@ -193,38 +192,4 @@ impl CallTranscoding {
         self.channels.retain(|(i, _), _| same_transcoding(old, new, *i));
         self.refused.retain(|i| same_transcoding(old, new, *i));
     }
-}
-
-/// Whether stream `i` transcodes the same codec pair (or transcodes in neither) under both
-/// plans: when not, its pipelines start afresh.
-pub(crate) fn same_transcoding(old: &MediaPlan, new: &MediaPlan, i: usize) -> bool {
-    fn pair(p: &MediaPlan, i: usize) -> Option<&estuary_sdp::CodecMap> {
-        p.streams.get(i).and_then(|s| s.codecs.iter().find(|c| c.transcode))
-    }
-    pair(old, i) == pair(new, i)
-}
-
-/// The pipeline for stream `s` toward `to`: Opus on the web leg, G.711 on the IMS leg. Its
-/// first RTP timestamp is `initial_timestamp` (random, RFC 3550 §5.1, except in a replay).
-pub(crate) fn spec_for(s: &StreamPlan, to: Leg, initial_timestamp: u32) -> Option<ChannelSpec> {
-    let c = s.codecs.iter().find(|c| c.transcode)?;
-    if !c.web.encoding.eq_ignore_ascii_case("opus") {
-        return None;
-    }
-    let law = match c.ims.encoding.to_ascii_uppercase().as_str() {
-        "PCMU" => Law::Mu,
-        "PCMA" => Law::A,
-        _ => return None,
-    };
-    // The core's a=ptime where the pipeline can make it (10 ms steps up to 60), else 20 ms.
-    let ptime = s.ims_ptime.filter(|p| *p % 10 == 0 && (10..=60).contains(p)).unwrap_or(20);
-    Some(match to {
-        Leg::Ims => ChannelSpec::OpusToG711(OpusToG711Config {
-            law,
-            initial_timestamp,
-            ptime: Duration::from_millis(u64::from(ptime)),
-            ..OpusToG711Config::default()
-        }),
-        Leg::Web => ChannelSpec::G711ToOpus(G711ToOpusConfig { law, initial_timestamp, ..G711ToOpusConfig::default() }),
-    })
 }

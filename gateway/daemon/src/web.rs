@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::access::Ticket;
 use crate::ctx::{Ctx, Serving};
 use crate::demo;
-use crate::engine::{Event, Writer, WRITER_QUEUE};
+use crate::events::{Event, Writer, WRITER_QUEUE};
 use crate::http::{self, HeadError, Prefixed, RequestHead};
 use crate::metrics::Metric;
 

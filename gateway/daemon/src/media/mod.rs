@@ -13,7 +13,7 @@
 //! The engine task talks to the threads through [`MediaHub`]: a call's settled plan, its
 //! re-offers and its end go down a command queue, with a wake-up of the thread's poller. A
 //! session that gives up (DTLS failure, lost consent, silence) comes back to the engine as
-//! [`crate::engine::Event::MediaFailed`], and the engine ends the call with BYE.
+//! [`crate::events::Event::MediaFailed`], and the engine ends the call with BYE.
 //!
 //! [`MediaSession`]: estuary_media::MediaSession
 
@@ -24,13 +24,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use estuary_core::MediaPlane;
 use estuary_media::MediaConfig;
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ctx::Ctx;
 use crate::error::DaemonError;
+use crate::metrics::Metric;
 pub use thread::Wakeup;
 use thread::{Command, ThreadHandle};
 
@@ -62,6 +64,7 @@ pub struct MediaHub {
     load: Vec<usize>,
     /// The threads' measured load, for placing new calls.
     busy: Busy,
+    ctx: Arc<Ctx>,
 }
 
 /// Each thread's share of a core over the last [`SAMPLE`], and its calls then.
@@ -88,16 +91,7 @@ impl MediaHub {
         info!(threads = n, shared_web_ports = ?shared, "media threads started");
         let cpu = threads.iter().map(|t| t.cpu_clock.and_then(thread::cpu_time)).collect();
         let busy = Busy { at: Instant::now(), cpu, share: vec![0.0; n], calls: vec![0; n] };
-        Ok(MediaHub { threads, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy })
-    }
-
-    /// Shared mode: the shared port of the thread new calls should go to now.
-    pub fn preferred_web_port(&mut self, now: Instant) -> Option<u16> {
-        if self.shared.is_empty() {
-            return None;
-        }
-        let t = self.place(now);
-        self.shared.get(t).copied()
+        Ok(MediaHub { threads, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy, ctx })
     }
 
     /// The thread for a new call: the first one with room ([`pick`]), by the load last read
@@ -122,8 +116,24 @@ impl MediaHub {
         pick(&b.share, &b.calls, &self.load)
     }
 
+}
+
+/// The core's media plane in the daemon: plans and ends go to the thread that owns the call;
+/// failures come back as [`estuary_core::Input::MediaFailed`] through the engine's events.
+impl MediaPlane for MediaHub {
+    /// Shared mode: the shared port of the thread new calls should go to now.
+    fn preferred_web_port(&mut self, now: Instant) -> Option<u16> {
+        if self.shared.is_empty() {
+            return None;
+        }
+        let t = self.place(now);
+        self.shared.get(t).copied()
+    }
+
     /// A call's plan was settled or renegotiated.
-    pub fn plan(&mut self, now: Instant, call: u64, plan: Box<MediaPlan>) {
+    fn plan(&mut self, now: Instant, call: u64, plan: Box<MediaPlan>) {
+        self.ctx.stats.inc(Metric::MediaPlans);
+        debug!(call, streams = plan.streams.len(), web_port = plan.web.local_port, "media plan settled");
         let t = match self.calls.get(&call) {
             Some(&t) => t,
             None => {
@@ -142,7 +152,7 @@ impl MediaHub {
 
     /// The call ended: its thread sends the last RTCP, files its report and keeps its sockets
     /// for the next calls.
-    pub fn end(&mut self, call: u64) {
+    fn end(&mut self, _now: Instant, call: u64) {
         if let Some(t) = self.calls.remove(&call) {
             self.load[t] -= 1;
             self.threads[t].send(Command::End { call });

@@ -30,7 +30,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, warn};
 
 use crate::ctx::Ctx;
-use crate::engine::Event;
+use crate::events::Event;
 use crate::metrics::{MediaFailure, Metric};
 use crate::recorder::Lane;
 use crate::transcode::{CallTranscoding, FrameQueue, TcFrame};

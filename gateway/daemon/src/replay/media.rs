@@ -1,8 +1,8 @@
 //! Media in a replay: a capture recorded with `recording.mode = "full"` holds, beside SIP, the
 //! browser's media after SRTP decryption and the core's media as it was on the wire, both ways,
-//! RTCP included. [`MediaPlane`] plays what reached the gateway through a [`MediaShard`] of
-//! [`MediaSession::replay`] sessions (past the SRTP layer: the browser leg is plaintext) on the
-//! replay's virtual clock, and [`compare`] checks what came out against what the gateway sent
+//! RTCP included. The replay plays what reached the gateway through the core's inline plane
+//! ([`InlineMedia`]: one shard of plaintext-browser sessions, past the SRTP layer, transcoding
+//! inline) on the replay's virtual clock, and [`compare`] checks what came out against what the gateway sent
 //! in the recording: per leg, the RTP packet count, the payload types, each outgoing stream's
 //! sequence and timestamp progression, the payloads (relayed media is carried byte for byte),
 //! and the RTCP compounds (their shapes; reports are timed at random, so their count only
@@ -12,19 +12,16 @@
 //! replay's by the SDP both sent: the n-th distinct port list the recorded gateway announced
 //! on a side pairs with the n-th the replaying engine announced there.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::Side;
-use estuary_media::shard::MediaShard;
-use estuary_media::{Forward, Leg, MediaConfig, MediaSession, Output, Transcoded};
+use estuary_core::{Core, InlineMedia};
+use estuary_media::{Leg, MediaConfig};
 use estuary_rtp::rtcp::Compound;
 use estuary_rtp::{classify, PacketKind, RtpPacket};
-use estuary_sdp::MediaPlan;
-use estuary_srtp::Certificate;
-use estuary_transcoder::{pool::MAX_PAYLOAD, Pipeline};
 
 /// One media datagram of a capture.
 #[derive(Clone, Debug)]
@@ -104,22 +101,16 @@ impl PortMap {
     fn replay_port(&self, leg: Leg, recorded: u16) -> Option<u16> {
         self.map.get(&(leg_index(leg), recorded)).copied()
     }
-
-    fn recorded_port(&self, leg: Leg, replay: u16) -> Option<u16> {
-        self.map.iter().find(|((l, _), p)| *l == leg_index(leg) && **p == replay).map(|((_, r), _)| *r)
-    }
 }
 
-/// The media plane of a replay: every call's [`MediaSession::replay`] in one shard.
-pub struct MediaPlane {
-    shard: MediaShard,
-    cfg: MediaConfig,
-    cert: Certificate,
+/// The media side of a replay: which recorded ports are the replay's, what reached no call,
+/// and what the core's inline plane ([`InlineMedia`]) sent, on the capture's timeline.
+pub struct MediaReplay {
     ports: PortMap,
+    web_address: IpAddr,
+    ims_address: IpAddr,
     /// The browser media that reached the recorded gateway, to find each call's browser.
     input_web: Vec<(u16, SocketAddr)>,
-    /// Browser-facing local ports of the calls, to tell the legs of what goes out.
-    web_ports: Vec<u16>,
     pub emitted: Vec<MediaPacket>,
     /// Packets of the input that reached no call: (leg, recorded destination).
     pub unmapped: Vec<(Leg, SocketAddr)>,
@@ -127,196 +118,64 @@ pub struct MediaPlane {
     /// recorded gateway's media thread hears of a call's end a moment after the signalling
     /// does, and may have relayed a few more: [`compare`] allows for them.
     pub late: [usize; 2],
-    /// Local ports of calls that ended: (leg, port).
-    ended: Vec<(Leg, u16)>,
-    /// Each call's plan, for the transcoding pipelines it needs.
-    plans: HashMap<u64, MediaPlan>,
-    /// Transcoding pipelines by (call, stream, toward), run inline on the virtual clock: the
-    /// live daemon runs the same pipelines on its workers, so only timing differs.
-    pipelines: BTreeMap<(u64, usize, usize), Pipeline>,
-    /// Per leg: the payload types the transcoder sends there, for [`compare`].
-    pub transcoded_pts: [Vec<u8>; 2],
-    /// Packets handed to transcoding, and those no pipeline could take (codec pair unknown).
-    pub to_transcoder: u64,
-    pub untranscodable: u64,
-    /// Frames the pipelines produced.
-    pub transcoded: u64,
-    buf: Vec<u8>,
-    frame: Vec<u8>,
 }
 
-impl MediaPlane {
-    /// For a replay of `input` whose recorded gateway sent `expected_sip` (side, message).
-    pub fn new<'a>(now: Instant, cfg: &estuary_config::Config, input: &[MediaPacket], expected_sip: impl Iterator<Item = (Side, &'a [u8])>) -> Result<MediaPlane, String> {
-        let cfg = crate::engine_config::media_config(cfg, None, false);
-        Ok(MediaPlane {
-            shard: MediaShard::new(now, None),
-            cfg,
-            // The browser leg is plaintext: no handshake will use it.
-            cert: Certificate::generate().map_err(|e| format!("certificate: {e}"))?,
+impl MediaReplay {
+    /// For a replay of `input` whose recorded gateway sent `expected_sip` (side, message),
+    /// with the media addresses of `cfg`.
+    pub fn new<'a>(cfg: &MediaConfig, input: &[MediaPacket], expected_sip: impl Iterator<Item = (Side, &'a [u8])>) -> MediaReplay {
+        MediaReplay {
             ports: PortMap::new(expected_sip),
-            input_web: input.iter().filter(|p| p.leg == Leg::Web).map(|p| (p.dst.port(), p.src)).collect(),
-            web_ports: Vec::new(),
+            web_address: cfg.web_address,
+            ims_address: cfg.ims_address,
+            input_web: input.iter().filter(|p| p.leg == Leg::Web).fold(Vec::new(), |mut seen, p| {
+                // The first source seen on a port is that call's browser.
+                if !seen.iter().any(|(port, _)| *port == p.dst.port()) {
+                    seen.push((p.dst.port(), p.src));
+                }
+                seen
+            }),
             emitted: Vec::new(),
             unmapped: Vec::new(),
             late: [0; 2],
-            ended: Vec::new(),
-            plans: HashMap::new(),
-            pipelines: BTreeMap::new(),
-            transcoded_pts: Default::default(),
-            to_transcoder: 0,
-            untranscodable: 0,
-            transcoded: 0,
-            buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
-            frame: vec![0; MAX_PAYLOAD],
-        })
-    }
-
-    /// The engine sent `sip` on `side` (its SDP maps ports).
-    pub fn sip_emitted(&mut self, side: Side, sip: &[u8]) {
-        self.ports.emitted(side, sip);
-    }
-
-    /// A call's plan was settled or renegotiated.
-    pub fn plan(&mut self, now: Instant, at: Duration, call: u64, plan: &MediaPlan) -> Result<(), String> {
-        if self.shard.session(call).is_some() {
-            self.shard.update_plan(now, call, plan).map_err(|e| format!("call {call}: {e}"))?;
-            // As the live daemon does: a stream whose transcoded pair changed starts afresh.
-            if let Some(old) = self.plans.get(&call) {
-                self.pipelines.retain(|(c, i, _), _| *c != call || crate::transcode::same_transcoding(old, plan, *i));
-            }
-        } else {
-            // The browser is whoever sent media to the recorded gateway's port for this call;
-            // when the engine has not announced that port yet, the first browser packet says.
-            let recorded = self.ports.recorded_port(Leg::Web, plan.web.local_port);
-            let browser = self.input_web.iter().find(|(port, _)| Some(*port) == recorded).map(|(_, src)| *src);
-            let session = MediaSession::replay(self.cfg.clone(), plan, &self.cert, now, call, browser).map_err(|e| format!("call {call}: {e}"))?;
-            self.shard.add_call(now, call, session).map_err(|e| format!("call {call}: {e}"))?;
-            self.web_ports.push(plan.web.local_port);
         }
-        for c in plan.streams.iter().flat_map(|s| &s.codecs).filter(|c| c.transcode) {
-            for (leg, pt) in [(0, c.web_pt), (1, c.ims_pt)] {
-                if !self.transcoded_pts[leg].contains(&pt) {
-                    self.transcoded_pts[leg].push(pt);
+    }
+
+    /// The engine sent `sip` on `side`: its SDP maps ports, and tells the plane where the
+    /// browser of a browser-facing port it announced is (whoever sent media to the recorded
+    /// gateway's port).
+    pub fn sip_emitted(&mut self, side: Side, sip: &[u8], plane: &mut InlineMedia) {
+        self.ports.emitted(side, sip);
+        if side == Side::Web {
+            for &(recorded, browser) in &self.input_web {
+                if let Some(port) = self.ports.replay_port(Leg::Web, recorded) {
+                    plane.expect_browser(port, browser);
                 }
             }
         }
-        self.plans.insert(call, plan.clone());
-        self.drain(at);
-        Ok(())
     }
 
-    pub fn end(&mut self, now: Instant, at: Duration, call: u64) {
-        self.pipelines.retain(|(c, _, _), _| *c != call);
-        self.plans.remove(&call);
-        if let Some(s) = self.shard.end_call(now, call) {
-            let web = s.web_local();
-            for a in s.local_addresses() {
-                self.ended.push((if a == web { Leg::Web } else { Leg::Ims }, a.port()));
-            }
-        }
-        self.drain(at);
-    }
-
-    /// A media packet of the input, at `now` (`at` on the capture's timeline).
-    pub fn input(&mut self, now: Instant, at: Duration, p: &MediaPacket) {
+    /// A media packet of the input, at `now` (`at` on the capture's timeline), into `core`.
+    pub fn input(&mut self, core: &mut Core<Option<InlineMedia>>, now: Instant, p: &MediaPacket) {
         let Some(port) = self.ports.replay_port(p.leg, p.dst.port()) else {
             self.unmapped.push((p.leg, p.dst));
             return;
         };
-        let ip = if p.leg == Leg::Web { self.cfg.web_address } else { self.cfg.ims_address };
+        let ip = if p.leg == Leg::Web { self.web_address } else { self.ims_address };
         let local = SocketAddr::new(ip, port);
-        self.buf.clear();
-        self.buf.extend_from_slice(&p.data);
-        let routed = self.shard.handle_datagram(now, local, p.src, &mut self.buf);
-        match routed.forward {
-            Forward::Send { from, to } => {
-                let data = self.buf.clone();
-                self.push(at, from, to, data);
-            }
-            Forward::Transcode { stream, to } => {
-                self.to_transcoder += 1;
-                if let Some(call) = routed.call {
-                    self.transcode(now, call, stream, to);
-                }
-            }
-            Forward::Consumed => {}
-        }
-        if routed.call.is_none() {
-            if self.ended.contains(&(p.leg, port)) {
+        if core.handle_datagram(now, local, p.src, &p.data).is_none() {
+            if core.media().as_ref().is_some_and(|m| m.ended_at(local)) {
                 self.late[leg_index(p.leg)] += 1;
             } else {
                 self.unmapped.push((p.leg, p.dst));
             }
         }
-        self.drain(at);
     }
 
-    /// Hands the plaintext RTP packet in the buffer to its pipeline, opened on first use.
-    fn transcode(&mut self, now: Instant, call: u64, stream: usize, to: Leg) {
-        let Ok(p) = RtpPacket::parse(&self.buf) else { return };
-        let key = (call, stream, leg_index(to));
-        if !self.pipelines.contains_key(&key) {
-            // The first timestamp is the replay's own: comparisons are relative to it.
-            let spec = self.plans.get(&call).and_then(|plan| plan.streams.get(stream)).and_then(|s| crate::transcode::spec_for(s, to, 0));
-            match spec.map(|s| Pipeline::new(&s)) {
-                Some(Ok(pipeline)) => {
-                    self.pipelines.insert(key, pipeline);
-                }
-                _ => {
-                    self.untranscodable += 1;
-                    return;
-                }
-            }
-        }
-        if let Some(pipeline) = self.pipelines.get_mut(&key) {
-            pipeline.push(now, p.seq().0, p.timestamp(), p.payload());
-        }
-    }
-
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pipelines.values().filter_map(Pipeline::poll_timeout).chain(self.shard.poll_timeout()).min()
-    }
-
-    pub fn timeout(&mut self, now: Instant, at: Duration) {
-        self.shard.handle_timeout(now);
-        // Frames due from the pipelines go out through their call's session, as the media
-        // thread sends the workers' frames.
-        for (&(call, stream, to), pipeline) in self.pipelines.iter_mut() {
-            while pipeline.poll_timeout().is_some_and(|t| t <= now) {
-                let Some(f) = pipeline.poll(now, &mut self.frame) else { break };
-                self.transcoded += 1;
-                let to = if to == 0 { Leg::Web } else { Leg::Ims };
-                let frame = Transcoded { stream, to, payload: f.payload, timestamp: f.timestamp, marker: f.marker };
-                if let Forward::Send { from, to } = self.shard.send_transcoded(now, call, frame, &mut self.buf) {
-                    let leg = leg_from(&self.cfg, &self.web_ports, from);
-                    self.emitted.push(MediaPacket { at, leg, src: from, dst: to, data: self.buf.clone() });
-                }
-            }
-        }
-        self.drain(at);
-    }
-
-    fn drain(&mut self, at: Duration) {
-        while let Some((_, o)) = self.shard.poll_output() {
-            if let Output::Transmit { from, to, data } = o {
-                self.push(at, from, to, data);
-            }
-        }
-    }
-
-    fn push(&mut self, at: Duration, from: SocketAddr, to: SocketAddr, data: Vec<u8>) {
-        let leg = leg_from(&self.cfg, &self.web_ports, from);
+    /// The plane sent a datagram at `at`.
+    pub fn emitted(&mut self, at: Duration, from: SocketAddr, to: SocketAddr, data: Vec<u8>, plane: &InlineMedia) {
+        let leg = if plane.is_web_local(from) { Leg::Web } else { Leg::Ims };
         self.emitted.push(MediaPacket { at, leg, src: from, dst: to, data });
-    }
-}
-
-/// The leg a packet the gateway sent from `from` went out on.
-fn leg_from(cfg: &MediaConfig, web_ports: &[u16], from: SocketAddr) -> Leg {
-    if from.ip() == cfg.web_address && web_ports.contains(&from.port()) {
-        Leg::Web
-    } else {
-        Leg::Ims
     }
 }
 
@@ -421,7 +280,7 @@ pub struct Agreement {
 /// Compares the media the gateway sent in the recording (`expected`) with what the replay
 /// emitted, leg by leg; `Err` holds a readable difference. `late` (per input leg) is how many
 /// recorded packets may be missing at the end of the other leg's output: packets that arrived
-/// after their call ended (see [`MediaPlane::late`]). `transcoded_pts` (per leg) are the
+/// after their call ended (see [`MediaReplay::late`]). `transcoded_pts` (per leg) are the
 /// payload types the transcoder produced there (see [`TranscodedView`]).
 pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 2], transcoded_pts: &[Vec<u8>; 2]) -> Result<Agreement, String> {
     let mut report = String::new();

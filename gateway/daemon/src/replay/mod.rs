@@ -45,7 +45,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, ConnId, Flow, Input, Output, Side, Transport};
+use estuary_b2bua::B2bua;
+use estuary_core::{ConnId, Core, Flow, InlineMedia, Input, Output, Side, Transport};
 use estuary_config::Config;
 use estuary_keys::KeySource;
 use estuary_media::Leg;
@@ -177,10 +178,14 @@ pub struct MediaInput<'a> {
     pub expected_sip: &'a [Message],
 }
 
-/// Replays `input` through a [`B2bua`] configured from `cfg` and the addresses the input was
-/// sent to, and `media` through a media plane of replay sessions; returns the messages it
-/// emitted, stamped on the input's timeline, and the media plane with what it emitted.
-pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInput<'_>>) -> Result<(Vec<Message>, Option<media::MediaPlane>), String> {
+/// What a replay emitted: SIP, and the media with the plane that sent it.
+pub type Replayed = (Vec<Message>, Option<(media::MediaReplay, InlineMedia)>);
+
+/// Replays `input` and `media` through a [`Core`]: a [`B2bua`] configured from `cfg` and the
+/// addresses the input was sent to, with an inline media plane when there is media; returns
+/// the messages it emitted, stamped on the input's timeline, and the media it emitted with
+/// the plane that did.
+pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInput<'_>>) -> Result<Replayed, String> {
     let web = input.iter().find(|m| m.side == Side::Web).map(|m| m.dst);
     let ims_in = input.iter().find(|m| m.side == Side::Ims);
     let web_addr = web.unwrap_or(cfg.web.wss_listen);
@@ -199,12 +204,18 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInp
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
     let ports = crate::ports::even_ports(cfg.media.ports.min, cfg.media.ports.max);
-    let plane = match &media {
-        Some(m) => Some(media::MediaPlane::new(base, cfg, m.packets, m.expected_sip.iter().map(|e| (e.side, &e.data[..])))?),
-        None => None,
+    let (plane, recording) = match &media {
+        Some(m) => {
+            let media_cfg = engine_config::media_config(cfg, None, false);
+            let recording = media::MediaReplay::new(&media_cfg, m.packets, m.expected_sip.iter().map(|e| (e.side, &e.data[..])));
+            // The browser leg is plaintext: no handshake will use the certificate.
+            let cert = estuary_srtp::Certificate::generate().map_err(|e| format!("certificate: {e}"))?;
+            (Some(InlineMedia::plaintext(base, media_cfg, cert)), Some(recording))
+        }
+        None => (None, None),
     };
     let mut d = Driver {
-        engine: B2bua::new(b2bua_cfg, seed, KeySource::os()),
+        core: Core::new(B2bua::new(b2bua_cfg, seed, KeySource::os()), plane, base),
         base,
         t0,
         now: base,
@@ -213,8 +224,7 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInp
         conns: HashMap::new(),
         out: Vec::new(),
         ports,
-        media: plane,
-        errors: Vec::new(),
+        media: recording,
     };
     d.grant_ports();
     // SIP and media in time order (SIP first at equal times: a packet follows its signalling).
@@ -248,15 +258,18 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInp
     }
     let end = d.now + SETTLE;
     d.run_timers(end);
-    if let Some(e) = d.errors.first() {
-        return Err(e.clone());
+    let plane = d.core.into_media();
+    // A plan the recorded gateway took and the replay's plane could not is a failed replay.
+    if let Some((when, e)) = plane.as_ref().and_then(|p| p.refused().first()) {
+        let at = t0 + when.saturating_duration_since(base);
+        return Err(format!("media plan at {:.3} s: {e}", at.as_secs_f64()));
     }
-    Ok((d.out, d.media))
+    Ok((d.out, d.media.zip(plane)))
 }
 
-/// The engine on a virtual clock, and what it sent.
+/// The core on a virtual clock, and what it sent.
 struct Driver {
-    engine: B2bua,
+    core: Core<Option<InlineMedia>>,
     base: Instant,
     t0: Duration,
     now: Instant,
@@ -266,43 +279,27 @@ struct Driver {
     out: Vec<Message>,
     /// Virtual media ports, granted as the engine asks (nothing is bound in a replay).
     ports: std::iter::StepBy<std::ops::RangeInclusive<u16>>,
-    /// Calls' media, when the capture has any.
-    media: Option<media::MediaPlane>,
-    /// What the media plane refused (a plan it could not take).
-    errors: Vec<String>,
+    /// The media side, when the capture has media.
+    media: Option<media::MediaReplay>,
 }
 
 impl Driver {
     fn input(&mut self, input: Input<'_>) {
-        self.engine.handle_input(self.now, input);
+        self.core.handle_input(self.now, input);
         self.drain();
         self.grant_ports();
     }
 
     fn grant_ports(&mut self) {
-        let n = self.engine.ports_wanted(self.now);
-        self.engine.grant_ports(self.ports.by_ref().take(n));
+        let n = self.core.ports_wanted(self.now);
+        self.core.grant_ports(self.ports.by_ref().take(n));
     }
 
-    /// Fires every engine and media deadline up to `until`, in order.
+    /// Fires every signalling and media deadline up to `until`, in order.
     fn run_timers(&mut self, until: Instant) {
-        loop {
-            let engine = self.engine.poll_timeout().filter(|t| *t <= until);
-            let media = self.media.as_ref().and_then(media::MediaPlane::poll_timeout).filter(|t| *t <= until);
-            match (engine, media) {
-                (Some(e), m) if m.is_none_or(|m| e <= m) => {
-                    self.now = e.max(self.now);
-                    self.input(Input::Timeout);
-                }
-                (_, Some(m)) => {
-                    self.now = m.max(self.now);
-                    let at = self.at();
-                    if let Some(p) = self.media.as_mut() {
-                        p.timeout(self.now, at);
-                    }
-                }
-                _ => return,
-            }
+        while let Some(t) = self.core.poll_timeout().filter(|t| *t <= until) {
+            self.now = t.max(self.now);
+            self.input(Input::Timeout);
         }
     }
 
@@ -315,15 +312,15 @@ impl Driver {
         let t = self.base + p.at.saturating_sub(self.t0);
         self.run_timers(t);
         self.now = t.max(self.now);
-        let (now, at) = (self.now, self.at());
         if let Some(m) = self.media.as_mut() {
-            m.input(now, at, p);
+            m.input(&mut self.core, self.now, p);
         }
+        self.drain();
     }
 
     fn drain(&mut self) {
-        while let Some(o) = self.engine.poll_output() {
-            let (now, at) = (self.now, self.at());
+        while let Some(o) = self.core.poll_output() {
+            let at = self.at();
             match o {
                 Output::Transmit { flow, data } => {
                     let (side, src, dst) = match flow {
@@ -333,22 +330,17 @@ impl Driver {
                         }
                         Flow::Ims { remote, .. } => (Side::Ims, self.ims, remote),
                     };
-                    if let Some(m) = self.media.as_mut() {
-                        m.sip_emitted(side, &data);
+                    if let (Some(m), Some(plane)) = (self.media.as_mut(), self.core.media_mut().as_mut()) {
+                        m.sip_emitted(side, &data, plane);
                     }
                     self.out.push(Message { at, side, src, dst, data });
                 }
-                Output::Media { call, plan } => {
-                    if let Some(Err(e)) = self.media.as_mut().map(|m| m.plan(now, at, call, &plan)) {
-                        self.errors.push(format!("media plan at {:.3} s: {e}", at.as_secs_f64()));
+                Output::Datagram { from, to, data } => {
+                    if let (Some(m), Some(plane)) = (self.media.as_mut(), self.core.media().as_ref()) {
+                        m.emitted(at, from, to, data, plane);
                     }
                 }
-                Output::MediaEnd { call } => {
-                    if let Some(m) = self.media.as_mut() {
-                        m.end(now, at, call);
-                    }
-                }
-                _ => {}
+                Output::Close { .. } | Output::CallStarted { .. } | Output::CallEnded { .. } => {}
             }
         }
     }
@@ -432,7 +424,7 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, mode: Mode) -> Res
         None => (None, Vec::new()),
     };
     let media = expected.as_deref().filter(|_| !media_in.is_empty()).map(|e| MediaInput { packets: media_in, expected_sip: e });
-    let (emitted, plane) = replay(cfg, &msgs, seed, media)?;
+    let (emitted, media_out) = replay(cfg, &msgs, seed, media)?;
     let Some(expected) = expected else {
         for m in &emitted {
             let first = String::from_utf8_lossy(&m.data).lines().next().unwrap_or_default().to_owned();
@@ -441,33 +433,35 @@ pub fn run(cfg: &Config, input: &Path, expect: Option<&Path>, mode: Mode) -> Res
         return Ok(true);
     };
     let sip_ok = report(&expected, &emitted, msgs.len());
-    let Some(plane) = plane else { return Ok(sip_ok) };
-    Ok(report_media(&expected_media, &plane, media_in.len()) && sip_ok)
+    let Some((replayed, plane)) = media_out else { return Ok(sip_ok) };
+    Ok(report_media(&expected_media, &replayed, &plane, media_in.len()) && sip_ok)
 }
 
 /// Prints the verdict on the media; whether it was as expected.
-fn report_media(expected: &[media::MediaPacket], plane: &media::MediaPlane, inputs: usize) -> bool {
+fn report_media(expected: &[media::MediaPacket], replay: &media::MediaReplay, plane: &InlineMedia, inputs: usize) -> bool {
     let mut problems = String::new();
-    if !plane.unmapped.is_empty() {
-        let _ = writeln!(problems, "{} media packets of the input reached no call (first to {:?})", plane.unmapped.len(), plane.unmapped[0]);
+    if !replay.unmapped.is_empty() {
+        let _ = writeln!(problems, "{} media packets of the input reached no call (first to {:?})", replay.unmapped.len(), replay.unmapped[0]);
     }
-    if plane.untranscodable > 0 {
-        let _ = writeln!(problems, "{} packets needed transcoding between codecs the transcoder does not convert", plane.untranscodable);
+    let counters = plane.counters();
+    if counters.untranscodable > 0 {
+        let _ = writeln!(problems, "{} packets needed transcoding between codecs the transcoder does not convert", counters.untranscodable);
     }
-    match media::compare(expected, &plane.emitted, plane.late, &plane.transcoded_pts) {
+    let transcoded_pts = [Leg::Web, Leg::Ims].map(|leg| plane.transcoded_payload_types(leg).to_vec());
+    match media::compare(expected, &replay.emitted, replay.late, &transcoded_pts) {
         Ok(a) if problems.is_empty() => {
-            let late = plane.late[0] + plane.late[1];
+            let late = replay.late[0] + replay.late[1];
             let leg = |i: usize| match a.transcoded[i] {
                 0 => format!("{} RTP and {} RTCP", a.rtp[i], a.rtcp[i]),
                 t => format!("{} RTP ({t} transcoded) and {} RTCP", a.rtp[i], a.rtcp[i]),
             };
-            let transcoding = match plane.to_transcoder {
+            let transcoding = match counters.to_transcoder {
                 0 => String::new(),
-                n => format!(", {n} transcoded inline into {} frames", plane.transcoded),
+                n => format!(", {n} transcoded inline into {} frames", counters.transcoded),
             };
             println!(
                 "ok: media as expected ({inputs} packets in, {} out, {late} after their call ended{transcoding}): browser leg {}, IMS leg {}",
-                plane.emitted.len(),
+                replay.emitted.len(),
                 leg(0),
                 leg(1)
             );

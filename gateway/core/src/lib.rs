@@ -1,0 +1,222 @@
+//! The composed gateway: the signalling machine ([`B2bua`]) and a media plane behind one
+//! sans-IO surface, [`Core`]. Its inputs are SIP messages, connection and reachability
+//! reports, media datagrams (with an inline plane) and time; its outputs are SIP to send,
+//! datagrams to send, connections to close and the calls' start and end for records. No
+//! sockets, no clock: the daemon and `estuary replay` drive the same `Core`.
+//!
+//! The seam between the planes lives here. The signalling machine settles a call's media
+//! plan from each offer/answer exchange and ends calls; the core hands both to its
+//! [`MediaPlane`] in the order the machine produced them, among the SIP that caused them. A
+//! plane that gives up on a call (lost consent, DTLS failure, silence, a plan it cannot take)
+//! reports it, and the core ends the call with BYE on both legs.
+//!
+//! Two planes exist, because media is sharded per core while signalling has one owner:
+//! - [`InlineMedia`]: one [`estuary_media::shard::MediaShard`] on the caller's thread, with
+//!   transcoding run inline. `estuary replay` uses it, so the replay is deterministic.
+//! - the daemon's media hub: one shard per media thread, each owning whole calls (sockets,
+//!   timers, transcoding channels), the plans and ends sent down a queue per thread, and
+//!   failures coming back as [`Input::MediaFailed`].
+
+mod inline;
+pub mod transcode;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub use estuary_b2bua::{B2bua, CallSummary, ConnId, Flow, Input, ReleaseCause, Sample, Side, Transport};
+use estuary_media::FailCause;
+use estuary_sdp::MediaPlan;
+pub use inline::{InlineMedia, InlineCounters};
+
+/// What the [`Core`] asks of the media plane.
+pub trait MediaPlane {
+    /// A call's plan was settled or renegotiated. A plan the plane cannot take is reported
+    /// through [`MediaPlane::poll_event`] (or, from another thread, [`Input::MediaFailed`]).
+    fn plan(&mut self, now: Instant, call: u64, plan: Box<MediaPlan>);
+    /// The call ended: its media goes (after its last RTCP).
+    fn end(&mut self, now: Instant, call: u64);
+    /// Where media ports are shared: the shared browser-facing port new calls should get.
+    fn preferred_web_port(&mut self, _now: Instant) -> Option<u16> {
+        None
+    }
+    /// The plane's next deadline, when it runs on the core's clock.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    /// A media datagram that reached `local` from `source`, when the plane runs on the core's
+    /// thread: the call it belonged to, if any.
+    fn handle_datagram(&mut self, _now: Instant, _local: SocketAddr, _source: SocketAddr, _data: &[u8]) -> Option<u64> {
+        None
+    }
+    /// What the plane did, when it runs on the core's clock.
+    fn poll_event(&mut self) -> Option<MediaPlaneEvent> {
+        None
+    }
+}
+
+/// No plane at all: signalling only (a replay of a capture without media, tests). Plans and
+/// ends go nowhere, so no call ever fails for its media.
+impl<P: MediaPlane> MediaPlane for Option<P> {
+    fn plan(&mut self, now: Instant, call: u64, plan: Box<MediaPlan>) {
+        if let Some(p) = self {
+            p.plan(now, call, plan)
+        }
+    }
+    fn end(&mut self, now: Instant, call: u64) {
+        if let Some(p) = self {
+            p.end(now, call)
+        }
+    }
+    fn preferred_web_port(&mut self, now: Instant) -> Option<u16> {
+        self.as_mut()?.preferred_web_port(now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.as_ref()?.poll_timeout()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(p) = self {
+            p.handle_timeout(now)
+        }
+    }
+    fn handle_datagram(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) -> Option<u64> {
+        self.as_mut()?.handle_datagram(now, local, source, data)
+    }
+    fn poll_event(&mut self) -> Option<MediaPlaneEvent> {
+        self.as_mut()?.poll_event()
+    }
+}
+
+/// What an inline media plane reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MediaPlaneEvent {
+    /// Send a datagram.
+    Transmit { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
+    /// The plane gave up on a call: the core ends it.
+    Failed { call: u64, cause: ReleaseCause, reason: String },
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send one SIP message (one text frame on WebSocket).
+    Transmit { flow: Flow, data: Vec<u8> },
+    /// Close a connection.
+    Close { conn: ConnId },
+    /// Send a media datagram (inline planes only: threaded planes send their own).
+    Datagram { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
+    /// A call was created: its two dialogs' Call-IDs (browser leg, IMS leg).
+    CallStarted { call: u64, web_call_id: String, ims_call_id: String },
+    /// The call is gone. Reported after every message of the same step, so the message that
+    /// ended it (a BYE's 200) belongs to the call.
+    CallEnded { call: u64, summary: Box<CallSummary> },
+}
+
+/// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
+/// RTP time-out, everything else a lost bearer.
+pub fn release_cause(cause: FailCause) -> ReleaseCause {
+    match cause {
+        FailCause::Inactivity => ReleaseCause::RtpTimeout,
+        FailCause::Ice | FailCause::Dtls | FailCause::DtlsClosed => ReleaseCause::MediaBearerLoss,
+    }
+}
+
+/// The signalling machine and a media plane, composed.
+pub struct Core<P> {
+    signalling: B2bua,
+    media: P,
+    /// The time of the latest input: outputs taken after it act at that time.
+    now: Instant,
+    /// Calls ended in this step, reported once nothing else is left.
+    ended: VecDeque<(u64, Box<CallSummary>)>,
+}
+
+impl<P: MediaPlane> Core<P> {
+    pub fn new(signalling: B2bua, media: P, now: Instant) -> Core<P> {
+        Core { signalling, media, now, ended: VecDeque::new() }
+    }
+
+    pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
+        self.now = now.max(self.now);
+        if let Some(port) = self.media.preferred_web_port(now) {
+            self.signalling.prefer_web_port(Some(port));
+        }
+        if matches!(input, Input::Timeout) && self.media.poll_timeout().is_some_and(|t| t <= now) {
+            self.media.handle_timeout(now);
+        }
+        self.signalling.handle_input(now, input);
+    }
+
+    /// The next output. Plans and ends are handed to the media plane on the way, in the
+    /// order the signalling machine produced them; media failures go back into it.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        use estuary_b2bua::Output as S;
+        loop {
+            if let Some(event) = self.media.poll_event() {
+                match event {
+                    MediaPlaneEvent::Transmit { from, to, data } => return Some(Output::Datagram { from, to, data }),
+                    MediaPlaneEvent::Failed { call, cause, reason } => {
+                        self.signalling.handle_input(self.now, Input::MediaFailed { call, reason: &reason, cause });
+                        continue;
+                    }
+                }
+            }
+            match self.signalling.poll_output() {
+                Some(S::Media { call, plan }) => self.media.plan(self.now, call, plan),
+                Some(S::MediaEnd { call }) => self.media.end(self.now, call),
+                Some(S::CallEnded { call, summary }) => self.ended.push_back((call, summary)),
+                Some(S::Transmit { flow, data }) => return Some(Output::Transmit { flow, data }),
+                Some(S::Close { conn }) => return Some(Output::Close { conn }),
+                Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
+                None => return self.ended.pop_front().map(|(call, summary)| Output::CallEnded { call, summary }),
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.signalling.poll_timeout(), self.media.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How many more bound media ports the signalling machine wants (bind before announce).
+    pub fn ports_wanted(&self, now: Instant) -> usize {
+        self.signalling.ports_wanted(now)
+    }
+
+    pub fn grant_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
+        self.signalling.grant_ports(ports)
+    }
+
+    pub fn metrics(&self, now: Instant) -> Vec<Sample> {
+        self.signalling.metrics(now)
+    }
+
+    pub fn signalling(&self) -> &B2bua {
+        &self.signalling
+    }
+
+    pub fn media(&self) -> &P {
+        &self.media
+    }
+
+    pub fn media_mut(&mut self) -> &mut P {
+        &mut self.media
+    }
+
+    pub fn into_media(self) -> P {
+        self.media
+    }
+
+    /// A media datagram that reached `local` from `source` (planes on the core's thread):
+    /// the call it belonged to, if any.
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) -> Option<u64> {
+        self.now = now.max(self.now);
+        self.media.handle_datagram(now, local, source, data)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,55 @@
+//! What socket tasks, media threads and the admin endpoint tell the engine task, and the
+//! engine's handle on a connection. Its own module so that the tasks that send events need
+//! nothing of the engine itself.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use estuary_core::{ConnId, Flow, ReleaseCause, Sample, Side, Transport};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+/// Queue depth per connection writer: enough for a burst of forked responses; a connection
+/// that lets it fill is stuck and gets closed rather than stalling the engine.
+pub const WRITER_QUEUE: usize = 256;
+
+/// Something a socket task reports to the engine task.
+pub enum Event {
+    /// A connection is ready to carry SIP (WebSocket upgraded, TCP accepted or connected).
+    Opened {
+        conn: ConnId,
+        side: Side,
+        transport: Transport,
+        local: SocketAddr,
+        remote: SocketAddr,
+        writer: Writer,
+    },
+    /// One whole SIP message.
+    Received {
+        flow: Flow,
+        conn: Option<ConnId>,
+        remote: SocketAddr,
+        data: Vec<u8>,
+    },
+    /// The connection is gone.
+    Closed { conn: ConnId },
+    /// An outbound TCP or TLS connect to an IMS destination failed or was refused by the
+    /// limit.
+    ConnectFailed { remote: SocketAddr, transport: Transport },
+    /// ICMP said an IMS UDP destination is unreachable (see `icmp`).
+    UdpUnreachable { remote: SocketAddr },
+    /// The admin endpoint asks for the engine's metric samples.
+    Metrics(oneshot::Sender<Vec<Sample>>),
+    /// A call's media session gave up (see `media`).
+    MediaFailed { call: u64, reason: String, cause: ReleaseCause },
+    /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
+    /// engine would, so tests can see /healthz notice.
+    Stall(std::time::Duration),
+}
+
+/// The engine's handle on one connection task.
+pub struct Writer {
+    pub data: mpsc::Sender<Vec<u8>>,
+    /// Ask the connection task to close (cleanly where the protocol allows it).
+    pub close: Arc<Notify>,
+}
+
