@@ -20,11 +20,11 @@
 mod batch;
 mod thread;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_core::MediaPlane;
+use estuary_core::{MediaPlane, MediaPlaneEvent, ReleaseCause};
 use estuary_media::MediaConfig;
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
@@ -65,6 +65,8 @@ pub struct MediaHub {
     /// The threads' measured load, for placing new calls.
     busy: Busy,
     ctx: Arc<Ctx>,
+    /// Plans no thread could take, reported to the core.
+    failed: VecDeque<MediaPlaneEvent>,
 }
 
 /// Each thread's share of a core over the last [`SAMPLE`], and its calls then.
@@ -91,7 +93,7 @@ impl MediaHub {
         info!(threads = n, shared_web_ports = ?shared, "media threads started");
         let cpu = threads.iter().map(|t| t.cpu_clock.and_then(thread::cpu_time)).collect();
         let busy = Busy { at: Instant::now(), cpu, share: vec![0.0; n], calls: vec![0; n] };
-        Ok(MediaHub { threads, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy, ctx })
+        Ok(MediaHub { threads, shared: shared.to_vec(), calls: HashMap::new(), load: vec![0; n], busy, ctx, failed: VecDeque::new() })
     }
 
     /// The thread for a new call: the first one with room ([`pick`]), by the load last read
@@ -147,7 +149,19 @@ impl MediaPlane for MediaHub {
                 t
             }
         };
-        self.threads[t].send(Command::Plan { call, plan });
+        if !self.threads[t].send(Command::Plan { call, plan }) {
+            // The thread is gone: this call fails now, and no new call goes there.
+            self.calls.remove(&call);
+            self.load[t] -= 1;
+            self.busy.share[t] = f64::INFINITY;
+            self.busy.cpu[t] = None;
+            let reason = format!("media thread {t} is gone");
+            self.failed.push_back(MediaPlaneEvent::Failed { call, cause: ReleaseCause::MediaBearerLoss, reason });
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<MediaPlaneEvent> {
+        self.failed.pop_front()
     }
 
     /// The call ended: its thread sends the last RTCP, files its report and keeps its sockets
@@ -157,6 +171,20 @@ impl MediaPlane for MediaHub {
             self.load[t] -= 1;
             self.threads[t].send(Command::End { call });
         }
+    }
+}
+
+impl MediaHub {
+    /// TEST HOOK: stops thread `t` as a fatal poll error would.
+    #[cfg(test)]
+    pub fn stop_thread(&self, t: usize) {
+        self.threads[t].send(Command::Stop);
+    }
+
+    /// TEST HOOK: whether thread `t` still takes commands.
+    #[cfg(test)]
+    pub fn thread_alive(&self, t: usize) -> bool {
+        self.threads[t].send(Command::End { call: 0 })
     }
 }
 

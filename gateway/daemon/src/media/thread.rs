@@ -89,11 +89,14 @@ pub struct ThreadHandle {
 }
 
 impl ThreadHandle {
-    pub fn send(&self, c: Command) {
-        // A closed queue means the thread is gone (its exit was logged).
-        if self.commands.send(c).is_ok() {
+    /// Whether the command reached the thread: a closed queue means the thread is gone (its
+    /// exit was logged, and its calls failed).
+    pub fn send(&self, c: Command) -> bool {
+        let sent = self.commands.send(c).is_ok();
+        if sent {
             self.wakeup.wake();
         }
+        sent
     }
 }
 
@@ -266,7 +269,28 @@ impl MediaThread {
             match self.turn(&mut events, None) {
                 Ok(true) => {}
                 Ok(false) => return info!(thread = self.index, "media thread stopped"),
-                Err(e) => return error!(thread = self.index, error = %e, "media thread cannot poll; its calls will fail"),
+                Err(e) => {
+                    error!(thread = self.index, error = %e, "media thread cannot poll; its calls end");
+                    return self.abandon(&format!("media thread {} stopped: {e}", self.index));
+                }
+            }
+        }
+    }
+
+    /// The thread cannot go on: every call it owns ends (the engine sends BYE on both legs),
+    /// its sockets go back to the pool, and the failures reach the engine before the thread
+    /// leaves, waiting for room in the engine's queue if need be.
+    fn abandon(&mut self, reason: &str) {
+        let calls: Vec<u64> = self.calls.keys().copied().collect();
+        for call in calls {
+            self.end(call);
+            self.fail(call, MediaFailure::Internal, reason.to_owned());
+        }
+        self.release_ended();
+        while let Some(ev) = self.unsent.pop_front() {
+            // A plain thread, not a runtime's: blocking here is allowed.
+            if self.ctx.events.blocking_send(ev).is_err() {
+                break;
             }
         }
     }

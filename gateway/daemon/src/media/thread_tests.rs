@@ -20,6 +20,9 @@ use stun_rs::methods::BINDING;
 use stun_rs::{HMACKey, MessageClass, MessageEncoderBuilder, StunMessageBuilder};
 
 use super::*;
+use crate::media::MediaHub;
+use estuary_b2bua::ReleaseCause;
+use estuary_core::{MediaPlane, MediaPlaneEvent};
 
 const OFFER: &str = include_str!("../../../../conformance/sdp/cases/web-audio-g711/1-web-offer.sdp");
 const PAYLOAD: [u8; 160] = [0x55; 160];
@@ -28,12 +31,17 @@ const LIMIT: Duration = Duration::from_secs(10);
 
 /// The shared context of `threads` media threads, their ports from `first` up.
 fn context(first: u16) -> Arc<Ctx> {
+    context_with_events(first).0
+}
+
+/// As [`context`], with the engine's end of the event queue.
+fn context_with_events(first: u16) -> (Arc<Ctx>, tokio::sync::mpsc::Receiver<Event>) {
     let mut cfg = estuary_config::Config::default();
     cfg.media.ports = estuary_config::PortRange { min: first, max: first + 199 };
-    let (events, _) = tokio::sync::mpsc::channel(64);
+    let (events, rx) = tokio::sync::mpsc::channel(64);
     let (_, shutdown) = tokio::sync::watch::channel(false);
     let records = crate::records::CallRecords::start(&Default::default()).unwrap();
-    Arc::new(Ctx::new(events, shutdown, &cfg, None, None, records))
+    (Arc::new(Ctx::new(events, shutdown, &cfg, None, None, records)), rx)
 }
 
 struct Ports {
@@ -326,4 +334,47 @@ fn media_threads_relay_while_every_shared_lock_is_held() {
     for h in [a, b] {
         h.send(Command::Stop);
     }
+}
+
+#[test]
+fn a_thread_that_cannot_go_on_fails_its_calls_and_returns_their_ports() {
+    let (ctx, mut events) = context_with_events(43600);
+    let (web_addr, ims_port) = two_ports(&ctx);
+    let cert = Certificate::generate().unwrap();
+    let call = Call::new(1, web_addr, ims_port, &cert);
+    let (mut thread, _handle) = MediaThread::new(0, Some(web_addr), Arc::new(cert), MediaConfig::default(), ctx.clone()).unwrap();
+    thread.plan(call.id, Box::new(call.plan.clone()));
+    assert_eq!(thread.shard.len(), 1);
+    thread.abandon("media thread 0 stopped: test");
+    match events.try_recv() {
+        Ok(Event::MediaFailed { call: 1, reason, cause: ReleaseCause::MediaBearerLoss }) => assert!(reason.contains("stopped"), "{reason}"),
+        Ok(_) => panic!("another event than the call's failure"),
+        Err(e) => panic!("the engine heard nothing: {e}"),
+    }
+    assert!(thread.shard.is_empty() && thread.calls.is_empty(), "the thread keeps nothing of the call");
+    assert!(ctx.media_ports.take(call.ims_local).is_some(), "the call's IMS socket went back to the pool");
+}
+
+#[test]
+fn a_plan_for_a_thread_that_is_gone_fails_the_call_and_the_next_calls_go_elsewhere() {
+    let ctx = context(43800);
+    let (web_addr, ims_port) = two_ports(&ctx);
+    let cert = Certificate::generate().unwrap();
+    let call = Call::new(1, web_addr, ims_port, &cert);
+    let mut hub = MediaHub::start(2, &[], cert, MediaConfig::default(), ctx).unwrap();
+    hub.stop_thread(0);
+    let start = Instant::now();
+    while hub.thread_alive(0) {
+        assert!(start.elapsed() < LIMIT, "media thread 0 did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let now = Instant::now();
+    hub.plan(now, 1, Box::new(call.plan.clone()));
+    match hub.poll_event() {
+        Some(MediaPlaneEvent::Failed { call: 1, cause: ReleaseCause::MediaBearerLoss, .. }) => {}
+        other => panic!("the call should fail at once, got {other:?}"),
+    }
+    hub.plan(now, 2, Box::new(call.plan.clone()));
+    assert_eq!(hub.poll_event(), None, "the next call went to the live thread");
+    hub.end(now, 2);
 }
