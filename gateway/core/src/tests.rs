@@ -98,23 +98,34 @@ impl<P: MediaPlane> Harness<P> {
         out
     }
 
-    /// A browser's INVITE answered by the core with PCMU and acknowledged; returns the INVITE
-    /// sent to the core and the 200 sent to the browser.
-    fn answered_call(&mut self) -> (Vec<u8>, Vec<u8>) {
+    /// A browser's INVITE; returns the INVITE sent to the core.
+    fn invite(&mut self) -> Vec<u8> {
         let invite = format!(
             "INVITE sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKcore1\nMax-Forwards: 69\nTo: <sip:bob@ims.test>\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 INVITE\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>\nContent-Type: application/sdp\nContent-Length: {}\n\n",
             WEB_OFFER.len()
         );
         let out = self.web(&(invite + &WEB_OFFER.replace("\r\n", "\n")));
-        let sent = sip(&out, Side::Ims);
+        let mut sent = sip(&out, Side::Ims);
         assert_eq!(sent.len(), 1, "one INVITE toward the core: {sent:?}");
-        let Message::Request(inv) = Message::parse(&sent[0]).unwrap() else { panic!("not a request") };
+        sent.remove(0)
+    }
+
+    /// The core answers `invite` with 200 and PCMU.
+    fn answer(&mut self, invite: &[u8]) -> Vec<Output> {
+        let Message::Request(inv) = Message::parse(invite).unwrap() else { panic!("not a request") };
         let mut ok = estuary_sip::response_to(&inv, 200, "OK");
         ok.headers.set("To", format!("{};tag=far1", inv.headers.get("To").unwrap()));
         ok.headers.push("Contact", "<sip:bob@10.9.9.9:5070>");
         ok.headers.push("Content-Type", "application/sdp");
         ok.body = IMS_ANSWER.as_bytes().to_vec();
-        let out = self.ims(&ok.to_bytes());
+        self.ims(&ok.to_bytes())
+    }
+
+    /// A browser's INVITE answered by the core with PCMU and acknowledged; returns the INVITE
+    /// sent to the core and the 200 sent to the browser.
+    fn answered_call(&mut self) -> (Vec<u8>, Vec<u8>) {
+        let invite = self.invite();
+        let out = self.answer(&invite);
         let ok = sip(&out, Side::Web).into_iter().find(|m| m.starts_with(b"SIP/2.0 200")).expect("the answer reaches the browser");
         let Message::Response(r) = Message::parse(&ok).unwrap() else { panic!("not a response") };
         let ack = format!(
@@ -122,7 +133,7 @@ impl<P: MediaPlane> Harness<P> {
             r.headers.get("To").unwrap()
         );
         self.web(&ack);
-        (sent[0].clone(), ok)
+        (invite, ok)
     }
 }
 
@@ -194,18 +205,8 @@ fn media_of_an_answered_call_flows_and_silence_ends_it_on_both_legs() {
 fn a_plan_the_plane_refuses_ends_the_call_with_a_bearer_loss() {
     let now = Instant::now();
     let mut h = Harness::new(Refusing::default(), now);
-    let invite = format!(
-        "INVITE sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKcore2\nMax-Forwards: 69\nTo: <sip:bob@ims.test>\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall2\nCSeq: 7 INVITE\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws;ob>\nContent-Type: application/sdp\nContent-Length: {}\n\n",
-        WEB_OFFER.len()
-    );
-    let out = h.web(&(invite + &WEB_OFFER.replace("\r\n", "\n")));
-    let Message::Request(inv) = Message::parse(&sip(&out, Side::Ims)[0]).unwrap() else { panic!("not a request") };
-    let mut ok = estuary_sip::response_to(&inv, 200, "OK");
-    ok.headers.set("To", format!("{};tag=far1", inv.headers.get("To").unwrap()));
-    ok.headers.push("Contact", "<sip:bob@10.9.9.9:5070>");
-    ok.headers.push("Content-Type", "application/sdp");
-    ok.body = IMS_ANSWER.as_bytes().to_vec();
-    let out = h.ims(&ok.to_bytes());
+    let invite = h.invite();
+    let out = h.answer(&invite);
     assert_eq!(h.core.media().told.first().map(String::as_str), Some("plan 1"), "{:?}", h.core.media().told);
     let bye_ims = sip(&out, Side::Ims).into_iter().find(|m| m.starts_with(b"BYE "));
     let bye = String::from_utf8(bye_ims.expect("a BYE toward the core")).unwrap();
