@@ -47,6 +47,7 @@ pub mod pipeline;
 pub mod plc;
 pub mod pool;
 pub mod resample;
+pub mod video;
 
 pub use g711::{
     alaw_to_linear, alaw_to_ulaw, alaw_to_ulaw_code, decode_alaw, decode_ulaw, encode_alaw,
