@@ -40,8 +40,8 @@ pub struct InlineMedia {
     browsers: HashMap<u16, SocketAddr>,
     /// Each call's plan, for the transcoding pipelines it needs.
     plans: HashMap<u64, MediaPlan>,
-    /// Pipelines by (call, stream, toward: 0 web, 1 IMS), opened on a stream's first packet.
-    pipelines: BTreeMap<(u64, usize, usize), Pipeline>,
+    /// Pipelines by (call, stream, toward), opened on a stream's first packet.
+    pipelines: BTreeMap<(u64, usize, Leg), Pipeline>,
     events: VecDeque<MediaPlaneEvent>,
     /// Browser-facing local addresses of every call so far.
     web_locals: Vec<SocketAddr>,
@@ -54,13 +54,6 @@ pub struct InlineMedia {
     counters: InlineCounters,
     buf: Vec<u8>,
     frame: Vec<u8>,
-}
-
-fn toward(leg: Leg) -> usize {
-    match leg {
-        Leg::Web => 0,
-        Leg::Ims => 1,
-    }
 }
 
 impl InlineMedia {
@@ -93,7 +86,7 @@ impl InlineMedia {
     /// Hands the plaintext RTP packet in the buffer to its pipeline, opened on first use.
     fn transcode(&mut self, now: Instant, call: u64, stream: usize, to: Leg) {
         let Ok(p) = RtpPacket::parse(&self.buf) else { return };
-        let key = (call, stream, toward(to));
+        let key = (call, stream, to);
         if !self.pipelines.contains_key(&key) {
             // The first timestamp is 0, not random: a replay compares relative to it.
             let spec = self.plans.get(&call).and_then(|plan| plan.streams.get(stream)).and_then(|s| transcode::spec_for(s, to, 0));
@@ -124,7 +117,7 @@ impl InlineMedia {
 
     /// The payload types transcoded media is sent with on `leg`.
     pub fn transcoded_payload_types(&self, leg: Leg) -> &[u8] {
-        &self.transcoded_pts[toward(leg)]
+        &self.transcoded_pts[leg.index()]
     }
 
     /// Plans the plane could not take: when, and why.
@@ -168,9 +161,9 @@ impl MediaPlane for InlineMedia {
             self.web_locals.push(SocketAddr::new(self.cfg.web_address, plan.web.local_port));
         }
         for c in plan.streams.iter().flat_map(|s| &s.codecs).filter(|c| c.transcode) {
-            for (leg, pt) in [(0, c.web_pt), (1, c.ims_pt)] {
-                if !self.transcoded_pts[leg].contains(&pt) {
-                    self.transcoded_pts[leg].push(pt);
+            for (leg, pt) in [(Leg::Web, c.web_pt), (Leg::Ims, c.ims_pt)] {
+                if !self.transcoded_pts[leg.index()].contains(&pt) {
+                    self.transcoded_pts[leg.index()].push(pt);
                 }
             }
         }
@@ -197,7 +190,6 @@ impl MediaPlane for InlineMedia {
             while pipeline.poll_timeout().is_some_and(|t| t <= now) {
                 let Some(f) = pipeline.poll(now, &mut self.frame) else { break };
                 self.counters.transcoded += 1;
-                let to = if to == 0 { Leg::Web } else { Leg::Ims };
                 let frame = Transcoded { stream, to, payload: f.payload, timestamp: f.timestamp, marker: f.marker };
                 if let Forward::Send { from, to } = self.shard.send_transcoded(now, call, frame, &mut self.buf) {
                     self.events.push_back(MediaPlaneEvent::Transmit { from, to, data: self.buf.clone() });

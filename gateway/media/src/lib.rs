@@ -117,13 +117,21 @@ pub struct Transcoded<'a> {
 }
 
 /// One side of the gateway, as a destination of media.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Leg {
     Web,
     Ims,
 }
 
 impl Leg {
+    /// 0 for the browser leg, 1 for the IMS leg: the index into per-leg arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Leg::Web => 0,
+            Leg::Ims => 1,
+        }
+    }
+
     pub fn other(self) -> Leg {
         match self {
             Leg::Web => Leg::Ims,

@@ -58,13 +58,6 @@ fn side_index(side: Side) -> usize {
     }
 }
 
-fn leg_index(leg: Leg) -> usize {
-    match leg {
-        Leg::Web => 0,
-        Leg::Ims => 1,
-    }
-}
-
 impl PortMap {
     /// From the SIP the recorded gateway sent, in order.
     fn new<'a>(expected: impl Iterator<Item = (Side, &'a [u8])>) -> PortMap {
@@ -99,7 +92,7 @@ impl PortMap {
     }
 
     fn replay_port(&self, leg: Leg, recorded: u16) -> Option<u16> {
-        self.map.get(&(leg_index(leg), recorded)).copied()
+        self.map.get(&(leg.index(), recorded)).copied()
     }
 }
 
@@ -165,7 +158,7 @@ impl MediaReplay {
         let local = SocketAddr::new(ip, port);
         if core.handle_datagram(now, local, p.src, &p.data).is_none() {
             if core.media().as_ref().is_some_and(|m| m.ended_at(local)) {
-                self.late[leg_index(p.leg)] += 1;
+                self.late[p.leg.index()] += 1;
             } else {
                 self.unmapped.push((p.leg, p.dst));
             }
@@ -287,10 +280,10 @@ pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 
     let mut agreed = Agreement { rtp: [0; 2], transcoded: [0; 2], rtcp: [0; 2] };
     for leg in [Leg::Web, Leg::Ims] {
         let name = if leg == Leg::Web { "browser leg" } else { "IMS leg" };
-        let pts = &transcoded_pts[leg_index(leg)];
+        let pts = &transcoded_pts[leg.index()];
         let mut e = LegView::of(expected.iter().filter(|p| p.leg == leg), pts);
         let a = LegView::of(emitted.iter().filter(|p| p.leg == leg), pts);
-        let allowance = late[1 - leg_index(leg)];
+        let allowance = late[1 - leg.index()];
         if e.rtp.len() > a.rtp.len() && e.rtp.len() - a.rtp.len() <= allowance {
             e.rtp.truncate(a.rtp.len());
         }
@@ -322,9 +315,9 @@ pub fn compare(expected: &[MediaPacket], emitted: &[MediaPacket], late: [usize; 
             let _ = writeln!(report, "{name}: {n} RTCP compounds expected, {m} emitted");
         }
         let transcoded: usize = a.transcoded.iter().map(|t| t.audio + t.events.len()).sum();
-        agreed.rtp[leg_index(leg)] = a.rtp.len() + transcoded;
-        agreed.transcoded[leg_index(leg)] = a.transcoded.iter().map(|t| t.audio).sum();
-        agreed.rtcp[leg_index(leg)] = m;
+        agreed.rtp[leg.index()] = a.rtp.len() + transcoded;
+        agreed.transcoded[leg.index()] = a.transcoded.iter().map(|t| t.audio).sum();
+        agreed.rtcp[leg.index()] = m;
     }
     if report.is_empty() {
         Ok(agreed)
