@@ -571,7 +571,7 @@ impl MediaThread {
                         FailCause::DtlsClosed => MediaFailure::DtlsClosed,
                     };
                     self.end(call);
-                    self.fail(call, failure, reason);
+                    self.fail_with(call, failure, estuary_core::release_cause(cause), reason);
                 }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
                 Output::Tap { leg, from, to, data } => {
@@ -584,14 +584,17 @@ impl MediaThread {
         }
     }
 
-    /// Tells the engine the call's media gave up; it ends the call with BYE on both legs.
+    /// Tells the engine the daemon could not run the call's media (ports, a plan it cannot
+    /// apply, a panic): to the far ends that is a lost bearer.
     fn fail(&mut self, call: u64, failure: MediaFailure, reason: String) {
+        self.fail_with(call, failure, ReleaseCause::MediaBearerLoss, reason)
+    }
+
+    /// Tells the engine the call's media gave up; it ends the call with BYE on both legs,
+    /// each carrying `cause`.
+    fn fail_with(&mut self, call: u64, failure: MediaFailure, cause: ReleaseCause, reason: String) {
         warn!(call, ?failure, %reason, "media failed");
         self.ctx.stats.media_failed(failure);
-        let cause = match failure {
-            MediaFailure::Inactivity => ReleaseCause::RtpTimeout,
-            _ => ReleaseCause::MediaBearerLoss,
-        };
         self.unsent.push_back(Event::MediaFailed { call, reason, cause });
         self.offer_events();
     }
