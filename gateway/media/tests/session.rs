@@ -877,7 +877,7 @@ fn a_re_offer_with_a_common_codec_turns_transcoding_into_relay_within_one_stream
     // The browser re-offers with PCMA as well and the core keeps PCMA: no transcoding.
     let mut relay = c.plan.clone();
     let pcma = estuary_sdp::Rtpmap::parse("8 PCMA/8000").unwrap();
-    relay.streams[0].codecs = vec![estuary_sdp::CodecMap { web_pt: 8, web: pcma.clone(), ims_pt: 8, ims: pcma, transcode: false }];
+    relay.streams[0].codecs = vec![estuary_sdp::CodecMap { web_pt: 8, web: pcma.clone(), ims_pt: 8, ims: pcma, transcode: false, web_fmtp: None, ims_fmtp: None }];
     c.session.update_plan(&relay, c.now).unwrap();
     c.now += Duration::from_millis(20);
     let mut pkt = rtp(8, 500, 0xB0B0_0001, &[0xd5; 160]);

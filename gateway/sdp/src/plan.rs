@@ -55,6 +55,11 @@ pub struct CodecMap {
     /// The payloads differ and the transcoder converts them (otherwise only the payload type
     /// number may need rewriting).
     pub transcode: bool,
+    /// The fmtp each leg settled for this payload type: what the answerer wrote where it
+    /// answered, else what was offered. A video transcoder sizes its encoder from them
+    /// (H.264 profile-level-id, VP8 max-fs/max-fr).
+    pub web_fmtp: Option<String>,
+    pub ims_fmtp: Option<String>,
 }
 
 /// RFC 4733 events: payload type and clock on each leg (durations rescale with the clock).
@@ -76,26 +81,34 @@ pub struct SdesKeys {
 }
 
 /// RTCP feedback one leg negotiated for a stream's primary codec (RFC 4585 `nack`,
-/// `nack pli`; RFC 5104 `ccm fir`): what the gateway may send that leg when the other leg asks
-/// for a retransmission or a key frame.
+/// `nack pli`; RFC 5104 `ccm fir`, `ccm tmmbr`; `goog-remb`): what the gateway may send that
+/// leg when the other leg asks for a retransmission or a key frame, and which rate feedback
+/// the leg's receiver gives a video encoder of ours.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Feedback {
     pub nack: bool,
     pub pli: bool,
     pub fir: bool,
+    /// The receiver reports its bandwidth estimate in REMB (draft-alvestrand-rmcat-remb).
+    pub remb: bool,
+    /// Temporary maximum bitrate requests (RFC 5104 §3.5.4), answered with TMMBN.
+    pub tmmbr: bool,
 }
 
 impl Feedback {
     /// From `a=rtcp-fb` values without the payload type (`nack`, `nack pli`, `ccm fir`, ...);
-    /// others (transport-cc, goog-remb, ccm tmmbr) are not feedback the gateway translates.
+    /// others (transport-cc, `ccm tstr`, ...) are not feedback the gateway acts on.
     pub fn from_values<'a>(values: impl IntoIterator<Item = &'a str>) -> Feedback {
         let mut fb = Feedback::default();
         for v in values {
             let words: Vec<&str> = v.split_ascii_whitespace().collect();
+            let is = |w: &str, want: &str| w.eq_ignore_ascii_case(want);
             match words.as_slice() {
-                [n] if n.eq_ignore_ascii_case("nack") => fb.nack = true,
-                [n, p] if n.eq_ignore_ascii_case("nack") && p.eq_ignore_ascii_case("pli") => fb.pli = true,
-                [c, f] if c.eq_ignore_ascii_case("ccm") && f.eq_ignore_ascii_case("fir") => fb.fir = true,
+                [n] if is(n, "nack") => fb.nack = true,
+                [n, p] if is(n, "nack") && is(p, "pli") => fb.pli = true,
+                [c, f] if is(c, "ccm") && is(f, "fir") => fb.fir = true,
+                [c, t] if is(c, "ccm") && is(t, "tmmbr") => fb.tmmbr = true,
+                [r] if is(r, "goog-remb") => fb.remb = true,
                 _ => {}
             }
         }
@@ -103,13 +116,14 @@ impl Feedback {
     }
 
     pub fn any(&self) -> bool {
-        self.nack || self.pli || self.fir
+        self.nack || self.pli || self.fir || self.remb || self.tmmbr
     }
 }
 
 impl fmt::Display for Feedback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = [(self.nack, "nack"), (self.pli, "pli"), (self.fir, "fir")]
+        let flags = [(self.nack, "nack"), (self.pli, "pli"), (self.fir, "fir"), (self.remb, "remb"), (self.tmmbr, "tmmbr")];
+        let names: Vec<&str> = flags
             .into_iter()
             .filter_map(|(on, n)| on.then_some(n))
             .collect();
@@ -197,8 +211,12 @@ impl fmt::Display for MediaPlan {
                 st.ims_direction.as_str()
             )?;
             for c in &st.codecs {
-                let t = if c.transcode { " TRANSCODE" } else { "" };
-                writeln!(f, "  codec web {} <-> ims {}{t}", c.web, c.ims)?;
+                if c.transcode {
+                    let fmtp = |v: &Option<String>| v.as_deref().map(|v| format!(" ({v})")).unwrap_or_default();
+                    writeln!(f, "  codec web {}{} <-> ims {}{} TRANSCODE", c.web, fmtp(&c.web_fmtp), c.ims, fmtp(&c.ims_fmtp))?;
+                } else {
+                    writeln!(f, "  codec web {} <-> ims {}", c.web, c.ims)?;
+                }
             }
             if st.web_feedback.any() || st.ims_feedback.any() {
                 writeln!(f, "  rtcp-fb web {} ims {}", st.web_feedback, st.ims_feedback)?;

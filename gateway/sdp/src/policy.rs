@@ -45,6 +45,44 @@ pub struct TranscodePair {
     pub ims: CodecSpec,
 }
 
+impl TranscodePair {
+    /// `audio` or `video`, from the clock (every video payload format runs at 90 kHz).
+    pub fn kind(&self) -> &'static str {
+        if self.web.clock == 90_000 {
+            "video"
+        } else {
+            "audio"
+        }
+    }
+
+    /// VP8 <-> H.264 pairs for the video codecs the core may be offered, in their order: a
+    /// VP8-only browser reaches an H.264 core, an H.264-only browser a VP8 core. The IMS side
+    /// is the operator's spec itself, so its profile-level-id and packetization-mode are what
+    /// the core is offered.
+    pub fn video(ims_video: &[CodecSpec]) -> Vec<TranscodePair> {
+        let vp8 = CodecSpec { encoding: "VP8".to_owned(), clock: 90_000, channels: None, fmtp: None };
+        let h264 = CodecSpec {
+            encoding: "H264".to_owned(),
+            clock: 90_000,
+            channels: None,
+            fmtp: Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".to_owned()),
+        };
+        ims_video
+            .iter()
+            .filter_map(|ims| {
+                let web = if ims.is("H264") {
+                    vp8.clone()
+                } else if ims.is("VP8") {
+                    h264.clone()
+                } else {
+                    return None;
+                };
+                Some(TranscodePair { web, ims: ims.clone() })
+            })
+            .collect()
+    }
+}
+
 /// The whole interworking policy of one gateway (shared by every call).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SdpPolicy {

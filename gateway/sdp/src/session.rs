@@ -42,6 +42,14 @@ const HOST_PRIORITY: u32 = 2_130_706_431;
 /// rtcp-fb values the gateway can honour toward a browser: keyframe requests it can relay or
 /// answer. transport-cc and goog-remb need congestion control the gateway does not run.
 const WEB_FEEDBACK: [&str; 3] = ["nack", "nack pli", "ccm fir"];
+/// rtcp-fb toward a browser on a transcoded video stream. The gateway's own encoder sends to
+/// the browser: it answers keyframe requests and follows the browser's REMB estimate, but
+/// keeps no packets to retransmit, so no generic NACK (a loss then brings a PLI).
+const WEB_TRANSCODED_VIDEO_FEEDBACK: [&str; 3] = ["nack pli", "ccm fir", "goog-remb"];
+/// rtcp-fb toward IMS (AVPF profiles) on a transcoded video stream: keyframe requests and
+/// TMMBR, as GSMA IR.94 §2.4.3 lists for conversational video, without NACK for the same
+/// reason as above.
+const IMS_TRANSCODED_VIDEO_FEEDBACK: [&str; 3] = ["nack pli", "ccm fir", "ccm tmmbr"];
 const CNAME: &str = "estuary";
 
 /// o= bookkeeping for the SDP we send on one leg (RFC 3264 §8: the version grows by one
@@ -99,7 +107,25 @@ struct Candidate {
 
 impl Candidate {
     fn codec_map(&self) -> CodecMap {
-        CodecMap { web_pt: self.web.pt, web: self.web.clone(), ims_pt: self.ims.pt, ims: self.ims.clone(), transcode: self.transcode }
+        CodecMap {
+            web_pt: self.web.pt,
+            web: self.web.clone(),
+            ims_pt: self.ims.pt,
+            ims: self.ims.clone(),
+            transcode: self.transcode,
+            web_fmtp: self.web_fmtp.clone(),
+            ims_fmtp: self.ims_fmtp.clone(),
+        }
+    }
+
+    fn transcodes_video(&self) -> bool {
+        self.transcode && media_kind_of(&self.web) == "video"
+    }
+
+    /// The rtcp-fb values of this payload type the gateway writes toward the browser.
+    fn web_feedback(&self) -> impl Iterator<Item = &str> {
+        let allowed: &[&str] = if self.transcodes_video() { &WEB_TRANSCODED_VIDEO_FEEDBACK } else { &WEB_FEEDBACK };
+        self.web_fb.iter().map(String::as_str).filter(move |fb| allowed.contains(fb))
     }
 }
 
@@ -383,9 +409,9 @@ impl SdpSession {
                 }
             }
         }
-        if candidates.is_empty() && kind == "audio" {
+        if candidates.is_empty() {
             let mut used: Vec<u8> = web_codecs.iter().map(|c| c.0.pt).collect();
-            for pair in &self.policy.transcode {
+            for pair in self.policy.transcode.iter().filter(|p| p.kind() == kind) {
                 let Some(w) = web_codecs.iter().find(|c| pair.web.matches(&c.0, c.1.as_deref())) else { continue };
                 if candidates.iter().any(|x: &Candidate| pair.ims.matches(&x.ims, x.ims_fmtp.as_deref())) {
                     continue;
@@ -427,8 +453,14 @@ impl SdpSession {
                 md.attributes.push(attr::value("fmtp", format!("{} {f}", c.ims.pt)));
             }
             if profile.avpf {
-                for fb in c.web_fb.iter().filter(|fb| WEB_FEEDBACK.contains(&fb.as_str())) {
-                    md.attributes.push(attr::value("rtcp-fb", format!("{} {fb}", c.ims.pt)));
+                if c.transcodes_video() {
+                    for fb in IMS_TRANSCODED_VIDEO_FEEDBACK {
+                        md.attributes.push(attr::value("rtcp-fb", format!("{} {fb}", c.ims.pt)));
+                    }
+                } else {
+                    for fb in c.web_fb.iter().filter(|fb| WEB_FEEDBACK.contains(&fb.as_str())) {
+                        md.attributes.push(attr::value("rtcp-fb", format!("{} {fb}", c.ims.pt)));
+                    }
                 }
             }
         }
@@ -525,7 +557,7 @@ impl SdpSession {
             // primary codec.
             if let Some(primary) = codecs.first() {
                 if let Some(c) = off.candidates.iter().find(|c| c.web.pt == primary.web_pt) {
-                    plan.web_feedback = Feedback::from_values(c.web_fb.iter().map(String::as_str).filter(|fb| WEB_FEEDBACK.contains(fb)));
+                    plan.web_feedback = Feedback::from_values(c.web_feedback());
                 }
                 plan.ims_feedback = Feedback::from_values(attr::rtcp_fb_for(&am.attributes, primary.ims_pt));
             }
@@ -577,7 +609,7 @@ impl SdpSession {
         for pt in &pts {
             let Some(c) = off.candidates.iter().find(|c| c.web.pt == *pt) else { continue };
             a.push(attr::value("rtpmap", c.web.to_string()));
-            for fb in c.web_fb.iter().filter(|fb| WEB_FEEDBACK.contains(&fb.as_str())) {
+            for fb in c.web_feedback() {
                 a.push(attr::value("rtcp-fb", format!("{pt} {fb}")));
             }
             if let Some(f) = &c.web_fmtp {
@@ -699,20 +731,27 @@ impl SdpSession {
                 transcode: false,
             })
             .collect();
-        if candidates.is_empty() && kind == "audio" {
-            let mut used: Vec<u8> = ims_codecs.iter().map(|c| c.0.pt).collect();
-            for pair in &self.policy.transcode {
+        // Audio transcodes only when nothing passes through: every browser takes G.711. Video
+        // also offers the transcoded codec beside the core's, because a browser may lack the
+        // core's (Firefox without the OpenH264 plug-in has VP8 only); the browser's answer
+        // picks, and passthrough wins when it takes both (`answer_from_web`).
+        if candidates.is_empty() || kind == "video" {
+            // Payload types are unique across the browser's BUNDLE group (RFC 8843 §9.1), and
+            // every m-line of this offer goes into it.
+            let mut used: Vec<u8> = offer.media_descriptions.iter().flat_map(|m| m.media_name.formats.iter().filter_map(|f| attr::parse_pt(f))).collect();
+            for pair in self.policy.transcode.iter().filter(|p| p.kind() == kind) {
                 let Some(ic) = ims_codecs.iter().find(|c| pair.ims.matches(&c.0, c.1.as_deref())) else { continue };
-                if candidates.iter().any(|x| pair.web.matches(&x.web, x.web_fmtp.as_deref())) {
+                if candidates.iter().any(|x| x.web.encoding.eq_ignore_ascii_case(&pair.web.encoding)) {
                     continue;
                 }
-                let pt = pair.web.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, 111));
+                let pt = pair.web.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, if kind == "video" { 96 } else { 111 }));
                 used.push(pt);
                 let web_fmtp = pair.web.fmtp.clone().or_else(|| pair.web.is("opus").then(|| "minptime=10;useinbandfec=1".to_owned()));
+                let web_fb = if kind == "video" { WEB_TRANSCODED_VIDEO_FEEDBACK.map(str::to_owned).to_vec() } else { Vec::new() };
                 candidates.push(Candidate {
                     web: pair.web.rtpmap(pt),
                     web_fmtp,
-                    web_fb: Vec::new(),
+                    web_fb,
                     ims: ic.0.clone(),
                     ims_fmtp: ic.1.clone(),
                     transcode: true,
@@ -788,8 +827,13 @@ impl SdpSession {
                 plans.push(plan);
                 continue;
             }
-            let (codecs, dtmf) = map_answer_formats(wm, off, Side::Web)
+            let (mut codecs, dtmf) = map_answer_formats(wm, off, Side::Web)
                 .ok_or_else(|| SdpError::mismatch(format!("m-line {i}: browser answer names no payload type of the offer")))?;
+            // A browser that takes the core's codec and the transcoded one gets passthrough:
+            // no transcoder for a stream that does not need it.
+            if codecs.iter().any(|c| !c.transcode) {
+                codecs.retain(|c| !c.transcode);
+            }
             plan.ims_ptime = ptime_of(im);
             let browser = Direction::of(&answer.attributes, &wm.attributes);
             let ims = off.ims_offer_direction.unwrap_or(Direction::SendRecv);
@@ -928,7 +972,13 @@ fn map_answer_formats(am: &MediaDescription, off: &Offered, answerer: Side) -> O
         });
         if let Some(c) = hit {
             if !codecs.iter().any(|m: &CodecMap| m.web_pt == c.web.pt && m.ims_pt == c.ims.pt) {
-                codecs.push(c.codec_map());
+                let mut map = c.codec_map();
+                // The answerer's fmtp states what it receives (an H.264 level, VP8 max-fs).
+                if let Some(f) = attr::fmtp_for(&am.attributes, pt) {
+                    let theirs = if answerer == Side::Ims { &mut map.ims_fmtp } else { &mut map.web_fmtp };
+                    *theirs = Some(f.to_owned());
+                }
+                codecs.push(map);
             }
         }
     }

@@ -59,6 +59,7 @@ fn policy_for(case: &Path) -> SdpPolicy {
             "avpf" => p.ims.avpf = true,
             "rtcp-mux" => p.ims.rtcp_mux = true,
             "no-transcode" => p.transcode.clear(),
+            "video-transcode" => p.transcode.extend(estuary_sdp::TranscodePair::video(&p.video)),
             other => panic!("{}: unknown policy word {other}", case.display()),
         }
     }
