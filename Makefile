@@ -4,14 +4,29 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps demo build build-release lint bench bench-deps bench-reference clean corpus fuzz
+.PHONY: run test deps build-deps demo build build-release lint bench bench-deps bench-reference clean corpus fuzz
 
 # ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
 	./target/release/estuary run --config etc/estuary.toml $(ARGS)
 
-build-release: demo
+build-release: build-deps demo
 	$(CARGO) build --release -p estuary
+
+# What the build itself needs on a bare Debian machine: cmake (libopus is built from source),
+# nasm (OpenH264's assembly; without it the build silently falls back to slow C), pkg-config
+# and libvpx-dev (VP8 links the system libvpx).
+build-deps:
+	@missing=""; \
+	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
+	command -v nasm >/dev/null 2>&1 || missing="$$missing nasm"; \
+	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
+	pkg-config --exists vpx 2>/dev/null || missing="$$missing libvpx-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # The demo softphone page (JsSIP bundled by esbuild into gateway/daemon/demo/dist), embedded
 # into the binary at build time and served on the WS/WSS listeners. Versions are pinned by
@@ -21,13 +36,14 @@ demo:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	cd gateway/daemon/demo && npm ci --no-audit --no-fund --loglevel=error && npm run build
 
-build:
+build: build-deps
 	$(CARGO) build -p estuary
 
 # System packages the tests start for real: sipp (Debian's sip-tester) as the IMS user agent,
 # Kamailio with its TLS module as the IMS core's registrar/proxy over SIP-over-TLS (openssl
 # makes the test CA),
-# tshark to check that our captures read back in Wireshark's dissectors, Debian's chromium as
+# tshark to check that our captures read back in Wireshark's dissectors, ffmpeg as the
+# independent decoder of the video we encode, Debian's chromium as
 # the browser (driven by playwright-core from npm, never a downloaded browser), iproute2 for
 # the loopback-only network namespaces browser tests run in.
 deps:
@@ -35,6 +51,7 @@ deps:
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
 	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
 	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
+	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
@@ -50,7 +67,7 @@ deps:
 
 # Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
 # is built first because the real-peer tests start it as a separate process.
-test: deps demo build
+test: deps build-deps demo build
 	$(CARGO) test --workspace
 	$(CARGO) test --manifest-path fuzz/Cargo.toml --target-dir $${CARGO_TARGET_DIR:-target}
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins --target-dir $${CARGO_TARGET_DIR:-target}
@@ -96,7 +113,7 @@ fuzz:
 #   libopus on the same frames, memory per channel, and end to end on the daemon with 100
 #   Opus-only browsers (bench/src/bin/transcode.rs);
 # - rtp.json, srtp.txt: the per-packet engine costs in isolation (criterion).
-bench:
+bench: build-deps
 	@command -v kamailio >/dev/null 2>&1 || [ "$$BENCH_IMS_CORE" = testpeer ] || { echo "installing: kamailio"; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kamailio; }

@@ -37,7 +37,9 @@
 //! RFC 4733 telephone events (DTMF) are relayed by the media plane, not transcoded here.
 //! Comfort noise payloads (RFC 3389) are not generated: DTX silence becomes libopus's
 //! concealment output (near silence) in G.711.
-#![forbid(unsafe_code)]
+// deny, not forbid: `video::vpx` is the one module allowed unsafe code (FFI to libvpx, which
+// has no safe crate), and only an `allow` on that module can lift a `deny`.
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod g711;

@@ -60,6 +60,21 @@
 //!   FU-A), [`H264Depacketizer`], and Annex B helpers [`h264::nal_units`] and
 //!   [`h264::nal_type`].
 //!
+//! # Codecs
+//!
+//! Between a depacketizer and a packetizer sit a decoder and an encoder, exchanging raw
+//! [`picture::Picture`]s (8-bit I420, even sizes), scaled when the receiver allows less than
+//! the sender sends:
+//!
+//! - [`picture`]: [`picture::Picture`], the [`picture::Scaler`], PSNR, and what both codecs
+//!   share: [`picture::VideoCodecError`], [`picture::EncoderConfig`],
+//!   [`picture::EncodedFrame`] and the [`picture::VideoEncoder`] and
+//!   [`picture::VideoDecoder`] traits.
+//! - [`vpx`]: VP8 through the system libvpx, real-time CBR, keyframes on demand. The one
+//!   module of the crate with `unsafe` code (FFI), each block with its argument.
+//! - [`openh264`]: H.264 constrained baseline through OpenH264 built from source, Annex B
+//!   access units, size-limited slices for packetization mode 0.
+//!
 //! # What it does not do
 //!
 //! - H.264 interleaved mode (packetization-mode 2: STAP-B, MTAP, FU-B) is refused.
@@ -76,7 +91,12 @@
 //! [`RESTART_SEQ_JUMP`]: crate::jitter::RESTART_SEQ_JUMP
 
 pub mod h264;
+pub mod openh264;
+pub mod picture;
 pub mod vp8;
+// FFI to libvpx: the crate denies unsafe code everywhere else.
+#[allow(unsafe_code)]
+pub mod vpx;
 
 use std::collections::VecDeque;
 use std::ops::Range;
