@@ -72,6 +72,10 @@
 //!   [`picture::VideoDecoder`] traits.
 //! - [`vpx`]: VP8 through the system libvpx, real-time CBR, keyframes on demand. The one
 //!   module of the crate with `unsafe` code (FFI), each block with its argument.
+//! - [`level`]: what a receiver's fmtp allows (H.264 levels, VP8 max-fs/max-fr) and the
+//!   largest encoding of a source that fits.
+//! - [`channel`]: [`channel::VideoChannel`], one direction of a transcoded stream:
+//!   depacketizer, decoder, fit, encoder, packetizer, keyframe requests both ways.
 //! - [`openh264`]: H.264 constrained baseline through OpenH264 built from source, Annex B
 //!   access units, size-limited slices for packetization mode 0.
 //!
@@ -90,7 +94,9 @@
 //! [`H264Depacketizer`]: h264::H264Depacketizer
 //! [`RESTART_SEQ_JUMP`]: crate::jitter::RESTART_SEQ_JUMP
 
+pub mod channel;
 pub mod h264;
+pub mod level;
 pub mod openh264;
 pub mod picture;
 pub mod vp8;
