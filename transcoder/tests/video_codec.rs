@@ -5,6 +5,8 @@
 //!
 //! Each test prints its figures (PSNR, sizes, timings); run with `--nocapture` to see them.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,6 +23,8 @@ use estuary_transcoder::video::vp8::{self, Vp8Depacketizer, Vp8Packetizer};
 use estuary_transcoder::video::vpx::{Vp8Decoder, Vp8Encoder};
 use estuary_transcoder::video::{Depacketized, RtpPayload};
 
+use common::XorShift;
+
 // ---- Helpers --------------------------------------------------------------------------------
 
 const W: u32 = 640;
@@ -29,29 +33,6 @@ const H: u32 = 480;
 const TICKS: u32 = 3000;
 const MAX_PAYLOAD: usize = 1200;
 
-/// xorshift64*: deterministic bytes without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
 
 /// Frame `i` of a moving test scene at `w`x`h`: a diagonal luma gradient drifting 2 px per
 /// frame, a soft sine texture, a textured rectangle crossing the picture at 6 px per frame,

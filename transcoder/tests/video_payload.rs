@@ -3,7 +3,11 @@
 //! loss rules (one keyframe request, then nothing until a keyframe), random bytes thrown at
 //! the parsers, and tshark's dissectors reading a capture of what we send.
 
+mod common;
+
 use std::net::SocketAddr;
+
+use common::XorShift;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -19,30 +23,6 @@ use estuary_transcoder::video::{
 
 // ---- Helpers --------------------------------------------------------------------------------
 
-/// xorshift64*: deterministic bytes without a dependency.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn byte(&mut self) -> u8 {
-        (self.next() >> 56) as u8
-    }
-
-    /// Bytes that never form a start code inside an H.264 NAL unit.
-    fn nonzero_bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte().max(1)).collect()
-    }
-}
 
 /// A synthetic VP8 frame of `len` bytes (at least 10). The frame tag (RFC 6386 §9.1) is
 /// real: P = 0 on key frames, which also get the start code and a 640x480 size; the first

@@ -302,3 +302,34 @@ pub fn spectral_peak(x: &[i16], rate: u32, lo: f64, hi: f64, step: f64) -> f64 {
 pub fn rms(x: &[i16]) -> f64 {
     (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
+
+// ---- Random bytes ---------------------------------------------------------------------------
+
+/// xorshift64*: deterministic bytes without a dependency.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn byte(&mut self) -> u8 {
+        (self.next() >> 56) as u8
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+
+    /// Bytes that never form a start code inside an H.264 NAL unit.
+    pub fn nonzero_bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte().max(1)).collect()
+    }
+}
