@@ -45,12 +45,11 @@ build: build-deps
 # tshark to check that our captures read back in Wireshark's dissectors, ffmpeg as the
 # independent decoder of the video we encode, Debian's chromium as
 # the browser (driven by playwright-core from npm, never a downloaded browser), iproute2 for
-# the loopback-only network namespaces browser tests run in.
+# the loopback-only network namespaces browser tests run in. What the build needs is
+# build-deps (through build).
 deps:
 	@missing=""; \
 	command -v sipp >/dev/null 2>&1 || missing="$$missing sip-tester"; \
-	command -v pkg-config >/dev/null 2>&1 || missing="$$missing pkg-config"; \
-	command -v cmake >/dev/null 2>&1 || missing="$$missing cmake"; \
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
@@ -67,7 +66,7 @@ deps:
 
 # Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
 # is built first because the real-peer tests start it as a separate process.
-test: deps build-deps demo build
+test: deps demo build
 	$(CARGO) test --workspace
 	$(CARGO) test --manifest-path fuzz/Cargo.toml --target-dir $${CARGO_TARGET_DIR:-target}
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins --target-dir $${CARGO_TARGET_DIR:-target}
