@@ -222,7 +222,10 @@ fn exercise_rtcp(buf: &[u8]) -> usize {
                 let _ = fir.entries().count();
             }
             RtcpPacket::TransportCc(fb) | RtcpPacket::Afb(fb) => {
-                let _ = fb.is_remb();
+                let _ = fb.remb().map(|r| r.ssrcs().count());
+            }
+            RtcpPacket::Tmmbr(t) | RtcpPacket::Tmmbn(t) => {
+                let _ = t.entries().count();
             }
             RtcpPacket::Pli(_) | RtcpPacket::Other(_) => {}
         }

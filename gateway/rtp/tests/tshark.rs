@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use estuary_pcap::{build_udp, LinkType, PcapWriter};
-use estuary_rtp::rtcp::{write, FirEntry, ReportBlock};
+use estuary_rtp::rtcp::{write, FirEntry, ReportBlock, TmmbEntry};
 use estuary_rtp::{
     rescale_telephone_event, strip_extension, ClockRate, NtpTime, Pt, ReceiverStats, RtpHeader,
     SenderStats, SeqConfig, SeqNo, Ssrc, StreamRewriter, TelephoneEvent, TimestampScaler,
@@ -81,6 +81,14 @@ const FIELDS: &[&str] = &[
     "rtcp.rtpfb.nack_blp",
     "rtcp.psfb.fir.fci.ssrc",
     "rtcp.psfb.fir.fci.csn",
+    "rtcp.rtpfb.tmmbr.fci.ssrc",
+    "rtcp.rtpfb.tmmbr.fci.exp",
+    "rtcp.rtpfb.tmmbr.fci.mantissa",
+    "rtcp.rtpfb.tmmbr.fci.measuredoverhead",
+    "rtcp.psfb.remb.fci.number_ssrcs",
+    "rtcp.psfb.remb.fci.br_exp",
+    "rtcp.psfb.remb.fci.br_mantissa",
+    "rtcp.psfb.remb.fci.ssrc",
     "_ws.malformed",
     "_ws.expert.severity",
 ];
@@ -375,6 +383,44 @@ fn cases() -> Vec<Case> {
             ("rtcp.mediassrc", hex32(0)),
             ("rtcp.psfb.fir.fci.ssrc", s("0x00004444,0x00005555")),
             ("rtcp.psfb.fir.fci.csn", s("3,200")),
+        ],
+    });
+
+    // 11. TMMBN answering a TMMBR of 1,024,000 bit/s with 40 bytes overhead.
+    let tuple = TmmbEntry {
+        ssrc: Ssrc(0x6666),
+        bitrate: 1_024_000,
+        overhead: 40,
+    };
+    let n = write::tmmbn(&mut buf, Ssrc(0x3333), &[tuple]).unwrap();
+    out.push(Case {
+        port: RTCP_PORT,
+        bytes: buf[..n].to_vec(),
+        expect: vec![
+            ("rtcp.pt", s(205)),
+            ("rtcp.rtpfb.fmt", s(4)),
+            ("rtcp.mediassrc", hex32(0)),
+            ("rtcp.rtpfb.tmmbr.fci.ssrc", hex32(0x6666)),
+            // tshark 4.0 fills no bitrate field for TMMBN: 128,000 x 2^3 = 1,024,000.
+            ("rtcp.rtpfb.tmmbr.fci.exp", s(3)),
+            ("rtcp.rtpfb.tmmbr.fci.mantissa", s(128_000)),
+            ("rtcp.rtpfb.tmmbr.fci.measuredoverhead", s(40)),
+        ],
+    });
+
+    // 12. REMB of 2,500,000 bit/s for two streams: 18 bits of mantissa keep it exact.
+    let n = write::remb(&mut buf, Ssrc(0x3333), 2_500_000, &[Ssrc(0x4444), Ssrc(0x5555)]).unwrap();
+    out.push(Case {
+        port: RTCP_PORT,
+        bytes: buf[..n].to_vec(),
+        expect: vec![
+            ("rtcp.pt", s(206)),
+            ("rtcp.psfb.fmt", s(15)),
+            ("rtcp.psfb.remb.fci.number_ssrcs", s(2)),
+            // No bitrate field either: 156,250 x 2^4.
+            ("rtcp.psfb.remb.fci.br_exp", s(4)),
+            ("rtcp.psfb.remb.fci.br_mantissa", s(156_250)),
+            ("rtcp.psfb.remb.fci.ssrc", s("0x00004444,0x00005555")),
         ],
     });
     out

@@ -53,6 +53,10 @@ impl PacketType {
 pub mod fmt {
     /// RTPFB: generic NACK (RFC 4585 §6.2.1).
     pub const NACK: u8 = 1;
+    /// RTPFB: temporary maximum media stream bit rate request (RFC 5104 §4.2.1).
+    pub const TMMBR: u8 = 3;
+    /// RTPFB: temporary maximum media stream bit rate notification (RFC 5104 §4.2.2).
+    pub const TMMBN: u8 = 4;
     /// RTPFB: transport-wide congestion control feedback
     /// (draft-holmer-rmcat-transport-wide-cc-extensions-01 §3.1).
     pub const TRANSPORT_CC: u8 = 15;
@@ -124,13 +128,17 @@ pub enum RtcpPacket<'a> {
     Nack(Nack<'a>),
     /// Transport-wide congestion control feedback, PT 205 FMT 15; kept opaque.
     TransportCc(Feedback<'a>),
+    /// Temporary maximum media stream bit rate request, PT 205 FMT 3.
+    Tmmbr(Tmmb<'a>),
+    /// Temporary maximum media stream bit rate notification, PT 205 FMT 4.
+    Tmmbn(Tmmb<'a>),
     /// Picture loss indication, PT 206 FMT 1.
     Pli(Pli),
     /// Full intra request, PT 206 FMT 4.
     Fir(Fir<'a>),
     /// Application layer feedback (REMB), PT 206 FMT 15; kept opaque.
     Afb(Feedback<'a>),
-    /// Any other packet type or feedback format (XR, SLI, RPSI, TMMBR, ...), unparsed.
+    /// Any other packet type or feedback format (XR, SLI, RPSI, ...), unparsed.
     Other(RawPacket<'a>),
 }
 
@@ -171,6 +179,8 @@ impl<'a> RtcpPacket<'a> {
                 match count {
                     fmt::NACK => RtcpPacket::Nack(Nack::parse(fb)?),
                     fmt::TRANSPORT_CC => RtcpPacket::TransportCc(fb),
+                    fmt::TMMBR => RtcpPacket::Tmmbr(Tmmb::parse(fb, "TMMBR FCI")?),
+                    fmt::TMMBN => RtcpPacket::Tmmbn(Tmmb::parse(fb, "TMMBN FCI")?),
                     _ => RtcpPacket::Other(raw),
                 }
             }
@@ -199,7 +209,7 @@ impl<'a> RtcpPacket<'a> {
             RtcpPacket::Sdes(_) => PacketType::SDES,
             RtcpPacket::Bye(_) => PacketType::BYE,
             RtcpPacket::App(_) => PacketType::APP,
-            RtcpPacket::Nack(_) | RtcpPacket::TransportCc(_) => PacketType::RTPFB,
+            RtcpPacket::Nack(_) | RtcpPacket::TransportCc(_) | RtcpPacket::Tmmbr(_) | RtcpPacket::Tmmbn(_) => PacketType::RTPFB,
             RtcpPacket::Pli(_) | RtcpPacket::Fir(_) | RtcpPacket::Afb(_) => PacketType::PSFB,
             RtcpPacket::Other(raw) => raw.pt,
         }
@@ -615,6 +625,81 @@ impl<'a> Feedback<'a> {
     pub fn is_remb(&self) -> bool {
         self.fmt == fmt::AFB && self.fci.starts_with(b"REMB")
     }
+
+    /// The REMB this AFB carries, if it is one and well formed (draft-alvestrand-rmcat-remb-03
+    /// §2.2: "REMB", the SSRC count, a 6-bit exponent and 18-bit mantissa, the SSRCs).
+    pub fn remb(&self) -> Option<Remb<'a>> {
+        if !self.is_remb() || self.fci.len() < 8 {
+            return None;
+        }
+        let count = usize::from(self.fci[4]);
+        let ssrcs = self.fci.get(8..8 + 4 * count)?;
+        let exp = self.fci[5] >> 2;
+        let mantissa = u32_at(self.fci, 4) & 0x3_ffff;
+        Some(Remb { bitrate: u64::from(mantissa).checked_shl(u32::from(exp)).unwrap_or(u64::MAX), ssrcs })
+    }
+}
+
+/// Receiver estimated maximum bitrate: what the receiver can take of the listed streams in
+/// all, bits/s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Remb<'a> {
+    /// The estimate, bits/s (mantissa << exponent; saturates rather than wraps).
+    pub bitrate: u64,
+    ssrcs: &'a [u8],
+}
+
+impl<'a> Remb<'a> {
+    /// The media sources the estimate covers.
+    pub fn ssrcs(&self) -> impl ExactSizeIterator<Item = Ssrc> + 'a {
+        self.ssrcs.chunks_exact(4).map(|c| Ssrc(u32_at(c, 0)))
+    }
+}
+
+/// TMMBR or TMMBN (RFC 5104 §4.2): tuples of (SSRC, maximum total bitrate, overhead). In a
+/// TMMBR the SSRC is the media sender asked to keep below the bitrate; in a TMMBN it is the
+/// owner of a tuple of the bounding set. The media-source field of the header is 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tmmb<'a> {
+    /// SSRC of the packet sender.
+    pub sender: Ssrc,
+    fci: &'a [u8],
+}
+
+impl<'a> Tmmb<'a> {
+    fn parse(fb: Feedback<'a>, what: &'static str) -> Result<Tmmb<'a>, ParseError> {
+        // A TMMBN may be empty (an empty bounding set); a TMMBR may not, but it is read
+        // as a request for nothing rather than refused.
+        if fb.fci.len() % 8 != 0 {
+            return Err(ParseError::Malformed(what));
+        }
+        Ok(Tmmb { sender: fb.sender, fci: fb.fci })
+    }
+
+    /// The tuples.
+    pub fn entries(&self) -> impl ExactSizeIterator<Item = TmmbEntry> + 'a {
+        self.fci.chunks_exact(8).map(|c| {
+            let word = u32_at(c, 4);
+            let exp = word >> 26;
+            let mantissa = (word >> 9) & 0x1_ffff;
+            TmmbEntry {
+                ssrc: Ssrc(u32_at(c, 0)),
+                bitrate: u64::from(mantissa).checked_shl(exp).unwrap_or(u64::MAX),
+                overhead: (word & 0x1ff) as u16,
+            }
+        })
+    }
+}
+
+/// One TMMBR/TMMBN tuple (RFC 5104 §4.2.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmmbEntry {
+    /// The media sender (TMMBR) or the tuple's owner (TMMBN).
+    pub ssrc: Ssrc,
+    /// Maximum total media bitrate, bits/s.
+    pub bitrate: u64,
+    /// Measured per-packet overhead, bytes (9 bits).
+    pub overhead: u16,
 }
 
 /// Generic NACK (RFC 4585 §6.2.1): one or more (PID, BLP) pairs.

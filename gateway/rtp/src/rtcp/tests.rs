@@ -242,12 +242,12 @@ fn pli_fir_and_opaque_feedback() {
     ];
     n += write::fir(&mut buf[n..], Ssrc(1), &entries).unwrap();
     #[rustfmt::skip]
-    let remb = [
+    let remb_bytes = [
         0x8f, 0xce, 0x00, 0x05, 0, 0, 0, 1, 0, 0, 0, 0,
         b'R', b'E', b'M', b'B', 1, 0x0b, 0x71, 0x6a, 0, 0, 0, 2,
     ];
-    buf[n..n + remb.len()].copy_from_slice(&remb);
-    n += remb.len();
+    buf[n..n + remb_bytes.len()].copy_from_slice(&remb_bytes);
+    n += remb_bytes.len();
     // TWCC: RTPFB FMT 15 with base seq 1, status count 1, ref time, fb count, one chunk, delta.
     let twcc = [
         0x8f, 0xcd, 0x00, 0x05, 0, 0, 0, 1, 0, 0, 0, 2, 0, 1, 0, 1, 0, 0, 1, 0, 0x20, 1, 4, 0,
@@ -273,6 +273,13 @@ fn pli_fir_and_opaque_feedback() {
     };
     assert!(afb.is_remb());
     assert_eq!(afb.fci.len(), 12);
+    // Exponent 2, mantissa 0x3716a: 225,642 x 4.
+    let remb = afb.remb().expect("a well-formed REMB");
+    assert_eq!(remb.bitrate, 902_568);
+    assert_eq!(remb.ssrcs().collect::<Vec<_>>(), [Ssrc(2)]);
+    let mut again = [0u8; 24];
+    assert_eq!(write::remb(&mut again, Ssrc(1), 902_568, &[Ssrc(2)]), Ok(24));
+    assert_eq!(&again[..], &remb_bytes[..], "the writer gives the same bytes back");
     let RtcpPacket::TransportCc(tcc) = packets[3] else {
         panic!()
     };
@@ -280,6 +287,49 @@ fn pli_fir_and_opaque_feedback() {
     assert_eq!(packets[3].packet_type(), PacketType::RTPFB);
     // Reduced size: a compound that starts with feedback (RFC 5506 §3.4.2).
     assert!(Compound::is_reduced_size(&buf[..n]));
+}
+
+#[test]
+fn tmmbr_and_tmmbn_tuples_and_a_truncated_remb() {
+    // RFC 5104 §4.2.1.1 by hand: SSRC 0x01020304, exponent 10, mantissa 1000, overhead 40.
+    #[rustfmt::skip]
+    let tmmbr = [
+        0x83, 0xcd, 0x00, 0x04, 0, 0, 0, 9, 0, 0, 0, 0,
+        1, 2, 3, 4, 0x28, 0x07, 0xd0, 0x28,
+    ];
+    let packets = all(&tmmbr);
+    let RtcpPacket::Tmmbr(t) = packets[0] else { panic!("{:?}", packets[0]) };
+    assert_eq!(t.sender, Ssrc(9));
+    let entries: Vec<_> = t.entries().collect();
+    assert_eq!(entries, [TmmbEntry { ssrc: Ssrc(0x0102_0304), bitrate: 1_024_000, overhead: 40 }]);
+    let mut out = [0u8; 20];
+    assert_eq!(write::tmmbr(&mut out, Ssrc(9), &entries), Ok(20));
+    // The writer picks the smallest exponent (exponent 3, mantissa 128,000): other bytes,
+    // the same request.
+    assert_eq!(out[..16], tmmbr[..16]);
+    assert_eq!(out[16..], [0x0f, 0xe8, 0x00, 0x28]);
+    let RtcpPacket::Tmmbr(back) = all(&out)[0] else { panic!() };
+    assert_eq!(back.entries().collect::<Vec<_>>(), entries);
+    // The notification echoes the tuple; an empty one (no bounding set) is legal.
+    let n = write::tmmbn(&mut out, Ssrc(7), &entries).unwrap();
+    let RtcpPacket::Tmmbn(t) = all(&out[..n])[0] else { panic!() };
+    assert_eq!((t.sender, t.entries().collect::<Vec<_>>()), (Ssrc(7), entries.clone()));
+    let n = write::tmmbn(&mut out, Ssrc(7), &[]).unwrap();
+    let RtcpPacket::Tmmbn(t) = all(&out[..n])[0] else { panic!() };
+    assert_eq!(t.entries().count(), 0);
+    // A bitrate beyond 17 bits of mantissa keeps its top bits: rounded down, never up.
+    write::tmmbr(&mut out, Ssrc(9), &[TmmbEntry { ssrc: Ssrc(1), bitrate: 2_000_001, overhead: 0 }]).unwrap();
+    let RtcpPacket::Tmmbr(t) = all(&out[..20])[0] else { panic!() };
+    let b = t.entries().next().unwrap().bitrate;
+    assert!(b <= 2_000_001 && b > 1_999_000, "{b}");
+    // A REMB whose SSRC count runs past its end is not one.
+    #[rustfmt::skip]
+    let short = [
+        0x8f, 0xce, 0x00, 0x04, 0, 0, 0, 1, 0, 0, 0, 0,
+        b'R', b'E', b'M', b'B', 2, 0x0b, 0x71, 0x6a,
+    ];
+    let RtcpPacket::Afb(afb) = all(&short)[0] else { panic!() };
+    assert!(afb.is_remb() && afb.remb().is_none());
 }
 
 #[test]

@@ -17,7 +17,7 @@
 use crate::bytes::{put_u16, put_u32};
 use crate::error::{at_most, room, WriteError};
 use crate::id::{SeqNo, Ssrc};
-use crate::rtcp::{fmt, FirEntry, PacketType, ReportBlock, SdesType, SenderInfo, REPORT_BLOCK_LEN};
+use crate::rtcp::{fmt, FirEntry, PacketType, ReportBlock, SdesType, SenderInfo, TmmbEntry, REPORT_BLOCK_LEN};
 
 /// The most report blocks or BYE sources the five-bit count field can hold.
 pub const MAX_COUNT: usize = 31;
@@ -147,6 +147,57 @@ pub fn fir(buf: &mut [u8], sender: Ssrc, entries: &[FirEntry]) -> Result<usize, 
         let at = 12 + 8 * i;
         put_u32(buf, at, e.ssrc.0);
         put_u32(buf, at + 4, u32::from(e.seq_nr) << 24);
+    }
+    Ok(len)
+}
+
+/// `value` as a mantissa of `bits` bits and a 6-bit exponent, rounded down: the form REMB and
+/// TMMBR/TMMBN carry bitrates in.
+fn exp_mantissa(value: u64, bits: u32) -> (u32, u32) {
+    let mut exp = 0u32;
+    while value >> exp >= 1 << bits && exp < 63 {
+        exp += 1;
+    }
+    (exp, (value >> exp) as u32 & ((1 << bits) - 1))
+}
+
+fn tmmb(buf: &mut [u8], fmt: u8, sender: Ssrc, entries: &[TmmbEntry]) -> Result<usize, WriteError> {
+    at_most("TMMB entries", entries.len(), 32_766)?;
+    let len = 12 + 8 * entries.len();
+    room(buf, len)?;
+    feedback_header(buf, fmt, PacketType::RTPFB, len, sender, Ssrc(0));
+    for (i, e) in entries.iter().enumerate() {
+        let at = 12 + 8 * i;
+        let (exp, mantissa) = exp_mantissa(e.bitrate, 17);
+        put_u32(buf, at, e.ssrc.0);
+        put_u32(buf, at + 4, exp << 26 | mantissa << 9 | u32::from(e.overhead & 0x1ff));
+    }
+    Ok(len)
+}
+
+/// Temporary maximum media stream bit rate request (RFC 5104 §4.2.1): asks each entry's
+/// media sender to keep below its bitrate.
+pub fn tmmbr(buf: &mut [u8], sender: Ssrc, entries: &[TmmbEntry]) -> Result<usize, WriteError> {
+    tmmb(buf, fmt::TMMBR, sender, entries)
+}
+
+/// Temporary maximum media stream bit rate notification (RFC 5104 §4.2.2): the bounding set
+/// the media sender now keeps to (entries owned by the requesters), or none.
+pub fn tmmbn(buf: &mut [u8], sender: Ssrc, entries: &[TmmbEntry]) -> Result<usize, WriteError> {
+    tmmb(buf, fmt::TMMBN, sender, entries)
+}
+
+/// Receiver estimated maximum bitrate (draft-alvestrand-rmcat-remb-03 §2.2) for `ssrcs`.
+pub fn remb(buf: &mut [u8], sender: Ssrc, bitrate: u64, ssrcs: &[Ssrc]) -> Result<usize, WriteError> {
+    at_most("REMB sources", ssrcs.len(), 255)?;
+    let len = 20 + 4 * ssrcs.len();
+    room(buf, len)?;
+    feedback_header(buf, fmt::AFB, PacketType::PSFB, len, sender, Ssrc(0));
+    buf[12..16].copy_from_slice(b"REMB");
+    let (exp, mantissa) = exp_mantissa(bitrate, 18);
+    put_u32(buf, 16, (ssrcs.len() as u32) << 24 | exp << 18 | mantissa);
+    for (i, s) in ssrcs.iter().enumerate() {
+        put_u32(buf, 20 + 4 * i, s.0);
     }
     Ok(len)
 }
