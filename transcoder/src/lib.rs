@@ -29,16 +29,18 @@
 //!   (with the next packet for FEC) or `Underrun` on a steady playout clock.
 //! - [`pipeline`] — [`OpusToG711`] and [`G711ToOpus`], composed from the above.
 //! - [`pool`] — the only module with threads and a clock: worker threads that *run*
-//!   pipelines fed through bounded queues (never blocking the network side), frames returned
-//!   through a [`pool::FrameSink`], and [`pool::calibrate`], the measured cost of a channel.
+//!   pipelines fed through bounded queues (never blocking the network side), audio and video
+//!   on separate lanes, frames returned through a [`pool::FrameSink`], and
+//!   [`pool::calibrate`], the measured cost of a channel.
 //!
 //! # What it does not do
 //!
 //! RFC 4733 telephone events (DTMF) are relayed by the media plane, not transcoded here.
 //! Comfort noise payloads (RFC 3389) are not generated: DTX silence becomes libopus's
 //! concealment output (near silence) in G.711.
-// deny, not forbid: `video::vpx` is the one module allowed unsafe code (FFI to libvpx, which
-// has no safe crate), and only an `allow` on that module can lift a `deny`.
+// deny, not forbid: `video::vpx` (FFI to libvpx, which has no safe crate) and the one
+// setpriority call in `pool` are the only places allowed unsafe code, and only an `allow`
+// there can lift a `deny`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -63,5 +65,5 @@ pub use pipeline::{
     PipelineError, PipelineStats,
 };
 pub use plc::Plc;
-pub use pool::{calibrate, Calibration, Channel, ChannelSpec, FrameSink, OutFrame, Pipeline, Pool, PoolError, PoolStats};
+pub use pool::{calibrate, Calibration, Channel, ChannelSpec, ChannelStats, Control, FrameSink, OutFrame, Pipeline, Pool, PoolError, PoolStats, Produced};
 pub use resample::{ResampleError, Resampler};

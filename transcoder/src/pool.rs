@@ -6,11 +6,18 @@
 //! never wait on it: [`Channel::push`] is a `try_send`, and a full queue drops the packet
 //! (counted) exactly as a congested link would, so one slow worker cannot stall media. Frames
 //! come back through the [`FrameSink`] the channel was opened with, which the driver
-//! implements (the daemon wakes the call's task); nothing here knows about sockets or tokio.
+//! implements (the daemon wakes the call's media thread); nothing here knows about sockets.
 //!
-//! Channels are spread over workers round-robin. [`calibrate`] measures what one channel
-//! costs on this machine, which with the thread count gives the capacity admission control
-//! enforces.
+//! Two lanes. Audio channels run on the audio workers, video channels on video workers of
+//! their own, at a lower scheduling priority: a video frame takes milliseconds to decode and
+//! encode, and must never delay a 20 ms audio frame behind it in a queue or on a core. A
+//! video packet that waited longer than [`VIDEO_MAX_LAG`] is dropped rather than worked on:
+//! the channel then sees a gap, drops to the next keyframe and asks for one, so a worker that
+//! falls behind sheds load instead of queueing it.
+//!
+//! Channels are spread over a lane's workers round-robin. [`calibrate`] measures what an
+//! audio channel costs on this machine, which with the thread count gives the capacity
+//! admission control enforces.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,14 +28,29 @@ use std::time::{Duration, Instant};
 
 use crate::g711::Law;
 use crate::pipeline::{G711ToOpus, G711ToOpusConfig, OpusToG711, OpusToG711Config, PipelineError, PipelineStats};
+use crate::video::channel::{VideoChannel, VideoChannelConfig, VideoOutput, VideoStats};
+use crate::video::picture::VideoCodecError;
 
 /// The largest RTP payload a channel takes or produces: 60 ms of G.711 is 480 bytes, an Opus
-/// packet at browser rates stays far below this.
+/// packet at browser rates stays far below this, and video channels write at most
+/// [`VideoChannelConfig::max_payload`] (1200 by default).
 pub const MAX_PAYLOAD: usize = 1280;
 
-/// Jobs queued per worker before pushes are dropped: about 0.4 s of 20 ms packets for 50
-/// channels, far more than a healthy worker ever holds.
+/// Jobs queued per audio worker before pushes are dropped: about 0.4 s of 20 ms packets for
+/// 50 channels, far more than a healthy worker ever holds.
 const QUEUE: usize = 1024;
+
+/// Jobs queued per video worker: about a second of four 1 Mbit/s streams. The lag limit
+/// below, not this, is what keeps latency down.
+const VIDEO_QUEUE: usize = 512;
+
+/// A video packet older than this when its worker reaches it is dropped (counted): the
+/// worker is behind, and a frame that late is worth less than the keyframe the gap brings.
+pub const VIDEO_MAX_LAG: Duration = Duration::from_millis(200);
+
+/// The nice value of video workers (audio workers keep the process's): under contention the
+/// scheduler gives audio the core first.
+const VIDEO_NICE: i32 = 10;
 
 /// What one channel converts.
 #[derive(Clone, Debug)]
@@ -37,15 +59,41 @@ pub enum ChannelSpec {
     OpusToG711(OpusToG711Config),
     /// IMS G.711 to browser Opus.
     G711ToOpus(G711ToOpusConfig),
+    /// One direction of a transcoded video stream (VP8 <-> H.264).
+    Video(VideoChannelConfig),
 }
 
 impl ChannelSpec {
-    fn build(&self) -> Result<Box<dyn Transcode>, PipelineError> {
+    /// Whether the channel runs on the video lane.
+    pub fn is_video(&self) -> bool {
+        matches!(self, ChannelSpec::Video(_))
+    }
+
+    fn build(&self) -> Result<Box<dyn Transcode>, PoolError> {
         Ok(match self {
             ChannelSpec::OpusToG711(c) => Box::new(OpusToG711::new(c.clone())?),
             ChannelSpec::G711ToOpus(c) => Box::new(G711ToOpus::new(c.clone())?),
+            ChannelSpec::Video(c) => Box::new(VideoChannel::new(c.clone())?),
         })
     }
+}
+
+/// What a channel's receiver asks of the encoder feeding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Send a keyframe next (the receiver's PLI, FIR or SIP INFO picture_fast_update).
+    Keyframe,
+    /// The receiver's estimate or limit, bits/s (REMB, TMMBR).
+    Bitrate(u32),
+}
+
+/// A channel's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelStats {
+    /// An audio pipeline's.
+    Audio(PipelineStats),
+    /// A video channel's.
+    Video(VideoStats),
 }
 
 /// One channel's pipeline run inline, by a driver of its own (`estuary replay` runs them on
@@ -55,19 +103,26 @@ pub struct Pipeline(Box<dyn Transcode>);
 
 impl Pipeline {
     /// The pipeline `spec` describes (its codecs are set up here).
-    pub fn new(spec: &ChannelSpec) -> Result<Pipeline, PipelineError> {
+    pub fn new(spec: &ChannelSpec) -> Result<Pipeline, PoolError> {
         spec.build().map(Pipeline)
     }
 
     /// An RTP packet of the input codec.
-    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
-        self.0.push(now, seq, timestamp, payload);
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) {
+        self.0.push(now, seq, timestamp, marker, payload);
     }
 
-    /// The next frame due at `now`, written into `out`.
-    pub fn poll<'a>(&mut self, now: Instant, out: &'a mut [u8]) -> Option<OutFrame<'a>> {
-        let (timestamp, len, marker) = self.0.poll(now, out)?;
-        Some(OutFrame { timestamp, marker, payload: &out[..len] })
+    /// The receiver's request (audio pipelines have nothing to do with it).
+    pub fn control(&mut self, now: Instant, control: Control) {
+        self.0.control(now, control);
+    }
+
+    /// The next output due at `now`; a frame is written into `out`.
+    pub fn poll<'a>(&mut self, now: Instant, out: &'a mut [u8]) -> Option<Produced<'a>> {
+        Some(match self.0.poll(now, out)? {
+            Polled::Frame { timestamp, len, marker } => Produced::Frame(OutFrame { timestamp, marker, payload: &out[..len] }),
+            Polled::RequestKeyframe => Produced::RequestKeyframe,
+        })
     }
 
     /// When [`Pipeline::poll`] has something next.
@@ -76,9 +131,18 @@ impl Pipeline {
     }
 
     /// Its counters so far.
-    pub fn stats(&self) -> PipelineStats {
+    pub fn stats(&self) -> ChannelStats {
         self.0.stats()
     }
+}
+
+/// What a pipeline produced.
+#[derive(Debug)]
+pub enum Produced<'a> {
+    /// A frame (audio) or an RTP payload (video) for the receiver.
+    Frame(OutFrame<'a>),
+    /// The channel's decoder lost its reference: ask the sender for a keyframe.
+    RequestKeyframe,
 }
 
 /// A frame a channel produced, lent to the sink.
@@ -86,62 +150,113 @@ impl Pipeline {
 pub struct OutFrame<'a> {
     /// RTP timestamp in the output codec's clock, continuous per channel.
     pub timestamp: u32,
-    /// Set on the first frame after a start, an idle period or a reset.
+    /// Audio: set on the first frame after a start, an idle period or a reset. Video: the
+    /// last packet of a frame.
     pub marker: bool,
     /// The frame in the output codec.
     pub payload: &'a [u8],
 }
 
-/// Where a channel's frames go; called on the worker thread, so it must not block. Returning
-/// false (the receiver is gone) closes the channel.
+/// Where a channel's output goes; called on the worker thread, so it must not block.
+/// Returning false (the receiver is gone) closes the channel.
 pub trait FrameSink: Send {
     /// Takes one frame; false when nobody will take more.
     fn deliver(&mut self, frame: OutFrame<'_>) -> bool;
+    /// A video channel's decoder lost its reference: the sender must be asked for a
+    /// keyframe (in the form its leg negotiated). False when nobody will take more.
+    fn request_keyframe(&mut self) -> bool;
 }
 
-/// The two pipelines behind one interface.
+/// What a pipeline's `poll` wrote.
+enum Polled {
+    Frame { timestamp: u32, len: usize, marker: bool },
+    RequestKeyframe,
+}
+
+/// The pipelines behind one interface.
 trait Transcode: Send {
-    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]);
-    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<(u32, usize, bool)>;
+    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]);
+    fn control(&mut self, now: Instant, control: Control);
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Polled>;
     fn poll_timeout(&self) -> Option<Instant>;
-    fn stats(&self) -> PipelineStats;
+    fn stats(&self) -> ChannelStats;
 }
 
+// Audio pipelines restore their own timing from timestamps and sequence numbers: the marker
+// and the receiver's requests mean nothing to them.
 impl Transcode for OpusToG711 {
-    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
+    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, _marker: bool, payload: &[u8]) {
         OpusToG711::push(self, now, seq, timestamp, payload);
     }
-    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<(u32, usize, bool)> {
-        OpusToG711::poll(self, now, out).map(|f| (f.timestamp, f.len, f.marker))
+    fn control(&mut self, _now: Instant, _control: Control) {}
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Polled> {
+        OpusToG711::poll(self, now, out).map(|f| Polled::Frame { timestamp: f.timestamp, len: f.len, marker: f.marker })
     }
     fn poll_timeout(&self) -> Option<Instant> {
         OpusToG711::poll_timeout(self)
     }
-    fn stats(&self) -> PipelineStats {
-        OpusToG711::stats(self)
+    fn stats(&self) -> ChannelStats {
+        ChannelStats::Audio(OpusToG711::stats(self))
     }
 }
 
 impl Transcode for G711ToOpus {
-    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
+    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, _marker: bool, payload: &[u8]) {
         G711ToOpus::push(self, now, seq, timestamp, payload);
     }
-    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<(u32, usize, bool)> {
-        G711ToOpus::poll(self, now, out).map(|f| (f.timestamp, f.len, f.marker))
+    fn control(&mut self, _now: Instant, _control: Control) {}
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Polled> {
+        G711ToOpus::poll(self, now, out).map(|f| Polled::Frame { timestamp: f.timestamp, len: f.len, marker: f.marker })
     }
     fn poll_timeout(&self) -> Option<Instant> {
         G711ToOpus::poll_timeout(self)
     }
-    fn stats(&self) -> PipelineStats {
-        G711ToOpus::stats(self)
+    fn stats(&self) -> ChannelStats {
+        ChannelStats::Audio(G711ToOpus::stats(self))
+    }
+}
+
+impl Transcode for VideoChannel {
+    fn push(&mut self, now: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) {
+        VideoChannel::push(self, now, seq, timestamp, marker, payload);
+    }
+    fn control(&mut self, now: Instant, control: Control) {
+        match control {
+            Control::Keyframe => self.request_keyframe(now),
+            Control::Bitrate(bps) => self.set_bitrate(now, bps),
+        }
+    }
+    fn poll(&mut self, now: Instant, out: &mut [u8]) -> Option<Polled> {
+        if VideoChannel::poll_timeout(self).is_some_and(|t| t <= now) {
+            self.handle_timeout(now);
+        }
+        loop {
+            match self.poll_output()? {
+                VideoOutput::RequestKeyframe => return Some(Polled::RequestKeyframe),
+                VideoOutput::Rtp { timestamp, payload } => {
+                    // Never larger than `max_payload`, which a spec keeps within MAX_PAYLOAD;
+                    // a payload that is not would be cut, so it is skipped instead.
+                    let Some(dst) = out.get_mut(..payload.data.len()) else { continue };
+                    dst.copy_from_slice(&payload.data);
+                    return Some(Polled::Frame { timestamp, len: payload.data.len(), marker: payload.marker });
+                }
+            }
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        VideoChannel::poll_timeout(self)
+    }
+    fn stats(&self) -> ChannelStats {
+        ChannelStats::Video(VideoChannel::stats(self))
     }
 }
 
 // Packets travel inline in the queue: no allocation per packet, at the price of a large job.
 #[allow(clippy::large_enum_variant)]
 enum Job {
-    Open { id: u64, pipeline: Box<dyn Transcode>, sink: Box<dyn FrameSink> },
-    Packet { id: u64, at: Instant, seq: u16, timestamp: u32, len: u16, data: [u8; MAX_PAYLOAD] },
+    Open { id: u64, pipeline: Box<dyn Transcode>, sink: Box<dyn FrameSink>, shared: Arc<SharedStats> },
+    Packet { id: u64, at: Instant, seq: u16, timestamp: u32, marker: bool, len: u16, data: [u8; MAX_PAYLOAD] },
+    Control { id: u64, at: Instant, control: Control },
     Close { id: u64 },
 }
 
@@ -150,22 +265,38 @@ enum Job {
 pub struct PoolStats {
     /// What `full_since_us` counts from.
     epoch: Instant,
-    /// Microseconds since `epoch` (+1) of the first refused push of the current run of
+    /// Microseconds since `epoch` (+1) of the first refused audio push of the current run of
     /// refusals; 0 while pushes succeed. Read by the health check: a pool that refuses for a
     /// whole second is not keeping up.
     full_since_us: AtomicU64,
-    /// Channels open now.
+    /// Audio channels open now.
     pub channels: AtomicU64,
-    /// Packets taken by pipelines.
+    /// Packets taken by audio pipelines.
     pub packets_in: AtomicU64,
-    /// Frames produced.
+    /// Audio frames produced.
     pub frames_out: AtomicU64,
-    /// Pushes refused because a worker's queue was full.
+    /// Audio pushes refused because a worker's queue was full.
     pub queue_full: AtomicU64,
     /// Lost packets concealed, and recovered from Opus FEC, summed over closed channels.
     pub concealed: AtomicU64,
     /// Lost packets recovered from Opus in-band FEC, summed over closed channels.
     pub fec_recovered: AtomicU64,
+    /// Video channels open now.
+    pub video_channels: AtomicU64,
+    /// Whole video frames the channels reassembled.
+    pub video_frames_in: AtomicU64,
+    /// Video frames encoded and sent.
+    pub video_frames_out: AtomicU64,
+    /// Keyframe requests the channels sent toward their senders.
+    pub video_keyframes_requested: AtomicU64,
+    /// Keyframes the channels' receivers asked for and got.
+    pub video_keyframes_forced: AtomicU64,
+    /// Video packets dropped because a worker's queue was full or they waited longer than
+    /// [`VIDEO_MAX_LAG`].
+    pub video_dropped: AtomicU64,
+    /// Nanoseconds the video workers spent on jobs (reassembly, decoding, scaling, encoding,
+    /// packetising): with `video_frames_in`, what a video frame costs on this machine.
+    pub video_busy_ns: AtomicU64,
 }
 
 impl Default for PoolStats {
@@ -179,6 +310,13 @@ impl Default for PoolStats {
             queue_full: AtomicU64::new(0),
             concealed: AtomicU64::new(0),
             fec_recovered: AtomicU64::new(0),
+            video_channels: AtomicU64::new(0),
+            video_frames_in: AtomicU64::new(0),
+            video_busy_ns: AtomicU64::new(0),
+            video_frames_out: AtomicU64::new(0),
+            video_keyframes_requested: AtomicU64::new(0),
+            video_keyframes_forced: AtomicU64::new(0),
+            video_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -205,47 +343,146 @@ impl PoolStats {
             self.full_since_us.store(0, Ordering::Relaxed);
         }
     }
+
+    /// What one video frame through one channel (reassembled, decoded, scaled, encoded)
+    /// costs on the workers, averaged over every frame so far; `None` until
+    /// [`VIDEO_COST_FRAMES`] frames have been through, as the first frames (keyframes, encoder
+    /// warm-up) are not typical.
+    pub fn video_cost_per_frame(&self) -> Option<Duration> {
+        let frames = self.video_frames_in.load(Ordering::Relaxed);
+        (frames >= VIDEO_COST_FRAMES).then(|| Duration::from_nanos(self.video_busy_ns.load(Ordering::Relaxed) / frames))
+    }
+
+    /// Adds what a video channel counted since `last`.
+    fn video_progress(&self, last: &VideoStats, now: &VideoStats) {
+        let add = |c: &AtomicU64, a: u64, b: u64| {
+            if b > a {
+                c.fetch_add(b - a, Ordering::Relaxed);
+            }
+        };
+        add(&self.video_frames_in, last.frames_in, now.frames_in);
+        add(&self.video_frames_out, last.frames_out, now.frames_out);
+        add(&self.video_keyframes_requested, last.keyframes_requested, now.keyframes_requested);
+        add(&self.video_keyframes_forced, last.keyframes_forced, now.keyframes_forced);
+    }
+}
+
+/// One channel's counters, written by its worker and read through its [`Channel`] (for the
+/// call record): atomics of that channel alone, no lock.
+#[derive(Debug, Default)]
+struct SharedStats {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    frames_skipped: AtomicU64,
+    keyframes_requested: AtomicU64,
+    keyframes_forced: AtomicU64,
+    decode_errors: AtomicU64,
+    packets_rejected: AtomicU64,
+    bitrate: AtomicU64,
+    size: AtomicU64,
+}
+
+impl SharedStats {
+    fn store(&self, s: &VideoStats) {
+        let r = Ordering::Relaxed;
+        self.frames_in.store(s.frames_in, r);
+        self.frames_out.store(s.frames_out, r);
+        self.frames_skipped.store(s.frames_skipped, r);
+        self.keyframes_requested.store(s.keyframes_requested, r);
+        self.keyframes_forced.store(s.keyframes_forced, r);
+        self.decode_errors.store(s.decode_errors, r);
+        self.packets_rejected.store(s.packets_rejected, r);
+        self.bitrate.store(u64::from(s.bitrate), r);
+        self.size.store(u64::from(s.width) << 32 | u64::from(s.height), r);
+    }
+
+    fn load(&self) -> VideoStats {
+        let r = Ordering::Relaxed;
+        let size = self.size.load(r);
+        VideoStats {
+            frames_in: self.frames_in.load(r),
+            frames_out: self.frames_out.load(r),
+            frames_skipped: self.frames_skipped.load(r),
+            keyframes_requested: self.keyframes_requested.load(r),
+            keyframes_forced: self.keyframes_forced.load(r),
+            decode_errors: self.decode_errors.load(r),
+            packets_rejected: self.packets_rejected.load(r),
+            bitrate: self.bitrate.load(r) as u32,
+            width: (size >> 32) as u32,
+            height: size as u32,
+        }
+    }
 }
 
 /// Why a channel could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The pipeline refused its configuration.
+    /// The audio pipeline refused its configuration.
     #[error("transcoding pipeline: {0}")]
     Pipeline(#[from] PipelineError),
+    /// The video channel refused its configuration, or a codec would not start.
+    #[error("video channel: {0}")]
+    Video(#[from] VideoCodecError),
     /// The workers are gone (the pool is shutting down).
     #[error("the transcoder pool has stopped")]
     Stopped,
 }
 
+/// The workers of one kind of channel.
+struct Lane {
+    workers: Vec<SyncSender<Job>>,
+    next: AtomicUsize,
+}
+
+impl Lane {
+    fn pick(&self) -> Option<SyncSender<Job>> {
+        let n = self.workers.len();
+        (n > 0).then(|| self.workers[self.next.fetch_add(1, Ordering::Relaxed) % n].clone())
+    }
+}
+
 /// The worker threads.
 pub struct Pool {
-    workers: Vec<SyncSender<Job>>,
+    audio: Lane,
+    video: Lane,
     threads: Vec<JoinHandle<()>>,
-    next_worker: AtomicUsize,
     next_id: AtomicU64,
     stats: Arc<PoolStats>,
 }
 
 impl Pool {
-    /// Starts `threads` workers (at least one).
-    pub fn new(threads: usize) -> std::io::Result<Pool> {
+    /// Starts `audio` audio workers (at least one) and `video` video workers; with no video
+    /// workers, video channels share the audio workers.
+    pub fn new(audio: usize, video: usize) -> std::io::Result<Pool> {
         let stats = Arc::new(PoolStats::default());
-        let mut workers = Vec::new();
-        let mut handles = Vec::new();
-        for i in 0..threads.max(1) {
-            let (tx, rx) = sync_channel(QUEUE);
-            let stats = stats.clone();
-            let handle = std::thread::Builder::new().name(format!("transcode-{i}")).spawn(move || run(rx, &stats))?;
-            workers.push(tx);
-            handles.push(handle);
-        }
-        Ok(Pool { workers, threads: handles, next_worker: AtomicUsize::new(0), next_id: AtomicU64::new(1), stats })
+        let mut threads = Vec::new();
+        let mut lane = |kind: Kind, n: usize| -> std::io::Result<Lane> {
+            let mut workers = Vec::new();
+            for i in 0..n {
+                let (tx, rx) = sync_channel(if kind == Kind::Video { VIDEO_QUEUE } else { QUEUE });
+                let stats = stats.clone();
+                let name = match kind {
+                    Kind::Audio => format!("transcode-{i}"),
+                    Kind::Video => format!("video-{i}"),
+                };
+                threads.push(std::thread::Builder::new().name(name).spawn(move || run(rx, &stats, kind))?);
+                workers.push(tx);
+            }
+            Ok(Lane { workers, next: AtomicUsize::new(0) })
+        };
+        let audio = lane(Kind::Audio, audio.max(1))?;
+        let video = lane(Kind::Video, video)?;
+        Ok(Pool { audio, video, threads, next_id: AtomicU64::new(1), stats })
     }
 
-    /// Worker threads running.
+    /// Audio worker threads running.
     pub fn threads(&self) -> usize {
-        self.workers.len()
+        self.audio.workers.len()
+    }
+
+    /// Video worker threads running (0: video shares the audio workers).
+    pub fn video_threads(&self) -> usize {
+        self.video.workers.len()
     }
 
     /// Pool-wide counters.
@@ -253,24 +490,28 @@ impl Pool {
         &self.stats
     }
 
-    /// Opens a channel converting per `spec`, whose frames go to `sink`. The pipeline is
+    /// Opens a channel converting per `spec`, whose output goes to `sink`. The pipeline is
     /// built here (allocation happens on the caller, once), then moved to a worker.
     pub fn open(&self, spec: &ChannelSpec, sink: Box<dyn FrameSink>) -> Result<Channel, PoolError> {
         let pipeline = spec.build()?;
+        let video = spec.is_video();
+        let tx = if video { self.video.pick().or_else(|| self.audio.pick()) } else { self.audio.pick() };
+        let tx = tx.ok_or(PoolError::Stopped)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        let tx = self.workers[w].clone();
+        let shared = Arc::new(SharedStats::default());
         // Opening waits for room: it happens once per call, never on the packet path.
-        tx.send(Job::Open { id, pipeline, sink }).map_err(|_| PoolError::Stopped)?;
-        self.stats.channels.fetch_add(1, Ordering::Relaxed);
-        Ok(Channel { id, tx, stats: self.stats.clone() })
+        tx.send(Job::Open { id, pipeline, sink, shared: shared.clone() }).map_err(|_| PoolError::Stopped)?;
+        let open = if video { &self.stats.video_channels } else { &self.stats.channels };
+        open.fetch_add(1, Ordering::Relaxed);
+        Ok(Channel { id, video, tx, stats: self.stats.clone(), shared })
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         // Closing the queues ends the workers once every channel handle is gone too.
-        self.workers.clear();
+        self.audio.workers.clear();
+        self.video.workers.clear();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -280,24 +521,32 @@ impl Drop for Pool {
 /// The network side's handle on one channel; dropping it closes the channel.
 pub struct Channel {
     id: u64,
+    video: bool,
     tx: SyncSender<Job>,
     stats: Arc<PoolStats>,
+    shared: Arc<SharedStats>,
 }
 
 impl Channel {
     /// Queues an RTP payload that arrived at `at`. Never blocks: false if the worker's queue
     /// is full or the payload too large (the packet is dropped, as on a congested link).
-    pub fn push(&self, at: Instant, seq: u16, timestamp: u32, payload: &[u8]) -> bool {
+    pub fn push(&self, at: Instant, seq: u16, timestamp: u32, marker: bool, payload: &[u8]) -> bool {
         if payload.len() > MAX_PAYLOAD {
             return false;
         }
         let mut data = [0u8; MAX_PAYLOAD];
         data[..payload.len()].copy_from_slice(payload);
-        let job = Job::Packet { id: self.id, at, seq, timestamp, len: payload.len() as u16, data };
+        let job = Job::Packet { id: self.id, at, seq, timestamp, marker, len: payload.len() as u16, data };
         match self.tx.try_send(job) {
             Ok(()) => {
-                self.stats.accepted();
+                if !self.video {
+                    self.stats.accepted();
+                }
                 true
+            }
+            Err(TrySendError::Full(_)) if self.video => {
+                self.stats.video_dropped.fetch_add(1, Ordering::Relaxed);
+                false
             }
             Err(TrySendError::Full(_)) => {
                 self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
@@ -307,6 +556,17 @@ impl Channel {
             Err(TrySendError::Disconnected(_)) => false,
         }
     }
+
+    /// Passes the receiver's request to the channel's encoder. Never blocks: false if the
+    /// queue is full (receivers repeat keyframe requests, and send estimates periodically).
+    pub fn control(&self, at: Instant, control: Control) -> bool {
+        self.tx.try_send(Job::Control { id: self.id, at, control }).is_ok()
+    }
+
+    /// A video channel's counters so far (as of its worker's last packet); `None` for audio.
+    pub fn video_stats(&self) -> Option<VideoStats> {
+        self.video.then(|| self.shared.load())
+    }
 }
 
 impl Drop for Channel {
@@ -314,18 +574,83 @@ impl Drop for Channel {
         // A close must not be lost to a full queue: wait for room (rare, and never on the
         // packet path: a channel closes once per call or codec change).
         let _ = self.tx.send(Job::Close { id: self.id });
-        self.stats.channels.fetch_sub(1, Ordering::Relaxed);
+        let open = if self.video { &self.stats.video_channels } else { &self.stats.channels };
+        open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Audio,
+    Video,
 }
 
 struct Slot {
     pipeline: Box<dyn Transcode>,
     sink: Box<dyn FrameSink>,
+    shared: Arc<SharedStats>,
+    /// A video channel's counters as last published.
+    published: Option<VideoStats>,
 }
 
-/// One worker: take jobs until the queue closes, running each pipeline when its next frame
+impl Slot {
+    /// Hands everything due to the sink; false when the sink is gone.
+    fn drain(&mut self, now: Instant, out: &mut [u8], stats: &PoolStats) -> bool {
+        while let Some(p) = self.pipeline.poll(now, out) {
+            let taken = match p {
+                Polled::Frame { timestamp, len, marker } => {
+                    if self.published.is_none() {
+                        stats.frames_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.sink.deliver(OutFrame { timestamp, marker, payload: &out[..len] })
+                }
+                Polled::RequestKeyframe => self.sink.request_keyframe(),
+            };
+            if !taken {
+                return false;
+            }
+        }
+        // Audio slots publish nothing per frame (their counters are folded in at close).
+        if let Some(last) = &mut self.published {
+            if let ChannelStats::Video(now) = self.pipeline.stats() {
+                if now != *last {
+                    stats.video_progress(last, &now);
+                    self.shared.store(&now);
+                    *last = now;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to [`VIDEO_NICE`]. On Linux the nice
+/// value belongs to the thread, so the audio workers and media threads keep theirs.
+#[allow(unsafe_code)]
+fn lower_priority() -> std::io::Result<()> {
+    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours.
+    let r = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, VIDEO_NICE)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One worker: take jobs until the queue closes, running each pipeline when its next output
 /// is due.
-fn run(rx: Receiver<Job>, stats: &PoolStats) {
+/// Frames a video channel must have been through before [`PoolStats::video_cost_per_frame`]
+/// answers: a few seconds of one call.
+pub const VIDEO_COST_FRAMES: u64 = 90;
+
+fn run(rx: Receiver<Job>, stats: &PoolStats, kind: Kind) {
+    if kind == Kind::Video {
+        // Not fatal: the video lane still runs, only without the priority gap.
+        let _ = lower_priority();
+    }
     let mut slots: HashMap<u64, Slot> = HashMap::new();
     let mut out = [0u8; MAX_PAYLOAD];
     loop {
@@ -342,35 +667,49 @@ fn run(rx: Receiver<Job>, stats: &PoolStats) {
                 Err(_) => return,
             },
         };
+        let now = Instant::now();
+        let timed = kind == Kind::Video;
         match job {
-            Some(Job::Open { id, pipeline, sink }) => {
-                slots.insert(id, Slot { pipeline, sink });
+            Some(Job::Open { id, pipeline, sink, shared }) => {
+                let published = match pipeline.stats() {
+                    ChannelStats::Video(v) => Some(v),
+                    ChannelStats::Audio(_) => None,
+                };
+                slots.insert(id, Slot { pipeline, sink, shared, published });
             }
-            Some(Job::Packet { id, at, seq, timestamp, len, data }) => {
+            Some(Job::Packet { id, at, seq, timestamp, marker, len, data }) => {
                 if let Some(s) = slots.get_mut(&id) {
-                    stats.packets_in.fetch_add(1, Ordering::Relaxed);
-                    s.pipeline.push(at, seq, timestamp, &data[..usize::from(len)]);
+                    if s.published.is_some() && now.saturating_duration_since(at) > VIDEO_MAX_LAG {
+                        // Behind: the gap this leaves makes the channel ask for a keyframe.
+                        stats.video_dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        if s.published.is_none() {
+                            stats.packets_in.fetch_add(1, Ordering::Relaxed);
+                        }
+                        s.pipeline.push(at, seq, timestamp, marker, &data[..usize::from(len)]);
+                    }
+                }
+            }
+            Some(Job::Control { id, at, control }) => {
+                if let Some(s) = slots.get_mut(&id) {
+                    s.pipeline.control(at, control);
                 }
             }
             Some(Job::Close { id }) => {
                 if let Some(s) = slots.remove(&id) {
-                    let st = s.pipeline.stats();
-                    stats.concealed.fetch_add(st.concealed, Ordering::Relaxed);
-                    stats.fec_recovered.fetch_add(st.fec_recovered, Ordering::Relaxed);
+                    if let ChannelStats::Audio(st) = s.pipeline.stats() {
+                        stats.concealed.fetch_add(st.concealed, Ordering::Relaxed);
+                        stats.fec_recovered.fetch_add(st.fec_recovered, Ordering::Relaxed);
+                    }
                 }
             }
             None => {}
         }
-        let now = Instant::now();
-        slots.retain(|_, s| {
-            while let Some((timestamp, len, marker)) = s.pipeline.poll(now, &mut out) {
-                stats.frames_out.fetch_add(1, Ordering::Relaxed);
-                if !s.sink.deliver(OutFrame { timestamp, marker, payload: &out[..len] }) {
-                    return false;
-                }
-            }
-            true
-        });
+        slots.retain(|_, s| s.drain(now, &mut out, stats));
+        if timed {
+            // Frames take milliseconds: two clock reads per job are noise beside them.
+            stats.video_busy_ns.fetch_add(now.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
     }
 }
 
@@ -467,18 +806,21 @@ mod tests {
         fn deliver(&mut self, f: OutFrame<'_>) -> bool {
             self.0.send((f.timestamp, f.marker, f.payload.len())).is_ok()
         }
+        fn request_keyframe(&mut self) -> bool {
+            panic!("an audio channel asked for a keyframe")
+        }
     }
 
     #[test]
     fn a_channel_on_a_worker_turns_g711_into_opus_frames_in_real_time() {
-        let pool = Pool::new(2).unwrap();
+        let pool = Pool::new(2, 0).unwrap();
         let (tx, rx) = mpsc::channel();
         let spec = ChannelSpec::G711ToOpus(G711ToOpusConfig { law: Law::Mu, initial_timestamp: 9600, ..G711ToOpusConfig::default() });
         let ch = pool.open(&spec, Box::new(ToChannel(tx))).unwrap();
         assert_eq!(pool.stats().channels.load(Ordering::Relaxed), 1);
         let start = Instant::now();
         for k in 0..15u16 {
-            assert!(ch.push(start + Duration::from_millis(20 * u64::from(k)), k, u32::from(k) * 160, &[0xffu8; 160]));
+            assert!(ch.push(start + Duration::from_millis(20 * u64::from(k)), k, u32::from(k) * 160, false, &[0xffu8; 160]));
             std::thread::sleep(Duration::from_millis(20));
         }
         let frames: Vec<_> = rx.try_iter().collect();
@@ -494,16 +836,16 @@ mod tests {
 
     #[test]
     fn a_sink_whose_receiver_is_gone_closes_the_channel_and_oversized_payloads_are_refused() {
-        let pool = Pool::new(1).unwrap();
+        let pool = Pool::new(1, 0).unwrap();
         let (tx, rx) = mpsc::channel();
         drop(rx);
         let spec = ChannelSpec::G711ToOpus(G711ToOpusConfig { law: Law::A, ..G711ToOpusConfig::default() });
         let ch = pool.open(&spec, Box::new(ToChannel(tx))).unwrap();
-        assert!(!ch.push(Instant::now(), 0, 0, &[0u8; MAX_PAYLOAD + 1]));
-        assert!(ch.push(Instant::now(), 0, 0, &[0xd5u8; 160]));
+        assert!(!ch.push(Instant::now(), 0, 0, false, &[0u8; MAX_PAYLOAD + 1]));
+        assert!(ch.push(Instant::now(), 0, 0, false, &[0xd5u8; 160]));
         std::thread::sleep(Duration::from_millis(150));
         // Further pushes are still accepted (the slot is gone; nothing panics).
-        assert!(ch.push(Instant::now(), 1, 160, &[0xd5u8; 160]));
+        assert!(ch.push(Instant::now(), 1, 160, false, &[0xd5u8; 160]));
     }
 
     #[test]

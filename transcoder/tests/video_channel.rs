@@ -259,3 +259,114 @@ fn the_receiver_gets_a_keyframe_when_it_asks_and_its_bitrate_moves_the_encoder_i
     assert_eq!(channel.stats().bitrate, MIN_BITRATE, "never below the floor");
     assert!(VideoChannel::new(VideoChannelConfig::new(from, from, VideoLimits::UNBOUNDED, 1_000_000)).is_err(), "VP8 to VP8 is not transcoding");
 }
+
+/// What a pool's sink received, in order.
+#[derive(Debug)]
+enum Sunk {
+    Packet(u32, RtpPayload),
+    KeyframeRequest,
+}
+
+struct ToTest(std::sync::mpsc::Sender<Sunk>);
+
+impl estuary_transcoder::FrameSink for ToTest {
+    fn deliver(&mut self, f: estuary_transcoder::OutFrame<'_>) -> bool {
+        self.0.send(Sunk::Packet(f.timestamp, RtpPayload { data: f.payload.to_vec(), marker: f.marker })).is_ok()
+    }
+    fn request_keyframe(&mut self) -> bool {
+        self.0.send(Sunk::KeyframeRequest).is_ok()
+    }
+}
+
+/// The nice value of this process's thread called `name` (field 19 of its stat line).
+fn nice_of_thread(name: &str) -> Option<i32> {
+    // Other tests' threads come and go while we look: a task that vanished is skipped, not an answer.
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let dir = task.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else { continue };
+        if comm.trim() == name {
+            let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else { continue };
+            // After the parenthesised command: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            return rest.split(' ').nth(16)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn on_the_pool_video_runs_on_its_own_lower_priority_worker_and_asks_for_keyframes_through_the_sink() {
+    use estuary_transcoder::{ChannelSpec, Control, Pool};
+    use std::sync::atomic::Ordering;
+    let pool = Pool::new(1, 1).unwrap();
+    assert_eq!((pool.threads(), pool.video_threads()), (1, 1));
+    let from = VideoCodec::Vp8;
+    let to = VideoCodec::H264(PacketizationMode::NonInterleaved);
+    let (sink_tx, sink_rx) = std::sync::mpsc::channel();
+    let spec = ChannelSpec::Video(VideoChannelConfig::new(from, to, VideoLimits::UNBOUNDED, 1_000_000));
+    let ch = pool.open(&spec, Box::new(ToTest(sink_tx))).unwrap();
+    assert_eq!(pool.stats().video_channels.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.stats().channels.load(Ordering::Relaxed), 0, "not counted as audio");
+    // Video yields to audio under contention: its worker runs 10 nice steps lower. A worker
+    // names itself and lowers its priority once it first runs, which on a loaded machine can
+    // be after open() returns: wait for both, bounded.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match (nice_of_thread("transcode-0"), nice_of_thread("video-0")) {
+            (Some(a), Some(v)) if v == a + 10 => break,
+            found if Instant::now() > deadline => panic!("workers (audio, video) nice after 5 s: {found:?}"),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+
+    let mut tx = Sender::new(from);
+    let mut rx = Receiver::new(to);
+    let mut requests = 0;
+    let mut collect = |rx: &mut Receiver, wait: Duration| {
+        // The worker runs on its own clock: wait for its output, then take what came.
+        while let Ok(s) = sink_rx.recv_timeout(wait) {
+            match s {
+                Sunk::Packet(ts, p) => rx.take(ts, &p),
+                Sunk::KeyframeRequest => requests += 1,
+            }
+        }
+    };
+    let mut push = |k: u32, keyframe: bool, skip_first: bool| {
+        for (i, (seq, ts, p)) in tx.frame(k, keyframe).into_iter().enumerate() {
+            if skip_first && i == 0 {
+                continue;
+            }
+            assert!(ch.push(Instant::now(), seq, ts, p.marker, &p.data));
+        }
+    };
+    for k in 0..5 {
+        push(k, k == 0, false);
+    }
+    collect(&mut rx, Duration::from_millis(500));
+    assert_eq!(rx.frames.len(), 5, "five VP8 frames came back as H.264 and decoded");
+    assert!(rx.frames[0].1 && !rx.frames[4].1);
+
+    // The receiver asks: the next frame is an IDR.
+    assert!(ch.control(Instant::now(), Control::Keyframe));
+    push(5, false, false);
+    collect(&mut rx, Duration::from_millis(500));
+    assert!(rx.frames.last().unwrap().1, "an IDR after the receiver's request");
+
+    // A lost packet: the sink hears the request for the sender.
+    push(6, false, true);
+    push(7, false, false);
+    collect(&mut rx, Duration::from_millis(300));
+    assert_eq!(requests, 1, "one keyframe request toward the sender");
+    assert_eq!(rx.frames.len(), 6, "nothing from the broken frames");
+
+    let stats = ch.video_stats().expect("a video channel has video counters");
+    assert_eq!((stats.frames_in, stats.frames_out, stats.keyframes_forced), (6, 6, 1), "frames 6 and 7 never completed: {stats:?}");
+    assert!(stats.keyframes_requested >= 1 && stats.width == 640, "{stats:?}");
+    assert_eq!(pool.stats().video_frames_out.load(Ordering::Relaxed), 6);
+    assert_eq!(pool.stats().frames_out.load(Ordering::Relaxed), 0, "audio counters untouched");
+    // The workers timed their video jobs; eight frames are too few to quote a cost from.
+    assert!(pool.stats().video_busy_ns.load(Ordering::Relaxed) > 0);
+    assert_eq!(pool.stats().video_cost_per_frame(), None);
+    drop(ch);
+    assert_eq!(pool.stats().video_channels.load(Ordering::Relaxed), 0);
+}
