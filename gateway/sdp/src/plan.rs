@@ -62,6 +62,13 @@ pub struct CodecMap {
     pub ims_fmtp: Option<String>,
 }
 
+impl CodecMap {
+    /// A video codec (every RTP video clock is 90 kHz, RFC 3551 §5).
+    pub fn is_video(&self) -> bool {
+        self.web.clock == 90_000
+    }
+}
+
 /// RFC 4733 events: payload type and clock on each leg (durations rescale with the clock).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DtmfMap {
@@ -167,6 +174,10 @@ pub struct StreamPlan {
     pub ims_feedback: Feedback,
     /// The packet time the IMS side asked for (its a=ptime, ms): what the transcoder sends it.
     pub ims_ptime: Option<u32>,
+    /// The most the core asked to receive on this stream, bits/s: its m-line's b=TIAS, else
+    /// b=AS (RFC 3890, RFC 4566 §5.8), else the session's. A transcoder's encoder toward IMS
+    /// keeps below it.
+    pub ims_max_bitrate: Option<u32>,
 }
 
 impl StreamPlan {
@@ -220,6 +231,9 @@ impl fmt::Display for MediaPlan {
             }
             if st.web_feedback.any() || st.ims_feedback.any() {
                 writeln!(f, "  rtcp-fb web {} ims {}", st.web_feedback, st.ims_feedback)?;
+            }
+            if let Some(b) = st.ims_max_bitrate {
+                writeln!(f, "  ims max bitrate {b}")?;
             }
             if let Some(d) = &st.dtmf {
                 writeln!(f, "  dtmf web {}/{} <-> ims {}/{}", d.web_pt, d.web_clock, d.ims_pt, d.ims_clock)?;

@@ -133,6 +133,9 @@ struct Pending {
     from: Side,
     offer: SessionDescription,
     offered: Vec<Offered>,
+    /// m-lines whose video transcoding this offer left out (see
+    /// [`SdpSession::allow_video_transcoding`]).
+    withheld: Vec<usize>,
 }
 
 /// Long-lived state of one m-line.
@@ -162,6 +165,14 @@ pub struct SdpSession {
     plan: Option<MediaPlan>,
     /// Bumped whenever an answer settles a new plan.
     plan_version: u64,
+    /// Whether offers may bridge video through the transcoder (the signalling engine's
+    /// admission control turns it off when the pool has no room for a video channel).
+    video_transcoding: bool,
+    /// m-lines the offer being built left without their video transcoding.
+    withheld: Vec<usize>,
+    /// An answer settled a plan in which a stream was refused because video transcoding was
+    /// withheld: the call lost its video to the transcoder's capacity.
+    video_dropped: bool,
 }
 
 impl std::fmt::Debug for SdpSession {
@@ -203,7 +214,23 @@ impl SdpSession {
             pending: None,
             plan: None,
             plan_version: 0,
+            video_transcoding: true,
+            withheld: Vec::new(),
+            video_dropped: false,
         }
+    }
+
+    /// Whether the next offers may bridge video through the transcoder (default: yes). Off,
+    /// a browser offer whose video only the transcoder could carry gets that m-line refused
+    /// toward IMS, and an IMS offer gets no transcoded alternative toward the browser.
+    pub fn allow_video_transcoding(&mut self, allowed: bool) {
+        self.video_transcoding = allowed;
+    }
+
+    /// Whether a settled answer refused a video stream that only the withheld transcoder
+    /// could have carried (for the call record). Stays true for the rest of the call.
+    pub fn video_dropped(&self) -> bool {
+        self.video_dropped
     }
 
     /// The plan settled by the last answer, if any.
@@ -282,9 +309,26 @@ impl SdpSession {
             Side::Ims => self.answer_from_ims(&pending, &answer),
             Side::Web => self.answer_from_web(&pending, &answer),
         };
+        if result.is_ok() {
+            let refused = |i: &usize| self.plan.as_ref().and_then(|p| p.streams.get(*i)).is_some_and(|s| !s.active);
+            if pending.withheld.iter().any(refused) {
+                self.video_dropped = true;
+            }
+        }
         // Kept for further answers to the same offer (forked 18x, then the 200).
         self.pending = Some(pending);
         result
+    }
+
+    /// An offer none of whose streams can be carried. When video transcoding was withheld,
+    /// that is the transcoder's capacity (503, try later), not the offer's fault (488).
+    fn no_active_stream(&mut self, refusals: Vec<String>) -> SdpError {
+        let why = if refusals.is_empty() { "no active stream".to_owned() } else { refusals.join("; ") };
+        if std::mem::take(&mut self.withheld).is_empty() {
+            SdpError::not_acceptable(why)
+        } else {
+            SdpError::exhausted(why)
+        }
     }
 
     // ----- browser offers ----------------------------------------------------------------
@@ -298,6 +342,7 @@ impl SdpSession {
         out.connection_information = Some(parse::connection(self.policy.ims_address));
         let mut offered = Vec::new();
         let mut refusals = Vec::new();
+        self.withheld.clear();
         for (i, m) in offer.media_descriptions.iter().enumerate() {
             let mid = attr::get(&m.attributes, "mid").map(str::to_owned);
             self.ensure_stream(i, &m.media_name.media, mid);
@@ -314,11 +359,11 @@ impl SdpSession {
             offered.push(off);
         }
         if !offered.iter().any(|o| o.active) {
-            let why = if refusals.is_empty() { "no active stream".to_owned() } else { refusals.join("; ") };
-            return Err(SdpError::not_acceptable(why));
+            return Err(self.no_active_stream(refusals));
         }
         let text = self.ims_origin.stamp(&mut out);
-        self.pending = Some(Pending { from: Side::Web, offer, offered });
+        let withheld = std::mem::take(&mut self.withheld);
+        self.pending = Some(Pending { from: Side::Web, offer, offered, withheld });
         Ok(text)
     }
 
@@ -416,6 +461,12 @@ impl SdpSession {
                 if candidates.iter().any(|x: &Candidate| pair.ims.matches(&x.ims, x.ims_fmtp.as_deref())) {
                     continue;
                 }
+                if kind == "video" && !self.video_transcoding {
+                    if !self.withheld.contains(&i) {
+                        self.withheld.push(i);
+                    }
+                    continue;
+                }
                 let pt = pair.ims.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, 96));
                 used.push(pt);
                 candidates.push(Candidate {
@@ -427,6 +478,9 @@ impl SdpSession {
                     transcode: true,
                 });
             }
+        }
+        if candidates.is_empty() && self.withheld.contains(&i) {
+            return Ok(Err("video transcoding capacity exhausted".into()));
         }
         if candidates.is_empty() {
             return Ok(Err(format!("no common or transcodable codec (browser offers {})", names(&web_codecs))));
@@ -565,6 +619,7 @@ impl SdpSession {
             plan.dtmf = dtmf;
             plan.ims_srtp = ims_srtp;
             plan.ims_ptime = ptime_of(am);
+            plan.ims_max_bitrate = max_bitrate_of(answer, am);
             let md = self.web_media(wm, &plan, off, Setup::from_role(role), off.web_rsize);
             out.media_descriptions.push(md);
             plans.push(plan);
@@ -649,6 +704,7 @@ impl SdpSession {
         let mut offered = Vec::new();
         let mut plans = Vec::new();
         let mut refusals = Vec::new();
+        self.withheld.clear();
         for (i, m) in offer.media_descriptions.iter().enumerate() {
             let kind = m.media_name.media.clone();
             let mid = self.streams.get(i).and_then(|s| s.mid.clone()).unwrap_or_else(|| i.to_string());
@@ -671,12 +727,12 @@ impl SdpSession {
             }
         }
         if !offered.iter().any(|o| o.active) {
-            let why = if refusals.is_empty() { "no active stream".to_owned() } else { refusals.join("; ") };
-            return Err(SdpError::not_acceptable(why));
+            return Err(self.no_active_stream(refusals));
         }
         self.finish_web_sdp(&mut out, &plans);
         let text = self.web_origin.stamp(&mut out);
-        self.pending = Some(Pending { from: Side::Ims, offer, offered });
+        let withheld = std::mem::take(&mut self.withheld);
+        self.pending = Some(Pending { from: Side::Ims, offer, offered, withheld });
         Ok(text)
     }
 
@@ -744,6 +800,12 @@ impl SdpSession {
                 if candidates.iter().any(|x| x.web.encoding.eq_ignore_ascii_case(&pair.web.encoding)) {
                     continue;
                 }
+                if kind == "video" && !self.video_transcoding {
+                    if !self.withheld.contains(&i) {
+                        self.withheld.push(i);
+                    }
+                    continue;
+                }
                 let pt = pair.web.static_pt().unwrap_or_else(|| free_dynamic_pt(&used, if kind == "video" { 96 } else { 111 }));
                 used.push(pt);
                 let web_fmtp = pair.web.fmtp.clone().or_else(|| pair.web.is("opus").then(|| "minptime=10;useinbandfec=1".to_owned()));
@@ -787,6 +849,7 @@ impl SdpSession {
         // As the gateway will speak toward the browser: the IMS stance, mirrored.
         plan.web_direction = dir;
         plan.ims_ptime = ptime_of(m);
+        plan.ims_max_bitrate = max_bitrate_of(offer, m);
         plan.codecs = candidates.iter().map(Candidate::codec_map).collect();
         plan.dtmf = dtmf.clone();
         let off = Offered {
@@ -835,6 +898,7 @@ impl SdpSession {
                 codecs.retain(|c| !c.transcode);
             }
             plan.ims_ptime = ptime_of(im);
+            plan.ims_max_bitrate = max_bitrate_of(&pending.offer, im);
             let browser = Direction::of(&answer.attributes, &wm.attributes);
             let ims = off.ims_offer_direction.unwrap_or(Direction::SendRecv);
             let (rtp, rtcp, mux) = off.ims_remote.unwrap_or((None, None, false));
@@ -1009,6 +1073,16 @@ fn ptime_of(m: &MediaDescription) -> Option<u32> {
     attr::get(&m.attributes, "ptime").and_then(|v| v.trim().parse().ok()).filter(|p| (1..=200).contains(p))
 }
 
+/// What `m` (in `sd`) asks to receive at most, bits/s: b=TIAS, else b=AS (kbit/s), on the
+/// m-line, else on the session.
+fn max_bitrate_of(sd: &SessionDescription, m: &MediaDescription) -> Option<u32> {
+    fn of(lines: &[sdp::description::common::Bandwidth]) -> Option<u64> {
+        let find = |t: &str| lines.iter().find(|b| !b.experimental && b.bandwidth_type.eq_ignore_ascii_case(t));
+        find("TIAS").map(|b| b.bandwidth).or_else(|| find("AS").map(|b| b.bandwidth.saturating_mul(1000)))
+    }
+    of(&m.bandwidth).or_else(|| of(&sd.bandwidth)).filter(|b| *b > 0).map(|b| u32::try_from(b).unwrap_or(u32::MAX))
+}
+
 fn base_plan(i: usize, s: &Stream) -> StreamPlan {
     StreamPlan {
         index: i,
@@ -1028,6 +1102,7 @@ fn base_plan(i: usize, s: &Stream) -> StreamPlan {
         web_feedback: Feedback::default(),
         ims_feedback: Feedback::default(),
         ims_ptime: None,
+        ims_max_bitrate: None,
     }
 }
 

@@ -60,6 +60,8 @@ fn policy_for(case: &Path) -> SdpPolicy {
             "rtcp-mux" => p.ims.rtcp_mux = true,
             "no-transcode" => p.transcode.clear(),
             "video-transcode" => p.transcode.extend(estuary_sdp::TranscodePair::video(&p.video)),
+            // A session knob, not policy: see `session_for`.
+            "video-withheld" => {}
             other => panic!("{}: unknown policy word {other}", case.display()),
         }
     }
@@ -178,6 +180,11 @@ fn every_golden_case_produces_its_expected_sdp() {
             .collect();
         steps.sort();
         let mut session = SdpSession::new(policy_for(case), 0x5EED, KeySource::os());
+        // The transcoder is full: admission control withholds video transcoding.
+        let words = std::fs::read_to_string(case.join("policy")).unwrap_or_default();
+        if words.split_whitespace().any(|w| w == "video-withheld") {
+            session.allow_video_transcoding(false);
+        }
         let mut ports = CountingPorts { next_ims: 30000 };
         let mut secrets = Secrets::default();
         for step in &steps {
@@ -203,7 +210,10 @@ fn every_golden_case_produces_its_expected_sdp() {
             let out = secrets.redact(&out, &mut problems, &name);
             compare(&step.with_file_name(name.replace(".sdp", ".expected.sdp")), &out, &mut problems);
         }
-        let plan = session.plan().map(describe).unwrap_or_else(|| "no plan\n".to_owned());
+        let mut plan = session.plan().map(describe).unwrap_or_else(|| "no plan\n".to_owned());
+        if session.video_dropped() {
+            plan.push_str("video dropped: transcoding withheld\n");
+        }
         let plan = secrets.redact_plan(&plan);
         compare(&case.join("plan.expected.txt"), &plan, &mut problems);
     }
