@@ -37,7 +37,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use estuary_ice::{Credentials, IceConfig, IceEvent, IceLite};
-use estuary_rtp::rtcp::{write, Compound, RtcpPacket};
+use estuary_rtp::rtcp::{write, Compound, RtcpPacket, TmmbEntry};
 use estuary_rtp::{classify, ClockRate, PacketKind, Pt, RtpPacket, RtpPacketMut, Rewrite, SeqNo, Ssrc, StreamRewriter, WallClock};
 use estuary_sdp::{MediaPlan, StreamPlan};
 use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsFailure, SrtpContext, SrtpMasterKey, SrtpProfile};
@@ -147,6 +147,19 @@ pub enum Output {
     Event(MediaEvent),
     /// A plaintext copy of a media packet for the recorder ([`MediaConfig::tap`]).
     Tap { leg: Leg, from: SocketAddr, to: SocketAddr, data: Vec<u8> },
+    /// The receiver on leg `to` of transcoded stream `stream` asked something of the encoder
+    /// that feeds it (its PLI, FIR, REMB or TMMBR): for the transcoder's channel toward `to`.
+    /// Relaying it to the other leg's sender would be pointless: that sender feeds a decoder.
+    Encoder { stream: usize, to: Leg, request: EncoderRequest },
+}
+
+/// What a receiver asks of a transcoder's encoder.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum EncoderRequest {
+    /// Send a keyframe next.
+    Keyframe,
+    /// Keep within this many bits/s (an estimate or a limit).
+    MaxBitrate(u32),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +171,9 @@ pub enum MediaEvent {
     /// The call must end: consent lost, DTLS failure (a fingerprint mismatch is an attack),
     /// no media for too long.
     Failed { cause: FailCause, reason: String },
+    /// The IMS leg's video sender must send a keyframe, and that leg negotiated no RTCP to ask
+    /// with (no PLI, no FIR): signalling asks, with SIP INFO (RFC 5168).
+    PictureFastUpdate,
 }
 
 /// What ended a call's media, for the signalling plane's Reason header and for metrics.
@@ -189,6 +205,8 @@ pub struct LegReport {
 /// One m-line at the end of a call.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StreamReport {
+    /// The m-line's index in the plan.
+    pub index: usize,
     /// `audio`, `video`.
     pub kind: String,
     pub mid: Option<String>,
@@ -606,6 +624,7 @@ impl MediaSession {
             .map(|s| {
                 let primary = s.plan.codecs.first();
                 StreamReport {
+                    index: s.plan.index,
                     kind: s.plan.kind.clone(),
                     mid: s.plan.mid.clone(),
                     web_codec: primary.map(|c| name(&c.web)).unwrap_or_default(),
@@ -1142,6 +1161,39 @@ impl MediaSession {
                         }
                     }
                 }
+                // The browser's estimate covers the streams it lists; only an encoder of ours
+                // can follow it (a relayed stream's sender is the core, which has no REMB).
+                RtcpPacket::Afb(afb) if leg == Leg::Web => {
+                    let Some(remb) = afb.remb() else { continue };
+                    let bitrate = u32::try_from(remb.bitrate).unwrap_or(u32::MAX);
+                    for ssrc in remb.ssrcs() {
+                        let Some(i) = self.sending_stream(leg, ims_stream, ssrc) else { continue };
+                        if self.streams[i].plan.transcodes() {
+                            self.counters.feedback_relayed += 1;
+                            self.outputs.push_back(Output::Encoder { stream: i, to: leg, request: EncoderRequest::MaxBitrate(bitrate) });
+                        }
+                    }
+                }
+                RtcpPacket::Tmmbr(tmmbr) if leg == Leg::Ims => {
+                    for e in tmmbr.entries() {
+                        let Some(i) = self.sending_stream(leg, ims_stream, e.ssrc) else { continue };
+                        if !self.streams[i].plan.transcodes() {
+                            self.counters.feedback_dropped += 1;
+                            continue;
+                        }
+                        let bitrate = u32::try_from(e.bitrate).unwrap_or(u32::MAX);
+                        self.counters.feedback_relayed += 1;
+                        self.outputs.push_back(Output::Encoder { stream: i, to: leg, request: EncoderRequest::MaxBitrate(bitrate) });
+                        // RFC 5104 §3.5.4.2: the media sender confirms what it now keeps to.
+                        let st = &self.streams[i];
+                        let mut data = vec![0u8; rtcp::MAX_COMPOUND];
+                        let tuple = TmmbEntry { ssrc: tmmbr.sender, ..e };
+                        if let Some(n) = st.rtcp_ims.write_tmmbn(tuple, &mut data) {
+                            data.truncate(n);
+                            self.send_rtcp(i, Leg::Ims, data);
+                        }
+                    }
+                }
                 RtcpPacket::Nack(nack) => {
                     let Some(i) = self.sending_stream(leg, ims_stream, nack.media) else { continue };
                     let st = &self.streams[i];
@@ -1174,8 +1226,48 @@ impl MediaSession {
 
     /// `from` asked for a key frame of stream `i`: ask the other leg's sender in the form that
     /// leg negotiated.
+    /// On a transcoded stream the request is for our encoder toward `from`.
     fn keyframe_request(&mut self, i: usize, from: Leg) {
+        if self.streams[i].plan.transcodes() {
+            self.counters.feedback_relayed += 1;
+            self.outputs.push_back(Output::Encoder { stream: i, to: from, request: EncoderRequest::Keyframe });
+            return;
+        }
+        self.ask_sender_for_keyframe(i, from.other());
+    }
+
+    /// The transcoder's decoder of stream `stream`'s media from leg `from` lost its reference
+    /// (a lost packet, a decode error): ask that leg's sender for a keyframe, in the form the
+    /// leg negotiated (PLI, else FIR; an IMS leg with neither is asked by SIP INFO).
+    pub fn request_keyframe(&mut self, stream: usize, from: Leg) {
+        if stream < self.streams.len() && !self.failed {
+            self.ask_sender_for_keyframe(stream, from);
+        }
+    }
+
+    /// Leg `from` asked in signalling (SIP INFO, RFC 5168) for a keyframe of the video it
+    /// receives, which names no stream: every live video stream toward it gets one.
+    pub fn picture_fast_update(&mut self, from: Leg) {
+        if self.failed {
+            return;
+        }
+        for i in 0..self.streams.len() {
+            if self.streams[i].is_live() && self.streams[i].plan.kind == "video" {
+                self.keyframe_request(i, from);
+            }
+        }
+    }
+
+    /// A PLI or FIR to the sender on leg `sender`; where that is the IMS leg and it negotiated
+    /// neither, a SIP INFO through signalling ([`MediaEvent::PictureFastUpdate`]).
+    fn ask_sender_for_keyframe(&mut self, i: usize, sender: Leg) {
+        let from = sender.other();
         let st = &mut self.streams[i];
+        if sender == Leg::Ims && !st.plan.ims_feedback.pli && !st.plan.ims_feedback.fir {
+            self.counters.feedback_relayed += 1;
+            self.outputs.push_back(Output::Event(MediaEvent::PictureFastUpdate));
+            return;
+        }
         let mut data = vec![0u8; rtcp::MAX_COMPOUND];
         let n = match from {
             Leg::Web => st.rtcp_ims.remote_ssrc().and_then(|m| st.rtcp_ims.write_keyframe_request(st.plan.ims_feedback, m, &mut data)),

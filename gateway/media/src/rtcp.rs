@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use estuary_rtp::rtcp::{write, FirEntry, ReportBlock};
+use estuary_rtp::rtcp::{write, FirEntry, ReportBlock, TmmbEntry};
 use estuary_rtp::{ClockRate, NtpTime, ReceiverStats, RtpPacket, SenderStats, SeqNo, Ssrc};
 use estuary_sdp::Feedback;
 use rand::Rng;
@@ -153,6 +153,14 @@ impl LegRtcp {
         } else {
             return None;
         };
+        Some(len + n)
+    }
+
+    /// A TMMBN (RFC 5104 §4.2.2) answering `owner`'s TMMBR: the gateway, as the media sender
+    /// on this leg, now keeps to `tuple` (the bounding set is the one request there is).
+    pub fn write_tmmbn(&self, tuple: TmmbEntry, buf: &mut [u8]) -> Option<usize> {
+        let len = self.write_feedback_prefix(buf);
+        let n = write::tmmbn(&mut buf[len..], self.ssrc, &[tuple]).ok()?;
         Some(len + n)
     }
 

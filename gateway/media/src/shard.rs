@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use estuary_sdp::MediaPlan;
 
-use crate::{Forward, MediaError, MediaSession, Output, Transcoded};
+use crate::{Forward, Leg, MediaError, MediaSession, Output, Transcoded};
 
 /// Timer granularity: exact deadlines are rounded up to a multiple of this since the shard
 /// began.
@@ -303,6 +303,25 @@ impl MediaShard {
         self.after_input(now, call);
         self.in_call = None;
         forward
+    }
+
+    /// The transcoder's decoder of `call`'s stream `stream` from leg `from` needs a keyframe:
+    /// the session asks that leg's sender.
+    pub fn request_keyframe(&mut self, now: Instant, call: CallKey, stream: usize, from: Leg) {
+        let Some(entry) = self.calls.get_mut(&call) else { return };
+        self.in_call = Some(call);
+        entry.session.request_keyframe(stream, from);
+        self.after_input(now, call);
+        self.in_call = None;
+    }
+
+    /// Leg `from` of `call` asked in signalling for a keyframe (RFC 5168).
+    pub fn picture_fast_update(&mut self, now: Instant, call: CallKey, from: Leg) {
+        let Some(entry) = self.calls.get_mut(&call) else { return };
+        self.in_call = Some(call);
+        entry.session.picture_fast_update(from);
+        self.after_input(now, call);
+        self.in_call = None;
     }
 
     /// Runs every call whose deadline has come.

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use estuary_keys::KeySource;
-use estuary_media::{Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output, Transcoded};
+use estuary_media::{EncoderRequest, Forward, Leg, MediaConfig, MediaEvent, MediaSession, Output, Transcoded};
 use estuary_rtp::{Pt, RtpHeader, RtpPacket, SeqNo, Ssrc};
 use estuary_sdp::{PortAllocator, SdpPolicy, SdpSession, Side, Suite};
 use estuary_srtp::{Certificate, DtlsEndpoint, DtlsEvent, DtlsRole, SrtpContext, SrtpMasterKey, SrtpProfile};
@@ -51,6 +51,8 @@ struct Call {
     rtcp_to_web: Vec<Vec<u8>>,
     /// Plaintext copies for the recorder (MediaConfig::tap).
     taps: Vec<(Leg, Vec<u8>)>,
+    /// Requests for the transcoder's encoders.
+    encoder: Vec<(usize, Leg, EncoderRequest)>,
 }
 
 const AUDIO_ANSWER: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 50000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
@@ -67,11 +69,24 @@ fn call_with(offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, 
 }
 
 fn call_with_cfg(cfg: MediaConfig, offer: &str, ims_answer: &str, sdes: bool, declared: &Certificate, actual: &Certificate) -> Call {
+    call_with_policy(cfg, |_| {}, offer, ims_answer, sdes, declared, actual)
+}
+
+fn call_with_policy(
+    cfg: MediaConfig,
+    adjust: impl FnOnce(&mut SdpPolicy),
+    offer: &str,
+    ims_answer: &str,
+    sdes: bool,
+    declared: &Certificate,
+    actual: &Certificate,
+) -> Call {
     let gw_cert = Certificate::generate().unwrap();
     let mut policy = SdpPolicy {
         fingerprint: estuary_sdp::Fingerprint::parse(&gw_cert.fingerprint().to_string()).unwrap(),
         ..SdpPolicy::default()
     };
+    adjust(&mut policy);
     if sdes {
         policy.ims.srtp = vec![Suite::AesCm128HmacSha1_80];
     }
@@ -117,6 +132,7 @@ fn call_with_cfg(cfg: MediaConfig, offer: &str, ims_answer: &str, sdes: bool, de
         rtcp_to_ims: Vec::new(),
         rtcp_to_web: Vec::new(),
         taps: Vec::new(),
+        encoder: Vec::new(),
     }
 }
 
@@ -154,6 +170,7 @@ impl Call {
             }
             Output::Event(e) => self.events.push(e),
             Output::Tap { leg, data, .. } => self.taps.push((leg, data)),
+            Output::Encoder { stream, to, request } => self.encoder.push((stream, to, request)),
         }
         false
     }
@@ -767,6 +784,105 @@ fn transcoded_streams_go_to_the_transcoder_and_its_frames_leave_as_one_stream_pe
     c.session.update_plan(&held, c.now).unwrap();
     assert_eq!(c.session.send_transcoded(c.now, Transcoded { stream: 0, to: Leg::Ims, payload: &[0xd5; 160], timestamp: 7480, marker: false }, &mut buf), Forward::Consumed);
     assert_eq!(c.session.counters().dropped_transcoded, 1);
+}
+
+const FIREFOX_VP8: &str = include_str!("../../../conformance/sdp/cases/web-firefox-vp8-video-transcode/1-web-offer.sdp");
+const H264_AVPF_ANSWER: &str = include_str!("../../../conformance/sdp/cases/web-firefox-vp8-video-transcode/2-ims-answer.sdp");
+
+#[test]
+fn on_a_transcoded_video_stream_feedback_is_for_our_encoders_and_our_decoders_ask_each_sender() {
+    let cert = Certificate::generate().unwrap();
+    let video_transcode = |p: &mut SdpPolicy| {
+        p.ims.avpf = true;
+        p.transcode.extend(estuary_sdp::TranscodePair::video(&p.video));
+    };
+    let mut c = call_with_policy(MediaConfig::default(), video_transcode, FIREFOX_VP8, H264_AVPF_ANSWER, false, &cert, &cert);
+    let video = c.plan.streams[1].clone();
+    assert!(video.transcodes(), "{}", c.plan);
+    assert_eq!(video.ims_feedback, estuary_sdp::Feedback { pli: true, fir: true, tmmbr: true, ..Default::default() });
+    c.nominate();
+    c.handshake();
+    assert!(c.browser_tx.is_some(), "{:?}", c.events);
+    let (ims_rtp, ims_rtcp) = ("10.20.30.60:49172", "10.20.30.60:49173");
+
+    // VP8 from the browser and H.264 from the core both go to the transcoder.
+    let mut pkt = rtp(120, 700, BROWSER_VIDEO, &[0x90, 0x80, 0x01, 0x10]);
+    pkt.reserve(64);
+    c.browser_tx.as_mut().unwrap().protect_rtp(&mut pkt).unwrap();
+    let web = c.web();
+    assert_eq!(c.session.handle_datagram(c.now, web, addr(BROWSER), &mut pkt), Forward::Transcode { stream: 1, to: Leg::Ims });
+    let mut pkt = rtp(96, 8000, IMS_VIDEO, &[0x65, 0x88]);
+    pkt.reserve(64);
+    assert_eq!(c.session.handle_datagram(c.now, addr("127.0.0.1:30002"), addr(ims_rtp), &mut pkt), Forward::Transcode { stream: 1, to: Leg::Web });
+    // Our H.264 toward the core: its SSRC is the one the core's TMMBR will name.
+    let mut buf = Vec::with_capacity(estuary_media::MIN_BUFFER);
+    let f = c.session.send_transcoded(c.now, Transcoded { stream: 1, to: Leg::Ims, payload: &[0x65, 0x01], timestamp: 90_000, marker: true }, &mut buf);
+    assert_eq!(f, Forward::Send { from: addr("127.0.0.1:30002"), to: addr(ims_rtp) });
+    let gw_ims_video = RtpPacket::parse(&buf).unwrap().ssrc();
+    c.rtcp_to_ims.clear();
+    c.rtcp_to_web.clear();
+
+    // The browser's PLI and REMB about our VP8: for the encoder toward it, nothing to IMS.
+    let mut buf = vec![0u8; 96];
+    let n = write::receiver_report(&mut buf, Ssrc(BROWSER_VIDEO), &[]).unwrap();
+    let n = n + write::pli(&mut buf[n..], Ssrc(BROWSER_VIDEO), Ssrc(video.web_ssrc)).unwrap();
+    let n = n + write::remb(&mut buf[n..], Ssrc(BROWSER_VIDEO), 800_000, &[Ssrc(video.web_ssrc)]).unwrap();
+    buf.truncate(n);
+    c.browser_rtcp(buf);
+    assert_eq!(c.encoder, [(1, Leg::Web, EncoderRequest::Keyframe), (1, Leg::Web, EncoderRequest::MaxBitrate(800_000))]);
+    assert!(c.rtcp_to_ims.is_empty(), "a transcoded stream's feedback does not cross: {:?}", c.rtcp_to_ims);
+
+    // The core's FIR and TMMBR about our H.264: for the encoder toward it, and the TMMBR is
+    // answered with a TMMBN naming the core as the owner of the bound.
+    c.encoder.clear();
+    let mut buf = vec![0u8; 96];
+    let n = write::receiver_report(&mut buf, Ssrc(IMS_VIDEO), &[]).unwrap();
+    let n = n + write::fir(&mut buf[n..], Ssrc(IMS_VIDEO), &[FirEntry { ssrc: gw_ims_video, seq_nr: 1 }]).unwrap();
+    let tuple = estuary_rtp::rtcp::TmmbEntry { ssrc: gw_ims_video, bitrate: 384_000, overhead: 40 };
+    let n = n + write::tmmbr(&mut buf[n..], Ssrc(IMS_VIDEO), &[tuple]).unwrap();
+    buf.truncate(n);
+    c.ims_rtcp("127.0.0.1:30003", ims_rtcp, buf);
+    assert_eq!(c.encoder, [(1, Leg::Ims, EncoderRequest::Keyframe), (1, Leg::Ims, EncoderRequest::MaxBitrate(384_000))]);
+    let (to, tmmbn) = c.rtcp_to_ims.last().cloned().expect("a TMMBN");
+    assert_eq!(to, addr(ims_rtcp));
+    let Some(RtcpPacket::Tmmbn(t)) = packets(&tmmbn).last().copied() else { panic!("{:?}", packets(&tmmbn)) };
+    assert_eq!(t.sender, gw_ims_video);
+    assert_eq!(t.entries().collect::<Vec<_>>(), [estuary_rtp::rtcp::TmmbEntry { ssrc: Ssrc(IMS_VIDEO), ..tuple }]);
+    assert!(c.rtcp_to_web.is_empty());
+
+    // Our decoders lost their reference: each sender is asked, in its leg's form (PLI).
+    c.session.request_keyframe(1, Leg::Web);
+    c.pump();
+    let to_web = c.rtcp_to_web.last().expect("a PLI toward the browser");
+    assert_eq!(
+        packets(to_web).last().copied(),
+        Some(RtcpPacket::Pli(estuary_rtp::rtcp::Pli { sender: Ssrc(video.web_ssrc), media: Ssrc(BROWSER_VIDEO) }))
+    );
+    c.session.request_keyframe(1, Leg::Ims);
+    c.pump();
+    let (to, pli) = c.rtcp_to_ims.last().cloned().expect("a PLI toward the core");
+    assert_eq!(to, addr(ims_rtcp));
+    assert_eq!(packets(&pli).last().copied(), Some(RtcpPacket::Pli(estuary_rtp::rtcp::Pli { sender: gw_ims_video, media: Ssrc(IMS_VIDEO) })));
+    c.session.request_keyframe(9, Leg::Ims);
+    c.pump();
+    assert_eq!(c.session.counters().feedback_dropped, 0, "an unknown stream is ignored, nothing is sent");
+
+    // The core asked by SIP INFO (RFC 5168), which names no stream: our encoder toward it.
+    c.encoder.clear();
+    c.session.picture_fast_update(Leg::Ims);
+    c.pump();
+    assert_eq!(c.encoder, [(1, Leg::Ims, EncoderRequest::Keyframe)], "only the video stream");
+
+    // A core that negotiated no RTCP feedback (plain RTP/AVP) can only be asked in SIP.
+    let mut plain = c.plan.clone();
+    plain.streams[1].ims_feedback = estuary_sdp::Feedback::default();
+    c.session.update_plan(&plain, c.now).unwrap();
+    c.events.clear();
+    let sent = c.rtcp_to_ims.len();
+    c.session.request_keyframe(1, Leg::Ims);
+    c.pump();
+    assert_eq!(c.events, [MediaEvent::PictureFastUpdate], "signalling asks");
+    assert_eq!(c.rtcp_to_ims.len(), sent, "no RTCP the core did not negotiate");
 }
 
 /// A telephone-event packet: `event` with `duration` ticks so far, E set if `end`.

@@ -130,7 +130,7 @@ impl World {
                     }
                 }
                 Output::Event(e) => self.events.push((call, e)),
-                Output::Tap { .. } => {}
+                Output::Tap { .. } | Output::Encoder { .. } => {}
             }
         }
     }
