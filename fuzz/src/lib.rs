@@ -360,7 +360,10 @@ pub fn rtp_rtcp(data: &[u8]) {
                 let _ = fir.entries().count();
             }
             RtcpPacket::TransportCc(fb) | RtcpPacket::Afb(fb) => {
-                let _ = fb.is_remb();
+                let _ = fb.remb().map(|r| r.ssrcs().count());
+            }
+            RtcpPacket::Tmmbr(t) | RtcpPacket::Tmmbn(t) => {
+                let _ = t.entries().count();
             }
             RtcpPacket::App(_) | RtcpPacket::Pli(_) | RtcpPacket::Other(_) => {}
         }
@@ -700,6 +703,7 @@ pub fn b2bua(data: &[u8]) {
                     Output::Media { .. }
                     | Output::MediaEnd { .. }
                     | Output::CallEnded { .. }
+                    | Output::KeyframeRequested { .. }
                     | Output::Close { .. } => {}
                 }
             }

@@ -129,6 +129,9 @@ pub struct Call {
     /// The IMS Charging Identifier of the session (ours for browser calls, the core's for
     /// calls from IMS), for the call's record.
     pub icid: Option<String>,
+    /// When the gateway last asked the IMS leg for a keyframe by SIP INFO (RFC 5168): at
+    /// most one a second, whatever the decoder's losses.
+    pub fast_update_sent: Option<Instant>,
 }
 
 impl Call {

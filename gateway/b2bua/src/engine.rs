@@ -73,6 +73,8 @@ pub struct B2bua {
     /// Transcoding channels each call holds: its settled plan's, or what an offer of it
     /// reserved (admission is decided at the offer, before the far side can answer).
     transcoding: HashMap<CallId, usize>,
+    /// A transcoded video stream's cost in audio channels (see `set_video_channel_cost`).
+    video_cost: usize,
     /// Each call's guard (an unanswered CANCEL) and session timer, by when they fire.
     call_timers: Deadlines<(CallId, CallTimer)>,
     next_call: u64,
@@ -94,6 +96,7 @@ impl B2bua {
     /// comes from the seed: it is drawn from `keys`, which only the OS generator can be.
     pub fn new(cfg: B2buaConfig, seed: u64, keys: KeySource) -> Self {
         let ports = PortPool::new(cfg.port_quarantine);
+        let video_cost = cfg.video_channel_cost.max(1);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -102,6 +105,7 @@ impl B2bua {
             registrar: Registrar::default(),
             calls: HashMap::new(),
             transcoding: HashMap::new(),
+            video_cost,
             call_timers: Deadlines::default(),
             next_call: 0,
             dialogs: HashMap::new(),
@@ -159,6 +163,7 @@ impl B2bua {
                     self.hangup_with(now, CallId(call), None, EndReason::Media(cause));
                 }
             }
+            Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
         }
         self.pump(now);
     }
@@ -861,9 +866,10 @@ impl B2bua {
             out.headers.push(name, &value);
         }
         let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
+        sdp.allow_video_transcoding(self.video_admissible(None, a.side));
         let mut ports = Vec::new();
         let admitted = rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false)
-            .and_then(|body| self.admit_transcoding(None, transcoding_needed(&sdp)).map(|channels| (body, channels)));
+            .and_then(|body| self.admit_transcoding(None, self.transcoding_needed(&sdp)).map(|channels| (body, channels)));
         let reserved = match admitted {
             Ok((body, channels)) => {
                 out.body = body;
@@ -923,6 +929,7 @@ impl B2bua {
                 answered: None,
                 end_reason: None,
                 icid,
+                fast_update_sent: None,
             },
         );
     }
@@ -1155,6 +1162,14 @@ impl B2bua {
             tracing::info!(call = id.0, by = ?side, "BYE");
             return self.hangup_with(now, id, Some(idx), EndReason::Bye(side));
         }
+        if req.method == Method::Info && is_picture_fast_update(&req) {
+            // RFC 5168 asks the video sender toward this leg for a keyframe: that sender is
+            // the gateway (its encoder, or its relay of the other leg's video, which it asks
+            // in that leg's own terms), so the INFO ends here.
+            self.respond(now, &key, &req, 200, "OK");
+            self.outputs.push_back(Output::KeyframeRequested { call: id.0, from: side });
+            return;
+        }
         let Some(call) = self.calls.get_mut(&id) else { return };
         if req.method == Method::Invite {
             if call.invite_pending {
@@ -1172,11 +1187,13 @@ impl B2bua {
         // session). INFO and MESSAGE bodies are not SDP and cross unchanged.
         let session = matches!(req.method, Method::Invite | Method::Update | Method::Prack);
         let body = if session {
+            let video = self.video_admissible(Some(id), side);
             let call = self.calls.get_mut(&id).expect("looked up above");
+            call.sdp.allow_video_transcoding(video);
             let rewritten = rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, side, &req.body, false);
             let admitted = match rewritten {
                 Ok(b) => {
-                    let needed = transcoding_needed(&self.calls.get(&id).expect("looked up above").sdp);
+                    let needed = self.transcoding_needed(&self.calls.get(&id).expect("looked up above").sdp);
                     match self.admit_transcoding(Some(id), needed) {
                         Ok(channels) => {
                             self.reserve_transcoding(id, channels);
@@ -1263,12 +1280,16 @@ impl B2bua {
             if call.sdp.pending_offer() == Some(sdp_side(call.leg(r.from).side)) {
                 call.sdp.reject_pending();
                 // A reservation for the refused offer goes; the old plan's channels stay.
-                let held = call.sdp.plan().map_or(0, transcoded_streams);
+                let held = call.sdp.plan().map_or(0, |p| transcoded_streams(p, self.video_cost));
                 self.set_transcoding(r.call, held);
             }
             Vec::new()
         } else if resp.code > 100 {
             let completes = resp.code >= 200;
+            // A 2xx may carry an offer (to an INVITE without one).
+            let video = self.video_admissible(Some(r.call), from);
+            let Some(call) = self.calls.get_mut(&r.call) else { return };
+            call.sdp.allow_video_transcoding(video);
             match rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, &resp.body, completes) {
                 Ok(b) => b,
                 Err(e) if completes => {
@@ -1327,6 +1348,33 @@ impl B2bua {
             }
         }
         self.end_call(now, id, reason);
+    }
+
+    /// Ask the IMS leg's video sender for a keyframe with an INFO (RFC 5168 §3), once the
+    /// dialog is confirmed and at most once a second; the answer is not waited for.
+    fn send_picture_fast_update(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.calls.get(&id) else { return };
+        let idx = call.web_leg().other();
+        let due = call.fast_update_sent.is_none_or(|t| now.saturating_duration_since(t) >= FAST_UPDATE_INTERVAL);
+        if call.state != CallState::Confirmed || call.leg(idx).remote_tag.is_none() || !due {
+            return;
+        }
+        let hop = call.leg(idx).hop();
+        let via = self.via_for(hop);
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        call.fast_update_sent = Some(now);
+        let leg = call.leg_mut(idx);
+        let mut info = leg.request(Method::Info, &via, None);
+        let flow = leg.flow;
+        if let Some(ua) = &self.cfg.user_agent {
+            info.headers.push("User-Agent", ua);
+        }
+        info.headers.push("Content-Type", MEDIA_CONTROL);
+        info.body = PICTURE_FAST_UPDATE.as_bytes().to_vec();
+        if let Ok(k) = self.tx.send_request(now, &info, flow, reliable(flow)) {
+            self.counters.fast_update_sent();
+            self.owners.insert(k, Owner::Own);
+        }
     }
 
     fn send_bye(&mut self, now: Instant, id: CallId, idx: LegIdx, cause: Option<ReleaseCause>) {
@@ -1395,6 +1443,7 @@ impl B2bua {
             reason,
             media: call.media_version > 0,
             icid: call.icid.clone(),
+            video_dropped: call.sdp.video_dropped(),
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
@@ -1552,7 +1601,9 @@ impl B2bua {
 
     /// Rewrite an SDP body of call `id` arriving from `from` (see [`rewrite_sdp`]).
     fn sdp_body(&mut self, id: CallId, from: Side, body: &[u8], completes: bool) -> Result<Vec<u8>, SdpError> {
+        let video = self.video_admissible(Some(id), from);
         let Some(call) = self.calls.get_mut(&id) else { return Ok(Vec::new()) };
+        call.sdp.allow_video_transcoding(video);
         let out = rewrite_sdp(&mut call.sdp, &mut call.ports, &mut self.ports, from, body, completes);
         self.sync_media(id);
         out
@@ -1567,13 +1618,52 @@ impl B2bua {
         }
         call.media_version = version;
         if let Some(plan) = call.sdp.plan() {
-            let channels = transcoded_streams(plan);
+            let channels = transcoded_streams(plan, self.video_cost);
             self.outputs.push_back(Output::Media { call: id.0, plan: Box::new(plan.clone()) });
             self.set_transcoding(id, channels);
         }
     }
 
-    /// Whether an offer needing `needed` channels (see [`transcoding_needed`]) fits the
+    /// What the transcoder's measurements say a transcoded video stream costs, in audio
+    /// channels (the unit of `transcode_channels`). The driver feeds it as the pool learns;
+    /// calls admitted before keep what they were charged until their next offer.
+    pub fn set_video_channel_cost(&mut self, units: usize) {
+        self.video_cost = units.max(1);
+    }
+
+    /// Whether an offer from `from` for `call` may bridge video through the transcoder:
+    /// always without a limit; otherwise when one more video stream, and the call's audio
+    /// channel beside it, fit on top of what the other calls hold. A browser's offer under
+    /// `refuse_call` keeps it and faces admission whole; an IMS offer never gets a transcoded
+    /// alternative the pool cannot carry, since the browser's answer is not admitted again.
+    fn video_admissible(&self, call: Option<CallId>, from: Side) -> bool {
+        let Some(capacity) = self.cfg.transcode_channels else { return true };
+        if from == Side::Web && self.cfg.video_overload == crate::VideoOverload::RefuseCall {
+            return true;
+        }
+        // Room is kept for the call's audio channel beside its video.
+        const AUDIO_BESIDE: usize = 1;
+        self.transcoding_held_by_others(call) + self.video_cost + AUDIO_BESIDE <= capacity
+    }
+
+    /// Transcoding capacity held by every call but `call` (a re-offer keeps its own).
+    fn transcoding_held_by_others(&self, call: Option<CallId>) -> usize {
+        let held = call.and_then(|c| self.transcoding.get(&c)).copied().unwrap_or(0);
+        self.transcoding.values().sum::<usize>() - held
+    }
+
+    /// Transcoding capacity the pending offer of `sdp` needs whatever the answer: one audio
+    /// channel per audio stream offered only with transcoded codecs, the video cost per such
+    /// video stream.
+    fn transcoding_needed(&self, sdp: &SdpSession) -> usize {
+        sdp.offered_codecs()
+            .iter()
+            .filter(|(maps, _)| !maps.is_empty() && maps.iter().all(|m| m.transcode))
+            .map(|(maps, _)| if maps[0].is_video() { self.video_cost } else { 1 })
+            .sum()
+    }
+
+    /// Whether an offer needing `needed` channels (see [`B2bua::transcoding_needed`]) fits the
     /// transcoding capacity on top of what other calls hold (`call` may already hold some: a re-offer keeps its own).
     /// Returns the channels to reserve for it.
     fn admit_transcoding(&mut self, call: Option<CallId>, needed: usize) -> Result<usize, SdpError> {
@@ -1581,8 +1671,7 @@ impl B2bua {
         if needed == 0 {
             return Ok(0);
         }
-        let held = call.and_then(|c| self.transcoding.get(&c)).copied().unwrap_or(0);
-        let in_use: usize = self.transcoding.values().sum::<usize>() - held;
+        let in_use = self.transcoding_held_by_others(call);
         if in_use + needed <= capacity {
             return Ok(needed);
         }
@@ -1787,18 +1876,31 @@ fn rewrite_sdp(
     Ok(out.into_bytes())
 }
 
-/// Transcoding channels the pending offer of `sdp` needs whatever the answer: its streams
-/// offered only with transcoded codecs.
-fn transcoding_needed(sdp: &SdpSession) -> usize {
-    sdp.offered_codecs()
+/// Transcoding capacity a settled plan uses: an audio channel per transcoded audio stream,
+/// `video_cost` per transcoded video stream.
+fn transcoded_streams(plan: &estuary_sdp::MediaPlan, video_cost: usize) -> usize {
+    plan.streams
         .iter()
-        .filter(|(maps, _)| !maps.is_empty() && maps.iter().all(|m| m.transcode))
-        .count()
+        .filter(|s| s.active && s.transcodes())
+        .map(|s| if s.kind == "video" { video_cost } else { 1 })
+        .sum()
 }
 
-/// Transcoding channels a settled plan uses: one per stream that needs the transcoder.
-fn transcoded_streams(plan: &estuary_sdp::MediaPlan) -> usize {
-    plan.streams.iter().filter(|s| s.active && s.transcodes()).count()
+/// RFC 5168's content type and its one request.
+const MEDIA_CONTROL: &str = "application/media_control+xml";
+const PICTURE_FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control>\r\n  <vc_primitive>\r\n    <to_encoder>\r\n      <picture_fast_update/>\r\n    </to_encoder>\r\n  </vc_primitive>\r\n</media_control>\r\n";
+
+/// The least time between two INFO keyframe requests on one call.
+const FAST_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An INFO asking for a keyframe (RFC 5168 §3): its body is media control XML with a
+/// picture_fast_update. Matched on the element name, as the schema has no other use for it.
+fn is_picture_fast_update(req: &Request) -> bool {
+    let media_control = req
+        .headers
+        .get("Content-Type")
+        .is_some_and(|ct| ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case(MEDIA_CONTROL));
+    media_control && std::str::from_utf8(&req.body).is_ok_and(|b| b.contains("<picture_fast_update"))
 }
 
 fn sdp_side(side: Side) -> estuary_sdp::Side {

@@ -77,9 +77,26 @@ pub struct B2buaConfig {
     pub transcode_channels: Option<usize>,
     /// The status of that refusal: 503 (with Retry-After: overload, try again) or 488.
     pub transcode_refusal: u16,
+    /// What a transcoded video stream costs, in audio channels (`transcode_channels` counts
+    /// audio channels): the starting figure, replaced by the pool's measurement through
+    /// [`B2bua::set_video_channel_cost`].
+    pub video_channel_cost: usize,
+    /// What happens to a call whose video the transcoder has no room for.
+    pub video_overload: VideoOverload,
     /// Registrations (bindings, pending or active) one source IP may hold; a REGISTER for a
     /// new binding beyond it is refused with 403. 0: no limit.
     pub registrations_per_source: usize,
+}
+
+/// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
+/// pool has no room for another video channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoOverload {
+    /// Refuse the call (the transcoding refusal status), as for audio.
+    RefuseCall,
+    /// Refuse only the video m-line (port 0); the call goes on with audio, and its record
+    /// says the video was dropped. An IMS offer gets no transcoded video alternative.
+    DropVideo,
 }
 
 impl Default for B2buaConfig {
@@ -102,6 +119,8 @@ impl Default for B2buaConfig {
             port_quarantine: Duration::from_secs(30),
             transcode_channels: None,
             transcode_refusal: 503,
+            video_channel_cost: 1,
+            video_overload: VideoOverload::DropVideo,
             registrations_per_source: 0,
         }
     }

@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     calls_started: u64,
     calls_failed: BTreeMap<u16, u64>,
     transcoding_refused: u64,
+    fast_update_sent: u64,
 }
 
 impl Counters {
@@ -50,6 +51,10 @@ impl Counters {
         self.transcoding_refused += 1;
     }
 
+    pub(crate) fn fast_update_sent(&mut self) {
+        self.fast_update_sent += 1;
+    }
+
     pub(crate) fn call_failed(&mut self, code: u16) {
         *self.calls_failed.entry(code).or_default() += 1;
     }
@@ -75,6 +80,13 @@ impl Counters {
             kind: MetricKind::Counter,
             labels: Vec::new(),
             value: self.transcoding_refused,
+        });
+        out.push(Sample {
+            name: "estuary_picture_fast_update_sent_total",
+            help: "Keyframe requests sent to IMS as SIP INFO (RFC 5168), where the leg negotiated no RTCP feedback",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.fast_update_sent,
         });
         out.push(Sample {
             name: "estuary_calls_total",

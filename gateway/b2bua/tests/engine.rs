@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, Side, Transport};
+use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, Side, Transport, VideoOverload};
 use estuary_sip::{Message, Request, Response};
 
 const CONN: ConnId = ConnId(1);
@@ -120,7 +120,7 @@ impl Harness {
                     let msg = Message::parse(&data).unwrap_or_else(|e| panic!("gateway sent unparseable SIP ({e}):\n{text}"));
                     out.push(Sent { flow, msg, text });
                 }
-                Output::Media { .. } | Output::MediaEnd { .. } => self.media.push(o),
+                Output::Media { .. } | Output::MediaEnd { .. } | Output::KeyframeRequested { .. } => self.media.push(o),
                 Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
             }
@@ -1197,4 +1197,145 @@ fn a_cancel_the_far_end_never_finishes_ends_the_call_by_the_guard() {
     assert_eq!(status(only_web(&out)), 487);
     assert_eq!(h.gw.active_calls(), 0);
     assert_eq!(h.ended().reason, EndReason::Cancelled);
+}
+
+const VP8_OFFER: &str = include_str!("../../../conformance/sdp/cases/web-firefox-vp8-video-transcode/1-web-offer.sdp");
+const H264_ANSWER: &str = include_str!("../../../conformance/sdp/cases/web-firefox-vp8-video-transcode/2-ims-answer.sdp");
+const NO_VIDEO_ANSWER: &str = include_str!("../../../conformance/sdp/cases/web-firefox-vp8-video-withheld/2-ims-answer.sdp");
+
+/// Room for 10 audio channels; a transcoded video stream starts at 6.
+fn video_harness(overload: VideoOverload) -> Harness {
+    let mut sdp = estuary_sdp::SdpPolicy::default();
+    sdp.transcode.extend(estuary_sdp::TranscodePair::video(&sdp.video));
+    Harness::with(B2buaConfig { transcode_channels: Some(10), video_channel_cost: 6, video_overload: overload, sdp, ..B2buaConfig::default() })
+}
+
+/// The IMS INVITE a VP8-only browser's call `n` produced, or the browser's final refusal.
+fn vp8_call(h: &mut Harness, n: u32) -> Result<Sent, Box<Sent>> {
+    let out = h.web(&web_invite(n, VP8_OFFER));
+    match to_ims(&out).into_iter().next() {
+        Some(inv) => Ok(clone_sent(inv)),
+        None => Err(Box::new(clone_sent(to_web(&out).into_iter().find(|s| status(s) >= 200).expect("a final response")))),
+    }
+}
+
+/// A corpus body as it goes on the wire (the harness's Content-Length counts CRLF lines).
+fn crlf(sdp: &str) -> String {
+    sdp.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+fn video_port(sdp: &str) -> u16 {
+    let line = sdp.lines().find(|l| l.starts_with("m=video")).expect("a video m-line");
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn drop_video_sends_the_call_on_with_audio_when_the_transcoder_has_no_room_for_its_video() {
+    let mut h = video_harness(VideoOverload::DropVideo);
+    h.register();
+    // The first VP8-only call gets H.264 toward IMS: video (6) and nothing else transcoded.
+    let first = vp8_call(&mut h, 1).expect("relayed");
+    assert!(first.text.contains("H264/90000") && video_port(&first.text) != 0, "{}", first.text);
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 6);
+    // The second would need 6 more (and room for audio): its video m-line goes with port 0,
+    // its audio passes through, and nothing is refused.
+    let second = vp8_call(&mut h, 2).expect("the call goes on");
+    assert_eq!(video_port(&second.text), 0, "video refused toward IMS:\n{}", second.text);
+    assert!(second.text.contains("m=audio ") && !second.text.contains("H264"), "{}", second.text);
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 6, "the audio-only call holds no channel");
+    assert_eq!(metric(&h, "estuary_transcoding_refused_total"), 0);
+    // The core answers without video; the browser hears port 0 for its video.
+    let ok = response_with_body(&second, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], &crlf(NO_VIDEO_ANSWER));
+    let out = h.ims(&ok);
+    let web_ok = to_web(&out).into_iter().find(|s| status(s) == 200).unwrap_or_else(|| panic!("200 to the browser: {out:#?}"));
+    assert_eq!(video_port(&String::from_utf8_lossy(&resp(web_ok).body)), 0);
+    // The core hangs up; the record says the video was dropped.
+    let from_tag = req(&second).headers.from().unwrap().tag().unwrap().to_owned();
+    let call_id = req(&second).headers.get("Call-ID").unwrap().to_owned();
+    let bye = format!("BYE sip:gw SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbyev\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag={from_tag}\nCall-ID: {call_id}\nCSeq: 9 BYE\nContent-Length: 0\n\n");
+    let out = h.ims(&bye);
+    h.web(&response(only_web(&out), 200, "OK", &[]));
+    assert!(h.ended().video_dropped, "{:?}", h.ended());
+
+    // The pool measured video cheaper than first thought: a third call's video fits again.
+    h.gw.set_video_channel_cost(2);
+    let third = vp8_call(&mut h, 3).expect("relayed");
+    assert_ne!(video_port(&third.text), 0, "{}", third.text);
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 6 + 2);
+}
+
+#[test]
+fn refuse_call_refuses_a_browser_call_whose_video_does_not_fit_and_a_call_with_room_is_not_marked() {
+    let mut h = video_harness(VideoOverload::RefuseCall);
+    h.register();
+    let first = vp8_call(&mut h, 1).expect("relayed");
+    assert_ne!(video_port(&first.text), 0);
+    let refused = vp8_call(&mut h, 2).expect_err("no room for a second video");
+    assert_eq!(status(&refused), 503);
+    assert_eq!(
+        resp(&refused).headers.get("Warning"),
+        Some("399 estuary \"transcoding capacity exhausted (6 of 10 channels in use)\"")
+    );
+    assert_eq!(metric(&h, "estuary_transcoding_refused_total"), 1);
+    // The first call, answered with H.264 and ended, was never marked.
+    let ok = response_with_body(&first, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], &crlf(H264_ANSWER));
+    h.ims(&ok);
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 6, "the settled plan holds the video's cost");
+    let out = h.ims(&format!(
+        "BYE sip:gw SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbyer\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag={}\nCall-ID: {}\nCSeq: 9 BYE\nContent-Length: 0\n\n",
+        req(&first).headers.from().unwrap().tag().unwrap(),
+        req(&first).headers.get("Call-ID").unwrap()
+    ));
+    h.web(&response(only_web(&out), 200, "OK", &[]));
+    assert!(!h.ended().video_dropped);
+    assert_eq!(metric(&h, "estuary_transcoding_channels_active"), 0);
+}
+
+const FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<media_control><vc_primitive><to_encoder><picture_fast_update/></to_encoder></vc_primitive></media_control>\n";
+
+#[test]
+fn an_info_picture_fast_update_from_the_core_is_answered_here_and_asks_the_media_plane_for_a_keyframe() {
+    let mut h = Harness::new();
+    let (inv, _ok) = answered_call(&mut h);
+    let r = req(&inv);
+    let info = format!(
+        "INFO sip:gw SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKinfo1\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag={}\nCall-ID: {}\nCSeq: 11 INFO\nContent-Type: application/media_control+xml\nContent-Length: {}\n\n{FAST_UPDATE}",
+        r.headers.from().unwrap().tag().unwrap(),
+        r.headers.get("Call-ID").unwrap(),
+        FAST_UPDATE.len() + FAST_UPDATE.matches('\n').count(),
+    );
+    let media_before = h.media.len();
+    let out = h.ims(&info);
+    assert!(to_web(&out).is_empty(), "the INFO is not relayed to the browser: {out:#?}");
+    assert_eq!(status(only_ims(&out)), 200);
+    assert!(
+        matches!(h.media[media_before..], [Output::KeyframeRequested { from: Side::Ims, .. }]),
+        "{:?}",
+        &h.media[media_before..]
+    );
+}
+
+#[test]
+fn the_media_plane_asks_the_core_for_a_keyframe_by_info_at_most_once_a_second() {
+    let mut h = Harness::new();
+    let (inv, _ok) = answered_call(&mut h);
+    let Some(Output::CallStarted { call, .. }) = h.calls.first() else { panic!("{:?}", h.calls) };
+    let call = *call;
+    h.gw.handle_input(h.now, Input::PictureFastUpdate { call });
+    let out = h.drain();
+    let info = only_ims(&out);
+    let r = req(info);
+    assert_eq!(r.method.as_str(), "INFO");
+    assert_eq!(r.headers.get("Call-ID"), req(&inv).headers.get("Call-ID"), "in the IMS dialog");
+    assert_eq!(r.headers.get("Content-Type"), Some("application/media_control+xml"));
+    let body = String::from_utf8_lossy(&r.body);
+    assert!(body.contains("<media_control>") && body.contains("<to_encoder>") && body.contains("<picture_fast_update/>"), "{body}");
+    // The decoder keeps asking while it waits: one INFO a second at most.
+    h.now += Duration::from_millis(400);
+    h.gw.handle_input(h.now, Input::PictureFastUpdate { call });
+    assert!(to_ims(&h.drain()).iter().all(|s| !s.text.starts_with("INFO")), "a second INFO within the second");
+    h.now += Duration::from_millis(700);
+    h.gw.handle_input(h.now, Input::PictureFastUpdate { call });
+    assert!(to_ims(&h.drain()).iter().any(|s| s.text.starts_with("INFO")), "another after a second");
+    assert_eq!(metric(&h, "estuary_picture_fast_update_sent_total"), 2);
 }

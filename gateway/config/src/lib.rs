@@ -311,11 +311,36 @@ pub struct TranscoderConfig {
     /// The status refusing a call beyond that: 503 (overload, with Retry-After) or 488
     /// (`transcoder.refuse_status`).
     pub refuse_status: u16,
+    /// Transcode video too (VP8 <-> H.264) where the sides share no video codec
+    /// (`transcoder.video`).
+    pub video: bool,
+    /// Video worker threads, below audio's priority; 0 = one per core
+    /// (`transcoder.video_threads`).
+    pub video_threads: usize,
+    /// A call whose video the transcoder has no room for (`transcoder.video_overload`).
+    pub video_overload: VideoOverload,
+}
+
+/// `transcoder.video_overload`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum VideoOverload {
+    /// Refuse the call with `transcoder.refuse_status`.
+    RefuseCall,
+    /// Refuse its video m-line only; the call goes on with audio.
+    DropVideo,
 }
 
 impl Default for TranscoderConfig {
     fn default() -> Self {
-        TranscoderConfig { threads: 0, enabled: true, max_channels: 0, refuse_status: 503 }
+        TranscoderConfig {
+            threads: 0,
+            enabled: true,
+            max_channels: 0,
+            refuse_status: 503,
+            video: true,
+            video_threads: 0,
+            video_overload: VideoOverload::DropVideo,
+        }
     }
 }
 
@@ -800,12 +825,22 @@ fn transcoder(mut s: Section) -> Result<TranscoderConfig, ConfigError> {
     if refuse_status != 503 && refuse_status != 488 {
         return Err(ConfigError::invalid(s.path("refuse_status"), format!("must be 503 or 488, not {refuse_status}")));
     }
+    let video = s.boolean("video", d.video)?;
+    let video_threads = s.int("video_threads", d.video_threads as i64, 0, 1024)? as usize;
+    let video_overload = s.choice(
+        "video_overload",
+        d.video_overload,
+        &[("refuse_call", VideoOverload::RefuseCall), ("drop_video", VideoOverload::DropVideo)],
+    )?;
     s.finish()?;
     Ok(TranscoderConfig {
         threads: threads as usize,
         enabled,
         max_channels,
         refuse_status,
+        video,
+        video_threads,
+        video_overload,
     })
 }
 
@@ -1033,6 +1068,10 @@ mod tests {
         );
         assert!(
             err("[log]\nlevel = \"verbose\"").starts_with("log.level: invalid filter \"verbose\"")
+        );
+        assert_eq!(
+            err("[transcoder]\nvideo_overload = \"degrade\""),
+            "transcoder.video_overload: \"degrade\" is not one of refuse_call, drop_video"
         );
     }
 

@@ -95,6 +95,9 @@ fn the_documented_file_lists_every_key() {
         "transcoder.threads",
         "transcoder.max_channels",
         "transcoder.refuse_status",
+        "transcoder.video",
+        "transcoder.video_threads",
+        "transcoder.video_overload",
         "recording.mode",
         "recording.dir",
         "recording.max_file_mb",
@@ -119,7 +122,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        62,
+        65,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

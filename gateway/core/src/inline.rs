@@ -16,7 +16,7 @@ use estuary_media::{Forward, Leg, MediaConfig, MediaSession, Output, Transcoded}
 use estuary_rtp::RtpPacket;
 use estuary_sdp::MediaPlan;
 use estuary_srtp::Certificate;
-use estuary_transcoder::{pool::MAX_PAYLOAD, Pipeline};
+use estuary_transcoder::{pool::MAX_PAYLOAD, Pipeline, Produced};
 
 use crate::{release_cause, transcode, MediaPlane, MediaPlaneEvent, ReleaseCause};
 
@@ -52,6 +52,8 @@ pub struct InlineMedia {
     /// Plans the plane could not take, with when.
     refused: Vec<(Instant, String)>,
     counters: InlineCounters,
+    /// The latest `now` the plane was given (for requests met while polling events).
+    clock: Instant,
     buf: Vec<u8>,
     frame: Vec<u8>,
 }
@@ -72,6 +74,7 @@ impl InlineMedia {
             transcoded_pts: Default::default(),
             refused: Vec::new(),
             counters: InlineCounters::default(),
+            clock: now,
             buf: Vec::with_capacity(estuary_media::MIN_BUFFER),
             frame: vec![0; MAX_PAYLOAD],
         }
@@ -101,8 +104,33 @@ impl InlineMedia {
             }
         }
         if let Some(pipeline) = self.pipelines.get_mut(&key) {
-            pipeline.push(now, p.seq().0, p.timestamp(), p.payload());
+            pipeline.push(now, p.seq().0, p.timestamp(), p.marker(), p.payload());
         }
+        // A video channel produces as it takes packets, not on a timer.
+        self.drain(now, key);
+    }
+
+    /// Sends what pipeline `key` has due through its call's session.
+    fn drain(&mut self, now: Instant, key: (u64, usize, Leg)) {
+        let (call, stream, to) = key;
+        // Out of the map while the shard is borrowed; put back below.
+        let Some(mut pipeline) = self.pipelines.remove(&key) else { return };
+        while let Some(produced) = pipeline.poll(now, &mut self.frame) {
+            let f = match produced {
+                Produced::Frame(f) => f,
+                // The decoder of media from the other leg lost its reference.
+                Produced::RequestKeyframe => {
+                    self.shard.request_keyframe(now, call, stream, to.other());
+                    continue;
+                }
+            };
+            self.counters.transcoded += 1;
+            let frame = Transcoded { stream, to, payload: f.payload, timestamp: f.timestamp, marker: f.marker };
+            if let Forward::Send { from, to } = self.shard.send_transcoded(now, call, frame, &mut self.buf) {
+                self.events.push_back(MediaPlaneEvent::Transmit { from, to, data: self.buf.clone() });
+            }
+        }
+        self.pipelines.insert(key, pipeline);
     }
 
     /// Whether `local` is a call's browser-facing address (else an IMS-facing one).
@@ -178,27 +206,27 @@ impl MediaPlane for InlineMedia {
         }
     }
 
+    fn picture_fast_update(&mut self, now: Instant, call: u64, from: crate::Side) {
+        self.shard.picture_fast_update(now, call, crate::leg_of(from));
+    }
+
     fn poll_timeout(&self) -> Option<Instant> {
         self.pipelines.values().filter_map(Pipeline::poll_timeout).chain(self.shard.poll_timeout()).min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         self.shard.handle_timeout(now);
         // Frames due from the pipelines go out through their call's session, as the media
         // threads send the workers' frames.
-        for (&(call, stream, to), pipeline) in self.pipelines.iter_mut() {
-            while pipeline.poll_timeout().is_some_and(|t| t <= now) {
-                let Some(f) = pipeline.poll(now, &mut self.frame) else { break };
-                self.counters.transcoded += 1;
-                let frame = Transcoded { stream, to, payload: f.payload, timestamp: f.timestamp, marker: f.marker };
-                if let Forward::Send { from, to } = self.shard.send_transcoded(now, call, frame, &mut self.buf) {
-                    self.events.push_back(MediaPlaneEvent::Transmit { from, to, data: self.buf.clone() });
-                }
-            }
+        let due: Vec<_> = self.pipelines.iter().filter(|(_, p)| p.poll_timeout().is_some_and(|t| t <= now)).map(|(k, _)| *k).collect();
+        for key in due {
+            self.drain(now, key);
         }
     }
 
     fn handle_datagram(&mut self, now: Instant, local: SocketAddr, source: SocketAddr, data: &[u8]) -> Option<u64> {
+        self.clock = now;
         self.buf.clear();
         self.buf.extend_from_slice(data);
         let routed = self.shard.handle_datagram(now, local, source, &mut self.buf);
@@ -223,6 +251,12 @@ impl MediaPlane for InlineMedia {
                 (_, Output::Transmit { from, to, data }) => return Some(MediaPlaneEvent::Transmit { from, to, data }),
                 (call, Output::Event(estuary_media::MediaEvent::Failed { cause, reason })) => {
                     return Some(MediaPlaneEvent::Failed { call, cause: release_cause(cause), reason })
+                }
+                (call, Output::Event(estuary_media::MediaEvent::PictureFastUpdate)) => return Some(MediaPlaneEvent::PictureFastUpdate { call }),
+                (call, Output::Encoder { stream, to, request }) => {
+                    if let Some(p) = self.pipelines.get_mut(&(call, stream, to)) {
+                        p.control(self.clock, transcode::control_of(request));
+                    }
                 }
                 // Connection events and recorder taps mean nothing to an inline plane.
                 _ => {}

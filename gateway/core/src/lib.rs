@@ -36,6 +36,8 @@ pub trait MediaPlane {
     fn plan(&mut self, now: Instant, call: u64, plan: Box<MediaPlan>);
     /// The call ended: its media goes (after its last RTCP).
     fn end(&mut self, now: Instant, call: u64);
+    /// The call's leg `from` asked in SIP (RFC 5168) for a keyframe of the video it receives.
+    fn picture_fast_update(&mut self, now: Instant, call: u64, from: Side);
     /// Where media ports are shared: the shared browser-facing port new calls should get.
     fn preferred_web_port(&mut self, _now: Instant) -> Option<u16> {
         None
@@ -69,6 +71,11 @@ impl<P: MediaPlane> MediaPlane for Option<P> {
             p.end(now, call)
         }
     }
+    fn picture_fast_update(&mut self, now: Instant, call: u64, from: Side) {
+        if let Some(p) = self {
+            p.picture_fast_update(now, call, from)
+        }
+    }
     fn preferred_web_port(&mut self, now: Instant) -> Option<u16> {
         self.as_mut()?.preferred_web_port(now)
     }
@@ -95,6 +102,8 @@ pub enum MediaPlaneEvent {
     Transmit { from: SocketAddr, to: SocketAddr, data: Vec<u8> },
     /// The plane gave up on a call: the core ends it.
     Failed { call: u64, cause: ReleaseCause, reason: String },
+    /// The call's IMS video sender must send a keyframe and can only be asked in SIP.
+    PictureFastUpdate { call: u64 },
 }
 
 /// What the core asks its driver to do.
@@ -119,6 +128,14 @@ pub fn release_cause(cause: FailCause) -> ReleaseCause {
     match cause {
         FailCause::Inactivity => ReleaseCause::RtpTimeout,
         FailCause::Ice | FailCause::Dtls | FailCause::DtlsClosed => ReleaseCause::MediaBearerLoss,
+    }
+}
+
+/// The media plane's name for a signalling side.
+pub fn leg_of(side: Side) -> estuary_media::Leg {
+    match side {
+        Side::Web => estuary_media::Leg::Web,
+        Side::Ims => estuary_media::Leg::Ims,
     }
 }
 
@@ -160,6 +177,10 @@ impl<P: MediaPlane> Core<P> {
                         self.signalling.handle_input(self.now, Input::MediaFailed { call, reason: &reason, cause });
                         continue;
                     }
+                    MediaPlaneEvent::PictureFastUpdate { call } => {
+                        self.signalling.handle_input(self.now, Input::PictureFastUpdate { call });
+                        continue;
+                    }
                 }
             }
             match self.signalling.poll_output() {
@@ -169,6 +190,7 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::Transmit { flow, data }) => return Some(Output::Transmit { flow, data }),
                 Some(S::Close { conn }) => return Some(Output::Close { conn }),
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
+                Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
                 None => return self.ended.pop_front().map(|(call, summary)| Output::CallEnded { call, summary }),
             }
         }
@@ -196,6 +218,12 @@ impl<P: MediaPlane> Core<P> {
 
     pub fn signalling(&self) -> &B2bua {
         &self.signalling
+    }
+
+    /// What a transcoded video stream costs in audio channels, as the pool measured it (see
+    /// [`B2bua::set_video_channel_cost`]).
+    pub fn set_video_channel_cost(&mut self, units: usize) {
+        self.signalling.set_video_channel_cost(units);
     }
 
     pub fn media(&self) -> &P {

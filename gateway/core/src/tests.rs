@@ -44,6 +44,9 @@ impl MediaPlane for Refusing {
     fn end(&mut self, _now: Instant, call: u64) {
         self.told.push(format!("end {call}"));
     }
+    fn picture_fast_update(&mut self, _now: Instant, call: u64, from: Side) {
+        self.told.push(format!("fast update {call} from {from:?}"));
+    }
     fn poll_event(&mut self) -> Option<MediaPlaneEvent> {
         self.events.pop_front()
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use estuary_core::{ConnId, Core, Flow, Input, MediaPlane, Output, Sample, Side, Transport};
 use tokio::sync::mpsc;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::ctx::Ctx;
 use crate::events::{Event, Writer};
@@ -36,6 +36,8 @@ pub trait Machine {
     /// How many more bound media ports the machine wants (see [`Core::ports_wanted`]).
     fn ports_wanted(&self, now: Instant) -> usize;
     fn grant_ports(&mut self, ports: Vec<u16>);
+    /// The transcoder's current figure for a video stream, in audio channels.
+    fn set_video_channel_cost(&mut self, units: usize);
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -56,6 +58,9 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn grant_ports(&mut self, ports: Vec<u16>) {
         Core::grant_ports(self, ports)
+    }
+    fn set_video_channel_cost(&mut self, units: usize) {
+        Core::set_video_channel_cost(self, units)
     }
 }
 
@@ -87,6 +92,8 @@ pub struct Engine<M> {
     last_fired: Option<Instant>,
     /// When a media port bind last failed for a reason other than a port in use.
     bind_error_logged: Option<Instant>,
+    /// The video cost last given to the machine (0: none yet).
+    video_cost: usize,
 }
 
 impl<M: Machine> Engine<M> {
@@ -103,6 +110,7 @@ impl<M: Machine> Engine<M> {
             unreachable: VecDeque::new(),
             last_fired: None,
             bind_error_logged: None,
+            video_cost: 0,
         }
     }
 
@@ -131,6 +139,20 @@ impl<M: Machine> Engine<M> {
             }
         }
         debug!("engine task stopped");
+    }
+
+    /// Before a message that may carry an offer: the transcoder's figure for a video stream
+    /// moves as the pool measures the first video calls; admission uses the latest.
+    fn refresh_video_cost(&mut self) {
+        let Some(t) = &self.ctx.transcoder else { return };
+        let units = t.video_channel_cost();
+        if units != self.video_cost {
+            if self.video_cost != 0 {
+                info!(audio_channels = units, "video transcoding cost measured");
+            }
+            self.video_cost = units;
+            self.machine.set_video_channel_cost(units);
+        }
     }
 
     fn next_deadline(&mut self) -> Option<Instant> {
@@ -198,6 +220,7 @@ impl<M: Machine> Engine<M> {
                     Flow::Ims { .. } => Metric::ImsMessagesReceived,
                 };
                 self.ctx.stats.inc(side);
+                self.refresh_video_cost();
                 let record = self.ctx.recorder.is_some().then(|| {
                     let local = conn.and_then(|c| self.conns.get(&c)).map_or(self.ims_local, |c| c.local);
                     (lane_of(flow), remote, local, &data[..])
@@ -232,6 +255,7 @@ impl<M: Machine> Engine<M> {
                 });
                 self.feed_unreachable();
             }
+            Event::PictureFastUpdate { call } => self.feed(Input::PictureFastUpdate { call }),
             Event::MediaFailed { call, reason, cause } => {
                 self.feed(Input::MediaFailed { call, reason: &reason, cause });
             }
@@ -503,6 +527,7 @@ mod tests {
         fn poll_timeout(&self) -> Option<Instant> {
             None
         }
+        fn set_video_channel_cost(&mut self, _units: usize) {}
         fn metrics(&self, _now: Instant) -> Vec<Sample> {
             Vec::new()
         }

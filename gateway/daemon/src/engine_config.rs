@@ -118,6 +118,11 @@ pub fn b2bua_config(
         // transcoder.max_channels, or the pool's measured capacity (transcode::Transcoder).
         transcode_channels: transcode_capacity,
         transcode_refusal: cfg.transcoder.refuse_status,
+        video_overload: match cfg.transcoder.video_overload {
+            estuary_config::VideoOverload::RefuseCall => estuary_b2bua::VideoOverload::RefuseCall,
+            estuary_config::VideoOverload::DropVideo => estuary_b2bua::VideoOverload::DropVideo,
+        },
+        // The driver sets the pool's figure before the first request (Engine::on_event).
         registrations_per_source: cfg.limits.registrations_per_ip,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
@@ -156,8 +161,13 @@ pub fn sdp_policy(cfg: &Config, fingerprint: Option<estuary_sdp::Fingerprint>) -
         },
         audio: m.audio_codecs.clone(),
         video: m.video_codecs.clone(),
-        // What the transcoder implements; the operator only switches it on or off.
-        transcode: if cfg.transcoder.enabled { d.transcode } else { Vec::new() },
+        // What the transcoder implements; the operator only switches it on or off. Video pairs
+        // bridge a browser to whichever of the core's video codecs it lacks.
+        transcode: match (cfg.transcoder.enabled, cfg.transcoder.video) {
+            (false, _) => Vec::new(),
+            (true, false) => d.transcode,
+            (true, true) => d.transcode.into_iter().chain(estuary_sdp::TranscodePair::video(&m.video_codecs)).collect(),
+        },
         telephone_event: m.telephone_event,
         fingerprint: fingerprint.unwrap_or(d.fingerprint),
     }

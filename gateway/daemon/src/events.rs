@@ -41,6 +41,8 @@ pub enum Event {
     Metrics(oneshot::Sender<Vec<Sample>>),
     /// A call's media session gave up (see `media`).
     MediaFailed { call: u64, reason: String, cause: ReleaseCause },
+    /// A call's IMS video sender must be asked for a keyframe in SIP (RFC 5168).
+    PictureFastUpdate { call: u64 },
     /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
     /// engine would, so tests can see /healthz notice.
     Stall(std::time::Duration),

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use estuary_b2bua::{CallSummary, Side};
 use estuary_config::RecordsConfig;
-use estuary_media::{LegReport, StreamReport};
+use estuary_media::{Leg, LegReport, StreamReport};
+use estuary_transcoder::video::channel::VideoStats;
 use tracing::{info, warn};
 
 use crate::civil::Utc;
@@ -36,7 +37,15 @@ const QUEUE: usize = 4096;
 
 enum Msg {
     Ended { call: u64, summary: Box<CallSummary>, at: (Instant, SystemTime) },
-    Media { call: u64, streams: Vec<StreamReport> },
+    Media { call: u64, media: MediaHalf },
+}
+
+/// What the media thread knows of a call at its end: each live stream's report, and the
+/// video transcoding channels' counters by (stream index, toward).
+#[derive(Default)]
+pub struct MediaHalf {
+    pub streams: Vec<StreamReport>,
+    pub video: Vec<(usize, Leg, VideoStats)>,
 }
 
 /// The handle tasks use; cheap to share.
@@ -69,8 +78,8 @@ impl CallRecords {
     }
 
     /// The media thread's half, sent when the call's media stops.
-    pub fn media(&self, call: u64, streams: Vec<StreamReport>) {
-        self.send(Msg::Media { call, streams });
+    pub fn media(&self, call: u64, media: MediaHalf) {
+        self.send(Msg::Media { call, media });
     }
 
     /// /metrics counters.
@@ -91,7 +100,7 @@ impl CallRecords {
 
 struct Pending {
     summary: Option<(Box<CallSummary>, (Instant, SystemTime))>,
-    media: Option<Vec<StreamReport>>,
+    media: Option<MediaHalf>,
     /// Written (or forgotten, for a media half alone) at this time at the latest.
     due: Instant,
 }
@@ -119,10 +128,10 @@ impl Writer {
                         p.due = Instant::now();
                     }
                 }
-                Ok(Msg::Media { call, streams }) => {
+                Ok(Msg::Media { call, media }) => {
                     // A media half alone waits for its call's end (a media failure comes first).
                     let p = self.pending.entry(call).or_insert_with(|| Pending { summary: None, media: None, due: Instant::now() + Duration::from_secs(60) });
-                    p.media = Some(streams);
+                    p.media = Some(media);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -190,7 +199,8 @@ impl Writer {
 }
 
 /// The record as one JSON line, and the UTC time of the end (for the file name).
-fn render(call: u64, s: &CallSummary, streams: &[StreamReport], (mono, wall): (Instant, SystemTime)) -> (String, Utc) {
+fn render(call: u64, s: &CallSummary, media: &MediaHalf, (mono, wall): (Instant, SystemTime)) -> (String, Utc) {
+    let streams = &media.streams;
     // The engine's instants, placed on the wall clock by the moment the end was reported.
     let wall_of = |t: Instant| wall.checked_sub(mono.saturating_duration_since(t)).unwrap_or(wall);
     let start = Utc::of(wall_of(s.started));
@@ -221,6 +231,10 @@ fn render(call: u64, s: &CallSummary, streams: &[StreamReport], (mono, wall): (I
         None => j.push_str(",\"status\":null"),
     }
     field(&mut j, "reason", Some(s.reason.as_str()));
+    if s.video_dropped {
+        // Only when it happened: the transcoder had no room and the call went on without video.
+        j.push_str(",\"video_dropped\":\"transcoding_capacity\"");
+    }
     j.push_str(",\"streams\":[");
     for (i, st) in streams.iter().enumerate() {
         if i > 0 {
@@ -234,6 +248,28 @@ fn render(call: u64, s: &CallSummary, streams: &[StreamReport], (mono, wall): (I
         let _ = write!(j, ",\"transcoded\":{}", st.transcoded);
         leg(&mut j, "web", &st.web);
         leg(&mut j, "ims", &st.ims);
+        let video: Vec<_> = media.video.iter().filter(|v| v.0 == st.index).collect();
+        if !video.is_empty() {
+            j.push_str(",\"video_transcoding\":{");
+            for (k, (_, to, v)) in video.iter().enumerate() {
+                let name = if *to == Leg::Web { "to_web" } else { "to_ims" };
+                let _ = write!(
+                    j,
+                    "{}\"{name}\":{{\"frames_in\":{},\"frames_out\":{},\"frames_skipped\":{},\"keyframes_requested\":{},\"keyframes_forced\":{},\"decode_errors\":{},\"bitrate\":{},\"width\":{},\"height\":{}}}",
+                    if k > 0 { "," } else { "" },
+                    v.frames_in,
+                    v.frames_out,
+                    v.frames_skipped,
+                    v.keyframes_requested,
+                    v.keyframes_forced,
+                    v.decode_errors,
+                    v.bitrate,
+                    v.width,
+                    v.height
+                );
+            }
+            j.push('}');
+        }
         j.push('}');
     }
     j.push_str("]}");
@@ -274,6 +310,7 @@ mod tests {
             reason: if answered { EndReason::Bye(Side::Web) } else { EndReason::Rejected(486) },
             media: answered,
             icid: Some("k2j3h4g5f6d7s8a9".into()),
+            video_dropped: false,
         }
     }
 
@@ -281,7 +318,8 @@ mod tests {
     fn a_record_is_one_line_of_valid_json_with_escaped_strings() {
         let s = summary(true);
         let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_533_276);
-        let streams = vec![StreamReport {
+        let streams = [StreamReport {
+            index: 0,
             kind: "audio".into(),
             mid: Some("0".into()),
             web_codec: "opus/48000/2".into(),
@@ -290,7 +328,19 @@ mod tests {
             web: LegReport { received: 3000, lost: 2, jitter_ms: 1.25, sent: 2999, sent_octets: 100 },
             ims: LegReport::default(),
         }];
-        let (line, end) = render(7, &s, &streams, (s.ended, wall));
+        let video = StreamReport { index: 1, kind: "video".into(), mid: Some("1".into()), web_codec: "VP8/90000".into(), ims_codec: "H264/90000".into(), ..streams[0].clone() };
+        let to_ims = VideoStats { frames_in: 900, frames_out: 450, frames_skipped: 450, keyframes_requested: 1, keyframes_forced: 2, decode_errors: 0, packets_rejected: 0, bitrate: 384_000, width: 352, height: 264 };
+        let media = MediaHalf { streams: vec![streams[0].clone(), video], video: vec![(1, Leg::Ims, to_ims), (1, Leg::Web, VideoStats::default())] };
+        let (line, end) = render(7, &s, &media, (s.ended, wall));
+        assert!(
+            line.contains("\"video_transcoding\":{\"to_ims\":{\"frames_in\":900,\"frames_out\":450,\"frames_skipped\":450,\"keyframes_requested\":1,\"keyframes_forced\":2,\"decode_errors\":0,\"bitrate\":384000,\"width\":352,\"height\":264},\"to_web\":{"),
+            "{line}"
+        );
+        assert_eq!(line.matches("video_transcoding").count(), 1, "only on the video stream: {line}");
+        assert!(!line.contains("video_dropped"), "said only when it happened: {line}");
+        let dropped = CallSummary { video_dropped: true, ..s.clone() };
+        let (line, _) = render(7, &dropped, &media, (s.ended, wall));
+        assert!(line.contains("\"reason\":\"bye_from_web\",\"video_dropped\":\"transcoding_capacity\",\"streams\":["), "{line}");
         assert!(!line.contains('\n'));
         assert_eq!(end.rfc3339(), "2026-12-06T05:01:16.000Z");
         assert!(line.starts_with("{\"call\":7,\"caller\":\"web\",\"from\":\"sip:alice@ims.test\",\"to\":\"sip:\\\"bob\\\"\\\\x@ims.test\""), "{line}");
@@ -313,7 +363,7 @@ mod tests {
     #[test]
     fn an_unanswered_call_has_null_answer_and_no_streams() {
         let s = summary(false);
-        let (line, _) = render(1, &s, &[], (s.ended, SystemTime::now()));
+        let (line, _) = render(1, &s, &MediaHalf::default(), (s.ended, SystemTime::now()));
         assert!(line.contains("\"answer\":null,") && line.contains("\"setup_ms\":null,\"duration_s\":0,\"status\":486,\"reason\":\"rejected\",\"streams\":[]}"), "{line}");
     }
 
@@ -323,10 +373,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let r = CallRecords::start(&RecordsConfig { dir: Some(dir.clone()) }).unwrap();
         // Media first (a media failure), then the end; then an end, then its media.
-        r.media(1, vec![]);
+        r.media(1, MediaHalf::default());
         r.ended(1, Box::new(summary(true)));
         r.ended(2, Box::new(summary(true)));
-        r.media(2, vec![]);
+        r.media(2, MediaHalf::default());
         // No media half will come for a call that had none.
         r.ended(3, Box::new(summary(false)));
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -12,8 +12,10 @@ use estuary_b2bua::{MetricKind, Sample};
 use estuary_config::Config;
 use estuary_media::Leg;
 use estuary_rtp::RtpPacket;
-use estuary_core::transcode::{same_transcoding, spec_for};
+use estuary_core::transcode::{control_of, same_transcoding, spec_for};
 use estuary_sdp::MediaPlan;
+use estuary_media::EncoderRequest;
+use estuary_transcoder::video::channel::VideoStats;
 use estuary_transcoder::{pool::MAX_PAYLOAD, Channel, FrameSink, OutFrame, Pool};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use tracing::{info, warn};
@@ -25,11 +27,23 @@ use crate::media::Wakeup;
 /// signalling and the OS.
 const HEADROOM: f64 = 0.5;
 
+/// What a video frame through one channel is taken to cost until the pool has measured it
+/// ([`PoolStats::video_cost_per_frame`]): a 640x480 frame decoded and encoded, with room to
+/// spare, so that the first video calls are not over-admitted.
+///
+/// [`PoolStats::video_cost_per_frame`]: estuary_transcoder::pool::PoolStats::video_cost_per_frame
+const VIDEO_FRAME_COST_PRIOR: Duration = Duration::from_millis(8);
+
+/// The frame rate a video stream is charged for: what browsers send by default.
+const VIDEO_CHARGED_FPS: u32 = 30;
+
 /// The pool and what it can carry.
 pub struct Transcoder {
     pub pool: Pool,
-    /// Channels admitted at once (`transcoder.max_channels`, or measured).
+    /// Audio channels admitted at once (`transcoder.max_channels`, or measured).
     pub capacity: usize,
+    /// CPU time one audio channel (both directions) takes per second, as calibrated.
+    audio_channel_cost: Duration,
 }
 
 impl Transcoder {
@@ -38,11 +52,18 @@ impl Transcoder {
         if !cfg.transcoder.enabled {
             return Ok(None);
         }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let threads = match cfg.transcoder.threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            0 => cores,
             n => n,
         };
-        let pool = Pool::new(threads).map_err(|e| DaemonError::setup("transcoder.threads", format!("cannot start workers: {e}")))?;
+        // Video workers only when video is transcoded; they sleep until a channel opens.
+        let video_threads = match (cfg.transcoder.video, cfg.transcoder.video_threads) {
+            (false, _) => 0,
+            (true, 0) => cores,
+            (true, n) => n,
+        };
+        let pool = Pool::new(threads, video_threads).map_err(|e| DaemonError::setup("transcoder.threads", format!("cannot start workers: {e}")))?;
         let cal = estuary_transcoder::calibrate(Duration::from_millis(250))
             .map_err(|e| DaemonError::setup("transcoder.enabled", format!("calibration: {e}")))?;
         // A channel is one transcoded stream, both directions: the pair calibration timed.
@@ -53,12 +74,21 @@ impl Transcoder {
         };
         info!(
             threads,
+            video_threads,
             pair_cost_ms_per_s = cal.cost_per_second.as_secs_f64() * 1e3,
             measured_channels = measured,
             capacity,
             "transcoder ready (a channel is one transcoded stream, both directions)"
         );
-        Ok(Some(Arc::new(Transcoder { pool, capacity })))
+        Ok(Some(Arc::new(Transcoder { pool, capacity, audio_channel_cost: cal.cost_per_second })))
+    }
+
+    /// What one transcoded video stream costs, in audio channels: both its directions at
+    /// [`VIDEO_CHARGED_FPS`], from the pool's measured cost per frame once it has one (the
+    /// first video calls), from [`VIDEO_FRAME_COST_PRIOR`] before.
+    pub fn video_channel_cost(&self) -> usize {
+        let per_frame = self.pool.stats().video_cost_per_frame().unwrap_or(VIDEO_FRAME_COST_PRIOR);
+        video_cost_in_audio_channels(per_frame, self.audio_channel_cost)
     }
 
     pub fn samples(&self) -> Vec<Sample> {
@@ -80,8 +110,23 @@ impl Transcoder {
             counter("estuary_transcoder_queue_full_total", "Packets dropped because a worker's queue was full", &s.queue_full),
             counter("estuary_transcoder_concealed_total", "Lost packets concealed (closed channels)", &s.concealed),
             counter("estuary_transcoder_fec_recovered_total", "Lost Opus packets recovered from in-band FEC (closed channels)", &s.fec_recovered),
+            gauge("estuary_transcoder_video_cost_channels", "What a transcoded video stream is charged, in audio channels (measured on the first video calls)", self.video_channel_cost() as u64),
+            gauge("estuary_transcoder_video_threads", "Video transcoding worker threads (lower priority than audio)", self.pool.video_threads() as u64),
+            gauge("estuary_transcoder_video_channels_open", "Video transcoding channels running (one per direction of a stream)", s.video_channels.load(Ordering::Relaxed)),
+            counter("estuary_transcoder_video_frames_in_total", "Whole video frames reassembled from RTP by transcoding channels", &s.video_frames_in),
+            counter("estuary_transcoder_video_frames_out_total", "Video frames encoded and sent by transcoding channels", &s.video_frames_out),
+            counter("estuary_transcoder_video_keyframes_requested_total", "Keyframe requests sent toward video senders after a loss", &s.video_keyframes_requested),
+            counter("estuary_transcoder_video_keyframes_forced_total", "Keyframes sent because a video receiver asked", &s.video_keyframes_forced),
+            counter("estuary_transcoder_video_dropped_total", "Video packets dropped because a worker was behind", &s.video_dropped),
         ]
     }
+}
+
+/// `per_frame` through each of a stream's two directions at [`VIDEO_CHARGED_FPS`], over what
+/// an audio channel costs a second; at least 1.
+fn video_cost_in_audio_channels(per_frame: Duration, audio_channel: Duration) -> usize {
+    let video = per_frame.as_secs_f64() * 2.0 * f64::from(VIDEO_CHARGED_FPS);
+    (video / audio_channel.as_secs_f64().max(1e-9)).ceil().max(1.0) as usize
 }
 
 /// A transcoded frame on its way back to the call's media thread.
@@ -101,16 +146,39 @@ impl TcFrame {
     }
 }
 
+/// What a worker hands back to a call's media thread.
+// Frames travel inline, as in the pool's own queue: no allocation per frame.
+#[allow(clippy::large_enum_variant)]
+pub enum FromWorker {
+    Frame(TcFrame),
+    /// The channel decoding stream `stream`'s media from leg `from` lost its reference: that
+    /// leg's sender must send a keyframe.
+    KeyframeNeeded { call: u64, stream: usize, from: Leg },
+}
+
 /// A media thread's queue of transcoded frames (all its calls'), and how to wake it.
 #[derive(Clone)]
 pub struct FrameQueue {
-    tx: SyncSender<TcFrame>,
+    tx: SyncSender<FromWorker>,
     wakeup: Arc<Wakeup>,
 }
 
 impl FrameQueue {
-    pub fn new(tx: SyncSender<TcFrame>, wakeup: Arc<Wakeup>) -> FrameQueue {
+    pub fn new(tx: SyncSender<FromWorker>, wakeup: Arc<Wakeup>) -> FrameQueue {
         FrameQueue { tx, wakeup }
+    }
+
+    /// Queues without blocking: a full queue drops (the thread is behind; true, the channel
+    /// goes on), a closed one ends the channel (false).
+    fn offer(&self, item: FromWorker) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => {
+                self.wakeup.wake();
+                true
+            }
+            Err(TrySendError::Full(_)) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+        }
     }
 }
 
@@ -129,15 +197,12 @@ impl FrameSink for CallSink {
         let len = f.payload.len().min(MAX_PAYLOAD);
         data[..len].copy_from_slice(&f.payload[..len]);
         let frame = TcFrame { call: self.call, stream: self.stream, to: self.to, timestamp: f.timestamp, marker: f.marker, len: len as u16, data };
-        // A full queue drops the frame (the thread is behind); a closed one ends the channel.
-        match self.queue.tx.try_send(frame) {
-            Ok(()) => {
-                self.queue.wakeup.wake();
-                true
-            }
-            Err(TrySendError::Full(_)) => true,
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        self.queue.offer(FromWorker::Frame(frame))
+    }
+
+    fn request_keyframe(&mut self) -> bool {
+        // The channel toward `to` decodes what the other leg sends.
+        self.queue.offer(FromWorker::KeyframeNeeded { call: self.call, stream: self.stream, from: self.to.other() })
     }
 }
 
@@ -182,8 +247,24 @@ impl CallTranscoding {
             }
         }
         if let Some(ch) = self.channels.get(&(stream, to)) {
-            ch.push(Instant::now(), p.seq().0, p.timestamp(), p.payload());
+            ch.push(Instant::now(), p.seq().0, p.timestamp(), p.marker(), p.payload());
         }
+    }
+
+    /// The receiver on leg `to` of stream `stream` asked something of the encoder feeding
+    /// it. Before the channel's first packet there is no encoder yet; its first frame will be
+    /// a keyframe anyway.
+    pub fn control(&self, stream: usize, to: Leg, request: EncoderRequest) {
+        if let Some(ch) = self.channels.get(&(stream, to)) {
+            ch.control(Instant::now(), control_of(request));
+        }
+    }
+
+    /// The video channels' counters, by (stream, toward), for the call record.
+    pub fn video_stats(&self) -> Vec<(usize, Leg, VideoStats)> {
+        let mut v: Vec<_> = self.channels.iter().filter_map(|(&(i, to), ch)| ch.video_stats().map(|s| (i, to, s))).collect();
+        v.sort_by_key(|e| (e.0, e.1));
+        v
     }
 
     /// A new plan: channels of streams whose transcoded codec pair changed (or that no longer
@@ -191,5 +272,20 @@ impl CallTranscoding {
     pub fn plan_changed(&mut self, old: &MediaPlan, new: &MediaPlan) {
         self.channels.retain(|(i, _), _| same_transcoding(old, new, *i));
         self.refused.retain(|i| same_transcoding(old, new, *i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_video_stream_is_charged_both_directions_at_thirty_frames_in_audio_channels() {
+        // 5 ms a frame, two directions, 30 frames: 300 ms a second; audio at 2 ms a second.
+        assert_eq!(video_cost_in_audio_channels(Duration::from_millis(5), Duration::from_millis(2)), 150);
+        // Rounded up, never below one channel, and no division by a zero calibration.
+        assert_eq!(video_cost_in_audio_channels(Duration::from_micros(10), Duration::from_millis(2)), 1);
+        assert_eq!(video_cost_in_audio_channels(Duration::from_micros(35), Duration::from_millis(1)), 3);
+        assert!(video_cost_in_audio_channels(Duration::from_millis(5), Duration::ZERO) > 1_000_000);
     }
 }

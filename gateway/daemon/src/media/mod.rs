@@ -164,6 +164,12 @@ impl MediaPlane for MediaHub {
         self.failed.pop_front()
     }
 
+    fn picture_fast_update(&mut self, _now: Instant, call: u64, from: estuary_core::Side) {
+        if let Some(&t) = self.calls.get(&call) {
+            self.threads[t].send(Command::PictureFastUpdate { call, from: estuary_core::leg_of(from) });
+        }
+    }
+
     /// The call ended: its thread sends the last RTCP, files its report and keeps its sockets
     /// for the next calls.
     fn end(&mut self, _now: Instant, call: u64) {

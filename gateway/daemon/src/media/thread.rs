@@ -33,7 +33,7 @@ use crate::ctx::Ctx;
 use crate::events::Event;
 use crate::metrics::{MediaFailure, Metric};
 use crate::recorder::Lane;
-use crate::transcode::{CallTranscoding, FrameQueue, TcFrame};
+use crate::transcode::{CallTranscoding, FrameQueue, FromWorker};
 
 use super::batch::{Batch, BATCH};
 
@@ -45,7 +45,8 @@ const CALL_BATCH: usize = 4;
 /// Readiness events taken per poll.
 const EVENTS: usize = 256;
 /// Transcoded frames queued toward the thread (all its calls); a full queue drops frames.
-const FRAME_QUEUE: usize = 256;
+/// Room for a few video keyframes (tens of packets each) beside the audio frames.
+const FRAME_QUEUE: usize = 1024;
 /// How often the thread adds its calls' counters to /metrics, while packets move.
 const METRICS_FLUSH: Duration = Duration::from_secs(1);
 /// How soon a failure report that found the engine's inbox full is offered again.
@@ -55,6 +56,8 @@ const WAKE: Token = Token(0);
 pub enum Command {
     Plan { call: u64, plan: Box<MediaPlan> },
     End { call: u64 },
+    /// The call's leg asked in SIP for a keyframe (RFC 5168).
+    PictureFastUpdate { call: u64, from: Leg },
     Stop,
 }
 
@@ -243,7 +246,7 @@ struct MediaThread {
     /// Calls ended this round, whose sockets go back once their last packets are sent.
     ended: Vec<u64>,
     commands: Receiver<Command>,
-    frames: Receiver<TcFrame>,
+    frames: Receiver<FromWorker>,
     frame_queue: FrameQueue,
     wakeup: Arc<Wakeup>,
     cert: Arc<Certificate>,
@@ -425,6 +428,7 @@ impl MediaThread {
             match self.commands.try_recv() {
                 Ok(Command::Plan { call, plan }) => self.plan(call, plan),
                 Ok(Command::End { call }) => self.end(call),
+                Ok(Command::PictureFastUpdate { call, from }) => self.shard.picture_fast_update(Instant::now(), call, from),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => return false,
                 Err(TryRecvError::Empty) => return true,
             }
@@ -512,7 +516,8 @@ impl MediaThread {
         let now = Instant::now();
         if let Some(Some(session)) = self.guarded(|s| s.end_call(now, call)) {
             self.flush_call(call, session.counters());
-            self.ctx.records.media(call, session.report());
+            let video = self.calls.get(&call).and_then(|io| io.transcoding.as_ref()).map(|t| t.video_stats()).unwrap_or_default();
+            self.ctx.records.media(call, crate::records::MediaHalf { streams: session.report(), video });
             info!(call, counters = ?session.counters(), "media ended");
         }
         self.ended.push(call);
@@ -548,6 +553,15 @@ impl MediaThread {
                 Err(_) => return,
             };
             let now = Instant::now();
+            let f = match f {
+                FromWorker::Frame(f) => f,
+                FromWorker::KeyframeNeeded { call, stream, from } => {
+                    if guard(&mut self.shard, |s| s.request_keyframe(now, call, stream, from)).is_none() {
+                        self.abandon_panicked();
+                    }
+                    continue;
+                }
+            };
             let frame = Transcoded { stream: f.stream, to: f.to, payload: f.payload(), timestamp: f.timestamp, marker: f.marker };
             let (shard, out) = (&mut self.shard, &mut self.out);
             match guard(shard, |s| s.send_transcoded(now, f.call, frame, out)) {
@@ -573,7 +587,16 @@ impl MediaThread {
                     self.end(call);
                     self.fail_with(call, failure, estuary_core::release_cause(cause), reason);
                 }
+                Output::Event(MediaEvent::PictureFastUpdate) => {
+                    self.unsent.push_back(Event::PictureFastUpdate { call });
+                    self.offer_events();
+                }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
+                Output::Encoder { stream, to, request } => {
+                    if let Some(t) = self.calls.get(&call).and_then(|io| io.transcoding.as_ref()) {
+                        t.control(stream, to, request);
+                    }
+                }
                 Output::Tap { leg, from, to, data } => {
                     if let Some(r) = &self.ctx.recorder {
                         let lane = if leg == Leg::Web { Lane::WebMedia } else { Lane::ImsMedia };
