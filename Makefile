@@ -44,7 +44,8 @@ build: build-deps
 # makes the test CA),
 # tshark to check that our captures read back in Wireshark's dissectors, ffmpeg as the
 # independent decoder of the video we encode, Debian's chromium as
-# the browser (driven by playwright-core from npm, never a downloaded browser), iproute2 for
+# the browser (driven by playwright-core from npm, never a downloaded browser) and Debian's
+# firefox-esr as the second one (driven by puppeteer-core over WebDriver BiDi), iproute2 for
 # the loopback-only network namespaces browser tests run in. What the build needs is
 # build-deps (through build).
 deps:
@@ -53,6 +54,7 @@ deps:
 	command -v ffmpeg >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
 	command -v tshark >/dev/null 2>&1 || missing="$$missing tshark"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v firefox-esr >/dev/null 2>&1 || missing="$$missing firefox-esr"; \
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v kamailio >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || missing="$$missing kamailio kamailio-tls-modules"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
@@ -62,7 +64,7 @@ deps:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	cd conformance/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
+	cd conformance/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 
 # Unit, engine (virtual clock), conformance (RFC 4475) and real-peer tests. The daemon binary
 # is built first because the real-peer tests start it as a separate process.

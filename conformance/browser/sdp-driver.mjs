@@ -1,17 +1,21 @@
 #!/usr/bin/env node
-// Drives a real headless Chromium's RTCPeerConnection over a JSON line protocol, for Estuary's
-// conformance tests (the Rust side is conformance/src/browser.rs).
+// Drives a real headless browser's RTCPeerConnection over a JSON line protocol, for Estuary's
+// conformance tests (the Rust side is conformance/src/browser.rs). The browser is Chromium
+// (Debian's, through playwright-core: chromium.mjs) or Firefox (Debian's firefox-esr, through
+// puppeteer-core over WebDriver BiDi: firefox.mjs), chosen by ESTUARY_BROWSER; everything
+// below works the same with both.
 //
 // stdin: one JSON object per line; stdout: one JSON object per line. The first line written is
-// `{"ready":true,"version":"<chromium version>","profile":"<user-data-dir>",...}` once the
-// browser is up (or `{"ready":false,"error":...}` and exit 1). Then each command gets exactly
+// `{"ready":true,"browser":"chromium"|"firefox","version":...,"userAgent":...,"profile":"<dir>",
+// ...}` once the browser is up, where version is Chromium's ("156.0.8078.79") or
+// "Firefox/153.8.0" (or `{"ready":false,"error":...}` and exit 1). Then each command gets exactly
 // one reply, in order, echoing the command's `id` if it had one. A reply is `{"ok":true,...}` or
 // `{"ok":false,"error":"<message verbatim>","name":"<exception name>"}`. Errors never end the
 // driver; it exits (closing the browser and removing its profile) when stdin closes, on
 // `{"cmd":"quit"}`, or on SIGTERM/SIGINT/SIGHUP.
 //
 // Commands:
-//   {"cmd":"new","pc":"a","config":{...}?}           RTCPeerConnection with Chromium's defaults
+//   {"cmd":"new","pc":"a","config":{...}?}           RTCPeerConnection with the browser's defaults
 //                                                    (no ICE servers) or the given RTCConfiguration
 //   {"cmd":"offer","pc":"a","media":["audio","video","data"],
 //    "codecs":{"audio":["opus"],"video":["VP8"]}?,   setCodecPreferences per kind ("name" or
@@ -22,6 +26,12 @@
 //   {"cmd":"remote-offer","pc":"b","sdp":..., "codecs"?, "tracks"?, "gatherTimeoutMs"?}
 //                                                    -> {"ok":true,"sdp":answer,"gathering":state}
 //   {"cmd":"stats","pc":"a"}                         -> {"ok":true,"stats":{states, rtp, pairs}}
+//   {"cmd":"video-frame","pc":"a","track":"remote"|"local","timeoutMs":5000?}
+//                                                    -> {"ok":true,"width","height","meanLuma"}:
+//                                                    one frame of the received (or sent) video
+//                                                    track drawn on a canvas, mean BT.601 luma
+//   {"cmd":"dtmf","pc":"a","tones":"123","duration":100?,"gap":70?}
+//                                                    RTCDTMFSender.insertDTMF on the audio sender
 //   {"cmd":"close","pc":"a"}, {"cmd":"ping"}, {"cmd":"quit"}
 //
 // Web pages (a softphone under test, e.g. the gateway's demo page), each a named tab whose
@@ -42,19 +52,29 @@
 //   {"cmd":"page-close","page":"p"}
 //
 // The offer/answer SDP returned is pc.localDescription.sdp after ICE gathering completed (or
-// gatherTimeoutMs passed: "gathering" says which), so it carries Chromium's host candidates.
+// gatherTimeoutMs passed: "gathering" says which), so it carries the browser's host candidates.
 //
-// Environment: CHROMIUM_BIN (default /usr/bin/chromium), ESTUARY_TRACE_BROWSER=1 (page console
-// and protocol lines on stderr).
+// Environment: ESTUARY_BROWSER=chromium|firefox (default chromium), CHROMIUM_BIN (default
+// /usr/bin/chromium), FIREFOX_BIN (default /usr/bin/firefox-esr), ESTUARY_TRACE_BROWSER=1 (page
+// console, protocol lines and Firefox's own stderr on stderr). Every process of the browser
+// has ESTUARY_BROWSER_PROFILE=<profile> in its environment (the profile is also on the main
+// process's command line), which is how the Rust side finds them all.
 
-import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 const trace = process.env.ESTUARY_TRACE_BROWSER === '1';
-const executablePath = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const BROWSER = process.env.ESTUARY_BROWSER || 'chromium';
+// The per-browser launch and tab plumbing: each module exports name, executableEnv,
+// defaultExecutable and launch(), whose tabs offer the part of Playwright's Page API used here
+// (see chromium.mjs and firefox.mjs).
+const ADAPTERS = { chromium: './chromium.mjs', firefox: './firefox.mjs' };
+// The browser's name in the page's own error messages.
+const LABEL = { chromium: 'Chromium', firefox: 'Firefox' }[BROWSER] ?? BROWSER;
+let executablePath = null;
 
 // stdout is the protocol channel: nothing else may write there.
 const out = process.stdout;
@@ -66,22 +86,6 @@ function reply(obj) {
   if (trace) process.stderr.write(`[driver] < ${line.length > 300 ? line.slice(0, 300) + '...' : line}\n`);
   out.write(line + '\n');
 }
-
-// Flags from shared/TESTING.md. Playwright adds --headless and its own automation flags.
-const FLAGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-quic',
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--allow-loopback-in-peer-connection',
-  // A softphone plays the far end in an <audio autoplay> element without a user gesture.
-  '--autoplay-policy=no-user-gesture-required',
-];
 
 // getStats of one RTCPeerConnection, summarised: its states, RTP streams, nominated candidate
 // pairs, DTLS transports and data channels. Source text, evaluated in the driver page and in
@@ -136,9 +140,10 @@ const TRACKER = `(() => {
   window.__estuarySummarize = ${SUMMARIZE};
 })();`;
 
-// The page is served by nothing: Playwright fulfils the request itself. http://localhost is a
-// secure context (about:blank opened by Playwright is not), so getUserMedia is available.
-const PAGE_URL = 'http://localhost/estuary-sdp-driver.html';
+// The driver page, served by the driver itself on 127.0.0.1 (in the browser's network
+// namespace). http://127.0.0.1 is a secure context (about:blank is not), so getUserMedia is
+// available.
+const PAGE_PATH = '/estuary-sdp-driver.html';
 const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp driver</title>
 <script>
 (() => {
@@ -175,7 +180,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
         c.mimeType.toLowerCase() === (kind + '/' + name).toLowerCase() &&
         (clock === undefined || c.clockRate === Number(clock)) &&
         (channels === undefined || (c.channels || 1) === Number(channels)));
-      if (hits.length === 0) throw new Error('Chromium has no ' + kind + ' codec ' + w);
+      if (hits.length === 0) throw new Error('${LABEL} has no ' + kind + ' codec ' + w);
       for (const h of hits) if (!picked.includes(h)) picked.push(h);
     }
     return picked;
@@ -297,6 +302,41 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
         return { ok: true, stats: await summarize(pc, pc.__channels) };
       } catch (e) { return fail(e); }
     },
+    async 'video-frame'(c) {
+      try {
+        const pc = getPc(c.pc);
+        const side = c.track === 'local' ? pc.getSenders() : pc.getReceivers();
+        const holder = side.find(x => x.track && x.track.kind === 'video');
+        if (!holder) throw new Error('no ' + (c.track || 'remote') + ' video track');
+        const el = document.createElement('video');
+        el.muted = true;
+        el.autoplay = true;
+        el.playsInline = true;
+        el.srcObject = new MediaStream([holder.track]);
+        document.body.appendChild(el);
+        el.play().catch(() => {});
+        const deadline = Date.now() + (c.timeoutMs ?? 5000);
+        while ((el.videoWidth === 0 || el.readyState < 2) && Date.now() < deadline) {
+          await new Promise(r => setTimeout(r, 50));
+        }
+        if (el.videoWidth === 0) {
+          el.remove();
+          throw new Error('no frame of the ' + (c.track || 'remote') + ' video track was rendered');
+        }
+        // A few more frames, so the picture is not the first one after a keyframe wait.
+        await new Promise(r => setTimeout(r, 300));
+        const canvas = document.createElement('canvas');
+        canvas.width = el.videoWidth;
+        canvas.height = el.videoHeight;
+        const ctx = canvas.getContext('2d');
+        ctx.drawImage(el, 0, 0);
+        const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        let sum = 0;
+        for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+        el.remove();
+        return { ok: true, width: canvas.width, height: canvas.height, meanLuma: sum / (d.length / 4) };
+      } catch (e) { return fail(e); }
+    },
     async close(c) {
       try {
         const pc = getPc(c.pc);
@@ -309,7 +349,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
 })();
 </script>`;
 
-const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close', 'dtmf']);
+const PAGE_COMMANDS = new Set(['new', 'offer', 'remote-answer', 'remote-offer', 'stats', 'close', 'dtmf', 'video-frame']);
 
 // Tabs opened by page-open, by name.
 const tabs = new Map();
@@ -335,7 +375,7 @@ async function tabCommand(c) {
   switch (c.cmd) {
     case 'page-open': {
       if (t) throw new Error('page ' + JSON.stringify(c.page) + ' exists');
-      const p = await context.newPage();
+      const p = await browser.newPage();
       tabs.set(c.page, p);
       p.on('crash', () => process.stderr.write(`[driver] page ${c.page} crashed\n`));
       p.on('pageerror', (e) => process.stderr.write(`[page ${c.page}] error: ${e.message}\n`));
@@ -395,8 +435,9 @@ async function tabCommand(c) {
   }
 }
 
-let context = null;
-let page = null;
+let browser = null; // what the adapter's launch() returned
+let page = null; // the driver page
+let server = null; // serves the driver page
 let profileDir = null;
 let closing = null;
 
@@ -405,7 +446,8 @@ async function shutdown(code) {
     closing = (async () => {
       const done = setTimeout(() => process.exit(code), 5000);
       done.unref();
-      try { if (context) await context.close(); } catch (_) { /* already gone */ }
+      try { if (browser) await browser.close(); } catch (_) { /* already gone */ }
+      try { if (server) server.close(); } catch (_) { /* never mind */ }
       try { if (profileDir) rmSync(profileDir, { recursive: true, force: true }); } catch (_) { /* best effort */ }
       process.exit(code);
     })();
@@ -415,26 +457,53 @@ async function shutdown(code) {
 for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(sig, () => shutdown(0));
 process.stdout.on('error', () => shutdown(0)); // the reader went away (EPIPE)
 
+// Serves PAGE_HTML on 127.0.0.1 (port chosen by the kernel); resolves to the page's URL.
+function servePage() {
+  return new Promise((resolve, reject) => {
+    server = createServer((req, res) => {
+      if (req.url === PAGE_PATH) {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+        res.end(PAGE_HTML);
+      } else {
+        res.writeHead(404);
+        res.end();
+      }
+    });
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${server.address().port}${PAGE_PATH}`));
+  });
+}
+
 async function start() {
   const t0 = Date.now();
-  profileDir = mkdtempSync(join(tmpdir(), 'estuary-chromium-'));
-  context = await chromium.launchPersistentContext(profileDir, {
+  if (!ADAPTERS[BROWSER]) throw new Error(`ESTUARY_BROWSER=${BROWSER}: chromium or firefox`);
+  let adapter;
+  try {
+    adapter = await import(ADAPTERS[BROWSER]);
+  } catch (e) {
+    throw new Error(`loading ${ADAPTERS[BROWSER]} (is its npm package installed? npm ci in ${import.meta.dirname ?? '.'}): ${e.message}`);
+  }
+  executablePath = process.env[adapter.executableEnv] || adapter.defaultExecutable;
+  profileDir = mkdtempSync(join(tmpdir(), `estuary-${adapter.name}-`));
+  // Inherited by every process the browser starts: how the Rust side finds them.
+  process.env.ESTUARY_BROWSER_PROFILE = profileDir;
+  const url = await servePage();
+  browser = await adapter.launch({
     executablePath,
-    headless: true,
-    args: FLAGS,
-    timeout: 20000,
-    // Gateways under test serve WSS and the demo page with self-signed certificates.
-    ignoreHTTPSErrors: true,
+    profileDir,
+    trace,
+    onUnexpectedClose: () => {
+      if (!closing) { process.stderr.write('[driver] browser closed unexpectedly\n'); shutdown(3); }
+    },
   });
-  context.on('close', () => { if (!closing) { process.stderr.write('[driver] browser closed unexpectedly\n'); shutdown(3); } });
-  await context.route(PAGE_URL, route => route.fulfill({ status: 200, contentType: 'text/html', body: PAGE_HTML }));
-  page = context.pages()[0] ?? await context.newPage();
+  page = browser.firstPage;
   page.on('crash', () => process.stderr.write('[driver] page crashed\n'));
   if (trace) page.on('console', m => process.stderr.write(`[page] ${m.type()}: ${m.text()}\n`));
-  await page.goto(PAGE_URL);
-  const version = context.browser() ? context.browser().version() : await page.evaluate(() => navigator.userAgent);
+  await page.goto(url);
+  const version = await browser.version(page);
+  const userAgent = await page.evaluate(() => navigator.userAgent);
   const secure = await page.evaluate(() => window.isSecureContext);
-  reply({ ready: true, version, secureContext: secure, profile: profileDir, startMs: Date.now() - t0 });
+  reply({ ready: true, browser: adapter.name, version, userAgent, secureContext: secure, profile: profileDir, startMs: Date.now() - t0 });
 }
 
 async function handle(line) {
@@ -469,7 +538,7 @@ async function handle(line) {
 try {
   await start();
 } catch (e) {
-  reply({ ready: false, error: 'launching ' + executablePath + ': ' + (e && e.message ? e.message : String(e)) });
+  reply({ ready: false, browser: BROWSER, error: 'launching ' + (executablePath ?? BROWSER) + ': ' + (e && e.message ? e.message : String(e)) });
   await shutdown(1);
 }
 

@@ -1,29 +1,33 @@
-//! A real headless Chromium as the web peer's WebRTC stack.
+//! A real headless browser (Chromium or Firefox) as the web peer's WebRTC stack.
 //!
 //! [`Browser`] runs `conformance/browser/sdp-driver.mjs` (Node + `playwright-core`, which
-//! launches Debian's `/usr/bin/chromium`) and talks to it one JSON line at a time: named
-//! `RTCPeerConnection`s create offers, take the gateway's SDP through `setRemoteDescription`,
-//! and answer the gateway's offers. A refusal comes back as `Err` carrying Chromium's
-//! exception message verbatim; a driver failure (no reply within the timeout, the driver
-//! died, a garbled line) panics with the driver's stderr tail, so it can never pass for a
-//! refusal.
+//! launches Debian's `/usr/bin/chromium`, or `puppeteer-core` over WebDriver BiDi, which launches
+//! Debian's `/usr/bin/firefox-esr`: see [`BrowserKind`]) and talks to it one JSON line at a
+//! time: named `RTCPeerConnection`s create offers, take the gateway's SDP through
+//! `setRemoteDescription`, and answer the gateway's offers. A refusal comes back as `Err`
+//! carrying the browser's exception message verbatim; a driver failure (no reply within the
+//! timeout, the driver died, a garbled line) panics with the driver's stderr tail, so it can
+//! never pass for a refusal. The constructors without a kind ([`Browser::start`],
+//! [`Browser::start_in`], [`Browser::with_pc`]...) start Chromium.
 //!
 //! By default the driver runs in a network namespace of its own with only `lo` up
-//! (`unshare --net --pid --fork --kill-child`), so Chromium's candidates are 127.0.0.1 only and
-//! everything it started dies with it. Where namespaces cannot be made (not root, no
-//! CAP_SYS_ADMIN) it runs without one and says so on stderr. [`Netns::Inherit`] and
-//! [`Netns::Join`] put it where a gateway under test can be reached.
+//! (`unshare --net --pid --fork --kill-child`), so the browser's candidates are loopback only
+//! (127.0.0.1; Firefox adds ::1) and everything it started dies with it. Where namespaces
+//! cannot be made (not root, no CAP_SYS_ADMIN) it runs without one and says so on stderr.
+//! [`Netns::Inherit`] and [`Netns::Join`] put it where a gateway under test can be reached.
 //!
 //! Requirements: `node` (>= 20) on PATH (or `NODE_BIN`), Chromium at `/usr/bin/chromium` (or
-//! `CHROMIUM_BIN`), `unshare`/`ip` for the namespace, and `npm` for the one-time `npm ci` in
-//! `conformance/browser` (run here, under a lock, when `node_modules` does not hold the
-//! versions `package-lock.json` pins). A missing piece fails the test with
-//! [`Browser::available`]'s reason: never skipped. Calls block the calling thread (at most
+//! `CHROMIUM_BIN`) or Firefox at `/usr/bin/firefox-esr` (or `FIREFOX_BIN`), `unshare`/`ip` for
+//! the namespace, and `npm` for the one-time `npm ci` in `conformance/browser` (run here,
+//! under a lock, when `node_modules` does not hold the versions `package-lock.json` pins; it
+//! never downloads a browser). A missing piece fails the test with
+//! [`Browser::available_kind`]'s reason: never skipped. Calls block the calling thread (at most
 //! [`Browser::set_timeout`], 20 s by default); from async code use
 //! `tokio::task::block_in_place` or `spawn_blocking`. `ESTUARY_TRACE_BROWSER=1` echoes the
 //! driver's protocol lines and the page console on stderr.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -33,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// How long [`Browser::start`] waits for Chromium to come up (the first start on a cold disk
-/// is the slow one).
+/// How long [`Browser::start`] waits for the browser to come up (the first start on a cold
+/// disk is the slow one).
 const START_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long one command may take by default.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,9 +52,85 @@ pub fn driver_dir() -> PathBuf {
 
 /// The Chromium binary the driver launches: `CHROMIUM_BIN` or `/usr/bin/chromium`.
 pub fn chromium_binary() -> PathBuf {
-    std::env::var_os("CHROMIUM_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+    BrowserKind::Chromium.binary()
+}
+
+/// The Firefox binary the driver launches: `FIREFOX_BIN` or `/usr/bin/firefox-esr`.
+pub fn firefox_binary() -> PathBuf {
+    BrowserKind::Firefox.binary()
+}
+
+/// Which browser the driver launches (its `ESTUARY_BROWSER`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BrowserKind {
+    /// Debian's Chromium (`/usr/bin/chromium`, or `CHROMIUM_BIN`), through `playwright-core`.
+    Chromium,
+    /// Debian's Firefox ESR (`/usr/bin/firefox-esr`, or `FIREFOX_BIN`), through
+    /// `puppeteer-core` over WebDriver BiDi.
+    Firefox,
+}
+
+impl BrowserKind {
+    /// Both, Chromium first.
+    pub const ALL: [BrowserKind; 2] = [BrowserKind::Chromium, BrowserKind::Firefox];
+
+    /// The driver's name for it (`ESTUARY_BROWSER`, the ready line's `browser`): "chromium" or
+    /// "firefox".
+    pub fn id(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "chromium",
+            BrowserKind::Firefox => "firefox",
+        }
+    }
+
+    /// "Chromium" or "Firefox".
+    pub fn name(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "Chromium",
+            BrowserKind::Firefox => "Firefox",
+        }
+    }
+
+    /// The variable that overrides where the binary is.
+    fn binary_env(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "CHROMIUM_BIN",
+            BrowserKind::Firefox => "FIREFOX_BIN",
+        }
+    }
+
+    /// The binary the driver launches: `CHROMIUM_BIN`/`FIREFOX_BIN`, else Debian's.
+    pub fn binary(self) -> PathBuf {
+        let default = match self {
+            BrowserKind::Chromium => "/usr/bin/chromium",
+            BrowserKind::Firefox => "/usr/bin/firefox-esr",
+        };
+        std::env::var_os(self.binary_env())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(default))
+    }
+
+    /// The Debian package with the binary.
+    fn debian_package(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "chromium",
+            BrowserKind::Firefox => "firefox-esr",
+        }
+    }
+
+    /// The npm package (in `conformance/browser`) that drives it.
+    pub fn npm_package(self) -> &'static str {
+        match self {
+            BrowserKind::Chromium => "playwright-core",
+            BrowserKind::Firefox => "puppeteer-core",
+        }
+    }
+}
+
+impl fmt::Display for BrowserKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {
@@ -67,7 +147,7 @@ fn node_binary() -> Option<PathBuf> {
     }
 }
 
-/// Which network namespace the driver (and so Chromium) runs in.
+/// Which network namespace the driver (and so the browser) runs in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Netns {
     /// A fresh namespace with only `lo` up (falls back to none, with a notice, where it
@@ -208,6 +288,7 @@ fn ensure_node_modules() -> Result<(), String> {
         .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
         .current_dir(&dir)
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .env("PUPPETEER_SKIP_DOWNLOAD", "1")
         .env("npm_config_update_notifier", "false")
         .stdin(Stdio::null())
         .output()
@@ -226,8 +307,20 @@ fn ensure_node_modules() -> Result<(), String> {
     }
 }
 
-/// Non-zombie processes whose command line contains `marker` (e.g. a browser's
-/// [`Browser::profile_dir`]): what a test checks to prove nothing was left running.
+/// Whether the driver's `package-lock.json` pins `package` (as a top-level dependency).
+fn lock_pins(dir: &Path, package: &str) -> bool {
+    std::fs::read(dir.join("package-lock.json"))
+        .ok()
+        .and_then(|lock| serde_json::from_slice::<Value>(&lock).ok())
+        .is_some_and(|lock| lock["packages"][format!("node_modules/{package}")].is_object())
+}
+
+/// Non-zombie processes whose command line or environment contains `marker` (e.g. a browser's
+/// [`Browser::profile_dir`]): what a test checks to prove nothing was left running. Every
+/// process a browser starts has its profile in its environment (the driver sets
+/// `ESTUARY_BROWSER_PROFILE`), which finds the Firefox and Chromium helper processes whose
+/// command lines do not name the profile. (Another user's processes' environments are not
+/// readable; the tests run as the browsers' user.)
 pub fn live_processes_with(marker: &str) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -240,8 +333,11 @@ pub fn live_processes_with(marker: &str) -> Vec<u32> {
             if state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X')) {
                 return false;
             }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmdline).contains(marker)
+            let has = |file: &str| {
+                let bytes = std::fs::read(format!("/proc/{pid}/{file}")).unwrap_or_default();
+                String::from_utf8_lossy(&bytes).contains(marker)
+            };
+            has("cmdline") || has("environ")
         })
         .collect()
 }
@@ -249,9 +345,10 @@ pub fn live_processes_with(marker: &str) -> Vec<u32> {
 /// One line from the driver's stdout.
 type Line = Result<Value, String>;
 
-/// A running headless Chromium behind the Node driver. Killed (with everything it started)
-/// on drop.
+/// A running headless browser (Chromium or Firefox, [`Browser::kind`]) behind the Node driver.
+/// Killed (with everything it started) on drop.
 pub struct Browser {
+    kind: BrowserKind,
     child: Child,
     stdin: Option<ChildStdin>,
     replies: Receiver<Line>,
@@ -265,9 +362,16 @@ pub struct Browser {
 }
 
 impl Browser {
-    /// `Ok` if everything the driver needs is installed, else what is missing and how to
-    /// install it.
+    /// `Ok` if everything the driver needs to run Chromium is installed, else what is missing
+    /// and how to install it: [`Browser::available_kind`] for Chromium.
     pub fn available() -> Result<(), String> {
+        Self::available_kind(BrowserKind::Chromium)
+    }
+
+    /// `Ok` if everything the driver needs to run `kind` is installed (node, the browser's
+    /// binary, the driver's files, its npm package pinned in `package-lock.json` and installed
+    /// or installable), else what is missing and how to install it.
+    pub fn available_kind(kind: BrowserKind) -> Result<(), String> {
         let node = node_binary().ok_or(
             "node not found on PATH (or NODE_BIN): the browser tests need Node.js >= 20 \
              (`apt-get install -y nodejs npm`; `make deps` does it)",
@@ -285,39 +389,54 @@ impl Browser {
             .unwrap_or(0);
         if major < 20 {
             return Err(format!(
-                "{} is {version:?}: playwright-core needs Node.js >= 20",
+                "{} is {version:?}: the browser driver needs Node.js >= 20",
                 node.display()
             ));
         }
-        let chromium = chromium_binary();
-        if !chromium.is_file() {
+        let binary = kind.binary();
+        if !binary.is_file() {
             return Err(format!(
-                "{} not found: the browser tests need a real Chromium (`apt-get install -y \
-                 chromium`; `make deps` does it) or CHROMIUM_BIN pointing at one",
-                chromium.display()
+                "{} not found: the {kind} tests need a real {kind} (`apt-get install -y {}`; \
+                 `make deps` does it) or {} pointing at one",
+                binary.display(),
+                kind.debian_package(),
+                kind.binary_env()
             ));
         }
         let dir = driver_dir();
-        if !dir.join("sdp-driver.mjs").is_file() {
-            return Err(format!("{}/sdp-driver.mjs is missing", dir.display()));
+        for file in ["sdp-driver.mjs".to_string(), format!("{}.mjs", kind.id())] {
+            if !dir.join(&file).is_file() {
+                return Err(format!("{}/{file} is missing", dir.display()));
+            }
+        }
+        let package = kind.npm_package();
+        if !lock_pins(&dir, package) {
+            return Err(format!(
+                "{package} (which drives {kind}) is not in {}/package-lock.json: add it to \
+                 package.json and run `npm install` there",
+                dir.display()
+            ));
         }
         if !node_modules_current(&dir) && on_path("npm").is_none() {
             return Err(format!(
-                "{}/node_modules is missing or stale and npm is not on PATH (install npm, then \
-                 `npm ci` there; `make deps` does it)",
+                "{}/node_modules is missing or stale ({package} among others) and npm is not \
+                 on PATH (install npm, then `npm ci` there; `make deps` does it)",
                 dir.display()
             ));
         }
         Ok(())
     }
 
-    /// Chromium in a private loopback-only network namespace (see [`Netns::Private`]).
-    /// Panics with [`Browser::available`]'s reason if something is missing.
     /// Panics with how to get one unless a headless Chromium can run here: the browser
     /// tests must fail, not skip, on a machine without it.
     pub fn require() {
-        if let Err(why) = Browser::available() {
-            panic!("headless Chromium is needed (make deps installs it): {why}");
+        Self::require_kind(BrowserKind::Chromium)
+    }
+
+    /// Panics with [`Browser::available_kind`]'s reason unless a headless `kind` can run here.
+    pub fn require_kind(kind: BrowserKind) {
+        if let Err(why) = Browser::available_kind(kind) {
+            panic!("headless {kind} is needed (make deps installs it): {why}");
         }
     }
 
@@ -328,21 +447,59 @@ impl Browser {
         b
     }
 
+    /// Chromium in a private loopback-only network namespace (see [`Netns::Private`]).
+    /// Panics with [`Browser::available`]'s reason if something is missing.
     pub fn start() -> Browser {
         Self::start_in(Netns::Private)
     }
 
     /// Chromium in the given network namespace.
     pub fn start_in(netns: Netns) -> Browser {
-        Self::try_start_in(netns).unwrap_or_else(|e| panic!("headless Chromium: {e}"))
+        Self::start_kind_in(BrowserKind::Chromium, netns)
     }
 
     /// Like [`Browser::start_in`], returning what went wrong instead of panicking.
     pub fn try_start_in(netns: Netns) -> Result<Browser, String> {
+        Self::try_start_kind_in(BrowserKind::Chromium, netns)
+    }
+
+    /// Firefox in a private loopback-only network namespace (see [`Netns::Private`]).
+    pub fn start_firefox() -> Browser {
+        Self::start_kind_in(BrowserKind::Firefox, Netns::Private)
+    }
+
+    /// Firefox in the given network namespace.
+    pub fn start_firefox_in(netns: Netns) -> Browser {
+        Self::start_kind_in(BrowserKind::Firefox, netns)
+    }
+
+    /// `kind` in a private loopback-only network namespace.
+    pub fn start_kind(kind: BrowserKind) -> Browser {
+        Self::start_kind_in(kind, Netns::Private)
+    }
+
+    /// `kind` in the given network namespace; panics with the reason if it cannot start.
+    pub fn start_kind_in(kind: BrowserKind, netns: Netns) -> Browser {
+        Self::try_start_kind_in(kind, netns).unwrap_or_else(|e| panic!("headless {kind}: {e}"))
+    }
+
+    /// Like [`Browser::start_kind_in`], returning what went wrong instead of panicking.
+    pub fn try_start_kind_in(kind: BrowserKind, netns: Netns) -> Result<Browser, String> {
         let began = Instant::now();
-        Self::available()?;
+        Self::available_kind(kind)?;
         ensure_node_modules()?;
-        let node = node_binary().expect("checked by available()");
+        let package = driver_dir()
+            .join("node_modules")
+            .join(kind.npm_package())
+            .join("package.json");
+        if !package.is_file() {
+            return Err(format!(
+                "{} is missing after npm ci: {} cannot be driven",
+                package.display(),
+                kind
+            ));
+        }
+        let node = node_binary().expect("checked by available_kind()");
         let script = driver_dir().join("sdp-driver.mjs");
 
         let (mut cmd, netns_desc) = match &netns {
@@ -366,7 +523,7 @@ impl Browser {
                 }
                 Isolation::None(why) => {
                     eprintln!(
-                        "browser: NOTICE: no private network namespace ({why}); Chromium runs \
+                        "browser: NOTICE: no private network namespace ({why}); {kind} runs \
                          in this one and gathers candidates on every interface"
                     );
                     (Command::new(&node), format!("none ({why})"))
@@ -375,8 +532,11 @@ impl Browser {
         };
         cmd.arg(&script)
             .current_dir(driver_dir())
+            .env("ESTUARY_BROWSER", kind.id())
             .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .env("PUPPETEER_SKIP_DOWNLOAD", "1")
             .env("CHROMIUM_BIN", chromium_binary())
+            .env("FIREFOX_BIN", firefox_binary())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -418,6 +578,7 @@ impl Browser {
         }
         let stdin = child.stdin.take();
         let mut b = Browser {
+            kind,
             child,
             stdin,
             replies,
@@ -434,8 +595,15 @@ impl Browser {
             .map_err(|e| format!("waiting for the driver to start: {e}"))?;
         if ready["ready"] != json!(true) {
             return Err(format!(
-                "the driver could not start Chromium: {}{}",
+                "the driver could not start {kind}: {}{}",
                 ready["error"].as_str().unwrap_or("(no reason given)"),
+                b.stderr_tail()
+            ));
+        }
+        if ready["browser"] != json!(kind.id()) {
+            return Err(format!(
+                "asked for {kind}, the driver started {}{}",
+                ready["browser"],
                 b.stderr_tail()
             ));
         }
@@ -445,15 +613,30 @@ impl Browser {
         Ok(b)
     }
 
-    /// Chromium's version, e.g. "156.0.8078.79".
+    /// Which browser this is.
+    pub fn kind(&self) -> BrowserKind {
+        self.kind
+    }
+
+    /// The browser's version: Chromium's, e.g. "156.0.8078.79", or "Firefox/153.8.0".
     pub fn version(&self) -> &str {
         &self.version
     }
 
-    /// The fresh `--user-data-dir` Chromium runs with (removed when it exits); every Chromium
-    /// process of this browser has it on its command line.
+    /// The fresh profile the browser runs with (Chromium's `--user-data-dir`, Firefox's
+    /// `--profile`; removed when it exits). Every process of this browser has it in its
+    /// environment, the main one also on its command line: [`live_processes_with`] finds them.
     pub fn profile_dir(&self) -> &Path {
         &self.profile_dir
+    }
+
+    /// The live processes of this browser (all of them, helpers included; not the driver).
+    pub fn processes(&self) -> Vec<u32> {
+        let marker = self.profile_dir.to_string_lossy();
+        if marker.is_empty() {
+            return Vec::new();
+        }
+        live_processes_with(&marker)
     }
 
     /// Which network namespace the browser runs in, in words.
@@ -554,7 +737,7 @@ impl Browser {
         }
     }
 
-    /// A reply's `sdp` on success, Chromium's error message verbatim on refusal.
+    /// A reply's `sdp` on success, the browser's error message verbatim on refusal.
     fn sdp_reply(reply: Value) -> Result<String, String> {
         if reply["ok"] == json!(true) {
             Ok(reply["sdp"]
@@ -577,7 +760,7 @@ impl Browser {
         );
     }
 
-    /// A new RTCPeerConnection named `name` with Chromium's defaults and no ICE servers.
+    /// A new RTCPeerConnection named `name` with the browser's defaults and no ICE servers.
     pub fn new_pc(&mut self, name: &str) {
         self.expect_ok(json!({"cmd": "new", "pc": name}));
     }
@@ -614,14 +797,53 @@ impl Browser {
 
     /// [`Browser::offer_with_fake_media`] with the audio codecs restricted as in
     /// [`Browser::offer`] (e.g. `["opus"]` for a browser that offers nothing else).
-    pub fn offer_with_fake_media_codecs(&mut self, pc: &str, media: &[&str], audio_codecs: &[&str]) -> Result<String, String> {
+    pub fn offer_with_fake_media_codecs(
+        &mut self,
+        pc: &str,
+        media: &[&str],
+        audio_codecs: &[&str],
+    ) -> Result<String, String> {
         let cmd = json!({"cmd": "offer", "pc": pc, "media": media, "tracks": "fake", "codecs": { "audio": audio_codecs }});
         Self::sdp_reply(self.request(cmd))
     }
 
+    /// [`Browser::offer_with_fake_media`] with each kind's codecs restricted, e.g.
+    /// `{"audio": ["opus"], "video": ["VP8"]}` for a browser without H.264.
+    pub fn offer_with_fake_media_restricted(
+        &mut self,
+        pc: &str,
+        media: &[&str],
+        codecs: Value,
+    ) -> Result<String, String> {
+        let cmd =
+            json!({"cmd": "offer", "pc": pc, "media": media, "tracks": "fake", "codecs": codecs});
+        Self::sdp_reply(self.request(cmd))
+    }
+
+    /// One frame of `pc`'s received (`remote`) or sent (`local`) video track, drawn on a
+    /// canvas: `{"width", "height", "meanLuma"}` (BT.601, 0-255). An error when no frame was
+    /// rendered within 5 s.
+    pub fn video_frame(&mut self, pc: &str, track: &str) -> Result<Value, String> {
+        let reply = self.request(json!({"cmd": "video-frame", "pc": pc, "track": track}));
+        if reply["ok"] == true {
+            Ok(reply)
+        } else {
+            Err(reply["error"]
+                .as_str()
+                .unwrap_or("video-frame failed")
+                .to_owned())
+        }
+    }
+
     /// RTCDTMFSender.insertDTMF(tones, duration_ms, gap_ms) on the audio sender of `pc`: RFC
     /// 4733 telephone events, as a web app's dial pad sends them.
-    pub fn insert_dtmf(&mut self, pc: &str, tones: &str, duration_ms: u32, gap_ms: u32) -> Result<(), String> {
+    pub fn insert_dtmf(
+        &mut self,
+        pc: &str,
+        tones: &str,
+        duration_ms: u32,
+        gap_ms: u32,
+    ) -> Result<(), String> {
         let reply = self.request(json!({"cmd": "dtmf", "pc": pc, "tones": tones, "duration": duration_ms, "gap": gap_ms}));
         if reply["ok"] == true {
             Ok(())
@@ -646,6 +868,13 @@ impl Browser {
         Self::sdp_reply(self.request(json!({"cmd": "remote-offer", "pc": pc, "sdp": sdp})))
     }
 
+    /// Like [`Browser::remote_offer`], answering with the fake devices' getUserMedia tracks on
+    /// every audio and video m-line (sendrecv), as a called web app would.
+    pub fn remote_offer_with_fake_media(&mut self, pc: &str, sdp: &str) -> Result<String, String> {
+        let cmd = json!({"cmd": "remote-offer", "pc": pc, "sdp": sdp, "tracks": "fake"});
+        Self::sdp_reply(self.request(cmd))
+    }
+
     /// A summary of getStats: the connection's states, RTP streams, nominated candidate pairs,
     /// DTLS transports and data channels.
     pub fn stats(&mut self, pc: &str) -> Result<Value, String> {
@@ -662,24 +891,29 @@ impl Browser {
         self.expect_ok(json!({"cmd": "close", "pc": pc}));
     }
 
-    /// SIGKILL every Chromium process of this browser (the driver stays): a crashed browser
-    /// or a lost network, gone without DTLS close_notify, BYE or anything else. Returns how
-    /// many processes were killed; later page and peer-connection calls fail.
-    pub fn kill_chromium(&mut self) -> usize {
-        let marker = self.profile_dir.to_string_lossy().into_owned();
-        if marker.is_empty() {
-            return 0;
-        }
-        let pids = live_processes_with(&marker);
+    /// SIGKILL every process of this browser ([`Browser::processes`]; the driver stays): a
+    /// crashed browser or a lost network, gone without DTLS close_notify, BYE or anything
+    /// else. Returns how many processes were killed; later page and peer-connection calls
+    /// fail.
+    pub fn kill_browser(&mut self) -> usize {
+        let pids = self.processes();
         for pid in &pids {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
         pids.len()
     }
 
+    /// [`Browser::kill_browser`], by its older name (whichever browser this is).
+    pub fn kill_chromium(&mut self) -> usize {
+        self.kill_browser()
+    }
+
     // ---- web pages (a softphone under test) ----
 
-    /// The reply's `field` on success, the page's or Playwright's reason on failure.
+    /// The reply's `field` on success, the page's or the automation library's reason on
+    /// failure.
     fn page_reply(reply: Value, field: &str) -> Result<Value, String> {
         if reply["ok"] == json!(true) {
             Ok(reply[field].clone())
@@ -747,7 +981,10 @@ impl Browser {
 
     /// [`Browser::stats`] of the newest RTCPeerConnection the page made.
     pub fn page_stats(&mut self, page: &str) -> Result<Value, String> {
-        Self::page_reply(self.request(json!({"cmd": "page-stats", "page": page})), "stats")
+        Self::page_reply(
+            self.request(json!({"cmd": "page-stats", "page": page})),
+            "stats",
+        )
     }
 
     /// Close the tab.
@@ -757,9 +994,9 @@ impl Browser {
 }
 
 impl Drop for Browser {
-    /// Closing stdin makes the driver close Chromium and remove its profile; if that takes
+    /// Closing stdin makes the driver close the browser and remove its profile; if that takes
     /// more than a few seconds the driver is killed (in a private namespace that kills every
-    /// process in it, Chromium included).
+    /// process in it, the browser included).
     fn drop(&mut self) {
         drop(self.stdin.take());
         let deadline = Instant::now() + Duration::from_secs(5);

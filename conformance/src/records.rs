@@ -1,4 +1,5 @@
-//! The daemon's per-call records (`records.dir`, daily JSON-lines files), read back by tests.
+//! The daemon's per-call records (`records.dir`, daily JSON-lines files) and recordings
+//! (`recording.dir`, pcapng files), read back by tests.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,4 +36,16 @@ pub fn temp_dir(test: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("estuary-records-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Every capture under `dir` (`recording.dir`/<date>/<file>.pcapng), sorted.
+pub fn captures(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for day in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
+            v.push(f.path());
+        }
+    }
+    v.sort();
+    v
 }

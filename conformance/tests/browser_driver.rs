@@ -1,10 +1,12 @@
-//! The headless-Chromium driver itself ([`estuary_conformance::browser`]), proven against a
-//! real Chromium: offers carry what WebRTC requires, codec restriction works, two Chromium
-//! peers complete an offer/answer, and refusals come back with Chromium's own words.
+//! The headless-browser driver itself ([`estuary_conformance::browser`]), proven against a
+//! real Chromium and a real Firefox: offers carry what WebRTC requires, codec restriction works,
+//! two peers complete an offer/answer (and, in Firefox, exchange audio and video), refusals
+//! come back with the browser's own words, and the page commands answer the same in both.
 //!
-//! Needs node >= 20, npm (first run) and /usr/bin/chromium; a missing one fails the tests with
-//! the reason (`make deps` installs them). One browser serves the whole file except
-//! `own_browser_starts_and_leaves_nothing_running`, which proves the cleanup.
+//! Needs node >= 20, npm (first run), /usr/bin/chromium and /usr/bin/firefox-esr; a missing one
+//! fails the tests with the reason (`make deps` installs them). One Chromium and one Firefox
+//! serve the whole file except `own_browser_starts_and_leaves_nothing_running` and
+//! `own_firefox_starts_and_leaves_nothing_running`, which prove the cleanup.
 //!
 //! `ESTUARY_CAPTURE_SDP=1 cargo test -p estuary-conformance --test browser_driver -- capture`
 //! rewrites conformance/sdp/chromium/*.offer.sdp from the running Chromium.
@@ -13,19 +15,31 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use estuary_conformance::browser::{live_processes_with, Browser};
-use serde_json::json;
+use estuary_conformance::browser::{live_processes_with, Browser, BrowserKind};
+use serde_json::{json, Value};
 
-/// The file's shared browser. Its driver ends when this test process exits (stdin closes).
+/// The file's shared Chromium. Its driver ends when this test process exits (stdin closes).
 fn browser() -> MutexGuard<'static, Browser> {
     static B: OnceLock<Mutex<Browser>> = OnceLock::new();
-    B.get_or_init(|| {
-        if let Err(why) = Browser::available() {
-            panic!("headless Chromium unavailable: {why}");
+    shared(&B, BrowserKind::Chromium)
+}
+
+/// The file's shared Firefox, like [`browser`].
+fn firefox() -> MutexGuard<'static, Browser> {
+    static B: OnceLock<Mutex<Browser>> = OnceLock::new();
+    shared(&B, BrowserKind::Firefox)
+}
+
+/// The browser of `kind` in `cell`, started on first use (failing loudly when it is missing).
+fn shared(cell: &'static OnceLock<Mutex<Browser>>, kind: BrowserKind) -> MutexGuard<'static, Browser> {
+    cell.get_or_init(|| {
+        if let Err(why) = Browser::available_kind(kind) {
+            panic!("headless {kind} unavailable: {why}");
         }
-        let b = Browser::start();
+        let b = Browser::start_kind(kind);
+        assert_eq!(b.kind(), kind);
         eprintln!(
-            "Chromium {} up in {:?}, network namespace: {}",
+            "{kind} {} up in {:?}, network namespace: {}",
             b.version(),
             b.startup_time(),
             b.netns()
@@ -34,6 +48,42 @@ fn browser() -> MutexGuard<'static, Browser> {
     })
     .lock()
     .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets an answer that is not SDP on a fresh offer of `pc`: the browser's refusal, after
+/// checking that it left the driver and the connection usable.
+fn refuse_garbage_answer(b: &mut Browser, pc: &str) -> String {
+    b.new_pc(pc);
+    b.offer(pc, &["audio"], None).expect("offer");
+    let err = b
+        .remote_answer(pc, "this is not SDP")
+        .expect_err("garbage refused");
+    let reply = b.request(json!({"cmd": "ping"}));
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    let stats = b.stats(pc).expect("stats after a refusal");
+    assert_eq!(
+        stats["signalingState"],
+        json!("have-local-offer"),
+        "{stats}"
+    );
+    b.close(pc);
+    err
+}
+
+/// Waits (up to `within`) until no process carries `marker` any more.
+fn assert_gone(marker: &str, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = live_processes_with(marker);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} processes left running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// The lines of the first m-section of `kind` (its m= line first).
@@ -177,25 +227,10 @@ fn two_chromium_peers_complete_offer_answer() {
 
 #[test]
 fn garbage_answer_is_refused_verbatim() {
-    let mut b = browser();
-    b.new_pc("garbage");
-    b.offer("garbage", &["audio"], None).expect("offer");
-    let err = b
-        .remote_answer("garbage", "this is not SDP")
-        .expect_err("garbage refused");
+    let err = refuse_garbage_answer(&mut browser(), "garbage");
     eprintln!("Chromium on a garbage answer: {err}");
     assert!(err.contains("setRemoteDescription"), "{err}");
     assert!(err.contains("Failed to parse SessionDescription"), "{err}");
-    // The refusal left the driver and the connection usable.
-    let reply = b.request(json!({"cmd": "ping"}));
-    assert_eq!(reply["ok"], json!(true), "{reply}");
-    let stats = b.stats("garbage").expect("stats after a refusal");
-    assert_eq!(
-        stats["signalingState"],
-        json!("have-local-offer"),
-        "{stats}"
-    );
-    b.close("garbage");
 }
 
 #[test]
@@ -308,17 +343,379 @@ fn own_browser_starts_and_leaves_nothing_running() {
     let t = Instant::now();
     drop(b);
     eprintln!("own Chromium shut down in {:?}", t.elapsed());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let left = live_processes_with(&marker);
-        if left.is_empty() {
-            break;
+    assert_gone(&marker, Duration::from_secs(3), "Chromium");
+    assert!(!profile.exists(), "profile {profile:?} left behind");
+}
+
+// ---- Firefox (Debian's firefox-esr through puppeteer-core over WebDriver BiDi) ----
+
+/// Every candidate is on loopback (127.0.0.1, or ::1: Firefox gathers IPv6 loopback too), and
+/// there is an IPv4 one.
+fn assert_loopback_only(sdp: &str) {
+    let candidates: Vec<&str> = sdp
+        .split("\r\n")
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    assert!(
+        candidates.iter().any(|c| c.contains(" 127.0.0.1 ")),
+        "no 127.0.0.1 candidate in:\n{sdp}"
+    );
+    for c in &candidates {
+        assert!(
+            c.contains(" 127.0.0.1 ") || c.contains(" ::1 "),
+            "non-loopback candidate {c:?} in a loopback-only namespace"
+        );
+    }
+}
+
+/// The rtpmap lines of an m-section.
+fn rtpmaps<'a>(section: &[&'a str]) -> Vec<&'a str> {
+    section
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("a=rtpmap:"))
+        .collect()
+}
+
+/// The `rtp` entry of `type` and `kind` in a stats summary.
+fn rtp_entry<'a>(stats: &'a Value, ty: &str, kind: &str) -> Option<&'a Value> {
+    stats["rtp"]
+        .as_array()?
+        .iter()
+        .find(|r| r["type"] == ty && r["kind"] == kind)
+}
+
+/// A Firefox of its own, in a loopback-only namespace: it reports its version (the installed
+/// firefox-esr's), gathers loopback candidates only, and dropping it leaves no Firefox process
+/// (helpers included) and no profile behind.
+#[test]
+fn own_firefox_starts_and_leaves_nothing_running() {
+    if let Err(why) = Browser::available_kind(BrowserKind::Firefox) {
+        panic!("headless Firefox unavailable: {why}");
+    }
+    let t = Instant::now();
+    let mut b = Browser::start_firefox();
+    let up = t.elapsed();
+    eprintln!("own {} up in {up:?} ({})", b.version(), b.netns());
+    assert_eq!(b.kind(), BrowserKind::Firefox);
+    assert!(up < Duration::from_secs(30), "Firefox took {up:?} to start");
+    assert!(
+        b.netns().starts_with("private"),
+        "Firefox not in a loopback-only namespace: {}",
+        b.netns()
+    );
+
+    // The version is the installed binary's ("Mozilla Firefox 153.8.0esr" -> "Firefox/153.8.0").
+    let number = b
+        .version()
+        .strip_prefix("Firefox/")
+        .unwrap_or_else(|| panic!("version {:?} does not say Firefox", b.version()))
+        .to_string();
+    let major: u32 = number
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(major >= 115, "Firefox {number}");
+    let out = std::process::Command::new(BrowserKind::Firefox.binary())
+        .arg("--version")
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .expect("firefox-esr --version");
+    let installed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        installed.contains(&number),
+        "the driver reports Firefox/{number}, the binary says {installed:?}"
+    );
+
+    b.new_pc("x");
+    let sdp = b
+        .offer("x", &["audio"], None)
+        .expect("Firefox creates an audio offer");
+    assert_webrtc_offer(&sdp);
+    assert_loopback_only(&sdp);
+    assert!(
+        m_section(&sdp, "audio")
+            .iter()
+            .any(|l| l.ends_with(" opus/48000/2")),
+        "{sdp}"
+    );
+
+    let profile = b.profile_dir().to_path_buf();
+    let marker = profile.to_str().expect("utf-8 profile path").to_string();
+    assert!(profile.is_dir(), "profile dir {profile:?}");
+    let running = b.processes();
+    eprintln!("Firefox processes: {running:?}");
+    assert!(
+        running.len() >= 2,
+        "expected Firefox's main and content processes, found {running:?}"
+    );
+
+    let t = Instant::now();
+    drop(b);
+    eprintln!("own Firefox shut down in {:?}", t.elapsed());
+    assert_gone(&marker, Duration::from_secs(5), "Firefox");
+    for pid in running {
+        assert!(
+            !Path::new(&format!("/proc/{pid}/environ")).exists()
+                || !String::from_utf8_lossy(
+                    &std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default()
+                )
+                .contains(&marker),
+            "Firefox process {pid} still running"
+        );
+    }
+    assert!(!profile.exists(), "profile {profile:?} left behind");
+}
+
+/// Two Firefox RTCPeerConnections in one driver call each other with the fake camera and
+/// microphone: VP8 video is decoded and not black, opus audio flows both ways, and DTMF can
+/// be sent.
+#[test]
+fn two_firefox_peers_exchange_audio_and_video() {
+    let mut b = firefox();
+    b.new_pc("ff-caller");
+    b.new_pc("ff-callee");
+    let offer = b
+        .offer_with_fake_media("ff-caller", &["audio", "video"])
+        .expect("Firefox offers its fake camera and microphone");
+    assert_loopback_only(&offer);
+    let answer = b
+        .remote_offer_with_fake_media("ff-callee", &offer)
+        .expect("Firefox answers Firefox's offer");
+    assert!(
+        answer.contains("a=setup:active"),
+        "Firefox answers actpass with active:\n{answer}"
+    );
+    b.remote_answer("ff-caller", &answer)
+        .expect("the caller accepts the answer");
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let flowing = |stats: &Value| {
+        let video = rtp_entry(stats, "inbound-rtp", "video");
+        let audio = rtp_entry(stats, "inbound-rtp", "audio");
+        video.is_some_and(|v| v["framesDecoded"].as_u64().unwrap_or(0) > 0)
+            && audio.is_some_and(|a| a["packets"].as_u64().unwrap_or(0) > 0)
+    };
+    let (caller, callee) = loop {
+        let caller = b.stats("ff-caller").expect("caller stats");
+        let callee = b.stats("ff-callee").expect("callee stats");
+        if flowing(&caller) && flowing(&callee) {
+            break (caller, callee);
         }
         assert!(
             Instant::now() < deadline,
-            "Chromium processes left running: {left:?}"
+            "no media both ways within 15 s:\ncaller {caller:#}\ncallee {callee:#}"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for (who, stats) in [("caller", &caller), ("callee", &callee)] {
+        assert_eq!(
+            stats["connectionState"],
+            json!("connected"),
+            "{who}: {stats}"
+        );
+        let video = rtp_entry(stats, "inbound-rtp", "video").expect("inbound video");
+        assert_eq!(video["codec"], json!("video/VP8/90000"), "{who}: {stats}");
+        let audio = rtp_entry(stats, "inbound-rtp", "audio").expect("inbound audio");
+        assert_eq!(audio["codec"], json!("audio/opus/48000"), "{who}: {stats}");
+        let sent = rtp_entry(stats, "outbound-rtp", "audio").expect("outbound audio");
+        assert!(sent["packets"].as_u64().unwrap_or(0) > 0, "{who}: {stats}");
+        eprintln!(
+            "Firefox {who}: video {} frames decoded, audio {} packets received",
+            video["framesDecoded"], audio["packets"]
+        );
     }
-    assert!(!profile.exists(), "profile {profile:?} left behind");
+
+    let frame = b
+        .video_frame("ff-callee", "remote")
+        .expect("a frame of the received video");
+    eprintln!("Firefox received frame: {frame}");
+    assert!(frame["width"].as_u64().unwrap_or(0) > 0, "{frame}");
+    assert!(frame["height"].as_u64().unwrap_or(0) > 0, "{frame}");
+    assert!(
+        frame["meanLuma"].as_f64().unwrap_or(0.0) > 10.0,
+        "Firefox's fake camera is a changing coloured picture, not black: {frame}"
+    );
+
+    b.insert_dtmf("ff-caller", "1#", 100, 70)
+        .expect("Firefox sends DTMF on a connected audio sender");
+    b.close("ff-caller");
+    b.close("ff-callee");
+}
+
+/// setCodecPreferences in Firefox: an offer restricted to VP8 (and opus) lists nothing else
+/// but VP8's retransmission format; a codec Firefox lacks is refused in its name.
+#[test]
+fn firefox_offer_restricted_to_vp8() {
+    let mut b = firefox();
+    b.new_pc("ff-vp8");
+    let sdp = b
+        .offer_with_fake_media_restricted(
+            "ff-vp8",
+            &["audio", "video"],
+            json!({"audio": ["opus"], "video": ["VP8"]}),
+        )
+        .expect("Firefox creates a VP8-only offer");
+    b.close("ff-vp8");
+    assert_webrtc_offer(&sdp);
+    let video = m_section(&sdp, "video");
+    let maps = rtpmaps(&video);
+    eprintln!(
+        "Firefox VP8-only offer: {}\n  {}",
+        video[0],
+        maps.join("\n  ")
+    );
+    assert!(maps.iter().any(|l| l.ends_with(" VP8/90000")), "{sdp}");
+    for l in &maps {
+        assert!(
+            l.ends_with(" VP8/90000") || l.ends_with(" rtx/90000"),
+            "{l:?} offered despite the VP8 restriction:\n{sdp}"
+        );
+    }
+    let pts: Vec<&str> = video[0].split(' ').skip(3).collect();
+    assert_eq!(
+        pts.len(),
+        maps.len(),
+        "every payload type has an rtpmap: {sdp}"
+    );
+    let audio = m_section(&sdp, "audio");
+    assert!(
+        rtpmaps(&audio).iter().any(|l| l.ends_with(" opus/48000/2")),
+        "{sdp}"
+    );
+    for absent in ["PCMU/", "PCMA/", "G722/"] {
+        assert!(
+            !audio.iter().any(|l| l.contains(absent)),
+            "{absent} offered despite the restriction:\n{sdp}"
+        );
+    }
+
+    b.new_pc("ff-bogus");
+    let err = b
+        .offer("ff-bogus", &["audio"], Some(&["NOPE"]))
+        .expect_err("no such codec");
+    assert!(err.contains("Firefox has no audio codec NOPE"), "{err}");
+    b.close("ff-bogus");
+}
+
+/// Firefox refuses an answer that is not SDP, in its own words, and the driver carries on.
+#[test]
+fn firefox_refuses_garbage_answer_verbatim() {
+    let err = refuse_garbage_answer(&mut firefox(), "ff-garbage");
+    eprintln!("Firefox on a garbage answer: {err}");
+    assert!(err.to_lowercase().contains("sdp"), "{err}");
+}
+
+/// A small softphone-like page (a data: URL, so no server is needed in the namespace).
+fn page_url() -> String {
+    let html = "<!doctype html><meta charset=utf-8><title>estuary page test</title>\
+        <input id=user><select id=codec><option value=opus>Opus</option>\
+        <option value=pcmu>PCMU</option></select><input type=checkbox id=video>\
+        <button id=go disabled>Call</button><div id=state data-state=idle></div><pre id=log></pre>\
+        <script>\
+        const $ = (id) => document.getElementById(id);\
+        $('user').addEventListener('input', () => { $('go').disabled = $('user').value === ''; });\
+        $('go').addEventListener('click', async () => {\
+          $('state').dataset.state = 'calling';\
+          const pc = new RTCPeerConnection();\
+          pc.createDataChannel('chat');\
+          await pc.setLocalDescription(await pc.createOffer());\
+          $('log').textContent = $('user').value + ' ' + $('codec').value + ' ' + ($('video').checked ? 'video' : 'audio');\
+          $('state').dataset.state = 'offered';\
+        });\
+        </script>";
+    let mut url = String::from("data:text/html;charset=utf-8,");
+    for b in html.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            url.push(b as char);
+        } else {
+            url.push_str(&format!("%{b:02X}"));
+        }
+    }
+    url
+}
+
+/// The page commands against one browser; every reply, as the test sees it.
+fn page_session(b: &mut Browser) -> Vec<String> {
+    let url = page_url();
+    let mut seen = Vec::new();
+    seen.push(format!("open {:?}", b.page_open("pt", &url)));
+    seen.push(format!("fill {:?}", b.page_fill("pt", "#user", "alice")));
+    seen.push(format!(
+        "select {:?}",
+        b.page_select("pt", "#codec", "pcmu")
+    ));
+    seen.push(format!("check {:?}", b.page_check("pt", "#video", true)));
+    seen.push(format!("uncheck-recheck {:?}", {
+        b.page_check("pt", "#video", false)
+            .and_then(|()| b.page_check("pt", "#video", true))
+    }));
+    seen.push(format!("click {:?}", b.page_click("pt", "#go")));
+    seen.push(format!(
+        "wait {:?}",
+        b.page_wait(
+            "pt",
+            "#state",
+            "data-state",
+            &["offered", "failed"],
+            Duration::from_secs(10)
+        )
+    ));
+    seen.push(format!("text {:?}", b.page_text("pt", "#log")));
+    let stats = b.page_stats("pt").expect("page stats");
+    seen.push(format!(
+        "stats {} {}",
+        stats["signalingState"], stats["dataChannels"]
+    ));
+    // Failures are replies, not driver errors.
+    let never = b.page_wait(
+        "pt",
+        "#state",
+        "data-state",
+        &["never"],
+        Duration::from_millis(500),
+    );
+    let never = never.expect_err("the state never becomes \"never\"");
+    assert!(never.contains("last \"offered\""), "{never}");
+    seen.push("wait-never Err".to_string());
+    let cmd = json!({"cmd": "page-select", "page": "pt", "selector": "#codec", "value": "g729",
+                     "timeoutMs": 500});
+    let reply = b.request(cmd);
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    seen.push("select-missing Err".to_string());
+    let reply = b.request(
+        json!({"cmd": "page-click", "page": "pt", "selector": "#nothing", "timeoutMs": 500}),
+    );
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    seen.push("click-missing Err".to_string());
+    b.page_close("pt");
+    seen
+}
+
+/// The page commands work in Firefox and answer exactly as they do in Chromium.
+#[test]
+fn page_commands_answer_the_same_in_chromium_and_firefox() {
+    let t = Instant::now();
+    let chromium = page_session(&mut browser());
+    eprintln!("Chromium page session in {:?}", t.elapsed());
+    let t = Instant::now();
+    let firefox = page_session(&mut firefox());
+    eprintln!("Firefox page session in {:?}", t.elapsed());
+    eprintln!("replies:\n  {}", firefox.join("\n  "));
+    assert_eq!(firefox, chromium);
+    assert_eq!(
+        chromium[..9],
+        [
+            "open Ok(\"estuary page test\")",
+            "fill Ok(())",
+            "select Ok(())",
+            "check Ok(())",
+            "uncheck-recheck Ok(())",
+            "click Ok(())",
+            "wait Ok(\"offered\")",
+            "text Ok(\"alice pcmu video\")",
+            "stats \"have-local-offer\" []",
+        ]
+    );
 }

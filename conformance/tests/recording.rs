@@ -14,6 +14,7 @@ use estuary_conformance::browser::Browser;
 use estuary_conformance::flows::Setup;
 use estuary_conformance::gateway::Gateway;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
+use estuary_conformance::records::captures;
 use estuary_conformance::ws_client::{webrtc_offer, WsSipClient, DEFAULT_WAIT};
 use estuary_conformance::browser_runtime;
 
@@ -21,18 +22,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("estuary-rec-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// Every capture under `dir` (DIR/<date>/<file>.pcapng).
-fn captures(dir: &Path) -> Vec<PathBuf> {
-    let mut v = Vec::new();
-    for day in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for f in std::fs::read_dir(day.path()).into_iter().flatten().flatten() {
-            v.push(f.path());
-        }
-    }
-    v.sort();
-    v
 }
 
 /// tshark's fields for each packet matching `filter`, tab-separated.
