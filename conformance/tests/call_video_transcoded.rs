@@ -1,7 +1,8 @@
-//! Video transcoding with a real browser: headless Chromium is restricted to VP8 (and Opus)
-//! with setCodecPreferences, the IMS callee (sipp) answers H.264 only and echoes the video RTP
-//! it gets. The daemon must encode the browser's VP8 into H.264 toward sipp and the echoed
-//! H.264 back into VP8: Chromium decodes frames of VP8 it never sent as such, sipp was offered
+//! Video transcoding with real browsers: headless Chromium restricted to VP8 (and PCMU) with
+//! setCodecPreferences, and Debian's Firefox ESR (which has no H.264 at all: no OpenH264
+//! plug-in), call an IMS callee (sipp) that answers H.264 only and echoes the video RTP it
+//! gets. The daemon must encode the browser's VP8 into H.264 toward sipp and the echoed H.264
+//! back into VP8: the browser decodes frames of VP8 it never sent as such, sipp was offered
 //! H.264 only, and the workers' counters show both directions. What reached sipp, taken from
 //! the daemon's full recording, must decode in ffmpeg without an error. Browser, daemon and
 //! sipp share one loopback-only namespace.
@@ -10,21 +11,31 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use estuary_conformance::browser::Browser;
+use estuary_conformance::browser::{Browser, BrowserKind, Netns};
 use estuary_conformance::browser_runtime;
 use estuary_conformance::demo_page::{audio, number, video};
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
 use estuary_conformance::records::captures;
 use estuary_conformance::ws_client::DEFAULT_WAIT;
+use estuary_conformance::Sipp;
 use serde_json::{json, Value};
-
-const TEST: &str = "a_vp8_only_browser_has_two_way_video_with_an_h264_only_core";
 
 #[test]
 fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
-    Browser::require();
-    if !in_loopback_netns(TEST) {
+    vp8_browser_calls_h264_echo(BrowserKind::Chromium, "a_vp8_only_browser_has_two_way_video_with_an_h264_only_core");
+}
+
+#[test]
+fn firefox_without_h264_has_two_way_video_with_an_h264_only_core() {
+    vp8_browser_calls_h264_echo(BrowserKind::Firefox, "firefox_without_h264_has_two_way_video_with_an_h264_only_core");
+}
+
+/// `kind` offers VP8 video (and PCMU audio, so that only video is transcoded) to sipp's H.264
+/// echo through the daemon; `test` names the calling test for its namespace.
+fn vp8_browser_calls_h264_echo(kind: BrowserKind, test: &str) {
+    Browser::require_kind(kind);
+    if !in_loopback_netns(test) {
         return;
     }
     browser_runtime().block_on(async {
@@ -38,14 +49,18 @@ fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
         // Even, so that sipp's video echo port (+2) is the next even port.
         let media_port = free_udp_port() & !1;
         let sipp = s.echo_uas("uas_answer_echo_h264.xml", media_port).await;
-        let mut b = tokio::task::block_in_place(|| Browser::with_pc("a"));
+        let mut b = tokio::task::block_in_place(|| {
+            let mut b = Browser::start_kind_in(kind, Netns::Inherit);
+            b.new_pc("a");
+            b
+        });
         let codecs = json!({"audio": ["PCMU/8000"], "video": ["VP8"]});
-        let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_restricted("a", &["audio", "video"], codecs)).expect("Chromium offer");
+        let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_restricted("a", &["audio", "video"], codecs)).unwrap_or_else(|e| panic!("{kind} offer: {e}"));
         let m = offer.lines().skip_while(|l| !l.starts_with("m=video")).take_while(|l| !l.starts_with("m=audio")).collect::<Vec<_>>().join("\n");
-        assert!(offer.contains("VP8/90000") && !offer.contains("H264"), "Chromium offers VP8 video only:\n{m}");
+        assert!(offer.contains("VP8/90000") && !offer.contains("H264"), "{kind} offers VP8 video only:\n{m}");
         let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         assert!(ok.body.contains("VP8/90000"), "the browser is answered in VP8:\n{}", ok.body);
-        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("Chromium refused the answer: {e}\n{}", ok.body));
+        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("{kind} refused the answer: {e}\n{}", ok.body));
 
         // Frames decoded from the echo, VP8 -> H.264 -> sipp -> H.264 -> VP8 (bounded wait).
         let mut stats = Value::Null;
@@ -56,7 +71,7 @@ fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
                 break;
             }
         }
-        // What Chromium shows of the echo is a picture, not black: compared with its own
+        // What the browser shows of the echo is a picture, not black: compared with its own
         // camera's frames (the fake device's test pattern).
         let remote = tokio::task::block_in_place(|| b.video_frame("a", "remote"));
         let local = tokio::task::block_in_place(|| b.video_frame("a", "local"));
@@ -79,14 +94,14 @@ fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
         let inbound = video(&stats, "inbound-rtp");
         let context = || format!("stats {stats:#}\n--- daemon log\n{}\n--- sipp\n{}", s.gw.log_tail(80), run.describe());
         assert!(run.succeeded(), "sipp's INFO picture_fast_update was answered 200: {}", context());
-        assert!(number(video(&stats, "outbound-rtp"), "framesEncoded") >= 30.0, "Chromium sent VP8: {}", context());
-        assert!(number(inbound, "framesDecoded") >= 30.0, "Chromium decoded the transcoded echo: {}", context());
+        assert!(number(video(&stats, "outbound-rtp"), "framesEncoded") >= 30.0, "{kind} sent VP8: {}", context());
+        assert!(number(inbound, "framesDecoded") >= 30.0, "{kind} decoded the transcoded echo: {}", context());
         let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
-        assert!(codec.eq_ignore_ascii_case("video/VP8/90000"), "Chromium decodes VP8, got {codec:?}");
+        assert!(codec.eq_ignore_ascii_case("video/VP8/90000"), "{kind} decodes VP8, got {codec:?}");
         assert_eq!(channels, Some(2.0), "one video channel each way while the call ran: {}", context());
         assert!(frames_out.unwrap_or(0.0) >= 60.0, "both channels encoded frames: in {frames_in:?} out {frames_out:?}");
         let remote = remote.unwrap_or_else(|e| panic!("the echoed video track shows no frame: {e}: {}", context()));
-        let local = local.expect("Chromium's own camera frame");
+        let local = local.unwrap_or_else(|e| panic!("{kind}'s own camera frame: {e}"));
         let (luma, reference) = (number(Some(&remote), "meanLuma"), number(Some(&local), "meanLuma"));
         assert!(luma > 16.0, "the echoed picture is not black: {remote} (camera {local})");
         assert!((luma - reference).abs() < 0.25 * reference, "and about as bright as the camera's: {remote} against {local}");
@@ -96,7 +111,7 @@ fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
         let ims_video = ims_offer.split("m=video").nth(1).unwrap_or_else(|| panic!("no video toward IMS:\n{ims_offer}"));
         assert!(ims_video.contains("H264/90000") && !ims_video.contains("VP8"), "H.264 only toward IMS:\n{ims_offer}");
         println!(
-            "VP8-only Chromium <-> H.264 sipp echo: Chromium encoded {} and decoded {} frames; workers took {} frames and sent {}; echo {}x{} mean luma {luma:.1} (camera {reference:.1})",
+            "VP8-only {kind} <-> H.264 sipp echo: it encoded {} and decoded {} frames; workers took {} frames and sent {}; echo {}x{} mean luma {luma:.1} (camera {reference:.1})",
             number(video(&stats, "outbound-rtp"), "framesEncoded"),
             number(inbound, "framesDecoded"),
             frames_in.unwrap_or(0.0),
@@ -172,6 +187,110 @@ fn a_browser_call_whose_video_the_full_transcoder_cannot_carry_goes_on_with_audi
         tokio::task::block_in_place(|| b.close("a"));
         let _ = std::fs::remove_dir_all(&records);
     });
+}
+
+/// The reverse direction: an H.264-only core calls a registered Firefox, which has no H.264.
+/// The gateway offers the browser the core's H.264 and a VP8 alternative it would transcode;
+/// Firefox answers VP8, the core is answered H.264 only, and the core's echo comes back to
+/// Firefox as pictures: VP8 -> H.264 -> sipp -> H.264 -> VP8 through both video channels.
+/// What reached sipp decodes in ffmpeg, and the call record says the stream was transcoded.
+#[test]
+fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
+    const TEST: &str = "an_h264_only_core_calls_firefox_which_answers_in_vp8";
+    let kind = BrowserKind::Firefox;
+    Browser::require_kind(kind);
+    if !in_loopback_netns(TEST) {
+        return;
+    }
+    browser_runtime().block_on(async {
+        let dir = estuary_conformance::records::temp_dir("video-ims-offer");
+        let records = estuary_conformance::records::temp_dir("video-ims-offer-records");
+        let s = Setup::start(|b| {
+            b.set("recording.mode", "full").set("recording.dir", &dir.to_string_lossy()).set("records.dir", &records.to_string_lossy())
+        })
+        .await;
+        let mut reg = s.register().await;
+        let mut b = tokio::task::block_in_place(|| {
+            let mut b = Browser::start_kind_in(kind, Netns::Inherit);
+            b.new_pc("a");
+            b
+        });
+        // Even, so that sipp's video echo port (+2) is the next even port.
+        let media_port = free_udp_port() & !1;
+        let sipp = Sipp::uac("uac_call_browser_h264_echo.xml", free_udp_port(), s.gw.ims_addr)
+            .key("target", &reg.gateway_contact)
+            .key("route", &reg.path)
+            .arg("-mp")
+            .arg(&media_port.to_string())
+            .arg("-rtp_echo")
+            .timeout(Duration::from_secs(60))
+            .start()
+            .await;
+        let invite = reg.client.wait_request("INVITE", DEFAULT_WAIT).await;
+        let offer_video = section(&invite.body, "video");
+        assert!(offer_video.contains("H264/90000") && offer_video.contains("VP8/90000"), "the browser is offered the core's H.264 and a VP8 to transcode:\n{}", invite.body);
+        let answer = tokio::task::block_in_place(|| b.remote_offer_with_fake_media("a", &invite.body)).unwrap_or_else(|e| panic!("{kind} refused the offer: {e}\n{}", invite.body));
+        let answer_video = section(&answer, "video");
+        assert!(answer_video.contains("VP8/90000") && !answer_video.contains("H264"), "{kind} answers VP8:\n{answer}");
+        let mut d = reg.client.answer(&invite, &answer).await;
+
+        let mut stats = Value::Null;
+        for _ in 0..60 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
+            if number(video(&stats, "inbound-rtp"), "framesDecoded") >= 30.0 {
+                break;
+            }
+        }
+        let remote = tokio::task::block_in_place(|| b.video_frame("a", "remote"));
+        let local = tokio::task::block_in_place(|| b.video_frame("a", "local"));
+        let channels = s.gw.metric("estuary_transcoder_video_channels_open");
+        let bye = reg.client.bye(&mut d).await;
+        let _ = reg.client.wait_response(&bye, DEFAULT_WAIT).await;
+        let run = sipp.wait().await;
+        let inbound = video(&stats, "inbound-rtp");
+        let context = || format!("stats {stats:#}\n--- daemon log\n{}\n--- sipp\n{}", s.gw.log_tail(80), run.describe());
+        assert!(run.succeeded(), "sipp's call ended with the browser's BYE: {}", context());
+        let ok = run.received_responses("INVITE").into_iter().find(|r| r.status() == 200).unwrap_or_else(|| panic!("no 200 at sipp: {}", context()));
+        let ims_video = section(&ok.body, "video");
+        assert!(ims_video.contains("H264/90000") && !ims_video.contains("VP8"), "the core is answered H.264 only:\n{}", ok.body);
+        assert!(number(inbound, "framesDecoded") >= 30.0, "{kind} decoded the transcoded echo: {}", context());
+        let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
+        assert!(codec.eq_ignore_ascii_case("video/VP8/90000"), "{kind} decodes VP8, got {codec:?}");
+        assert_eq!(channels, Some(2.0), "one video channel each way while the call ran: {}", context());
+        let remote = remote.unwrap_or_else(|e| panic!("the echoed video track shows no frame: {e}: {}", context()));
+        let local = local.unwrap_or_else(|e| panic!("{kind}'s own camera frame: {e}"));
+        let (luma, reference) = (number(Some(&remote), "meanLuma"), number(Some(&local), "meanLuma"));
+        assert!(luma > 16.0, "the echoed picture is not black: {remote} (camera {local})");
+        assert!((luma - reference).abs() < 0.25 * reference, "and about as bright as the camera's: {remote} against {local}");
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let capture = captures(&dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
+        let stream = dir.join("to-ims.h264");
+        let (packets, frames) = h264_elementary_stream(&capture, media_port + 2, &stream);
+        assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
+        let decoded = ffmpeg_decode(&stream);
+        assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
+        let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
+        let st = &r["streams"][1];
+        assert_eq!((st["kind"].as_str(), st["transcoded"].as_bool()), (Some("video"), Some(true)), "{r}");
+        assert!(st["video_transcoding"]["to_web"]["frames_out"].as_u64().unwrap_or(0) >= 30, "{r}");
+        println!(
+            "H.264 core -> {kind} (VP8): it decoded {} frames of the echo, {}x{} mean luma {luma:.1} (camera {reference:.1}); toward the core {packets} RTP packets, {frames} access units, all decoded by ffmpeg",
+            number(inbound, "framesDecoded"),
+            remote["width"],
+            remote["height"]
+        );
+        tokio::task::block_in_place(|| b.close("a"));
+        let _ = std::fs::remove_dir_all(&records);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// The `m=` section of `kind` in `sdp`, up to the next one.
+fn section(sdp: &str, kind: &str) -> String {
+    let start = format!("m={kind} ");
+    sdp.split("\r\n").flat_map(|l| l.split('\n')).skip_while(|l| !l.starts_with(&start)).enumerate().take_while(|(i, l)| *i == 0 || !l.starts_with("m=")).map(|(_, l)| l).collect::<Vec<_>>().join("\n")
 }
 
 /// The RTP toward UDP port `port` on the capture's IMS media lane (interface 3), reassembled
