@@ -49,6 +49,9 @@
 //   {"cmd":"page-text","page":"p","selector":...}    -> {"ok":true,"text":innerText}
 //   {"cmd":"page-stats","page":"p"}                  -> stats (as "stats") of the tab's newest
 //                                                    RTCPeerConnection
+//   {"cmd":"page-video-frame","page":"p","selector":"#remote-video","timeoutMs":5000?}
+//                                                    -> as video-frame, of a <video> element
+//                                                    the page plays itself
 //   {"cmd":"page-close","page":"p"}
 //
 // The offer/answer SDP returned is pc.localDescription.sdp after ICE gathering completed (or
@@ -102,7 +105,8 @@ const SUMMARIZE = `async (pc, channels) => {
                  packets: num(r.packetsReceived ?? r.packetsSent), bytes: num(r.bytesReceived ?? r.bytesSent),
                  packetsLost: num(r.packetsLost), jitter: num(r.jitter), audioLevel: num(r.audioLevel),
                  totalAudioEnergy: num(r.totalAudioEnergy), framesDecoded: num(r.framesDecoded),
-                 framesEncoded: num(r.framesEncoded) });
+                 framesEncoded: num(r.framesEncoded), frameWidth: num(r.frameWidth),
+                 frameHeight: num(r.frameHeight) });
     } else if (r.type === 'remote-inbound-rtp' || r.type === 'remote-outbound-rtp') {
       // Built from the far end's RTCP: its report blocks about our stream (remote-inbound)
       // and its sender reports (remote-outbound).
@@ -426,6 +430,33 @@ async function tabCommand(c) {
         });
         return { ok: true, stats };
       } catch (e) { return failed(e); }
+    case 'page-video-frame': {
+      const selector = text(c.selector, 'selector');
+      const wait = typeof c.timeoutMs === 'number' ? c.timeoutMs : 5000;
+      try {
+        const frame = await t.evaluate(async ([sel, ms]) => {
+          const el = document.querySelector(sel);
+          if (!el || el.tagName !== 'VIDEO') throw new Error(sel + ' is not a <video> element');
+          const deadline = Date.now() + ms;
+          while ((el.videoWidth === 0 || el.readyState < 2) && Date.now() < deadline) {
+            await new Promise(r => setTimeout(r, 50));
+          }
+          if (el.videoWidth === 0) throw new Error('no frame of ' + sel + ' was rendered');
+          // A few more frames, so the picture is not the first one after a keyframe wait.
+          await new Promise(r => setTimeout(r, 300));
+          const canvas = document.createElement('canvas');
+          canvas.width = el.videoWidth;
+          canvas.height = el.videoHeight;
+          const ctx = canvas.getContext('2d');
+          ctx.drawImage(el, 0, 0);
+          const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+          let sum = 0;
+          for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+          return { width: canvas.width, height: canvas.height, meanLuma: sum / (d.length / 4) };
+        }, [selector, wait]);
+        return { ok: true, ...frame };
+      } catch (e) { return failed(e); }
+    }
     case 'page-close':
       tabs.delete(c.page);
       await t.close().catch(() => {});

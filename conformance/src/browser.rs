@@ -987,6 +987,17 @@ impl Browser {
         )
     }
 
+    /// One frame of the page's own `<video>` element `selector` (e.g. the demo page's
+    /// `#remote-video`), as [`Browser::video_frame`] samples a peer connection's track.
+    pub fn page_video_frame(&mut self, page: &str, selector: &str) -> Result<Value, String> {
+        let reply = self.request(json!({"cmd": "page-video-frame", "page": page, "selector": selector}));
+        if reply["ok"] == true {
+            Ok(reply)
+        } else {
+            Err(reply["error"].as_str().unwrap_or("page-video-frame failed").to_owned())
+        }
+    }
+
     /// Close the tab.
     pub fn page_close(&mut self, page: &str) {
         self.expect_ok(json!({"cmd": "page-close", "page": page}));

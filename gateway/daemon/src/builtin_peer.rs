@@ -2,14 +2,15 @@
 //! `ims.next_hop = "builtin"`. It binds its own UDP socket on the `ims.listen` address (an
 //! ephemeral port) and the gateway sends every IMS-bound request there, exactly as it would to
 //! a real P-CSCF: the gateway's code path is the production one. One task runs the SIP engine;
-//! each answered call gets a task that owns its media socket and its echo or tone state.
+//! each answered call gets a task that owns its media sockets (audio, and video while an echo
+//! call has it) and its echo or tone state.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
 use estuary_config::Config;
-use estuary_testpeer::{CallMedia, MediaPorts, Output, PeerConfig, Stream, TestPeer};
+use estuary_testpeer::{CallMedia, MediaPorts, Output, PeerConfig, Stream, TestPeer, VideoEcho, VideoStart, VideoStream, VideoUpdate};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -18,6 +19,20 @@ use crate::error::DaemonError;
 
 /// Re-offers queued per call before the peer's engine waits (a handful at most in practice).
 const UPDATE_QUEUE: usize = 8;
+/// A video datagram may be as large as UDP allows (loopback has a 64 KiB MTU); a truncated one
+/// would be echoed corrupt.
+const VIDEO_BUF: usize = 65_535;
+
+/// What the engine tells a running call's task.
+enum Change {
+    Stream(Stream),
+    VideoStart(UdpSocket, Box<VideoEcho>),
+    VideoStream(VideoStream),
+    VideoStop,
+}
+
+/// A call's video: its socket and its echo.
+type Video = (UdpSocket, Box<VideoEcho>);
 
 /// Starts the peer; returns the SIP address the gateway's next hop becomes.
 pub async fn start(cfg: &Config) -> Result<SocketAddr, DaemonError> {
@@ -61,7 +76,8 @@ impl MediaPorts for Binder {
 
 async fn run(mut peer: TestPeer, sip: UdpSocket, ip: IpAddr) {
     let mut ports = Binder { ip, bound: HashMap::new() };
-    let mut calls: HashMap<u16, mpsc::Sender<Stream>> = HashMap::new();
+    // Per call, by its audio port: the channel to its task (dropping it ends the task).
+    let mut calls: HashMap<u16, mpsc::Sender<Change>> = HashMap::new();
     let mut buf = vec![0u8; 65_535];
     loop {
         while let Some(o) = peer.poll_output() {
@@ -71,20 +87,37 @@ async fn run(mut peer: TestPeer, sip: UdpSocket, ip: IpAddr) {
                         debug!(%to, error = %e, "test peer: send failed");
                     }
                 }
-                Output::MediaStart { port, media } => match ports.bound.remove(&port).map(UdpSocket::from_std) {
+                Output::MediaStart { port, media, video } => match ports.bound.remove(&port).map(UdpSocket::from_std) {
                     Some(Ok(sock)) => {
+                        let video = video.and_then(|v| take_video(&mut ports, v));
                         let (tx, rx) = mpsc::channel(UPDATE_QUEUE);
                         calls.insert(port, tx);
-                        tokio::spawn(run_media(sock, media, rx));
+                        tokio::spawn(run_media(sock, media, video, rx));
                     }
-                    _ => warn!(port, "test peer: media socket missing"),
+                    _ => {
+                        warn!(port, "test peer: media socket missing");
+                        if let Some(v) = video {
+                            ports.bound.remove(&v.port);
+                        }
+                    }
                 },
-                Output::MediaUpdate { port, stream } => {
+                Output::MediaUpdate { port, stream, video } => {
+                    let video = match video {
+                        VideoUpdate::Unchanged => None,
+                        VideoUpdate::Start(v) => take_video(&mut ports, v).map(|(s, e)| Change::VideoStart(s, e)),
+                        VideoUpdate::Stream(s) => Some(Change::VideoStream(s)),
+                        VideoUpdate::Stop { port: vport } => {
+                            ports.bound.remove(&vport);
+                            Some(Change::VideoStop)
+                        }
+                    };
                     if let Some(tx) = calls.get(&port) {
-                        let _ = tx.send(stream).await;
+                        for change in std::iter::once(Change::Stream(stream)).chain(video) {
+                            let _ = tx.send(change).await;
+                        }
                     }
                 }
-                // Dropping the sender ends the call's media task and closes its socket.
+                // Dropping the sender ends the call's media task and closes its sockets.
                 Output::MediaStop { port } => {
                     calls.remove(&port);
                     ports.bound.remove(&port);
@@ -107,9 +140,33 @@ async fn run(mut peer: TestPeer, sip: UdpSocket, ip: IpAddr) {
     }
 }
 
-async fn run_media(sock: UdpSocket, mut media: Box<CallMedia>, mut updates: mpsc::Receiver<Stream>) {
+/// The bound socket of a video the engine started, as a tokio socket.
+fn take_video(ports: &mut Binder, v: VideoStart) -> Option<Video> {
+    match ports.bound.remove(&v.port).map(UdpSocket::from_std) {
+        Some(Ok(sock)) => Some((sock, v.echo)),
+        _ => {
+            warn!(port = v.port, "test peer: video socket missing");
+            None
+        }
+    }
+}
+
+/// A datagram on the call's video socket; never ready while the call has no video.
+async fn recv_video(video: &Option<Video>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match video {
+        Some((sock, _)) => sock.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn run_media(sock: UdpSocket, mut media: Box<CallMedia>, mut video: Option<Video>, mut updates: mpsc::Receiver<Change>) {
     let mut buf = [0u8; 2048];
+    // Allocated when the call first has video.
+    let mut vbuf = Vec::new();
     loop {
+        if video.is_some() && vbuf.is_empty() {
+            vbuf = vec![0u8; VIDEO_BUF];
+        }
         let deadline = media.poll_timeout().map(tokio::time::Instant::from_std);
         tokio::select! {
             r = sock.recv_from(&mut buf) => {
@@ -119,8 +176,23 @@ async fn run_media(sock: UdpSocket, mut media: Box<CallMedia>, mut updates: mpsc
                     }
                 }
             }
+            r = recv_video(&video, &mut vbuf) => {
+                if let (Ok((n, from)), Some((vsock, echo))) = (r, video.as_mut()) {
+                    if let Some((to, len)) = echo.handle_datagram(from, &mut vbuf, n) {
+                        let _ = vsock.send_to(&vbuf[..len], to).await;
+                    }
+                }
+            }
             update = updates.recv() => match update {
-                Some(stream) => media.set_stream(stream),
+                Some(Change::Stream(stream)) => media.set_stream(stream),
+                Some(Change::VideoStart(vsock, echo)) => video = Some((vsock, echo)),
+                Some(Change::VideoStream(stream)) => {
+                    if let Some((_, echo)) = video.as_mut() {
+                        echo.set_stream(stream);
+                    }
+                }
+                // Dropping the socket closes it.
+                Some(Change::VideoStop) => video = None,
                 None => return,
             },
             () = async {

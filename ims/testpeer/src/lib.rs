@@ -8,7 +8,11 @@
 //! - REGISTER: 200 with the Contact(s) and their expiry, no authentication. OPTIONS, MESSAGE,
 //!   INFO, PRACK: 200.
 //! - INVITE to `sip:echo@…`: 100, 180, 200 with PCMU or PCMA (the first the offer lists) and
-//!   telephone-event if offered; every RTP packet is sent back as the peer's own stream.
+//!   telephone-event if offered; every RTP packet is sent back as the peer's own stream. A
+//!   plain-RTP video m-line listing H264/90000 is answered with H.264 only (packetization-mode
+//!   1 preferred) on a second port, and its RTP is echoed the same way, so a gateway that
+//!   transcodes a browser's VP8 gets its own H.264 back. Video is refused (port 0) when H.264
+//!   is not offered, and on every other kind of call.
 //! - INVITE to `sip:tone@…`: the same answer, and a 1 kHz tone at -10 dBFS is played.
 //! - INVITE to `sip:ring@…`: 180 and nothing more until CANCEL (487) or 3 minutes (480).
 //! - A user registered through the gateway (any other name): the INVITE, MESSAGE, CANCEL...
@@ -16,13 +20,15 @@
 //!   so two browsers on one gateway can call each other.
 //! - Any other user: 404. No plain-RTP G.711 in the offer (e.g. SDES-SRTP only, or Opus only):
 //!   488 with a Warning. A delayed offer gets the peer's offer in the 200 and its answer in ACK.
-//! - re-INVITE and UPDATE: the same port, directions mirrored (hold works). BYE: 200.
+//! - re-INVITE and UPDATE: the same ports, directions mirrored (hold works); video can be
+//!   added (a new port) or removed (its echo stopped, its socket closed) by a re-offer. BYE: 200.
 //!   2xx retransmitted over UDP until ACK (RFC 3261 §13.3.1.4), then the call is ended with BYE;
 //!   any call ends with BYE after one hour.
 //!
-//! Media runs per call in [`CallMedia`], handed to the driver in [`Output::MediaStart`] with the
-//! port it opened through [`MediaPorts`]: a call's socket and its media state belong to one
-//! task, and the SIP engine never sees RTP.
+//! Media runs per call in [`CallMedia`] (and [`VideoEcho`] for its video), handed to the driver
+//! in [`Output::MediaStart`] with the ports it opened through [`MediaPorts`]: a call's sockets
+//! (one, or two with video) and its media state belong to one task, and the SIP engine never
+//! sees RTP.
 #![forbid(unsafe_code)]
 
 mod media;
@@ -37,7 +43,7 @@ use estuary_sip::{response_to, salvage_for_400, Message, Method, NameAddr, Reque
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-pub use media::{Behaviour, CallMedia, Stream};
+pub use media::{Behaviour, CallMedia, Stream, VideoEcho, VideoStream};
 
 /// What the peer is told by its driver.
 #[derive(Clone, Debug)]
@@ -73,17 +79,39 @@ pub trait MediaPorts {
     fn open(&mut self) -> Option<u16>;
 }
 
-/// What the driver must do.
+/// What the driver must do. A call is known by its audio port; its video port, when it has
+/// one, belongs to the same call (and the same task).
 #[derive(Debug)]
 pub enum Output {
     /// Send a SIP message from the peer's SIP socket.
     Transmit { to: SocketAddr, data: Vec<u8> },
-    /// A call was answered: run `media` on the socket `port` (opened through [`MediaPorts`]).
-    MediaStart { port: u16, media: Box<CallMedia> },
-    /// A re-offer changed the call's stream.
-    MediaUpdate { port: u16, stream: Stream },
-    /// The call is over, or never started: close the socket.
+    /// A call was answered: run `media` on the socket `port` (opened through [`MediaPorts`]),
+    /// and `video`, if the call has video, on its own socket, both owned by the call.
+    MediaStart { port: u16, media: Box<CallMedia>, video: Option<VideoStart> },
+    /// A re-offer (or the ACK's answer) changed the call's audio stream and maybe its video.
+    MediaUpdate { port: u16, stream: Stream, video: VideoUpdate },
+    /// The call is over, or never started: close its sockets (audio and video).
     MediaStop { port: u16 },
+}
+
+/// A call's video echo and the port of its socket (opened through [`MediaPorts`]).
+#[derive(Debug)]
+pub struct VideoStart {
+    pub port: u16,
+    pub echo: Box<VideoEcho>,
+}
+
+/// What an offer/answer did to a call's video.
+#[derive(Debug)]
+pub enum VideoUpdate {
+    /// The call had no video and still has none.
+    Unchanged,
+    /// Video was added: run `echo` on the socket `port`, alongside the call's audio.
+    Start(VideoStart),
+    /// The video goes on, with this address, payload type or direction.
+    Stream(VideoStream),
+    /// Video was removed: stop its echo and close the socket `port`.
+    Stop { port: u16 },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +141,8 @@ struct Call {
     last_response: Vec<u8>,
     local_tag: String,
     port: Option<u16>,
+    /// The video socket's port while the call has video (echo calls only).
+    video_port: Option<u16>,
     /// We offered in the 200 (delayed offer): the answer comes in the ACK.
     awaiting_answer: bool,
     session_id: u64,
@@ -314,7 +344,7 @@ impl TestPeer {
         match req.method {
             Method::Register => self.register(now, from, &req),
             Method::Invite if in_dialog.is_none() => self.invite(now, from, req, call_id, ports),
-            Method::Invite | Method::Update => self.reoffer(now, from, &req, &call_id),
+            Method::Invite | Method::Update => self.reoffer(now, from, &req, &call_id, ports),
             Method::Ack => self.ack(&req, &call_id),
             Method::Cancel => self.cancel(now, from, &req, &call_id, ports),
             Method::Bye => {
@@ -409,6 +439,7 @@ impl TestPeer {
             last_response: Vec::new(),
             local_tag,
             port: None,
+            video_port: None,
             awaiting_answer: false,
             session_id: self.rng.random::<u32>().into(),
             sdp_version: 1,
@@ -426,17 +457,17 @@ impl TestPeer {
             return;
         }
         match self.answer_body(&mut call, ports) {
-            Ok((body, stream)) => {
+            Ok((body, stream, video)) => {
                 let behaviour = if kind == Kind::Tone { Behaviour::Tone } else { Behaviour::Echo };
                 if let (Some(port), Some(stream)) = (call.port, stream) {
                     let media = CallMedia::new(behaviour, stream, self.rng.random(), now);
-                    self.outputs.push_back(Output::MediaStart { port, media: Box::new(media) });
+                    self.outputs.push_back(Output::MediaStart { port, media: Box::new(media), video });
                 } else if let Some(port) = call.port {
                     // Delayed offer: media starts with the ACK's answer; until then echo
                     // nowhere (a tone waits for a destination).
                     let stream = Stream { remote: None, pt: 0, law: estuary_transcoder::Law::Mu, send: true };
                     let media = CallMedia::new(behaviour, stream, self.rng.random(), now);
-                    self.outputs.push_back(Output::MediaStart { port, media: Box::new(media) });
+                    self.outputs.push_back(Output::MediaStart { port, media: Box::new(media), video });
                 }
                 let mut ok = response_to(&call.invite, 200, "OK");
                 add_tag(&mut ok, &call.local_tag);
@@ -461,8 +492,9 @@ impl TestPeer {
     }
 
     /// The 200's SDP for the INVITE in `call`: the answer to its offer, or our offer when it
-    /// had none. Opens the media port. The stream is `None` for a delayed offer.
-    fn answer_body(&mut self, call: &mut Call, ports: &mut dyn MediaPorts) -> Result<(String, Option<Stream>), Refusal> {
+    /// had none. Opens the media port, and the video port when video is taken. The stream is
+    /// `None` for a delayed offer.
+    fn answer_body(&mut self, call: &mut Call, ports: &mut dyn MediaPorts) -> Result<(String, Option<Stream>, Option<VideoStart>), Refusal> {
         let offer = if call.invite.body.is_empty() { None } else { Some(sdp::parse(&call.invite.body).ok_or((400, "Bad Request", Some("unreadable SDP")))?) };
         let picked = match &offer {
             Some(lines) => Some(sdp::pick(lines).ok_or((488, "Not Acceptable Here", Some("the test peer speaks plain RTP with PCMU or PCMA only")))?),
@@ -472,10 +504,21 @@ impl TestPeer {
         call.port = Some(port);
         let local = sdp::Local { ip: self.cfg.media_ip, port, session_id: call.session_id, version: call.sdp_version, name: "Estuary built-in IMS test peer" };
         Ok(match (offer, picked) {
-            (Some(lines), Some((i, pt, law))) => (sdp::answer(&lines, i, pt, law, &local), Some(lines[i].stream(pt, law))),
+            (Some(lines), Some((i, pt, law))) => {
+                let video = if call.kind == Kind::Echo { sdp::pick_video(&lines) } else { None };
+                // No port for video is no reason to refuse the call: its video is refused.
+                let video = video.and_then(|(v, codec)| Some((v, codec, ports.open()?)));
+                let start = video.as_ref().map(|(v, codec, vport)| {
+                    call.video_port = Some(*vport);
+                    let echo = VideoEcho::new(lines[*v].video_stream(codec.pt), self.rng.random());
+                    VideoStart { port: *vport, echo: Box::new(echo) }
+                });
+                let answer = video.as_ref().map(|(v, codec, vport)| sdp::VideoAnswer { line: *v, codec, port: *vport });
+                (sdp::answer(&lines, i, pt, law, answer, &local), Some(lines[i].stream(pt, law)), start)
+            }
             _ => {
                 call.awaiting_answer = true;
-                (sdp::offer(&local), None)
+                (sdp::offer(&local), None, None)
             }
         })
     }
@@ -504,12 +547,13 @@ impl TestPeer {
                 Some(lines[i].stream(pt, law))
             });
             if let (Some(port), Some(stream)) = (c.port, stream) {
-                self.outputs.push_back(Output::MediaUpdate { port, stream });
+                // Our offer had no video, so its answer has none either.
+                self.outputs.push_back(Output::MediaUpdate { port, stream, video: VideoUpdate::Unchanged });
             }
         }
     }
 
-    fn reoffer(&mut self, now: Instant, from: SocketAddr, req: &Request, call_id: &str) {
+    fn reoffer(&mut self, now: Instant, from: SocketAddr, req: &Request, call_id: &str, ports: &mut dyn MediaPorts) {
         let Some(c) = self.calls.get_mut(call_id) else {
             return self.simple(now, from, req, 481, "Call/Transaction Does Not Exist");
         };
@@ -527,7 +571,31 @@ impl TestPeer {
         };
         c.sdp_version += 1;
         let local = sdp::Local { ip: self.cfg.media_ip, port, session_id: c.session_id, version: c.sdp_version, name: "Estuary built-in IMS test peer" };
-        let body = sdp::answer(&lines, i, pt, law, &local);
+        let offered = if c.kind == Kind::Echo { sdp::pick_video(&lines) } else { None };
+        let (accepted, video) = match (offered, c.video_port) {
+            // The video goes on on its port, with what this offer says.
+            (Some((v, codec)), Some(vport)) => {
+                let stream = lines[v].video_stream(codec.pt);
+                (Some((v, codec, vport)), VideoUpdate::Stream(stream))
+            }
+            // Video added: a socket for it, or (none to be had) it is refused.
+            (Some((v, codec)), None) => match ports.open() {
+                Some(vport) => {
+                    c.video_port = Some(vport);
+                    let echo = VideoEcho::new(lines[v].video_stream(codec.pt), self.rng.random());
+                    (Some((v, codec, vport)), VideoUpdate::Start(VideoStart { port: vport, echo: Box::new(echo) }))
+                }
+                None => (None, VideoUpdate::Unchanged),
+            },
+            // Video removed (port 0), no longer H.264, or the line gone: its echo stops.
+            (None, Some(vport)) => {
+                c.video_port = None;
+                (None, VideoUpdate::Stop { port: vport })
+            }
+            (None, None) => (None, VideoUpdate::Unchanged),
+        };
+        let answer = accepted.as_ref().map(|(v, codec, vport)| sdp::VideoAnswer { line: *v, codec, port: *vport });
+        let body = sdp::answer(&lines, i, pt, law, answer, &local);
         let kind = c.kind;
         let tag = c.local_tag.clone();
         let is_invite = req.method == Method::Invite;
@@ -536,7 +604,7 @@ impl TestPeer {
         self.contact(&mut ok, kind);
         ok.headers.push("Content-Type", "application/sdp");
         ok.body = body.into_bytes();
-        self.outputs.push_back(Output::MediaUpdate { port, stream: lines[i].stream(pt, law) });
+        self.outputs.push_back(Output::MediaUpdate { port, stream: lines[i].stream(pt, law), video });
         if is_invite {
             // A re-INVITE's 200 is retransmitted until its ACK, like the first one.
             let data = ok.to_bytes();

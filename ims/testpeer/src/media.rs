@@ -1,5 +1,6 @@
 //! One call's media at the test peer: echo (every RTP packet back to its source, as the peer's
-//! own stream) or a 1 kHz tone. Owned by whoever runs the call's socket; no shared state.
+//! own stream) or a 1 kHz tone, and for echo calls with video the video echo ([`VideoEcho`]).
+//! Owned by whoever runs the call's sockets; no shared state.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -37,6 +38,16 @@ const TONE_PEAK: f64 = 32767.0 * 0.316_227_766;
 /// RTCP packet types 192..=223 share the port when RTCP lands on the RTP port (RFC 5761 §4).
 fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 2 && (192..=223).contains(&(buf[1] & 0x7f | 0x80))
+}
+
+/// Rewrites the received packet in `buf` into ours in place: `header`, then their payload
+/// (`payload`, padding left out). Their CSRCs and extensions are theirs, so only our fixed
+/// header goes in front. Returns the new length.
+fn write_echo(buf: &mut [u8], payload: std::ops::Range<usize>, header: &RtpHeader) -> Option<usize> {
+    let len = payload.len();
+    buf.copy_within(payload, 12);
+    header.write(buf).ok()?;
+    Some(12 + len)
 }
 
 /// One call's media state.
@@ -118,14 +129,11 @@ impl CallMedia {
             timestamp: pkt.timestamp().wrapping_add(offset),
             ssrc: self.ssrc,
         };
-        // Keep only the payload after our fixed header (their CSRCs and extensions are theirs).
         let range = pkt.payload_range();
-        let payload_len = range.len();
-        buf.copy_within(range, 12);
-        header.write(buf).ok()?;
+        let len = write_echo(buf, range, &header)?;
         self.seq = self.seq.wrapping_add(1);
         self.sent += 1;
-        Some((to, 12 + payload_len))
+        Some((to, len))
     }
 
     /// When the next tone packet is due (tone calls that may send).
@@ -158,5 +166,98 @@ impl CallMedia {
         self.ts = self.ts.wrapping_add(SAMPLES as u32);
         self.sent += 1;
         Some((to, len))
+    }
+}
+
+/// The negotiated video stream of an echo call (H.264 at `pt`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoStream {
+    /// The address in the offer (c= and m= port); `None` for c=0.0.0.0 or port 0.
+    pub remote: Option<SocketAddr>,
+    pub pt: u8,
+    /// Whether the far end wants video from us.
+    pub send: bool,
+}
+
+/// 90 kHz ticks between the last packet of one source and the first of the next: one frame
+/// at 30 fps, so a restarted source goes on without a jump or a step back in our timeline.
+const VIDEO_SOURCE_GAP: u32 = 3000;
+
+/// An echo call's video on its own socket: every RTP packet back to where it came from, as
+/// the peer's own stream (own SSRC, own sequence numbers, timestamps offset to our clock).
+/// The payload is not looked at: the gateway gets back exactly the H.264 it encoded. RTCP is
+/// dropped; the peer sends no reports or feedback.
+#[derive(Debug)]
+pub struct VideoEcho {
+    stream: VideoStream,
+    latched: Option<SocketAddr>,
+    ssrc: Ssrc,
+    seq: u16,
+    /// Their SSRC and the offset from their timestamps to ours.
+    source: Option<(Ssrc, u32)>,
+    /// Our timestamp for the next source's first packet.
+    next_ts: u32,
+    /// Packets received and sent (for tests and logs).
+    pub received: u64,
+    pub sent: u64,
+}
+
+impl VideoEcho {
+    pub fn new(stream: VideoStream, seed: u64) -> VideoEcho {
+        VideoEcho {
+            stream,
+            latched: None,
+            ssrc: Ssrc(seed as u32 | 1),
+            seq: (seed >> 32) as u16,
+            source: None,
+            next_ts: (seed >> 16) as u32,
+            received: 0,
+            sent: 0,
+        }
+    }
+
+    pub fn stream(&self) -> VideoStream {
+        self.stream
+    }
+
+    /// A re-offer changed the address, payload type or direction.
+    pub fn set_stream(&mut self, stream: VideoStream) {
+        self.stream = stream;
+    }
+
+    /// Our SSRC (for tests).
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    /// A datagram arrived on the video port (`len` bytes at the start of `buf`): rewritten in
+    /// place into our packet, returns where to send `buf[..len]`.
+    pub fn handle_datagram(&mut self, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<(SocketAddr, usize)> {
+        let data = buf.get(..len)?;
+        if is_rtcp(data) {
+            return None;
+        }
+        let pkt = RtpPacket::parse(data).ok()?;
+        self.received += 1;
+        self.latched = Some(from);
+        let to = self.stream.send.then_some(self.latched.or(self.stream.remote)).flatten()?;
+        let offset = match self.source {
+            Some((ssrc, offset)) if ssrc == pkt.ssrc() => offset,
+            _ => {
+                // A new source (the first, or the gateway's encoder restarted): our timeline
+                // goes on from where it was.
+                let offset = self.next_ts.wrapping_sub(pkt.timestamp());
+                self.source = Some((pkt.ssrc(), offset));
+                offset
+            }
+        };
+        let timestamp = pkt.timestamp().wrapping_add(offset);
+        let header = RtpHeader { marker: pkt.marker(), pt: pkt.pt(), seq: SeqNo(self.seq), timestamp, ssrc: self.ssrc };
+        let range = pkt.payload_range();
+        let n = write_echo(buf, range, &header)?;
+        self.next_ts = timestamp.wrapping_add(VIDEO_SOURCE_GAP);
+        self.seq = self.seq.wrapping_add(1);
+        self.sent += 1;
+        Some((to, n))
     }
 }
