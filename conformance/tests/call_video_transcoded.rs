@@ -23,17 +23,33 @@ use serde_json::{json, Value};
 
 #[test]
 fn a_vp8_only_browser_has_two_way_video_with_an_h264_only_core() {
-    vp8_browser_calls_h264_echo(BrowserKind::Chromium, "a_vp8_only_browser_has_two_way_video_with_an_h264_only_core");
+    vp8_browser_calls_h264_echo(BrowserKind::Chromium, Mode::One, "a_vp8_only_browser_has_two_way_video_with_an_h264_only_core");
 }
 
 #[test]
 fn firefox_without_h264_has_two_way_video_with_an_h264_only_core() {
-    vp8_browser_calls_h264_echo(BrowserKind::Firefox, "firefox_without_h264_has_two_way_video_with_an_h264_only_core");
+    vp8_browser_calls_h264_echo(BrowserKind::Firefox, Mode::One, "firefox_without_h264_has_two_way_video_with_an_h264_only_core");
+}
+
+/// A core that takes only packetization-mode 0 (RFC 6184 §6.2: one NAL unit per packet, no
+/// fragments): the encoder toward it cuts its pictures into slices that each fit a packet.
+#[test]
+fn a_vp8_only_browser_has_two_way_video_with_a_packetization_mode_0_core() {
+    vp8_browser_calls_h264_echo(BrowserKind::Chromium, Mode::Zero, "a_vp8_only_browser_has_two_way_video_with_a_packetization_mode_0_core");
+}
+
+/// The H.264 packetization mode the IMS callee answers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Non-interleaved (FU-A fragments allowed): uas_answer_echo_h264.xml.
+    One,
+    /// Single NAL unit: uas_answer_echo_h264_mode0.xml.
+    Zero,
 }
 
 /// `kind` offers VP8 video (and PCMU audio, so that only video is transcoded) to sipp's H.264
-/// echo through the daemon; `test` names the calling test for its namespace.
-fn vp8_browser_calls_h264_echo(kind: BrowserKind, test: &str) {
+/// echo in `mode` through the daemon; `test` names the calling test for its namespace.
+fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
     Browser::require_kind(kind);
     if !in_loopback_netns(test) {
         return;
@@ -48,7 +64,8 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, test: &str) {
         let mut reg = s.register().await;
         // Even, so that sipp's video echo port (+2) is the next even port.
         let media_port = free_udp_port() & !1;
-        let sipp = s.echo_uas("uas_answer_echo_h264.xml", media_port).await;
+        let scenario = if mode == Mode::Zero { "uas_answer_echo_h264_mode0.xml" } else { "uas_answer_echo_h264.xml" };
+        let sipp = s.echo_uas(scenario, media_port).await;
         let mut b = tokio::task::block_in_place(|| {
             let mut b = Browser::start_kind_in(kind, Netns::Inherit);
             b.new_pc("a");
@@ -79,9 +96,9 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, test: &str) {
         let frames_in = s.gw.metric("estuary_transcoder_video_frames_in_total");
         let frames_out = s.gw.metric("estuary_transcoder_video_frames_out_total");
         // sipp asks for a keyframe by SIP INFO (RFC 5168) 2 s after its ACK: wait for it to be
-        // answered before hanging up (bounded).
+        // answered before hanging up (bounded: 10 s, as a loaded machine can be slow).
         let info = r#"estuary_sip_requests_total{side="ims",method="INFO"}"#;
-        for _ in 0..40 {
+        for _ in 0..100 {
             if s.gw.metric(info).unwrap_or(0.0) >= 1.0 {
                 break;
             }
@@ -124,11 +141,14 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, test: &str) {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let capture = captures(&dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
         let stream = dir.join("to-ims.h264");
-        let (packets, frames) = h264_elementary_stream(&capture, media_port + 2, &stream);
+        let (packets, frames, fragmented) = h264_elementary_stream(&capture, media_port + 2, &stream);
         assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
+        if mode == Mode::Zero {
+            assert_eq!(fragmented, 0, "mode 0: single NAL unit packets only, no FU-A or STAP-A");
+        }
         let decoded = ffmpeg_decode(&stream);
         assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
-        println!("toward the core: {packets} RTP packets, {frames} H.264 access units, all decoded by ffmpeg");
+        println!("toward the core: {packets} RTP packets ({fragmented} FU-A/STAP-A), {frames} H.264 access units, all decoded by ffmpeg");
         // The INFO reached the encoder toward the core: it sent a keyframe on request (the
         // core negotiated no RTCP feedback, so nothing else could have asked it).
         let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
@@ -267,7 +287,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let capture = captures(&dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
         let stream = dir.join("to-ims.h264");
-        let (packets, frames) = h264_elementary_stream(&capture, media_port + 2, &stream);
+        let (packets, frames, _) = h264_elementary_stream(&capture, media_port + 2, &stream);
         assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
         let decoded = ffmpeg_decode(&stream);
         assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
@@ -295,8 +315,9 @@ fn section(sdp: &str, kind: &str) -> String {
 
 /// The RTP toward UDP port `port` on the capture's IMS media lane (interface 3), reassembled
 /// into an Annex B stream at `out` by the transcoder's RFC 6184 depacketizer: (packets, access
-/// units). Any loss fails the test: the capture is of loopback traffic.
-fn h264_elementary_stream(capture: &Path, port: u16, out: &Path) -> (usize, usize) {
+/// units, packets that were FU-A or STAP-A). Any loss fails the test: the capture is of
+/// loopback traffic.
+fn h264_elementary_stream(capture: &Path, port: u16, out: &Path) -> (usize, usize, usize) {
     use estuary_transcoder::video::h264::H264Depacketizer;
     use estuary_transcoder::video::Depacketized;
     let tshark = Command::new("tshark")
@@ -308,7 +329,7 @@ fn h264_elementary_stream(capture: &Path, port: u16, out: &Path) -> (usize, usiz
     assert!(tshark.status.success(), "tshark: {}", String::from_utf8_lossy(&tshark.stderr));
     let mut depacketizer = H264Depacketizer::new();
     let mut annexb = Vec::new();
-    let (mut packets, mut frames) = (0, 0);
+    let (mut packets, mut frames, mut fragmented) = (0, 0, 0);
     for line in String::from_utf8_lossy(&tshark.stdout).lines() {
         let rtp: Vec<u8> = (0..line.len() / 2).map(|i| u8::from_str_radix(&line[2 * i..2 * i + 2], 16).expect("hex")).collect();
         assert!(rtp.len() > 12 && rtp[0] >> 6 == 2, "RTP toward sipp: {line}");
@@ -318,6 +339,10 @@ fn h264_elementary_stream(capture: &Path, port: u16, out: &Path) -> (usize, usiz
         let seq = u16::from_be_bytes([rtp[2], rtp[3]]);
         let ts = u32::from_be_bytes([rtp[4], rtp[5], rtp[6], rtp[7]]);
         packets += 1;
+        // NAL unit types 24 (STAP-A) and 28 (FU-A) are what packetization-mode 0 forbids.
+        if matches!(rtp.get(12).map(|b| b & 0x1f), Some(24 | 28)) {
+            fragmented += 1;
+        }
         match depacketizer.push(seq, ts, marker, &rtp[12..]) {
             Depacketized::Frame(f) => {
                 annexb.extend_from_slice(&f.data);
@@ -328,7 +353,7 @@ fn h264_elementary_stream(capture: &Path, port: u16, out: &Path) -> (usize, usiz
         }
     }
     std::fs::write(out, &annexb).expect("write the stream");
-    (packets, frames)
+    (packets, frames, fragmented)
 }
 
 /// Decodes the Annex B stream at `path` with ffmpeg, failing on any decoder error; the number

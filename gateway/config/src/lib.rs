@@ -267,7 +267,7 @@ impl Default for MediaConfig {
             ims_rtcp_mux: false,
             ptime_ms: 20,
             audio_codecs: vec![codec("PCMU/8000"), codec("PCMA/8000")],
-            video_codecs: vec![codec("H264/90000;profile-level-id=42e01f;packetization-mode=1")],
+            video_codecs: vec![codec("H264/90000;profile-level-id=42e01f;packetization-mode=1"), codec("H264/90000;profile-level-id=42e01f;packetization-mode=0")],
             telephone_event: true,
             port_quarantine: Duration::from_secs(30),
             latch: true,

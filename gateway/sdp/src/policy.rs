@@ -113,7 +113,7 @@ impl Default for SdpPolicy {
             web_address: loopback,
             ims: ImsProfile::default(),
             audio: vec![spec("PCMU/8000"), spec("PCMA/8000")],
-            video: vec![spec("H264/90000;profile-level-id=42e01f;packetization-mode=1")],
+            video: vec![spec("H264/90000;profile-level-id=42e01f;packetization-mode=1"), spec("H264/90000;profile-level-id=42e01f;packetization-mode=0")],
             transcode: vec![
                 TranscodePair { web: spec("opus/48000/2"), ims: spec("PCMU/8000") },
                 TranscodePair { web: spec("opus/48000/2"), ims: spec("PCMA/8000") },
