@@ -123,6 +123,7 @@ bench: build-deps
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/relay.json ./target/release/relay
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/setup_rate.json ./target/release/setup_rate
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/transcode.json ./target/release/transcode
+	BENCH_OUT=target/bench/video.json ./target/release/video
 	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
