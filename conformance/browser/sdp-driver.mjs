@@ -133,6 +133,27 @@ const SUMMARIZE = `async (pc, channels) => {
 
 // Installed before any script of a page-open tab: every RTCPeerConnection the page makes is
 // remembered (a subclass, so the page sees the real API), and the stats summary is at hand.
+// One frame of a playing <video> element drawn on a canvas: its size and mean BT.601 luma.
+// Source text, evaluated in the driver page and in every tab opened with page-open.
+const FRAME_OF = `async (el, ms, what) => {
+  const deadline = Date.now() + ms;
+  while ((el.videoWidth === 0 || el.readyState < 2) && Date.now() < deadline) {
+    await new Promise(r => setTimeout(r, 50));
+  }
+  if (el.videoWidth === 0) throw new Error('no frame of ' + what + ' was rendered');
+  // A few more frames, so the picture is not the first one after a keyframe wait.
+  await new Promise(r => setTimeout(r, 300));
+  const canvas = document.createElement('canvas');
+  canvas.width = el.videoWidth;
+  canvas.height = el.videoHeight;
+  const ctx = canvas.getContext('2d');
+  ctx.drawImage(el, 0, 0);
+  const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let sum = 0;
+  for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+  return { width: canvas.width, height: canvas.height, meanLuma: sum / (d.length / 4) };
+}`;
+
 const TRACKER = `(() => {
   const Native = window.RTCPeerConnection;
   if (!Native) return;
@@ -142,6 +163,7 @@ const TRACKER = `(() => {
   };
   window.__estuaryPcs = pcs;
   window.__estuarySummarize = ${SUMMARIZE};
+  window.__estuaryFrameOf = ${FRAME_OF};
 })();`;
 
 // The driver page, served by the driver itself on 127.0.0.1 (in the browser's network
@@ -213,6 +235,7 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
     });
   }
   const summarize = ${SUMMARIZE};
+  const frameOf = ${FRAME_OF};
 
   window.driver = {
     async new(c) {
@@ -319,26 +342,11 @@ const PAGE_HTML = `<!doctype html><meta charset="utf-8"><title>estuary sdp drive
         el.srcObject = new MediaStream([holder.track]);
         document.body.appendChild(el);
         el.play().catch(() => {});
-        const deadline = Date.now() + (c.timeoutMs ?? 5000);
-        while ((el.videoWidth === 0 || el.readyState < 2) && Date.now() < deadline) {
-          await new Promise(r => setTimeout(r, 50));
-        }
-        if (el.videoWidth === 0) {
+        try {
+          return { ok: true, ...(await frameOf(el, c.timeoutMs ?? 5000, 'the ' + (c.track || 'remote') + ' video track')) };
+        } finally {
           el.remove();
-          throw new Error('no frame of the ' + (c.track || 'remote') + ' video track was rendered');
         }
-        // A few more frames, so the picture is not the first one after a keyframe wait.
-        await new Promise(r => setTimeout(r, 300));
-        const canvas = document.createElement('canvas');
-        canvas.width = el.videoWidth;
-        canvas.height = el.videoHeight;
-        const ctx = canvas.getContext('2d');
-        ctx.drawImage(el, 0, 0);
-        const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-        let sum = 0;
-        for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-        el.remove();
-        return { ok: true, width: canvas.width, height: canvas.height, meanLuma: sum / (d.length / 4) };
       } catch (e) { return fail(e); }
     },
     async close(c) {
@@ -437,22 +445,7 @@ async function tabCommand(c) {
         const frame = await t.evaluate(async ([sel, ms]) => {
           const el = document.querySelector(sel);
           if (!el || el.tagName !== 'VIDEO') throw new Error(sel + ' is not a <video> element');
-          const deadline = Date.now() + ms;
-          while ((el.videoWidth === 0 || el.readyState < 2) && Date.now() < deadline) {
-            await new Promise(r => setTimeout(r, 50));
-          }
-          if (el.videoWidth === 0) throw new Error('no frame of ' + sel + ' was rendered');
-          // A few more frames, so the picture is not the first one after a keyframe wait.
-          await new Promise(r => setTimeout(r, 300));
-          const canvas = document.createElement('canvas');
-          canvas.width = el.videoWidth;
-          canvas.height = el.videoHeight;
-          const ctx = canvas.getContext('2d');
-          ctx.drawImage(el, 0, 0);
-          const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
-          let sum = 0;
-          for (let i = 0; i < d.length; i += 4) sum += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
-          return { width: canvas.width, height: canvas.height, meanLuma: sum / (d.length / 4) };
+          return window.__estuaryFrameOf(el, ms, sel);
         }, [selector, wait]);
         return { ok: true, ...frame };
       } catch (e) { return failed(e); }

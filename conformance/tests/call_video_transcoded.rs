@@ -66,11 +66,7 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         let media_port = free_udp_port() & !1;
         let scenario = if mode == Mode::Zero { "uas_answer_echo_h264_mode0.xml" } else { "uas_answer_echo_h264.xml" };
         let sipp = s.echo_uas(scenario, media_port).await;
-        let mut b = tokio::task::block_in_place(|| {
-            let mut b = Browser::start_kind_in(kind, Netns::Inherit);
-            b.new_pc("a");
-            b
-        });
+        let mut b = tokio::task::block_in_place(|| browser_with_pc(kind));
         let codecs = json!({"audio": ["PCMU/8000"], "video": ["VP8"]});
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_restricted("a", &["audio", "video"], codecs)).unwrap_or_else(|e| panic!("{kind} offer: {e}"));
         let m = offer.lines().skip_while(|l| !l.starts_with("m=video")).take_while(|l| !l.starts_with("m=audio")).collect::<Vec<_>>().join("\n");
@@ -80,14 +76,7 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("{kind} refused the answer: {e}\n{}", ok.body));
 
         // Frames decoded from the echo, VP8 -> H.264 -> sipp -> H.264 -> VP8 (bounded wait).
-        let mut stats = Value::Null;
-        for _ in 0..60 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
-            if number(video(&stats, "inbound-rtp"), "framesDecoded") >= 30.0 {
-                break;
-            }
-        }
+        let stats = echo_decoded(&mut b).await;
         // What the browser shows of the echo is a picture, not black: compared with its own
         // camera's frames (the fake device's test pattern).
         let remote = tokio::task::block_in_place(|| b.video_frame("a", "remote"));
@@ -119,9 +108,7 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         assert!(frames_out.unwrap_or(0.0) >= 60.0, "both channels encoded frames: in {frames_in:?} out {frames_out:?}");
         let remote = remote.unwrap_or_else(|e| panic!("the echoed video track shows no frame: {e}: {}", context()));
         let local = local.unwrap_or_else(|e| panic!("{kind}'s own camera frame: {e}"));
-        let (luma, reference) = (number(Some(&remote), "meanLuma"), number(Some(&local), "meanLuma"));
-        assert!(luma > 16.0, "the echoed picture is not black: {remote} (camera {local})");
-        assert!((luma - reference).abs() < 0.25 * reference, "and about as bright as the camera's: {remote} against {local}");
+        let (luma, reference) = assert_picture(&remote, &local);
         // The core was offered H.264 only for video.
         let invites = run.received_requests("INVITE");
         let ims_offer = &invites.first().unwrap_or_else(|| panic!("no INVITE at sipp: {}", run.describe())).body;
@@ -139,9 +126,8 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
 
         // The H.264 sipp received, from the recording's IMS lane, through ffmpeg.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let capture = captures(&dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
         let stream = dir.join("to-ims.h264");
-        let (packets, frames, fragmented) = h264_elementary_stream(&capture, media_port + 2, &stream);
+        let (packets, frames, fragmented) = h264_elementary_stream(&first_call_capture(&dir), media_port + 2, &stream);
         assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
         if mode == Mode::Zero {
             assert_eq!(fragmented, 0, "mode 0: single NAL unit packets only, no FU-A or STAP-A");
@@ -230,11 +216,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         })
         .await;
         let mut reg = s.register().await;
-        let mut b = tokio::task::block_in_place(|| {
-            let mut b = Browser::start_kind_in(kind, Netns::Inherit);
-            b.new_pc("a");
-            b
-        });
+        let mut b = tokio::task::block_in_place(|| browser_with_pc(kind));
         // Even, so that sipp's video echo port (+2) is the next even port.
         let media_port = free_udp_port() & !1;
         let sipp = Sipp::uac("uac_call_browser_h264_echo.xml", free_udp_port(), s.gw.ims_addr)
@@ -254,14 +236,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         assert!(answer_video.contains("VP8/90000") && !answer_video.contains("H264"), "{kind} answers VP8:\n{answer}");
         let mut d = reg.client.answer(&invite, &answer).await;
 
-        let mut stats = Value::Null;
-        for _ in 0..60 {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
-            if number(video(&stats, "inbound-rtp"), "framesDecoded") >= 30.0 {
-                break;
-            }
-        }
+        let stats = echo_decoded(&mut b).await;
         let remote = tokio::task::block_in_place(|| b.video_frame("a", "remote"));
         let local = tokio::task::block_in_place(|| b.video_frame("a", "local"));
         let channels = s.gw.metric("estuary_transcoder_video_channels_open");
@@ -280,14 +255,11 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         assert_eq!(channels, Some(2.0), "one video channel each way while the call ran: {}", context());
         let remote = remote.unwrap_or_else(|e| panic!("the echoed video track shows no frame: {e}: {}", context()));
         let local = local.unwrap_or_else(|e| panic!("{kind}'s own camera frame: {e}"));
-        let (luma, reference) = (number(Some(&remote), "meanLuma"), number(Some(&local), "meanLuma"));
-        assert!(luma > 16.0, "the echoed picture is not black: {remote} (camera {local})");
-        assert!((luma - reference).abs() < 0.25 * reference, "and about as bright as the camera's: {remote} against {local}");
+        let (luma, reference) = assert_picture(&remote, &local);
 
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let capture = captures(&dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
         let stream = dir.join("to-ims.h264");
-        let (packets, frames, _) = h264_elementary_stream(&capture, media_port + 2, &stream);
+        let (packets, frames, _) = h264_elementary_stream(&first_call_capture(&dir), media_port + 2, &stream);
         assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
         let decoded = ffmpeg_decode(&stream);
         assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
@@ -305,6 +277,40 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         let _ = std::fs::remove_dir_all(&records);
         let _ = std::fs::remove_dir_all(&dir);
     });
+}
+
+/// `kind` in the test's namespace with one peer connection, "a".
+fn browser_with_pc(kind: BrowserKind) -> Browser {
+    let mut b = Browser::start_kind_in(kind, Netns::Inherit);
+    b.new_pc("a");
+    b
+}
+
+/// Polls "a"'s stats (bounded, 15 s) until it decoded 30 frames of video; the last stats.
+async fn echo_decoded(b: &mut Browser) -> Value {
+    let mut stats = Value::Null;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        stats = tokio::task::block_in_place(|| b.stats("a")).unwrap_or(Value::Null);
+        if number(video(&stats, "inbound-rtp"), "framesDecoded") >= 30.0 {
+            break;
+        }
+    }
+    stats
+}
+
+/// The echoed frame is a picture, not black, and about as bright as the camera's own frame
+/// (the fake device's test pattern): (its mean luma, the camera's).
+fn assert_picture(remote: &Value, local: &Value) -> (f64, f64) {
+    let (luma, reference) = (number(Some(remote), "meanLuma"), number(Some(local), "meanLuma"));
+    assert!(luma > 16.0, "the echoed picture is not black: {remote} (camera {local})");
+    assert!((luma - reference).abs() < 0.25 * reference, "and about as bright as the camera's: {remote} against {local}");
+    (luma, reference)
+}
+
+/// The full recording of the first call in `dir` (the daemon writes it when the call ends).
+fn first_call_capture(dir: &Path) -> std::path::PathBuf {
+    captures(dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture")
 }
 
 /// The `m=` section of `kind` in `sdp`, up to the next one.

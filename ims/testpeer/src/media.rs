@@ -40,6 +40,15 @@ fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 2 && (192..=223).contains(&(buf[1] & 0x7f | 0x80))
 }
 
+/// The RTP packet a datagram carries; `None` for RTCP (which the peer neither echoes nor
+/// answers) and for anything that is not RTP.
+fn rtp_in(data: &[u8]) -> Option<RtpPacket<'_>> {
+    if is_rtcp(data) {
+        return None;
+    }
+    RtpPacket::parse(data).ok()
+}
+
 /// Rewrites the received packet in `buf` into ours in place: `header`, then their payload
 /// (`payload`, padding left out). Their CSRCs and extensions are theirs, so only our fixed
 /// header goes in front. Returns the new length.
@@ -110,11 +119,7 @@ impl CallMedia {
     /// A datagram arrived on the call's port (`len` bytes at the start of `buf`). For echo it
     /// is rewritten in place into our packet: returns where to send `buf[..len]`.
     pub fn handle_datagram(&mut self, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<(SocketAddr, usize)> {
-        let data = buf.get(..len)?;
-        if is_rtcp(data) {
-            return None;
-        }
-        let pkt = RtpPacket::parse(data).ok()?;
+        let pkt = rtp_in(buf.get(..len)?)?;
         self.received += 1;
         self.latched = Some(from);
         if self.behaviour != Behaviour::Echo {
@@ -233,11 +238,7 @@ impl VideoEcho {
     /// A datagram arrived on the video port (`len` bytes at the start of `buf`): rewritten in
     /// place into our packet, returns where to send `buf[..len]`.
     pub fn handle_datagram(&mut self, from: SocketAddr, buf: &mut [u8], len: usize) -> Option<(SocketAddr, usize)> {
-        let data = buf.get(..len)?;
-        if is_rtcp(data) {
-            return None;
-        }
-        let pkt = RtpPacket::parse(data).ok()?;
+        let pkt = rtp_in(buf.get(..len)?)?;
         self.received += 1;
         self.latched = Some(from);
         let to = self.stream.send.then_some(self.latched.or(self.stream.remote)).flatten()?;
