@@ -272,3 +272,35 @@ fn record_add_video() {
         sipp.wait().await.assert_success();
     }));
 }
+
+/// A VP8-only Chromium (setCodecPreferences, signalled by the test's SIP-over-WebSocket
+/// client) calls an H.264-only core: the gateway offers the core H.264 (modes 1 and 0) in
+/// place of VP8 and transcodes; the core's SIP INFO picture_fast_update (RFC 5168) is answered
+/// by the gateway itself. Signalling only: the replay checks the offer rewriting, the answer
+/// toward the browser in VP8 and the INFO's local 200.
+#[test]
+fn record_video_transcoded() {
+    if !recording() || !in_loopback_netns("record_video_transcoded") {
+        return;
+    }
+    browser_runtime().block_on(record_as("video-transcoded", "signalling", async |s, b| {
+        let mut reg = s.register().await;
+        let sipp = s.echo_uas("uas_answer_echo_h264.xml", free_udp_port() & !1).await;
+        let codecs = serde_json::json!({"audio": ["PCMU/8000"], "video": ["VP8"]});
+        let offer = tokio::task::block_in_place(|| {
+            b.new_pc("a");
+            b.offer_with_fake_media_restricted("a", &["audio", "video"], codecs)
+        })
+        .expect("Chromium offer");
+        assert!(offer.contains("VP8/90000") && !offer.contains("H264"), "VP8 only: {offer}");
+        let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
+        tokio::task::block_in_place(|| b.remote_answer("a", &ok.body)).unwrap_or_else(|e| panic!("answer refused: {e}\n{}", ok.body));
+        // sipp sends its INFO 2 s after the ACK; hang up once it was answered.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let bye = reg.client.bye(&mut d).await;
+        let _ = reg.client.wait_response(&bye, estuary_conformance::ws_client::DEFAULT_WAIT).await;
+        sipp.wait().await.assert_success();
+        tokio::task::block_in_place(|| b.close("a"));
+        reg
+    }));
+}

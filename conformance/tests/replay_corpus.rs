@@ -51,6 +51,7 @@ fn every_recorded_scenario_replays_to_its_expected_output() {
         ("add-video", &["m=video ", "H264/90000", "a=recvonly"]),
         ("media-pcmu", &["m=audio ", "PCMU/8000"]),
         ("media-opus-dtmf", &["opus/48000", "telephone-event/48000", "telephone-event/8000"]),
+        ("video-transcoded", &["VP8/90000", "H264/90000", "packetization-mode=0", "picture_fast_update"]),
     ];
     let names: Vec<String> = all.iter().map(|d| d.file_name().unwrap().to_string_lossy().into_owned()).collect();
     for (name, needles) in want {
