@@ -45,6 +45,15 @@ pub fn media_port(sdp: &str) -> u16 {
     m.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {m}"))
 }
 
+/// The lines of the first m-section of `kind` in an SDP body (its m= line first, up to the
+/// next m= line); empty when there is none. CRLF or bare LF line ends.
+pub fn m_section<'a>(sdp: &'a str, kind: &str) -> Vec<&'a str> {
+    let start = format!("m={kind} ");
+    let mut lines = sdp.lines().skip_while(|l| !l.starts_with(&start));
+    let first = lines.next();
+    first.into_iter().chain(lines.take_while(|l| !l.starts_with("m="))).collect()
+}
+
 /// A browser's audio offer in Chromium's form (BUNDLE, ICE, DTLS fingerprint, rtcp-mux, Opus
 /// first, G.711, telephone-event), with fresh ICE credentials. `port` goes in the host
 /// candidate, so a test can check it never reaches IMS.

@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use estuary_conformance::browser::{live_processes_with, Browser, BrowserKind};
+use estuary_conformance::ws_client::m_section;
 use serde_json::{json, Value};
 
 /// The file's shared Chromium. Its driver ends when this test process exits (stdin closes).
@@ -84,24 +85,6 @@ fn assert_gone(marker: &str, within: Duration, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The lines of the first m-section of `kind` (its m= line first).
-fn m_section<'a>(sdp: &'a str, kind: &str) -> Vec<&'a str> {
-    let mut out = Vec::new();
-    let mut inside = false;
-    for line in sdp.split("\r\n") {
-        if line.starts_with("m=") {
-            if inside {
-                break;
-            }
-            inside = line.starts_with(&format!("m={kind} "));
-        }
-        if inside {
-            out.push(line);
-        }
-    }
-    out
 }
 
 fn assert_webrtc_offer(sdp: &str) {

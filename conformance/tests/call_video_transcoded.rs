@@ -7,7 +7,7 @@
 //! the daemon's full recording, must decode in ffmpeg without an error. Browser, daemon and
 //! sipp share one loopback-only namespace.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use estuary_conformance::demo_page::{audio, number, video};
 use estuary_conformance::flows::Setup;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns};
 use estuary_conformance::records::captures;
-use estuary_conformance::ws_client::DEFAULT_WAIT;
+use estuary_conformance::ws_client::{m_section, DEFAULT_WAIT};
 use estuary_conformance::Sipp;
 use serde_json::{json, Value};
 
@@ -55,12 +55,7 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         return;
     }
     browser_runtime().block_on(async {
-        let dir = estuary_conformance::records::temp_dir("video-transcoded");
-        let records = estuary_conformance::records::temp_dir("video-transcoded-records");
-        let s = Setup::start(|b| {
-            b.set("recording.mode", "full").set("recording.dir", &dir.to_string_lossy()).set("records.dir", &records.to_string_lossy())
-        })
-        .await;
+        let (s, dir, records) = recording_gateway("video-transcoded").await;
         let mut reg = s.register().await;
         // Even, so that sipp's video echo port (+2) is the next even port.
         let media_port = free_udp_port() & !1;
@@ -69,7 +64,7 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         let mut b = tokio::task::block_in_place(|| browser_with_pc(kind));
         let codecs = json!({"audio": ["PCMU/8000"], "video": ["VP8"]});
         let offer = tokio::task::block_in_place(|| b.offer_with_fake_media_restricted("a", &["audio", "video"], codecs)).unwrap_or_else(|e| panic!("{kind} offer: {e}"));
-        let m = offer.lines().skip_while(|l| !l.starts_with("m=video")).take_while(|l| !l.starts_with("m=audio")).collect::<Vec<_>>().join("\n");
+        let m = m_section(&offer, "video").join("\n");
         assert!(offer.contains("VP8/90000") && !offer.contains("H264"), "{kind} offers VP8 video only:\n{m}");
         let (mut d, ok) = reg.client.call_answered("sip:bob@ims.test", &offer).await;
         assert!(ok.body.contains("VP8/90000"), "the browser is answered in VP8:\n{}", ok.body);
@@ -125,15 +120,10 @@ fn vp8_browser_calls_h264_echo(kind: BrowserKind, mode: Mode, test: &str) {
         );
 
         // The H.264 sipp received, from the recording's IMS lane, through ffmpeg.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let stream = dir.join("to-ims.h264");
-        let (packets, frames, fragmented) = h264_elementary_stream(&first_call_capture(&dir), media_port + 2, &stream);
-        assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
+        let (packets, frames, fragmented) = h264_toward_core_decodes(&dir, media_port + 2).await;
         if mode == Mode::Zero {
             assert_eq!(fragmented, 0, "mode 0: single NAL unit packets only, no FU-A or STAP-A");
         }
-        let decoded = ffmpeg_decode(&stream);
-        assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
         println!("toward the core: {packets} RTP packets ({fragmented} FU-A/STAP-A), {frames} H.264 access units, all decoded by ffmpeg");
         // The INFO reached the encoder toward the core: it sent a keyframe on request (the
         // core negotiated no RTCP feedback, so nothing else could have asked it).
@@ -209,12 +199,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         return;
     }
     browser_runtime().block_on(async {
-        let dir = estuary_conformance::records::temp_dir("video-ims-offer");
-        let records = estuary_conformance::records::temp_dir("video-ims-offer-records");
-        let s = Setup::start(|b| {
-            b.set("recording.mode", "full").set("recording.dir", &dir.to_string_lossy()).set("records.dir", &records.to_string_lossy())
-        })
-        .await;
+        let (s, dir, records) = recording_gateway("video-ims-offer").await;
         let mut reg = s.register().await;
         let mut b = tokio::task::block_in_place(|| browser_with_pc(kind));
         // Even, so that sipp's video echo port (+2) is the next even port.
@@ -229,10 +214,10 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
             .start()
             .await;
         let invite = reg.client.wait_request("INVITE", DEFAULT_WAIT).await;
-        let offer_video = section(&invite.body, "video");
+        let offer_video = m_section(&invite.body, "video").join("\n");
         assert!(offer_video.contains("H264/90000") && offer_video.contains("VP8/90000"), "the browser is offered the core's H.264 and a VP8 to transcode:\n{}", invite.body);
         let answer = tokio::task::block_in_place(|| b.remote_offer_with_fake_media("a", &invite.body)).unwrap_or_else(|e| panic!("{kind} refused the offer: {e}\n{}", invite.body));
-        let answer_video = section(&answer, "video");
+        let answer_video = m_section(&answer, "video").join("\n");
         assert!(answer_video.contains("VP8/90000") && !answer_video.contains("H264"), "{kind} answers VP8:\n{answer}");
         let mut d = reg.client.answer(&invite, &answer).await;
 
@@ -247,7 +232,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         let context = || format!("stats {stats:#}\n--- daemon log\n{}\n--- sipp\n{}", s.gw.log_tail(80), run.describe());
         assert!(run.succeeded(), "sipp's call ended with the browser's BYE: {}", context());
         let ok = run.received_responses("INVITE").into_iter().find(|r| r.status() == 200).unwrap_or_else(|| panic!("no 200 at sipp: {}", context()));
-        let ims_video = section(&ok.body, "video");
+        let ims_video = m_section(&ok.body, "video").join("\n");
         assert!(ims_video.contains("H264/90000") && !ims_video.contains("VP8"), "the core is answered H.264 only:\n{}", ok.body);
         assert!(number(inbound, "framesDecoded") >= 30.0, "{kind} decoded the transcoded echo: {}", context());
         let codec = inbound.and_then(|r| r["codec"].as_str()).unwrap_or_default();
@@ -257,12 +242,7 @@ fn an_h264_only_core_calls_firefox_which_answers_in_vp8() {
         let local = local.unwrap_or_else(|e| panic!("{kind}'s own camera frame: {e}"));
         let (luma, reference) = assert_picture(&remote, &local);
 
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        let stream = dir.join("to-ims.h264");
-        let (packets, frames, _) = h264_elementary_stream(&first_call_capture(&dir), media_port + 2, &stream);
-        assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
-        let decoded = ffmpeg_decode(&stream);
-        assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
+        let (packets, frames, _) = h264_toward_core_decodes(&dir, media_port + 2).await;
         let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&records, 1)).remove(0);
         let st = &r["streams"][1];
         assert_eq!((st["kind"].as_str(), st["transcoded"].as_bool()), (Some("video"), Some(true)), "{r}");
@@ -308,15 +288,27 @@ fn assert_picture(remote: &Value, local: &Value) -> (f64, f64) {
     (luma, reference)
 }
 
-/// The full recording of the first call in `dir` (the daemon writes it when the call ends).
-fn first_call_capture(dir: &Path) -> std::path::PathBuf {
-    captures(dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture")
+/// A gateway recording every call in full into a fresh directory and writing call records
+/// into another, both named after `name`: (its setup, the recording dir, the records dir).
+async fn recording_gateway(name: &str) -> (Setup, PathBuf, PathBuf) {
+    let dir = estuary_conformance::records::temp_dir(name);
+    let records = estuary_conformance::records::temp_dir(&format!("{name}-records"));
+    let s = Setup::start(|b| b.set("recording.mode", "full").set("recording.dir", &dir.to_string_lossy()).set("records.dir", &records.to_string_lossy())).await;
+    (s, dir, records)
 }
 
-/// The `m=` section of `kind` in `sdp`, up to the next one.
-fn section(sdp: &str, kind: &str) -> String {
-    let start = format!("m={kind} ");
-    sdp.split("\r\n").flat_map(|l| l.split('\n')).skip_while(|l| !l.starts_with(&start)).enumerate().take_while(|(i, l)| *i == 0 || !l.starts_with("m=")).map(|(_, l)| l).collect::<Vec<_>>().join("\n")
+/// What the first call in `dir`'s recording sent toward the core's video port `port`: at least
+/// 30 H.264 access units, every one but the two at the edges decoded by ffmpeg. Waits for the
+/// recorder's flush first. (packets, access units, FU-A/STAP-A packets).
+async fn h264_toward_core_decodes(dir: &Path, port: u16) -> (usize, usize, usize) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let capture = captures(dir).into_iter().find(|p| p.to_string_lossy().ends_with("-call1.pcapng")).expect("the call's capture");
+    let stream = dir.join("to-ims.h264");
+    let (packets, frames, fragmented) = h264_elementary_stream(&capture, port, &stream);
+    assert!(frames >= 30, "{frames} H.264 access units in {packets} packets toward sipp");
+    let decoded = ffmpeg_decode(&stream);
+    assert!(decoded >= frames - 2, "ffmpeg decoded {decoded} of {frames} frames");
+    (packets, frames, fragmented)
 }
 
 /// The RTP toward UDP port `port` on the capture's IMS media lane (interface 3), reassembled

@@ -40,6 +40,12 @@ fn is_rtcp(buf: &[u8]) -> bool {
     buf.len() >= 2 && (192..=223).contains(&(buf[1] & 0x7f | 0x80))
 }
 
+/// Where a stream's media goes: nowhere unless the far end receives, else symmetric RTP (where
+/// its media came from) before the SDP address.
+fn destination(send: bool, latched: Option<SocketAddr>, remote: Option<SocketAddr>) -> Option<SocketAddr> {
+    send.then_some(latched.or(remote)).flatten()
+}
+
 /// The RTP packet a datagram carries; `None` for RTCP (which the peer neither echoes nor
 /// answers) and for anything that is not RTP.
 fn rtp_in(data: &[u8]) -> Option<RtpPacket<'_>> {
@@ -113,7 +119,7 @@ impl CallMedia {
     }
 
     fn destination(&self) -> Option<SocketAddr> {
-        self.stream.send.then_some(self.latched.or(self.stream.remote)).flatten()
+        destination(self.stream.send, self.latched, self.stream.remote)
     }
 
     /// A datagram arrived on the call's port (`len` bytes at the start of `buf`). For echo it
@@ -241,7 +247,7 @@ impl VideoEcho {
         let pkt = rtp_in(buf.get(..len)?)?;
         self.received += 1;
         self.latched = Some(from);
-        let to = self.stream.send.then_some(self.latched.or(self.stream.remote)).flatten()?;
+        let to = destination(self.stream.send, self.latched, self.stream.remote)?;
         let offset = match self.source {
             Some((ssrc, offset)) if ssrc == pkt.ssrc() => offset,
             _ => {
