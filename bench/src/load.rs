@@ -174,6 +174,8 @@ pub struct Phase {
     pub core_cpu: Option<Duration>,
     /// Calls that came through it; the others were dropped and counted failed.
     pub calls: u64,
+    /// The daemon's PSS growth over the phase, bytes (negative when it shrank).
+    pub pss_growth: i64,
 }
 
 /// One group of processes of the system measured (Estuary; or Kamailio and rtpengine; or
@@ -558,8 +560,9 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
     let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
     let started = Instant::now();
     let (clients, phases) = if target.phased && !target.reference {
-        let cpu = || (thread_cpu(&[pid]), ims.core_threads());
-        phased_setup(system.ws_addr(), calls, &cert, &media, &totals, &stop, &cpu).await
+        // The daemon's threads' CPU, the IMS core's, and the daemon's PSS.
+        let reading = || (thread_cpu(&[pid]), ims.core_threads(), crate::pss(pid).unwrap_or(0));
+        phased_setup(system.ws_addr(), calls, &cert, &media, &totals, &stop, &reading).await
     } else {
         // Calls, spread over the connections; each connection's calls are set up in sequence.
         let mut setups = Vec::new();
@@ -648,8 +651,8 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
 }
 
 /// Sets `calls` browsers up in [`PHASES`], every browser through one phase before the next
-/// begins, and reads `cpu` (the daemon's threads' CPU times, and the IMS core's when it is
-/// there) between phases. Each browser has its own WebSocket and registration, as each tab of a
+/// begins, and takes a `reading` (the daemon's threads' CPU times, the IMS core's when it is
+/// there, and the daemon's PSS) between phases. Each browser has its own WebSocket and registration, as each tab of a
 /// real browser does. Browsers that fail a phase are dropped (counted in `totals.failed`);
 /// the keyed ones start their media and count in `totals.ready`. Returns the clients, which
 /// must live as long as their calls, and the phases.
@@ -660,19 +663,20 @@ async fn phased_setup(
     media: &Arc<MediaSource>,
     totals: &Arc<Totals>,
     stop: &watch::Receiver<bool>,
-    cpu: &dyn Fn() -> (ThreadCpu, Option<ThreadCpu>),
+    reading: &dyn Fn() -> (ThreadCpu, Option<ThreadCpu>, u64),
 ) -> (Vec<WsSipClient>, Vec<Phase>) {
     let mut phases = Vec::new();
-    let mut mark = (Instant::now(), cpu());
+    let mut mark = (Instant::now(), reading());
     let mut close = |name: &'static str, survivors: usize| {
-        let now = (Instant::now(), cpu());
-        let (t0, (d0, c0)) = &mark;
-        let (t1, (d1, c1)) = &now;
+        let now = (Instant::now(), reading());
+        let (t0, (d0, c0, m0)) = &mark;
+        let (t1, (d1, c1, m1)) = &now;
         let core_cpu = match (c0, c1) {
             (Some(a), Some(b)) => Some(cpu_since(a, b)),
             _ => None,
         };
-        phases.push(Phase { name, wall: *t1 - *t0, cpu: cpu_since(d0, d1), core_cpu, calls: survivors as u64 });
+        let pss_growth = *m1 as i64 - *m0 as i64;
+        phases.push(Phase { name, wall: *t1 - *t0, cpu: cpu_since(d0, d1), core_cpu, calls: survivors as u64, pss_growth });
         mark = now;
     };
     let browsers = each("ws", (0..calls).collect(), totals, move |n| connect(ws, n)).await;

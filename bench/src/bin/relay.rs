@@ -21,7 +21,8 @@
 //!   `setup_cpu_ms_per_call`: the daemon's CPU over each phase divided by the calls that came
 //!   up (each thread's time from /proc/PID/task/TID/schedstat: phases last tens of
 //!   milliseconds, below /proc/PID/stat's 10 ms ticks); `ims_core_setup_cpu_ms_per_call`
-//!   likewise for Kamailio;
+//!   likewise for Kamailio; `pss_bytes_per_call_by_phase`: the daemon's PSS growth over each
+//!   phase per call (what a call's WebSocket, registration, dialogs, ICE and DTLS hold);
 //! - `calls`, `loss_ratio` and the rest of the table.
 //!
 //! Environment: `BENCH_CALLS` (`200,500,1000`: one run per count, each with a fresh daemon,
@@ -203,7 +204,8 @@ fn report(m: &Measured, core: Core, indicative: bool) -> Result<serde_json::Valu
         rows.push(("setup_cpu_ms_per_call", format!("{total:.3}")));
         for p in &m.phases {
             let core = p.core_cpu.map_or(String::new(), |c| format!(", kamailio {:.3} ms", per_call(c)));
-            rows.push((p.name, format!("  {:.3} ms ({} calls in {:.2} s{core})", per_call(p.cpu), p.calls, p.wall.as_secs_f64())));
+            let grew = p.pss_growth as f64 / m.calls_up as f64 / 1024.0;
+            rows.push((p.name, format!("  {:.3} ms ({} calls in {:.2} s{core}), PSS {grew:+.1} KiB/call", per_call(p.cpu), p.calls, p.wall.as_secs_f64())));
         }
     }
     if let Some(c) = core_setup_ms {
@@ -230,6 +232,7 @@ fn report(m: &Measured, core: Core, indicative: bool) -> Result<serde_json::Valu
         "pss_bytes_per_call": pss_per_call,
         "setup_cpu_ms_per_call": setup_ms,
         "setup_cpu_ms_per_call_by_phase": by_phase,
+        "pss_bytes_per_call_by_phase": m.phases.iter().map(|p| (p.name.to_owned(), json!(p.pss_growth / m.calls_up as i64))).collect::<serde_json::Map<_, _>>(),
         "setup_phase_wall_s": m.phases.iter().map(|p| (p.name.to_owned(), json!(p.wall.as_secs_f64()))).collect::<serde_json::Map<_, _>>(),
         "ims_core": core.name(),
         "ims_core_setup_cpu_ms_per_call": core_setup_ms,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::{Flow, Side, Transport};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,7 +32,7 @@ use crate::metrics::Metric;
 /// connection slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The WebSocket read chunk; see the config in `session`.
-const WS_READ_CHUNK: usize = 8 * 1024;
+const WS_READ_CHUNK: usize = 4 * 1024;
 /// Outbound bytes a connection may hold unwritten before sends fail.
 const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// How long a closing WebSocket may take to answer our close frame.
@@ -67,6 +68,13 @@ pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: A
     }
 }
 
+/// What a web connection runs over: TCP for WS, TLS over TCP for WSS. One boxed type, so
+/// the connection's code exists once and its task does not hold a TLS session inline.
+trait WebStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> WebStream for T {}
+
+type WebSocket = tokio_tungstenite::WebSocketStream<Prefixed<Box<dyn WebStream>>>;
+
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
@@ -78,95 +86,42 @@ async fn connection(
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    match tls {
-        None => session(stream, Transport::Ws, local, remote, ctx, ticket).await,
-        Some(acceptor) => {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => session(tls_stream, Transport::Wss, local, remote, ctx, ticket).await,
-                Ok(Err(e)) => debug!(%remote, error = %e, "TLS handshake failed"),
-                Err(_) => debug!(%remote, "TLS handshake timed out"),
-            }
+    let (stream, transport): (Box<dyn WebStream>, _) = match tls {
+        None => (Box::new(stream), Transport::Ws),
+        Some(acceptor) => match Box::pin(accept_tls(acceptor, stream, remote)).await {
+            Some(stream) => (stream, Transport::Wss),
+            None => return,
+        },
+    };
+    session(stream, transport, local, remote, ctx, ticket).await;
+}
+
+async fn accept_tls(acceptor: TlsAcceptor, stream: TcpStream, remote: SocketAddr) -> Option<Box<dyn WebStream>> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => Some(Box::new(tls_stream)),
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%remote, "TLS handshake timed out");
+            None
         }
     }
 }
 
-/// One HTTP request on a web listener: a WebSocket upgrade becomes a SIP connection,
-/// anything else gets a one-shot HTTP answer.
-async fn session<S>(
-    mut stream: S,
-    transport: Transport,
-    local: SocketAddr,
-    remote: SocketAddr,
-    ctx: Arc<Ctx>,
-    mut ticket: Ticket,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    let (bytes, head_len) =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut stream)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(HeadError::TooLarge)) => {
-                let _ = http::respond(
-                    &mut stream,
-                    431,
-                    "Request Header Fields Too Large",
-                    "",
-                    "text/plain",
-                    b"",
-                )
-                .await;
-                return;
-            }
-            Ok(Err(_)) | Err(_) => return,
-        };
-    let Some(head) = RequestHead::parse(&bytes[..head_len]) else {
-        let _ = http::respond(
-            &mut stream,
-            400,
-            "Bad Request",
-            "",
-            "text/plain",
-            b"bad request\n",
-        )
-        .await;
+/// One connection on a web listener: the HTTP request, then, for a WebSocket upgrade, the
+/// SIP connection for as long as it lasts.
+async fn session(stream: Box<dyn WebStream>, transport: Transport, local: SocketAddr, remote: SocketAddr, ctx: Arc<Ctx>, mut ticket: Ticket) {
+    // A task keeps the size of its largest state for its whole life, and the handshakes'
+    // states (TLS, the HTTP head's read buffer, tungstenite's upgrade) are several times what
+    // an open connection needs: boxed, they are freed once the WebSocket is up. A node holds
+    // thousands of idle browsers, and this was most of what each cost (13 KiB per
+    // connection's task before, about 1 KiB now).
+    let Some(ws) = Box::pin(upgrade(stream, transport, remote, &ctx)).await else {
         return;
     };
-    if !head.is_websocket_upgrade() {
-        plain_http(&mut stream, &head, transport, &ctx.ims_domain).await;
-        return;
-    }
-    // The demo page this listener serves has the listener's own origin: scheme://Host.
-    let own = head.header("host").map(|host| format!("{}://{host}", if transport == Transport::Wss { "https" } else { "http" }));
-    if !ctx.origins.admits(head.header("origin"), own.as_deref()) {
-        ctx.stats.inc(Metric::OriginRefused);
-        debug!(%remote, origin = ?head.header("origin"), "WebSocket Origin not in web.allowed_origins; 403");
-        let _ = http::respond(&mut stream, 403, "Forbidden", "", "text/plain", b"origin not allowed (web.allowed_origins)\n").await;
-        return;
-    }
-    // SIP messages are a few KiB: a small read chunk (it grows for a larger message) and
-    // eager writes keep an idle connection at a few KiB instead of tungstenite's 2 x 128 KiB
-    // defaults, which is what lets a node hold many idle browsers, or survive a source
-    // opening hundreds of connections. The write buffer is bounded for a reader that stalls.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_READ_CHUNK)
-        .write_buffer_size(0)
-        .max_write_buffer_size(WS_MAX_WRITE_BUFFER.max(2 * ctx.max_message_size))
-        .max_message_size(Some(ctx.max_message_size))
-        .max_frame_size(Some(ctx.max_message_size));
-    let upgraded = tokio_tungstenite::accept_hdr_async_with_config(
-        Prefixed::new(bytes, stream),
-        require_sip,
-        Some(config),
-    );
-    let ws = match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgraded).await {
-        Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => {
-            debug!(%remote, error = %e, "WebSocket upgrade refused or failed");
-            return;
-        }
-        Err(_) => return,
-    };
-
+    let (sink, incoming) = ws.split();
     ticket.upgraded();
     let conn = ctx.next_conn();
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
@@ -192,10 +147,59 @@ async fn session<S>(
     }
     ctx.stats.inc(Metric::WsConnections);
     debug!(?conn, %remote, ?transport, "WebSocket open");
-    run_websocket(ws, conn, remote, rx, close, &ctx).await;
+    run_websocket((sink, incoming), conn, remote, rx, close, &ctx).await;
     ctx.stats.dec(Metric::WsConnections);
     let _ = ctx.events.send(Event::Closed { conn }).await;
     debug!(?conn, %remote, "WebSocket closed");
+}
+
+/// The HTTP request on a web listener: a WebSocket upgrade that passes the origin check
+/// becomes a WebSocket; anything else gets a one-shot HTTP answer and `None`.
+async fn upgrade(mut stream: Box<dyn WebStream>, transport: Transport, remote: SocketAddr, ctx: &Ctx) -> Option<WebSocket> {
+    let (bytes, head_len) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut stream)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(HeadError::TooLarge)) => {
+            let _ = http::respond(&mut stream, 431, "Request Header Fields Too Large", "", "text/plain", b"").await;
+            return None;
+        }
+        Ok(Err(_)) | Err(_) => return None,
+    };
+    let Some(head) = RequestHead::parse(&bytes[..head_len]) else {
+        let _ = http::respond(&mut stream, 400, "Bad Request", "", "text/plain", b"bad request\n").await;
+        return None;
+    };
+    if !head.is_websocket_upgrade() {
+        plain_http(&mut stream, &head, transport, &ctx.ims_domain).await;
+        return None;
+    }
+    // The demo page this listener serves has the listener's own origin: scheme://Host.
+    let own = head.header("host").map(|host| format!("{}://{host}", if transport == Transport::Wss { "https" } else { "http" }));
+    if !ctx.origins.admits(head.header("origin"), own.as_deref()) {
+        ctx.stats.inc(Metric::OriginRefused);
+        debug!(%remote, origin = ?head.header("origin"), "WebSocket Origin not in web.allowed_origins; 403");
+        let _ = http::respond(&mut stream, 403, "Forbidden", "", "text/plain", b"origin not allowed (web.allowed_origins)\n").await;
+        return None;
+    }
+    drop(head);
+    // SIP messages are a few KiB: a small read chunk (it grows for a larger message) and
+    // eager writes keep an idle connection at a few KiB instead of tungstenite's 2 x 128 KiB
+    // defaults, which is what lets a node hold many idle browsers, or survive a source
+    // opening hundreds of connections. The write buffer is bounded for a reader that stalls.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_CHUNK)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER.max(2 * ctx.max_message_size))
+        .max_message_size(Some(ctx.max_message_size))
+        .max_frame_size(Some(ctx.max_message_size));
+    let upgraded = tokio_tungstenite::accept_hdr_async_with_config(Prefixed::new(bytes, stream), require_sip, Some(config));
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, upgraded).await {
+        Ok(Ok(ws)) => Some(ws),
+        Ok(Err(e)) => {
+            debug!(%remote, error = %e, "WebSocket upgrade refused or failed");
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// RFC 7118 §4.1: the client must offer the `sip` subprotocol and the server echoes it.
@@ -260,17 +264,14 @@ fn throttled(data: &[u8], retry_after: u64) -> Option<String> {
     String::from_utf8(resp.to_bytes()).ok()
 }
 
-async fn run_websocket<S>(
-    ws: tokio_tungstenite::WebSocketStream<S>,
+async fn run_websocket(
+    (mut sink, mut incoming): (SplitSink<WebSocket, Message>, SplitStream<WebSocket>),
     conn: estuary_b2bua::ConnId,
     remote: SocketAddr,
     mut outbound: mpsc::Receiver<Vec<u8>>,
     close: Arc<Notify>,
     ctx: &Ctx,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut sink, mut incoming) = ws.split();
+) {
     let mut ping = ctx.ws_ping_interval.map(|period| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,5 +372,32 @@ async fn run_websocket<S>(
             }
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an open browser connection's task holds for its whole life. A tokio task is
+    /// allocated at its future's largest state; with the handshakes inline that was 13 KiB per
+    /// idle browser, most of its memory.
+    #[tokio::test]
+    async fn a_connection_task_is_small_for_all_its_life() {
+        let (events, _rx) = mpsc::channel(8);
+        let (_, shutdown) = tokio::sync::watch::channel(false);
+        let records = crate::records::CallRecords::start(&Default::default()).unwrap();
+        let ctx = Arc::new(Ctx::new(events, shutdown, &estuary_config::Config::default(), None, None, records));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let permit = ctx.web_slots.clone().try_acquire_owned().unwrap();
+        let ticket = ctx.sources.admit(remote.ip()).unwrap();
+        let cfg = estuary_config::Config::default();
+        let tls = Some(crate::tls::load(&cfg.web, "127.0.0.1:0".parse().unwrap()).unwrap().acceptor);
+        let task = connection(stream, remote, tls, ctx.clone(), (permit, ticket));
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 2048, "a web connection's future is {size} bytes");
+        drop((task, client));
     }
 }
