@@ -5,6 +5,7 @@
 //! space, route set and remote target (RFC 3261 §12); nothing but end-to-end headers and bodies
 //! crosses between them.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use estuary_sip::{Headers, Method, Request};
@@ -34,12 +35,26 @@ impl LegIdx {
 }
 
 /// Where the call is in its life.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum CallState {
-    /// INVITE relayed, no 2xx yet.
-    Early,
+    /// INVITE relayed, no 2xx yet. The caller's INVITE is what our answers to it are built
+    /// from, and the callee's is what a CANCEL copies (RFC 3261 §9.1). Neither is needed once
+    /// the call is answered, so they live here and go with the state: an established call
+    /// keeps no copy of either (each is a few KiB with its SDP). Shared, because answering
+    /// needs the request while the engine is borrowed.
+    Early { a_invite: Arc<Request>, b_invite: Arc<Request> },
     /// 2xx relayed; waiting for or past the ACK.
     Confirmed,
+}
+
+impl CallState {
+    pub fn is_early(&self) -> bool {
+        matches!(self, CallState::Early { .. })
+    }
+
+    pub fn is_confirmed(&self) -> bool {
+        matches!(self, CallState::Confirmed)
+    }
 }
 
 /// One dialog of a call, as seen by the gateway.
@@ -94,11 +109,9 @@ pub struct Call {
     pub a: Leg,
     pub b: Leg,
     pub state: CallState,
-    /// The initial INVITE on leg A and its server transaction.
-    pub a_invite: Request,
+    /// The server transaction of the initial INVITE on leg A (the request is in the state).
     pub a_invite_key: ServerKey,
-    /// The initial INVITE sent on leg B and its client transaction (for CANCEL).
-    pub b_invite: Request,
+    /// The client transaction of the initial INVITE sent on leg B.
     pub b_invite_key: ClientKey,
     /// A provisional arrived on leg B, so a CANCEL may be sent (RFC 3261 §9.1).
     pub b_provisional: bool,
@@ -135,6 +148,15 @@ pub struct Call {
 }
 
 impl Call {
+    /// The caller's INVITE and its server transaction, while the call is early: what a final
+    /// answer to the caller is built from. `None` once answered.
+    pub fn caller_invite(&self) -> Option<(ServerKey, Arc<Request>)> {
+        match &self.state {
+            CallState::Early { a_invite, .. } => Some((self.a_invite_key.clone(), a_invite.clone())),
+            CallState::Confirmed => None,
+        }
+    }
+
     pub fn leg(&self, idx: LegIdx) -> &Leg {
         match idx {
             LegIdx::A => &self.a,

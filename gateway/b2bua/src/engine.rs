@@ -2,6 +2,7 @@
 //! what goes out on the other side.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use estuary_sip::{
@@ -432,8 +433,7 @@ impl B2bua {
             match timer {
                 CallTimer::Guard => {
                     // Only CANCELs arm the guard: the far end never finished the INVITE.
-                    if let Some(call) = self.calls.get(&id) {
-                        let (key, req) = (call.a_invite_key.clone(), call.a_invite.clone());
+                    if let Some((key, req)) = self.calls.get(&id).and_then(Call::caller_invite) {
                         if self.tx.is_pending(&key) {
                             self.respond(now, &key, &req, 487, "Request Terminated");
                         }
@@ -485,12 +485,9 @@ impl B2bua {
         match self.owners.remove(&key) {
             Some(Owner::Register { web, web_req, .. }) => self.respond(now, &web, &web_req, code, reason),
             Some(Owner::Invite { call }) => {
-                if let Some(c) = self.calls.get(&call) {
-                    let (k, r) = (c.a_invite_key.clone(), c.a_invite.clone());
-                    if c.state == CallState::Early {
-                        self.respond(now, &k, &r, code, reason);
-                        self.counters.call_failed(code);
-                    }
+                if let Some((k, r)) = self.calls.get(&call).and_then(Call::caller_invite) {
+                    self.respond(now, &k, &r, code, reason);
+                    self.counters.call_failed(code);
                 }
                 self.end_call(now, call, EndReason::NoAnswer(code));
             }
@@ -909,10 +906,8 @@ impl B2bua {
                 id,
                 a,
                 b,
-                state: CallState::Early,
-                a_invite: req,
+                state: CallState::Early { a_invite: Arc::new(req), b_invite: Arc::new(out) },
                 a_invite_key: key,
-                b_invite: out,
                 b_invite_key: ckey,
                 b_provisional: false,
                 cancel_requested: false,
@@ -944,7 +939,7 @@ impl B2bua {
         let mut fresh = || token(&mut self.rng);
         let a_tag = b_tag.as_deref().map(|t| call.fork_tag(t, &mut fresh));
         if let (Some(t), Some(a_tag)) = (&b_tag, &a_tag) {
-            if code < 300 && !(call.state == CallState::Confirmed && call.b.remote_tag.as_ref() != Some(t)) {
+            if code < 300 && !(call.state.is_confirmed() && call.b.remote_tag.as_ref() != Some(t)) {
                 call.b.remote_tag = Some(t.clone());
                 if let Some(target) = contact_uri(&resp.headers) {
                     call.b.remote_target = target;
@@ -958,8 +953,9 @@ impl B2bua {
         }
         let Some(call) = self.calls.get_mut(&id) else { return };
         if code < 200 {
-            if code > 100 && !call.cancel_requested {
-                let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+            // A provisional answer after the call was answered (another fork's) is not relayed:
+            // the caller's INVITE transaction has its final answer.
+            if let Some((k, r)) = call.caller_invite().filter(|_| code > 100 && !call.cancel_requested) {
                 let contact = call.a.contact.clone();
                 let from = call_side(call, LegIdx::B);
                 // Early media SDP (RFC 3960); a body we cannot use is dropped, not the 18x.
@@ -978,14 +974,13 @@ impl B2bua {
         }
         if code < 300 {
             let tag = b_tag.unwrap_or_default();
-            if call.state == CallState::Confirmed || call.cancel_requested {
+            if call.state.is_confirmed() || call.cancel_requested {
                 // A second fork answered, or the caller cancelled as the callee answered
                 // (the CANCEL/200 race of RFC 3261 §9.2): ACK this dialog, then end it.
-                let first_answer = call.state == CallState::Early;
+                let first_answer = call.state.is_early();
                 self.ack_and_bye(now, id, &tag, resp);
                 if first_answer {
-                    if let Some(call) = self.calls.get(&id) {
-                        let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                    if let Some((k, r)) = self.calls.get(&id).and_then(Call::caller_invite) {
                         if self.tx.is_pending(&k) {
                             self.respond(now, &k, &r, 487, "Request Terminated");
                         }
@@ -1001,8 +996,7 @@ impl B2bua {
                     // The callee's SDP is unusable: end its dialog, refuse the caller's INVITE.
                     tracing::warn!(call = id.0, reason = %e.reason, "2xx SDP refused; ending the call");
                     self.ack_and_bye(now, id, &tag, resp);
-                    if let Some(call) = self.calls.get(&id) {
-                        let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+                    if let Some((k, r)) = self.calls.get(&id).and_then(Call::caller_invite) {
                         self.refuse_sdp(now, &k, &r, &e);
                     }
                     self.counters.call_failed(e.status());
@@ -1011,22 +1005,22 @@ impl B2bua {
                 }
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
-            call.state = CallState::Confirmed;
+            // Answered: both INVITEs go, after this last answer to the caller.
+            let CallState::Early { a_invite: r, .. } = std::mem::replace(&mut call.state, CallState::Confirmed) else { return };
             call.answered = Some(now);
             self.call_timers.set(&(id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
             if let Some(t) = &a_tag {
                 call.a.local_tag = t.clone();
             }
             call.ack_duty = Some(AckDuty { leg: LegIdx::B, cseq: call.b.invite_cseq });
-            let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+            let k = call.a_invite_key.clone();
             let contact = call.a.contact.clone();
             tracing::info!(call = id.0, "call answered");
             self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
             return;
         }
         // 3xx-6xx: the transaction has ACKed it; relay and end the call.
-        if call.state == CallState::Early {
-            let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+        if let Some((k, r)) = call.caller_invite() {
             let from = call_side(call, LegIdx::B);
             let tag = a_tag.unwrap_or_else(|| call.a.local_tag.clone());
             self.counters.call_failed(code);
@@ -1067,7 +1061,7 @@ impl B2bua {
     fn cancel_call(&mut self, now: Instant, id: CallId) {
         let timeout = self.cfg.timers.timeout();
         let Some(call) = self.calls.get_mut(&id) else { return };
-        if call.state != CallState::Early || call.cancel_requested {
+        if !call.state.is_early() || call.cancel_requested {
             return;
         }
         call.end_reason.get_or_insert(EndReason::Cancelled);
@@ -1083,7 +1077,7 @@ impl B2bua {
         call.cancel_sent = true;
         // RFC 3261 §9.1: same Request-URI, Call-ID, From, To, CSeq number and top Via as the
         // INVITE, and the same Route set.
-        let inv = &call.b_invite;
+        let CallState::Early { b_invite: inv, .. } = &call.state else { return };
         let mut cancel = Request {
             method: Method::Cancel,
             uri: inv.uri.clone(),
@@ -1326,7 +1320,7 @@ impl B2bua {
         };
         let Some(call) = self.calls.get_mut(&id) else { return };
         call.end_reason.get_or_insert(reason);
-        let confirmed = call.state == CallState::Confirmed;
+        let confirmed = call.state.is_confirmed();
         for idx in [LegIdx::A, LegIdx::B] {
             if Some(idx) == except {
                 continue;
@@ -1340,8 +1334,7 @@ impl B2bua {
                 // INVITE to finish (its final response ends the call).
                 self.cancel_call(now, id);
                 return;
-            } else if !confirmed && idx == LegIdx::A {
-                let (k, r) = (call.a_invite_key.clone(), call.a_invite.clone());
+            } else if let Some((k, r)) = call.caller_invite().filter(|_| idx == LegIdx::A) {
                 if self.tx.is_pending(&k) {
                     self.respond(now, &k, &r, 487, "Request Terminated");
                 }
@@ -1356,7 +1349,7 @@ impl B2bua {
         let Some(call) = self.calls.get(&id) else { return };
         let idx = call.web_leg().other();
         let due = call.fast_update_sent.is_none_or(|t| now.saturating_duration_since(t) >= FAST_UPDATE_INTERVAL);
-        if call.state != CallState::Confirmed || call.leg(idx).remote_tag.is_none() || !due {
+        if !call.state.is_confirmed() || call.leg(idx).remote_tag.is_none() || !due {
             return;
         }
         let hop = call.leg(idx).hop();

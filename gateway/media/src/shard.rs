@@ -83,7 +83,9 @@ pub enum ShardError {
 }
 
 struct Entry {
-    session: MediaSession,
+    /// Boxed: a session is 5 KiB, and inline in the table every call would also pay for the
+    /// table's spare slots, and each growth would copy every session.
+    session: Box<MediaSession>,
     /// The deadline this call is in the heap for (rounded), if any.
     armed: Option<Instant>,
     /// Local addresses routed to this call (all but the shared port).
@@ -166,7 +168,7 @@ impl MediaShard {
             self.counters.ufrag_clashes += 1;
             return Err(ShardError::UfragClash(call));
         }
-        let mut entry = Entry { session, armed: None, locals: Vec::new(), remotes: Vec::new(), ufrags: Vec::new() };
+        let mut entry = Entry { session: Box::new(session), armed: None, locals: Vec::new(), remotes: Vec::new(), ufrags: Vec::new() };
         self.route_locals(call, &mut entry)?;
         if shared {
             let u = entry.session.local_ufrag().to_owned();
@@ -251,7 +253,7 @@ impl MediaShard {
             }
         }
         // Its heap entry, if any, is found stale when it comes due.
-        Some(entry.session)
+        Some(*entry.session)
     }
 
     /// A datagram arrived on `local` from `source`. As [`MediaSession::handle_datagram`]:
@@ -379,11 +381,11 @@ impl MediaShard {
     }
 
     pub fn session(&self, call: CallKey) -> Option<&MediaSession> {
-        self.calls.get(&call).map(|e| &e.session)
+        self.calls.get(&call).map(|e| &*e.session)
     }
 
     pub fn sessions(&self) -> impl Iterator<Item = (CallKey, &MediaSession)> {
-        self.calls.iter().map(|(k, e)| (*k, &e.session))
+        self.calls.iter().map(|(k, e)| (*k, &*e.session))
     }
 
     /// Collects the call's outputs and arms its timer if its deadline moved earlier.
