@@ -31,8 +31,8 @@ use crate::metrics::Metric;
 /// TLS handshake plus HTTP request head must arrive within this, so idle sockets cannot hold
 /// connection slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The WebSocket read chunk; see the config in `session`.
-const WS_READ_CHUNK: usize = 4 * 1024;
+/// The WebSocket read chunk: a REGISTER fits; see the config in `upgrade`.
+const WS_READ_CHUNK: usize = 2 * 1024;
 /// Outbound bytes a connection may hold unwritten before sends fail.
 const WS_MAX_WRITE_BUFFER: usize = 1024 * 1024;
 /// How long a closing WebSocket may take to answer our close frame.

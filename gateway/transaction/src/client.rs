@@ -37,8 +37,11 @@ pub(crate) struct ClientTx<F> {
     reliable: bool,
     invite: bool,
     state: State,
+    /// The request as sent, for Timer A/E retransmissions; emptied once a response makes
+    /// them stop, so a call's INVITE is not held for Timer M's 32 s.
     request: Vec<u8>,
-    /// Fields of the INVITE needed to build the ACK for a non-2xx (§17.1.1.3).
+    /// The INVITE's headers, to build the ACK for a non-2xx (§17.1.1.3); dropped once a
+    /// final response has come (and its ACK, if any, is built).
     ack_base: Option<Request>,
     /// The ACK sent for the non-2xx, repeated for each response retransmission.
     ack: Option<Vec<u8>>,
@@ -60,7 +63,13 @@ impl<F: Copy> ClientTx<F> {
             invite,
             state: State::Calling,
             request: request.to_bytes(),
-            ack_base: invite.then(|| request.clone()),
+            ack_base: invite.then(|| Request {
+                method: request.method.clone(),
+                uri: request.uri.clone(),
+                version: request.version.clone(),
+                headers: request.headers.clone(),
+                body: Vec::new(),
+            }),
             ack: None,
             // Timer A / E start at T1, only over unreliable transports (§17.1.1.2, §17.1.2.2).
             retransmit: (!reliable).then(|| (now + timers.t1, timers.t1)),
@@ -99,6 +108,7 @@ impl<F: Copy> ClientTx<F> {
                     // §17.1.1.2: a provisional stops Timer A (and B: the INVITE may ring long).
                     self.retransmit = None;
                     self.timeout = None;
+                    self.request = Vec::new();
                 } else if let Some((at, _)) = self.retransmit {
                     // §17.1.2.2: in Proceeding, Timer E continues at T2.
                     self.retransmit = Some((at, timers.t2));
@@ -108,6 +118,7 @@ impl<F: Copy> ClientTx<F> {
             (true, State::Calling | State::Proceeding) if code < 300 => {
                 self.state = State::Accepted;
                 self.stop_timers();
+                self.ack_base = None;
                 self.linger = Some(now + timers.timeout()); // Timer M
                 Disposition::Deliver
             }
@@ -116,6 +127,7 @@ impl<F: Copy> ClientTx<F> {
                 self.stop_timers();
                 self.linger = Some(now + timers.timer_d(self.reliable));
                 let ack = self.build_ack(response);
+                self.ack_base = None;
                 self.transmit = ack.clone();
                 self.ack = ack;
                 Disposition::Deliver
@@ -159,9 +171,11 @@ impl<F: Copy> ClientTx<F> {
         TimerOutcome::Continue
     }
 
+    /// A final response: no more retransmissions, so the request and the ACK's template go.
     fn stop_timers(&mut self) {
         self.retransmit = None;
         self.timeout = None;
+        self.request = Vec::new();
     }
 
     /// RFC 3261 §17.1.1.3: the ACK for a non-2xx repeats the INVITE's Request-URI, Call-ID,
@@ -188,5 +202,46 @@ impl<F: Copy> ClientTx<F> {
         ack.headers.push("CSeq", format!("{seq} ACK"));
         ack.headers.push("Content-Length", "0");
         Some(ack.to_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invite() -> Request {
+        let text = "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\n\
+                    From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>\r\nCall-ID: c1@test\r\n\
+                    CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
+        match estuary_sip::Message::parse(text.as_bytes()) {
+            Ok(estuary_sip::Message::Request(r)) => r,
+            other => panic!("test INVITE did not parse: {other:?}"),
+        }
+    }
+
+    fn answer(request: &Request, code: u16) -> Response {
+        let mut r = estuary_sip::response_to(request, code, "Test");
+        r.headers.set("To", "<sip:bob@ims.test>;tag=b1");
+        r
+    }
+
+    /// A call's INVITE transaction lingers in Accepted for Timer M (32 s) after the answer;
+    /// what it holds then is memory every new call pays for that long.
+    #[test]
+    fn a_transaction_past_its_answer_holds_neither_request_nor_ack_template() {
+        let (now, timers) = (Instant::now(), TimerConfig::default());
+        let req = invite();
+        let mut tx = ClientTx::start(now, &timers, &req, 0u8, false);
+        assert!(!tx.request.is_empty() && tx.ack_base.as_ref().is_some_and(|r| r.body.is_empty()));
+        tx.on_response(now, &timers, &answer(&req, 180));
+        assert!(tx.request.is_empty(), "no Timer A after a provisional");
+        assert!(tx.ack_base.is_some(), "a non-2xx may still need its ACK");
+        tx.on_response(now, &timers, &answer(&req, 200));
+        assert!(tx.request.is_empty() && tx.ack_base.is_none());
+
+        let mut refused = ClientTx::start(now, &timers, &req, 0u8, false);
+        refused.on_response(now, &timers, &answer(&req, 486));
+        assert!(refused.ack.is_some(), "the ACK for a non-2xx is built before its template goes");
+        assert!(refused.request.is_empty() && refused.ack_base.is_none());
     }
 }

@@ -104,6 +104,9 @@ impl<F: Copy> ServerTx<F> {
     pub(crate) fn on_2xx_ack(&mut self) {
         self.acked = true;
         self.retransmit = None;
+        // Nothing re-sends the 2xx now (retransmitted INVITEs are absorbed in Accepted), so
+        // its bytes, SDP and all, need not wait for Timer L.
+        self.last = None;
     }
 
     pub(crate) fn send(&mut self, now: Instant, timers: &TimerConfig, response: &Response) -> Result<(), UsageError> {
@@ -154,5 +157,26 @@ impl<F: Copy> ServerTx<F> {
             }
         }
         TimerOutcome::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An acknowledged 2xx lingers until Timer L without its bytes: nothing re-sends it.
+    #[test]
+    fn an_acknowledged_2xx_is_not_kept_for_timer_l() {
+        let (now, timers) = (Instant::now(), TimerConfig::default());
+        let text = "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/WSS a.invalid;branch=z9hG4bK1\r\n\
+                    From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>\r\nCall-ID: c1@test\r\n\
+                    CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let Ok(estuary_sip::Message::Request(req)) = estuary_sip::Message::parse(text.as_bytes()) else { panic!("test INVITE") };
+        let mut tx = ServerTx::new(&req, 0u8, true);
+        tx.send(now, &timers, &estuary_sip::response_to(&req, 200, "OK")).unwrap();
+        assert!(tx.take_transmit().is_some() && tx.last.is_some(), "sent, and retransmitted until the ACK");
+        tx.on_2xx_ack();
+        assert!(tx.last.is_none());
+        assert!(matches!(tx.on_request(now, &timers, false), RequestOutcome::Retransmission) && tx.take_transmit().is_none());
     }
 }
