@@ -157,7 +157,7 @@ pub async fn run(load: &Load, structure: Structure, idle: Option<Duration>) -> R
     let setup = started.elapsed();
     let w = measure(&|| groups.clone(), &totals, idle, load.window).await;
     let loaded = sample(pid).map_err(|e| e.to_string())?;
-    let parts = parts(&groups, &pss_idle, &w);
+    let parts = parts(&groups, &pss_idle, &w, None);
     let _ = stop_tx.send(true);
     drop(stdin);
     drop(guard);

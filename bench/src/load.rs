@@ -189,6 +189,10 @@ pub struct Part {
     /// PSS summed over the group's processes, before the first call and at the window's end.
     pub pss_idle: u64,
     pub pss_loaded: u64,
+    /// CPU over the whole set-up, from the first connection to the last call keyed, when the
+    /// calls were set up as the reference systems get them (not phased). It includes the
+    /// media of the calls already up, at most the set-up's length of it.
+    pub setup_cpu: Option<Duration>,
 }
 
 impl Part {
@@ -436,7 +440,7 @@ pub(crate) async fn measure(groups: &dyn Fn() -> Vec<(&'static str, Vec<u32>)>, 
 }
 
 /// Per group figures from the PSS before the first call and a [`Window`].
-pub(crate) fn parts(groups: &[(&'static str, Vec<u32>)], pss_idle: &[(Duration, u64)], w: &Window) -> Vec<Part> {
+pub(crate) fn parts(groups: &[(&'static str, Vec<u32>)], pss_idle: &[(Duration, u64)], w: &Window, setup: Option<&[Duration]>) -> Vec<Part> {
     groups
         .iter()
         .enumerate()
@@ -446,6 +450,7 @@ pub(crate) fn parts(groups: &[(&'static str, Vec<u32>)], pss_idle: &[(Duration, 
             idle_cpu: w.idle.as_ref().map(|(_, c)| c[i]),
             pss_idle: pss_idle[i].1,
             pss_loaded: w.pss[i],
+            setup_cpu: setup.and_then(|s| s.get(i).copied()),
         })
         .collect()
 }
@@ -559,12 +564,14 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
 
     let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
     let started = Instant::now();
+    let mut setup_cpu = None;
     let (clients, phases) = if target.phased && !target.reference {
         // The daemon's threads' CPU, the IMS core's, and the daemon's PSS.
         let reading = || (thread_cpu(&[pid]), ims.core_threads(), crate::pss(pid).unwrap_or(0));
         phased_setup(system.ws_addr(), calls, &cert, &media, &totals, &stop, &reading).await
     } else {
         // Calls, spread over the connections; each connection's calls are set up in sequence.
+        let setup_mark = group_threads(&system.groups());
         let mut setups = Vec::new();
         for c in 0..CONNECTIONS as u64 {
             let n = calls / CONNECTIONS as u64 + u64::from(c < calls % CONNECTIONS as u64);
@@ -582,6 +589,7 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        setup_cpu = Some(groups_since(&setup_mark, &group_threads(&system.groups())));
         (clients, Vec::new())
     };
     let ready = totals.ready.load(Ordering::Relaxed);
@@ -593,7 +601,7 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
     let groups = || system.groups();
     let w = measure(&groups, &totals, target.idle, window).await;
     let b = sample(pid).map_err(|e| e.to_string())?;
-    let parts = parts(&system.groups(), &pss_idle, &w);
+    let parts = parts(&system.groups(), &pss_idle, &w, setup_cpu.as_deref());
     let flood = match flood {
         Some(f) => Some(f.await.map_err(|e| format!("flood: {e}"))?),
         None => None,

@@ -46,7 +46,9 @@
 //! structures ([`estuary_bench::bare`]), each with an idle pause of `BENCH_IDLE_SECONDS` (10)
 //! before its window. Here the calls are set up as before phases existed (ten WebSockets,
 //! calls one after another on each) with the test peer as Estuary's core, as the reference
-//! systems get them. It prints per system the CPU per packet, the idle CPU, PSS per call and
+//! systems get them. It prints per system the CPU per packet, the idle CPU, PSS per call, the
+//! CPU over the whole set-up per call (`setup_cpu_ms_per_call`: from the first connection to the
+//! last call keyed; it includes the media of the calls already up, alike for every system) and
 //! loss, and Estuary's ratios to the others, and writes them to `BENCH_REFERENCE_OUT`
 //! (`target/bench/reference.json`). On a shared, noisy machine the ratios are the figures.
 
@@ -262,6 +264,8 @@ struct Figures {
     us_per_packet: f64,
     idle_fraction: Option<f64>,
     pss_per_call: u64,
+    /// CPU over the set-up per call (non-phased set-up only; media of calls already up included).
+    setup_ms_per_call: Option<f64>,
     loss: f64,
     pps: f64,
 }
@@ -278,6 +282,7 @@ impl Figures {
             us_per_packet: cpu * 1e6 / m.delivered.max(1) as f64,
             idle_fraction: idle,
             pss_per_call: parts.iter().map(|p| p.pss_per_call(m.calls_up)).sum(),
+            setup_ms_per_call: parts.iter().map(|p| p.setup_cpu).sum::<Option<Duration>>().map(|d| d.as_secs_f64() * 1e3 / m.calls_up.max(1) as f64),
             loss: 1.0 - m.delivered as f64 / m.sent.max(1) as f64,
             pps: m.delivered as f64 / m.window.as_secs_f64().max(1e-9),
         }
@@ -294,6 +299,7 @@ impl Figures {
             "offered_pps": self.offered_pps(),
             "idle_cpu_fraction": self.idle_fraction,
             "pss_bytes_per_call": self.pss_per_call,
+            "setup_cpu_ms_per_call": self.setup_ms_per_call,
             "loss_ratio": self.loss,
             "pps": self.pps,
             "calls_up": self.calls_up,
@@ -334,15 +340,17 @@ fn compare(rt: &tokio::runtime::Runtime, load: &Load, idle: Option<Duration>, es
     let idle_s = idle.map(|d| d.as_secs_f64());
     let title = format!("Estuary against the references: {} calls, {} s window, {} s idle pause", load.calls, load.window.as_secs(), idle_s.unwrap_or(0.0));
     println!("\n{title}\n{}", "-".repeat(title.len()));
-    println!("{:<20} {:>10} {:>12} {:>14} {:>8} {:>9} {:>6}", "system", "us/packet", "idle CPU %", "PSS/call KiB", "loss %", "pps", "calls");
+    println!("{:<20} {:>10} {:>12} {:>14} {:>14} {:>8} {:>9} {:>6}", "system", "us/packet", "idle CPU %", "PSS/call KiB", "setup ms/call", "loss %", "pps", "calls");
     for f in &figures {
         let idle = f.idle_fraction.map_or("-".into(), |x| format!("{:.2}", 100.0 * x));
+        let setup = f.setup_ms_per_call.map_or("-".into(), |x| format!("{x:.3}"));
         println!(
-            "{:<20} {:>10.2} {:>12} {:>14.1} {:>8.2} {:>9.0} {:>6}",
+            "{:<20} {:>10.2} {:>12} {:>14.1} {:>14} {:>8.2} {:>9.0} {:>6}",
             f.name,
             f.us_per_packet,
             idle,
             f.pss_per_call as f64 / 1024.0,
+            setup,
             100.0 * f.loss,
             f.pps,
             f.calls_up
@@ -350,15 +358,23 @@ fn compare(rt: &tokio::runtime::Runtime, load: &Load, idle: Option<Duration>, es
     }
     let est = &figures[0];
     let mut ratios = serde_json::Map::new();
-    println!("\nEstuary as a ratio to   {:>10} {:>12} {:>14}", "us/packet", "idle CPU", "PSS/call");
+    println!("\nEstuary as a ratio to   {:>10} {:>12} {:>14} {:>14}", "us/packet", "idle CPU", "PSS/call", "setup/call");
     for f in figures.iter().skip(1).filter(|f| f.name != "kamailio") {
         let r = json!({
             "cpu_us_per_packet": ratio(Some(est.us_per_packet), Some(f.us_per_packet)),
             "idle_cpu_fraction": ratio(est.idle_fraction, f.idle_fraction),
             "pss_bytes_per_call": ratio(Some(est.pss_per_call as f64), Some(f.pss_per_call as f64)),
+            "setup_cpu_ms_per_call": ratio(est.setup_ms_per_call, f.setup_ms_per_call),
         });
         let show = |k: &str| r[k].as_f64().map_or("-".into(), |x| format!("{x:.2}"));
-        println!("{:<22} {:>10} {:>12} {:>14}", f.name, show("cpu_us_per_packet"), show("idle_cpu_fraction"), show("pss_bytes_per_call"));
+        println!(
+            "{:<22} {:>10} {:>12} {:>14} {:>14}",
+            f.name,
+            show("cpu_us_per_packet"),
+            show("idle_cpu_fraction"),
+            show("pss_bytes_per_call"),
+            show("setup_cpu_ms_per_call")
+        );
         ratios.insert(format!("estuary_to_{}", f.name), r);
     }
     for f in figures.iter().filter(|f| f.pps < 0.95 * f.offered_pps()) {
