@@ -190,8 +190,8 @@ pub struct Part {
     pub pss_idle: u64,
     pub pss_loaded: u64,
     /// CPU over the whole set-up, from the first connection to the last call keyed, when the
-    /// calls were set up as the reference systems get them (not phased). It includes the
-    /// media of the calls already up, at most the set-up's length of it.
+    /// calls were set up as the reference systems get them (not phased). The media waits
+    /// until the set-up ends; consent checks do not.
     pub setup_cpu: Option<Duration>,
 }
 
@@ -570,7 +570,10 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
         let reading = || (thread_cpu(&[pid]), ims.core_threads(), crate::pss(pid).unwrap_or(0));
         phased_setup(system.ws_addr(), calls, &cert, &media, &totals, &stop, &reading).await
     } else {
-        // Calls, spread over the connections; each connection's calls are set up in sequence.
+        // Calls, spread over the connections; each connection's calls are set up in sequence,
+        // with the media paused until the last is keyed (consent checks go on), so the set-up's
+        // CPU is the set-up's alone, for every system alike.
+        totals.paused.store(true, Ordering::Relaxed);
         let setup_mark = group_threads(&system.groups());
         let mut setups = Vec::new();
         for c in 0..CONNECTIONS as u64 {
@@ -590,6 +593,7 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         setup_cpu = Some(groups_since(&setup_mark, &group_threads(&system.groups())));
+        totals.paused.store(false, Ordering::Relaxed);
         (clients, Vec::new())
     };
     let ready = totals.ready.load(Ordering::Relaxed);

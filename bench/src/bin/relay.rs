@@ -48,8 +48,7 @@
 //! calls one after another on each) with the test peer as Estuary's core, as the reference
 //! systems get them. It prints per system the CPU per packet, the idle CPU, PSS per call, the
 //! CPU over the whole set-up per call (`setup_cpu_ms_per_call`: from the first connection to the
-//! last call keyed; it includes the media of the calls already up, alike for every system) and
-//! loss, and Estuary's ratios to the others, and writes them to `BENCH_REFERENCE_OUT`
+//! last call keyed, with the media held back until then; consent checks go on) and loss, and Estuary's ratios to the others, and writes them to `BENCH_REFERENCE_OUT`
 //! (`target/bench/reference.json`). On a shared, noisy machine the ratios are the figures.
 
 use std::path::{Path, PathBuf};
@@ -264,7 +263,7 @@ struct Figures {
     us_per_packet: f64,
     idle_fraction: Option<f64>,
     pss_per_call: u64,
-    /// CPU over the set-up per call (non-phased set-up only; media of calls already up included).
+    /// CPU over the set-up per call (non-phased set-up only, media held back until its end).
     setup_ms_per_call: Option<f64>,
     loss: f64,
     pps: f64,

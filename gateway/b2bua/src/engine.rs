@@ -70,7 +70,9 @@ pub struct B2bua {
     keys: KeySource,
     tx: Transactions<Flow>,
     registrar: Registrar,
-    calls: HashMap<CallId, Call>,
+    /// Boxed: a call is over 2 KiB, and inline every call would also pay for the table's spare
+    /// slots (up to half of them), and each growth would copy every call.
+    calls: HashMap<CallId, Box<Call>>,
     /// Transcoding channels each call holds: its settled plan's, or what an offer of it
     /// reserved (admission is decided at the offer, before the far side can answer).
     transcoding: HashMap<CallId, usize>,
@@ -433,7 +435,7 @@ impl B2bua {
             match timer {
                 CallTimer::Guard => {
                     // Only CANCELs arm the guard: the far end never finished the INVITE.
-                    if let Some((key, req)) = self.calls.get(&id).and_then(Call::caller_invite) {
+                    if let Some((key, req)) = self.calls.get(&id).and_then(|c| c.caller_invite()) {
                         if self.tx.is_pending(&key) {
                             self.respond(now, &key, &req, 487, "Request Terminated");
                         }
@@ -485,7 +487,7 @@ impl B2bua {
         match self.owners.remove(&key) {
             Some(Owner::Register { web, web_req, .. }) => self.respond(now, &web, &web_req, code, reason),
             Some(Owner::Invite { call }) => {
-                if let Some((k, r)) = self.calls.get(&call).and_then(Call::caller_invite) {
+                if let Some((k, r)) = self.calls.get(&call).and_then(|c| c.caller_invite()) {
                     self.respond(now, &k, &r, code, reason);
                     self.counters.call_failed(code);
                 }
@@ -902,7 +904,7 @@ impl B2bua {
         }
         self.calls.insert(
             id,
-            Call {
+            Box::new(Call {
                 id,
                 a,
                 b,
@@ -925,7 +927,7 @@ impl B2bua {
                 end_reason: None,
                 icid,
                 fast_update_sent: None,
-            },
+            }),
         );
     }
 
@@ -980,7 +982,7 @@ impl B2bua {
                 let first_answer = call.state.is_early();
                 self.ack_and_bye(now, id, &tag, resp);
                 if first_answer {
-                    if let Some((k, r)) = self.calls.get(&id).and_then(Call::caller_invite) {
+                    if let Some((k, r)) = self.calls.get(&id).and_then(|c| c.caller_invite()) {
                         if self.tx.is_pending(&k) {
                             self.respond(now, &k, &r, 487, "Request Terminated");
                         }
@@ -996,7 +998,7 @@ impl B2bua {
                     // The callee's SDP is unusable: end its dialog, refuse the caller's INVITE.
                     tracing::warn!(call = id.0, reason = %e.reason, "2xx SDP refused; ending the call");
                     self.ack_and_bye(now, id, &tag, resp);
-                    if let Some((k, r)) = self.calls.get(&id).and_then(Call::caller_invite) {
+                    if let Some((k, r)) = self.calls.get(&id).and_then(|c| c.caller_invite()) {
                         self.refuse_sdp(now, &k, &r, &e);
                     }
                     self.counters.call_failed(e.status());
