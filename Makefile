@@ -46,7 +46,8 @@ build: build-deps
 # independent decoder of the video we encode, Debian's chromium as
 # the browser (driven by playwright-core from npm, never a downloaded browser) and Debian's
 # firefox-esr as the second one (driven by puppeteer-core over WebDriver BiDi), iproute2 for
-# the loopback-only network namespaces browser tests run in. What the build needs is
+# the loopback-only network namespaces browser tests run in, freeDiameter (freeDiameterd) as
+# the independent Diameter peer of ims/diameter's interop test. What the build needs is
 # build-deps (through build).
 deps:
 	@missing=""; \
@@ -58,6 +59,7 @@ deps:
 	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v kamailio >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || missing="$$missing kamailio kamailio-tls-modules"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v freeDiameterd >/dev/null 2>&1 || missing="$$missing freediameter"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
