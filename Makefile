@@ -166,7 +166,7 @@ corpus: deps demo build
 lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	@# Engines stay sans-IO: only the daemon may depend on tokio.
-	@for p in estuary-sip estuary-transaction estuary-b2bua estuary-sdp estuary-ice estuary-srtp estuary-rtp estuary-media estuary-core estuary-config estuary-ims-profile estuary-diameter estuary-testpeer estuary-transcoder estuary-pcap; do \
+	@for p in estuary-sip estuary-transaction estuary-b2bua estuary-sdp estuary-ice estuary-srtp estuary-rtp estuary-media estuary-core estuary-config estuary-ims-profile estuary-diameter estuary-rx estuary-testpeer estuary-transcoder estuary-pcap; do \
 	  if $(CARGO) tree -p $$p -e normal 2>/dev/null | grep -q ' tokio '; then echo "$$p depends on tokio"; exit 1; fi; \
 	done
 

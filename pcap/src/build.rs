@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::checksum::{internet_checksum, Sum};
 use crate::error::BuildError;
-use crate::packet::TcpHeader;
+use crate::packet::{TcpFlags, TcpHeader};
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -99,6 +99,49 @@ pub fn write_tcp(
     out.extend_from_slice(&tcp);
     out.extend_from_slice(payload);
     Ok(())
+}
+
+/// One TCP connection as raw IP packets, the way a dissector wants to see it: the three-way
+/// handshake first, then one segment per [`TcpConversation::segment`] with sequence and
+/// acknowledgement numbers that follow on. For handing a stream protocol we speak (Diameter,
+/// SIP over TCP) to Wireshark's dissectors from a test.
+#[derive(Clone, Debug)]
+pub struct TcpConversation {
+    client: SocketAddr,
+    server: SocketAddr,
+    client_seq: u32,
+    server_seq: u32,
+}
+
+impl TcpConversation {
+    /// The conversation and its handshake's three packets (SYN, SYN-ACK, ACK).
+    pub fn open(client: SocketAddr, server: SocketAddr) -> Result<(TcpConversation, Vec<Vec<u8>>), BuildError> {
+        let (c, s) = (1000u32, 5000u32);
+        let header = |seq, ack, flags| TcpHeader { seq, ack, flags, window: 65_535 };
+        let handshake = vec![
+            build_tcp(client, server, &header(c, 0, TcpFlags::SYN), &[])?,
+            build_tcp(server, client, &header(s, c + 1, TcpFlags::SYN | TcpFlags::ACK), &[])?,
+            build_tcp(client, server, &header(c + 1, s + 1, TcpFlags::ACK), &[])?,
+        ];
+        Ok((TcpConversation { client, server, client_seq: c + 1, server_seq: s + 1 }, handshake))
+    }
+
+    /// One segment carrying `payload` (PSH, ACK), from the client or from the server.
+    pub fn segment(&mut self, from_client: bool, payload: &[u8]) -> Result<Vec<u8>, BuildError> {
+        let flags = TcpFlags::PSH | TcpFlags::ACK;
+        let len = payload.len() as u32;
+        if from_client {
+            let header = TcpHeader { seq: self.client_seq, ack: self.server_seq, flags, window: 65_535 };
+            let packet = build_tcp(self.client, self.server, &header, payload)?;
+            self.client_seq = self.client_seq.wrapping_add(len);
+            Ok(packet)
+        } else {
+            let header = TcpHeader { seq: self.server_seq, ack: self.client_seq, flags, window: 65_535 };
+            let packet = build_tcp(self.server, self.client, &header, payload)?;
+            self.server_seq = self.server_seq.wrapping_add(len);
+            Ok(packet)
+        }
+    }
 }
 
 /// Wraps a raw IPv4 or IPv6 packet in an Ethernet II header, for [`LinkType::ETHERNET`]

@@ -89,7 +89,7 @@ pub mod websocket;
 use std::io::Read;
 use std::time::Duration;
 
-pub use build::{build_tcp, build_udp, wrap_ethernet, write_tcp, write_udp, MacAddr};
+pub use build::{build_tcp, build_udp, wrap_ethernet, write_tcp, write_udp, MacAddr, TcpConversation};
 pub use checksum::{internet_checksum, transport_checksum};
 pub use classic::{PcapReader, PcapWriter};
 pub use classify::{

@@ -4,14 +4,13 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use estuary_diameter::{frame_len, Message, Peer, PeerEvent};
-use estuary_pcap::{build_tcp, LinkType, PcapWriter, TcpFlags, TcpHeader};
+use estuary_pcap::{LinkType, PcapWriter, TcpConversation};
 
 const CLIENT: &str = "192.0.2.10:40000";
 const SERVER: &str = "198.51.100.1:3868";
@@ -60,58 +59,13 @@ fn conversation() -> Vec<(Dir, Vec<u8>)> {
 }
 
 fn write_pcap(path: &Path, messages: &[(Dir, Vec<u8>)]) {
-    let client: SocketAddr = CLIENT.parse().unwrap();
-    let server: SocketAddr = SERVER.parse().unwrap();
-    let file = std::fs::File::create(path).unwrap();
-    let mut pcap = PcapWriter::new(file, LinkType::RAW).unwrap();
+    let (mut tcp, handshake) = TcpConversation::open(CLIENT.parse().unwrap(), SERVER.parse().unwrap()).unwrap();
+    let segments = messages.iter().map(|(dir, bytes)| tcp.segment(matches!(dir, Dir::ToServer), bytes).unwrap());
+    let mut pcap = PcapWriter::new(std::fs::File::create(path).unwrap(), LinkType::RAW).unwrap();
     let mut t = Duration::from_secs(1_700_000_000);
-    let mut tick = |pcap: &mut PcapWriter<std::fs::File>, ip: Vec<u8>| {
+    for ip in handshake.into_iter().chain(segments) {
         t += Duration::from_millis(10);
         pcap.write_packet(t, &ip).unwrap();
-    };
-    let (mut c_seq, mut s_seq) = (1000u32, 5000u32);
-    let seg = |seq, ack, flags| TcpHeader {
-        seq,
-        ack,
-        flags,
-        window: 65_535,
-    };
-    // Three-way handshake so TCP analysis has a clean start.
-    tick(
-        &mut pcap,
-        build_tcp(client, server, &seg(c_seq, 0, TcpFlags::SYN), &[]).unwrap(),
-    );
-    tick(
-        &mut pcap,
-        build_tcp(
-            server,
-            client,
-            &seg(s_seq, c_seq + 1, TcpFlags::SYN | TcpFlags::ACK),
-            &[],
-        )
-        .unwrap(),
-    );
-    c_seq += 1;
-    s_seq += 1;
-    tick(
-        &mut pcap,
-        build_tcp(client, server, &seg(c_seq, s_seq, TcpFlags::ACK), &[]).unwrap(),
-    );
-    for (dir, bytes) in messages {
-        let flags = TcpFlags::PSH | TcpFlags::ACK;
-        let ip = match dir {
-            Dir::ToServer => {
-                let ip = build_tcp(client, server, &seg(c_seq, s_seq, flags), bytes).unwrap();
-                c_seq += bytes.len() as u32;
-                ip
-            }
-            Dir::ToClient => {
-                let ip = build_tcp(server, client, &seg(s_seq, c_seq, flags), bytes).unwrap();
-                s_seq += bytes.len() as u32;
-                ip
-            }
-        };
-        tick(&mut pcap, ip);
     }
     pcap.flush().unwrap();
 }
