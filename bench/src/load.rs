@@ -664,10 +664,11 @@ pub async fn run_on(load: &Load, target: &Target) -> Result<Measured, String> {
 
 /// Sets `calls` browsers up in [`PHASES`], every browser through one phase before the next
 /// begins, and takes a `reading` (the daemon's threads' CPU times, the IMS core's when it is
-/// there, and the daemon's PSS) between phases. Each browser has its own WebSocket and registration, as each tab of a
-/// real browser does. Browsers that fail a phase are dropped (counted in `totals.failed`);
-/// the keyed ones start their media and count in `totals.ready`. Returns the clients, which
-/// must live as long as their calls, and the phases.
+/// there, and the daemon's PSS) between phases. Each browser has its own WebSocket and
+/// registration, as each tab of a real browser does. Browsers that fail a phase are dropped
+/// (counted in `totals.failed`); the keyed ones start their media and count in
+/// `totals.ready`. Returns the clients, which must live as long as their calls, and the
+/// phases.
 async fn phased_setup(
     ws: SocketAddr,
     calls: u64,

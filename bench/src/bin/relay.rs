@@ -48,7 +48,8 @@
 //! calls one after another on each) with the test peer as Estuary's core, as the reference
 //! systems get them. It prints per system the CPU per packet, the idle CPU, PSS per call, the
 //! CPU over the whole set-up per call (`setup_cpu_ms_per_call`: from the first connection to the
-//! last call keyed, with the media held back until then; consent checks go on) and loss, and Estuary's ratios to the others, and writes them to `BENCH_REFERENCE_OUT`
+//! last call keyed, with the media held back until then; consent checks go on) and loss, and
+//! Estuary's ratios to the others, and writes them to `BENCH_REFERENCE_OUT`
 //! (`target/bench/reference.json`). On a shared, noisy machine the ratios are the figures.
 
 use std::path::{Path, PathBuf};

@@ -208,39 +208,25 @@ impl<F: Copy> ClientTx<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn invite() -> Request {
-        let text = "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK1\r\n\
-                    From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>\r\nCall-ID: c1@test\r\n\
-                    CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n";
-        match estuary_sip::Message::parse(text.as_bytes()) {
-            Ok(estuary_sip::Message::Request(r)) => r,
-            other => panic!("test INVITE did not parse: {other:?}"),
-        }
-    }
-
-    fn answer(request: &Request, code: u16) -> Response {
-        let mut r = estuary_sip::response_to(request, code, "Test");
-        r.headers.set("To", "<sip:bob@ims.test>;tag=b1");
-        r
-    }
+    use crate::tests::{req, resp};
 
     /// A call's INVITE transaction lingers in Accepted for Timer M (32 s) after the answer;
     /// what it holds then is memory every new call pays for that long.
     #[test]
     fn a_transaction_past_its_answer_holds_neither_request_nor_ack_template() {
         let (now, timers) = (Instant::now(), TimerConfig::default());
-        let req = invite();
+        let mut req = req("INVITE", "z9hG4bK1", 1);
+        req.body = b"v=0\n".to_vec();
         let mut tx = ClientTx::start(now, &timers, &req, 0u8, false);
         assert!(!tx.request.is_empty() && tx.ack_base.as_ref().is_some_and(|r| r.body.is_empty()));
-        tx.on_response(now, &timers, &answer(&req, 180));
+        tx.on_response(now, &timers, &resp(180, &req));
         assert!(tx.request.is_empty(), "no Timer A after a provisional");
         assert!(tx.ack_base.is_some(), "a non-2xx may still need its ACK");
-        tx.on_response(now, &timers, &answer(&req, 200));
+        tx.on_response(now, &timers, &resp(200, &req));
         assert!(tx.request.is_empty() && tx.ack_base.is_none());
 
         let mut refused = ClientTx::start(now, &timers, &req, 0u8, false);
-        refused.on_response(now, &timers, &answer(&req, 486));
+        refused.on_response(now, &timers, &resp(486, &req));
         assert!(refused.ack.is_some(), "the ACK for a non-2xx is built before its template goes");
         assert!(refused.request.is_empty() && refused.ack_base.is_none());
     }

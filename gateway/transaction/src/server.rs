@@ -163,17 +163,15 @@ impl<F: Copy> ServerTx<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::{req, resp};
 
     /// An acknowledged 2xx lingers until Timer L without its bytes: nothing re-sends it.
     #[test]
     fn an_acknowledged_2xx_is_not_kept_for_timer_l() {
         let (now, timers) = (Instant::now(), TimerConfig::default());
-        let text = "INVITE sip:bob@ims.test SIP/2.0\r\nVia: SIP/2.0/WSS a.invalid;branch=z9hG4bK1\r\n\
-                    From: <sip:alice@ims.test>;tag=a1\r\nTo: <sip:bob@ims.test>\r\nCall-ID: c1@test\r\n\
-                    CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
-        let Ok(estuary_sip::Message::Request(req)) = estuary_sip::Message::parse(text.as_bytes()) else { panic!("test INVITE") };
+        let req = req("INVITE", "z9hG4bK1", 1);
         let mut tx = ServerTx::new(&req, 0u8, true);
-        tx.send(now, &timers, &estuary_sip::response_to(&req, 200, "OK")).unwrap();
+        tx.send(now, &timers, &resp(200, &req)).unwrap();
         assert!(tx.take_transmit().is_some() && tx.last.is_some(), "sent, and retransmitted until the ACK");
         tx.on_2xx_ack();
         assert!(tx.last.is_none());

@@ -10,7 +10,7 @@ use super::*;
 const UDP: bool = false;
 const TCP: bool = true;
 
-fn req(method: &str, branch: &str, cseq: u32) -> Request {
+pub(crate) fn req(method: &str, branch: &str, cseq: u32) -> Request {
     let text = format!(
         "{method} sip:bob@ims.test SIP/2.0\r\n\
          Via: SIP/2.0/UDP 127.0.0.1:5080;branch={branch}\r\n\
@@ -27,7 +27,7 @@ fn req(method: &str, branch: &str, cseq: u32) -> Request {
     }
 }
 
-fn resp(code: u16, request: &Request) -> Response {
+pub(crate) fn resp(code: u16, request: &Request) -> Response {
     let mut r = estuary_sip::response_to(request, code, "Test");
     if code > 100 {
         let to = format!("{};tag=b1", request.headers.get("To").unwrap_or_default());
