@@ -57,6 +57,34 @@ impl CallState {
     }
 }
 
+/// Where a call stands with the policy function (Rx toward the PCRF), when policy is closed
+/// (`B2buaConfig::policy_gate`). The AAR goes out when an answer first settles the media
+/// plan (a 183 with SDP or the 2xx); the 2xx that settles it, or that arrives before the
+/// PCRF's answer, waits here until the decision comes.
+#[derive(Debug, Default)]
+pub enum Authorization {
+    /// Policy is open (or off): nothing waits for the PCRF.
+    #[default]
+    NotRequired,
+    /// Closed policy, no decision yet; nothing held.
+    Awaiting,
+    /// Closed policy, no decision yet, and the callee's 2xx is held: not relayed to the
+    /// caller and not acknowledged (the callee retransmits it, RFC 3261 §13.3.1.4).
+    Held(Box<HeldAnswer>),
+    /// The PCRF authorized the media.
+    Granted,
+}
+
+/// The callee's 2xx, held for the PCRF's decision, with what relaying it needs.
+#[derive(Debug)]
+pub struct HeldAnswer {
+    pub response: estuary_sip::Response,
+    /// The To tag toward the caller that stands for the callee's dialog.
+    pub a_tag: Option<String>,
+    /// The SDP for the caller, already interworked.
+    pub body: Vec<u8>,
+}
+
 /// One dialog of a call, as seen by the gateway.
 #[derive(Clone, Debug)]
 pub struct Leg {
@@ -145,6 +173,8 @@ pub struct Call {
     /// When the gateway last asked the IMS leg for a keyframe by SIP INFO (RFC 5168): at
     /// most one a second, whatever the decoder's losses.
     pub fast_update_sent: Option<Instant>,
+    /// The PCRF's decision, when policy is closed.
+    pub authorization: Authorization,
 }
 
 impl Call {

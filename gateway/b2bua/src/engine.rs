@@ -18,8 +18,8 @@ use estuary_sdp::{SdpError, SdpSession};
 use rand::{Rng, SeedableRng};
 
 use estuary_transaction::Deadlines;
-use crate::call::{with_tag, AckDuty, Call, CallId, CallState, Leg, LegIdx, Relayed};
-use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, ReleaseCause, Sample, Side, Transport};
+use crate::call::{with_tag, AckDuty, Authorization, Call, CallId, CallState, HeldAnswer, Leg, LegIdx, Relayed};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -167,6 +167,7 @@ impl B2bua {
                 }
             }
             Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
+            Input::Policy { call, decision } => self.on_policy(now, CallId(call), decision),
         }
         self.pump(now);
     }
@@ -232,6 +233,27 @@ impl B2bua {
     /// The registration table, for inspection.
     pub fn registrar(&self) -> &Registrar {
         &self.registrar
+    }
+
+    /// Who and what a call's media belongs to, for the policy function's requests (Rx AAR):
+    /// its charging id, the browser's registered identity and address.
+    pub fn policy_subject(&self, call: u64) -> Option<PolicySubject> {
+        let call = self.calls.get(&CallId(call))?;
+        let web = call.leg(call.web_leg());
+        let ims = call.leg(call.web_leg().other());
+        let binding = call.binding.and_then(|b| self.registrar.get(b));
+        let conn_ip = match web.flow {
+            Flow::Web { conn } => self.conns.get(&conn).map(|c| c.remote),
+            Flow::Ims { .. } => None,
+        };
+        Some(PolicySubject {
+            // Without a P-Charging-Vector from the core, the IMS dialog's Call-ID still ties
+            // the Rx session to the core's records.
+            charging_id: call.icid.clone().unwrap_or_else(|| ims.call_id.clone()),
+            identity: binding.map(|b| b.aor.clone()),
+            browser_ip: binding.map(|b| b.source).or(conn_ip),
+            caller: call.a.side,
+        })
     }
 
     // ----- input dispatch -----------------------------------------------------------------
@@ -927,6 +949,7 @@ impl B2bua {
                 end_reason: None,
                 icid,
                 fast_update_sent: None,
+                authorization: if self.cfg.policy_gate { Authorization::Awaiting } else { Authorization::NotRequired },
             }),
         );
     }
@@ -1007,18 +1030,14 @@ impl B2bua {
                 }
             };
             let Some(call) = self.calls.get_mut(&id) else { return };
-            // Answered: both INVITEs go, after this last answer to the caller.
-            let CallState::Early { a_invite: r, .. } = std::mem::replace(&mut call.state, CallState::Confirmed) else { return };
-            call.answered = Some(now);
-            self.call_timers.set(&(id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
-            if let Some(t) = &a_tag {
-                call.a.local_tag = t.clone();
+            // Closed policy: the answer waits for the PCRF, when there is a plan to authorize
+            // (a 2xx carrying an offer settles none until the ACK, so it cannot wait).
+            if matches!(call.authorization, Authorization::Awaiting) && call.media_version > 0 {
+                tracing::info!(call = id.0, "answer held for the PCRF's decision");
+                call.authorization = Authorization::Held(Box::new(HeldAnswer { response: resp.clone(), a_tag, body }));
+                return;
             }
-            call.ack_duty = Some(AckDuty { leg: LegIdx::B, cseq: call.b.invite_cseq });
-            let k = call.a_invite_key.clone();
-            let contact = call.a.contact.clone();
-            tracing::info!(call = id.0, "call answered");
-            self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
+            self.relay_answer(now, id, resp, a_tag, body);
             return;
         }
         // 3xx-6xx: the transaction has ACKed it; relay and end the call.
@@ -1030,6 +1049,91 @@ impl B2bua {
             self.forward_response(now, &k, &r, resp, from, Some(tag), None, Vec::new());
             self.end_call(now, id, EndReason::Rejected(code));
         }
+    }
+
+    /// Relay the callee's 2xx to the caller: the call is answered. Both INVITEs go, after this
+    /// last answer to the caller.
+    fn relay_answer(&mut self, now: Instant, id: CallId, resp: &Response, a_tag: Option<String>, body: Vec<u8>) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let from = call_side(call, LegIdx::B);
+        let CallState::Early { a_invite: r, .. } = std::mem::replace(&mut call.state, CallState::Confirmed) else { return };
+        call.answered = Some(now);
+        self.call_timers.set(&(id, CallTimer::SessionExpires), session_expiry(now, &resp.headers));
+        if let Some(t) = &a_tag {
+            call.a.local_tag = t.clone();
+        }
+        call.ack_duty = Some(AckDuty { leg: LegIdx::B, cseq: call.b.invite_cseq });
+        let k = call.a_invite_key.clone();
+        let contact = call.a.contact.clone();
+        tracing::info!(call = id.0, "call answered");
+        self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
+    }
+
+    /// The policy function's word on a call (see [`PolicyDecision`]).
+    fn on_policy(&mut self, now: Instant, id: CallId, decision: PolicyDecision<'_>) {
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        match decision {
+            PolicyDecision::Authorized => {
+                if let Authorization::Held(held) = std::mem::replace(&mut call.authorization, Authorization::Granted) {
+                    tracing::info!(call = id.0, "PCRF authorized; relaying the held answer");
+                    let HeldAnswer { response, a_tag, body } = *held;
+                    self.relay_answer(now, id, &response, a_tag, body);
+                }
+            }
+            PolicyDecision::Refused { reason } => {
+                let held = match std::mem::take(&mut call.authorization) {
+                    Authorization::Held(h) => Some(h),
+                    _ => None,
+                };
+                tracing::warn!(call = id.0, reason, "PCRF refused the media; ending the call");
+                if let Some(held) = &held {
+                    let tag = held.response.headers.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
+                    self.ack_and_bye(now, id, &tag, &held.response);
+                }
+                let status = match self.calls.get(&id).and_then(|c| c.caller_invite()) {
+                    Some((k, r)) if self.tx.is_pending(&k) => {
+                        let status = self.refuse_for_policy(now, &k, &r, reason);
+                        self.counters.call_failed(status);
+                        Some(status)
+                    }
+                    _ => None,
+                };
+                if held.is_some() {
+                    self.end_call(now, id, EndReason::PolicyRefused(status));
+                } else {
+                    // Early (a 183 settled the plan): cancel the callee; its final response
+                    // ends the call. Answered (open until now, or a 2xx offer): BYE both.
+                    self.hangup(now, id, EndReason::PolicyRefused(status));
+                }
+            }
+            PolicyDecision::BearerLost => {
+                tracing::warn!(call = id.0, "PCRF reported the bearer lost; ending the call");
+                self.hangup(now, id, EndReason::Media(ReleaseCause::MediaBearerLoss));
+            }
+            PolicyDecision::Aborted => {
+                tracing::warn!(call = id.0, "PCRF aborted the session; ending the call");
+                self.hangup(now, id, EndReason::PolicyAborted);
+            }
+        }
+    }
+
+    /// Refuse the caller's INVITE because the PCRF did not authorize its media: 580
+    /// Precondition Failure when the caller uses preconditions (RFC 3312 §5.1.1; TS 24.229
+    /// §5.2.7.2), else 503; with a Warning giving the reason. Returns the status sent.
+    fn refuse_for_policy(&mut self, now: Instant, key: &ServerKey, req: &Request, reason: &str) -> u16 {
+        let preconditions = ["Require", "Supported"]
+            .iter()
+            .flat_map(|h| req.headers.values(h))
+            .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .any(|t| t == "precondition");
+        let (status, phrase) = if preconditions { (580, "Precondition Failure") } else { (503, "Service Unavailable") };
+        let mut resp = self.local_response(req, status, phrase);
+        let text: String = reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+        resp.headers.push("Warning", format!("399 estuary \"{text}\""));
+        if let Err(err) = self.tx.send_response(now, key, &resp) {
+            tracing::debug!(error = %err, "policy refusal not sent");
+        }
+        status
     }
 
     fn on_2xx_retransmission(&mut self, key: &ClientKey) {
@@ -1065,6 +1169,19 @@ impl B2bua {
         let Some(call) = self.calls.get_mut(&id) else { return };
         if !call.state.is_early() || call.cancel_requested {
             return;
+        }
+        if let Authorization::Held(held) = std::mem::take(&mut call.authorization) {
+            // The callee answered and the answer waits for the PCRF: too late to cancel, so
+            // acknowledge and end its dialog, and the caller's INVITE gets its 487 here.
+            let reason = *call.end_reason.get_or_insert(EndReason::Cancelled);
+            let tag = held.response.headers.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
+            self.ack_and_bye(now, id, &tag, &held.response);
+            if let Some((k, r)) = self.calls.get(&id).and_then(|c| c.caller_invite()) {
+                if self.tx.is_pending(&k) {
+                    self.respond(now, &k, &r, 487, "Request Terminated");
+                }
+            }
+            return self.end_call(now, id, reason);
         }
         call.end_reason.get_or_insert(EndReason::Cancelled);
         call.cancel_requested = true;
@@ -1318,6 +1435,8 @@ impl B2bua {
     fn hangup_with(&mut self, now: Instant, id: CallId, except: Option<LegIdx>, reason: EndReason) {
         let cause = match reason {
             EndReason::Media(cause) => Some(cause),
+            // An aborted Rx session means the IP-CAN session, so every bearer, is gone.
+            EndReason::PolicyAborted => Some(ReleaseCause::MediaBearerLoss),
             _ => None,
         };
         let Some(call) = self.calls.get_mut(&id) else { return };

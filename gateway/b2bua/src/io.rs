@@ -82,6 +82,40 @@ pub enum Input<'a> {
     /// RTCP keyframe request (no PLI, no FIR): ask in SIP, with an INFO carrying RFC 5168's
     /// picture_fast_update.
     PictureFastUpdate { call: u64 },
+    /// The policy function (Rx toward the PCRF) decided about a call's media.
+    Policy { call: u64, decision: PolicyDecision<'a> },
+}
+
+/// Who and what a call's media belongs to, for the policy function (see
+/// `B2bua::policy_subject`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicySubject {
+    /// AF-Charging-Identifier: the call's ICID, else the IMS dialog's Call-ID.
+    pub charging_id: String,
+    /// The browser's registered public identity (its AOR), if it registered.
+    pub identity: Option<String>,
+    /// The browser's address as the gateway saw it (its WebSocket peer, or the client a
+    /// trusted proxy reported).
+    pub browser_ip: Option<std::net::IpAddr>,
+    /// The side that placed the call.
+    pub caller: Side,
+}
+
+/// What the PCRF (through the core's Rx client) said about a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyDecision<'a> {
+    /// The media is authorized: an answer held for it (`B2buaConfig::policy_gate`) goes on.
+    Authorized,
+    /// The media was refused, or the PCRF did not answer in time, and policy is closed: an
+    /// unanswered call is refused toward the caller (503 or 580, with a Warning giving
+    /// `reason`) and its callee's side ended; an answered one is ended with BYE.
+    Refused { reason: &'a str },
+    /// The access bearer is gone (RAR with loss or release of bearer, TS 29.214 §4.4.6.2):
+    /// BYE on both legs, Reason RELEASE_CAUSE 3.
+    BearerLost,
+    /// The PCRF aborted the session (ASR, TS 29.214 §4.4.6.1): the IP-CAN session, and every
+    /// bearer of it, is gone. BYE on both legs, Reason RELEASE_CAUSE 3.
+    Aborted,
 }
 
 /// Why the gateway itself ends a call, sent in the BYEs' Reason header (RFC 3326) with the
@@ -180,6 +214,11 @@ pub enum EndReason {
     ConnectionLost,
     /// A session timer was negotiated (RFC 4028) and no refresh came before it ran out.
     SessionExpired,
+    /// Policy is closed and the PCRF refused the media (or did not answer): the status the
+    /// caller got (503, 580), or none when the call was already answered.
+    PolicyRefused(Option<u16>),
+    /// The PCRF aborted the Rx session (ASR).
+    PolicyAborted,
 }
 
 impl EndReason {
@@ -197,6 +236,8 @@ impl EndReason {
             EndReason::Media(ReleaseCause::MediaBearerLoss) => "media_bearer_loss",
             EndReason::ConnectionLost => "connection_lost",
             EndReason::SessionExpired => "session_expired",
+            EndReason::PolicyRefused(_) => "policy_refused",
+            EndReason::PolicyAborted => "policy_aborted",
         }
     }
 
@@ -206,6 +247,7 @@ impl EndReason {
         match self {
             EndReason::Cancelled => Some(487),
             EndReason::Rejected(s) | EndReason::NoAnswer(s) | EndReason::SdpRefused(s) => Some(s),
+            EndReason::PolicyRefused(s) => s,
             _ => None,
         }
     }

@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, ReleaseCause, Sample, Side, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.
@@ -86,6 +86,9 @@ pub struct B2buaConfig {
     /// Registrations (bindings, pending or active) one source IP may hold; a REGISTER for a
     /// new binding beyond it is refused with 403. 0: no limit.
     pub registrations_per_source: usize,
+    /// Closed policy (`rx.on_failure = "closed"`): a callee's 2xx that settles a media plan
+    /// waits for the PCRF's decision ([`Input::Policy`]) before it reaches the caller.
+    pub policy_gate: bool,
 }
 
 /// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
@@ -122,6 +125,7 @@ impl Default for B2buaConfig {
             video_channel_cost: 1,
             video_overload: VideoOverload::DropVideo,
             registrations_per_source: 0,
+            policy_gate: false,
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, Side, Transport, VideoOverload};
+use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, Side, Transport, VideoOverload};
 use estuary_sip::{Message, Request, Response};
 
 const CONN: ConnId = ConnId(1);
@@ -1338,4 +1338,164 @@ fn the_media_plane_asks_the_core_for_a_keyframe_by_info_at_most_once_a_second() 
     h.gw.handle_input(h.now, Input::PictureFastUpdate { call });
     assert!(to_ims(&h.drain()).iter().any(|s| s.text.starts_with("INFO")), "another after a second");
     assert_eq!(metric(&h, "estuary_picture_fast_update_sent_total"), 2);
+}
+
+// ----- policy (Rx toward the PCRF) -------------------------------------------------------
+
+fn gated() -> Harness {
+    Harness::with(B2buaConfig { policy_gate: true, ..B2buaConfig::default() })
+}
+
+/// A registered browser's call whose IMS 200 (with the answer) arrived under closed policy;
+/// returns (the IMS INVITE, the IMS 200 text, what the gateway sent on the 200).
+fn call_answered_under_gate(h: &mut Harness) -> (Sent, String, Vec<Sent>) {
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKpol1"));
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    let ok = response_with_body(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP);
+    let out = h.ims(&ok);
+    (inv, ok, out)
+}
+
+fn the_call(h: &Harness) -> u64 {
+    h.media
+        .iter()
+        .find_map(|o| match o {
+            Output::Media { call, .. } => Some(*call),
+            _ => None,
+        })
+        .expect("a plan was settled")
+}
+
+#[test]
+fn under_closed_policy_the_answer_waits_for_the_pcrf_then_goes_on() {
+    let mut h = gated();
+    let (_inv, ok, out) = call_answered_under_gate(&mut h);
+    assert!(out.is_empty(), "the 200 waits for the PCRF: nothing relayed, nothing acknowledged: {out:#?}");
+    let call = the_call(&h);
+    // What the AAR needs: the ICID we generated, the registered identity, the browser's address.
+    let subject = h.gw.policy_subject(call).unwrap();
+    assert_eq!(subject.identity.as_deref(), Some("sip:alice@ims.test"));
+    assert_eq!(subject.browser_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(subject.caller, Side::Web);
+    assert!(!subject.charging_id.is_empty());
+    // The callee retransmits its 200 meanwhile: still nothing, no ACK yet.
+    let out = h.ims(&ok);
+    assert!(to_web(&out).is_empty() && to_ims(&out).iter().all(|s| req(s).method.as_str() != "ACK"), "{out:#?}");
+    let out = h.input(Input::Policy { call, decision: PolicyDecision::Authorized });
+    let w = only_web(&out);
+    assert_eq!(status(w), 200);
+    assert!(String::from_utf8_lossy(&resp(w).body).contains("a=ice-lite"), "the interworked answer: {}", w.text);
+    assert_eq!(h.gw.active_calls(), 1);
+}
+
+#[test]
+fn a_pcrf_refusal_gives_the_browser_503_with_a_warning_and_acks_and_ends_the_ims_dialog() {
+    let mut h = gated();
+    let (_inv, _ok, _out) = call_answered_under_gate(&mut h);
+    let call = the_call(&h);
+    let out = h.input(Input::Policy { call, decision: PolicyDecision::Refused { reason: "Rx: AAA 5003" } });
+    let w = only_web(&out);
+    assert_eq!(status(w), 503);
+    assert_eq!(resp(w).headers.get("Warning"), Some("399 estuary \"Rx: AAA 5003\""));
+    let methods: Vec<_> = to_ims(&out).iter().map(|s| req(s).method.as_str().to_owned()).collect();
+    assert_eq!(methods, ["ACK", "BYE"]);
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!((h.ended().reason, h.ended().status, h.ended().answered), (EndReason::PolicyRefused(Some(503)), Some(503), None));
+    assert_eq!(h.ended().reason.as_str(), "policy_refused");
+}
+
+#[test]
+fn a_caller_using_preconditions_gets_580() {
+    let mut h = gated();
+    h.register();
+    let invite = invite_from_web("z9hG4bKpre").replace("Supported: 100rel,timer", "Supported: 100rel,timer, precondition");
+    let out = h.web(&invite);
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    h.ims(&response_with_body(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP));
+    let call = the_call(&h);
+    let out = h.input(Input::Policy { call, decision: PolicyDecision::Refused { reason: "Rx: no answer" } });
+    assert_eq!(status(only_web(&out)), 580);
+    assert_eq!(h.ended().status, Some(580));
+}
+
+#[test]
+fn a_cancel_while_the_answer_waits_gets_487_and_ends_the_answered_ims_dialog() {
+    let mut h = gated();
+    let (_inv, _ok, _out) = call_answered_under_gate(&mut h);
+    let cancel = "CANCEL sip:bob@ims.test SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKpol1\nTo: <sip:bob@ims.test>\nFrom: \"Alice\" <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 CANCEL\nContent-Length: 0\n\n";
+    let out = h.web(cancel);
+    let web: Vec<u16> = to_web(&out).iter().map(|s| status(s)).collect();
+    assert_eq!(web, [200, 487]);
+    let methods: Vec<_> = to_ims(&out).iter().map(|s| req(s).method.as_str().to_owned()).collect();
+    assert_eq!(methods, ["ACK", "BYE"]);
+    assert_eq!((h.ended().reason, h.ended().status), (EndReason::Cancelled, Some(487)));
+    // A decision arriving afterwards finds no call.
+    let call = the_call(&h);
+    assert!(h.input(Input::Policy { call, decision: PolicyDecision::Authorized }).is_empty());
+}
+
+#[test]
+fn an_authorization_before_the_answer_lets_the_200_through_at_once() {
+    let mut h = gated();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKpol2"));
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    // Early media settles the plan: the AAR goes now and is answered before the 200.
+    let out = h.ims(&response_with_body(&inv, 183, "Session Progress", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP));
+    assert_eq!(status(only_web(&out)), 183);
+    let call = the_call(&h);
+    assert!(h.input(Input::Policy { call, decision: PolicyDecision::Authorized }).is_empty());
+    let out = h.ims(&response(&inv, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")]));
+    assert_eq!(status(only_web(&out)), 200);
+}
+
+#[test]
+fn a_refusal_after_early_media_cancels_the_callee() {
+    let mut h = gated();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKpol3"));
+    let inv = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    h.ims(&response_with_body(&inv, 183, "Session Progress", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP));
+    let call = the_call(&h);
+    let out = h.input(Input::Policy { call, decision: PolicyDecision::Refused { reason: "Rx: AAA 5065" } });
+    assert_eq!(status(only_web(&out)), 503);
+    let c = only_ims(&out);
+    assert_eq!(req(c).method.as_str(), "CANCEL");
+    h.ims(&response(c, 200, "OK", &[]));
+    let out = h.ims(&response(&inv, 487, "Request Terminated", &[]));
+    assert!(to_web(&out).is_empty(), "the caller already has its final answer: {out:#?}");
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!((h.ended().reason, h.ended().status), (EndReason::PolicyRefused(Some(503)), Some(503)));
+}
+
+#[test]
+fn bearer_loss_and_abort_from_the_pcrf_end_an_answered_call_with_release_cause_3() {
+    for (decision, reason) in [
+        (PolicyDecision::BearerLost, EndReason::Media(estuary_b2bua::ReleaseCause::MediaBearerLoss)),
+        (PolicyDecision::Aborted, EndReason::PolicyAborted),
+    ] {
+        let mut h = Harness::new();
+        answered_call(&mut h);
+        let call = the_call(&h);
+        let out = h.input(Input::Policy { call, decision });
+        let byes: Vec<&Sent> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).collect();
+        assert_eq!(byes.len(), 2, "{out:#?}");
+        for b in byes {
+            assert_eq!(req(b).headers.get("Reason"), Some("RELEASE_CAUSE;cause=3;text=\"Media bearer loss\""));
+        }
+        assert_eq!(h.ended().reason, reason);
+    }
+    let mut h = Harness::new();
+    answered_call(&mut h);
+    let call = the_call(&h);
+    h.input(Input::Policy { call, decision: PolicyDecision::Aborted });
+    assert_eq!(h.ended().reason.as_str(), "policy_aborted");
+}
+
+#[test]
+fn open_policy_never_holds_the_answer() {
+    let mut h = Harness::new();
+    let (_inv, web_ok) = answered_call(&mut h);
+    assert_eq!(status(&web_ok), 200);
 }
