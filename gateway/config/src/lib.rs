@@ -10,6 +10,7 @@ mod access;
 mod error;
 mod next_hop;
 mod reader;
+mod rx;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use access::{IpBlock, WebOrigin};
 pub use error::ConfigError;
 pub use next_hop::{NextHop, NextHopTransport};
 use reader::{Document, Section};
+pub use rx::{RxConfig, RxOnFailure, RxPeer, RxUplinkFilter};
 
 /// The whole gateway configuration.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -31,6 +33,8 @@ pub struct Config {
     pub sip: SipConfig,
     /// `[registrar]`: registration policy.
     pub registrar: RegistrarConfig,
+    /// `[rx]`: Diameter Rx toward the PCRF (QoS for calls' media).
+    pub rx: RxConfig,
     /// `[media]`: media addresses and ports.
     pub media: MediaConfig,
     /// `[transcoder]`: the codec worker pool.
@@ -473,6 +477,7 @@ const SECTIONS: &[&str] = &[
     "ims",
     "sip",
     "registrar",
+    "rx",
     "media",
     "transcoder",
     "recording",
@@ -503,6 +508,7 @@ impl Config {
             ims: ims(doc.section("ims"))?,
             sip: sip(doc.section("sip"))?,
             registrar: registrar(doc.section("registrar"))?,
+            rx: rx(doc.section("rx"))?,
             media: media(doc.section("media"))?,
             transcoder: transcoder(doc.section("transcoder"))?,
             recording: recording(doc.section("recording"))?,
@@ -730,6 +736,81 @@ fn registrar(mut s: Section) -> Result<RegistrarConfig, ConfigError> {
         min_expires: Duration::from_secs(min as u64),
         require_registration,
     })
+}
+
+fn rx(mut s: Section) -> Result<RxConfig, ConfigError> {
+    let d = RxConfig::default();
+    let enabled = s.boolean("enabled", d.enabled)?;
+    let peers = s.list("peers", d.peers, str::parse::<RxPeer>)?;
+    if let Some((i, p, j)) = peers
+        .iter()
+        .enumerate()
+        .find_map(|(i, p)| peers[..i].iter().position(|q| q.same_as(p)).map(|j| (i, p, j)))
+    {
+        return Err(ConfigError::invalid(
+            format!("{}[{i}]", s.path("peers")),
+            format!("\"{p}\" repeats rx.peers[{j}]"),
+        ));
+    }
+    if enabled && peers.is_empty() {
+        return Err(ConfigError::invalid(
+            s.path("peers"),
+            "must name at least one PCRF peer when rx.enabled is true",
+        ));
+    }
+    let origin_host = s.string("origin_host", &d.origin_host)?;
+    let origin_host = diameter_identity(&s, "origin_host", &origin_host)?;
+    let origin_realm = s.string("origin_realm", &d.origin_realm)?;
+    let origin_realm = diameter_identity(&s, "origin_realm", &origin_realm)?;
+    let destination_realm = s.string("destination_realm", &d.destination_realm)?;
+    let destination_realm = diameter_identity(&s, "destination_realm", &destination_realm)?;
+    // Empty = not sent: the realm routes the request to a PCRF.
+    let destination_host = s.string("destination_host", "")?;
+    let destination_host = match destination_host.trim() {
+        "" => None,
+        h => Some(diameter_identity(&s, "destination_host", h)?),
+    };
+    let on_failure = s.choice(
+        "on_failure",
+        d.on_failure,
+        &[("open", RxOnFailure::Open), ("closed", RxOnFailure::Closed)],
+    )?;
+    let timeout = s.int("timeout_ms", d.timeout.as_millis() as i64, 100, 30_000)?;
+    let signalling = s.boolean("signalling", d.signalling)?;
+    // RFC 3539 §3.4.1: Tw must not be set below 6 seconds.
+    let watchdog = s.int("watchdog_s", d.watchdog.as_secs() as i64, 6, 300)?;
+    let uplink_filter = s.choice(
+        "uplink_filter",
+        d.uplink_filter,
+        &[("in", RxUplinkFilter::In), ("out", RxUplinkFilter::Out)],
+    )?;
+    s.finish()?;
+    Ok(RxConfig {
+        enabled,
+        peers,
+        origin_host,
+        origin_realm,
+        destination_realm,
+        destination_host,
+        on_failure,
+        timeout: Duration::from_millis(timeout as u64),
+        signalling,
+        watchdog: Duration::from_secs(watchdog as u64),
+        uplink_filter,
+    })
+}
+
+/// `value` trimmed, if it is a DiameterIdentity (RFC 6733 §4.3.1); the error names `key`.
+fn diameter_identity(s: &Section, key: &str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    if rx::is_diameter_identity(v) {
+        Ok(v.to_owned())
+    } else {
+        Err(ConfigError::invalid(
+            s.path(key),
+            format!("invalid DiameterIdentity \"{value}\" (an FQDN: letters, digits, '-' and '.')"),
+        ))
+    }
 }
 
 fn media(mut s: Section) -> Result<MediaConfig, ConfigError> {
@@ -1004,6 +1085,104 @@ mod tests {
         assert!(e.starts_with("ims.trusted_peers[1]: \"core.example\" is not an IP address"), "{e}");
         let e = err("[web]\nallowed_origins = [\"https://x/app\"]");
         assert!(e.starts_with("web.allowed_origins[0]: "), "{e}");
+    }
+
+    #[test]
+    fn rx_is_off_by_default_toward_a_local_pcrf() {
+        let c = Config::from_toml_str("[rx]\n").unwrap();
+        assert_eq!(c.rx, RxConfig::default());
+        let rx = &c.rx;
+        assert!(!rx.enabled && !rx.signalling);
+        assert_eq!(rx.peers, [RxPeer { host: "127.0.0.1".into(), port: 3868 }]);
+        assert_eq!((rx.origin_host.as_str(), rx.origin_realm.as_str(), rx.destination_realm.as_str()), ("pcscf.ims.test", "ims.test", "ims.test"));
+        assert_eq!(rx.destination_host, None);
+        assert_eq!((rx.on_failure, rx.uplink_filter), (RxOnFailure::Open, RxUplinkFilter::In));
+        assert_eq!((rx.timeout, rx.watchdog), (Duration::from_millis(2000), Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_full_rx_section_parses() {
+        let c = Config::from_toml_str(
+            "[rx]\n\
+             enabled = true\n\
+             peers = [\"pcrf1.ims.example:3870\", \"pcrf2.ims.example\", \"10.0.0.9\", \"[2001:db8::9]:3868\", \"[2001:db8::a]\"]\n\
+             origin_host = \"pcscf1.ims.example\"\n\
+             origin_realm = \"ims.example\"\n\
+             destination_realm = \"epc.example\"\n\
+             destination_host = \"pcrf1.epc.example\"\n\
+             on_failure = \"closed\"\n\
+             timeout_ms = 1500\n\
+             signalling = true\n\
+             watchdog_s = 6\n\
+             uplink_filter = \"out\"\n",
+        )
+        .unwrap();
+        let peer = |host: &str, port| RxPeer { host: host.into(), port };
+        assert_eq!(
+            c.rx,
+            RxConfig {
+                enabled: true,
+                peers: vec![
+                    peer("pcrf1.ims.example", 3870),
+                    peer("pcrf2.ims.example", 3868),
+                    peer("10.0.0.9", 3868),
+                    peer("2001:db8::9", 3868),
+                    peer("2001:db8::a", 3868),
+                ],
+                origin_host: "pcscf1.ims.example".into(),
+                origin_realm: "ims.example".into(),
+                destination_realm: "epc.example".into(),
+                destination_host: Some("pcrf1.epc.example".into()),
+                on_failure: RxOnFailure::Closed,
+                timeout: Duration::from_millis(1500),
+                signalling: true,
+                watchdog: Duration::from_secs(6),
+                uplink_filter: RxUplinkFilter::Out,
+            }
+        );
+        assert_eq!(c.rx.peers.iter().map(ToString::to_string).collect::<Vec<_>>()[3..], ["[2001:db8::9]:3868", "[2001:db8::a]:3868"]);
+        // `--set` takes a comma-separated list; an empty one is fine while Rx is off.
+        let c = with(&["rx.peers=pcrf-a:3868, [::1]:3869", "rx.destination_host="]).unwrap();
+        assert_eq!(c.rx.peers, [peer("pcrf-a", 3868), peer("::1", 3869)]);
+        assert_eq!(c.rx.destination_host, None);
+        assert!(with(&["rx.peers="]).unwrap().rx.peers.is_empty());
+    }
+
+    #[test]
+    fn rx_errors_name_the_key() {
+        assert_eq!(
+            err("[rx]\npeers = [\"pcrf:3868\", \"pcrf2:70000\"]"),
+            "rx.peers[1]: \"pcrf2:70000\": invalid port \"70000\" (1-65535)"
+        );
+        assert_eq!(err("[rx]\npeers = [\"pcrf:0\"]"), "rx.peers[0]: \"pcrf:0\": invalid port \"0\" (1-65535)");
+        assert_eq!(
+            err("[rx]\npeers = [\":3868\"]"),
+            "rx.peers[0]: \":3868\": empty host (expected HOST[:PORT], an IPv6 address in brackets)"
+        );
+        assert_eq!(
+            err("[rx]\npeers = [\"pcrf-a\", \"pcrf-b\", \"PCRF-A:3868\"]"),
+            "rx.peers[2]: \"PCRF-A:3868\" repeats rx.peers[0]"
+        );
+        assert_eq!(
+            err("[rx]\nenabled = true\npeers = []"),
+            "rx.peers: must name at least one PCRF peer when rx.enabled is true"
+        );
+        assert_eq!(err("[rx]\npeers = 3868"), "rx.peers: expected an array of strings, found integer");
+        assert_eq!(err("[rx]\non_failure = \"maybe\""), "rx.on_failure: \"maybe\" is not one of open, closed");
+        assert_eq!(err("[rx]\nuplink_filter = \"both\""), "rx.uplink_filter: \"both\" is not one of in, out");
+        assert_eq!(err("[rx]\ntimeout_ms = 50"), "rx.timeout_ms: must be between 100 and 30000, found 50");
+        assert_eq!(err("[rx]\nwatchdog_s = 3"), "rx.watchdog_s: must be between 6 and 300, found 3");
+        assert_eq!(
+            err("[rx]\norigin_host = \"pcscf ims\""),
+            "rx.origin_host: invalid DiameterIdentity \"pcscf ims\" (an FQDN: letters, digits, '-' and '.')"
+        );
+        for key in ["origin_realm", "destination_realm", "destination_host"] {
+            let e = with(&[&format!("rx.{key}=ims_test")]).unwrap_err();
+            assert_eq!(e.key(), Some(format!("rx.{key}").as_str()), "{e}");
+        }
+        assert_eq!(err("[rx]\norigin_realm = \"\""), "rx.origin_realm: invalid DiameterIdentity \"\" (an FQDN: letters, digits, '-' and '.')");
+        assert_eq!(err("[rx]\nenabled = \"yes\""), "rx.enabled: expected true or false, found string");
+        assert_eq!(err("[rx]\npcrf = \"x\""), "unknown key rx.pcrf");
     }
 
     #[test]

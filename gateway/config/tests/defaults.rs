@@ -74,6 +74,17 @@ fn the_documented_file_lists_every_key() {
         "registrar.max_expires_s",
         "registrar.min_expires_s",
         "registrar.require_registration",
+        "rx.enabled",
+        "rx.peers",
+        "rx.origin_host",
+        "rx.origin_realm",
+        "rx.destination_realm",
+        "rx.destination_host",
+        "rx.on_failure",
+        "rx.timeout_ms",
+        "rx.signalling",
+        "rx.watchdog_s",
+        "rx.uplink_filter",
         "media.web_address",
         "media.ims_address",
         "media.port_min",
@@ -122,7 +133,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        65,
+        76,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }
