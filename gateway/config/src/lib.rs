@@ -777,6 +777,11 @@ fn rx(mut s: Section) -> Result<RxConfig, ConfigError> {
     )?;
     let timeout = s.int("timeout_ms", d.timeout.as_millis() as i64, 100, 30_000)?;
     let signalling = s.boolean("signalling", d.signalling)?;
+    if signalling {
+        // Refused rather than ignored: an operator who asks for bearers for SIP must not
+        // believe they are there.
+        return Err(ConfigError::invalid("rx.signalling", "AF_SIGNALLING authorization at registration is not implemented yet; set false"));
+    }
     // RFC 3539 §3.4.1: Tw must not be set below 6 seconds.
     let watchdog = s.int("watchdog_s", d.watchdog.as_secs() as i64, 6, 300)?;
     let uplink_filter = s.choice(
@@ -1112,7 +1117,7 @@ mod tests {
              destination_host = \"pcrf1.epc.example\"\n\
              on_failure = \"closed\"\n\
              timeout_ms = 1500\n\
-             signalling = true\n\
+             signalling = false\n\
              watchdog_s = 6\n\
              uplink_filter = \"out\"\n",
         )
@@ -1135,7 +1140,7 @@ mod tests {
                 destination_host: Some("pcrf1.epc.example".into()),
                 on_failure: RxOnFailure::Closed,
                 timeout: Duration::from_millis(1500),
-                signalling: true,
+                signalling: false,
                 watchdog: Duration::from_secs(6),
                 uplink_filter: RxUplinkFilter::Out,
             }
@@ -1150,6 +1155,7 @@ mod tests {
 
     #[test]
     fn rx_errors_name_the_key() {
+        assert_eq!(err("[rx]\nsignalling = true"), "rx.signalling: AF_SIGNALLING authorization at registration is not implemented yet; set false");
         assert_eq!(
             err("[rx]\npeers = [\"pcrf:3868\", \"pcrf2:70000\"]"),
             "rx.peers[1]: \"pcrf2:70000\": invalid port \"70000\" (1-65535)"
