@@ -115,6 +115,9 @@ fuzz:
 # - transcode.json: Opus <-> G.711 channels per core for the pipelines alone, next to raw
 #   libopus on the same frames, memory per channel, and end to end on the daemon with 100
 #   Opus-only browsers (bench/src/bin/transcode.rs);
+# - diameter.json: Diameter Rx messages per second per core, in process (no daemon): a typical
+#   initial AAR encoded, decoded and validated, and AAR/AAA round trips through two Peers back
+#   to back (bench/src/bin/diameter.rs); BENCH_DIAMETER_ITERS changes the iterations per round;
 # - rtp.json, srtp.txt: the per-packet engine costs in isolation (criterion).
 bench: build-deps
 	@command -v kamailio >/dev/null 2>&1 || [ "$$BENCH_IMS_CORE" = testpeer ] || { echo "installing: kamailio"; \
@@ -126,6 +129,7 @@ bench: build-deps
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/setup_rate.json ./target/release/setup_rate
 	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/transcode.json ./target/release/transcode
 	BENCH_OUT=target/bench/video.json ./target/release/video
+	BENCH_OUT=target/bench/diameter.json ./target/release/diameter
 	$(CARGO) bench -p estuary-rtp --bench rtp 2>&1 | tee target/bench/rtp.txt
 	@sed -n 's/^summary: \(.*[^ ]\)  *\([0-9.]*\) ns\/op.*/{"name": "\1", "ns_per_op": \2}/p' target/bench/rtp.txt \
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
