@@ -253,6 +253,7 @@ impl MediaPlane for InlineMedia {
                     return Some(MediaPlaneEvent::Failed { call, cause: release_cause(cause), reason })
                 }
                 (call, Output::Event(estuary_media::MediaEvent::PictureFastUpdate)) => return Some(MediaPlaneEvent::PictureFastUpdate { call }),
+                (call, Output::Event(estuary_media::MediaEvent::IceConnected { remote })) => return Some(MediaPlaneEvent::PathSelected { call, remote }),
                 (call, Output::Encoder { stream, to, request }) => {
                     if let Some(p) = self.pipelines.get_mut(&(call, stream, to)) {
                         p.control(self.clock, transcode::control_of(request));

@@ -18,16 +18,19 @@
 //!   failures coming back as [`Input::MediaFailed`].
 
 mod inline;
+pub mod policy;
 pub mod transcode;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-pub use estuary_b2bua::{B2bua, CallSummary, ConnId, Flow, Input, ReleaseCause, Sample, Side, Transport};
+pub use estuary_b2bua::{B2bua, CallSummary, ConnId, Flow, Input, MetricKind, PolicyDecision, ReleaseCause, Sample, Side, Transport};
+pub use estuary_diameter::Transmit as DiameterTransmit;
 use estuary_media::FailCause;
 use estuary_sdp::MediaPlan;
 pub use inline::{InlineMedia, InlineCounters};
+pub use policy::{DiameterInput, OnFailure, Policy, PolicyReport, PolicySettings};
 
 /// What the [`Core`] asks of the media plane.
 pub trait MediaPlane {
@@ -104,6 +107,8 @@ pub enum MediaPlaneEvent {
     Failed { call: u64, cause: ReleaseCause, reason: String },
     /// The call's IMS video sender must send a keyframe and can only be asked in SIP.
     PictureFastUpdate { call: u64 },
+    /// ICE selected the browser's address `remote` (first, or a new one).
+    PathSelected { call: u64, remote: SocketAddr },
 }
 
 /// What the core asks its driver to do.
@@ -118,8 +123,11 @@ pub enum Output {
     /// A call was created: its two dialogs' Call-IDs (browser leg, IMS leg).
     CallStarted { call: u64, web_call_id: String, ims_call_id: String },
     /// The call is gone. Reported after every message of the same step, so the message that
-    /// ended it (a BYE's 200) belongs to the call.
-    CallEnded { call: u64, summary: Box<CallSummary> },
+    /// ended it (a BYE's 200) belongs to the call. `policy`: its Rx session, if it had one.
+    CallEnded { call: u64, summary: Box<CallSummary>, policy: Option<PolicyReport> },
+    /// Carry out a Diameter transmit on the connection to policy peer `peer` (its index in
+    /// the configured list): open it, write bytes, or close it after what came before.
+    Diameter { peer: usize, transmit: DiameterTransmit },
 }
 
 /// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
@@ -143,15 +151,46 @@ pub fn leg_of(side: Side) -> estuary_media::Leg {
 pub struct Core<P> {
     signalling: B2bua,
     media: P,
+    /// The Rx policy function, when `rx.enabled`.
+    policy: Option<Policy>,
     /// The time of the latest input: outputs taken after it act at that time.
     now: Instant,
     /// Calls ended in this step, reported once nothing else is left.
-    ended: VecDeque<(u64, Box<CallSummary>)>,
+    ended: VecDeque<(u64, Box<CallSummary>, Option<PolicyReport>)>,
 }
 
 impl<P: MediaPlane> Core<P> {
     pub fn new(signalling: B2bua, media: P, now: Instant) -> Core<P> {
-        Core { signalling, media, now, ended: VecDeque::new() }
+        Core { signalling, media, policy: None, now, ended: VecDeque::new() }
+    }
+
+    /// Adds the Rx policy function: every settled plan is described to the PCRF, and its
+    /// decisions reach the signalling machine (whose `policy_gate` must match
+    /// [`Policy::is_closed`]).
+    pub fn with_policy(mut self, policy: Policy) -> Core<P> {
+        self.policy = Some(policy);
+        self
+    }
+
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// Input from a policy peer's connection.
+    pub fn handle_diameter(&mut self, now: Instant, input: DiameterInput<'_>) {
+        self.now = now.max(self.now);
+        if let Some(p) = &mut self.policy {
+            p.handle_diameter(now, input);
+        }
+    }
+
+    /// A media thread's ICE agent selected the browser's address `remote` for `call` (planes
+    /// off the core's thread; inline planes report it as [`MediaPlaneEvent::PathSelected`]).
+    pub fn handle_media_path(&mut self, now: Instant, call: u64, remote: SocketAddr) {
+        self.now = now.max(self.now);
+        if let Some(p) = &mut self.policy {
+            p.path_selected(now, call, remote);
+        }
     }
 
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
@@ -162,6 +201,9 @@ impl<P: MediaPlane> Core<P> {
         if matches!(input, Input::Timeout) && self.media.poll_timeout().is_some_and(|t| t <= now) {
             self.media.handle_timeout(now);
         }
+        if let Some(p) = self.policy.as_mut().filter(|p| matches!(input, Input::Timeout) && p.poll_timeout().is_some_and(|t| t <= now)) {
+            p.handle_timeout(now);
+        }
         self.signalling.handle_input(now, input);
     }
 
@@ -170,6 +212,15 @@ impl<P: MediaPlane> Core<P> {
     pub fn poll_output(&mut self) -> Option<Output> {
         use estuary_b2bua::Output as S;
         loop {
+            if let Some(policy) = &mut self.policy {
+                if let Some((peer, transmit)) = policy.poll_transmit() {
+                    return Some(Output::Diameter { peer, transmit });
+                }
+                let (signalling, now) = (&mut self.signalling, self.now);
+                if policy.next_decision(|call, decision| signalling.handle_input(now, Input::Policy { call, decision })).is_some() {
+                    continue;
+                }
+            }
             if let Some(event) = self.media.poll_event() {
                 match event {
                     MediaPlaneEvent::Transmit { from, to, data } => return Some(Output::Datagram { from, to, data }),
@@ -181,26 +232,41 @@ impl<P: MediaPlane> Core<P> {
                         self.signalling.handle_input(self.now, Input::PictureFastUpdate { call });
                         continue;
                     }
+                    MediaPlaneEvent::PathSelected { call, remote } => {
+                        if let Some(p) = &mut self.policy {
+                            p.path_selected(self.now, call, remote);
+                        }
+                        continue;
+                    }
                 }
             }
             match self.signalling.poll_output() {
-                Some(S::Media { call, plan }) => self.media.plan(self.now, call, plan),
+                Some(S::Media { call, plan }) => {
+                    if let Some(p) = &mut self.policy {
+                        p.plan(self.now, call, &plan, self.signalling.policy_subject(call));
+                    }
+                    self.media.plan(self.now, call, plan)
+                }
                 Some(S::MediaEnd { call }) => self.media.end(self.now, call),
-                Some(S::CallEnded { call, summary }) => self.ended.push_back((call, summary)),
+                Some(S::CallEnded { call, summary }) => {
+                    let report = self.policy.as_mut().and_then(|p| p.end(self.now, call));
+                    self.ended.push_back((call, summary, report))
+                }
                 Some(S::Transmit { flow, data }) => return Some(Output::Transmit { flow, data }),
                 Some(S::Close { conn }) => return Some(Output::Close { conn }),
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
-                None => return self.ended.pop_front().map(|(call, summary)| Output::CallEnded { call, summary }),
+                // (An STR that ending a call queued went out at the top of the loop.)
+                None => return self.ended.pop_front().map(|(call, summary, policy)| Output::CallEnded { call, summary, policy }),
             }
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.signalling.poll_timeout(), self.media.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.signalling.poll_timeout(), self.media.poll_timeout(), self.policy.as_ref().and_then(Policy::poll_timeout)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// How many more bound media ports the signalling machine wants (bind before announce).
@@ -213,7 +279,11 @@ impl<P: MediaPlane> Core<P> {
     }
 
     pub fn metrics(&self, now: Instant) -> Vec<Sample> {
-        self.signalling.metrics(now)
+        let mut out = self.signalling.metrics(now);
+        if let Some(p) = &self.policy {
+            p.metrics(&mut out);
+        }
+        out
     }
 
     pub fn signalling(&self) -> &B2bua {
@@ -248,3 +318,5 @@ impl<P: MediaPlane> Core<P> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod policy_tests;

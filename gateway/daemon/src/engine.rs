@@ -12,11 +12,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use estuary_core::{ConnId, Core, Flow, Input, MediaPlane, Output, Sample, Side, Transport};
+use estuary_core::{ConnId, Core, DiameterInput, Flow, Input, MediaPlane, Output, Sample, Side, Transport};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::ctx::Ctx;
+use crate::diameter::DiameterLinks;
 use crate::events::{Event, Writer};
 use crate::recorder::Lane;
 use crate::ims;
@@ -38,6 +39,10 @@ pub trait Machine {
     fn grant_ports(&mut self, ports: Vec<u16>);
     /// The transcoder's current figure for a video stream, in audio channels.
     fn set_video_channel_cost(&mut self, units: usize);
+    /// Input from a policy peer's Diameter connection.
+    fn handle_diameter(&mut self, _now: Instant, _input: DiameterInput<'_>) {}
+    /// A media thread's ICE agent selected the browser's address for a call.
+    fn handle_media_path(&mut self, _now: Instant, _call: u64, _remote: SocketAddr) {}
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -61,6 +66,12 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn set_video_channel_cost(&mut self, units: usize) {
         Core::set_video_channel_cost(self, units)
+    }
+    fn handle_diameter(&mut self, now: Instant, input: DiameterInput<'_>) {
+        Core::handle_diameter(self, now, input)
+    }
+    fn handle_media_path(&mut self, now: Instant, call: u64, remote: SocketAddr) {
+        Core::handle_media_path(self, now, call, remote)
     }
 }
 
@@ -94,10 +105,12 @@ pub struct Engine<M> {
     bind_error_logged: Option<Instant>,
     /// The video cost last given to the machine (0: none yet).
     video_cost: usize,
+    /// Connections toward the policy peers (`rx.peers`).
+    diameter: DiameterLinks,
 }
 
 impl<M: Machine> Engine<M> {
-    pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket) -> Self {
+    pub fn new(machine: M, ctx: Arc<Ctx>, udp: std::net::UdpSocket, diameter: DiameterLinks) -> Self {
         let ims_local = udp.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         Engine {
             machine,
@@ -111,6 +124,7 @@ impl<M: Machine> Engine<M> {
             last_fired: None,
             bind_error_logged: None,
             video_cost: 0,
+            diameter,
         }
     }
 
@@ -256,6 +270,12 @@ impl<M: Machine> Engine<M> {
                 self.feed_unreachable();
             }
             Event::PictureFastUpdate { call } => self.feed(Input::PictureFastUpdate { call }),
+            Event::MediaPath { call, remote } => self.feed_with("handle_media_path", |m, now| m.handle_media_path(now, call, remote)),
+            Event::Diameter { peer, generation, event } => {
+                if self.diameter.is_current(peer, generation, &event) {
+                    self.feed_with("handle_diameter", |m, now| m.handle_diameter(now, crate::diameter::input(peer, &event)));
+                }
+            }
             Event::MediaFailed { call, reason, cause } => {
                 self.feed(Input::MediaFailed { call, reason: &reason, cause });
             }
@@ -344,6 +364,21 @@ impl<M: Machine> Engine<M> {
         if !ports.is_empty() {
             self.machine.grant_ports(ports);
         }
+    }
+
+    /// An input that is not SIP (a policy peer's bytes, a media path), then its outputs.
+    fn feed_with(&mut self, what: &str, f: impl FnOnce(&mut M, Instant)) {
+        let now = now();
+        let machine = &mut self.machine;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            f(machine, now);
+            std::iter::from_fn(|| machine.poll_output()).take(MAX_OUTPUTS_PER_INPUT).collect::<Vec<_>>()
+        }));
+        match result {
+            Ok(outputs) => outputs.into_iter().for_each(|o| self.execute(o)),
+            Err(panic) => self.count_panic(what, &panic),
+        }
+        self.feed_unreachable();
     }
 
     fn feed_unreachable(&mut self) {
@@ -453,12 +488,13 @@ impl<M: Machine> Engine<M> {
             }
             // Reported to the recorder before the input's message (feed_recorded).
             Output::CallStarted { .. } => {}
-            Output::CallEnded { call, summary } => {
+            Output::CallEnded { call, summary, policy } => {
                 if let Some(r) = &self.ctx.recorder {
                     r.call_ended(call);
                 }
-                self.ctx.records.ended(call, summary);
+                self.ctx.records.ended(call, summary, policy);
             }
+            Output::Diameter { peer, transmit } => self.diameter.transmit(peer, transmit),
         }
     }
 
@@ -565,6 +601,7 @@ mod tests {
             },
             ctx.clone(),
             udp,
+            DiameterLinks::new(ctx.clone(), &[]),
         );
         let flow = Flow::Ims {
             transport: Transport::Udp,
@@ -615,6 +652,7 @@ mod tests {
             },
             ctx.clone(),
             udp,
+            DiameterLinks::new(ctx.clone(), &[]),
         );
         let (tx, mut rx) = mpsc::channel(4);
         let close = Arc::new(Notify::new());

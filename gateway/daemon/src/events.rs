@@ -43,6 +43,11 @@ pub enum Event {
     MediaFailed { call: u64, reason: String, cause: ReleaseCause },
     /// A call's IMS video sender must be asked for a keyframe in SIP (RFC 5168).
     PictureFastUpdate { call: u64 },
+    /// A call's ICE agent selected the browser's address `remote` (first, or a new one).
+    MediaPath { call: u64, remote: SocketAddr },
+    /// A Diameter connection toward policy peer `peer` (see `diameter`); `generation` tells
+    /// its current connection from older ones.
+    Diameter { peer: usize, generation: u64, event: crate::diameter::LinkEvent },
     /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
     /// engine would, so tests can see /healthz notice.
     Stall(std::time::Duration),

@@ -25,6 +25,7 @@ mod demo;
 mod engine;
 mod events;
 mod engine_config;
+mod diameter;
 mod error;
 mod http;
 mod icmp;

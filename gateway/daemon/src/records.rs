@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use estuary_b2bua::{CallSummary, Side};
+use estuary_core::PolicyReport;
 use estuary_config::RecordsConfig;
 use estuary_media::{Leg, LegReport, StreamReport};
 use estuary_transcoder::video::channel::VideoStats;
@@ -36,7 +37,7 @@ pub const MEDIA_WAIT: Duration = Duration::from_secs(3);
 const QUEUE: usize = 4096;
 
 enum Msg {
-    Ended { call: u64, summary: Box<CallSummary>, at: (Instant, SystemTime) },
+    Ended { call: u64, summary: Box<CallSummary>, policy: Option<PolicyReport>, at: (Instant, SystemTime) },
     Media { call: u64, media: MediaHalf },
 }
 
@@ -73,8 +74,9 @@ impl CallRecords {
     }
 
     /// Signalling's half: the call ended.
-    pub fn ended(&self, call: u64, summary: Box<CallSummary>) {
-        self.send(Msg::Ended { call, summary, at: (Instant::now(), SystemTime::now()) });
+    /// Signalling's half: the call ended. `policy`: its Rx session, if it had one.
+    pub fn ended(&self, call: u64, summary: Box<CallSummary>, policy: Option<PolicyReport>) {
+        self.send(Msg::Ended { call, summary, policy, at: (Instant::now(), SystemTime::now()) });
     }
 
     /// The media thread's half, sent when the call's media stops.
@@ -99,7 +101,7 @@ impl CallRecords {
 }
 
 struct Pending {
-    summary: Option<(Box<CallSummary>, (Instant, SystemTime))>,
+    summary: Option<(Box<CallSummary>, Option<PolicyReport>, (Instant, SystemTime))>,
     media: Option<MediaHalf>,
     /// Written (or forgotten, for a media half alone) at this time at the latest.
     due: Instant,
@@ -119,10 +121,10 @@ impl Writer {
         loop {
             let wait = self.pending.values().map(|p| p.due).min().map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
             match rx.recv_timeout(wait) {
-                Ok(Msg::Ended { call, summary, at }) => {
+                Ok(Msg::Ended { call, summary, policy, at }) => {
                     let media = summary.media;
                     let p = self.pending.entry(call).or_insert_with(|| Pending { summary: None, media: None, due: Instant::now() + MEDIA_WAIT });
-                    p.summary = Some((summary, at));
+                    p.summary = Some((summary, policy, at));
                     // No media half will come for a call that never had media.
                     if !media {
                         p.due = Instant::now();
@@ -158,7 +160,7 @@ impl Writer {
     /// Writes the record of `call` if its signalling half is in; forgets it either way.
     fn flush(&mut self, call: u64) {
         let Some(p) = self.pending.remove(&call) else { return };
-        let Some((summary, at)) = p.summary else { return };
+        let Some((summary, policy, at)) = p.summary else { return };
         info!(
             call,
             from = %summary.from,
@@ -172,7 +174,7 @@ impl Writer {
             self.written.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let (line, end) = render(call, &summary, &p.media.unwrap_or_default(), at);
+        let (line, end) = render(call, &summary, policy.as_ref(), &p.media.unwrap_or_default(), at);
         match self.append(&end, &line) {
             Ok(()) => {
                 self.written.fetch_add(1, Ordering::Relaxed);
@@ -199,7 +201,7 @@ impl Writer {
 }
 
 /// The record as one JSON line, and the UTC time of the end (for the file name).
-fn render(call: u64, s: &CallSummary, media: &MediaHalf, (mono, wall): (Instant, SystemTime)) -> (String, Utc) {
+fn render(call: u64, s: &CallSummary, policy: Option<&PolicyReport>, media: &MediaHalf, (mono, wall): (Instant, SystemTime)) -> (String, Utc) {
     let streams = &media.streams;
     // The engine's instants, placed on the wall clock by the moment the end was reported.
     let wall_of = |t: Instant| wall.checked_sub(mono.saturating_duration_since(t)).unwrap_or(wall);
@@ -231,6 +233,14 @@ fn render(call: u64, s: &CallSummary, media: &MediaHalf, (mono, wall): (Instant,
         None => j.push_str(",\"status\":null"),
     }
     field(&mut j, "reason", Some(s.reason.as_str()));
+    if let Some(p) = policy {
+        // Only for calls described to the PCRF (rx.enabled): the Rx session and how its
+        // initial AAR came out, to find the call in the PCRF's records.
+        j.push_str(",\"rx\":{");
+        let _ = write!(j, "\"session_id\":{}", crate::json::string(&p.session_id));
+        field(&mut j, "result", p.result.as_deref());
+        j.push('}');
+    }
     if s.video_dropped {
         // Only when it happened: the transcoder had no room and the call went on without video.
         j.push_str(",\"video_dropped\":\"transcoding_capacity\"");
@@ -331,7 +341,7 @@ mod tests {
         let video = StreamReport { index: 1, kind: "video".into(), mid: Some("1".into()), web_codec: "VP8/90000".into(), ims_codec: "H264/90000".into(), ..streams[0].clone() };
         let to_ims = VideoStats { frames_in: 900, frames_out: 450, frames_skipped: 450, keyframes_requested: 1, keyframes_forced: 2, decode_errors: 0, packets_rejected: 0, bitrate: 384_000, width: 352, height: 264 };
         let media = MediaHalf { streams: vec![streams[0].clone(), video], video: vec![(1, Leg::Ims, to_ims), (1, Leg::Web, VideoStats::default())] };
-        let (line, end) = render(7, &s, &media, (s.ended, wall));
+        let (line, end) = render(7, &s, None, &media, (s.ended, wall));
         assert!(
             line.contains("\"video_transcoding\":{\"to_ims\":{\"frames_in\":900,\"frames_out\":450,\"frames_skipped\":450,\"keyframes_requested\":1,\"keyframes_forced\":2,\"decode_errors\":0,\"bitrate\":384000,\"width\":352,\"height\":264},\"to_web\":{"),
             "{line}"
@@ -339,7 +349,7 @@ mod tests {
         assert_eq!(line.matches("video_transcoding").count(), 1, "only on the video stream: {line}");
         assert!(!line.contains("video_dropped"), "said only when it happened: {line}");
         let dropped = CallSummary { video_dropped: true, ..s.clone() };
-        let (line, _) = render(7, &dropped, &media, (s.ended, wall));
+        let (line, _) = render(7, &dropped, None, &media, (s.ended, wall));
         assert!(line.contains("\"reason\":\"bye_from_web\",\"video_dropped\":\"transcoding_capacity\",\"streams\":["), "{line}");
         assert!(!line.contains('\n'));
         assert_eq!(end.rfc3339(), "2026-12-06T05:01:16.000Z");
@@ -361,9 +371,19 @@ mod tests {
     }
 
     #[test]
+    fn a_call_described_to_the_pcrf_names_its_rx_session_and_result() {
+        let s = summary(true);
+        let rx = PolicyReport { session_id: "pcscf.ims.test;1;7".into(), result: Some("2001".into()) };
+        let (line, _) = render(4, &s, Some(&rx), &MediaHalf::default(), (s.ended, SystemTime::now()));
+        assert!(line.contains(",\"reason\":\"bye_from_web\",\"rx\":{\"session_id\":\"pcscf.ims.test;1;7\",\"result\":\"2001\"},\"streams\":["), "{line}");
+        let (line, _) = render(4, &s, None, &MediaHalf::default(), (s.ended, SystemTime::now()));
+        assert!(!line.contains("\"rx\""), "only when Rx is on: {line}");
+    }
+
+    #[test]
     fn an_unanswered_call_has_null_answer_and_no_streams() {
         let s = summary(false);
-        let (line, _) = render(1, &s, &MediaHalf::default(), (s.ended, SystemTime::now()));
+        let (line, _) = render(1, &s, None, &MediaHalf::default(), (s.ended, SystemTime::now()));
         assert!(line.contains("\"answer\":null,") && line.contains("\"setup_ms\":null,\"duration_s\":0,\"status\":486,\"reason\":\"rejected\",\"streams\":[]}"), "{line}");
     }
 
@@ -374,11 +394,11 @@ mod tests {
         let r = CallRecords::start(&RecordsConfig { dir: Some(dir.clone()) }).unwrap();
         // Media first (a media failure), then the end; then an end, then its media.
         r.media(1, MediaHalf::default());
-        r.ended(1, Box::new(summary(true)));
-        r.ended(2, Box::new(summary(true)));
+        r.ended(1, Box::new(summary(true)), None);
+        r.ended(2, Box::new(summary(true)), None);
         r.media(2, MediaHalf::default());
         // No media half will come for a call that had none.
-        r.ended(3, Box::new(summary(false)));
+        r.ended(3, Box::new(summary(false)), None);
         let deadline = Instant::now() + Duration::from_secs(5);
         while r.written.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

@@ -131,8 +131,13 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
         ),
         ctx.clone(),
     )?;
-    let core = estuary_core::Core::new(b2bua, media, std::time::Instant::now());
-    let engine = tokio::spawn(Engine::new(core, ctx.clone(), udp_send).run(events_rx));
+    let now = std::time::Instant::now();
+    let mut core = estuary_core::Core::new(b2bua, media, now);
+    if let Some(policy) = crate::diameter::policy(&cfg.rx, now, cfg.media.ims_address, cfg.media.web_address) {
+        core = core.with_policy(policy);
+    }
+    let links = crate::diameter::DiameterLinks::new(ctx.clone(), if cfg.rx.enabled { &cfg.rx.peers } else { &[] });
+    let engine = tokio::spawn(Engine::new(core, ctx.clone(), udp_send, links).run(events_rx));
     tokio::spawn(web::accept_loop(ws, None, ctx.clone(), ctx.serving("web.ws_listen")));
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone(), ctx.serving("web.wss_listen")));
     tokio::spawn(ims::udp_loop(udp, ctx.clone(), ctx.serving("ims.listen udp")));

@@ -164,7 +164,9 @@ pub enum EncoderRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
-    /// The browser nominated a candidate pair (media may flow to it).
+    /// The browser nominated a candidate pair (media may flow to it): the first one, and
+    /// again whenever the nominated remote address changes (a new network, an ICE restart),
+    /// so policy can describe the flow the access network really carries.
     IceConnected { remote: SocketAddr },
     /// DTLS finished and the browser's certificate matched its SDP fingerprint.
     DtlsConnected { profile: SrtpProfile },
@@ -412,6 +414,8 @@ pub struct MediaSession {
     web_keys: WebKeys,
     /// The browser's nominated address; `None` until nominated or after consent expired.
     web_remote: Option<SocketAddr>,
+    /// The browser address last reported in [`MediaEvent::IceConnected`].
+    reported_remote: Option<SocketAddr>,
     /// Where the browser's last DTLS record came from (an address that passed a check):
     /// where handshake flights go until a pair is nominated.
     dtls_peer: Option<SocketAddr>,
@@ -468,6 +472,7 @@ impl MediaSession {
             dtls,
             web_keys: WebKeys::Pending,
             web_remote: None,
+            reported_remote: None,
             dtls_peer: None,
             streams: Vec::new(),
             outputs: VecDeque::new(),
@@ -1303,9 +1308,10 @@ impl MediaSession {
             match o {
                 estuary_ice::Output::Transmit(t) => self.outputs.push_back(Output::Transmit { from: t.from, to: t.to, data: t.data }),
                 estuary_ice::Output::Event(IceEvent::Nominated { remote, .. }) => {
-                    let first = self.web_remote.is_none();
+                    let moved = self.web_remote != Some(remote) && self.reported_remote != Some(remote);
                     self.web_remote = Some(remote);
-                    if first {
+                    if moved {
+                        self.reported_remote = Some(remote);
                         self.outputs.push_back(Output::Event(MediaEvent::IceConnected { remote }));
                     }
                 }

@@ -43,6 +43,10 @@ pub struct WebTransport {
     /// Settled once an answer fixes a=setup; `None` while the gateway's own offer
     /// (actpass) is outstanding.
     pub dtls_role: Option<DtlsRole>,
+    /// The browser's preferred address, from its latest SDP: its highest-priority UDP RTP
+    /// candidate with an IP address (mDNS `.local` names are not), else a usable c=/m=
+    /// pair. What policy (Rx) describes until ICE selects a pair; media never sends to it.
+    pub remote_candidate: Option<SocketAddr>,
 }
 
 /// One payload type carried across the gateway.

@@ -199,6 +199,7 @@ impl SdpSession {
             remote_pwd: None,
             remote_fingerprints: Vec::new(),
             dtls_role: None,
+            remote_candidate: None,
         };
         let web_origin = Origin { id: rng.random_range(1..i64::MAX as u64), version: 1, last_body: None };
         let ims_origin = Origin { id: rng.random_range(1..i64::MAX as u64), version: 1, last_body: None };
@@ -403,6 +404,7 @@ impl SdpSession {
         self.web.remote_pwd = Some(pwd);
         self.web.remote_fingerprints = fingerprints;
         self.remote_setup = look("setup").and_then(|s| Setup::parse(&s));
+        self.web.remote_candidate = first_active.and_then(|m| preferred_candidate(sd, m));
         Ok(())
     }
 
@@ -1174,3 +1176,59 @@ fn exhausted() -> SdpError {
     SdpError { kind: ErrorKind::Exhausted, reason: "no media ports left".to_owned() }
 }
 
+
+/// The browser's preferred address in one m-line: its highest-priority UDP candidate for
+/// component 1 (RTP) whose connection address is an IP address (RFC 8839 §5.1), else the
+/// c=/m= address when it is a real one (not 0.0.0.0 and port 9, the "no candidate yet" form
+/// of RFC 8840 §4.1).
+fn preferred_candidate(sd: &SessionDescription, m: &MediaDescription) -> Option<SocketAddr> {
+    let best = attr::all(&m.attributes, "candidate")
+        .filter_map(|v| {
+            let f: Vec<&str> = v.split_ascii_whitespace().collect();
+            let [_, component, transport, priority, address, port, ..] = f.as_slice() else { return None };
+            if *component != "1" || !transport.eq_ignore_ascii_case("udp") {
+                return None;
+            }
+            let ip: IpAddr = address.parse().ok()?;
+            Some((priority.parse::<u32>().ok()?, SocketAddr::new(ip, port.parse().ok()?)))
+        })
+        .max_by_key(|(priority, _)| *priority)
+        .map(|(_, addr)| addr);
+    best.or_else(|| {
+        let ip = connection_addr(sd, m)?;
+        let p = port(m);
+        (!ip.is_unspecified() && p != 9 && p != 0).then(|| SocketAddr::new(ip, p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preferred(sdp: &str) -> Option<SocketAddr> {
+        let sd = parse::parse(sdp.replace('\n', "\r\n").as_bytes()).unwrap();
+        preferred_candidate(&sd, &sd.media_descriptions[0])
+    }
+
+    const HEAD: &str = "v=0\no=- 1 1 IN IP4 0.0.0.0\ns=-\nt=0 0\n";
+
+    #[test]
+    fn the_browsers_address_is_its_best_udp_rtp_candidate_then_c_and_m() {
+        // Chromium's real offer (conformance corpus): one UDP host candidate, one TCP.
+        let chromium = include_str!("../../../conformance/sdp/cases/chromium-audio/1-web-offer.sdp");
+        assert_eq!(preferred(chromium), Some("127.0.0.1:48911".parse().unwrap()));
+        let mixed = format!(
+            "{HEAD}m=audio 9 UDP/TLS/RTP/SAVPF 111\nc=IN IP4 0.0.0.0\n\
+             a=candidate:1 1 udp 2122260223 3c1f2a4e-0f7e-4a6b.local 50000 typ host\n\
+             a=candidate:2 2 udp 2122260222 192.0.2.7 50001 typ host\n\
+             a=candidate:3 1 udp 1686052607 198.51.100.9 61000 typ srflx raddr 0.0.0.0 rport 0\n\
+             a=candidate:4 1 tcp 2122260223 192.0.2.7 9 typ host tcptype active\n\
+             a=candidate:5 1 udp 41885439 203.0.113.5 3478 typ relay\n"
+        );
+        assert_eq!(preferred(&mixed), Some("198.51.100.9:61000".parse().unwrap()), "mDNS names, RTCP and TCP are skipped");
+        let mdns_only = format!("{HEAD}m=audio 50000 UDP/TLS/RTP/SAVPF 111\nc=IN IP4 192.0.2.8\na=candidate:1 1 udp 2122260223 x.local 50000 typ host\n");
+        assert_eq!(preferred(&mdns_only), Some("192.0.2.8:50000".parse().unwrap()));
+        let none_yet = format!("{HEAD}m=audio 9 UDP/TLS/RTP/SAVPF 111\nc=IN IP4 0.0.0.0\n");
+        assert_eq!(preferred(&none_yet), None);
+    }
+}

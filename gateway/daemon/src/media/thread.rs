@@ -591,6 +591,11 @@ impl MediaThread {
                     self.unsent.push_back(Event::PictureFastUpdate { call });
                     self.offer_events();
                 }
+                Output::Event(MediaEvent::IceConnected { remote }) => {
+                    // For policy (Rx): the flow the access network carries.
+                    self.unsent.push_back(Event::MediaPath { call, remote });
+                    self.offer_events();
+                }
                 Output::Event(ev) => debug!(call, ?ev, "media"),
                 Output::Encoder { stream, to, request } => {
                     if let Some(t) = self.calls.get(&call).and_then(|io| io.transcoding.as_ref()) {

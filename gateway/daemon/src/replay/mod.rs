@@ -340,7 +340,7 @@ impl Driver {
                         m.emitted(at, from, to, data, plane);
                     }
                 }
-                Output::Close { .. } | Output::CallStarted { .. } | Output::CallEnded { .. } => {}
+                Output::Close { .. } | Output::CallStarted { .. } | Output::CallEnded { .. } | Output::Diameter { .. } => {}
             }
         }
     }
