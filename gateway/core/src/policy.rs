@@ -147,7 +147,7 @@ impl Policy {
     /// A call's plan was settled or renegotiated.
     pub fn plan(&mut self, now: Instant, call: u64, plan: &MediaPlan, subject: Option<PolicySubject>) {
         if let Some(t) = self.calls.get_mut(&call) {
-            t.plan = Box::new(plan.clone());
+            *t.plan = plan.clone();
             let params = describe(&t.plan, &t.subject, t.selected, self.settings.web_media_ip);
             if let Some(params) = params.filter(|p| p.components != t.sent.components) {
                 t.sent = params.clone();

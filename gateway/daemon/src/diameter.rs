@@ -196,8 +196,9 @@ pub fn policy(cfg: &RxConfig, now: Instant, advertised_ip: std::net::IpAddr, web
             c.applications.push(estuary_rx::RX_APPLICATION);
             c.validator = estuary_rx::rx_validator();
             c.watchdog_interval = cfg.watchdog;
-            // The Rx client's own deadline decides; the peer's only needs to be no shorter.
-            c.request_timeout = cfg.timeout;
+            // RFC 6733 Tx: half the Rx deadline, so a request a silent peer holds is failed
+            // over to the next one (T flag) while the call can still wait for its answer.
+            c.request_timeout = cfg.timeout / 2;
             c.origin_state_id = boot as u32;
             Peer::new(c, boot, &mut rng)
         })

@@ -100,8 +100,11 @@ impl CallRecords {
     }
 }
 
+/// Signalling's half of a record: the summary, the Rx session, and when the end was reported.
+type SignallingHalf = (Box<CallSummary>, Option<PolicyReport>, (Instant, SystemTime));
+
 struct Pending {
-    summary: Option<(Box<CallSummary>, Option<PolicyReport>, (Instant, SystemTime))>,
+    summary: Option<SignallingHalf>,
     media: Option<MediaHalf>,
     /// Written (or forgotten, for a media half alone) at this time at the latest.
     due: Instant,
