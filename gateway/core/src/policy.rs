@@ -428,24 +428,24 @@ impl Policy {
         let mut cumulative = 0;
         for (i, n) in self.stats.latency.iter().enumerate() {
             cumulative += n;
-            let le = LATENCY_BUCKETS_MS.get(i).map_or("+Inf".to_owned(), |b| format!("{}", *b as f64 / 1000.0));
+            let le = LATENCY_BUCKETS_MS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
             out.push(Sample {
-                name: "estuary_rx_aar_latency_seconds_bucket",
-                help: "Time from an initial AAR to its answer (or timeout)",
+                name: "estuary_rx_aar_latency_ms_bucket",
+                help: "Initial AARs by the time to their answer (or timeout), milliseconds, cumulative",
                 kind: MetricKind::Counter,
                 labels: vec![("le", le)],
                 value: cumulative,
             });
         }
         out.push(Sample {
-            name: "estuary_rx_aar_latency_seconds_count",
+            name: "estuary_rx_aar_latency_ms_count",
             help: "Initial AARs answered or timed out",
             kind: MetricKind::Counter,
             labels: vec![],
             value: self.stats.latency_count,
         });
         out.push(Sample {
-            name: "estuary_rx_aar_latency_milliseconds_sum",
+            name: "estuary_rx_aar_latency_ms_sum",
             help: "Sum of initial AAR latencies, milliseconds",
             kind: MetricKind::Counter,
             labels: vec![],

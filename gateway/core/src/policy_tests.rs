@@ -208,6 +208,17 @@ fn an_answered_browser_call_is_described_to_the_pcrf_and_its_end_terminates_the_
     assert!(audio.codec_data[0].starts_with("uplink\noffer\nm=audio 48911 UDP/TLS/RTP/SAVPF 0\na=rtpmap:0 PCMU/8000"), "{:?}", audio.codec_data);
     assert!(audio.codec_data[1].starts_with(&format!("downlink\nanswer\nm=audio {port} ")), "{:?}", audio.codec_data);
 
+    let metric = |h: &Harness, name: &str, label: Option<(&str, &str)>| {
+        h.core
+            .metrics(h.now)
+            .into_iter()
+            .find(|s| s.name == name && label.is_none_or(|(k, v)| s.labels.iter().any(|(lk, lv)| *lk == k && lv == v)))
+            .map(|s| s.value)
+    };
+    assert_eq!(metric(&h, "estuary_rx_peer_up", Some(("role", "primary"))), Some(1));
+    assert_eq!(metric(&h, "estuary_rx_aar_latency_ms_count", None), Some(1));
+    assert_eq!(metric(&h, "estuary_rx_answers_total", Some(("result", "success"))), Some(1));
+
     // ICE selects another browser address: an update AAR describes it.
     h.core.handle_media_path(h.now, 1, "127.0.0.1:51000".parse().unwrap());
     h.drain();
