@@ -1499,3 +1499,29 @@ fn open_policy_never_holds_the_answer() {
     let (_inv, web_ok) = answered_call(&mut h);
     assert_eq!(status(&web_ok), 200);
 }
+
+#[test]
+fn a_2xx_that_carries_the_offer_is_not_held_and_a_later_refusal_ends_the_call() {
+    let mut h = gated();
+    let token = token_of(&h.register());
+    // Delayed offer: nothing is settled until the ACK, so the 200 cannot wait for the PCRF.
+    let out = h.ims(&ims_invite(&token, "z9hG4bKdelgate", ""));
+    let w = only_web(&out);
+    let ok = response_with_body(w, 200, "OK", &[("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>")], WEB_OFFER);
+    let out = h.web(&ok);
+    let i = only_ims(&out);
+    assert_eq!(status(i), 200, "relayed at once");
+    let web_tag = resp(i).headers.to().unwrap().tag().unwrap().to_owned();
+    let ack = format!(
+        "ACK sip:x@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKackg\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>;tag={web_tag}\nCall-ID: imscall1@10.9.9.9\nCSeq: 5 ACK\nContent-Type: application/sdp\nContent-Length: {}\n\n{}",
+        SDP.len(),
+        SDP.replace("\r\n", "\n")
+    );
+    h.ims(&ack);
+    // The ACK's answer settled the plan; the PCRF refuses it: the answered call ends by BYE.
+    let call = the_call(&h);
+    let out = h.input(Input::Policy { call, decision: PolicyDecision::Refused { reason: "Rx: AAA 5003" } });
+    let byes = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).count();
+    assert_eq!(byes, 2, "{out:#?}");
+    assert_eq!((h.ended().reason, h.ended().status), (EndReason::PolicyRefused(None), Some(200)));
+}
