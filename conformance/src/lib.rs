@@ -25,6 +25,7 @@ pub mod kamailio;
 pub mod leak;
 pub mod msg;
 pub mod net;
+pub mod pcrf;
 pub mod records;
 pub mod sipp;
 pub mod ws_client;

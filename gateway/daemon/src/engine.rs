@@ -131,6 +131,8 @@ impl<M: Machine> Engine<M> {
     /// Runs until shutdown.
     pub async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let ctx = self.ctx.clone();
+        // What the machine queued before its first input (the policy peers' connects).
+        self.feed_with("start", |_, _| {});
         loop {
             let deadline = self.next_deadline();
             let sleep = async {
