@@ -46,10 +46,21 @@ struct Harness {
     rng: rand::rngs::StdRng,
     ended: Vec<(Box<CallSummary>, Option<PolicyReport>)>,
     sip: Vec<(Side, Vec<u8>)>,
+    /// No PCRF listens: every connect fails.
+    unreachable: bool,
 }
 
 impl Harness {
     fn new(on_failure: OnFailure) -> Harness {
+        Harness::build(on_failure, false)
+    }
+
+    /// As [`Harness::new`], with no PCRF reachable.
+    fn without_pcrf(on_failure: OnFailure) -> Harness {
+        Harness::build(on_failure, true)
+    }
+
+    fn build(on_failure: OnFailure, unreachable: bool) -> Harness {
         let now = Instant::now();
         let cfg = B2buaConfig { require_registration: false, policy_gate: on_failure == OnFailure::Closed, ..B2buaConfig::default() };
         let signalling = B2bua::new(cfg, 7, estuary_keys::KeySource::os());
@@ -60,9 +71,9 @@ impl Harness {
         let settings = PolicySettings { on_failure, web_media_ip: WEB_MEDIA_IP.parse().unwrap(), peer_names: vec!["pcrf:3868".into()] };
         let policy = Policy::new(now, RxClient::new(rx_config, 1 << 32), peers, settings);
         let core = Core::new(signalling, None, now).with_policy(policy);
-        let mut h = Harness { core, now, next_port: 20000, pcrf_peer: None, pcrf: Pcrf::new("pcrf.ims.test", "ims.test"), rng, ended: Vec::new(), sip: Vec::new() };
+        let mut h = Harness { core, now, next_port: 20000, pcrf_peer: None, pcrf: Pcrf::new("pcrf.ims.test", "ims.test"), rng, ended: Vec::new(), sip: Vec::new(), unreachable };
         h.input(Input::ConnectionOpened { conn: CONN, side: Side::Web, transport: Transport::Wss, local: "127.0.0.1:8443".parse().unwrap(), remote: browser() });
-        assert!(h.pcrf_peer.as_ref().is_some_and(Peer::is_open), "CER/CEA done on the first drain");
+        assert!(unreachable || h.pcrf_peer.as_ref().is_some_and(Peer::is_open), "CER/CEA done on the first drain");
         h
     }
 
@@ -78,6 +89,9 @@ impl Harness {
             while let Some(o) = self.core.poll_output() {
                 moved = true;
                 match o {
+                    Output::Diameter { peer: 0, transmit: Transmit::Connect } if self.unreachable => {
+                        self.core.handle_diameter(self.now, DiameterInput::ConnectFailed { peer: 0 });
+                    }
                     Output::Diameter { peer: 0, transmit: Transmit::Connect } => {
                         self.pcrf_peer = Some(Peer::accept(peer_config("pcrf.ims.test", "198.51.100.1"), 1_700_000_000, &mut self.rng, self.now));
                         self.core.handle_diameter(self.now, DiameterInput::Connected { peer: 0 });
@@ -310,4 +324,66 @@ fn a_rar_for_bearer_loss_and_an_asr_end_the_call() {
         assert_eq!(summary.reason.as_str(), reason);
         assert_eq!(h.pcrf.strs().count(), 1, "STR after the end (after the ASA for an ASR)");
     }
+}
+
+#[test]
+fn no_pcrf_at_all_is_not_fatal_in_open_mode_and_refuses_calls_in_closed_mode() {
+    let mut h = Harness::without_pcrf(OnFailure::Open);
+    let invite = h.invite();
+    h.answer(&invite);
+    assert_eq!(h.take_sip(Side::Web).iter().map(|m| status(m)).collect::<Vec<_>>(), [200]);
+    let failed_open = h.core.metrics(h.now).into_iter().find(|s| s.name == "estuary_rx_failures_open_total").unwrap().value;
+    assert_eq!(failed_open, 1, "counted");
+    let up = h.core.metrics(h.now).into_iter().find(|s| s.name == "estuary_rx_peer_up").unwrap().value;
+    assert_eq!(up, 0);
+
+    let mut h = Harness::without_pcrf(OnFailure::Closed);
+    let invite = h.invite();
+    h.answer(&invite);
+    let to_web = h.take_sip(Side::Web);
+    assert_eq!(to_web.iter().map(|m| status(m)).collect::<Vec<_>>(), [503], "{to_web:?}");
+    assert!(to_web[0].contains("no answer from the PCRF"), "{}", to_web[0]);
+}
+
+#[test]
+fn a_call_from_ims_is_described_once_the_browser_answers() {
+    let mut h = Harness::new(OnFailure::Closed);
+    // alice registers; the core will reach her through the gateway's Contact.
+    let register = "REGISTER sip:ims.test SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKregp\r\nMax-Forwards: 69\r\nTo: <sip:alice@ims.test>\r\nFrom: <sip:alice@ims.test>;tag=regtag\r\nCall-ID: regcall1\r\nCSeq: 1 REGISTER\r\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>;expires=600\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+    h.input(Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: browser(), data: register.as_bytes() });
+    let reg = h.take_sip(Side::Ims).into_iter().find(|m| m.starts_with("REGISTER ")).expect("REGISTER toward the core");
+    let Message::Request(reg) = Message::parse(reg.as_bytes()).unwrap() else { panic!() };
+    let contact = reg.headers.get("Contact").unwrap().to_owned();
+    let mut ok = estuary_sip::response_to(&reg, 200, "OK");
+    ok.headers.set("To", format!("{};tag=regok", reg.headers.get("To").unwrap()));
+    ok.headers.push("Contact", &contact);
+    let data = ok.to_bytes();
+    h.input(Input::Receive { flow: Flow::Ims { transport: Transport::Udp, remote: next_hop() }, conn: None, remote: next_hop(), data: &data });
+    h.take_sip(Side::Web);
+    let target = contact.trim_start_matches('<').split('>').next().unwrap().to_owned();
+    // An INVITE from the core with PCMU; the browser answers with Chromium's SDP shape.
+    let offer = IMS_ANSWER;
+    let invite = format!(
+        "INVITE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKimsp\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=bobtag\r\nTo: <sip:alice@ims.test>\r\nCall-ID: imscall-pcy@10.9.9.9\r\nCSeq: 5 INVITE\r\nContact: <sip:bob@10.9.9.9:5070>\r\nP-Charging-Vector: icid-value=core-icid-7\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+        offer.len()
+    );
+    h.input(Input::Receive { flow: Flow::Ims { transport: Transport::Udp, remote: next_hop() }, conn: None, remote: next_hop(), data: invite.as_bytes() });
+    let to_web = h.take_sip(Side::Web);
+    let web_invite = to_web.iter().find(|m| m.starts_with("INVITE ")).unwrap_or_else(|| panic!("no INVITE to the browser: {to_web:?} {:?}", h.take_sip(Side::Ims)));
+    let Message::Request(inv) = Message::parse(web_invite.as_bytes()).unwrap() else { panic!() };
+    let answer = WEB_OFFER.replace("a=setup:actpass", "a=setup:active");
+    let mut ok = estuary_sip::response_to(&inv, 200, "OK");
+    ok.headers.set("To", format!("{};tag=web1", inv.headers.get("To").unwrap()));
+    ok.headers.push("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>");
+    ok.headers.push("Content-Type", "application/sdp");
+    ok.body = answer.into_bytes();
+    let data = ok.to_bytes();
+    h.input(Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: browser(), data: &data });
+    let aar = h.pcrf.aars().next().cloned().expect("an AAR once the browser answered");
+    assert_eq!(aar.af_charging_id.as_deref(), Some("core-icid-7"), "the core's ICID");
+    assert_eq!(aar.subscriptions, [(2, "sip:alice@ims.test".to_owned())], "END_USER_SIP_URI: the registered identity");
+    let audio = &aar.components[0];
+    assert!(audio.codec_data[0].starts_with("downlink\noffer\n"), "ours was the offer: {:?}", audio.codec_data);
+    assert!(audio.codec_data[1].starts_with("uplink\nanswer\nm=audio 48911 "), "the browser's answer: {:?}", audio.codec_data);
+    assert_eq!(h.take_sip(Side::Ims).iter().filter(|m| status(m) == 200).count(), 1, "authorized: the 200 reached the core");
 }
