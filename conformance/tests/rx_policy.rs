@@ -467,7 +467,7 @@ fn closed_policy_and_a_refusing_pcrf_give_the_browser_503() {
         let pcrf = PcrfServer::start("primary");
         pcrf.set_aar_answer(AarAnswer::ResultCode(5003));
         let mut l = Lab::start(REFUSED, &[&pcrf], "closed").await;
-        let sipp = l.callee().await;
+        let sipp = l.s.echo_uas("uas_answer_then_ack_bye_any_order.xml", free_udp_port()).await;
         let state = l.dial();
         let log = page_log(&mut l.b);
         assert_eq!(state.as_deref(), Ok("failed"), "the refused call fails at the page\n{}", l.context());
