@@ -85,6 +85,13 @@ pub struct HeldAnswer {
     pub body: Vec<u8>,
 }
 
+impl HeldAnswer {
+    /// The callee's To tag: the dialog an ACK and BYE must name when the answer is dropped.
+    pub fn callee_tag(&self) -> String {
+        self.response.headers.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default()
+    }
+}
+
 /// One dialog of a call, as seen by the gateway.
 #[derive(Clone, Debug)]
 pub struct Leg {

@@ -1087,8 +1087,7 @@ impl B2bua {
                 };
                 tracing::warn!(call = id.0, reason, "PCRF refused the media; ending the call");
                 if let Some(held) = &held {
-                    let tag = held.response.headers.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
-                    self.ack_and_bye(now, id, &tag, &held.response);
+                    self.ack_and_bye(now, id, &held.callee_tag(), &held.response);
                 }
                 let status = match self.calls.get(&id).and_then(|c| c.caller_invite()) {
                     Some((k, r)) if self.tx.is_pending(&k) => {
@@ -1128,8 +1127,7 @@ impl B2bua {
             .any(|t| t == "precondition");
         let (status, phrase) = if preconditions { (580, "Precondition Failure") } else { (503, "Service Unavailable") };
         let mut resp = self.local_response(req, status, phrase);
-        let text: String = reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-        resp.headers.push("Warning", format!("399 estuary \"{text}\""));
+        resp.headers.push("Warning", warning(reason));
         if let Err(err) = self.tx.send_response(now, key, &resp) {
             tracing::debug!(error = %err, "policy refusal not sent");
         }
@@ -1174,8 +1172,7 @@ impl B2bua {
             // The callee answered and the answer waits for the PCRF: too late to cancel, so
             // acknowledge and end its dialog, and the caller's INVITE gets its 487 here.
             let reason = *call.end_reason.get_or_insert(EndReason::Cancelled);
-            let tag = held.response.headers.to().ok().and_then(|t| t.tag().map(str::to_owned)).unwrap_or_default();
-            self.ack_and_bye(now, id, &tag, &held.response);
+            self.ack_and_bye(now, id, &held.callee_tag(), &held.response);
             if let Some((k, r)) = self.calls.get(&id).and_then(|c| c.caller_invite()) {
                 if self.tx.is_pending(&k) {
                     self.respond(now, &k, &r, 487, "Request Terminated");
@@ -1706,8 +1703,7 @@ impl B2bua {
         if e.status() == 503 {
             resp.headers.push("Retry-After", self.cfg.retry_after.as_secs().to_string());
         }
-        let text: String = e.reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
-        resp.headers.push("Warning", format!("399 estuary \"{text}\""));
+        resp.headers.push("Warning", warning(&e.reason));
         if let Err(err) = self.tx.send_response(now, key, &resp) {
             tracing::debug!(error = %err, "SDP refusal not sent");
         }
@@ -2009,6 +2005,13 @@ const FAST_UPDATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An INFO asking for a keyframe (RFC 5168 §3): its body is media control XML with a
 /// picture_fast_update. Matched on the element name, as the schema has no other use for it.
+/// A Warning value of the gateway's own (RFC 3261 §20.43, code 399: miscellaneous) with
+/// `reason` made safe for a quoted-string.
+fn warning(reason: &str) -> String {
+    let text: String = reason.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect();
+    format!("399 estuary \"{text}\"")
+}
+
 fn is_picture_fast_update(req: &Request) -> bool {
     let media_control = req
         .headers

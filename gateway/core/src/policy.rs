@@ -148,14 +148,8 @@ impl Policy {
     pub fn plan(&mut self, now: Instant, call: u64, plan: &MediaPlan, subject: Option<PolicySubject>) {
         if let Some(t) = self.calls.get_mut(&call) {
             *t.plan = plan.clone();
-            let params = describe(&t.plan, &t.subject, t.selected, self.settings.web_media_ip);
-            if let Some(params) = params.filter(|p| p.components != t.sent.components) {
-                t.sent = params.clone();
-                if let Err(e) = self.rx.update(now, CallKey(call), params) {
-                    tracing::debug!(call, error = %e, "no Rx update");
-                }
-            }
-            return self.pump(now);
+            self.redescribe(now, call);
+            return;
         }
         let Some(subject) = subject else { return };
         let Some(params) = describe(plan, &subject, None, self.settings.web_media_ip) else {
@@ -182,15 +176,23 @@ impl Policy {
             return;
         }
         t.selected = Some(remote);
-        let Some(params) = describe(&t.plan, &t.subject, t.selected, self.settings.web_media_ip) else { return };
-        if params.components != t.sent.components {
-            tracing::info!(call, %remote, "ICE selected another browser address; updating the PCRF");
-            t.sent = params.clone();
-            if let Err(e) = self.rx.update(now, CallKey(call), params) {
-                tracing::debug!(call, error = %e, "no Rx update");
-            }
-            self.pump(now);
+        if self.redescribe(now, call) {
+            tracing::info!(call, %remote, "ICE selected another browser address; the PCRF was updated");
         }
+    }
+
+    /// Describes a tracked call again from its plan and selected pair, and sends an update
+    /// AAR when the media components differ from the last ones sent. Returns whether it did.
+    fn redescribe(&mut self, now: Instant, call: u64) -> bool {
+        let Some(t) = self.calls.get_mut(&call) else { return false };
+        let params = describe(&t.plan, &t.subject, t.selected, self.settings.web_media_ip);
+        let Some(params) = params.filter(|p| p.components != t.sent.components) else { return false };
+        t.sent = params.clone();
+        if let Err(e) = self.rx.update(now, CallKey(call), params) {
+            tracing::debug!(call, error = %e, "no Rx update");
+        }
+        self.pump(now);
+        true
     }
 
     /// The call ended: what its record says of Rx, and the STR goes.

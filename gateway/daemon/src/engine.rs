@@ -370,6 +370,21 @@ impl<M: Machine> Engine<M> {
 
     /// An input that is not SIP (a policy peer's bytes, a media path), then its outputs.
     fn feed_with(&mut self, what: &str, f: impl FnOnce(&mut M, Instant)) {
+        self.run_isolated(what, f);
+        self.feed_unreachable();
+    }
+
+    fn feed_unreachable(&mut self) {
+        // Bounded by the outputs of each round; each report is one input.
+        while let Some(flow) = self.unreachable.pop_front() {
+            self.ctx.stats.inc(Metric::UnreachableReported);
+            self.run_isolated("handle_input(Unreachable)", |m, now| m.handle_input(now, Input::Unreachable { flow }));
+        }
+    }
+
+    /// One input given by `f`, under `catch_unwind`, then every output it produced, carried
+    /// out. A panic costs this input only and is counted as `what`'s.
+    fn run_isolated(&mut self, what: &str, f: impl FnOnce(&mut M, Instant)) {
         let now = now();
         let machine = &mut self.machine;
         let result = catch_unwind(AssertUnwindSafe(|| {
@@ -379,26 +394,6 @@ impl<M: Machine> Engine<M> {
         match result {
             Ok(outputs) => outputs.into_iter().for_each(|o| self.execute(o)),
             Err(panic) => self.count_panic(what, &panic),
-        }
-        self.feed_unreachable();
-    }
-
-    fn feed_unreachable(&mut self) {
-        // Bounded by the outputs of each round; each report is one input.
-        while let Some(flow) = self.unreachable.pop_front() {
-            self.ctx.stats.inc(Metric::UnreachableReported);
-            let now = now();
-            let machine = &mut self.machine;
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                machine.handle_input(now, Input::Unreachable { flow });
-                std::iter::from_fn(|| machine.poll_output())
-                    .take(MAX_OUTPUTS_PER_INPUT)
-                    .collect::<Vec<_>>()
-            }));
-            match result {
-                Ok(outputs) => outputs.into_iter().for_each(|o| self.execute(o)),
-                Err(panic) => self.count_panic("handle_input(Unreachable)", &panic),
-            }
         }
     }
 
