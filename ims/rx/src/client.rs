@@ -39,7 +39,7 @@ use estuary_diameter::{result_code, Avp, Message, Rejection, Validator};
 
 use crate::encode::{self, Route};
 use crate::error::RxError;
-use crate::media::{SessionParams, UplinkFilter};
+use crate::media::{SessionParams, SignallingParams, UplinkFilter};
 use crate::rules::rx_validator;
 use crate::values::{AarKind, AbortCause, SpecificAction, TerminationCause};
 
@@ -359,12 +359,46 @@ impl RxClient {
             return Err(RxError::CallExists(call));
         }
         params.validate()?;
+        self.open(now, call, |config, route| {
+            encode::aar(config, route, &params, AarKind::Initial)
+        });
+        Ok(())
+    }
+
+    /// Opens an Rx session for a registered UE's signalling path (TS 29.214 §4.4.5a): queues
+    /// an AAR whose Media-Component-Number 0 describes the SIP flows with Flow-Usage
+    /// AF_SIGNALLING. The session then behaves as a call's: [`RxEvent::Authorized`] or a
+    /// refusal, [`RxEvent::BearerLost`] when the PCRF reports the signalling bearer gone, and
+    /// [`RxClient::end`] when the registration ends. It takes no updates.
+    pub fn start_signalling(
+        &mut self,
+        now: Instant,
+        key: CallKey,
+        params: SignallingParams,
+    ) -> Result<(), RxError> {
+        if self.sessions.contains_key(&key) {
+            return Err(RxError::CallExists(key));
+        }
+        params.validate()?;
+        self.open(now, key, |config, route| {
+            encode::signalling_aar(config, route, &params)
+        });
+        Ok(())
+    }
+
+    /// A new session in Pending with its initial AAR, built by `aar`, queued.
+    fn open(
+        &mut self,
+        now: Instant,
+        call: CallKey,
+        aar: impl FnOnce(&RxConfig, &Route<'_>) -> Message,
+    ) {
         let session_id = self.allocate_session_id();
         let route = Route {
             session_id: &session_id,
             destination_host: self.config.destination_host.as_deref(),
         };
-        let aar = encode::aar(&self.config, &route, &params, AarKind::Initial);
+        let aar = aar(&self.config, &route);
         let deadline = now + self.config.timeout;
         self.deadlines.insert((deadline, call));
         self.by_session_id.insert(session_id.clone(), call);
@@ -382,7 +416,6 @@ impl RxClient {
         );
         self.requests.push_back((call, aar));
         self.counters.aar_initial_sent += 1;
-        Ok(())
     }
 
     /// New service information for an open session: an AAR with UPDATE_REQUEST on the same

@@ -7,11 +7,17 @@ use estuary_diameter::message::{application, command};
 use estuary_diameter::{Avp, Message};
 
 use crate::client::RxConfig;
-use crate::media::{MediaComponent, SessionParams, Subscription, UplinkFilter};
+use crate::media::{IpFlow, MediaComponent, SessionParams, SignallingParams, Subscription, UplinkFilter};
 use crate::values::{AarKind, TerminationCause};
 
 /// Flow-Usage NO_INFORMATION (TS 29.214 §5.3.12): RTP and RTCP share the flow (rtcp-mux).
 const FLOW_USAGE_NO_INFORMATION: u32 = 0;
+/// Flow-Usage AF_SIGNALLING (TS 29.214 §5.3.12): the flow carries the AF's signalling.
+const FLOW_USAGE_AF_SIGNALLING: u32 = 2;
+/// AF-Signalling-Protocol SIP (TS 29.214 §5.3.26).
+const AF_SIGNALLING_PROTOCOL_SIP: u32 = 1;
+/// Media-Component-Number of the signalling flows (TS 29.214 §5.3.17: 0 is for AF signalling).
+const SIGNALLING_COMPONENT: u32 = 0;
 
 /// Where a request of one session goes.
 pub(crate) struct Route<'a> {
@@ -78,6 +84,65 @@ pub(crate) fn aar(
     m
 }
 
+/// The AAR that provisions a registered UE's signalling flows (TS 29.214 §4.4.5a), an initial
+/// request of its own Rx session: the common header AVPs, one Media-Component-Description
+/// numbered 0 whose sub-components carry Flow-Usage AF_SIGNALLING and AF-Signalling-Protocol
+/// SIP, the Specific-Action subscriptions (§5.3.13: here they report the signalling bearer's loss),
+/// Subscription-Id and the framed address. No AF-Charging-Identifier: no call is charged.
+pub(crate) fn signalling_aar(config: &RxConfig, route: &Route<'_>, params: &SignallingParams) -> Message {
+    let mut m = Message::request(command::AA, application::RX);
+    m.push(Avp::utf8(dict::SESSION_ID, route.session_id));
+    m.push(Avp::unsigned32(dict::AUTH_APPLICATION_ID, application::RX));
+    m.push(Avp::identity(dict::ORIGIN_HOST, &config.origin_host));
+    m.push(Avp::identity(dict::ORIGIN_REALM, &config.origin_realm));
+    m.push(Avp::identity(
+        dict::DESTINATION_REALM,
+        &config.destination_realm,
+    ));
+    if let Some(host) = route.destination_host {
+        m.push(Avp::identity(dict::DESTINATION_HOST, host));
+    }
+    let mut members = Vec::with_capacity(1 + params.flows.len());
+    members.push(Avp::unsigned32(
+        dict::MEDIA_COMPONENT_NUMBER,
+        SIGNALLING_COMPONENT,
+    ));
+    for (i, flow) in params.flows.iter().enumerate() {
+        members.push(sub_component(i, flow, config.uplink_filter, FLOW_USAGE_AF_SIGNALLING, true));
+    }
+    m.push(Avp::grouped(dict::MEDIA_COMPONENT_DESCRIPTION, &members));
+    for action in &config.specific_actions {
+        m.push(Avp::unsigned32(dict::SPECIFIC_ACTION, action.code()));
+    }
+    if let Some(subscription) = &params.subscription {
+        m.push(subscription_id(subscription));
+    }
+    m.push(framed_address(params.framed_ip));
+    m.push(Avp::unsigned32(dict::RX_REQUEST_TYPE, AarKind::Initial.code()));
+    m
+}
+
+/// Media-Sub-Component (TS 29.214 §5.3.18) for the `index`th flow of a component:
+///
+/// ```text
+/// { Flow-Number } 0*2[ Flow-Description ] [ Flow-Status ] [ Flow-Usage ]
+/// [ Max-Requested-Bandwidth-UL ] [ Max-Requested-Bandwidth-DL ] [ AF-Signalling-Protocol ]
+/// ```
+fn sub_component(index: usize, flow: &IpFlow, uplink: UplinkFilter, usage: u32, sip: bool) -> Avp {
+    // Flow-Number is the flow's ordinal within the component (TS 29.214 Annex B).
+    let flow_number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+    let mut members = vec![
+        Avp::unsigned32(dict::FLOW_NUMBER, flow_number),
+        Avp::utf8(dict::FLOW_DESCRIPTION, &flow.downlink_description()),
+        Avp::utf8(dict::FLOW_DESCRIPTION, &flow.uplink_description(uplink)),
+        Avp::unsigned32(dict::FLOW_USAGE, usage),
+    ];
+    if sip {
+        members.push(Avp::unsigned32(dict::AF_SIGNALLING_PROTOCOL, AF_SIGNALLING_PROTOCOL_SIP));
+    }
+    Avp::grouped(dict::MEDIA_SUB_COMPONENT, &members)
+}
+
 /// The STR (TS 29.214 §5.6.5):
 ///
 /// ```text
@@ -119,17 +184,7 @@ pub(crate) fn media_component_description(component: &MediaComponent, uplink: Up
     ));
     if !component.removed {
         for (i, flow) in component.flows.iter().enumerate() {
-            // Flow-Number is the flow's ordinal within the component (TS 29.214 Annex B).
-            let flow_number = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            members.push(Avp::grouped(
-                dict::MEDIA_SUB_COMPONENT,
-                &[
-                    Avp::unsigned32(dict::FLOW_NUMBER, flow_number),
-                    Avp::utf8(dict::FLOW_DESCRIPTION, &flow.downlink_description()),
-                    Avp::utf8(dict::FLOW_DESCRIPTION, &flow.uplink_description(uplink)),
-                    Avp::unsigned32(dict::FLOW_USAGE, FLOW_USAGE_NO_INFORMATION),
-                ],
-            ));
+            members.push(sub_component(i, flow, uplink, FLOW_USAGE_NO_INFORMATION, false));
         }
     }
     members.push(Avp::unsigned32(

@@ -28,6 +28,9 @@ pub enum ParamError {
         /// The component.
         component: u32,
     },
+    /// A signalling session describes at least one flow.
+    #[error("a signalling session needs at least one flow")]
+    NoSignallingFlow,
     /// Codec-Data must start with the media section's "m=" line (TS 29.214 §5.3.7).
     #[error("Codec-Data needs an m= line first")]
     CodecDataWithoutMLine,

@@ -69,7 +69,7 @@ pub use client::{CallKey, ResultCounts, RxClient, RxConfig, RxCounters, RxEvent,
 pub use error::{ParamError, RxError};
 pub use media::{
     codec_data, Bandwidth, Direction, FlowStatus, IpFlow, MediaComponent, MediaType, SdpRole,
-    SdpSource, SessionParams, Subscription, SubscriptionKind, UplinkFilter,
+    SdpSource, SessionParams, SignallingParams, Subscription, SubscriptionKind, UplinkFilter,
 };
 pub use rules::{rx_validator, RX_APPLICATION, RX_RULES};
 pub use values::{experimental, AarKind, AbortCause, SpecificAction, TerminationCause};

@@ -152,6 +152,15 @@ impl IpFlow {
         }
     }
 
+    /// A TCP flow: the signalling connection of a registered UE (SIP over WebSocket).
+    pub fn tcp(ue: SocketAddr, network: SocketAddr) -> IpFlow {
+        IpFlow {
+            ue,
+            network,
+            protocol: 6,
+        }
+    }
+
     /// Whether both ends are of the same address family (after unmapping IPv4-mapped IPv6).
     pub fn is_consistent(&self) -> bool {
         canonical(self.ue).0.is_ipv4() == canonical(self.network).0.is_ipv4()
@@ -308,6 +317,32 @@ impl SessionParams {
                     component: component.number,
                 });
             }
+        }
+        Ok(())
+    }
+}
+
+/// The signalling path of a registered UE (TS 29.214 §4.4.5a, provisioning of AF signalling
+/// flow information): sent as Media-Component-Number 0 whose sub-components have Flow-Usage
+/// AF_SIGNALLING, so the PCRF can give the SIP connection its own QoS and report its loss.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignallingParams {
+    /// The registered public identity.
+    pub subscription: Option<Subscription>,
+    /// The UE's address as the AF saw it (Framed-IP-Address or Framed-IPv6-Prefix).
+    pub framed_ip: IpAddr,
+    /// The signalling flows, UE ⇄ AF; for SIP over WebSocket one TCP connection.
+    pub flows: Vec<IpFlow>,
+}
+
+impl SignallingParams {
+    /// Checks what the encoder relies on: at least one flow, each of one address family.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        if self.flows.is_empty() {
+            return Err(ParamError::NoSignallingFlow);
+        }
+        if self.flows.iter().any(|f| !f.is_consistent()) {
+            return Err(ParamError::MixedAddressFamilies { component: 0 });
         }
         Ok(())
     }

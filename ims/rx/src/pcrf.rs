@@ -37,6 +37,8 @@ pub struct SubComponentSummary {
     pub flow_descriptions: Vec<String>,
     /// Flow-Usage.
     pub flow_usage: Option<u32>,
+    /// AF-Signalling-Protocol (signalling flows only).
+    pub signalling_protocol: Option<u32>,
 }
 
 /// TEST FACILITY: one Media-Component-Description as received.
@@ -105,6 +107,7 @@ impl SubComponentSummary {
                 .map(text)
                 .collect(),
             flow_usage: u32_in(&members, dict::FLOW_USAGE),
+            signalling_protocol: u32_in(&members, dict::AF_SIGNALLING_PROTOCOL),
         })
     }
 }

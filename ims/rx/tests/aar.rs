@@ -425,3 +425,77 @@ fn our_requests_pass_the_rx_validator() {
     );
     assert_eq!(validator.validate(&aar).map(|a| a.unknown_avps), Ok(vec![]));
 }
+
+#[test]
+fn signalling_aar_describes_the_sip_connection_as_component_zero() {
+    let mut rx = RxClient::new(config(), SEED);
+    let params = SignallingParams {
+        subscription: Some(Subscription {
+            kind: SubscriptionKind::SipUri,
+            data: "sip:alice@estuary.test".into(),
+        }),
+        framed_ip: "192.0.2.1".parse().unwrap(),
+        flows: vec![IpFlow::tcp(sa("192.0.2.1:51000"), sa("198.51.100.7:8443"))],
+    };
+    rx.start_signalling(t0(), CallKey(9), params).unwrap();
+    let (key, aar) = rx.poll_request().unwrap();
+    assert_eq!(key, CallKey(9));
+    let aar = over_the_wire(&aar).1;
+    // TS 29.214 §5.6.1 order; no AF-Charging-Identifier, no Codec-Data: no call is charged.
+    assert_eq!(
+        keys(&aar.avps),
+        [
+            dict::SESSION_ID,
+            dict::AUTH_APPLICATION_ID,
+            dict::ORIGIN_HOST,
+            dict::ORIGIN_REALM,
+            dict::DESTINATION_REALM,
+            dict::MEDIA_COMPONENT_DESCRIPTION,
+            dict::SPECIFIC_ACTION,
+            dict::SPECIFIC_ACTION,
+            dict::SUBSCRIPTION_ID,
+            dict::FRAMED_IP_ADDRESS,
+            dict::RX_REQUEST_TYPE,
+        ]
+    );
+    assert_flags(&aar.avps);
+    assert_eq!(u32_of(&aar.avps, dict::RX_REQUEST_TYPE), [0]);
+    let mcd = members(aar.find(dict::MEDIA_COMPONENT_DESCRIPTION).unwrap());
+    assert_eq!(keys(&mcd), [dict::MEDIA_COMPONENT_NUMBER, dict::MEDIA_SUB_COMPONENT]);
+    assert_eq!(u32_of(&mcd, dict::MEDIA_COMPONENT_NUMBER), [0], "0 is AF signalling (§5.3.17)");
+    let msc = members(&mcd[1]);
+    assert_eq!(
+        keys(&msc),
+        [
+            dict::FLOW_NUMBER,
+            dict::FLOW_DESCRIPTION,
+            dict::FLOW_DESCRIPTION,
+            dict::FLOW_USAGE,
+            dict::AF_SIGNALLING_PROTOCOL,
+        ],
+        "TS 29.214 §5.3.18 order"
+    );
+    assert_eq!(u32_of(&msc, dict::FLOW_USAGE), [2], "AF_SIGNALLING");
+    assert_eq!(u32_of(&msc, dict::AF_SIGNALLING_PROTOCOL), [1], "SIP");
+    assert_eq!(
+        text_of(&msc, dict::FLOW_DESCRIPTION),
+        [
+            "permit out 6 from 198.51.100.7 8443 to 192.0.2.1 51000",
+            "permit in 6 from 192.0.2.1 51000 to 198.51.100.7 8443",
+        ]
+    );
+
+    // The PCRF facility reads it back; the session then ends like a call's.
+    let summary = estuary_rx::pcrf::AarSummary::decode(&aar).unwrap();
+    assert_eq!(summary.components[0].number, Some(0));
+    assert_eq!(summary.components[0].sub_components[0].signalling_protocol, Some(1));
+    assert!(rx.start_signalling(t0(), CallKey(9), SignallingParams { subscription: None, framed_ip: "192.0.2.1".parse().unwrap(), flows: vec![] }).is_err());
+    let empty = SignallingParams { subscription: None, framed_ip: "192.0.2.1".parse().unwrap(), flows: vec![] };
+    assert_eq!(
+        rx.start_signalling(t0(), CallKey(10), empty),
+        Err(estuary_rx::RxError::InvalidParams(estuary_rx::ParamError::NoSignallingFlow))
+    );
+    rx.end(t0(), CallKey(9), TerminationCause::Logout).unwrap();
+    let (_, str) = rx.poll_request().unwrap();
+    assert_eq!(str.command_code, command::SESSION_TERMINATION);
+}

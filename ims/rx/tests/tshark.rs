@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use estuary_diameter::Message;
 use estuary_pcap::{LinkType, PcapWriter, TcpConversation};
-use estuary_rx::media::{Direction, IpFlow};
+use estuary_rx::media::{Direction, IpFlow, SignallingParams};
 use estuary_rx::{AbortCause, CallKey, SpecificAction, TerminationCause};
 
 const AF: &str = "192.0.2.10:40000";
@@ -48,6 +48,18 @@ fn exchange() -> Vec<(Dir, Vec<u8>)> {
     w.rx.start(w.now, v6, p).unwrap();
     w.pump();
     w.rx.end(w.now, v6, TerminationCause::Logout).unwrap();
+    w.pump();
+    assert!(w.rx.is_empty());
+    // A registered browser's signalling path (AF_SIGNALLING), ended at deregistration.
+    let reg = CallKey(3);
+    let signalling = SignallingParams {
+        subscription: None,
+        framed_ip: "192.0.2.1".parse().unwrap(),
+        flows: vec![IpFlow::tcp(sa("192.0.2.1:51000"), sa("198.51.100.7:8443"))],
+    };
+    w.rx.start_signalling(w.now, reg, signalling).unwrap();
+    w.pump();
+    w.rx.end(w.now, reg, TerminationCause::Logout).unwrap();
     w.pump();
     assert!(w.rx.is_empty());
     w.log
@@ -114,6 +126,10 @@ fn tshark_dissects_the_rx_exchange() {
             (265, false),
             (275, true),
             (275, false),
+            (265, true),
+            (265, false),
+            (275, true),
+            (275, false),
         ]
     );
 
@@ -166,6 +182,10 @@ fn tshark_dissects_the_rx_exchange() {
         "Termination-Cause",
         "Abort-Cause",
         "AVP: Flows(510)",
+        // The signalling session.
+        "AF-Signalling-Protocol",
+        "permit out 6 from 198.51.100.7 8443 to 192.0.2.1 51000",
+        "permit in 6 from 192.0.2.1 51000 to 198.51.100.7 8443",
         // Values.
         "permit out 17 from 198.51.100.7 40000 to 192.0.2.1 49152",
         "permit in 17 from 192.0.2.1 49152 to 198.51.100.7 40000",
@@ -194,6 +214,9 @@ fn tshark_dissects_the_rx_exchange() {
         "Media-Type(520) l=16 f=VM- vnd=TGPP val=AUDIO (0)",
         "Rx-Request-Type(533) l=16 f=V-- vnd=TGPP val=INITIAL_REQUEST (0)",
         "Framed-IP-Address(8) l=12 f=-M- val=192.0.2.1",
+        "Flow-Usage(512) l=16 f=VM- vnd=TGPP val=AF_SIGNALLING (2)",
+        "AF-Signalling-Protocol(529) l=16 f=V-- vnd=TGPP val=SIP (1)",
+        "Media-Component-Number(518) l=16 f=VM- vnd=TGPP val=0",
         "Termination-Cause(295) l=12 f=-M- val=DIAMETER_ADMINISTRATIVE (4)",
     ] {
         assert!(
@@ -219,6 +242,10 @@ fn tshark_dissects_the_rx_exchange() {
             "Re-Auth Answer",
             "Abort-Session Request",
             "Abort-Session Answer",
+            "Session-Termination Request",
+            "Session-Termination Answer",
+            "AA Request",
+            "AA Answer",
             "Session-Termination Request",
             "Session-Termination Answer",
             "AA Request",
