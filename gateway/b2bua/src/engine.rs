@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use estuary_transaction::Deadlines;
 use crate::call::{with_tag, AckDuty, Authorization, Call, CallId, CallState, HeldAnswer, Leg, LegIdx, Relayed};
-use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, Transport};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, SignallingPath, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -50,6 +50,11 @@ struct ConnInfo {
     transport: Transport,
     /// The browser's address, for per-source limits.
     remote: std::net::IpAddr,
+    /// Both ends of the connection, for the policy function's signalling flow.
+    peer: std::net::SocketAddr,
+    local: std::net::SocketAddr,
+    /// `SignallingPath::Up` was reported and `Down` not yet.
+    signalling_up: bool,
 }
 
 /// A call's timers (see `call_timers`).
@@ -152,8 +157,8 @@ impl B2bua {
     pub fn handle_input(&mut self, now: Instant, input: Input<'_>) {
         self.ports.set_now(now);
         match input {
-            Input::ConnectionOpened { conn, side: Side::Web, transport, remote, .. } => {
-                self.conns.insert(conn, ConnInfo { transport, remote: remote.ip() });
+            Input::ConnectionOpened { conn, side: Side::Web, transport, local, remote } => {
+                self.conns.insert(conn, ConnInfo { transport, remote: remote.ip(), peer: remote, local, signalling_up: false });
             }
             Input::ConnectionOpened { .. } => {}
             Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
@@ -168,6 +173,7 @@ impl B2bua {
             }
             Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
             Input::Policy { call, decision } => self.on_policy(now, CallId(call), decision),
+            Input::SignallingLost { conn } => self.on_signalling_lost(now, conn),
         }
         self.pump(now);
     }
@@ -451,6 +457,7 @@ impl B2bua {
         for id in self.registrar.expired(now) {
             if let Some(b) = self.registrar.remove(id) {
                 tracing::info!(aor = %b.aor, "registration expired");
+                self.sync_signalling(now, b.conn);
             }
         }
         while let Some((id, timer)) = self.call_timers.pop_due(now) {
@@ -674,6 +681,7 @@ impl B2bua {
         if resp.code < 200 {
             return;
         }
+        let conn = self.registrar.get(id).map(|b| b.conn);
         let mut contacts_for_web = Vec::new();
         if (200..300).contains(&resp.code) {
             let header_expires = resp.headers.expires().ok().flatten();
@@ -698,6 +706,9 @@ impl B2bua {
                     self.registrar.set_expiry(id, now + Duration::from_secs(u64::from(e)));
                     if let Some(b) = self.registrar.get_mut(id) {
                         b.service_route = service_route;
+                        // A refresh over a live connection makes the binding reachable again
+                        // after the PCRF reported its signalling path lost.
+                        b.connected = self.conns.contains_key(&b.conn);
                         tracing::info!(aor = %b.aor, expires = e, "registered");
                     }
                 }
@@ -710,6 +721,9 @@ impl B2bua {
                         }
                     }
                 }
+            }
+            if let Some(conn) = conn {
+                self.sync_signalling(now, conn);
             }
         }
         let tag = resp.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
@@ -727,6 +741,7 @@ impl B2bua {
 
     fn deregister(&mut self, now: Instant, id: BindingId) {
         let Some(b) = self.registrar.remove(id) else { return };
+        self.sync_signalling(now, b.conn);
         let Some(mut reg) = b.last_register else { return };
         if b.expires_at.is_none() {
             return;
@@ -1432,8 +1447,9 @@ impl B2bua {
     fn hangup_with(&mut self, now: Instant, id: CallId, except: Option<LegIdx>, reason: EndReason) {
         let cause = match reason {
             EndReason::Media(cause) => Some(cause),
-            // An aborted Rx session means the IP-CAN session, so every bearer, is gone.
-            EndReason::PolicyAborted => Some(ReleaseCause::MediaBearerLoss),
+            // An aborted Rx session means the IP-CAN session, so every bearer, is gone. A lost
+            // signalling bearer has no cause of its own in TS 24.229 §7.2A.18: the bearer is.
+            EndReason::PolicyAborted | EndReason::SignallingLost => Some(ReleaseCause::MediaBearerLoss),
             _ => None,
         };
         let Some(call) = self.calls.get_mut(&id) else { return };
@@ -1459,6 +1475,49 @@ impl B2bua {
             }
         }
         self.end_call(now, id, reason);
+    }
+
+    /// Reports the connection's signalling path Up when it first carries an active, reachable
+    /// registration and Down when it no longer does (`signalling_policy` only). A closed
+    /// connection reports Down where it closes.
+    fn sync_signalling(&mut self, now: Instant, conn: ConnId) {
+        if !self.cfg.signalling_policy {
+            return;
+        }
+        let Some(info) = self.conns.get(&conn).copied() else { return };
+        let identity = self
+            .registrar
+            .on_conn(conn)
+            .into_iter()
+            .filter_map(|id| self.registrar.get(id))
+            .find(|b| b.connected && b.is_active(now))
+            .map(|b| b.aor.clone());
+        let event = match (info.signalling_up, identity) {
+            (false, Some(identity)) => SignallingPath::Up { conn, identity, browser: info.peer, local: info.local },
+            (true, None) => SignallingPath::Down { conn },
+            _ => return,
+        };
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.signalling_up = matches!(event, SignallingPath::Up { .. });
+        }
+        self.outputs.push_back(Output::SignallingPath(event));
+    }
+
+    /// The PCRF says the connection's signalling bearer is gone (TS 23.228 §5.2.2.6): its
+    /// calls end, and its bindings stay registered but answer 480 until refreshed.
+    fn on_signalling_lost(&mut self, now: Instant, conn: ConnId) {
+        for id in self.registrar.on_conn(conn) {
+            if let Some(b) = self.registrar.get_mut(id) {
+                b.connected = false;
+            }
+        }
+        let flow = Flow::Web { conn };
+        let calls: Vec<CallId> = self.calls.values().filter(|c| c.a.flow == flow || c.b.flow == flow).map(|c| c.id).collect();
+        for id in calls {
+            tracing::warn!(call = id.0, "PCRF reported the signalling path lost; ending the call");
+            self.hangup(now, id, EndReason::SignallingLost);
+        }
+        self.sync_signalling(now, conn);
     }
 
     /// Ask the IMS leg's video sender for a keyframe with an INFO (RFC 5168 §3), once the
@@ -1573,7 +1632,9 @@ impl B2bua {
     }
 
     fn on_conn_closed(&mut self, now: Instant, conn: ConnId) {
-        self.conns.remove(&conn);
+        if self.conns.remove(&conn).is_some_and(|c| c.signalling_up) {
+            self.outputs.push_back(Output::SignallingPath(SignallingPath::Down { conn }));
+        }
         for id in self.registrar.on_conn(conn) {
             match self.cfg.on_ws_close {
                 OnWsClose::Deregister => self.deregister(now, id),

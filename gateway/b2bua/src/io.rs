@@ -84,6 +84,31 @@ pub enum Input<'a> {
     PictureFastUpdate { call: u64 },
     /// The policy function (Rx toward the PCRF) decided about a call's media.
     Policy { call: u64, decision: PolicyDecision<'a> },
+    /// The PCRF reported the bearer under a browser connection's signalling gone (loss or
+    /// release of bearer, or an abort, on its AF_SIGNALLING session). TS 23.228 §5.2.2.6 asks
+    /// the P-CSCF to release that UE's sessions and to refuse requests toward it until it
+    /// registers again or its registration expires: its calls end with BYE (Reason
+    /// RELEASE_CAUSE 3) and its bindings answer 480 until a REGISTER refreshes them.
+    SignallingLost { conn: ConnId },
+}
+
+/// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
+/// TS 29.214 §4.4.5a): reported only with `B2buaConfig::signalling_policy`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignallingPath {
+    /// The connection now carries an active, reachable registration (its first).
+    Up {
+        conn: ConnId,
+        /// The registered public identity (the first binding's AOR).
+        identity: String,
+        /// The browser's end of the connection, as the gateway's socket sees it.
+        browser: SocketAddr,
+        /// The gateway's end (its WebSocket listener).
+        local: SocketAddr,
+    },
+    /// It no longer does: its last registration expired or was removed, the PCRF reported
+    /// the path lost, or the connection closed.
+    Down { conn: ConnId },
 }
 
 /// Who and what a call's media belongs to, for the policy function (see
@@ -156,6 +181,8 @@ pub enum Output {
     /// The call is gone (answered or not); nothing more belongs to it. The summary is what
     /// signalling knows for the call's record.
     CallEnded { call: u64, summary: Box<CallSummary> },
+    /// A browser connection's signalling path came up or went down.
+    SignallingPath(SignallingPath),
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },
@@ -219,6 +246,8 @@ pub enum EndReason {
     PolicyRefused(Option<u16>),
     /// The PCRF aborted the Rx session (ASR).
     PolicyAborted,
+    /// The PCRF reported the browser's signalling path lost ([`Input::SignallingLost`]).
+    SignallingLost,
 }
 
 impl EndReason {
@@ -238,6 +267,7 @@ impl EndReason {
             EndReason::SessionExpired => "session_expired",
             EndReason::PolicyRefused(_) => "policy_refused",
             EndReason::PolicyAborted => "policy_aborted",
+            EndReason::SignallingLost => "signalling_bearer_loss",
         }
     }
 

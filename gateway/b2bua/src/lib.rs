@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, SignallingPath, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.
@@ -89,6 +89,9 @@ pub struct B2buaConfig {
     /// Closed policy (`rx.on_failure = "closed"`): a callee's 2xx that settles a media plan
     /// waits for the PCRF's decision ([`Input::Policy`]) before it reaches the caller.
     pub policy_gate: bool,
+    /// Report each browser connection's signalling path ([`Output::SignallingPath`]) for the
+    /// policy function's AF_SIGNALLING sessions (`rx.signalling`).
+    pub signalling_policy: bool,
 }
 
 /// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
@@ -126,6 +129,7 @@ impl Default for B2buaConfig {
             video_overload: VideoOverload::DropVideo,
             registrations_per_source: 0,
             policy_gate: false,
+            signalling_policy: false,
         }
     }
 }

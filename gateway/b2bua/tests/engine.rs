@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, Side, Transport, VideoOverload};
+use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, Side, SignallingPath, Transport, VideoOverload};
 use estuary_sip::{Message, Request, Response};
 
 const CONN: ConnId = ConnId(1);
@@ -29,6 +29,8 @@ struct Harness {
     calls: Vec<Output>,
     /// The next media port this driver "binds" when the engine asks for more.
     next_port: u16,
+    /// Signalling path reports, in order.
+    paths: Vec<SignallingPath>,
 }
 
 #[derive(Debug)]
@@ -56,7 +58,7 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000 };
+        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000, paths: Vec::new() };
         h.grant_wanted();
         h
     }
@@ -123,6 +125,7 @@ impl Harness {
                 Output::Media { .. } | Output::MediaEnd { .. } | Output::KeyframeRequested { .. } => self.media.push(o),
                 Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
+                Output::SignallingPath(p) => self.paths.push(p),
             }
         }
         out
@@ -1524,4 +1527,78 @@ fn a_2xx_that_carries_the_offer_is_not_held_and_a_later_refusal_ends_the_call() 
     let byes = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).count();
     assert_eq!(byes, 2, "{out:#?}");
     assert_eq!((h.ended().reason, h.ended().status), (EndReason::PolicyRefused(None), Some(200)));
+}
+
+// ----- the signalling path (Rx AF_SIGNALLING) -------------------------------------------
+
+fn signalling_policy() -> Harness {
+    Harness::with(B2buaConfig { signalling_policy: true, ..B2buaConfig::default() })
+}
+
+fn up() -> SignallingPath {
+    SignallingPath::Up {
+        conn: CONN,
+        identity: "sip:alice@ims.test".into(),
+        browser: "127.0.0.1:40000".parse().unwrap(),
+        local: "127.0.0.1:8443".parse().unwrap(),
+    }
+}
+
+#[test]
+fn the_signalling_path_is_up_from_the_registration_until_it_expires_or_the_socket_closes() {
+    let mut h = Harness::new();
+    h.register();
+    assert!(h.paths.is_empty(), "reported only when the policy function wants it");
+
+    let mut h = signalling_policy();
+    h.register();
+    assert_eq!(h.paths, [up()], "Up at the 2xx (not at the 401), with both ends of the WebSocket");
+    // A refresh changes nothing.
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKrefresh"));
+    let reg = only_ims(&out);
+    let contact = reg.msg.headers().get("Contact").unwrap().to_owned();
+    h.ims(&response(reg, 200, "OK", &[("Contact", &contact)]));
+    assert_eq!(h.paths.len(), 1);
+    // Expiry.
+    h.advance_to(Duration::from_secs(601));
+    assert_eq!(h.paths, [up(), SignallingPath::Down { conn: CONN }]);
+
+    let mut h = signalling_policy();
+    h.register();
+    h.input(Input::ConnectionClosed { conn: CONN });
+    assert_eq!(h.paths, [up(), SignallingPath::Down { conn: CONN }], "Down once, where the socket closed");
+}
+
+#[test]
+fn a_lost_signalling_path_ends_the_browsers_calls_and_makes_it_unreachable_until_it_registers_again() {
+    let mut h = signalling_policy();
+    let (_inv, web_ok) = answered_call(&mut h);
+    let binding = h.gw.registrar().find_aor("sip:alice@ims.test", h.now).unwrap();
+    let token = h.gw.registrar().get(binding).unwrap().token.clone();
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKack9\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+
+    let out = h.input(Input::SignallingLost { conn: CONN });
+    let byes: Vec<&Sent> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).collect();
+    assert_eq!(byes.len(), 2, "BYE on both legs (the browser's may still get through): {out:#?}");
+    for b in byes {
+        assert_eq!(req(b).headers.get("Reason"), Some("RELEASE_CAUSE;cause=3;text=\"Media bearer loss\""));
+    }
+    assert_eq!(h.ended().reason.as_str(), "signalling_bearer_loss");
+    assert_eq!(h.paths.last(), Some(&SignallingPath::Down { conn: CONN }));
+    assert!(to_ims(&out).iter().all(|s| req(s).method.as_str() != "REGISTER"), "the registration stays at the core");
+
+    // TS 23.228 §5.2.2.6: requests toward the browser are refused meanwhile.
+    let out = h.ims(&ims_invite(&token, "z9hG4bKlost1", SDP));
+    assert_eq!(to_ims(&out).iter().map(|s| status(s)).collect::<Vec<_>>(), [480]);
+    assert!(to_web(&out).is_empty());
+
+    // A REGISTER over the connection makes it reachable again, with a new signalling session.
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKagain"));
+    let reg = only_ims(&out);
+    let ours = reg.msg.headers().get("Contact").unwrap().to_owned();
+    h.ims(&response(reg, 200, "OK", &[("Contact", &ours)]));
+    assert_eq!(h.paths.last(), Some(&up()));
+    let out = h.ims(&ims_invite(&token, "z9hG4bKlost2", SDP));
+    assert_eq!(to_web(&out).len(), 1, "the INVITE reaches the browser again: {out:#?}");
 }

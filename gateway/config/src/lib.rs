@@ -777,11 +777,6 @@ fn rx(mut s: Section) -> Result<RxConfig, ConfigError> {
     )?;
     let timeout = s.int("timeout_ms", d.timeout.as_millis() as i64, 100, 30_000)?;
     let signalling = s.boolean("signalling", d.signalling)?;
-    if signalling {
-        // Refused rather than ignored: an operator who asks for bearers for SIP must not
-        // believe they are there.
-        return Err(ConfigError::invalid("rx.signalling", "AF_SIGNALLING authorization at registration is not implemented yet; set false"));
-    }
     // RFC 3539 §3.4.1: Tw must not be set below 6 seconds.
     let watchdog = s.int("watchdog_s", d.watchdog.as_secs() as i64, 6, 300)?;
     let uplink_filter = s.choice(
@@ -1155,7 +1150,8 @@ mod tests {
 
     #[test]
     fn rx_errors_name_the_key() {
-        assert_eq!(err("[rx]\nsignalling = true"), "rx.signalling: AF_SIGNALLING authorization at registration is not implemented yet; set false");
+        assert!(with(&["rx.signalling=true"]).unwrap().rx.signalling);
+        assert_eq!(err("[rx]\nsignalling = \"yes\""), "rx.signalling: expected true or false, found string");
         assert_eq!(
             err("[rx]\npeers = [\"pcrf:3868\", \"pcrf2:70000\"]"),
             "rx.peers[1]: \"pcrf2:70000\": invalid port \"70000\" (1-65535)"

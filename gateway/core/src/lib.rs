@@ -217,7 +217,7 @@ impl<P: MediaPlane> Core<P> {
                     return Some(Output::Diameter { peer, transmit });
                 }
                 let (signalling, now) = (&mut self.signalling, self.now);
-                if policy.next_decision(|call, decision| signalling.handle_input(now, Input::Policy { call, decision })).is_some() {
+                if policy.next_decision(|input| signalling.handle_input(now, input)).is_some() {
                     continue;
                 }
             }
@@ -256,6 +256,11 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::Close { conn }) => return Some(Output::Close { conn }),
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
+                Some(S::SignallingPath(path)) => {
+                    if let Some(p) = &mut self.policy {
+                        p.signalling_path(self.now, &path);
+                    }
+                }
                 // (An STR that ending a call queued went out at the top of the loop.)
                 None => return self.ended.pop_front().map(|(call, summary, policy)| Output::CallEnded { call, summary, policy }),
             }

@@ -18,16 +18,27 @@
 //! per m-line, directions seen from the browser. With BUNDLE and rtcp-mux every m-line shares
 //! one 5-tuple; TS 29.214 §5.3.16 lets a flow be described once only, so the flow goes in the
 //! first active component and the others carry their type, bandwidth, status and codecs.
+//!
+//! # The signalling path (`rx.signalling`)
+//! While a browser's WebSocket carries an active registration, an Rx session of its own
+//! describes that TCP connection as Media-Component-Number 0 with Flow-Usage AF_SIGNALLING
+//! (TS 29.214 §4.4.5a), so the PCRF can give SIP its own bearer and tell us when it is lost.
+//! It opens when the signalling machine reports the path Up (the first 2xx to a REGISTER over
+//! the connection) and ends with an STR when it reports Down (last registration gone, or the
+//! socket closed). A refused or unanswered signalling AAR is counted and logged, in open and
+//! closed policy alike: the registration has been granted by then, and the PCRF's view of the
+//! signalling bearer does not decide it. A loss or release of that bearer, or an abort,
+//! reaches the machine as `Input::SignallingLost` (TS 23.228 §5.2.2.6).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use estuary_b2bua::{PolicyDecision, PolicySubject, Side};
+use estuary_b2bua::{ConnId, Input, PolicyDecision, PolicySubject, Side, SignallingPath};
 use estuary_diameter::{PeerSet, PeerSetEvent, PeerStatus, Transmit};
 use estuary_rx::{
     AarKind, Bandwidth, CallKey, Direction, IpFlow, MediaComponent, MediaType, RxClient, RxCounters, RxEvent, SdpRole, SdpSource,
-    SessionParams, Subscription, SubscriptionKind, TerminationCause,
+    SessionParams, SignallingParams, Subscription, SubscriptionKind, TerminationCause,
 };
 use estuary_sdp::{CodecMap, MediaPlan, StreamPlan};
 
@@ -91,6 +102,35 @@ struct Tracked {
     asked: Instant,
 }
 
+/// The Rx client's sessions are keyed by calls and by signalling paths in one space: a
+/// signalling path's key has the top bit set (call and connection ids are counters that start
+/// at 1 and never reach it).
+const SIGNALLING_KEY: u64 = 1 << 63;
+
+/// Whose an Rx session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    Call(u64),
+    Signalling(ConnId),
+}
+
+impl Owner {
+    fn of(key: CallKey) -> Owner {
+        if key.0 & SIGNALLING_KEY != 0 {
+            Owner::Signalling(ConnId(key.0 & !SIGNALLING_KEY))
+        } else {
+            Owner::Call(key.0)
+        }
+    }
+
+    fn key(self) -> CallKey {
+        match self {
+            Owner::Call(call) => CallKey(call),
+            Owner::Signalling(conn) => CallKey(SIGNALLING_KEY | conn.0),
+        }
+    }
+}
+
 /// AAA latency buckets (upper bounds, ms) for /metrics.
 const LATENCY_BUCKETS_MS: [u64; 8] = [5, 10, 25, 50, 100, 250, 1000, 5000];
 
@@ -110,6 +150,10 @@ struct Stats {
     refused_closed: u64,
     /// Answers, requests or failures the Rx client could not place.
     unplaced: u64,
+    /// Signalling AARs refused or unanswered.
+    signalling_failed: u64,
+    /// Signalling paths the PCRF reported lost (loss or release of bearer, abort).
+    signalling_lost: u64,
 }
 
 /// The policy function. See the module docs.
@@ -118,7 +162,9 @@ pub struct Policy {
     peers: PeerSet,
     settings: PolicySettings,
     calls: HashMap<u64, Tracked>,
-    decisions: VecDeque<(u64, Decision)>,
+    /// Signalling paths with an Rx session, and its Session-Id.
+    paths: HashMap<ConnId, String>,
+    decisions: VecDeque<(Owner, Decision)>,
     stats: Stats,
 }
 
@@ -136,7 +182,7 @@ impl Policy {
     /// connects on its first drain of the core's outputs).
     pub fn new(now: Instant, rx: RxClient, mut peers: PeerSet, settings: PolicySettings) -> Policy {
         peers.connect_all(now);
-        Policy { rx, peers, settings, calls: HashMap::new(), decisions: VecDeque::new(), stats: Stats::default() }
+        Policy { rx, peers, settings, calls: HashMap::new(), paths: HashMap::new(), decisions: VecDeque::new(), stats: Stats::default() }
     }
 
     /// Whether a refusal ends calls.
@@ -166,6 +212,40 @@ impl Policy {
         let session_id = self.rx.session_id(CallKey(call)).unwrap_or_default().to_owned();
         tracing::info!(call, session_id, "AAR sent");
         self.calls.insert(call, Tracked { session_id, sent: params, selected: None, plan: Box::new(plan.clone()), subject, result: None, asked: now });
+        self.pump(now);
+    }
+
+    /// A browser connection's signalling path came up (an AAR describes it) or went down (the
+    /// STR goes).
+    pub fn signalling_path(&mut self, now: Instant, path: &SignallingPath) {
+        match path {
+            SignallingPath::Up { conn, identity, browser, local } => {
+                let params = SignallingParams {
+                    subscription: Some(Subscription { kind: subscription_kind(identity), data: identity.clone() }),
+                    framed_ip: browser.ip().to_canonical(),
+                    flows: vec![IpFlow::tcp(*browser, *local)],
+                };
+                let key = Owner::Signalling(*conn).key();
+                match self.rx.start_signalling(now, key, params) {
+                    Ok(()) => {
+                        let session_id = self.rx.session_id(key).unwrap_or_default().to_owned();
+                        tracing::info!(conn = conn.0, identity, session_id, "signalling AAR sent");
+                        self.paths.insert(*conn, session_id);
+                    }
+                    Err(e) => {
+                        self.stats.signalling_failed += 1;
+                        tracing::warn!(conn = conn.0, error = %e, "no Rx session for the signalling path");
+                    }
+                }
+            }
+            SignallingPath::Down { conn } => {
+                self.paths.remove(conn);
+                let key = Owner::Signalling(*conn).key();
+                if self.rx.session_id(key).is_some() {
+                    let _ = self.rx.end(now, key, TerminationCause::Logout);
+                }
+            }
+        }
         self.pump(now);
     }
 
@@ -239,15 +319,22 @@ impl Policy {
         self.peers.poll_transmit()
     }
 
-    /// The next decision for the signalling machine, given to `f` (its reason borrowed).
-    pub(crate) fn next_decision<R>(&mut self, f: impl FnOnce(u64, PolicyDecision<'_>) -> R) -> Option<R> {
-        let (call, d) = self.decisions.pop_front()?;
-        Some(match &d {
-            Decision::Authorized => f(call, PolicyDecision::Authorized),
-            Decision::Refused(reason) => f(call, PolicyDecision::Refused { reason }),
-            Decision::BearerLost => f(call, PolicyDecision::BearerLost),
-            Decision::Aborted => f(call, PolicyDecision::Aborted),
-        })
+    /// The next decision for the signalling machine, as its input, given to `f` (its reason
+    /// borrowed).
+    pub(crate) fn next_decision<R>(&mut self, f: impl FnOnce(Input<'_>) -> R) -> Option<R> {
+        let (owner, d) = self.decisions.pop_front()?;
+        let call = match owner {
+            // A signalling path's session only ever reports its bearer gone.
+            Owner::Signalling(conn) => return Some(f(Input::SignallingLost { conn })),
+            Owner::Call(call) => call,
+        };
+        let decision = match &d {
+            Decision::Authorized => PolicyDecision::Authorized,
+            Decision::Refused(reason) => PolicyDecision::Refused { reason },
+            Decision::BearerLost => PolicyDecision::BearerLost,
+            Decision::Aborted => PolicyDecision::Aborted,
+        };
+        Some(f(Input::Policy { call, decision }))
     }
 
     /// The Rx client's counters.
@@ -317,11 +404,23 @@ impl Policy {
     }
 
     fn on_rx_event(&mut self, now: Instant, event: RxEvent) {
+        let key = match &event {
+            RxEvent::Authorized { call, .. }
+            | RxEvent::Refused { call, .. }
+            | RxEvent::TimedOut { call, .. }
+            | RxEvent::BearerLost { call, .. }
+            | RxEvent::Notified { call, .. }
+            | RxEvent::Aborted { call, .. }
+            | RxEvent::Terminated { call } => *call,
+        };
+        if let Owner::Signalling(conn) = Owner::of(key) {
+            return self.on_signalling_event(conn, event);
+        }
         match event {
             RxEvent::Authorized { call: CallKey(call), kind, result_code } => {
                 if kind == AarKind::Initial {
                     self.settle(now, call, result_code.to_string());
-                    self.decisions.push_back((call, Decision::Authorized));
+                    self.decisions.push_back((Owner::Call(call), Decision::Authorized));
                 }
             }
             RxEvent::Refused { call: CallKey(call), kind, result_code, experimental } => {
@@ -347,13 +446,43 @@ impl Policy {
             }
             RxEvent::BearerLost { call: CallKey(call), action, .. } => {
                 tracing::warn!(call, ?action, "PCRF: bearer lost");
-                self.decisions.push_back((call, Decision::BearerLost));
+                self.decisions.push_back((Owner::Call(call), Decision::BearerLost));
             }
             RxEvent::Aborted { call: CallKey(call), cause } => {
                 tracing::warn!(call, ?cause, "PCRF aborted the session");
-                self.decisions.push_back((call, Decision::Aborted));
+                self.decisions.push_back((Owner::Call(call), Decision::Aborted));
             }
             RxEvent::Notified { call, actions } => tracing::info!(call = call.0, ?actions, "PCRF notification"),
+            RxEvent::Terminated { .. } => {}
+        }
+    }
+
+    fn on_signalling_event(&mut self, conn: ConnId, event: RxEvent) {
+        let c = conn.0;
+        match event {
+            RxEvent::Authorized { result_code, .. } => tracing::info!(conn = c, result_code, "PCRF authorized the signalling path"),
+            RxEvent::Refused { result_code, experimental, .. } => {
+                self.stats.signalling_failed += 1;
+                self.paths.remove(&conn);
+                tracing::warn!(conn = c, ?result_code, ?experimental, "PCRF refused the signalling path; the registration stands");
+            }
+            RxEvent::TimedOut { .. } => {
+                self.stats.signalling_failed += 1;
+                self.paths.remove(&conn);
+                tracing::warn!(conn = c, "PCRF did not answer the signalling AAR; the registration stands");
+            }
+            RxEvent::BearerLost { action, .. } => {
+                self.stats.signalling_lost += 1;
+                tracing::warn!(conn = c, ?action, "PCRF: the signalling bearer is lost");
+                self.decisions.push_back((Owner::Signalling(conn), Decision::BearerLost));
+            }
+            RxEvent::Aborted { cause, .. } => {
+                self.stats.signalling_lost += 1;
+                self.paths.remove(&conn);
+                tracing::warn!(conn = c, ?cause, "PCRF aborted the signalling session");
+                self.decisions.push_back((Owner::Signalling(conn), Decision::Aborted));
+            }
+            RxEvent::Notified { actions, .. } => tracing::info!(conn = c, ?actions, "PCRF notification on the signalling path"),
             RxEvent::Terminated { .. } => {}
         }
     }
@@ -374,7 +503,7 @@ impl Policy {
         match self.settings.on_failure {
             OnFailure::Closed => {
                 self.stats.refused_closed += 1;
-                self.decisions.push_back((call, Decision::Refused(reason)));
+                self.decisions.push_back((Owner::Call(call), Decision::Refused(reason)));
             }
             OnFailure::Open => {
                 self.stats.failed_open += 1;
@@ -453,7 +582,28 @@ impl Policy {
             labels: vec![],
             value: self.stats.latency_sum_ms,
         });
-        out.push(Sample { name: "estuary_rx_sessions", help: "Rx sessions open or closing", kind: MetricKind::Gauge, labels: vec![], value: self.rx.len() as u64 });
+        out.push(Sample { name: "estuary_rx_sessions", help: "Rx sessions open or closing (calls and signalling paths)", kind: MetricKind::Gauge, labels: vec![], value: self.rx.len() as u64 });
+        out.push(Sample {
+            name: "estuary_rx_signalling_paths",
+            help: "Browser connections whose signalling path has an Rx session (rx.signalling)",
+            kind: MetricKind::Gauge,
+            labels: vec![],
+            value: self.paths.len() as u64,
+        });
+        out.push(Sample {
+            name: "estuary_rx_signalling_failures_total",
+            help: "Signalling-path AARs refused or unanswered (the registration stands)",
+            kind: MetricKind::Counter,
+            labels: vec![],
+            value: self.stats.signalling_failed,
+        });
+        out.push(Sample {
+            name: "estuary_rx_signalling_lost_total",
+            help: "Signalling paths the PCRF reported lost or aborted: the browser's calls ended",
+            kind: MetricKind::Counter,
+            labels: vec![],
+            value: self.stats.signalling_lost,
+        });
     }
 }
 

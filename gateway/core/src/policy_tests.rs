@@ -52,17 +52,22 @@ struct Harness {
 
 impl Harness {
     fn new(on_failure: OnFailure) -> Harness {
-        Harness::build(on_failure, false)
+        Harness::build(on_failure, false, false)
     }
 
     /// As [`Harness::new`], with no PCRF reachable.
     fn without_pcrf(on_failure: OnFailure) -> Harness {
-        Harness::build(on_failure, true)
+        Harness::build(on_failure, true, false)
     }
 
-    fn build(on_failure: OnFailure, unreachable: bool) -> Harness {
+    /// As [`Harness::new`], with `rx.signalling`: registrations open AF_SIGNALLING sessions.
+    fn with_signalling(on_failure: OnFailure) -> Harness {
+        Harness::build(on_failure, false, true)
+    }
+
+    fn build(on_failure: OnFailure, unreachable: bool, signalling_policy: bool) -> Harness {
         let now = Instant::now();
-        let cfg = B2buaConfig { require_registration: false, policy_gate: on_failure == OnFailure::Closed, ..B2buaConfig::default() };
+        let cfg = B2buaConfig { require_registration: false, policy_gate: on_failure == OnFailure::Closed, signalling_policy, ..B2buaConfig::default() };
         let signalling = B2bua::new(cfg, 7, estuary_keys::KeySource::os());
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut rx_config = RxConfig::new("pcscf.ims.test", "ims.test", "ims.test");
@@ -174,6 +179,26 @@ impl Harness {
         let ims = self.take_sip(Side::Ims);
         self.take_sip(Side::Web);
         ims.into_iter().find(|m| m.starts_with("INVITE ")).expect("INVITE toward the core")
+    }
+
+    /// alice registers over the WebSocket and the core accepts; returns the gateway's Contact.
+    fn register(&mut self) -> String {
+        let register = "REGISTER sip:ims.test SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKregp\r\nMax-Forwards: 69\r\nTo: <sip:alice@ims.test>\r\nFrom: <sip:alice@ims.test>;tag=regtag\r\nCall-ID: regcall1\r\nCSeq: 1 REGISTER\r\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>;expires=600\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
+        self.input(Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: browser(), data: register.as_bytes() });
+        let reg = self.take_sip(Side::Ims).into_iter().find(|m| m.starts_with("REGISTER ")).expect("REGISTER toward the core");
+        let Message::Request(reg) = Message::parse(reg.as_bytes()).unwrap() else { panic!() };
+        let contact = reg.headers.get("Contact").unwrap().to_owned();
+        let mut ok = estuary_sip::response_to(&reg, 200, "OK");
+        ok.headers.set("To", format!("{};tag=regok", reg.headers.get("To").unwrap()));
+        ok.headers.push("Contact", &contact);
+        let data = ok.to_bytes();
+        self.input(Input::Receive { flow: Flow::Ims { transport: Transport::Udp, remote: next_hop() }, conn: None, remote: next_hop(), data: &data });
+        assert_eq!(self.take_sip(Side::Web).iter().map(|m| status(m)).collect::<Vec<_>>(), [200], "registered");
+        contact
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        self.core.metrics(self.now).into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}")).value
     }
 
     /// The core answers with 200 and PCMU.
@@ -349,17 +374,7 @@ fn no_pcrf_at_all_is_not_fatal_in_open_mode_and_refuses_calls_in_closed_mode() {
 fn a_call_from_ims_is_described_once_the_browser_answers() {
     let mut h = Harness::new(OnFailure::Closed);
     // alice registers; the core will reach her through the gateway's Contact.
-    let register = "REGISTER sip:ims.test SIP/2.0\r\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKregp\r\nMax-Forwards: 69\r\nTo: <sip:alice@ims.test>\r\nFrom: <sip:alice@ims.test>;tag=regtag\r\nCall-ID: regcall1\r\nCSeq: 1 REGISTER\r\nContact: <sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>;expires=600\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n";
-    h.input(Input::Receive { flow: Flow::Web { conn: CONN }, conn: Some(CONN), remote: browser(), data: register.as_bytes() });
-    let reg = h.take_sip(Side::Ims).into_iter().find(|m| m.starts_with("REGISTER ")).expect("REGISTER toward the core");
-    let Message::Request(reg) = Message::parse(reg.as_bytes()).unwrap() else { panic!() };
-    let contact = reg.headers.get("Contact").unwrap().to_owned();
-    let mut ok = estuary_sip::response_to(&reg, 200, "OK");
-    ok.headers.set("To", format!("{};tag=regok", reg.headers.get("To").unwrap()));
-    ok.headers.push("Contact", &contact);
-    let data = ok.to_bytes();
-    h.input(Input::Receive { flow: Flow::Ims { transport: Transport::Udp, remote: next_hop() }, conn: None, remote: next_hop(), data: &data });
-    h.take_sip(Side::Web);
+    let contact = h.register();
     let target = contact.trim_start_matches('<').split('>').next().unwrap().to_owned();
     // An INVITE from the core with PCMU; the browser answers with Chromium's SDP shape.
     let offer = IMS_ANSWER;
@@ -386,4 +401,71 @@ fn a_call_from_ims_is_described_once_the_browser_answers() {
     assert!(audio.codec_data[0].starts_with("downlink\noffer\n"), "ours was the offer: {:?}", audio.codec_data);
     assert!(audio.codec_data[1].starts_with("uplink\nanswer\nm=audio 48911 "), "the browser's answer: {:?}", audio.codec_data);
     assert_eq!(h.take_sip(Side::Ims).iter().filter(|m| status(m) == 200).count(), 1, "authorized: the 200 reached the core");
+}
+
+#[test]
+fn a_registration_opens_a_signalling_session_describing_its_websocket() {
+    let mut h = Harness::with_signalling(OnFailure::Closed);
+    h.register();
+    let aars: Vec<_> = h.pcrf.aars().cloned().collect();
+    assert_eq!(aars.len(), 1, "one AAR, at the 2xx");
+    let aar = &aars[0];
+    assert_eq!(aar.request_type, Some(0));
+    assert_eq!(aar.af_charging_id, None, "no call to charge");
+    assert_eq!(aar.subscriptions, [(2, "sip:alice@ims.test".to_owned())]);
+    assert_eq!(aar.framed_ip, Some("127.0.0.1".parse().unwrap()));
+    assert_eq!(aar.specific_actions, [2, 4], "loss and release of the signalling bearer");
+    let c = &aar.components[0];
+    assert_eq!(c.number, Some(0), "Media-Component-Number 0: AF signalling");
+    let sub = &c.sub_components[0];
+    assert_eq!((sub.flow_usage, sub.signalling_protocol), (Some(2), Some(1)), "AF_SIGNALLING, SIP");
+    assert_eq!(
+        sub.flow_descriptions,
+        ["permit out 6 from 127.0.0.1 8443 to 127.0.0.1 40000", "permit in 6 from 127.0.0.1 40000 to 127.0.0.1 8443"],
+        "the WebSocket's TCP connection, browser and listener"
+    );
+    assert_eq!(h.metric("estuary_rx_signalling_paths"), 1);
+
+    // The socket closes: the STR goes, and the PCRF forgets the session.
+    h.input(Input::ConnectionClosed { conn: CONN });
+    assert_eq!(h.pcrf.strs().count(), 1);
+    assert!(!h.pcrf.has_session(&aar.session_id));
+    assert_eq!(h.metric("estuary_rx_signalling_paths"), 0);
+    assert_eq!(h.metric("estuary_rx_sessions"), 0);
+}
+
+#[test]
+fn a_lost_signalling_bearer_ends_the_browsers_call_and_both_sessions() {
+    let mut h = Harness::with_signalling(OnFailure::Open);
+    h.register();
+    let signalling = h.pcrf.aars().next().unwrap().session_id.clone();
+    let invite = h.invite();
+    h.answer(&invite);
+    h.take_sip(Side::Web);
+    h.take_sip(Side::Ims);
+    assert_eq!(h.pcrf.aars().count(), 2, "the call's own AAR");
+    let rar = h.pcrf.rar(&signalling, &[SpecificAction::IndicationOfReleaseOfBearer], &[0]);
+    h.pcrf_sends(rar);
+    let byes = |msgs: Vec<String>| msgs.into_iter().filter(|m| m.starts_with("BYE ")).collect::<Vec<_>>();
+    let (web, ims) = (byes(h.take_sip(Side::Web)), byes(h.take_sip(Side::Ims)));
+    assert_eq!((web.len(), ims.len()), (1, 1), "BYE on both legs");
+    assert!(ims[0].contains("Reason: RELEASE_CAUSE;cause=3"), "{}", ims[0]);
+    let (summary, _) = h.ended.last().expect("the call ended");
+    assert_eq!(summary.reason.as_str(), "signalling_bearer_loss");
+    assert_eq!(h.pcrf.answers()[0].result_code(), Some(2001), "RAA");
+    assert_eq!(h.pcrf.strs().count(), 2, "STR for the call and for the signalling path");
+    assert!(!h.pcrf.has_session(&signalling));
+    assert_eq!((h.metric("estuary_rx_signalling_lost_total"), h.metric("estuary_rx_signalling_paths")), (1, 0));
+}
+
+#[test]
+fn a_refused_signalling_aar_is_counted_and_the_registration_stands() {
+    let mut h = Harness::with_signalling(OnFailure::Closed);
+    h.pcrf.set_aar_answer(AarAnswer::Experimental(5065));
+    h.register();
+    assert_eq!(h.metric("estuary_rx_signalling_failures_total"), 1);
+    assert_eq!(h.metric("estuary_rx_signalling_paths"), 0);
+    assert_eq!(h.core.signalling().registrar().active(h.now), 1, "still registered");
+    h.input(Input::ConnectionClosed { conn: CONN });
+    assert_eq!(h.pcrf.strs().count(), 0, "a refused session needs no STR");
 }
