@@ -9,7 +9,10 @@
 //! * a RAR reporting the loss of the bearer ends the call with BYE on both sides within 1 s;
 //! * with `rx.on_failure = "closed"` a refusing PCRF gives the browser 503, and the callee, who
 //!   had answered, gets ACK then BYE;
-//! * when the primary PCRF dies, the next call's AAR goes to the secondary.
+//! * when the primary PCRF dies, the next call's AAR goes to the secondary;
+//! * with `rx.signalling = true` the registration's AAR describes the page's WebSocket (a TCP
+//!   connection `ss` sees), and a RAR reporting that bearer lost ends the page's call on both
+//!   sides (`signalling_bearer_loss`).
 //!
 //! Browser, daemon, Kamailio, sipp and the PCRF share one loopback-only network namespace per
 //! test. Needs Chromium, sipp, kamailio and tshark (make deps) and `cargo build -p estuary`:
@@ -64,17 +67,24 @@ impl Lab {
     /// will answer), a daemon with Rx toward `pcrfs` in order, Chromium's demo page
     /// registered as alice through the daemon and Kamailio.
     async fn start(test: &str, pcrfs: &[&PcrfServer], on_failure: &str) -> Lab {
+        Lab::start_with(test, pcrfs, on_failure, &[]).await
+    }
+
+    /// As [`Lab::start`], with more daemon settings.
+    async fn start_with(test: &str, pcrfs: &[&PcrfServer], on_failure: &str, extra: &[(&str, &str)]) -> Lab {
         let k = tokio::task::block_in_place(|| Kamailio::start(test));
         let records = temp_dir(test);
         let peers: Vec<String> = pcrfs.iter().map(|p| p.peer_entry()).collect();
-        let gw = Gateway::builder()
+        let mut builder = Gateway::builder()
             .set("ims.next_hop", &format!("sip:{};transport=udp", k.udp))
             .set("records.dir", &records.to_string_lossy())
             .set("rx.enabled", "true")
             .set("rx.peers", &peers.join(","))
-            .set("rx.on_failure", on_failure)
-            .start()
-            .await;
+            .set("rx.on_failure", on_failure);
+        for (key, value) in extra {
+            builder = builder.set(key, value);
+        }
+        let gw = builder.start().await;
         // At start, before any SIP traffic, the daemon connects to every peer (CER/CEA).
         let started = Instant::now();
         let all_up = || pcrfs.iter().all(|p| p.connections_up() > 0);
@@ -234,11 +244,11 @@ fn first_flows(aar: &AarSummary) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// "permit DIR 17 from A PA to B PB" -> the four addresses and ports.
+/// "permit DIR PROTO from A PA to B PB" -> the four addresses and ports.
 fn flow_ends(flow: &str) -> Option<(String, u16, String, u16)> {
     let w: Vec<&str> = flow.split_whitespace().collect();
     match w.as_slice() {
-        ["permit", _, "17", "from", a, pa, "to", b, pb] => Some((a.to_string(), pa.parse().ok()?, b.to_string(), pb.parse().ok()?)),
+        ["permit", _, _, "from", a, pa, "to", b, pb] => Some((a.to_string(), pa.parse().ok()?, b.to_string(), pb.parse().ok()?)),
         _ => None,
     }
 }
@@ -540,5 +550,82 @@ fn new_calls_fail_over_to_the_secondary_pcrf_when_the_primary_dies() {
             assert_eq!(r["status"].as_u64(), Some(200), "{r}");
             assert_eq!((r["rx"]["session_id"].as_str(), r["rx"]["result"].as_str()), (Some(aar.session_id.as_str()), Some("2001")), "{r}");
         }
+    });
+}
+
+const SIGNALLING: &str = "the_signalling_path_is_described_at_registration_and_its_loss_ends_the_call";
+
+/// The established TCP connections `ss` lists in this namespace, as (local, peer).
+fn tcp_connections() -> Vec<(SocketAddr, SocketAddr)> {
+    let out = Command::new("ss").args(["-tnH", "state", "established"]).output().expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let n = cols.len();
+            (n >= 2).then(|| Some((cols[n - 2].parse().ok()?, cols[n - 1].parse().ok()?))).flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn the_signalling_path_is_described_at_registration_and_its_loss_ends_the_call() {
+    require_tools();
+    if !in_loopback_netns(SIGNALLING) {
+        return;
+    }
+    estuary_conformance::browser_runtime().block_on(async {
+        let pcrf = PcrfServer::start("primary");
+        let mut l = Lab::start_with(SIGNALLING, &[&pcrf], "open", &[("rx.signalling", "true")]).await;
+        // The registration's AAR: component 0, the page's WebSocket connection.
+        let aars = pcrf.wait_aars(1, RX_WAIT);
+        let reg = aars.first().unwrap_or_else(|| panic!("no AAR at registration\n{}", l.context())).clone();
+        assert_eq!(reg.request_type, Some(INITIAL_REQUEST));
+        assert_eq!(reg.components.len(), 1, "{reg:?}");
+        let c = &reg.components[0];
+        assert_eq!(c.number, Some(0), "Media-Component-Number 0 (AF signalling): {reg:?}");
+        let sub = &c.sub_components[0];
+        assert_eq!((sub.flow_usage, sub.signalling_protocol), (Some(2), Some(1)), "AF_SIGNALLING over SIP: {reg:?}");
+        assert!(reg.subscriptions.iter().any(|(_, id)| id.contains("alice")), "the registered identity: {reg:?}");
+        let (gw_ip, gw_port, ue_ip, ue_port) = flow_ends(&sub.flow_descriptions[0]).unwrap_or_else(|| panic!("{reg:?}"));
+        let wss = l.s.gw.wss_addr;
+        assert_eq!((gw_ip.as_str(), gw_port), (wss.ip().to_string().as_str(), wss.port()), "the network end is the WSS listener: {reg:?}");
+        assert!(sub.flow_descriptions[0].starts_with("permit out 6 "), "TCP: {reg:?}");
+        let browser: SocketAddr = format!("{ue_ip}:{ue_port}").parse().unwrap();
+        let conns = tcp_connections();
+        assert!(
+            conns.contains(&(browser, wss)),
+            "the described browser end {browser} is a live TCP connection to {wss} (ss: {conns:?})"
+        );
+        assert_eq!(wait_metric(&l.s.gw, "estuary_rx_signalling_paths", |v| v == 1.0).await, Some(1.0));
+
+        // A call over it has its own session.
+        let sipp = l.callee().await;
+        let state = l.dial();
+        l.assert_confirmed(state);
+        let aars = pcrf.wait_aars(2, RX_WAIT);
+        let call = aars.iter().find(|a| a.session_id != reg.session_id).unwrap_or_else(|| panic!("no call AAR\n{}", l.context())).clone();
+        assert_eq!(call.components[0].number, Some(1));
+        let stats = media_stats(&mut l.b).await;
+        assert_media(&stats, || format!("--- daemon\n{}", l.s.gw.log_tail(60)));
+
+        // The PCRF reports the signalling bearer lost: the call ends on both sides.
+        pcrf.send_rar_loss_of_bearer(&reg.session_id);
+        let ended = wait_call(&mut l.b, &["ended", "failed"]);
+        assert_eq!(ended.as_deref(), Ok("ended"), "the page's call ends\n{}", l.context());
+        let run = sipp.wait().await;
+        assert_bye_seen(&run, || l.s.gw.log_tail(60));
+        let bye = run.received_requests("BYE")[0].clone();
+        assert!(bye.header("Reason").unwrap_or_default().contains("cause=3"), "RELEASE_CAUSE 3: {bye}");
+        let strs = pcrf.wait_strs(2, RX_WAIT);
+        let mut ended_sessions: Vec<&str> = strs.iter().map(|s| s.session_id.as_str()).collect();
+        ended_sessions.sort();
+        let mut want = vec![reg.session_id.as_str(), call.session_id.as_str()];
+        want.sort();
+        assert_eq!(ended_sessions, want, "STR for the call and for the signalling path");
+        let r = tokio::task::block_in_place(|| wait_records(&l.records, 1)).remove(0);
+        assert_eq!(r["reason"].as_str(), Some("signalling_bearer_loss"), "{r}");
+        assert_eq!(l.s.gw.metric("estuary_rx_signalling_lost_total"), Some(1.0));
+        assert_eq!(l.s.gw.metric("estuary_rx_signalling_paths"), Some(0.0));
     });
 }
