@@ -1128,6 +1128,10 @@ impl B2bua {
                 tracing::warn!(call = id.0, "PCRF aborted the session; ending the call");
                 self.hangup(now, id, EndReason::PolicyAborted);
             }
+            PolicyDecision::OutOfCredit => {
+                tracing::warn!(call = id.0, "PCRF reported the subscriber out of credit; ending the call");
+                self.hangup(now, id, EndReason::OutOfCredit);
+            }
         }
     }
 

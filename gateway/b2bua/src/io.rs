@@ -141,6 +141,10 @@ pub enum PolicyDecision<'a> {
     /// The PCRF aborted the session (ASR, TS 29.214 §4.4.6.1): the IP-CAN session, and every
     /// bearer of it, is gone. BYE on both legs, Reason RELEASE_CAUSE 3.
     Aborted,
+    /// The subscriber's credit for the media ran out (RAR with INDICATION_OF_OUT_OF_CREDIT,
+    /// TS 29.214 §4.4.6.3): the PCEF stops, redirects or restricts the flows, so the call is
+    /// ended with BYE on both legs (no RELEASE_CAUSE fits; none is sent).
+    OutOfCredit,
 }
 
 /// Why the gateway itself ends a call, sent in the BYEs' Reason header (RFC 3326) with the
@@ -246,6 +250,8 @@ pub enum EndReason {
     PolicyRefused(Option<u16>),
     /// The PCRF aborted the Rx session (ASR).
     PolicyAborted,
+    /// The PCRF reported the subscriber out of credit for the call's media.
+    OutOfCredit,
     /// The PCRF reported the browser's signalling path lost ([`Input::SignallingLost`]).
     SignallingLost,
 }
@@ -268,6 +274,7 @@ impl EndReason {
             EndReason::PolicyRefused(_) => "policy_refused",
             EndReason::PolicyAborted => "policy_aborted",
             EndReason::SignallingLost => "signalling_bearer_loss",
+            EndReason::OutOfCredit => "out_of_credit",
         }
     }
 

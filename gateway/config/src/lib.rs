@@ -784,6 +784,7 @@ fn rx(mut s: Section) -> Result<RxConfig, ConfigError> {
         d.uplink_filter,
         &[("in", RxUplinkFilter::In), ("out", RxUplinkFilter::Out)],
     )?;
+    let out_of_credit = s.boolean("out_of_credit", d.out_of_credit)?;
     s.finish()?;
     Ok(RxConfig {
         enabled,
@@ -797,6 +798,7 @@ fn rx(mut s: Section) -> Result<RxConfig, ConfigError> {
         signalling,
         watchdog: Duration::from_secs(watchdog as u64),
         uplink_filter,
+        out_of_credit,
     })
 }
 
@@ -1092,7 +1094,7 @@ mod tests {
         let c = Config::from_toml_str("[rx]\n").unwrap();
         assert_eq!(c.rx, RxConfig::default());
         let rx = &c.rx;
-        assert!(!rx.enabled && !rx.signalling);
+        assert!(!rx.enabled && !rx.signalling && rx.out_of_credit);
         assert_eq!(rx.peers, [RxPeer { host: "127.0.0.1".into(), port: 3868 }]);
         assert_eq!((rx.origin_host.as_str(), rx.origin_realm.as_str(), rx.destination_realm.as_str()), ("pcscf.ims.test", "ims.test", "ims.test"));
         assert_eq!(rx.destination_host, None);
@@ -1114,7 +1116,8 @@ mod tests {
              timeout_ms = 1500\n\
              signalling = false\n\
              watchdog_s = 6\n\
-             uplink_filter = \"out\"\n",
+             uplink_filter = \"out\"\n\
+             out_of_credit = false\n",
         )
         .unwrap();
         let peer = |host: &str, port| RxPeer { host: host.into(), port };
@@ -1138,6 +1141,7 @@ mod tests {
                 signalling: false,
                 watchdog: Duration::from_secs(6),
                 uplink_filter: RxUplinkFilter::Out,
+                out_of_credit: false,
             }
         );
         assert_eq!(c.rx.peers.iter().map(ToString::to_string).collect::<Vec<_>>()[3..], ["[2001:db8::9]:3868", "[2001:db8::a]:3868"]);

@@ -34,6 +34,8 @@ pub struct RxConfig {
     pub watchdog: Duration,
     /// Direction keyword of the uplink Flow-Description (`rx.uplink_filter`).
     pub uplink_filter: RxUplinkFilter,
+    /// Subscribe to INDICATION_OF_OUT_OF_CREDIT, the Rel8 feature (`rx.out_of_credit`).
+    pub out_of_credit: bool,
 }
 
 impl Default for RxConfig {
@@ -53,6 +55,7 @@ impl Default for RxConfig {
             signalling: false,
             watchdog: Duration::from_secs(30),
             uplink_filter: RxUplinkFilter::In,
+            out_of_credit: true,
         }
     }
 }

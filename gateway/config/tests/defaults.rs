@@ -85,6 +85,7 @@ fn the_documented_file_lists_every_key() {
         "rx.signalling",
         "rx.watchdog_s",
         "rx.uplink_filter",
+        "rx.out_of_credit",
         "media.web_address",
         "media.ims_address",
         "media.port_min",
@@ -133,7 +134,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        76,
+        77,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

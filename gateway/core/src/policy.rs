@@ -175,6 +175,7 @@ enum Decision {
     Refused(String),
     BearerLost,
     Aborted,
+    OutOfCredit,
 }
 
 impl Policy {
@@ -333,6 +334,7 @@ impl Policy {
             Decision::Refused(reason) => PolicyDecision::Refused { reason },
             Decision::BearerLost => PolicyDecision::BearerLost,
             Decision::Aborted => PolicyDecision::Aborted,
+            Decision::OutOfCredit => PolicyDecision::OutOfCredit,
         };
         Some(f(Input::Policy { call, decision }))
     }
@@ -410,6 +412,7 @@ impl Policy {
             | RxEvent::TimedOut { call, .. }
             | RxEvent::BearerLost { call, .. }
             | RxEvent::Notified { call, .. }
+            | RxEvent::OutOfCredit { call, .. }
             | RxEvent::Aborted { call, .. }
             | RxEvent::Terminated { call } => *call,
         };
@@ -452,6 +455,10 @@ impl Policy {
                 tracing::warn!(call, ?cause, "PCRF aborted the session");
                 self.decisions.push_back((Owner::Call(call), Decision::Aborted));
             }
+            RxEvent::OutOfCredit { call: CallKey(call), action, .. } => {
+                tracing::warn!(call, ?action, "PCRF: out of credit");
+                self.decisions.push_back((Owner::Call(call), Decision::OutOfCredit));
+            }
             RxEvent::Notified { call, actions } => tracing::info!(call = call.0, ?actions, "PCRF notification"),
             RxEvent::Terminated { .. } => {}
         }
@@ -483,6 +490,8 @@ impl Policy {
                 self.decisions.push_back((Owner::Signalling(conn), Decision::Aborted));
             }
             RxEvent::Notified { actions, .. } => tracing::info!(conn = c, ?actions, "PCRF notification on the signalling path"),
+            // Credit is charged on calls; the signalling path has none to run out of.
+            RxEvent::OutOfCredit { action, .. } => tracing::info!(conn = c, ?action, "PCRF: out of credit on the signalling path; ignored"),
             RxEvent::Terminated { .. } => {}
         }
     }

@@ -328,20 +328,31 @@ fn closed_policy_refuses_when_the_pcrf_is_silent_and_open_policy_goes_on() {
 }
 
 #[test]
-fn a_rar_for_bearer_loss_and_an_asr_end_the_call() {
-    for (asr, reason) in [(false, "media_bearer_loss"), (true, "policy_aborted")] {
+fn a_rar_for_bearer_loss_or_out_of_credit_and_an_asr_end_the_call() {
+    #[derive(Clone, Copy, PartialEq)]
+    enum From {
+        BearerLoss,
+        OutOfCredit,
+        Abort,
+    }
+    for (from, reason) in [(From::BearerLoss, "media_bearer_loss"), (From::OutOfCredit, "out_of_credit"), (From::Abort, "policy_aborted")] {
         let mut h = Harness::new(OnFailure::Open);
         let invite = h.invite();
         h.answer(&invite);
         h.take_sip(Side::Web);
         h.take_sip(Side::Ims);
         let session = h.pcrf.aars().next().unwrap().session_id.clone();
-        let request = if asr { h.pcrf.asr(&session, AbortCause::BearerReleased) } else { h.pcrf.rar(&session, &[SpecificAction::IndicationOfLossOfBearer], &[1]) };
+        let request = match from {
+            From::Abort => h.pcrf.asr(&session, AbortCause::BearerReleased),
+            From::BearerLoss => h.pcrf.rar(&session, &[SpecificAction::IndicationOfLossOfBearer], &[1]),
+            From::OutOfCredit => h.pcrf.rar_out_of_credit(&session, &[1], 0),
+        };
         h.pcrf_sends(request);
         let byes = |msgs: Vec<String>| msgs.into_iter().filter(|m| m.starts_with("BYE ")).collect::<Vec<_>>();
         let (web, ims) = (byes(h.take_sip(Side::Web)), byes(h.take_sip(Side::Ims)));
         assert_eq!((web.len(), ims.len()), (1, 1), "BYE on both legs");
-        assert!(ims[0].contains("Reason: RELEASE_CAUSE;cause=3;text=\"Media bearer loss\""), "{}", ims[0]);
+        let release_cause = ims[0].contains("Reason: RELEASE_CAUSE;cause=3;text=\"Media bearer loss\"");
+        assert_eq!(release_cause, from != From::OutOfCredit, "RELEASE_CAUSE 3 for a lost bearer only: {}", ims[0]);
         assert_eq!(h.pcrf.answers().len(), 1, "RAA/ASA");
         assert_eq!(h.pcrf.answers()[0].result_code(), Some(2001));
         // The gateway's own BYEs end the call at once; its record has the reason.
@@ -414,7 +425,7 @@ fn a_registration_opens_a_signalling_session_describing_its_websocket() {
     assert_eq!(aar.af_charging_id, None, "no call to charge");
     assert_eq!(aar.subscriptions, [(2, "sip:alice@ims.test".to_owned())]);
     assert_eq!(aar.framed_ip, Some("127.0.0.1".parse().unwrap()));
-    assert_eq!(aar.specific_actions, [2, 4], "loss and release of the signalling bearer");
+    assert_eq!(aar.specific_actions, [2, 4], "loss and release of the signalling bearer (no credit to run out of)");
     let c = &aar.components[0];
     assert_eq!(c.number, Some(0), "Media-Component-Number 0: AF signalling");
     let sub = &c.sub_components[0];

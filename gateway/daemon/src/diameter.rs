@@ -207,6 +207,9 @@ pub fn policy(cfg: &RxConfig, now: Instant, advertised_ip: std::net::IpAddr, web
     let mut rx_config = estuary_rx::RxConfig::new(cfg.origin_host.clone(), cfg.origin_realm.clone(), cfg.destination_realm.clone());
     rx_config.destination_host = cfg.destination_host.clone();
     rx_config.timeout = cfg.timeout;
+    if !cfg.out_of_credit {
+        rx_config.specific_actions.retain(|a| *a != estuary_rx::SpecificAction::IndicationOfOutOfCredit);
+    }
     rx_config.uplink_filter = match cfg.uplink_filter {
         estuary_config::RxUplinkFilter::In => UplinkFilter::In,
         estuary_config::RxUplinkFilter::Out => UplinkFilter::Out,

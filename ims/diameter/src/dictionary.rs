@@ -336,6 +336,9 @@ pub const E2E_SEQUENCE: AvpKey = AvpKey::base(300);
 pub const SUBSCRIPTION_ID: AvpKey = AvpKey::base(443);
 /// Subscription-Id-Data (RFC 4006 §8.48).
 pub const SUBSCRIPTION_ID_DATA: AvpKey = AvpKey::base(444);
+/// Final-Unit-Action (RFC 4006 §8.35): in an Rx RAR's Flows, what the PCEF does at the end of
+/// credit (TS 29.214 §5.3.10).
+pub const FINAL_UNIT_ACTION: AvpKey = AvpKey::base(449);
 /// Subscription-Id-Type (RFC 4006 §8.47).
 pub const SUBSCRIPTION_ID_TYPE: AvpKey = AvpKey::base(450);
 /// Accounting-Record-Type (RFC 6733 §9.8.1).
@@ -478,6 +481,7 @@ pub static IETF_AVPS: &[AvpDef] = &[
     AvpDef::new(E2E_SEQUENCE, "E2E-Sequence", DataType::Grouped, MBit::Must, "RFC 6733 §6.15"),
     AvpDef::new(SUBSCRIPTION_ID, "Subscription-Id", DataType::Grouped, MBit::Must, "RFC 4006 §8.46"),
     AvpDef::new(SUBSCRIPTION_ID_DATA, "Subscription-Id-Data", DataType::Utf8String, MBit::Must, "RFC 4006 §8.48"),
+    AvpDef::new(FINAL_UNIT_ACTION, "Final-Unit-Action", DataType::Enumerated, MBit::Must, "RFC 4006 §8.35"),
     AvpDef::new(SUBSCRIPTION_ID_TYPE, "Subscription-Id-Type", DataType::Enumerated, MBit::Must, "RFC 4006 §8.47"),
     AvpDef::new(ACCOUNTING_RECORD_TYPE, "Accounting-Record-Type", DataType::Enumerated, MBit::Must, "RFC 6733 §9.8.1"),
     AvpDef::new(ACCOUNTING_REALTIME_REQUIRED, "Accounting-Realtime-Required", DataType::Enumerated, MBit::Must, "RFC 6733 §9.8.7"),

@@ -41,7 +41,7 @@ use crate::encode::{self, Route};
 use crate::error::RxError;
 use crate::media::{SessionParams, SignallingParams, UplinkFilter};
 use crate::rules::rx_validator;
-use crate::values::{AarKind, AbortCause, SpecificAction, TerminationCause};
+use crate::values::{AarKind, AbortCause, FinalUnitAction, SpecificAction, TerminationCause};
 
 /// The caller's identifier for a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,9 +62,10 @@ pub struct RxConfig {
     /// How long an AAR or STR waits for its answer. Default 5 s.
     pub timeout: Duration,
     /// Specific-Action values subscribed to in every initial AAR (TS 29.214 §5.3.13).
-    /// Default: INDICATION_OF_LOSS_OF_BEARER (2) and INDICATION_OF_RELEASE_OF_BEARER (4);
-    /// INDICATION_OF_OUT_OF_CREDIT (7) belongs to the Rel8 feature, which this client does not
-    /// negotiate with Supported-Features.
+    /// Default: INDICATION_OF_LOSS_OF_BEARER (2), INDICATION_OF_RELEASE_OF_BEARER (4) and
+    /// INDICATION_OF_OUT_OF_CREDIT (7). A Rel8 action (7, 8, 9) makes the initial AAR
+    /// advertise the Rel8 feature in Supported-Features (§5.4.1); leave them out for a PCRF
+    /// older than Rel-8, which would not know the value.
     pub specific_actions: Vec<SpecificAction>,
     /// Direction keyword of the uplink Flow-Description; see [`UplinkFilter`].
     pub uplink_filter: UplinkFilter,
@@ -86,6 +87,7 @@ impl RxConfig {
             specific_actions: vec![
                 SpecificAction::IndicationOfLossOfBearer,
                 SpecificAction::IndicationOfReleaseOfBearer,
+                SpecificAction::IndicationOfOutOfCredit,
             ],
             uplink_filter: UplinkFilter::In,
         }
@@ -133,6 +135,16 @@ pub enum RxEvent {
         action: SpecificAction,
         /// Media-Component-Numbers from the RAR's Flows AVPs; empty means not said.
         components: Vec<u32>,
+    },
+    /// A RAR reported that the subscriber's credit for the flows ran out
+    /// (INDICATION_OF_OUT_OF_CREDIT, TS 29.214 §4.4.6.3 / §5.3.13). The RAA was 2001.
+    OutOfCredit {
+        /// The call.
+        call: CallKey,
+        /// Media-Component-Numbers from the RAR's Flows AVPs; empty means not said.
+        components: Vec<u32>,
+        /// The first Final-Unit-Action in those Flows, if any.
+        action: Option<FinalUnitAction>,
     },
     /// A RAR with other Specific-Actions (recovery of bearer, charging correlation...). The
     /// RAA was 2001.
@@ -877,11 +889,25 @@ impl RxClient {
                 .collect();
             let (lost, others): (Vec<SpecificAction>, Vec<SpecificAction>) =
                 actions.into_iter().partition(|a| a.is_bearer_loss());
+            let (credit, others): (Vec<SpecificAction>, Vec<SpecificAction>) = others
+                .into_iter()
+                .partition(|a| *a == SpecificAction::IndicationOfOutOfCredit);
             if let Some(&action) = lost.first() {
                 self.events.push_back(RxEvent::BearerLost {
                     call,
                     action,
+                    components: components.clone(),
+                });
+            } else if !credit.is_empty() {
+                let action = request
+                    .find_all(dict::FLOWS)
+                    .find_map(|flows| flows.find_in_group(dict::FINAL_UNIT_ACTION).ok().flatten())
+                    .and_then(|a| a.as_u32().ok())
+                    .map(FinalUnitAction::from_code);
+                self.events.push_back(RxEvent::OutOfCredit {
+                    call,
                     components,
+                    action,
                 });
             }
             if !others.is_empty() {

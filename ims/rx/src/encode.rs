@@ -8,7 +8,7 @@ use estuary_diameter::{Avp, Message};
 
 use crate::client::RxConfig;
 use crate::media::{IpFlow, MediaComponent, SessionParams, SignallingParams, Subscription, UplinkFilter};
-use crate::values::{AarKind, TerminationCause};
+use crate::values::{AarKind, SpecificAction, TerminationCause};
 
 /// Flow-Usage NO_INFORMATION (TS 29.214 §5.3.12): RTP and RTCP share the flow (rtcp-mux).
 const FLOW_USAGE_NO_INFORMATION: u32 = 0;
@@ -75,6 +75,9 @@ pub(crate) fn aar(
         if let Some(subscription) = &params.subscription {
             m.push(subscription_id(subscription));
         }
+        if let Some(features) = supported_features(&config.specific_actions) {
+            m.push(features);
+        }
         m.push(framed_address(params.framed_ip));
         if let Some(urn) = &params.service_urn {
             m.push(Avp::octets(dict::SERVICE_URN, urn.as_bytes()));
@@ -111,11 +114,21 @@ pub(crate) fn signalling_aar(config: &RxConfig, route: &Route<'_>, params: &Sign
         members.push(sub_component(i, flow, config.uplink_filter, FLOW_USAGE_AF_SIGNALLING, true));
     }
     m.push(Avp::grouped(dict::MEDIA_COMPONENT_DESCRIPTION, &members));
-    for action in &config.specific_actions {
+    // No call is charged on the signalling path: nothing to run out of credit for.
+    let actions: Vec<SpecificAction> = config
+        .specific_actions
+        .iter()
+        .copied()
+        .filter(|a| *a != SpecificAction::IndicationOfOutOfCredit)
+        .collect();
+    for action in &actions {
         m.push(Avp::unsigned32(dict::SPECIFIC_ACTION, action.code()));
     }
     if let Some(subscription) = &params.subscription {
         m.push(subscription_id(subscription));
+    }
+    if let Some(features) = supported_features(&actions) {
+        m.push(features);
     }
     m.push(framed_address(params.framed_ip));
     m.push(Avp::unsigned32(dict::RX_REQUEST_TYPE, AarKind::Initial.code()));
@@ -209,6 +222,22 @@ pub(crate) fn media_component_description(component: &MediaComponent, uplink: Up
         }
     }
     Avp::grouped(dict::MEDIA_COMPONENT_DESCRIPTION, &members)
+}
+
+/// Supported-Features (TS 29.229 §6.3.29) advertising the Rx Rel8 feature (TS 29.214 §5.4.1:
+/// Feature-List-ID 1, bit 0) when a subscribed Specific-Action needs it.
+fn supported_features(actions: &[SpecificAction]) -> Option<Avp> {
+    const REL8: u32 = 1;
+    actions.iter().any(|a| a.is_rel8()).then(|| {
+        Avp::grouped(
+            dict::SUPPORTED_FEATURES,
+            &[
+                Avp::unsigned32(dict::VENDOR_ID, dict::VENDOR_3GPP),
+                Avp::unsigned32(dict::FEATURE_LIST_ID, 1),
+                Avp::unsigned32(dict::FEATURE_LIST, REL8),
+            ],
+        )
+    })
 }
 
 /// Subscription-Id (RFC 4006 §8.46): { Subscription-Id-Type } { Subscription-Id-Data }.

@@ -72,4 +72,4 @@ pub use media::{
     SdpSource, SessionParams, SignallingParams, Subscription, SubscriptionKind, UplinkFilter,
 };
 pub use rules::{rx_validator, RX_APPLICATION, RX_RULES};
-pub use values::{experimental, AarKind, AbortCause, SpecificAction, TerminationCause};
+pub use values::{experimental, AarKind, AbortCause, FinalUnitAction, SpecificAction, TerminationCause};

@@ -324,6 +324,27 @@ impl Pcrf {
         m
     }
 
+    /// A RAR for `session_id` reporting INDICATION_OF_OUT_OF_CREDIT (TS 29.214 §4.4.6.3) for
+    /// these components, each Flows AVP carrying Final-Unit-Action `final_unit_action`
+    /// (RFC 4006 §8.35: 0 TERMINATE, 1 REDIRECT, 2 RESTRICT_ACCESS).
+    pub fn rar_out_of_credit(&self, session_id: &str, components: &[u32], final_unit_action: u32) -> Message {
+        let mut m = self.request_to(command::RE_AUTH, session_id);
+        m.push(Avp::unsigned32(
+            dict::SPECIFIC_ACTION,
+            SpecificAction::IndicationOfOutOfCredit.code(),
+        ));
+        for number in components {
+            m.push(Avp::grouped(
+                dict::FLOWS,
+                &[
+                    Avp::unsigned32(dict::MEDIA_COMPONENT_NUMBER, *number),
+                    Avp::unsigned32(dict::FINAL_UNIT_ACTION, final_unit_action),
+                ],
+            ));
+        }
+        m
+    }
+
     /// An ASR for `session_id` (TS 29.214 §5.6.7).
     pub fn asr(&self, session_id: &str, cause: AbortCause) -> Message {
         self.request_to(command::ABORT_SESSION, session_id)

@@ -60,6 +60,17 @@ impl SpecificAction {
         }
     }
 
+    /// Whether the action belongs to the Rel8 feature (TS 29.214 §5.4.1): subscribing to it
+    /// needs Supported-Features in the initial AAR.
+    pub fn is_rel8(self) -> bool {
+        matches!(
+            self,
+            SpecificAction::IndicationOfOutOfCredit
+                | SpecificAction::IndicationOfSuccessfulResourcesAllocation
+                | SpecificAction::IndicationOfFailedResourcesAllocation
+        )
+    }
+
     /// Whether the action reports media that can no longer flow: loss (2) or release (4) of
     /// the bearer, or failed resource allocation (9).
     pub fn is_bearer_loss(self) -> bool {
@@ -69,6 +80,32 @@ impl SpecificAction {
                 | SpecificAction::IndicationOfReleaseOfBearer
                 | SpecificAction::IndicationOfFailedResourcesAllocation
         )
+    }
+}
+
+/// Final-Unit-Action values (RFC 4006 §8.35), in an out-of-credit RAR's Flows (TS 29.214
+/// §5.3.10): what the PCEF does to the flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FinalUnitAction {
+    /// TERMINATE (0): the flows are stopped.
+    Terminate,
+    /// REDIRECT (1): the flows are redirected (e.g. to a top-up server).
+    Redirect,
+    /// RESTRICT_ACCESS (2): the flows are filtered.
+    RestrictAccess,
+    /// Any other value.
+    Other(u32),
+}
+
+impl FinalUnitAction {
+    /// From the wire value.
+    pub fn from_code(code: u32) -> FinalUnitAction {
+        match code {
+            0 => FinalUnitAction::Terminate,
+            1 => FinalUnitAction::Redirect,
+            2 => FinalUnitAction::RestrictAccess,
+            other => FinalUnitAction::Other(other),
+        }
     }
 }
 

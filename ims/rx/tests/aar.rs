@@ -86,7 +86,9 @@ fn initial_aar_header_order_and_values() {
             dict::AF_CHARGING_IDENTIFIER,
             dict::SPECIFIC_ACTION,
             dict::SPECIFIC_ACTION,
+            dict::SPECIFIC_ACTION,
             dict::SUBSCRIPTION_ID,
+            dict::SUPPORTED_FEATURES,
             dict::FRAMED_IP_ADDRESS,
             dict::SERVICE_URN,
             dict::RX_REQUEST_TYPE,
@@ -107,7 +109,13 @@ fn initial_aar_header_order_and_values() {
         text_of(&aar.avps, dict::AF_CHARGING_IDENTIFIER),
         ["icid-0001"]
     );
-    assert_eq!(u32_of(&aar.avps, dict::SPECIFIC_ACTION), [2, 4]);
+    assert_eq!(u32_of(&aar.avps, dict::SPECIFIC_ACTION), [2, 4, 7]);
+    // INDICATION_OF_OUT_OF_CREDIT is the Rel8 feature: advertised (TS 29.214 §5.4.1).
+    let features = members(aar.find(dict::SUPPORTED_FEATURES).unwrap());
+    assert_eq!(keys(&features), [dict::VENDOR_ID, dict::FEATURE_LIST_ID, dict::FEATURE_LIST]);
+    assert_eq!(u32_of(&features, dict::VENDOR_ID), [10_415]);
+    assert_eq!(u32_of(&features, dict::FEATURE_LIST_ID), [1]);
+    assert_eq!(u32_of(&features, dict::FEATURE_LIST), [1], "bit 0: Rel8");
     assert_eq!(
         aar.find(dict::FRAMED_IP_ADDRESS).unwrap().data,
         [192, 0, 2, 1],
@@ -343,7 +351,10 @@ fn legacy_uplink_filter_and_configured_actions() {
 fn optional_parts_are_left_out() {
     let mut p = params(vec![]);
     p.subscription = None;
-    let aar = aar_for(config(), p);
+    // Without a Rel8 action there is no feature to advertise: no Supported-Features.
+    let mut cfg = config();
+    cfg.specific_actions.retain(|a| !a.is_rel8());
+    let aar = aar_for(cfg, p);
     assert_eq!(
         keys(&aar.avps),
         [
@@ -459,6 +470,7 @@ fn signalling_aar_describes_the_sip_connection_as_component_zero() {
         ]
     );
     assert_flags(&aar.avps);
+    assert_eq!(u32_of(&aar.avps, dict::SPECIFIC_ACTION), [2, 4], "no out-of-credit: nothing is charged");
     assert_eq!(u32_of(&aar.avps, dict::RX_REQUEST_TYPE), [0]);
     let mcd = members(aar.find(dict::MEDIA_COMPONENT_DESCRIPTION).unwrap());
     assert_eq!(keys(&mcd), [dict::MEDIA_COMPONENT_NUMBER, dict::MEDIA_SUB_COMPONENT]);

@@ -350,6 +350,23 @@ fn rar_loss_of_bearer_is_answered_2001_and_reported() {
 }
 
 #[test]
+fn rar_out_of_credit_is_answered_2001_and_reported_with_the_final_unit_action() {
+    let mut w = open();
+    let rar = w.pcrf.rar_out_of_credit(&session_id(&w), &[1, 2], 0);
+    // Final-Unit-Action carries the M bit: the dictionary must know it, or this were a 5001.
+    assert_eq!(w.pcrf_sends(rar).result_code(), Some(2001));
+    assert_eq!(
+        w.take_events(),
+        [RxEvent::OutOfCredit {
+            call: CALL,
+            components: vec![1, 2],
+            action: Some(estuary_rx::FinalUnitAction::Terminate),
+        }]
+    );
+    assert_eq!(w.rx.status(CALL).map(|s| s.0), Some(SessionStatus::Open));
+}
+
+#[test]
 fn rar_release_of_bearer_and_other_actions() {
     let mut w = open();
     let rar = w.pcrf.rar(

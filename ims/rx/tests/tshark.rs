@@ -34,6 +34,8 @@ fn exchange() -> Vec<(Dir, Vec<u8>)> {
         .pcrf
         .rar(&sid, &[SpecificAction::IndicationOfLossOfBearer], &[1]);
     w.pcrf_sends(rar);
+    let rar = w.pcrf.rar_out_of_credit(&sid, &[1], 0);
+    w.pcrf_sends(rar);
     let asr = w.pcrf.asr(&sid, AbortCause::BearerReleased);
     w.pcrf_sends(asr);
     assert!(w.rx.is_empty(), "the ASR ended the session with STR/STA");
@@ -118,6 +120,8 @@ fn tshark_dissects_the_rx_exchange() {
             (265, false),
             (258, true),
             (258, false),
+            (258, true),
+            (258, false),
             (274, true),
             (274, false),
             (275, true),
@@ -182,6 +186,11 @@ fn tshark_dissects_the_rx_exchange() {
         "Termination-Cause",
         "Abort-Cause",
         "AVP: Flows(510)",
+        // Rel8: out of credit.
+        "INDICATION_OF_OUT_OF_CREDIT (7)",
+        "Supported-Features",
+        "Feature-List-ID",
+        "Final-Unit-Action",
         // The signalling session.
         "AF-Signalling-Protocol",
         "permit out 6 from 198.51.100.7 8443 to 192.0.2.1 51000",
@@ -215,6 +224,7 @@ fn tshark_dissects_the_rx_exchange() {
         "Rx-Request-Type(533) l=16 f=V-- vnd=TGPP val=INITIAL_REQUEST (0)",
         "Framed-IP-Address(8) l=12 f=-M- val=192.0.2.1",
         "Flow-Usage(512) l=16 f=VM- vnd=TGPP val=AF_SIGNALLING (2)",
+        "Final-Unit-Action(449) l=12 f=-M- val=TERMINATE (0)",
         "AF-Signalling-Protocol(529) l=16 f=V-- vnd=TGPP val=SIP (1)",
         "Media-Component-Number(518) l=16 f=VM- vnd=TGPP val=0",
         "Termination-Cause(295) l=12 f=-M- val=DIAMETER_ADMINISTRATIVE (4)",
@@ -238,6 +248,8 @@ fn tshark_dissects_the_rx_exchange() {
             "AA Answer",
             "AA Request",
             "AA Answer",
+            "Re-Auth Request",
+            "Re-Auth Answer",
             "Re-Auth Request",
             "Re-Auth Answer",
             "Abort-Session Request",
