@@ -99,6 +99,29 @@ impl Gateway {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends the process a signal (e.g. "TERM", "INT") with kill(1).
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {} failed", self.child.id());
+    }
+
+    /// Its exit status once it has exited, polling up to `limit`; `None` if still running.
+    pub async fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// GET `path` on the admin listener: (status, body).
     pub fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
         http_get(self.admin_addr, path)

@@ -704,6 +704,7 @@ pub fn b2bua(data: &[u8]) {
                     | Output::MediaEnd { .. }
                     | Output::CallEnded { .. }
                     | Output::KeyframeRequested { .. }
+                    | Output::SignallingPath(_)
                     | Output::Close { .. } => {}
                 }
             }

@@ -96,6 +96,8 @@ pub struct B2bua {
     counters: Counters,
     next_sweep: Option<Instant>,
     ports: PortPool,
+    /// Draining (`B2bua::drain`): no new calls, the fronts are told to go elsewhere.
+    draining: bool,
 }
 
 impl B2bua {
@@ -124,6 +126,7 @@ impl B2bua {
             counters: Counters::default(),
             next_sweep: None,
             ports,
+            draining: false,
         }
     }
 
@@ -174,6 +177,15 @@ impl B2bua {
             Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
             Input::Policy { call, decision } => self.on_policy(now, CallId(call), decision),
             Input::SignallingLost { conn } => self.on_signalling_lost(now, conn),
+            Input::Shutdown => {
+                let calls: Vec<CallId> = self.calls.keys().copied().collect();
+                if !calls.is_empty() {
+                    tracing::warn!(calls = calls.len(), "stopping: ending the calls left");
+                }
+                for id in calls {
+                    self.hangup(now, id, EndReason::Shutdown);
+                }
+            }
         }
         self.pump(now);
     }
@@ -400,6 +412,19 @@ impl B2bua {
 
     fn on_out_of_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request) {
         let side = side_of(flow);
+        let probe = req.method == Method::Options && req.uri.user.is_none();
+        if self.draining && (req.method == Method::Invite || probe) {
+            let mut resp = self.local_response(&req, 503, "Service Unavailable");
+            resp.headers.push("Retry-After", self.cfg.retry_after.as_secs().to_string());
+            resp.headers.push("Warning", warning("draining: try another node"));
+            if let Err(e) = self.tx.send_response(now, &key, &resp) {
+                tracing::debug!(error = %e, "503 not sent");
+            }
+            if req.method == Method::Invite {
+                self.counters.call_failed(503);
+            }
+            return;
+        }
         match (&req.method, side, flow) {
             (Method::Register, _, Flow::Web { conn }) => self.on_register(now, conn, key, req),
             (Method::Register, _, _) => {
@@ -1797,6 +1822,19 @@ impl B2bua {
             self.outputs.push_back(Output::Media { call: id.0, plan: Box::new(plan.clone()) });
             self.set_transcoding(id, channels);
         }
+    }
+
+    /// Starts draining for a graceful stop or upgrade: new INVITEs from either side get 503
+    /// with Retry-After, and an OPTIONS addressed to the gateway (a dispatcher's probe) gets
+    /// 503, so the fronts move traffic to other nodes; calls in progress, their in-dialog
+    /// requests and registrations go on. It cannot be undone: a drained process exits.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Whether [`B2bua::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
     }
 
     /// What the transcoder's measurements say a transcoded video stream costs, in audio

@@ -90,6 +90,10 @@ pub enum Input<'a> {
     /// registers again or its registration expires: its calls end with BYE (Reason
     /// RELEASE_CAUSE 3) and its bindings answer 480 until a REGISTER refreshes them.
     SignallingLost { conn: ConnId },
+    /// The process is stopping (SIGINT, or a drain that ran out of time): every call is
+    /// ended now, BYE on answered legs and 487/CANCEL on unanswered ones, so neither side is
+    /// left holding a dialog.
+    Shutdown,
 }
 
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
@@ -252,6 +256,8 @@ pub enum EndReason {
     PolicyAborted,
     /// The PCRF reported the subscriber out of credit for the call's media.
     OutOfCredit,
+    /// The gateway was stopping ([`Input::Shutdown`]).
+    Shutdown,
     /// The PCRF reported the browser's signalling path lost ([`Input::SignallingLost`]).
     SignallingLost,
 }
@@ -275,6 +281,7 @@ impl EndReason {
             EndReason::PolicyAborted => "policy_aborted",
             EndReason::SignallingLost => "signalling_bearer_loss",
             EndReason::OutOfCredit => "out_of_credit",
+            EndReason::Shutdown => "gateway_shutdown",
         }
     }
 

@@ -1602,3 +1602,58 @@ fn a_lost_signalling_path_ends_the_browsers_calls_and_makes_it_unreachable_until
     let out = h.ims(&ims_invite(&token, "z9hG4bKlost2", SDP));
     assert_eq!(to_web(&out).len(), 1, "the INVITE reaches the browser again: {out:#?}");
 }
+
+// ----- draining --------------------------------------------------------------------------
+
+#[test]
+fn a_draining_gateway_refuses_new_calls_and_probes_and_lets_its_calls_finish() {
+    let mut h = Harness::new();
+    let (inv, web_ok) = answered_call(&mut h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    h.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKackd\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
+    h.gw.drain();
+    assert!(h.gw.is_draining());
+
+    // A new browser call: 503 with Retry-After, nothing toward the core.
+    let out = h.web(&invite_from_web("z9hG4bKdrain1").replace("Call-ID: webcall1", "Call-ID: webcall2"));
+    let r = resp(only_web(&out));
+    assert_eq!(r.code, 503);
+    assert_eq!(r.headers.get("Retry-After"), Some("30"));
+    assert_eq!(r.headers.get("Warning"), Some("399 estuary \"draining: try another node\""));
+    // A new call from the core and the dispatcher's probe: 503.
+    let binding = h.gw.registrar().find_aor("sip:alice@ims.test", h.now).unwrap();
+    let token = h.gw.registrar().get(binding).unwrap().token.clone();
+    let out = h.ims(&ims_invite(&token, "z9hG4bKdrain2", SDP));
+    assert_eq!(to_ims(&out).iter().map(|s| status(s)).collect::<Vec<_>>(), [503]);
+    assert!(to_web(&out).is_empty());
+    let out = h.ims("OPTIONS sip:127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKoptd\nMax-Forwards: 70\nTo: <sip:127.0.0.1:5080>\nFrom: <sip:ping@ims.test>;tag=p\nCall-ID: optd\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n");
+    assert_eq!(status(only_ims(&out)), 503);
+
+    // A registration refresh is still served.
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKregd"));
+    assert_eq!(req(only_ims(&out)).method.as_str(), "REGISTER");
+
+    // The call in progress ends normally.
+    let r = req(&inv);
+    let bye = format!(
+        "BYE sip:estuary@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbyed\nMax-Forwards: 70\nFrom: {};tag=far1\nTo: {}\nCall-ID: {}\nCSeq: 1 BYE\nContent-Length: 0\n\n",
+        r.headers.get("To").unwrap(),
+        r.headers.get("From").unwrap(),
+        r.headers.call_id().unwrap()
+    );
+    let out = h.ims(&bye);
+    assert_eq!(status(only_ims(&out)), 200);
+    assert_eq!(req(only_web(&out)).method.as_str(), "BYE");
+    assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn shutdown_ends_every_call_with_bye_on_both_legs() {
+    let mut h = Harness::new();
+    answered_call(&mut h);
+    let out = h.input(Input::Shutdown);
+    let byes: Vec<&Sent> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).collect();
+    assert_eq!(byes.len(), 2, "{out:#?}");
+    assert_eq!(h.gw.active_calls(), 0);
+    assert_eq!(h.ended().reason.as_str(), "gateway_shutdown");
+}

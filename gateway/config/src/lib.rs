@@ -397,12 +397,16 @@ pub enum RecordingMode {
 pub struct AdminConfig {
     /// HTTP listener for /metrics and /healthz (`admin.listen`).
     pub listen: SocketAddr,
+    /// How long a drain (SIGTERM, `estuary drain`) lets calls in progress go on before the
+    /// process ends the rest and exits (`admin.drain_timeout_s`).
+    pub drain_timeout: Duration,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            drain_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -961,9 +965,11 @@ fn records(mut s: Section) -> Result<RecordsConfig, ConfigError> {
 }
 
 fn admin(mut s: Section) -> Result<AdminConfig, ConfigError> {
-    let listen = s.parsed("listen", AdminConfig::default().listen, "socket address")?;
+    let d = AdminConfig::default();
+    let listen = s.parsed("listen", d.listen, "socket address")?;
+    let drain = s.int("drain_timeout_s", d.drain_timeout.as_secs() as i64, 0, 86_400)?;
     s.finish()?;
-    Ok(AdminConfig { listen })
+    Ok(AdminConfig { listen, drain_timeout: Duration::from_secs(drain as u64) })
 }
 
 fn log(mut s: Section) -> Result<LogConfig, ConfigError> {

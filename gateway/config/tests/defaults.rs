@@ -116,6 +116,7 @@ fn the_documented_file_lists_every_key() {
         "recording.max_age_days",
         "records.dir",
         "admin.listen",
+        "admin.drain_timeout_s",
         "log.level",
         "log.format",
         "limits.max_message_size",
@@ -134,7 +135,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        77,
+        78,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -291,6 +291,11 @@ impl<P: MediaPlane> Core<P> {
         out
     }
 
+    /// Drains the signalling machine (see [`B2bua::drain`]).
+    pub fn drain(&mut self) {
+        self.signalling.drain();
+    }
+
     pub fn signalling(&self) -> &B2bua {
         &self.signalling
     }

@@ -112,6 +112,10 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
             };
             http::respond(&mut stream, status, reason, "", content_type, body.as_bytes()).await
         }
+        ("POST", "/drain") => {
+            ctx.request_drain();
+            http::respond(&mut stream, 202, "Accepted", "", "text/plain", b"draining\n").await
+        }
         ("POST", path) if ctx.test_hooks && path.starts_with("/test/stall-engine/") => {
             match path["/test/stall-engine/".len()..].parse::<u64>() {
                 Ok(ms) if ms <= 10_000 => {
@@ -186,6 +190,10 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
 
 /// The node's health: a JSON summary, or why it cannot take traffic.
 async fn health(ctx: &Ctx) -> Result<String, String> {
+    // First: a load balancer must stop sending new work here, whatever else holds.
+    if ctx.is_draining() {
+        return Err("draining".to_owned());
+    }
     if let Some(name) = ctx.listener_down() {
         return Err(format!("listener {name} is not accepting"));
     }
@@ -208,7 +216,7 @@ async fn health(ctx: &Ctx) -> Result<String, String> {
 
 /// Asks the engine task for its samples; it owns the engine, so this is a message, not a lock.
 /// Err says why there is no answer within `limit`: the engine is gone, or it is not turning.
-async fn engine_samples(ctx: &Ctx, limit: Duration) -> Result<Vec<estuary_b2bua::Sample>, String> {
+pub(crate) async fn engine_samples(ctx: &Ctx, limit: Duration) -> Result<Vec<estuary_b2bua::Sample>, String> {
     let probe = async {
         let (tx, rx) = oneshot::channel();
         ctx.events.send(Event::Metrics(tx)).await.ok()?;

@@ -61,6 +61,10 @@ pub struct Ctx {
     /// ESTUARY_TEST_HOOKS=1: the admin listener takes test-only requests (pausing the engine).
     pub test_hooks: bool,
     next_conn: AtomicU64,
+    /// A drain was asked for (POST /drain); the main task waits on it beside the signals.
+    drain_requested: tokio::sync::Notify,
+    /// Draining: /healthz says so with 503.
+    draining: AtomicBool,
 }
 
 impl Ctx {
@@ -96,7 +100,28 @@ impl Ctx {
                 .collect(),
             test_hooks: std::env::var("ESTUARY_TEST_HOOKS").is_ok_and(|v| v == "1"),
             next_conn: AtomicU64::new(1),
+            drain_requested: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Asks the main task to drain (as SIGTERM does).
+    pub fn request_drain(&self) {
+        self.drain_requested.notify_one();
+    }
+
+    /// Resolves once a drain was asked for (a request made before the wait counts).
+    pub async fn drain_requested(&self) {
+        self.drain_requested.notified().await;
+    }
+
+    /// From now on /healthz answers 503 "draining".
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Marks listener `name` up until the returned guard drops. Taken before its accept loop

@@ -43,6 +43,8 @@ pub trait Machine {
     fn handle_diameter(&mut self, _now: Instant, _input: DiameterInput<'_>) {}
     /// A media thread's ICE agent selected the browser's address for a call.
     fn handle_media_path(&mut self, _now: Instant, _call: u64, _remote: SocketAddr) {}
+    /// Stop taking new calls (a graceful stop).
+    fn drain(&mut self) {}
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -72,6 +74,9 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn handle_media_path(&mut self, now: Instant, call: u64, remote: SocketAddr) {
         Core::handle_media_path(self, now, call, remote)
+    }
+    fn drain(&mut self) {
+        Core::drain(self)
     }
 }
 
@@ -292,6 +297,11 @@ impl<M: Machine> Engine<M> {
                 };
                 let _ = reply.send(samples);
             }
+            Event::Drain => {
+                tracing::info!("draining: new calls and the dispatcher's probes get 503");
+                self.machine.drain();
+            }
+            Event::EndCalls => self.feed(Input::Shutdown),
             Event::Stall(d) => {
                 tracing::warn!(?d, "TEST HOOK: engine stalled on request");
                 std::thread::sleep(d);

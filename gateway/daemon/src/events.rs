@@ -48,6 +48,10 @@ pub enum Event {
     /// A Diameter connection toward policy peer `peer` (see `diameter`); `generation` tells
     /// its current connection from older ones.
     Diameter { peer: usize, generation: u64, event: crate::diameter::LinkEvent },
+    /// Drain: refuse new calls and the dispatcher's probes, let calls in progress go on.
+    Drain,
+    /// Stopping: end every call left (BYE both ways).
+    EndCalls,
     /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck
     /// engine would, so tests can see /healthz notice.
     Stall(std::time::Duration),

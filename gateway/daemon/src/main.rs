@@ -74,6 +74,19 @@ enum Command {
         #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Drain a running gateway (as SIGTERM does): new calls get 503 and /healthz says
+    /// "draining" while the calls in progress go on; the daemon exits when they have ended
+    /// or admin.drain_timeout_s has passed. Talks to the daemon's admin.listen, read from
+    /// the same configuration the daemon runs with, or given with --admin.
+    Drain {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+        set: Vec<String>,
+        /// The daemon's admin address (HOST:PORT), instead of the configuration's.
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Validate a configuration file: prints "ok: <summary>" or the error naming the key.
     CheckConfig {
         /// Configuration file.
@@ -175,6 +188,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Drain { config, set, admin } => {
+            let addr = match admin {
+                Some(a) => a,
+                None => match load(config.as_deref(), &set) {
+                    Ok(c) => c.admin.listen,
+                    Err(code) => return code,
+                },
+            };
+            match request_drain(addr) {
+                Ok(()) => {
+                    println!("draining: {addr} refuses new calls and exits once its calls have ended");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("estuary: drain via {addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file, set } => match Config::load(&file, &set) {
             Ok(cfg) => {
                 println!("ok: {}", cfg.summary());
@@ -267,6 +299,24 @@ fn init_logging(log: &LogConfig) {
     // A panic inside the engine is caught and counted; route its message through the log
     // rather than raw stderr so JSON log collectors see it.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+}
+
+/// POST /drain to a daemon's admin listener; Ok on its 202.
+fn request_drain(addr: std::net::SocketAddr) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let timeout = std::time::Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let request = format!("POST /drain HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream.take(4096).read_to_string(&mut response).map_err(|e| e.to_string())?;
+    let status = response.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("202") {
+        Ok(())
+    } else {
+        Err(format!("unexpected answer {status:?}"))
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::ctx::Ctx;
 use crate::engine::Engine;
+use crate::events::Event;
 use crate::engine_config::{self, Bound};
 use crate::error::DaemonError;
 use crate::metrics::Metric;
@@ -184,8 +185,11 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     println!("certificate sha256 {}", tls.fingerprint);
     println!("ready");
 
-    wait_for_signal().await;
+    if wait_for_stop(&ctx).await == Stop::Drain {
+        drain(&ctx, cfg.admin.drain_timeout).await;
+    }
     info!("shutting down");
+    end_calls(&ctx).await;
     let _ = shutdown_tx.send(true);
     // Connection tasks send their close frames; wait for them to finish, within reason.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -236,22 +240,83 @@ fn local(listener: &TcpListener, key: &'static str) -> Result<SocketAddr, Daemon
         .map_err(|e| DaemonError::setup(key, e.to_string()))
 }
 
-async fn wait_for_signal() {
+/// Ends the calls left with BYE on both legs, and gives the engine a moment to send them
+/// before the sockets close.
+async fn end_calls(ctx: &Ctx) {
+    if active_calls(ctx).await == 0 {
+        return;
+    }
+    let _ = ctx.events.send(Event::EndCalls).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while active_calls(ctx).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+/// Calls the engine holds (0 when it does not answer).
+async fn active_calls(ctx: &Ctx) -> u64 {
+    let samples = crate::admin::engine_samples(ctx, Duration::from_secs(2)).await.unwrap_or_default();
+    samples.iter().find(|s| s.name == "estuary_calls_active" && s.labels.is_empty()).map_or(0, |s| s.value)
+}
+
+/// How the process was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT: at once.
+    Now,
+    /// SIGTERM or `estuary drain` (POST /drain): after the calls in progress.
+    Drain,
+}
+
+async fn wait_for_stop(ctx: &Ctx) -> Stop {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+                _ = int.recv() => Stop::Now,
+                _ = term.recv() => Stop::Drain,
+                () = ctx.drain_requested() => Stop::Drain,
             }
         }
         // Without signal handlers only ctrl-c can stop us; keep that much.
         _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Stop::Now,
+                () = ctx.drain_requested() => Stop::Drain,
+            }
         }
+    }
+}
+
+/// Drains: the engine refuses new calls and probes, /healthz says "draining", and the calls
+/// in progress go on until none is left, `limit` passes, or SIGINT comes. What remains is
+/// ended by the shutdown that follows.
+async fn drain(ctx: &Ctx, limit: Duration) {
+    ctx.set_draining();
+    let _ = ctx.events.send(Event::Drain).await;
+    info!(timeout_s = limit.as_secs(), "draining: waiting for the calls in progress to end");
+    let interrupt = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) {
+            Ok(mut int) => {
+                int.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let settled = async {
+        loop {
+            if active_calls(ctx).await == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        () = settled => info!("drained: no call left"),
+        () = tokio::time::sleep(limit) => warn!(left = active_calls(ctx).await, "drain timeout: ending the calls left"),
+        () = interrupt => warn!("SIGINT while draining: stopping now"),
     }
 }
 
