@@ -46,18 +46,7 @@ pub(crate) fn aar(
     params: &SessionParams,
     kind: AarKind,
 ) -> Message {
-    let mut m = Message::request(command::AA, application::RX);
-    m.push(Avp::utf8(dict::SESSION_ID, route.session_id));
-    m.push(Avp::unsigned32(dict::AUTH_APPLICATION_ID, application::RX));
-    m.push(Avp::identity(dict::ORIGIN_HOST, &config.origin_host));
-    m.push(Avp::identity(dict::ORIGIN_REALM, &config.origin_realm));
-    m.push(Avp::identity(
-        dict::DESTINATION_REALM,
-        &config.destination_realm,
-    ));
-    if let Some(host) = route.destination_host {
-        m.push(Avp::identity(dict::DESTINATION_HOST, host));
-    }
+    let mut m = aar_head(config, route);
     if let Some(app) = &params.af_application_id {
         m.push(Avp::octets(dict::AF_APPLICATION_IDENTIFIER, app.as_bytes()));
     }
@@ -87,12 +76,9 @@ pub(crate) fn aar(
     m
 }
 
-/// The AAR that provisions a registered UE's signalling flows (TS 29.214 §4.4.5a), an initial
-/// request of its own Rx session: the common header AVPs, one Media-Component-Description
-/// numbered 0 whose sub-components carry Flow-Usage AF_SIGNALLING and AF-Signalling-Protocol
-/// SIP, the Specific-Action subscriptions (§5.3.13: here they report the signalling bearer's loss),
-/// Subscription-Id and the framed address. No AF-Charging-Identifier: no call is charged.
-pub(crate) fn signalling_aar(config: &RxConfig, route: &Route<'_>, params: &SignallingParams) -> Message {
+/// An AAR's fixed head: Session-Id, Auth-Application-Id, Origin-Host, Origin-Realm,
+/// Destination-Realm and, when the session has one, Destination-Host (§5.6.1 order).
+fn aar_head(config: &RxConfig, route: &Route<'_>) -> Message {
     let mut m = Message::request(command::AA, application::RX);
     m.push(Avp::utf8(dict::SESSION_ID, route.session_id));
     m.push(Avp::unsigned32(dict::AUTH_APPLICATION_ID, application::RX));
@@ -105,6 +91,16 @@ pub(crate) fn signalling_aar(config: &RxConfig, route: &Route<'_>, params: &Sign
     if let Some(host) = route.destination_host {
         m.push(Avp::identity(dict::DESTINATION_HOST, host));
     }
+    m
+}
+
+/// The AAR that provisions a registered UE's signalling flows (TS 29.214 §4.4.5a), an initial
+/// request of its own Rx session: the common header AVPs, one Media-Component-Description
+/// numbered 0 whose sub-components carry Flow-Usage AF_SIGNALLING and AF-Signalling-Protocol
+/// SIP, the Specific-Action subscriptions (§5.3.13: here they report the signalling bearer's loss),
+/// Subscription-Id and the framed address. No AF-Charging-Identifier: no call is charged.
+pub(crate) fn signalling_aar(config: &RxConfig, route: &Route<'_>, params: &SignallingParams) -> Message {
+    let mut m = aar_head(config, route);
     let mut members = Vec::with_capacity(1 + params.flows.len());
     members.push(Avp::unsigned32(
         dict::MEDIA_COMPONENT_NUMBER,
