@@ -44,6 +44,7 @@ pub struct GatewayBuilder {
     sets: Vec<(String, String)>,
     next_hop: Option<String>,
     envs: Vec<(String, String)>,
+    config: Option<PathBuf>,
 }
 
 /// A running daemon.
@@ -75,6 +76,7 @@ impl Gateway {
             sets: Vec::new(),
             next_hop: None,
             envs: Vec::new(),
+            config: None,
         }
     }
 
@@ -174,7 +176,13 @@ impl GatewayBuilder {
         self
     }
 
-    /// Send every IMS-bound request to UDP 127.0.0.1:`port`.
+    /// `--config FILE`: the daemon reads it (and re-reads it on SIGHUP); the `--set`
+    /// overrides apply on top.
+    pub fn config_file(mut self, path: &Path) -> Self {
+        self.config = Some(path.to_owned());
+        self
+    }
+
     /// An environment variable for the daemon (e.g. ESTUARY_ENGINE_SEED).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.to_owned(), value.to_owned()));
@@ -216,6 +224,9 @@ impl GatewayBuilder {
         let mut cmd = Command::new(&bin);
         cmd.envs(self.envs.iter().map(|(k, v)| (k, v)));
         cmd.arg("run");
+        if let Some(path) = &self.config {
+            cmd.arg("--config").arg(path);
+        }
         for (k, v) in &sets {
             cmd.arg("--set").arg(format!("{k}={v}"));
         }

@@ -1824,6 +1824,21 @@ impl B2bua {
         }
     }
 
+    /// A reloaded configuration (SIGHUP): requests, offers and registrations from now on
+    /// follow `cfg` (codec policy, registrar bounds, next hop, headers, limits); calls and
+    /// transactions in progress keep what they settled. The SIP timers and the port
+    /// quarantine were fixed when the engine was built and stay as they were (the daemon
+    /// reports those keys as needing a restart).
+    pub fn reconfigure(&mut self, cfg: B2buaConfig) {
+        let (timers, quarantine) = (self.cfg.timers, self.cfg.port_quarantine);
+        self.cfg = B2buaConfig { timers, port_quarantine: quarantine, ..cfg };
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &B2buaConfig {
+        &self.cfg
+    }
+
     /// Starts draining for a graceful stop or upgrade: new INVITEs from either side get 503
     /// with Retry-After, and an OPTIONS addressed to the gateway (a dispatcher's probe) gets
     /// 503, so the fronts move traffic to other nodes; calls in progress, their in-dialog

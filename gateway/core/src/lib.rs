@@ -291,6 +291,11 @@ impl<P: MediaPlane> Core<P> {
         out
     }
 
+    /// A reloaded signalling configuration (see [`B2bua::reconfigure`]).
+    pub fn reconfigure(&mut self, cfg: estuary_b2bua::B2buaConfig) {
+        self.signalling.reconfigure(cfg);
+    }
+
     /// Drains the signalling machine (see [`B2bua::drain`]).
     pub fn drain(&mut self) {
         self.signalling.drain();

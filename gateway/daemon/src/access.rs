@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use estuary_config::{IpBlock, LimitsConfig, WebOrigin};
@@ -13,25 +13,40 @@ use tracing::warn;
 /// The IMS side's source check, with a log that speaks at most once a second however hard
 /// it is flooded.
 pub struct ImsTrust {
-    blocks: Vec<IpBlock>,
+    /// Replaced whole on reload (SIGHUP); read once per datagram or accepted connection, by
+    /// the IMS socket tasks only (never the media threads), so a read lock costs nothing.
+    blocks: RwLock<Vec<IpBlock>>,
     quiet: QuietLog,
+}
+
+/// `configured` (`ims.trusted_peers`) when not empty, else the next hop's addresses.
+fn trusted_blocks(configured: &[IpBlock], next_hop: &[IpAddr]) -> Vec<IpBlock> {
+    if configured.is_empty() {
+        next_hop.iter().map(|ip| IpBlock::host(*ip)).collect()
+    } else {
+        configured.to_vec()
+    }
 }
 
 impl ImsTrust {
     /// `configured` (`ims.trusted_peers`) when not empty, else the next hop's addresses.
     pub fn new(configured: &[IpBlock], next_hop: &[IpAddr]) -> ImsTrust {
-        let blocks = if configured.is_empty() { next_hop.iter().map(|ip| IpBlock::host(*ip)).collect() } else { configured.to_vec() };
-        ImsTrust { blocks, quiet: QuietLog::new() }
+        ImsTrust { blocks: RwLock::new(trusted_blocks(configured, next_hop)), quiet: QuietLog::new() }
     }
 
-    pub fn blocks(&self) -> &[IpBlock] {
-        &self.blocks
+    /// Reload: the same rule as [`ImsTrust::new`].
+    pub fn set(&self, configured: &[IpBlock], next_hop: &[IpAddr]) {
+        *self.blocks.write().unwrap_or_else(|e| e.into_inner()) = trusted_blocks(configured, next_hop);
+    }
+
+    pub fn blocks(&self) -> Vec<IpBlock> {
+        self.blocks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether SIP from `remote` may enter. A refusal is logged (rate-limited) with `what`
     /// (e.g. "UDP datagram"); the caller counts it.
     pub fn admits(&self, remote: SocketAddr, what: &str) -> bool {
-        if self.blocks.iter().any(|b| b.contains(remote.ip())) {
+        if self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter().any(|b| b.contains(remote.ip())) {
             return true;
         }
         if let Some(suppressed) = self.quiet.may_log() {
@@ -43,12 +58,18 @@ impl ImsTrust {
 
 /// The web side's Origin check (RFC 6454, RFC 6455 §10.2).
 pub struct OriginPolicy {
-    allowed: Vec<WebOrigin>,
+    /// Replaced whole on reload; read once per WebSocket handshake.
+    allowed: RwLock<Vec<WebOrigin>>,
 }
 
 impl OriginPolicy {
     pub fn new(allowed: &[WebOrigin]) -> OriginPolicy {
-        OriginPolicy { allowed: allowed.to_vec() }
+        OriginPolicy { allowed: RwLock::new(allowed.to_vec()) }
+    }
+
+    /// Reload: handshakes from now on are judged against `allowed`.
+    pub fn set(&self, allowed: &[WebOrigin]) {
+        *self.allowed.write().unwrap_or_else(|e| e.into_inner()) = allowed.to_vec();
     }
 
     /// Whether a handshake carrying `origin` (the header, if any) may upgrade. `own` is the
@@ -58,14 +79,15 @@ impl OriginPolicy {
     /// which could have written any Origin it liked: refusing it would protect nothing.
     pub fn admits(&self, origin: Option<&str>, own: Option<&str>) -> bool {
         let Some(origin) = origin else { return true };
-        if self.allowed.is_empty() {
+        let allowed = self.allowed.read().unwrap_or_else(|e| e.into_inner());
+        if allowed.is_empty() {
             return true;
         }
         let Ok(origin) = origin.parse::<WebOrigin>() else { return false };
         if own.and_then(|o| o.parse::<WebOrigin>().ok()).is_some_and(|own| own == origin) {
             return true;
         }
-        self.allowed.contains(&origin)
+        allowed.contains(&origin)
     }
 }
 
@@ -74,11 +96,12 @@ impl OriginPolicy {
 /// connection or an unfilled bucket; entries go when both are idle, so memory follows the
 /// number of live sources, not the number ever seen.
 pub struct SourceLimits {
-    connections: usize,
-    handshakes: usize,
-    /// Tokens a second, and the bucket's depth.
-    rate: f64,
-    burst: f64,
+    /// The limits, atomics so a reload (SIGHUP) can change them under running connections.
+    connections: AtomicUsize,
+    handshakes: AtomicUsize,
+    /// Tokens a second, and the bucket's depth (f64 bits).
+    rate: AtomicU64,
+    burst: AtomicU64,
     epoch: Instant,
     /// Sharded by address so that sources rarely share a lock; the critical sections are a
     /// few arithmetic steps, taken per connection and per SIP request, never per packet.
@@ -114,16 +137,33 @@ pub enum Refusal {
 impl SourceLimits {
     pub fn new(cfg: &LimitsConfig) -> Arc<SourceLimits> {
         Arc::new(SourceLimits {
-            connections: cfg.ws_connections_per_ip,
-            handshakes: cfg.ws_handshakes_per_ip,
-            rate: f64::from(cfg.requests_per_second_per_ip),
-            burst: f64::from(cfg.request_burst_per_ip),
+            connections: AtomicUsize::new(cfg.ws_connections_per_ip),
+            handshakes: AtomicUsize::new(cfg.ws_handshakes_per_ip),
+            rate: AtomicU64::new(f64::from(cfg.requests_per_second_per_ip).to_bits()),
+            burst: AtomicU64::new(f64::from(cfg.request_burst_per_ip).to_bits()),
             epoch: Instant::now(),
             shards: Default::default(),
             refused_connections: AtomicU64::new(0),
             refused_handshakes: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
         })
+    }
+
+    /// Reload: new limits for connections and requests from now on; what sources hold now
+    /// is kept (a lowered connection limit closes nothing, it refuses the next one).
+    pub fn set_limits(&self, cfg: &LimitsConfig) {
+        self.connections.store(cfg.ws_connections_per_ip, Ordering::Relaxed);
+        self.handshakes.store(cfg.ws_handshakes_per_ip, Ordering::Relaxed);
+        self.rate.store(f64::from(cfg.requests_per_second_per_ip).to_bits(), Ordering::Relaxed);
+        self.burst.store(f64::from(cfg.request_burst_per_ip).to_bits(), Ordering::Relaxed);
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    }
+
+    fn burst(&self) -> f64 {
+        f64::from_bits(self.burst.load(Ordering::Relaxed))
     }
 
     fn shard(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Source>> {
@@ -145,10 +185,10 @@ impl SourceLimits {
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refusal> {
         let ip = ip.to_canonical();
         let mut shard = self.shard(ip);
-        let src = shard.entry(ip).or_insert_with(|| Source { tokens: self.burst, ..Source::default() });
-        let refusal = if src.open + src.handshaking >= self.connections {
+        let src = shard.entry(ip).or_insert_with(|| Source { tokens: self.burst(), ..Source::default() });
+        let refusal = if src.open + src.handshaking >= self.connections.load(Ordering::Relaxed) {
             Some(Refusal::Connections)
-        } else if src.handshaking >= self.handshakes {
+        } else if src.handshaking >= self.handshakes.load(Ordering::Relaxed) {
             Some(Refusal::Handshakes)
         } else {
             None
@@ -168,9 +208,9 @@ impl SourceLimits {
         let ip = ip.to_canonical();
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let mut shard = self.shard(ip);
-        let src = shard.entry(ip).or_insert_with(|| Source { tokens: self.burst, refilled_ms: now_ms, ..Source::default() });
+        let src = shard.entry(ip).or_insert_with(|| Source { tokens: self.burst(), refilled_ms: now_ms, ..Source::default() });
         let elapsed = now_ms.saturating_sub(src.refilled_ms) as f64 / 1000.0;
-        src.tokens = (src.tokens + elapsed * self.rate).min(self.burst);
+        src.tokens = (src.tokens + elapsed * self.rate()).min(self.burst());
         src.refilled_ms = now_ms;
         if src.tokens >= 1.0 {
             src.tokens -= 1.0;
@@ -183,13 +223,13 @@ impl SourceLimits {
 
     /// Seconds until a throttled source has a token again, for Retry-After (at least 1).
     pub fn retry_after(&self) -> u64 {
-        (1.0 / self.rate).ceil().max(1.0) as u64
+        (1.0 / self.rate()).ceil().max(1.0) as u64
     }
 
     /// Forgets sources with no connection whose bucket has refilled (call now and then).
     pub fn sweep(&self, now: Instant) {
         let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        let full_after_ms = (self.burst / self.rate * 1000.0).ceil() as u64;
+        let full_after_ms = (self.burst() / self.rate() * 1000.0).ceil() as u64;
         for shard in &self.shards {
             shard.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, s| {
                 s.open + s.handshaking > 0 || now_ms.saturating_sub(s.refilled_ms) < full_after_ms

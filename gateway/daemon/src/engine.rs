@@ -45,6 +45,8 @@ pub trait Machine {
     fn handle_media_path(&mut self, _now: Instant, _call: u64, _remote: SocketAddr) {}
     /// Stop taking new calls (a graceful stop).
     fn drain(&mut self) {}
+    /// A reloaded signalling configuration.
+    fn reconfigure(&mut self, _cfg: estuary_b2bua::B2buaConfig) {}
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -77,6 +79,9 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn drain(&mut self) {
         Core::drain(self)
+    }
+    fn reconfigure(&mut self, cfg: estuary_b2bua::B2buaConfig) {
+        Core::reconfigure(self, cfg)
     }
 }
 
@@ -302,6 +307,7 @@ impl<M: Machine> Engine<M> {
                 self.machine.drain();
             }
             Event::EndCalls => self.feed(Input::Shutdown),
+            Event::Reconfigure(cfg) => self.machine.reconfigure(*cfg),
             Event::Stall(d) => {
                 tracing::warn!(?d, "TEST HOOK: engine stalled on request");
                 std::thread::sleep(d);

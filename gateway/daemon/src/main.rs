@@ -37,6 +37,7 @@ mod ports;
 mod recorder;
 mod records;
 mod replay;
+mod reload;
 mod rlimit;
 mod sdp_tool;
 mod server;
@@ -222,7 +223,8 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&cfg.log);
+            let log_level = init_logging(&cfg.log);
+            let source = reload::Source { path: config.clone(), overrides: set.clone(), builtin: DEFAULT_CONFIG };
             // Signalling has one owner (the engine), so its sockets live on one thread with it:
             // a multi-thread runtime moved every SIP message between workers (a task wake-up
             // and a futex each way) and cost about 11% more CPU per call set-up in alternating
@@ -238,7 +240,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(server::run(cfg)) {
+            match runtime.block_on(server::run(cfg, source, log_level)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -284,21 +286,33 @@ fn quiet_filter(level: &str) -> String {
 
 /// Logs to stderr (stdout carries the listening report). RUST_LOG, when set, wins over
 /// `log.level` so an operator can raise one target without editing the file.
-fn init_logging(log: &LogConfig) {
+/// Starts logging; returns how to change `log.level` later (SIGHUP), unless RUST_LOG
+/// decides the filter.
+fn init_logging(log: &LogConfig) -> Option<reload::LogLevel> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(quiet_filter(&log.level)));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match log.format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_set = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(quiet_filter(&log.level)));
+    let ansi = std::io::stderr().is_terminal();
+    let set: reload::LogLevel = match log.format {
+        LogFormat::Text => {
+            let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| handle.reload(EnvFilter::new(quiet_filter(level))).map_err(|e| e.to_string()))
+        }
+        LogFormat::Json => {
+            let builder = tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_ansi(ansi).with_env_filter(filter).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            Box::new(move |level: &str| handle.reload(EnvFilter::new(quiet_filter(level))).map_err(|e| e.to_string()))
+        }
+    };
     // A panic inside the engine is caught and counted; route its message through the log
     // rather than raw stderr so JSON log collectors see it.
     std::panic::set_hook(Box::new(|info| tracing::error!(panic = %info, "panic")));
+    (!env_set).then_some(set)
 }
 
 /// POST /drain to a daemon's admin listener; Ok on its 202.

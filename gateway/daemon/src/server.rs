@@ -25,7 +25,7 @@ const EVENT_QUEUE: usize = 4096;
 /// How long open connections get to say goodbye at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn run(cfg: Config) -> Result<(), DaemonError> {
+pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<crate::reload::LogLevel>) -> Result<(), DaemonError> {
     let ws = bind_tcp("web.ws_listen", cfg.web.ws_listen).await?;
     let wss = bind_tcp("web.wss_listen", cfg.web.wss_listen).await?;
     let (udp, ims_tcp) = bind_ims(cfg.ims.listen).await?;
@@ -56,8 +56,9 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     let dtls = tls::dtls_identity()?;
     info!(fingerprint = %dtls.fingerprint, "DTLS certificate generated");
     let transcoder = transcode::Transcoder::start(&cfg)?;
+    let transcode_capacity = transcoder.as_ref().map(|t| t.capacity);
     let mut b2bua = B2bua::new(
-        engine_config::b2bua_config(&cfg, &bound, next_hop.clone(), dtls.fingerprint.clone(), transcoder.as_ref().map(|t| t.capacity)),
+        engine_config::b2bua_config(&cfg, &bound, next_hop.clone(), dtls.fingerprint.clone(), transcode_capacity),
         engine_seed(),
         KeySource::os(),
     );
@@ -171,6 +172,30 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     if tls.self_signed {
         info!(sha256 = %tls.fingerprint, "WSS uses a generated self-signed certificate");
     }
+    // SIGHUP re-reads the configuration. The handler is in place before "ready": a SIGHUP
+    // without one would end the process.
+    let reloader = Arc::new(tokio::sync::Mutex::new(crate::reload::Reloader {
+        source,
+        current: cfg.clone(),
+        bound,
+        next_hop: next_hop.clone(),
+        fingerprint: dtls.fingerprint.clone(),
+        transcode_capacity,
+        log_level,
+        ctx: ctx.clone(),
+    }));
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            let reloader = reloader.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    info!("SIGHUP: reloading the configuration");
+                    reloader.lock().await.reload().await;
+                }
+            });
+        }
+        Err(e) => warn!(error = %e, "no SIGHUP handler: the configuration cannot be reloaded"),
+    }
     if let Some(t) = ims_tls.as_ref().filter(|t| t.self_signed) {
         info!(sha256 = %t.fingerprint, "SIP over TLS toward IMS uses a generated self-signed certificate");
     }
@@ -186,7 +211,8 @@ pub async fn run(cfg: Config) -> Result<(), DaemonError> {
     println!("ready");
 
     if wait_for_stop(&ctx).await == Stop::Drain {
-        drain(&ctx, cfg.admin.drain_timeout).await;
+        let limit = reloader.lock().await.drain_timeout();
+        drain(&ctx, limit).await;
     }
     info!("shutting down");
     end_calls(&ctx).await;

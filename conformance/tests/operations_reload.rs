@@ -1,0 +1,90 @@
+//! SIGHUP re-reads the configuration file: a changed codec policy applies to the next call
+//! while the call in progress goes on, keys that need a restart are named and keep their
+//! running values, and a broken file is refused with its key named while the running
+//! configuration stays.
+//!
+//! Needs `sipp` and `cargo build -p estuary` (see conformance/src/lib.rs).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use estuary_conformance::flows::{Registered, Setup};
+use estuary_conformance::records::temp_dir;
+use estuary_conformance::sipp::Sipp;
+use estuary_conformance::ws_client::{webrtc_offer, Dialog, DEFAULT_WAIT};
+
+async fn answered_call(reg: &mut Registered, media_port: u16) -> Dialog {
+    let mut d = reg.client.invite("sip:bob@ims.test", &webrtc_offer(media_port)).await;
+    let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(ok.status(), 200, "call not answered:\n{}", reg.client.transcript());
+    d.update_from_response(&ok);
+    reg.client.ack(&mut d).await;
+    d
+}
+
+/// The payload types of the audio m-line of an SDP body.
+fn audio_formats(sdp: &str) -> Vec<String> {
+    let line = sdp.lines().find(|l| l.starts_with("m=audio ")).unwrap_or_else(|| panic!("no audio m-line:\n{sdp}"));
+    line.split_whitespace().skip(3).map(str::to_owned).collect()
+}
+
+/// Waits for the `n`th log line containing `needle`; returns it.
+async fn log_line(s: &Setup, needle: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = s.gw.log();
+        if let Some(line) = log.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+            return line.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no {needle:?} (#{n}) in the log:\n{}", s.gw.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("config file written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_new_codec_policy_to_the_next_call_and_refuses_a_broken_file() {
+    let dir = temp_dir("operations_reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("estuary.toml");
+    write(&file, "[media]\naudio_codecs = [\"PCMU/8000\"]\n");
+    let s = Setup::start(|b| b.config_file(&file)).await;
+    let mut reg = s.register().await;
+    let sipp = Sipp::uas("uas_answer_wait_bye.xml", s.sipp_port).calls(2).start().await;
+    let mut first = answered_call(&mut reg, 40000).await;
+
+    // The policy adds PCMA (sipp's callee answers PCMU, which both offers keep); a key that
+    // needs a restart changes too.
+    write(&file, "[media]\naudio_codecs = [\"PCMU/8000\", \"PCMA/8000\"]\nweb_address = \"127.0.0.2\"\n");
+    s.gw.signal("HUP");
+    let line = log_line(&s, "configuration reloaded", 1).await;
+    assert!(line.contains("applied=media.audio_codecs"), "{line}");
+    assert!(line.contains("needs_restart=media.web_address"), "{line}");
+    let mut second = answered_call(&mut reg, 40002).await;
+
+    // A broken file: refused, the key named, the process and its configuration unchanged.
+    write(&file, "[media]\naudio_codecs = 5\n");
+    s.gw.signal("HUP");
+    let refused = log_line(&s, "reload refused", 1).await;
+    assert!(refused.contains("media.audio_codecs"), "the key is named: {refused}");
+    assert_eq!(s.gw.http_get("/healthz").map(|r| r.0).ok(), Some(200));
+
+    // Both calls are still up and end normally.
+    for d in [&mut first, &mut second] {
+        let bye = reg.client.bye(d).await;
+        assert_eq!(reg.client.wait_response(&bye, DEFAULT_WAIT).await.status(), 200, "{}", reg.client.transcript());
+    }
+    let run = sipp.wait().await;
+    run.assert_success();
+    let invites = run.received_requests("INVITE");
+    assert_eq!(invites.len(), 2, "{}", run.describe());
+    let (before, after) = (audio_formats(&invites[0].body), audio_formats(&invites[1].body));
+    assert!(before.contains(&"0".to_owned()) && !before.contains(&"8".to_owned()), "first call offers PCMU only: {before:?}");
+    assert!(after.contains(&"8".to_owned()) && after.contains(&"0".to_owned()), "the call after the reload offers PCMU and PCMA: {after:?}");
+    // The restart key kept its running value: the browser-facing address did not move.
+    assert!(!s.gw.log().contains("127.0.0.2 "), "media.web_address was not applied live");
+    let _ = std::fs::remove_dir_all(dir);
+}
