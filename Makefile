@@ -47,7 +47,8 @@ build: build-deps
 # the browser (driven by playwright-core from npm, never a downloaded browser) and Debian's
 # firefox-esr as the second one (driven by puppeteer-core over WebDriver BiDi), iproute2 for
 # the loopback-only network namespaces browser tests run in, freeDiameter (freeDiameterd) as
-# the independent Diameter peer of ims/diameter's interop test. What the build needs is
+# the independent Diameter peer of ims/diameter's interop test, HAProxy as the load balancer in
+# front of the web listeners (PROXY protocol v2, X-Forwarded-For). What the build needs is
 # build-deps (through build).
 deps:
 	@missing=""; \
@@ -60,6 +61,7 @@ deps:
 	command -v kamailio >/dev/null 2>&1 && [ -f /usr/lib/x86_64-linux-gnu/kamailio/modules/tls.so ] || missing="$$missing kamailio kamailio-tls-modules"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v freeDiameterd >/dev/null 2>&1 || missing="$$missing freediameter"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -21,6 +21,7 @@ pub mod demo_page;
 pub mod digest;
 pub mod flows;
 pub mod gateway;
+pub mod haproxy;
 pub mod kamailio;
 pub mod leak;
 pub mod msg;

@@ -226,6 +226,11 @@ impl WsSipClient {
             Some("sip"),
             "the gateway must accept subprotocol sip (RFC 7118 §4)"
         );
+        WsSipClient::over(ws, user, domain, password)
+    }
+
+    /// A client over an upgraded WebSocket, with fresh identifiers.
+    fn over(ws: WebSocketStream<MaybeTlsStream<TcpStream>>, user: &str, domain: &str, password: &str) -> WsSipClient {
         WsSipClient {
             ws,
             user: user.to_owned(),
@@ -248,6 +253,29 @@ impl WsSipClient {
             received: Vec::new(),
             sent: Vec::new(),
         }
+    }
+
+    /// As [`WsSipClient::connect`], from a chosen local address (any 127.0.0.0/8 address on
+    /// loopback), and fallible: a refused or closed connection is an Err. Returns the client
+    /// and the local address it connected from.
+    pub async fn connect_from(
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        user: &str,
+        domain: &str,
+        password: &str,
+    ) -> Result<(WsSipClient, SocketAddr), String> {
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+        let stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+        let local = stream.local_addr().map_err(|e| e.to_string())?;
+        let mut req = format!("ws://{addr}/").into_client_request().map_err(|e| e.to_string())?;
+        req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+        let (ws, _) = tokio::time::timeout(DEFAULT_WAIT, tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream)))
+            .await
+            .map_err(|_| format!("WebSocket upgrade via {addr} timed out"))?
+            .map_err(|e| format!("WebSocket upgrade via {addr}: {e}"))?;
+        Ok((WsSipClient::over(ws, user, domain, password), local))
     }
 
     /// Our address of record.

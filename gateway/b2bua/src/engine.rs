@@ -1514,6 +1514,11 @@ impl B2bua {
             return;
         }
         let Some(info) = self.conns.get(&conn).copied() else { return };
+        // A browser named only by X-Forwarded-For has no port: its connection cannot be
+        // described as a 5-tuple.
+        if info.peer.port() == 0 {
+            return;
+        }
         let identity = self
             .registrar
             .on_conn(conn)

@@ -1657,3 +1657,19 @@ fn shutdown_ends_every_call_with_bye_on_both_legs() {
     assert_eq!(h.gw.active_calls(), 0);
     assert_eq!(h.ended().reason.as_str(), "gateway_shutdown");
 }
+
+#[test]
+fn a_browser_named_without_a_port_has_no_signalling_path_to_describe() {
+    let mut h = signalling_policy();
+    h.input(Input::ConnectionClosed { conn: CONN });
+    // Behind an HTTP proxy the browser is known by X-Forwarded-For only: no port.
+    h.input(Input::ConnectionOpened {
+        conn: CONN,
+        side: Side::Web,
+        transport: Transport::Ws,
+        local: "127.0.0.1:8080".parse().unwrap(),
+        remote: "192.0.2.9:0".parse().unwrap(),
+    });
+    h.register();
+    assert!(h.paths.is_empty(), "{:?}", h.paths);
+}

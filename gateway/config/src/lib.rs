@@ -67,6 +67,10 @@ pub struct WebConfig {
     /// Origins whose pages may open a WebSocket (`web.allowed_origins`); empty = any. The
     /// demo page's own origin is always allowed.
     pub allowed_origins: Vec<WebOrigin>,
+    /// Load balancers whose word on the client's address is taken (`web.trusted_proxies`):
+    /// a PROXY protocol header (v1 or v2) before the bytes of a connection from one of them,
+    /// or else the last X-Forwarded-For entry of its WebSocket upgrade. Empty: nobody's.
+    pub trusted_proxies: Vec<IpBlock>,
 }
 
 impl Default for WebConfig {
@@ -78,6 +82,7 @@ impl Default for WebConfig {
             advertised_host: None,
             ws_ping_interval: Some(Duration::from_secs(30)),
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -583,6 +588,7 @@ fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
     let advertised_host = s.string("advertised_host", "")?;
     let ping = s.int("ws_ping_interval_s", 30, 0, 3600)?;
     let allowed_origins = s.list("allowed_origins", d.allowed_origins, str::parse::<WebOrigin>)?;
+    let trusted_proxies = s.list("trusted_proxies", d.trusted_proxies, str::parse::<IpBlock>)?;
     let advertised_host = match advertised_host.trim() {
         "" => None,
         h if next_hop::is_hostname(h) || h.parse::<IpAddr>().is_ok() => Some(h.to_owned()),
@@ -608,6 +614,7 @@ fn web(mut s: Section) -> Result<WebConfig, ConfigError> {
         advertised_host,
         ws_ping_interval: (ping > 0).then(|| Duration::from_secs(ping as u64)),
         allowed_origins,
+        trusted_proxies,
     })
 }
 
@@ -1085,7 +1092,9 @@ mod tests {
     #[test]
     fn trusted_peers_and_allowed_origins_parse_and_name_the_bad_item() {
         let d = Config::default();
-        assert!(d.ims.trusted_peers.is_empty() && d.web.allowed_origins.is_empty());
+        assert!(d.ims.trusted_peers.is_empty() && d.web.allowed_origins.is_empty() && d.web.trusted_proxies.is_empty());
+        let c = with(&["web.trusted_proxies=10.0.0.0/24, 127.0.0.5"]).unwrap();
+        assert_eq!(c.web.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/24", "127.0.0.5"]);
         let c = with(&["ims.trusted_peers=10.1.0.0/16, 192.0.2.7", "web.allowed_origins=https://WebRTC.example.com:443,http://127.0.0.1:8080"]).unwrap();
         assert_eq!(c.ims.trusted_peers.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.1.0.0/16", "192.0.2.7"]);
         assert_eq!(c.web.allowed_origins.iter().map(WebOrigin::as_str).collect::<Vec<_>>(), ["https://webrtc.example.com", "http://127.0.0.1:8080"]);

@@ -56,6 +56,7 @@ fn the_documented_file_lists_every_key() {
         "web.advertised_host",
         "web.ws_ping_interval_s",
         "web.allowed_origins",
+        "web.trusted_proxies",
         "ims.listen",
         "ims.next_hop",
         "ims.domain",
@@ -135,7 +136,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        78,
+        79,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -56,6 +56,26 @@ impl ImsTrust {
     }
 }
 
+/// The load balancers whose word on a client's address is taken (`web.trusted_proxies`).
+pub struct TrustedProxies {
+    /// Replaced whole on reload; read once per accepted web connection.
+    blocks: RwLock<Vec<IpBlock>>,
+}
+
+impl TrustedProxies {
+    pub fn new(blocks: &[IpBlock]) -> TrustedProxies {
+        TrustedProxies { blocks: RwLock::new(blocks.to_vec()) }
+    }
+
+    pub fn set(&self, blocks: &[IpBlock]) {
+        *self.blocks.write().unwrap_or_else(|e| e.into_inner()) = blocks.to_vec();
+    }
+
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter().any(|b| b.contains(ip))
+    }
+}
+
 /// The web side's Origin check (RFC 6454, RFC 6455 §10.2).
 pub struct OriginPolicy {
     /// Replaced whole on reload; read once per WebSocket handshake.

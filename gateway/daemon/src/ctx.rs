@@ -8,7 +8,7 @@ use std::time::Duration;
 use estuary_b2bua::ConnId;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::access::{ImsTrust, OriginPolicy, SourceLimits};
+use crate::access::{ImsTrust, OriginPolicy, SourceLimits, TrustedProxies};
 use crate::events::Event;
 use crate::metrics::Stats;
 use crate::ports::MediaPorts;
@@ -52,6 +52,8 @@ pub struct Ctx {
     pub ims_trust: ImsTrust,
     /// Pages that may open a WebSocket (`web.allowed_origins`).
     pub origins: OriginPolicy,
+    /// Load balancers that may name the client (`web.trusted_proxies`).
+    pub proxies: TrustedProxies,
     /// Per-source limits on the web side (`limits.*_per_ip`).
     pub sources: Arc<SourceLimits>,
     /// The media ports the daemon holds bound, granted to the engine and lent to calls.
@@ -91,6 +93,7 @@ impl Ctx {
             ims_tls: None,
             ims_trust: ImsTrust::new(&cfg.ims.trusted_peers, &[]),
             origins: OriginPolicy::new(&cfg.web.allowed_origins),
+            proxies: TrustedProxies::new(&cfg.web.trusted_proxies),
             sources: SourceLimits::new(&cfg.limits),
             media_ports: Arc::new(MediaPorts::new(&cfg.media)),
             listeners: LISTENERS

@@ -34,6 +34,7 @@ mod ims;
 mod media;
 mod metrics;
 mod ports;
+mod proxy_protocol;
 mod recorder;
 mod records;
 mod replay;

@@ -56,6 +56,7 @@ pub static KEYS: &[Key] = &[
     key!(Restart, "web.advertised_host", web.advertised_host),
     key!(Restart, "web.ws_ping_interval_s", web.ws_ping_interval),
     key!(Live, "web.allowed_origins", web.allowed_origins),
+    key!(Live, "web.trusted_proxies", web.trusted_proxies),
     key!(Restart, "ims.listen", ims.listen),
     key!(Live, "ims.next_hop", ims.next_hop),
     key!(Restart, "ims.domain", ims.domain),
@@ -202,6 +203,7 @@ impl Reloader {
         }
         if !applied.is_empty() {
             self.ctx.origins.set(&next.web.allowed_origins);
+            self.ctx.proxies.set(&next.web.trusted_proxies);
             self.ctx.ims_trust.set(&next.ims.trusted_peers, &self.next_hop.resolved);
             self.ctx.sources.set_limits(&next.limits);
             let signalling = engine_config::b2bua_config(&next, &self.bound, self.next_hop.clone(), self.fingerprint.clone(), self.transcode_capacity);

@@ -27,6 +27,7 @@ use crate::demo;
 use crate::events::{Event, Writer, WRITER_QUEUE};
 use crate::http::{self, HeadError, Prefixed, RequestHead};
 use crate::metrics::Metric;
+use crate::proxy_protocol;
 
 /// TLS handshake plus HTTP request head must arrive within this, so idle sockets cannot hold
 /// connection slots.
@@ -47,9 +48,19 @@ pub async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: A
             a = listener.accept() => a,
         };
         match accepted {
+            // A load balancer carries many browsers: each is admitted once it is named.
+            Ok((stream, remote)) if ctx.proxies.trusts(remote.ip()) => match ctx.web_slots.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), (permit, None)));
+                }
+                Err(_) => {
+                    ctx.stats.inc(Metric::ConnectionsRefused);
+                    debug!(%remote, "limits.max_ws_connections reached; connection refused");
+                }
+            },
             Ok((stream, remote)) => match (ctx.web_slots.clone().try_acquire_owned(), ctx.sources.admit(remote.ip())) {
                 (Ok(permit), Ok(ticket)) => {
-                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), (permit, ticket)));
+                    tokio::spawn(connection(stream, remote, tls.clone(), ctx.clone(), (permit, Some(ticket))));
                 }
                 // Dropping the stream closes it: nothing is read from a source over its share.
                 (Ok(_), Err(refusal)) => {
@@ -75,17 +86,63 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> WebStream for T {}
 
 type WebSocket = tokio_tungstenite::WebSocketStream<Prefixed<Box<dyn WebStream>>>;
 
+/// Who is at the other end of a web connection.
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    /// The browser as far as it is known: the TCP peer, or the client a trusted proxy named
+    /// (port 0 when only X-Forwarded-For named it).
+    client: SocketAddr,
+    /// The address the browser connected to: ours, or the proxy's front.
+    front: SocketAddr,
+    /// The TCP peer is a trusted proxy (`web.trusted_proxies`).
+    proxied: bool,
+    /// A PROXY header named the client (X-Forwarded-For is then not read).
+    named: bool,
+}
+
 async fn connection(
     stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
-    (_permit, ticket): (OwnedSemaphorePermit, Ticket),
+    (_permit, ticket): (OwnedSemaphorePermit, Option<Ticket>),
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
+    let mut peer = Peer { client: remote, front: local, proxied: ticket.is_none(), named: false };
+    let mut prefix = Vec::new();
+    let mut stream = stream;
+    if peer.proxied {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_proxy_header(&mut stream)).await {
+            Ok(Ok((header, rest))) => {
+                if let Some(proxy_protocol::Header::Proxied { client, front }) = header {
+                    (peer.client, peer.front, peer.named) = (client, front, true);
+                }
+                prefix = rest;
+            }
+            Ok(Err(why)) => {
+                ctx.stats.inc(Metric::ConnectionsRefused);
+                debug!(%remote, why, "bad PROXY header from a trusted proxy; connection closed");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    // A browser the PROXY header named is admitted under its own address before anything
+    // else of its connection is read.
+    let mut ticket = ticket;
+    if peer.named {
+        match ctx.sources.admit(peer.client.ip()) {
+            Ok(t) => ticket = Some(t),
+            Err(refusal) => {
+                debug!(client = %peer.client, ?refusal, "per-source WebSocket limit reached (behind a proxy); connection closed");
+                return;
+            }
+        }
+    }
+    let stream = Prefixed::new(prefix, stream);
     let (stream, transport): (Box<dyn WebStream>, _) = match tls {
         None => (Box::new(stream), Transport::Ws),
         Some(acceptor) => match Box::pin(accept_tls(acceptor, stream, remote)).await {
@@ -93,10 +150,30 @@ async fn connection(
             None => return,
         },
     };
-    session(stream, transport, local, remote, ctx, ticket).await;
+    session(stream, transport, peer, ctx, ticket).await;
 }
 
-async fn accept_tls(acceptor: TlsAcceptor, stream: TcpStream, remote: SocketAddr) -> Option<Box<dyn WebStream>> {
+/// Reads a PROXY protocol header from a trusted proxy's connection: what it says (`None`
+/// when there is none) and the bytes read past it, which belong to the client.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<(Option<proxy_protocol::Header>, Vec<u8>), &'static str> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; proxy_protocol::PROBE];
+    stream.read_exact(&mut buf).await.map_err(|_| "closed before 16 bytes")?;
+    loop {
+        match proxy_protocol::parse(&buf) {
+            proxy_protocol::Parsed::Incomplete(need) => {
+                let have = buf.len();
+                buf.resize(need.max(have + 1), 0);
+                stream.read_exact(&mut buf[have..]).await.map_err(|_| "closed inside the PROXY header")?;
+            }
+            proxy_protocol::Parsed::Absent => return Ok((None, buf)),
+            proxy_protocol::Parsed::Complete { len, header } => return Ok((Some(header), buf.split_off(len))),
+            proxy_protocol::Parsed::Invalid(why) => return Err(why),
+        }
+    }
+}
+
+async fn accept_tls(acceptor: TlsAcceptor, stream: Prefixed<TcpStream>, remote: SocketAddr) -> Option<Box<dyn WebStream>> {
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => Some(Box::new(tls_stream)),
         Ok(Err(e)) => {
@@ -112,17 +189,21 @@ async fn accept_tls(acceptor: TlsAcceptor, stream: TcpStream, remote: SocketAddr
 
 /// One connection on a web listener: the HTTP request, then, for a WebSocket upgrade, the
 /// SIP connection for as long as it lasts.
-async fn session(stream: Box<dyn WebStream>, transport: Transport, local: SocketAddr, remote: SocketAddr, ctx: Arc<Ctx>, mut ticket: Ticket) {
+async fn session(stream: Box<dyn WebStream>, transport: Transport, mut peer: Peer, ctx: Arc<Ctx>, ticket: Option<Ticket>) {
     // A task keeps the size of its largest state for its whole life, and the handshakes'
     // states (TLS, the HTTP head's read buffer, tungstenite's upgrade) are several times what
     // an open connection needs: boxed, they are freed once the WebSocket is up. A node holds
     // thousands of idle browsers, and this was most of what each cost (13 KiB per
     // connection's task before, about 1 KiB now).
-    let Some(ws) = Box::pin(upgrade(stream, transport, remote, &ctx)).await else {
+    let mut ticket = ticket;
+    let Some(ws) = Box::pin(upgrade(stream, transport, &mut peer, &ctx, &mut ticket)).await else {
         return;
     };
+    // Invariant: upgrade() admitted the browser when no ticket came with the connection.
+    let Some(mut ticket) = ticket else { return };
     let (sink, incoming) = ws.split();
     ticket.upgraded();
+    let (local, remote) = (peer.front, peer.client);
     let conn = ctx.next_conn();
     let (tx, rx) = mpsc::channel(WRITER_QUEUE);
     let close = Arc::new(Notify::new());
@@ -155,7 +236,12 @@ async fn session(stream: Box<dyn WebStream>, transport: Transport, local: Socket
 
 /// The HTTP request on a web listener: a WebSocket upgrade that passes the origin check
 /// becomes a WebSocket; anything else gets a one-shot HTTP answer and `None`.
-async fn upgrade(mut stream: Box<dyn WebStream>, transport: Transport, remote: SocketAddr, ctx: &Ctx) -> Option<WebSocket> {
+///
+/// Behind a trusted proxy that gave no PROXY header (`ticket` is `None`), the browser is the
+/// last X-Forwarded-For entry (port unknown), admitted here under that address before the
+/// upgrade is answered: 503 when its share is taken.
+async fn upgrade(mut stream: Box<dyn WebStream>, transport: Transport, peer: &mut Peer, ctx: &Ctx, ticket: &mut Option<Ticket>) -> Option<WebSocket> {
+    let remote = peer.client;
     let (bytes, head_len) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, http::read_head(&mut stream)).await {
         Ok(Ok(read)) => read,
         Ok(Err(HeadError::TooLarge)) => {
@@ -179,6 +265,19 @@ async fn upgrade(mut stream: Box<dyn WebStream>, transport: Transport, remote: S
         debug!(%remote, origin = ?head.header("origin"), "WebSocket Origin not in web.allowed_origins; 403");
         let _ = http::respond(&mut stream, 403, "Forbidden", "", "text/plain", b"origin not allowed (web.allowed_origins)\n").await;
         return None;
+    }
+    if ticket.is_none() {
+        if let Some(ip) = head.header("x-forwarded-for").and_then(proxy_protocol::forwarded_for) {
+            peer.client = SocketAddr::new(ip, 0);
+        }
+        match ctx.sources.admit(peer.client.ip()) {
+            Ok(t) => *ticket = Some(t),
+            Err(refusal) => {
+                debug!(client = %peer.client, ?refusal, "per-source WebSocket limit reached (behind a proxy); 503");
+                let _ = http::respond(&mut stream, 503, "Service Unavailable", "", "text/plain", b"too many connections from this address\n").await;
+                return None;
+            }
+        }
     }
     drop(head);
     // SIP messages are a few KiB: a small read chunk (it grows for a larger message) and
@@ -395,7 +494,7 @@ mod tests {
         let ticket = ctx.sources.admit(remote.ip()).unwrap();
         let cfg = estuary_config::Config::default();
         let tls = Some(crate::tls::load(&cfg.web, "127.0.0.1:0".parse().unwrap()).unwrap().acceptor);
-        let task = connection(stream, remote, tls, ctx.clone(), (permit, ticket));
+        let task = connection(stream, remote, tls, ctx.clone(), (permit, Some(ticket)));
         let size = std::mem::size_of_val(&task);
         assert!(size <= 2048, "a web connection's future is {size} bytes");
         drop((task, client));

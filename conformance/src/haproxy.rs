@@ -1,0 +1,59 @@
+//! HAProxy (Debian `haproxy`) started for real in front of the daemon's web listener, from a
+//! configuration the test writes: the load balancer of a clustered deployment.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running HAProxy, stopped when dropped.
+pub struct Haproxy {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Haproxy {
+    /// Fails loudly when haproxy is missing.
+    pub fn require() {
+        let ok = Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success());
+        assert!(ok, "haproxy is needed: apt-get install haproxy (make deps installs it)");
+    }
+
+    /// Starts `haproxy -db` (foreground) on `config`; waits (bounded) until every address in
+    /// `listens` accepts.
+    pub fn start(label: &str, config: &str, listens: &[SocketAddr]) -> Haproxy {
+        Haproxy::require();
+        let dir = std::env::temp_dir().join(format!("estuary-haproxy-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("haproxy dir");
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config).expect("haproxy.cfg written");
+        let check = Command::new("haproxy").arg("-c").arg("-f").arg(&cfg).output().expect("haproxy -c runs");
+        assert!(check.status.success(), "haproxy rejects the test's configuration:\n{}\n{config}", String::from_utf8_lossy(&check.stderr));
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        let h = Haproxy { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for addr in listens {
+            while TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_err() {
+                assert!(Instant::now() < deadline, "haproxy did not listen on {addr} within 10 s");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        h
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
