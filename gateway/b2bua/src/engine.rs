@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use estuary_sip::{
     response_to, salvage_response, ContactValue, Message, Method, NameAddr, Request,
-    Response, Scheme,
+    Response, Scheme, Uri,
 };
 use estuary_transaction::{
     ClientKey, Event, FailureCause, RequestOutcome, ResponseOutcome, ServerKey, Transactions,
@@ -24,6 +24,7 @@ use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
 use crate::relay::copy_end_to_end;
+use crate::next_hops::NextHops;
 use crate::B2buaConfig;
 
 /// Methods the gateway handles, for Allow headers.
@@ -43,6 +44,16 @@ enum Owner {
     /// Requests the gateway sends on its own account (BYE, CANCEL, deregistration): the
     /// response is only logged.
     Own,
+    /// An OPTIONS probing a next-hop target marked down.
+    Probe(std::net::SocketAddr),
+}
+
+/// A request sent outside a dialog to a next-hop target, kept so that it can move to the
+/// next target when this one fails (RFC 3263 §4.3).
+#[derive(Debug)]
+struct Failover {
+    request: Request,
+    tried: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -98,6 +109,12 @@ pub struct B2bua {
     ports: PortPool,
     /// Draining (`B2bua::drain`): no new calls, the fronts are told to go elsewhere.
     draining: bool,
+    /// The IMS next hop's targets and which are down.
+    hops: NextHops,
+    /// Requests outside a dialog that may still move to another target.
+    failover: HashMap<ClientKey, Failover>,
+    /// When the targets marked down are probed next.
+    next_probe: Option<Instant>,
 }
 
 impl B2bua {
@@ -107,6 +124,7 @@ impl B2bua {
     pub fn new(cfg: B2buaConfig, seed: u64, keys: KeySource) -> Self {
         let ports = PortPool::new(cfg.port_quarantine);
         let video_cost = cfg.video_channel_cost.max(1);
+        let hops = NextHops::new(cfg.next_hop, &cfg.next_hop_alternates);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -127,6 +145,9 @@ impl B2bua {
             next_sweep: None,
             ports,
             draining: false,
+            hops,
+            failover: HashMap::new(),
+            next_probe: None,
         }
     }
 
@@ -202,6 +223,7 @@ impl B2bua {
             self.registrar.next_expiry(),
             self.call_timers.next(),
             self.next_sweep,
+            self.next_probe,
         ]
         .into_iter()
         .flatten()
@@ -213,6 +235,15 @@ impl B2bua {
         let mut out = Vec::new();
         // WebSocket connection counts are the daemon's (it owns the sockets).
         self.counters.samples(self.calls.len(), self.registrar.active(now), self.transcoding.values().sum(), &mut out);
+        for (target, up) in self.hops.states() {
+            out.push(Sample {
+                name: "estuary_ims_next_hop_up",
+                help: "IMS next-hop targets (RFC 3263): 1 when requests may go there, 0 while it is down and probed",
+                kind: crate::io::MetricKind::Gauge,
+                labels: vec![("target", target.to_string())],
+                value: u64::from(up),
+            });
+        }
         out.push(Sample {
             name: "estuary_media_ports_available",
             help: "Media ports (RTP/RTCP pairs) bound and ready for the next calls",
@@ -455,6 +486,15 @@ impl B2bua {
             ResponseOutcome::Absorb => {}
             ResponseOutcome::Retransmitted2xx(key) => self.on_2xx_retransmission(&key),
             ResponseOutcome::Deliver(key) => {
+                if self.failover.contains_key(&key) {
+                    if resp.code == 503 && self.fail_over(now, &key) {
+                        return;
+                    }
+                    // A target that answers more than 100 Trying handled the request.
+                    if resp.code > 100 {
+                        self.failover.remove(&key);
+                    }
+                }
                 let owner = if resp.code >= 200 && !is_invite_owner(self.owners.get(&key)) {
                     self.owners.remove(&key)
                 } else {
@@ -470,6 +510,11 @@ impl B2bua {
                         let tag = (resp.code > 100).then(|| self.token());
                         let body = resp.body.clone();
                         self.forward_response(now, &server, &request, &resp, from.other(), tag, None, body);
+                    }
+                    Some(Owner::Probe(addr)) => {
+                        if resp.code >= 200 && resp.code != 503 && self.hops.mark_up(addr) {
+                            tracing::info!(target = %addr, code = resp.code, "IMS next-hop target answers again");
+                        }
                     }
                     Some(Owner::Own) | None => {}
                 }
@@ -505,8 +550,13 @@ impl B2bua {
                 }
             }
         }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.probe_next_hops(now);
+        }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let tx = &self.tx;
+            let failover = &mut self.failover;
+            failover.retain(|k, _| tx.has_client(k));
             self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_)) || tx.has_client(k));
             self.next_sweep = None;
         }
@@ -534,6 +584,9 @@ impl B2bua {
     }
 
     fn on_client_failed(&mut self, now: Instant, key: ClientKey, cause: FailureCause) {
+        if self.fail_over(now, &key) {
+            return;
+        }
         let (code, reason) = match cause {
             FailureCause::Timeout => (408, "Request Timeout"),
             FailureCause::Transport => (503, "Service Unavailable"),
@@ -556,7 +609,95 @@ impl B2bua {
                 self.respond(now, &r.server, &r.request, code, reason);
             }
             Some(Owner::NonDialog { server, request, .. }) => self.respond(now, &server, &request, code, reason),
+            Some(Owner::Probe(addr)) => tracing::debug!(target = %addr, "next-hop probe unanswered; still down"),
             Some(Owner::Own) | None => {}
+        }
+    }
+
+    /// Moves a request outside a dialog whose target failed (timeout, unreachable, 503) to
+    /// the next target that is up, as a new transaction (new branch, same request). The
+    /// failed target is marked down until a probe finds it answering. Returns whether the
+    /// request went again; `false` leaves the failure to the caller.
+    fn fail_over(&mut self, now: Instant, key: &ClientKey) -> bool {
+        let Some(mut f) = self.failover.remove(key) else { return false };
+        if let Some(&failed) = f.tried.last() {
+            if self.hops.mark_down(failed, now) {
+                tracing::warn!(target = %failed, "IMS next-hop target failed; skipped until it answers a probe");
+                self.counters.next_hop_down();
+                if let Some(every) = self.cfg.next_hop_probe {
+                    self.next_probe.get_or_insert(now + every);
+                }
+            }
+        }
+        // A caller who cancelled wants no second attempt.
+        let cancelled = match self.owners.get(key) {
+            Some(Owner::Invite { call }) => self.calls.get(call).is_none_or(|c| c.cancel_requested),
+            _ => false,
+        };
+        let Some(next) = self.hops.next_untried(&f.tried).filter(|_| !cancelled) else { return false };
+        let via = self.via_ims();
+        f.request.headers.set("Via", &via);
+        let flow = Flow::Ims { transport: self.cfg.ims_transport, remote: next };
+        let Ok(new_key) = self.tx.send_request(now, &f.request, flow, reliable(flow)) else { return false };
+        tracing::info!(target = %next, method = f.request.method.as_str(), "request moved to the next IMS next-hop target");
+        f.tried.push(next);
+        if let Some(owner) = self.owners.remove(key) {
+            if let Owner::Invite { call } = &owner {
+                if let Some(c) = self.calls.get_mut(call) {
+                    c.b_invite_key = new_key.clone();
+                    c.b.flow = flow;
+                    if let CallState::Early { b_invite, .. } = &mut c.state {
+                        *b_invite = Arc::new(f.request.clone());
+                    }
+                }
+            }
+            self.owners.insert(new_key.clone(), owner);
+        }
+        self.failover.insert(new_key, f);
+        true
+    }
+
+    /// Remembers a request outside a dialog sent to a next-hop target, so that it can fail
+    /// over (see [`B2bua::fail_over`]).
+    fn track_failover(&mut self, key: &ClientKey, request: &Request, flow: Flow) {
+        if let Flow::Ims { remote, .. } = flow {
+            if self.hops.contains(remote) && self.hops.states().count() > 1 {
+                self.failover.insert(key.clone(), Failover { request: request.clone(), tried: vec![remote] });
+            }
+        }
+    }
+
+    /// Sends an OPTIONS to every target marked down; one that answers (other than 503) is up
+    /// again.
+    fn probe_next_hops(&mut self, now: Instant) {
+        self.next_probe = None;
+        let down = self.hops.down();
+        for addr in &down {
+            let mut req = Request {
+                method: Method::Options,
+                uri: match Uri::parse(&format!("sip:{addr}")) {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                },
+                version: "SIP/2.0".to_owned(),
+                headers: Default::default(),
+                body: Vec::new(),
+            };
+            let via = self.via_ims();
+            req.headers.push("Via", &via);
+            req.headers.push("Max-Forwards", "70");
+            let tag = self.token();
+            req.headers.push("From", format!("<sip:estuary@{}>;tag={tag}", self.cfg.ims_advertised));
+            req.headers.push("To", format!("<sip:{addr}>"));
+            req.headers.push("Call-ID", format!("{}@estuary", self.token()));
+            req.headers.push("CSeq", "1 OPTIONS");
+            let flow = Flow::Ims { transport: self.cfg.ims_transport, remote: *addr };
+            if let Ok(k) = self.tx.send_request(now, &req, flow, reliable(flow)) {
+                self.owners.insert(k, Owner::Probe(*addr));
+            }
+        }
+        if let (false, Some(every)) = (down.is_empty(), self.cfg.next_hop_probe) {
+            self.next_probe = Some(now + every);
         }
     }
 
@@ -693,6 +834,7 @@ impl B2bua {
         let flow = self.ims_flow();
         match self.tx.send_request(now, &out, flow, reliable(flow)) {
             Ok(ckey) => {
+                self.track_failover(&ckey, &out, flow);
                 self.owners.insert(ckey, Owner::Register { binding: id, web: key, web_req: req });
             }
             Err(e) => {
@@ -957,6 +1099,9 @@ impl B2bua {
         self.dialogs.insert((a.side, a.call_id.clone(), a.local_tag.clone()), (id, LegIdx::A));
         self.dialogs.insert((b.side, b.call_id.clone(), b.local_tag.clone()), (id, LegIdx::B));
         self.invites.insert(key.clone(), id);
+        if b.side == Side::Ims {
+            self.track_failover(&ckey, &out, b.flow);
+        }
         self.owners.insert(ckey.clone(), Owner::Invite { call: id });
         self.counters.call_started();
         let (web, ims) = if a.side == Side::Web { (&a, &b) } else { (&b, &a) };
@@ -1746,6 +1891,7 @@ impl B2bua {
         }
         match self.tx.send_request(now, &out, to_flow, reliable(to_flow)) {
             Ok(k) => {
+                self.track_failover(&k, &out, to_flow);
                 self.owners.insert(k, Owner::NonDialog { server: key, request: req, from: side });
             }
             Err(_) => self.respond(now, &key, &req, 500, "Server Internal Error"),
@@ -1836,7 +1982,23 @@ impl B2bua {
     /// reports those keys as needing a restart).
     pub fn reconfigure(&mut self, cfg: B2buaConfig) {
         let (timers, quarantine) = (self.cfg.timers, self.cfg.port_quarantine);
+        self.hops.set(std::iter::once(cfg.next_hop).chain(cfg.next_hop_alternates.iter().copied()).collect());
         self.cfg = B2buaConfig { timers, port_quarantine: quarantine, ..cfg };
+    }
+
+    /// The next hop's targets as the driver resolved them again (RFC 3263: SRV records may
+    /// change); a target kept keeps its up or down state.
+    pub fn set_next_hops(&mut self, targets: Vec<std::net::SocketAddr>) {
+        if let Some(first) = targets.first() {
+            self.cfg.next_hop = *first;
+            self.cfg.next_hop_alternates = targets[1..].to_vec();
+        }
+        self.hops.set(targets);
+    }
+
+    /// Each next-hop target and whether it is up.
+    pub fn next_hop_states(&self) -> Vec<(std::net::SocketAddr, bool)> {
+        self.hops.states().collect()
     }
 
     /// The configuration in force.
@@ -2017,7 +2179,7 @@ impl B2bua {
     }
 
     fn ims_flow(&self) -> Flow {
-        Flow::Ims { transport: self.cfg.ims_transport, remote: self.cfg.next_hop }
+        Flow::Ims { transport: self.cfg.ims_transport, remote: self.hops.first() }
     }
 
     fn via_for(&mut self, (side, transport): (Side, Transport)) -> String {
@@ -2071,6 +2233,7 @@ impl Owner {
                 Owner::NonDialog { server: server.clone(), request: request.clone(), from: *from }
             }
             Owner::Own => Owner::Own,
+            Owner::Probe(addr) => Owner::Probe(*addr),
         }
     }
 }

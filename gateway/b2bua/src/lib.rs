@@ -22,6 +22,7 @@
 
 pub mod call;
 pub mod io;
+pub mod next_hops;
 mod ports;
 mod metrics;
 pub mod registrar;
@@ -45,6 +46,12 @@ pub struct B2buaConfig {
     pub ims_transport: Transport,
     /// Every request toward IMS goes here (the gateway's outbound proxy, e.g. the S-CSCF).
     pub next_hop: SocketAddr,
+    /// More targets for requests outside a dialog, tried in order after `next_hop` when it
+    /// fails (RFC 3263 §4.3: the SRV records of a domain next hop); see [`next_hops`].
+    pub next_hop_alternates: Vec<SocketAddr>,
+    /// How often a failed target is probed with OPTIONS; `None`: never (it stays down until
+    /// the targets are set again).
+    pub next_hop_probe: Option<Duration>,
     /// The IMS home domain.
     pub domain: String,
     /// Host written in Via and Contact toward browsers.
@@ -111,6 +118,8 @@ impl Default for B2buaConfig {
             ims_advertised: SocketAddr::from(([127, 0, 0, 1], 5080)),
             ims_transport: Transport::Udp,
             next_hop: SocketAddr::from(([127, 0, 0, 1], 5060)),
+            next_hop_alternates: Vec::new(),
+            next_hop_probe: Some(Duration::from_secs(30)),
             domain: "ims.test".to_owned(),
             web_advertised_host: "127.0.0.1".to_owned(),
             timers: Default::default(),

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     calls_failed: BTreeMap<u16, u64>,
     transcoding_refused: u64,
     fast_update_sent: u64,
+    next_hop_down: u64,
 }
 
 impl Counters {
@@ -49,6 +50,10 @@ impl Counters {
 
     pub(crate) fn transcoding_refused(&mut self) {
         self.transcoding_refused += 1;
+    }
+
+    pub(crate) fn next_hop_down(&mut self) {
+        self.next_hop_down += 1;
     }
 
     pub(crate) fn fast_update_sent(&mut self) {
@@ -104,6 +109,13 @@ impl Counters {
                 value: *n,
             });
         }
+        out.push(Sample {
+            name: "estuary_ims_next_hop_failures_total",
+            help: "Times an IMS next-hop target was marked down (timeout, unreachable or 503) and requests moved to the next",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.next_hop_down,
+        });
         for ((side, method), n) in &self.requests {
             out.push(Sample {
                 name: "estuary_sip_requests_total",

@@ -1673,3 +1673,85 @@ fn a_browser_named_without_a_port_has_no_signalling_path_to_describe() {
     h.register();
     assert!(h.paths.is_empty(), "{:?}", h.paths);
 }
+
+// ----- next-hop targets (RFC 3263) -------------------------------------------------------
+
+fn second_hop() -> SocketAddr {
+    "127.0.0.1:5062".parse().unwrap()
+}
+
+fn two_hops() -> Harness {
+    Harness::with(B2buaConfig { next_hop_alternates: vec![second_hop()], next_hop_probe: Some(Duration::from_secs(5)), ..B2buaConfig::default() })
+}
+
+fn dest(s: &Sent) -> SocketAddr {
+    match s.flow {
+        Flow::Ims { remote, .. } => remote,
+        Flow::Web { .. } => panic!("not toward IMS: {}", s.text),
+    }
+}
+
+fn hop_up(h: &Harness, target: SocketAddr) -> u64 {
+    h.gw.metrics(h.now).into_iter().find(|s| s.name == "estuary_ims_next_hop_up" && s.labels.iter().any(|(_, v)| *v == target.to_string())).unwrap().value
+}
+
+#[test]
+fn an_unreachable_target_moves_the_invite_to_the_next_and_stays_skipped() {
+    let mut h = two_hops();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKhop1"));
+    let first = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    assert_eq!(dest(&first), next_hop());
+    let out = h.input(Input::Unreachable { flow: first.flow });
+    let again = only_ims(&out);
+    assert_eq!(dest(again), second_hop(), "RFC 3263 §4.3: the next target");
+    assert_eq!(req(again).headers.call_id().unwrap(), req(&first).headers.call_id().unwrap(), "the same request");
+    assert_ne!(req(again).headers.get("Via"), req(&first).headers.get("Via"), "a new transaction (branch)");
+    assert_eq!((hop_up(&h, next_hop()), hop_up(&h, second_hop())), (0, 1));
+    let out = h.ims(&response_with_body(again, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], SDP));
+    assert_eq!(status(&out.into_iter().find(|s| matches!(s.flow, Flow::Web { .. })).unwrap()), 200);
+    // The next request goes to the second target at once.
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 5 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKhopreg"));
+    assert_eq!(dest(only_ims(&out)), second_hop());
+    let failures = h.gw.metrics(h.now).into_iter().find(|s| s.name == "estuary_ims_next_hop_failures_total").unwrap().value;
+    assert_eq!(failures, 1);
+}
+
+#[test]
+fn a_503_moves_the_invite_and_a_probe_brings_the_target_back() {
+    let mut h = two_hops();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKhop2"));
+    let first = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    let out = h.ims(&response(&first, 503, "Service Unavailable", &[]));
+    let moved: Vec<&Sent> = to_ims(&out).into_iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "INVITE")).collect();
+    assert_eq!(moved.len(), 1, "{out:#?}");
+    assert_eq!(dest(moved[0]), second_hop());
+    assert!(to_web(&out).is_empty(), "the browser sees no 503");
+    // The probe: an OPTIONS to the failed target after next_hop_probe.
+    let out = h.advance_to(Duration::from_secs(6));
+    // (UDP retransmissions of the moved INVITE and of the probe come too.)
+    let probes: Vec<&Sent> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "OPTIONS")).collect();
+    let mut branches: Vec<&str> = probes.iter().filter_map(|p| req(p).headers.get("Via")).collect();
+    branches.dedup();
+    assert_eq!(branches.len(), 1, "one probe: {out:#?}");
+    assert!(probes.iter().all(|p| dest(p) == next_hop()), "only the failed target is probed");
+    h.ims(&response(probes[0], 200, "OK", &[]));
+    assert_eq!(hop_up(&h, next_hop()), 1, "answering again, it is up");
+    let out = h.web(&invite_from_web("z9hG4bKhop3").replace("Call-ID: webcall1", "Call-ID: webcall3"));
+    let third = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    assert_eq!(dest(&third), next_hop(), "the primary takes new requests again");
+}
+
+#[test]
+fn when_every_target_fails_the_browser_gets_503_as_before() {
+    let mut h = two_hops();
+    h.register();
+    let out = h.web(&invite_from_web("z9hG4bKhop4"));
+    let first = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    let out = h.input(Input::Unreachable { flow: first.flow });
+    let again = only_ims(&out).flow;
+    let out = h.input(Input::Unreachable { flow: again });
+    assert_eq!(status(only_web(&out)), 503);
+    assert_eq!(h.gw.active_calls(), 0);
+}
