@@ -19,6 +19,7 @@ pub mod browser;
 pub mod corpus;
 pub mod demo_page;
 pub mod digest;
+pub mod dnsmasq;
 pub mod flows;
 pub mod gateway;
 pub mod haproxy;

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use access::{IpBlock, WebOrigin};
 pub use error::ConfigError;
-pub use next_hop::{NextHop, NextHopTransport};
+pub use next_hop::{NextHop, NextHopLookup, NextHopTransport};
 use reader::{Document, Section};
 pub use rx::{RxConfig, RxOnFailure, RxPeer, RxUplinkFilter};
 
@@ -118,6 +118,12 @@ pub struct ImsConfig {
     /// Sources whose SIP the IMS listeners accept (`ims.trusted_peers`); empty = the
     /// addresses the next hop resolves to.
     pub trusted_peers: Vec<IpBlock>,
+    /// Name servers for the next hop's NAPTR/SRV/A lookups (`ims.dns_servers`); empty: the
+    /// system's (/etc/resolv.conf).
+    pub dns_servers: Vec<SocketAddr>,
+    /// How often a failed next-hop target is probed with OPTIONS, and the targets looked up
+    /// again (`ims.next_hop_probe_s`); `None` (0): never.
+    pub next_hop_probe: Option<Duration>,
 }
 
 /// `ims.tls_listen`, `ims.tls_cert`, `ims.tls_key`, `ims.tls_ca`: SIP over TLS with the core.
@@ -144,6 +150,8 @@ impl Default for ImsConfig {
             advertised_address: None,
             tls: ImsTlsConfig::default(),
             trusted_peers: Vec::new(),
+            dns_servers: Vec::new(),
+            next_hop_probe: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -636,6 +644,10 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
     let ca = s.string("tls_ca", "")?;
     let ca = (!ca.trim().is_empty()).then(|| PathBuf::from(ca.trim()));
     let trusted_peers = s.list("trusted_peers", d.trusted_peers, str::parse::<IpBlock>)?;
+    let dns_servers = s.list("dns_servers", d.dns_servers, |v: &str| {
+        v.parse::<SocketAddr>().or_else(|_| v.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53))).map_err(|_| format!("\"{v}\" is not IP or IP:PORT"))
+    })?;
+    let probe = s.int("next_hop_probe_s", d.next_hop_probe.map_or(0, |p| p.as_secs()) as i64, 0, 3600)?;
     if tls_listen.is_some_and(|a| a.ip().is_unspecified()) && advertised_address.is_none() {
         return Err(ConfigError::invalid(
             s.path("advertised_address"),
@@ -683,6 +695,8 @@ fn ims(mut s: Section) -> Result<ImsConfig, ConfigError> {
         domain: domain.trim().to_owned(),
         advertised_address,
         tls: ImsTlsConfig { listen: tls_listen, certificate, ca },
+        dns_servers,
+        next_hop_probe: (probe > 0).then(|| Duration::from_secs(probe as u64)),
         trusted_peers,
     })
 }
@@ -1083,7 +1097,11 @@ mod tests {
         let e = with(&["ims.next_hop=sip:core.ims.test;transport=tls", "ims.tls_listen=127.0.0.1:5081"]).unwrap_err().to_string();
         assert!(e.starts_with("ims.tls_ca: must be set"), "{e}");
         let c = with(&["ims.next_hop=sip:core.ims.test;transport=tls", "ims.tls_listen=127.0.0.1:5081", "ims.tls_ca=/etc/estuary/core-ca.pem"]).unwrap();
-        assert_eq!(c.ims.next_hop, NextHop::Uri { host: "core.ims.test".into(), port: 5061, transport: NextHopTransport::Tls }, "RFC 3261 §19.1.2: 5061 for TLS");
+        assert_eq!(
+            c.ims.next_hop,
+            NextHop::Uri { host: "core.ims.test".into(), port: 5061, transport: NextHopTransport::Tls, lookup: NextHopLookup::Srv },
+            "RFC 3261 §19.1.2: 5061 for TLS (the port the A/AAAA fallback uses); RFC 3263 §4.2: SRV first"
+        );
         assert_eq!((c.ims.tls.listen, c.ims.tls.ca.as_deref(), &c.ims.tls.certificate), (Some("127.0.0.1:5081".parse().unwrap()), Some(Path::new("/etc/estuary/core-ca.pem")), &TlsCertificate::SelfSigned));
         assert_eq!(err("[ims]\ntls_key = \"k.pem\""), "ims.tls_cert: must be set when ims.tls_key is set");
         assert_eq!(with(&["ims.next_hop=sip:10.0.0.5"]).unwrap().ims.next_hop.to_string(), "sip:10.0.0.5:5060;transport=udp");
@@ -1375,7 +1393,8 @@ mod tests {
             NextHop::Uri {
                 host: "10.0.0.1".into(),
                 port: 5060,
-                transport: NextHopTransport::Udp
+                transport: NextHopTransport::Udp,
+                lookup: NextHopLookup::Address,
             }
         );
         assert_eq!(c.media.ports.min, 20002);

@@ -15,9 +15,24 @@ pub enum NextHop {
         port: u16,
         /// Default UDP (RFC 3261 §18.1.1 for a URI without `transport`).
         transport: NextHopTransport,
+        /// How the daemon finds the targets (RFC 3263 §4).
+        lookup: NextHopLookup,
     },
     /// The built-in IMS test peer (echo and tone users), for demos and tests.
     Builtin,
+}
+
+/// How a next hop's targets are found (RFC 3263 §4.1, §4.2).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NextHopLookup {
+    /// An IP literal, or a name with a port: its addresses (A/AAAA), at that port.
+    Address,
+    /// A domain with a transport and no port: the SRV records of that transport, else its
+    /// addresses at the default port.
+    Srv,
+    /// A domain with neither: NAPTR records choose the transport and name the SRV records,
+    /// else SRV for each transport, else its addresses (UDP, 5060).
+    Naptr,
 }
 
 /// Transports the gateway speaks toward IMS.
@@ -59,10 +74,12 @@ impl FromStr for NextHop {
         }
         let (host, port) = split_host_port(hostport)?;
         let mut transport = NextHopTransport::Udp;
+        let mut transport_given = false;
         for param in parts {
             let (name, value) = param.split_once('=').unwrap_or((param, ""));
             match name.to_ascii_lowercase().as_str() {
                 "transport" => {
+                    transport_given = true;
                     transport = match value.to_ascii_lowercase().as_str() {
                         "udp" => NextHopTransport::Udp,
                         "tcp" => NextHopTransport::Tcp,
@@ -79,12 +96,21 @@ impl FromStr for NextHop {
                 _ => return Err(format!("unknown URI parameter \"{name}\" (transport, lr)")),
             }
         }
+        // RFC 3263 §4.1/§4.2: a numeric host or an explicit port is used as is; a domain
+        // without a port is looked up in DNS (SRV, and NAPTR when no transport is given).
+        let numeric = host.parse::<std::net::IpAddr>().is_ok();
+        let lookup = match (numeric || port.is_some(), transport_given) {
+            (true, _) => NextHopLookup::Address,
+            (false, true) => NextHopLookup::Srv,
+            (false, false) => NextHopLookup::Naptr,
+        };
         // RFC 3261 §19.1.2: 5061 for SIP over TLS, 5060 otherwise.
         let port = port.unwrap_or(if transport == NextHopTransport::Tls { 5061 } else { 5060 });
         Ok(NextHop::Uri {
             host,
             port,
             transport,
+            lookup,
         })
     }
 }
@@ -148,12 +174,18 @@ impl fmt::Display for NextHop {
                 host,
                 port,
                 transport,
+                lookup,
             } => {
                 let t = match transport {
                     NextHopTransport::Udp => "udp",
                     NextHopTransport::Tcp => "tcp",
                     NextHopTransport::Tls => "tls",
                 };
+                match lookup {
+                    NextHopLookup::Naptr => return write!(f, "sip:{host}"),
+                    NextHopLookup::Srv => return write!(f, "sip:{host};transport={t}"),
+                    NextHopLookup::Address => {}
+                }
                 if host.contains(':') {
                     write!(f, "sip:[{host}]:{port};transport={t}")
                 } else {
@@ -169,10 +201,15 @@ mod tests {
     use super::*;
 
     fn uri(host: &str, port: u16, transport: NextHopTransport) -> NextHop {
+        with_lookup(host, port, transport, NextHopLookup::Address)
+    }
+
+    fn with_lookup(host: &str, port: u16, transport: NextHopTransport, lookup: NextHopLookup) -> NextHop {
         NextHop::Uri {
             host: host.into(),
             port,
             transport,
+            lookup,
         }
     }
 
@@ -185,8 +222,11 @@ mod tests {
         );
         assert_eq!(
             "SIP:pcscf.ims.test;transport=TCP;lr".parse(),
-            Ok(uri("pcscf.ims.test", 5060, Tcp))
+            Ok(with_lookup("pcscf.ims.test", 5060, Tcp, NextHopLookup::Srv)),
+            "RFC 3263 §4.2: a domain with a transport and no port is looked up by SRV"
         );
+        assert_eq!("sip:ims.test".parse(), Ok(with_lookup("ims.test", 5060, Udp, NextHopLookup::Naptr)), "§4.1: NAPTR");
+        assert_eq!("sip:core.ims.test:5070".parse(), Ok(with_lookup("core.ims.test", 5070, Udp, NextHopLookup::Address)), "a port: A/AAAA");
         assert_eq!("sip:10.0.0.1:5070".parse(), Ok(uri("10.0.0.1", 5070, Udp)));
         assert_eq!(
             "sip:[::1]:5062;transport=tcp".parse(),
@@ -200,6 +240,8 @@ mod tests {
         for s in [
             "sip:127.0.0.1:5060;transport=udp",
             "sip:[::1]:5062;transport=tcp",
+            "sip:ims.test",
+            "sip:ims.test;transport=tcp",
             "builtin",
         ] {
             assert_eq!(s.parse::<NextHop>().unwrap().to_string(), s);

@@ -291,6 +291,11 @@ impl<P: MediaPlane> Core<P> {
         out
     }
 
+    /// The next hop's targets, resolved again (see [`B2bua::set_next_hops`]).
+    pub fn set_next_hops(&mut self, targets: Vec<SocketAddr>) {
+        self.signalling.set_next_hops(targets);
+    }
+
     /// A reloaded signalling configuration (see [`B2bua::reconfigure`]).
     pub fn reconfigure(&mut self, cfg: estuary_b2bua::B2buaConfig) {
         self.signalling.reconfigure(cfg);

@@ -47,6 +47,8 @@ pub trait Machine {
     fn drain(&mut self) {}
     /// A reloaded signalling configuration.
     fn reconfigure(&mut self, _cfg: estuary_b2bua::B2buaConfig) {}
+    /// The next hop's targets, resolved again.
+    fn set_next_hops(&mut self, _targets: Vec<SocketAddr>) {}
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -82,6 +84,9 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn reconfigure(&mut self, cfg: estuary_b2bua::B2buaConfig) {
         Core::reconfigure(self, cfg)
+    }
+    fn set_next_hops(&mut self, targets: Vec<SocketAddr>) {
+        Core::set_next_hops(self, targets)
     }
 }
 
@@ -308,6 +313,7 @@ impl<M: Machine> Engine<M> {
             }
             Event::EndCalls => self.feed(Input::Shutdown),
             Event::Reconfigure(cfg) => self.machine.reconfigure(*cfg),
+            Event::NextHops(targets) => self.machine.set_next_hops(targets),
             Event::Stall(d) => {
                 tracing::warn!(?d, "TEST HOOK: engine stalled on request");
                 std::thread::sleep(d);

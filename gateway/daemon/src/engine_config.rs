@@ -29,6 +29,21 @@ pub struct ResolvedNextHop {
     pub host: String,
     /// Every address the host resolved to: the default `ims.trusted_peers`.
     pub resolved: Vec<std::net::IpAddr>,
+    /// The targets in order (RFC 3263), `addr` first.
+    pub targets: Vec<SocketAddr>,
+}
+
+impl ResolvedNextHop {
+    fn from_targets(targets: Vec<SocketAddr>, transport: Transport, host: String) -> Option<ResolvedNextHop> {
+        let addr = *targets.first()?;
+        let mut resolved: Vec<std::net::IpAddr> = Vec::new();
+        for a in &targets {
+            if !resolved.contains(&a.ip()) {
+                resolved.push(a.ip());
+            }
+        }
+        Some(ResolvedNextHop { addr, transport, host, resolved, targets })
+    }
 }
 
 /// Resolves `ims.next_hop` once at start; a name that does not resolve stops the daemon
@@ -39,34 +54,38 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
         // exactly as to a real P-CSCF.
         NextHop::Builtin => {
             let addr = crate::builtin_peer::start(cfg).await?;
-            Ok(ResolvedNextHop { addr, transport: Transport::Udp, host: "builtin".into(), resolved: vec![addr.ip()] })
+            Ok(ResolvedNextHop { addr, transport: Transport::Udp, host: "builtin".into(), resolved: vec![addr.ip()], targets: vec![addr] })
         }
-        NextHop::Uri {
-            host,
-            port,
-            transport,
-        } => {
+        NextHop::Uri { host, port, transport, lookup } => {
             let transport = match transport {
                 NextHopTransport::Udp => Transport::Udp,
                 NextHopTransport::Tcp => Transport::Tcp,
                 NextHopTransport::Tls => Transport::Tls,
             };
+            if *lookup != estuary_config::NextHopLookup::Address {
+                let resolver = crate::dns::resolver(&cfg.ims.dns_servers).map_err(|e| DaemonError::setup("ims.dns_servers", e))?;
+                let wanted = (*lookup == estuary_config::NextHopLookup::Srv).then_some(transport);
+                let (targets, chosen) = crate::dns::next_hop_targets(&resolver, host, wanted)
+                    .await
+                    .map_err(|e| DaemonError::setup("ims.next_hop", e))?;
+                if chosen == Transport::Tls && cfg.ims.tls.listen.is_none() {
+                    return Err(DaemonError::setup("ims.next_hop", format!("NAPTR records of \"{host}\" choose TLS: write ;transport=tls and set ims.tls_listen and ims.tls_ca")));
+                }
+                return ResolvedNextHop::from_targets(targets, chosen, host.clone())
+                    .ok_or_else(|| DaemonError::setup("ims.next_hop", format!("\"{host}\" has no target")));
+            }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), *port))
                 .await
                 .map_err(|e| {
                     DaemonError::setup("ims.next_hop", format!("cannot resolve \"{host}\": {e}"))
                 })?
                 .collect();
-            let addr = *addrs.first().ok_or_else(|| {
-                DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address"))
-            })?;
-            let mut resolved: Vec<std::net::IpAddr> = Vec::new();
-            for a in &addrs {
-                if !resolved.contains(&a.ip()) {
-                    resolved.push(a.ip());
-                }
-            }
-            Ok(ResolvedNextHop { addr, transport, host: host.clone(), resolved })
+            // Several addresses of one name are one target (the first); its others are still
+            // trusted as sources.
+            let mut hop = ResolvedNextHop::from_targets(addrs, transport, host.clone())
+                .ok_or_else(|| DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address")))?;
+            hop.targets.truncate(1);
+            Ok(hop)
         }
     }
 }
@@ -93,6 +112,8 @@ pub fn b2bua_config(
         ims_advertised,
         ims_transport: next_hop.transport,
         next_hop: next_hop.addr,
+        next_hop_alternates: next_hop.targets.iter().skip(1).copied().collect(),
+        next_hop_probe: cfg.ims.next_hop_probe,
         domain: cfg.ims.domain.clone(),
         web_advertised_host: cfg
             .web
@@ -205,6 +226,7 @@ mod tests {
             transport: Transport::Udp,
             host: "127.0.0.1".into(),
             resolved: vec!["127.0.0.1".parse().unwrap()],
+            targets: vec!["127.0.0.1:5060".parse().unwrap()],
         };
         let b = b2bua_config(&cfg, &bound, hop.clone(), estuary_sdp::SdpPolicy::default().fingerprint, None);
         assert_eq!(b.ims_advertised, bound.ims);

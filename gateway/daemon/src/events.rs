@@ -52,6 +52,8 @@ pub enum Event {
     Drain,
     /// Stopping: end every call left (BYE both ways).
     EndCalls,
+    /// The IMS next hop's targets, looked up again in DNS.
+    NextHops(Vec<SocketAddr>),
     /// A reloaded signalling configuration (SIGHUP).
     Reconfigure(Box<estuary_b2bua::B2buaConfig>),
     /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck

@@ -26,6 +26,7 @@ mod engine;
 mod events;
 mod engine_config;
 mod diameter;
+mod dns;
 mod error;
 mod http;
 mod icmp;

@@ -66,6 +66,8 @@ pub static KEYS: &[Key] = &[
     key!(Restart, "ims.tls_key", ims.tls.certificate),
     key!(Restart, "ims.tls_ca", ims.tls.ca),
     key!(Live, "ims.trusted_peers", ims.trusted_peers),
+    key!(Restart, "ims.dns_servers", ims.dns_servers),
+    key!(Live, "ims.next_hop_probe_s", ims.next_hop_probe),
     key!(Restart, "sip.t1_ms", sip.t1),
     key!(Restart, "sip.t2_ms", sip.t2),
     key!(Restart, "sip.t4_ms", sip.t4),

@@ -172,6 +172,34 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     if tls.self_signed {
         info!(sha256 = %tls.fingerprint, "WSS uses a generated self-signed certificate");
     }
+    // A domain next hop is looked up again every probe interval: SRV records may change.
+    if let (estuary_config::NextHop::Uri { host, lookup, .. }, Some(every)) = (&cfg.ims.next_hop, cfg.ims.next_hop_probe) {
+        if *lookup != estuary_config::NextHopLookup::Address {
+            let (ctx, host, servers, trusted) = (ctx.clone(), host.clone(), cfg.ims.dns_servers.clone(), cfg.ims.trusted_peers.clone());
+            let (transport, mut known) = (next_hop.transport, next_hop.targets.clone());
+            let wanted = (*lookup == estuary_config::NextHopLookup::Srv).then_some(transport);
+            tokio::spawn(async move {
+                let Ok(resolver) = crate::dns::resolver(&servers) else { return };
+                loop {
+                    tokio::select! {
+                        () = ctx.shutting_down() => return,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    match crate::dns::next_hop_targets(&resolver, &host, wanted).await {
+                        Ok((targets, t)) if t == transport && targets != known => {
+                            info!(next_hop = %host, targets = ?targets, "next-hop targets changed in DNS");
+                            let ips: Vec<std::net::IpAddr> = targets.iter().map(|a| a.ip()).collect();
+                            ctx.ims_trust.set(&trusted, &ips);
+                            let _ = ctx.events.send(Event::NextHops(targets.clone())).await;
+                            known = targets;
+                        }
+                        Ok(_) => {}
+                        Err(e) => warn!(next_hop = %host, error = %e, "next-hop lookup failed; keeping the targets known"),
+                    }
+                }
+            });
+        }
+    }
     // SIGHUP re-reads the configuration. The handler is in place before "ready": a SIGHUP
     // without one would end the process.
     let reloader = Arc::new(tokio::sync::Mutex::new(crate::reload::Reloader {

@@ -47,7 +47,7 @@ pub struct Targets {
 impl Targets {
     pub fn from_config(cfg: &Config) -> Result<Targets, String> {
         let core = match &cfg.ims.next_hop {
-            NextHop::Uri { host, port, transport: NextHopTransport::Udp } => {
+            NextHop::Uri { host, port, transport: NextHopTransport::Udp, .. } => {
                 let ip: IpAddr = host
                     .parse()
                     .map_err(|_| format!("ims.next_hop host {host} is not an IP address: live replay plays the core there"))?;
