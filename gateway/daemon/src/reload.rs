@@ -225,9 +225,13 @@ impl Reloader {
     /// The next hop `new` names, resolved; Err when it cannot change without a restart (the
     /// built-in peer, or another transport: TLS identities and listeners are set at start).
     async fn next_hop_for(&self, new: &Config) -> Result<ResolvedNextHop, String> {
-        use estuary_config::NextHop;
+        use estuary_config::{NextHop, NextHopLookup};
         if matches!(new.ims.next_hop, NextHop::Builtin) || matches!(self.current.ims.next_hop, NextHop::Builtin) {
             return Err("the built-in peer starts and stops with the process".to_owned());
+        }
+        let by_dns = |h: &NextHop| matches!(h, NextHop::Uri { lookup, .. } if *lookup != NextHopLookup::Address);
+        if by_dns(&new.ims.next_hop) || by_dns(&self.current.ims.next_hop) {
+            return Err("a domain next hop is looked up again by a task started with the process".to_owned());
         }
         let hop = engine_config::resolve_next_hop(new).await.map_err(|e| e.to_string())?;
         if hop.transport != self.next_hop.transport {
