@@ -221,3 +221,83 @@ request_route {
     t_relay();
 }
 "#;
+
+/// Kamailio as the cluster's dispatcher toward the IMS core, run from the configuration the
+/// repository ships (etc/cluster/kamailio-dispatcher.cfg) with its placeholders filled in.
+pub struct Dispatcher {
+    child: Child,
+    /// Where the core sends (UDP).
+    pub udp: SocketAddr,
+    dir: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl Dispatcher {
+    /// Starts it in front of `nodes` (their ims.listen addresses, set 1).
+    pub fn start(test: &str, nodes: &[SocketAddr]) -> Dispatcher {
+        Kamailio::require();
+        let dir = std::env::temp_dir().join(format!("estuary-dispatcher-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dispatcher dir");
+        let list: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
+        std::fs::write(dir.join("dispatcher.list"), list).unwrap();
+        let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+        let cfg = include_str!("../../etc/cluster/kamailio-dispatcher.cfg")
+            .replace("LISTEN_UDP", &udp.to_string())
+            .replace("DISPATCHER_LIST", &dir.join("dispatcher.list").to_string_lossy())
+            .replace("MODULES", MODULES);
+        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
+        let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.join("kamailio.cfg")).output().expect("kamailio -c");
+        assert!(check.status.success(), "kamailio refuses etc/cluster/kamailio-dispatcher.cfg:\n{}", String::from_utf8_lossy(&check.stderr));
+        let mut child = Command::new("kamailio")
+            .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
+            .arg(&dir)
+            .arg("-f")
+            .arg(dir.join("kamailio.cfg"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kamailio");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&(line + "\n"));
+            }
+        });
+        let d = Dispatcher { child, udp, dir, log };
+        // Ready when it answers an OPTIONS addressed to itself.
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let me = sock.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ping = format!("OPTIONS sip:{udp} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKready{}\r\nMax-Forwards: 70\r\nTo: <sip:{udp}>\r\nFrom: <sip:test@{me}>;tag=r\r\nCall-ID: ready@{me}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n", me.port());
+            let _ = sock.send_to(ping.as_bytes(), udp);
+            let mut buf = [0u8; 2048];
+            if sock.recv_from(&mut buf).is_ok_and(|(n, _)| buf[..n].starts_with(b"SIP/2.0 200")) {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "the dispatcher never answered on {udp}:\n{}", d.log());
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Dispatcher {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

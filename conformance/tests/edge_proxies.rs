@@ -106,3 +106,23 @@ async fn a_proxy_header_from_an_untrusted_source_is_not_believed() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
     assert!(!gw.log().contains("192.0.2.1"), "the claimed address is used nowhere");
 }
+
+#[test]
+fn the_shipped_haproxy_configuration_is_valid() {
+    Haproxy::require();
+    let cfg = include_str!("../../etc/cluster/haproxy.cfg")
+        .replace("FRONT_WSS", "127.0.0.1:18443")
+        .replace("NODE1_WSS", "127.0.0.11:8443")
+        .replace("NODE1_ADMIN_IP", "127.0.0.11")
+        .replace("NODE1_ADMIN_PORT", "9090")
+        .replace("NODE2_WSS", "127.0.0.12:8443")
+        .replace("NODE2_ADMIN_IP", "127.0.0.12")
+        .replace("NODE2_ADMIN_PORT", "9090");
+    let dir = std::env::temp_dir().join(format!("estuary-haproxy-shipped-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new("haproxy").arg("-c").arg("-f").arg(&path).output().expect("haproxy -c runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "etc/cluster/haproxy.cfg: {}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1,0 +1,99 @@
+//! Two Estuary nodes behind Kamailio's dispatcher, run from the configuration the repository
+//! ships (etc/cluster/kamailio-dispatcher.cfg): new calls from the core are spread over both;
+//! a node that drains answers the dispatcher's probes 503 and is taken out, so new calls go
+//! to the other node while its own call goes on; when that call ends it exits 0.
+//!
+//! Needs kamailio and sipp (make deps) and `cargo build -p estuary`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use estuary_conformance::gateway::Gateway;
+use estuary_conformance::kamailio::Dispatcher;
+use estuary_conformance::msg::SipMsg;
+use estuary_conformance::net::free_udp_port;
+use estuary_conformance::sipp::Sipp;
+use estuary_conformance::ws_client::{webrtc_offer, WsSipClient, DEFAULT_WAIT};
+
+async fn node(name: &str, sipp_port: u16) -> Gateway {
+    Gateway::builder()
+        .next_hop_udp(sipp_port)
+        .set("sip.user_agent", &format!("Estuary {name}"))
+        .set("registrar.require_registration", "false")
+        .set("admin.drain_timeout_s", "60")
+        .start()
+        .await
+}
+
+/// The core places a call through the dispatcher to a user no node has registered: the
+/// node that gets it answers 404. Returns (the Server header of the final response, Call-ID).
+fn core_call(core: &UdpSocket, dispatcher: SocketAddr, n: u32) -> (String, String) {
+    let me = core.local_addr().unwrap();
+    let call_id = format!("core-{n}-{}@{me}", std::process::id());
+    let branch = format!("z9hG4bKcore{n}x{}", std::process::id());
+    let invite = format!(
+        "INVITE sip:nobody@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=c{n}\r\nTo: <sip:nobody@ims.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    core.send_to(invite.as_bytes(), dispatcher).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "no final response to call {n}");
+        let mut buf = [0u8; 4096];
+        let Ok((len, _)) = core.recv_from(&mut buf) else { continue };
+        let Ok(m) = SipMsg::parse(&String::from_utf8_lossy(&buf[..len])) else { continue };
+        if m.call_id() != call_id || m.status() < 200 {
+            continue;
+        }
+        // ACK the non-2xx hop by hop (RFC 3261 §17.1.1.3).
+        let to = m.header("To").unwrap_or_default().to_owned();
+        let ack = format!(
+            "ACK sip:nobody@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=c{n}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+        );
+        core.send_to(ack.as_bytes(), dispatcher).unwrap();
+        return (m.header("Server").unwrap_or_default().to_owned(), call_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dispatcher_spreads_calls_and_takes_a_draining_node_out_while_its_call_goes_on() {
+    let (sipp_a, sipp_b) = (free_udp_port(), free_udp_port());
+    let mut a = node("node-a", sipp_a).await;
+    let b = node("node-b", sipp_b).await;
+    let dispatcher = Dispatcher::start("cluster_dispatcher", &[a.ims_addr, b.ims_addr]);
+    let core = UdpSocket::bind("127.0.0.1:0").unwrap();
+    core.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+
+    // Both nodes take new calls (round robin).
+    let servers: Vec<String> = (0..4).map(|n| tokio::task::block_in_place(|| core_call(&core, dispatcher.udp, n)).0).collect();
+    assert!(servers.iter().any(|s| s.contains("node-a")) && servers.iter().any(|s| s.contains("node-b")), "both nodes answered: {servers:?}\n{}", dispatcher.log());
+
+    // Node A carries a browser's call to its core (sipp) when it starts draining.
+    let callee = Sipp::uas("uas_answer_wait_bye.xml", sipp_a).start().await;
+    let mut browser = WsSipClient::connect(a.ws_addr, "alice", "ims.test", "x").await;
+    let mut d = browser.invite("sip:bob@ims.test", &webrtc_offer(40000)).await;
+    let (_, ok) = browser.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(ok.status(), 200, "{}", browser.transcript());
+    d.update_from_response(&ok);
+    browser.ack(&mut d).await;
+    a.signal("TERM");
+    // Two probe intervals (2 s each) and a margin: the dispatcher has seen A's 503.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let log_before = dispatcher.log().len();
+    let after: Vec<(String, String)> = (10..14).map(|n| tokio::task::block_in_place(|| core_call(&core, dispatcher.udp, n))).collect();
+    for (server, _) in &after {
+        assert!(server.contains("node-b"), "new calls go to node B: {after:?}\n{}", dispatcher.log());
+    }
+    let log = dispatcher.log()[log_before..].to_owned();
+    assert!(
+        !log.lines().any(|l| l.contains("DISPATCH INVITE") && l.contains(&a.ims_addr.to_string())),
+        "the dispatcher no longer tries node A first (its probes got 503):\n{log}"
+    );
+    assert!(a.is_running(), "node A still carries its call");
+    // The call on A goes on and ends normally; then A exits 0.
+    let bye = browser.bye(&mut d).await;
+    assert_eq!(browser.wait_response(&bye, DEFAULT_WAIT).await.status(), 200, "{}", browser.transcript());
+    callee.wait().await.assert_success();
+    let exit = a.wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.is_some_and(|e| e.success()), "node A exits 0 once drained: {exit:?}");
+    drop(b);
+}
