@@ -49,7 +49,8 @@ build: build-deps
 # the loopback-only network namespaces browser tests run in, freeDiameter (freeDiameterd) as
 # the independent Diameter peer of ims/diameter's interop test, HAProxy as the load balancer in
 # front of the web listeners (PROXY protocol v2, X-Forwarded-For), dnsmasq (dnsmasq-base: the binary without the system service) as the IMS domain's
-# name server (NAPTR/SRV, RFC 3263). What the build needs is
+# name server (NAPTR/SRV, RFC 3263), redis-server as the cluster's shared state. What the
+# build needs is
 # build-deps (through build).
 deps:
 	@missing=""; \
@@ -64,6 +65,7 @@ deps:
 	command -v freeDiameterd >/dev/null 2>&1 || missing="$$missing freediameter"; \
 	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	command -v dnsmasq >/dev/null 2>&1 || missing="$$missing dnsmasq-base"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v node >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -29,6 +29,7 @@ pub mod msg;
 pub mod net;
 pub mod pcrf;
 pub mod records;
+pub mod redis;
 pub mod sipp;
 pub mod ws_client;
 

@@ -705,6 +705,8 @@ pub fn b2bua(data: &[u8]) {
                     | Output::CallEnded { .. }
                     | Output::KeyframeRequested { .. }
                     | Output::SignallingPath(_)
+                    | Output::RegistrationShared(_)
+                    | Output::RegistrationRemoved { .. }
                     | Output::Close { .. } => {}
                 }
             }

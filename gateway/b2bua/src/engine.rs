@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use estuary_transaction::Deadlines;
 use crate::call::{with_tag, AckDuty, Authorization, Call, CallId, CallState, HeldAnswer, Leg, LegIdx, Relayed};
-use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, SignallingPath, Transport};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedRegistration, Side, SignallingPath, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -527,6 +527,7 @@ impl B2bua {
         for id in self.registrar.expired(now) {
             if let Some(b) = self.registrar.remove(id) {
                 tracing::info!(aor = %b.aor, "registration expired");
+                self.unshare_registration(&b);
                 self.sync_signalling(now, b.conn);
             }
         }
@@ -878,13 +879,16 @@ impl B2bua {
                         b.connected = self.conns.contains_key(&b.conn);
                         tracing::info!(aor = %b.aor, expires = e, "registered");
                     }
+                    self.share_registration(id, e);
                 }
                 // Not listed (or expires=0): the binding is gone at the registrar.
                 _ => {
                     if let Some(b) = self.registrar.get(id) {
                         if b.expires_at.is_some() || web_req.headers.contacts().is_ok_and(|c| !c.is_empty()) {
                             tracing::info!(aor = %b.aor, "deregistered");
-                            self.registrar.remove(id);
+                            if let Some(gone) = self.registrar.remove(id) {
+                                self.unshare_registration(&gone);
+                            }
                         }
                     }
                 }
@@ -908,6 +912,7 @@ impl B2bua {
 
     fn deregister(&mut self, now: Instant, id: BindingId) {
         let Some(b) = self.registrar.remove(id) else { return };
+        self.unshare_registration(&b);
         self.sync_signalling(now, b.conn);
         let Some(mut reg) = b.last_register else { return };
         if b.expires_at.is_none() {
@@ -1649,6 +1654,34 @@ impl B2bua {
             }
         }
         self.end_call(now, id, reason);
+    }
+
+    /// Reports an active registration for the cluster's shared state (`share_registrations`).
+    fn share_registration(&mut self, id: BindingId, expires_in: u32) {
+        if !self.cfg.share_registrations {
+            return;
+        }
+        let Some(b) = self.registrar.get(id) else { return };
+        let shared = SharedRegistration {
+            token: b.token.clone(),
+            aor: b.aor.clone(),
+            instance: b.instance.clone(),
+            reg_id: b.reg_id.clone(),
+            web_contact: b.web_contact.clone(),
+            service_route: b.service_route.clone(),
+            ims_call_id: b.ims_call_id.clone(),
+            ims_cseq: b.ims_cseq,
+            source: b.source,
+            expires_in,
+        };
+        self.outputs.push_back(Output::RegistrationShared(Box::new(shared)));
+    }
+
+    /// Reports a shared registration gone (one that was never active was never shared).
+    fn unshare_registration(&mut self, b: &Binding) {
+        if self.cfg.share_registrations && b.expires_at.is_some() {
+            self.outputs.push_back(Output::RegistrationRemoved { token: b.token.clone() });
+        }
     }
 
     /// Reports the connection's signalling path Up when it first carries an active, reachable

@@ -96,6 +96,30 @@ pub enum Input<'a> {
     Shutdown,
 }
 
+/// A registration as a cluster shares it (`B2buaConfig::share_registrations`): what another
+/// node needs to know of it. No secret is in it (the digest exchange is the core's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedRegistration {
+    /// The token of the gateway's Contact and Path toward IMS: the binding's name.
+    pub token: String,
+    /// The address-of-record.
+    pub aor: String,
+    /// RFC 5626 `+sip.instance` and `reg-id` of the browser's Contact.
+    pub instance: Option<String>,
+    pub reg_id: Option<String>,
+    /// The browser's Contact, as it sent it.
+    pub web_contact: String,
+    /// The Service-Route the registrar returned (RFC 3608).
+    pub service_route: Vec<String>,
+    /// The REGISTER dialog toward IMS: Call-ID and last CSeq.
+    pub ims_call_id: String,
+    pub ims_cseq: u32,
+    /// The browser's address.
+    pub source: std::net::IpAddr,
+    /// Seconds the registrar granted.
+    pub expires_in: u32,
+}
+
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
 /// TS 29.214 §4.4.5a): reported only with `B2buaConfig::signalling_policy`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,6 +215,10 @@ pub enum Output {
     CallEnded { call: u64, summary: Box<CallSummary> },
     /// A browser connection's signalling path came up or went down.
     SignallingPath(SignallingPath),
+    /// A registration became active or was refreshed (share it).
+    RegistrationShared(Box<SharedRegistration>),
+    /// A shared registration is gone (expired, removed, deregistered).
+    RegistrationRemoved { token: String },
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, Side, SignallingPath, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedRegistration, Side, SignallingPath, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.
@@ -99,6 +99,10 @@ pub struct B2buaConfig {
     /// Report each browser connection's signalling path ([`Output::SignallingPath`]) for the
     /// policy function's AF_SIGNALLING sessions (`rx.signalling`).
     pub signalling_policy: bool,
+    /// Report registrations as they become active, are refreshed and go
+    /// ([`Output::RegistrationShared`], [`Output::RegistrationRemoved`]), for a cluster's
+    /// shared state (`cluster.enabled`).
+    pub share_registrations: bool,
 }
 
 /// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
@@ -139,6 +143,7 @@ impl Default for B2buaConfig {
             registrations_per_source: 0,
             policy_gate: false,
             signalling_policy: false,
+            share_registrations: false,
         }
     }
 }

@@ -31,6 +31,8 @@ struct Harness {
     next_port: u16,
     /// Signalling path reports, in order.
     paths: Vec<SignallingPath>,
+    /// Shared-registration reports, in order.
+    shared: Vec<Output>,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,7 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000, paths: Vec::new() };
+        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000, paths: Vec::new(), shared: Vec::new() };
         h.grant_wanted();
         h
     }
@@ -126,6 +128,7 @@ impl Harness {
                 Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
                 Output::SignallingPath(p) => self.paths.push(p),
+                Output::RegistrationShared(_) | Output::RegistrationRemoved { .. } => self.shared.push(o),
             }
         }
         out
@@ -1754,4 +1757,24 @@ fn when_every_target_fails_the_browser_gets_503_as_before() {
     let out = h.input(Input::Unreachable { flow: again });
     assert_eq!(status(only_web(&out)), 503);
     assert_eq!(h.gw.active_calls(), 0);
+}
+
+#[test]
+fn registrations_are_reported_for_the_cluster_when_shared() {
+    let mut h = Harness::new();
+    h.register();
+    assert!(h.shared.is_empty(), "only with share_registrations");
+
+    let mut h = Harness::with(B2buaConfig { share_registrations: true, ..B2buaConfig::default() });
+    let contact = h.register();
+    let shared = match h.shared.as_slice() {
+        [Output::RegistrationShared(r)] => r.clone(),
+        other => panic!("one registration shared at the 2xx (not at the 401): {other:?}"),
+    };
+    assert!(contact.contains(&shared.token), "{contact} / {}", shared.token);
+    assert_eq!(shared.aor, "sip:alice@ims.test");
+    assert!(shared.expires_in > 0 && !shared.ims_call_id.is_empty());
+    assert_eq!(shared.service_route, ["<sip:scscf.ims.test;lr>"]);
+    h.input(Input::ConnectionClosed { conn: CONN });
+    assert_eq!(h.shared.last(), Some(&Output::RegistrationRemoved { token: shared.token.clone() }), "removed with the binding");
 }

@@ -8,6 +8,7 @@
 
 mod access;
 mod error;
+mod cluster;
 mod next_hop;
 mod reader;
 mod rx;
@@ -20,6 +21,7 @@ pub use access::{IpBlock, WebOrigin};
 pub use error::ConfigError;
 pub use next_hop::{NextHop, NextHopLookup, NextHopTransport};
 use reader::{Document, Section};
+pub use cluster::ClusterConfig;
 pub use rx::{RxConfig, RxOnFailure, RxPeer, RxUplinkFilter};
 
 /// The whole gateway configuration.
@@ -49,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[limits]`: resource bounds.
     pub limits: LimitsConfig,
+    /// `[cluster]`: shared state for several nodes.
+    pub cluster: ClusterConfig,
 }
 
 /// `[web]`.
@@ -502,6 +506,7 @@ const SECTIONS: &[&str] = &[
     "admin",
     "log",
     "limits",
+    "cluster",
 ];
 
 impl Config {
@@ -533,6 +538,7 @@ impl Config {
             admin: admin(doc.section("admin"))?,
             log: log(doc.section("log"))?,
             limits: limits(doc.section("limits"))?,
+            cluster: cluster(doc.section("cluster"))?,
         })
     }
 
@@ -1033,6 +1039,24 @@ fn is_log_filter(s: &str) -> bool {
         })
 }
 
+fn cluster(mut s: Section) -> Result<ClusterConfig, ConfigError> {
+    let d = ClusterConfig::default();
+    let enabled = s.boolean("enabled", d.enabled)?;
+    let redis = s.string("redis", &d.redis)?.trim().to_owned();
+    let node_id = s.string("node_id", &d.node_id)?.trim().to_owned();
+    if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+        return Err(ConfigError::invalid(s.path("redis"), format!("\"{redis}\" is not a redis:// URL")));
+    }
+    if !node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(ConfigError::invalid(s.path("node_id"), format!("\"{node_id}\": letters, digits, '-', '_' and '.' only (it names Redis keys)")));
+    }
+    if enabled && node_id.is_empty() {
+        return Err(ConfigError::invalid(s.path("node_id"), "must be set when cluster.enabled (each node's keys carry it)"));
+    }
+    s.finish()?;
+    Ok(ClusterConfig { enabled, redis, node_id })
+}
+
 fn limits(mut s: Section) -> Result<LimitsConfig, ConfigError> {
     let d = LimitsConfig::default();
     let size = s.int(
@@ -1183,6 +1207,17 @@ mod tests {
         assert_eq!(c.rx.peers, [peer("pcrf-a", 3868), peer("::1", 3869)]);
         assert_eq!(c.rx.destination_host, None);
         assert!(with(&["rx.peers="]).unwrap().rx.peers.is_empty());
+    }
+
+    #[test]
+    fn the_cluster_section_parses_and_names_its_faults() {
+        let d = Config::default().cluster;
+        assert!(!d.enabled && d.node_id.is_empty());
+        let c = with(&["cluster.enabled=true", "cluster.node_id=node-a", "cluster.redis=redis://10.0.0.9:6380/2"]).unwrap();
+        assert_eq!(c.cluster, ClusterConfig { enabled: true, redis: "redis://10.0.0.9:6380/2".into(), node_id: "node-a".into() });
+        assert_eq!(err("[cluster]\nenabled = true"), "cluster.node_id: must be set when cluster.enabled (each node's keys carry it)");
+        assert_eq!(err("[cluster]\nredis = \"10.0.0.9:6379\""), "cluster.redis: \"10.0.0.9:6379\" is not a redis:// URL");
+        assert!(err("[cluster]\nnode_id = \"a b\"").starts_with("cluster.node_id: \"a b\": letters"));
     }
 
     #[test]

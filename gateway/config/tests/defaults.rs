@@ -130,6 +130,9 @@ fn the_documented_file_lists_every_key() {
         "limits.requests_per_second_per_ip",
         "limits.request_burst_per_ip",
         "limits.registrations_per_ip",
+        "cluster.enabled",
+        "cluster.redis",
+        "cluster.node_id",
     ] {
         assert!(
             keys.iter().any(|k| k == required),
@@ -138,7 +141,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        81,
+        84,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

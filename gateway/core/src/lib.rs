@@ -128,6 +128,11 @@ pub enum Output {
     /// Carry out a Diameter transmit on the connection to policy peer `peer` (its index in
     /// the configured list): open it, write bytes, or close it after what came before.
     Diameter { peer: usize, transmit: DiameterTransmit },
+    /// Store a registration in the cluster's shared state (see
+    /// `estuary_b2bua::B2buaConfig::share_registrations`).
+    RegistrationShared(Box<estuary_b2bua::SharedRegistration>),
+    /// Remove it.
+    RegistrationRemoved { token: String },
 }
 
 /// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
@@ -255,6 +260,8 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::Transmit { flow, data }) => return Some(Output::Transmit { flow, data }),
                 Some(S::Close { conn }) => return Some(Output::Close { conn }),
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
+                Some(S::RegistrationShared(r)) => return Some(Output::RegistrationShared(r)),
+                Some(S::RegistrationRemoved { token }) => return Some(Output::RegistrationRemoved { token }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
                 Some(S::SignallingPath(path)) => {
                     if let Some(p) = &mut self.policy {

@@ -134,6 +134,9 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 daemon.extend(ctx.records.samples());
                 daemon.extend(ctx.sources.samples());
                 daemon.extend(ctx.media_ports.samples());
+                if let Some(c) = &ctx.cluster {
+                    daemon.extend(c.samples());
+                }
                 if let Some(r) = &ctx.recorder {
                     daemon.extend(r.samples());
                 }

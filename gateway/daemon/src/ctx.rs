@@ -54,6 +54,8 @@ pub struct Ctx {
     pub origins: OriginPolicy,
     /// Load balancers that may name the client (`web.trusted_proxies`).
     pub proxies: TrustedProxies,
+    /// The cluster's shared state, when `cluster.enabled`.
+    pub cluster: Option<crate::cluster::SharedState>,
     /// Per-source limits on the web side (`limits.*_per_ip`).
     pub sources: Arc<SourceLimits>,
     /// The media ports the daemon holds bound, granted to the engine and lent to calls.
@@ -94,6 +96,7 @@ impl Ctx {
             ims_trust: ImsTrust::new(&cfg.ims.trusted_peers, &[]),
             origins: OriginPolicy::new(&cfg.web.allowed_origins),
             proxies: TrustedProxies::new(&cfg.web.trusted_proxies),
+            cluster: None,
             sources: SourceLimits::new(&cfg.limits),
             media_ports: Arc::new(MediaPorts::new(&cfg.media)),
             listeners: LISTENERS

@@ -431,6 +431,16 @@ impl<M: Machine> Engine<M> {
 
     fn execute(&mut self, out: Output) {
         match out {
+            Output::RegistrationShared(r) => {
+                if let Some(c) = &self.ctx.cluster {
+                    c.put_registration(&r);
+                }
+            }
+            Output::RegistrationRemoved { token } => {
+                if let Some(c) = &self.ctx.cluster {
+                    c.remove_registration(&token);
+                }
+            }
             Output::Transmit {
                 flow: Flow::Web { conn },
                 data,

@@ -20,6 +20,7 @@ mod access;
 mod admin;
 mod builtin_peer;
 mod civil;
+mod cluster;
 mod ctx;
 mod demo;
 mod engine;

@@ -130,6 +130,9 @@ pub static KEYS: &[Key] = &[
     key!(Live, "limits.requests_per_second_per_ip", limits.requests_per_second_per_ip),
     key!(Live, "limits.request_burst_per_ip", limits.request_burst_per_ip),
     key!(Live, "limits.registrations_per_ip", limits.registrations_per_ip),
+    key!(Restart, "cluster.enabled", cluster.enabled),
+    key!(Restart, "cluster.redis", cluster.redis),
+    key!(Restart, "cluster.node_id", cluster.node_id),
 ];
 
 /// The keys whose values differ between `old` and `new`, split by how they apply.

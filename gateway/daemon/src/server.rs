@@ -75,6 +75,11 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
         next_hop_name: next_hop.host.clone(),
     });
     ctx.ims_trust = crate::access::ImsTrust::new(&cfg.ims.trusted_peers, &next_hop.resolved);
+    if cfg.cluster.enabled {
+        let shared = crate::cluster::SharedState::start(&cfg.cluster.redis, &cfg.cluster.node_id).map_err(|e| DaemonError::setup("cluster.redis", e))?;
+        info!(node_id = %cfg.cluster.node_id, redis = %cfg.cluster.redis, "cluster: registrations are shared in Redis");
+        ctx.cluster = Some(shared);
+    }
     let ctx = Arc::new(ctx);
     // The first media ports are bound before anything can announce one.
     let now = std::time::Instant::now();

@@ -340,7 +340,12 @@ impl Driver {
                         m.emitted(at, from, to, data, plane);
                     }
                 }
-                Output::Close { .. } | Output::CallStarted { .. } | Output::CallEnded { .. } | Output::Diameter { .. } => {}
+                Output::Close { .. }
+                | Output::CallStarted { .. }
+                | Output::CallEnded { .. }
+                | Output::Diameter { .. }
+                | Output::RegistrationShared(_)
+                | Output::RegistrationRemoved { .. } => {}
             }
         }
     }

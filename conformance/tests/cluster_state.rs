@@ -1,0 +1,50 @@
+//! The cluster's shared state in a real Redis: a browser's registration is stored under the
+//! node's name with the registration's lifetime as its TTL, and removed when it goes; with
+//! Redis killed the node goes on registering browsers and says so in /metrics.
+//!
+//! Needs redis-server and sipp (make deps) and `cargo build -p estuary`.
+
+use std::time::{Duration, Instant};
+
+use estuary_conformance::flows::Setup;
+use estuary_conformance::redis::Redis;
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_copies() {
+    let mut redis = Redis::start();
+    let url = redis.url();
+    let s = Setup::start(|b| b.set("cluster.enabled", "true").set("cluster.node_id", "node-a").set("cluster.redis", &url)).await;
+    let reg = s.register().await;
+
+    let keys = || redis.cli(&["--scan", "--pattern", "estuary:node-a:reg:*"]);
+    wait_for("the registration in Redis", || !keys().trim().is_empty()).await;
+    let key = keys().trim().to_owned();
+    let token = key.rsplit(':').next().unwrap().to_owned();
+    assert!(reg.gateway_contact.contains(&token), "the key names the binding's token ({token}) of the gateway's Contact {}", reg.gateway_contact);
+    let value = redis.cli(&["GET", &key]);
+    assert!(value.contains("\"aor\":\"sip:alice@ims.test\"") && value.contains("\"ims_call_id\""), "{value}");
+    let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
+    assert!(ttl > 0 && ttl <= 3600, "the registration's lifetime as TTL: {ttl}");
+    assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
+
+    // The browser leaves: its registration goes from Redis too.
+    reg.client.close().await;
+    wait_for("the key removed", || keys().trim().is_empty()).await;
+
+    // Redis dies: registrations go on, the outage shows.
+    redis.kill();
+    let again = s.register().await;
+    assert_eq!(again.responses.last().map(|r| r.status()), Some(200));
+    again.client.close().await;
+    wait_for("the outage in /metrics", || s.gw.metric("estuary_cluster_redis_up") == Some(0.0)).await;
+    assert!(s.gw.metric("estuary_cluster_writes_total{result=\"failed\"}").is_some_and(|v| v >= 1.0), "{}", s.gw.log_tail(20));
+    assert_eq!(s.gw.http_get("/healthz").map(|r| r.0).ok(), Some(200), "a Redis outage is not a node failure");
+}
