@@ -49,31 +49,7 @@ impl Kamailio {
             .replace("TLS_LISTEN", &tls.to_string())
             .replace("MODULES", MODULES)
             .replace("DIR", &dir.to_string_lossy());
-        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
-        let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.join("kamailio.cfg")).output().expect("kamailio -c");
-        assert!(check.status.success(), "kamailio refuses its configuration:\n{}", String::from_utf8_lossy(&check.stderr));
-        // -DD: stay in the foreground (children still fork); -E: log to stderr.
-        let mut child = Command::new("kamailio")
-            .arg("-DD")
-            .arg("-E")
-            .args(["-m", "64", "-M", "8"])
-            .arg("-Y")
-            .arg(&dir)
-            .arg("-f")
-            .arg(dir.join("kamailio.cfg"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kamailio");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&(line + "\n"));
-            }
-        });
+        let (child, log) = run(&dir, &cfg);
         let k = Kamailio { child, udp, tls, ca: dir.join("ca.pem"), dir, log };
         let deadline = Instant::now() + Duration::from_secs(15);
         while TcpStream::connect_timeout(&tls, Duration::from_millis(200)).is_err() {
@@ -97,17 +73,7 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        // SIGTERM: the main process takes its children down with it.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -246,27 +212,7 @@ impl Dispatcher {
             .replace("LISTEN_UDP", &udp.to_string())
             .replace("DISPATCHER_LIST", &dir.join("dispatcher.list").to_string_lossy())
             .replace("MODULES", MODULES);
-        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
-        let check = Command::new("kamailio").arg("-c").arg("-f").arg(dir.join("kamailio.cfg")).output().expect("kamailio -c");
-        assert!(check.status.success(), "kamailio refuses etc/cluster/kamailio-dispatcher.cfg:\n{}", String::from_utf8_lossy(&check.stderr));
-        let mut child = Command::new("kamailio")
-            .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
-            .arg(&dir)
-            .arg("-f")
-            .arg(dir.join("kamailio.cfg"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kamailio");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&(line + "\n"));
-            }
-        });
+        let (child, log) = run(&dir, &cfg);
         let d = Dispatcher { child, udp, dir, log };
         // Ready when it answers an OPTIONS addressed to itself.
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -291,13 +237,46 @@ impl Dispatcher {
 
 impl Drop for Dispatcher {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !matches!(self.child.try_wait(), Ok(Some(_))) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Checks `cfg` with `kamailio -c`, then runs it from `dir` in the foreground (-DD; children
+/// still fork) logging to stderr (-E), which is collected.
+fn run(dir: &Path, cfg: &str) -> (Child, Arc<Mutex<String>>) {
+    let path = dir.join("kamailio.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let check = Command::new("kamailio").arg("-c").arg("-f").arg(&path).output().expect("kamailio -c");
+    assert!(check.status.success(), "kamailio refuses {}:\n{}", path.display(), String::from_utf8_lossy(&check.stderr));
+    let mut child = Command::new("kamailio")
+        .args(["-DD", "-E", "-m", "64", "-M", "8", "-Y"])
+        .arg(dir)
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kamailio");
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push_str(&(line + "\n"));
+        }
+    });
+    (child, log)
+}
+
+/// SIGTERM (the main process takes its children down with it), then SIGKILL after 5 s.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && !matches!(child.try_wait(), Ok(Some(_))) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
