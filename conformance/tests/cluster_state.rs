@@ -1,6 +1,7 @@
 //! The cluster's shared state in a real Redis: a browser's registration is stored under the
-//! node's name with the registration's lifetime as its TTL, and removed when it goes; with
-//! Redis killed the node goes on registering browsers and says so in /metrics.
+//! node's name with the registration's lifetime as its TTL, and removed when it goes; an
+//! answered call's two dialogs are stored while it is up; with Redis killed the node goes on
+//! registering browsers and says so in /metrics.
 //!
 //! Needs redis-server and sipp (make deps) and `cargo build -p estuary`.
 
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use estuary_conformance::flows::Setup;
 use estuary_conformance::redis::Redis;
+use estuary_conformance::ws_client::{webrtc_offer, DEFAULT_WAIT};
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -34,6 +36,26 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 3600, "the registration's lifetime as TTL: {ttl}");
     assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
+
+    // A call: both dialogs are shared while it is up, and removed at its end.
+    let mut reg = reg;
+    let sipp = s.uas("uas_answer_wait_bye.xml").await;
+    let mut d = reg.client.invite("sip:bob@ims.test", &webrtc_offer(40000)).await;
+    let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
+    d.update_from_response(&ok);
+    reg.client.ack(&mut d).await;
+    let calls = || redis.cli(&["--scan", "--pattern", "estuary:node-a:call:*"]);
+    wait_for("the call in Redis", || !calls().trim().is_empty()).await;
+    let stored = redis.cli(&["GET", calls().trim()]);
+    assert!(stored.contains(&format!("\"call_id\":\"{}\"", d.call_id)), "the browser's dialog: {stored}");
+    let bye = reg.client.bye(&mut d).await;
+    assert_eq!(reg.client.wait_response(&bye, DEFAULT_WAIT).await.status(), 200);
+    wait_for("the call removed at its end", || calls().trim().is_empty()).await;
+    let run = sipp.wait().await;
+    let ims_call_id = run.received_requests("INVITE")[0].call_id().to_owned();
+    assert!(stored.contains(&format!("\"call_id\":\"{ims_call_id}\"")), "the IMS dialog: {stored}");
+    assert!(!stored.contains("crypto") && !stored.contains("inline:"), "no key material: {stored}");
 
     // The browser leaves: its registration goes from Redis too.
     reg.client.close().await;

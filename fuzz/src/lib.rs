@@ -707,6 +707,8 @@ pub fn b2bua(data: &[u8]) {
                     | Output::SignallingPath(_)
                     | Output::RegistrationShared(_)
                     | Output::RegistrationRemoved { .. }
+                    | Output::CallShared(_)
+                    | Output::CallUnshared { .. }
                     | Output::Close { .. } => {}
                 }
             }

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use estuary_transaction::Deadlines;
 use crate::call::{with_tag, AckDuty, Authorization, Call, CallId, CallState, HeldAnswer, Leg, LegIdx, Relayed};
-use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedRegistration, Side, SignallingPath, Transport};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedLeg, SharedRegistration, Side, SignallingPath, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -1257,6 +1257,29 @@ impl B2bua {
         let contact = call.a.contact.clone();
         tracing::info!(call = id.0, "call answered");
         self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
+        self.share_call(id);
+    }
+
+    /// Reports an answered call for the cluster's shared state (`share_state`).
+    fn share_call(&mut self, id: CallId) {
+        if !self.cfg.share_state {
+            return;
+        }
+        let Some(c) = self.calls.get(&id) else { return };
+        let leg = |l: &Leg| SharedLeg {
+            side: l.side,
+            call_id: l.call_id.clone(),
+            local_tag: l.local_tag.clone(),
+            remote_tag: l.remote_tag.clone(),
+            local: l.local.clone(),
+            remote: l.remote.clone(),
+            remote_target: l.remote_target.clone(),
+            route_set: l.route_set.clone(),
+            local_cseq: l.local_cseq,
+            contact: l.contact.clone(),
+        };
+        let shared = SharedCall { call: id.0, legs: [leg(&c.a), leg(&c.b)], ports: c.ports.clone(), icid: c.icid.clone() };
+        self.outputs.push_back(Output::CallShared(Box::new(shared)));
     }
 
     /// The policy function's word on a call (see [`PolicyDecision`]).
@@ -1656,9 +1679,9 @@ impl B2bua {
         self.end_call(now, id, reason);
     }
 
-    /// Reports an active registration for the cluster's shared state (`share_registrations`).
+    /// Reports an active registration for the cluster's shared state (`share_state`).
     fn share_registration(&mut self, id: BindingId, expires_in: u32) {
-        if !self.cfg.share_registrations {
+        if !self.cfg.share_state {
             return;
         }
         let Some(b) = self.registrar.get(id) else { return };
@@ -1679,7 +1702,7 @@ impl B2bua {
 
     /// Reports a shared registration gone (one that was never active was never shared).
     fn unshare_registration(&mut self, b: &Binding) {
-        if self.cfg.share_registrations && b.expires_at.is_some() {
+        if self.cfg.share_state && b.expires_at.is_some() {
             self.outputs.push_back(Output::RegistrationRemoved { token: b.token.clone() });
         }
     }
@@ -1828,6 +1851,9 @@ impl B2bua {
             video_dropped: call.sdp.video_dropped(),
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
+        if self.cfg.share_state && summary.answered.is_some() {
+            self.outputs.push_back(Output::CallUnshared { call: id.0 });
+        }
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
         self.ports.release(call.ports);
         // The call's dialog keys: each leg's own tag, and the tags early dialogs (forks)

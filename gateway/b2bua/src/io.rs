@@ -96,7 +96,7 @@ pub enum Input<'a> {
     Shutdown,
 }
 
-/// A registration as a cluster shares it (`B2buaConfig::share_registrations`): what another
+/// A registration as a cluster shares it (`B2buaConfig::share_state`): what another
 /// node needs to know of it. No secret is in it (the digest exchange is the core's).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedRegistration {
@@ -118,6 +118,37 @@ pub struct SharedRegistration {
     pub source: std::net::IpAddr,
     /// Seconds the registrar granted.
     pub expires_in: u32,
+}
+
+/// One dialog of an answered call, as a cluster shares it: what another node needs to send
+/// and recognise requests in it (RFC 3261 §12). No key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedLeg {
+    pub side: Side,
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: Option<String>,
+    /// Our name-addr and the peer's, without tags.
+    pub local: String,
+    pub remote: String,
+    /// The peer's Contact: the Request-URI of requests to it.
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    /// Our CSeq counter on this leg when shared.
+    pub local_cseq: u32,
+    /// Our Contact toward the peer.
+    pub contact: String,
+}
+
+/// An answered call as a cluster shares it (`B2buaConfig::share_state`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedCall {
+    pub call: u64,
+    /// The caller's leg first.
+    pub legs: [SharedLeg; 2],
+    /// The media ports the call holds on this node.
+    pub ports: Vec<u16>,
+    pub icid: Option<String>,
 }
 
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
@@ -219,6 +250,10 @@ pub enum Output {
     RegistrationShared(Box<SharedRegistration>),
     /// A shared registration is gone (expired, removed, deregistered).
     RegistrationRemoved { token: String },
+    /// A call was answered (share it).
+    CallShared(Box<SharedCall>),
+    /// A shared call ended.
+    CallUnshared { call: u64 },
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedRegistration, Side, SignallingPath, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedLeg, SharedRegistration, Side, SignallingPath, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.
@@ -100,9 +100,10 @@ pub struct B2buaConfig {
     /// policy function's AF_SIGNALLING sessions (`rx.signalling`).
     pub signalling_policy: bool,
     /// Report registrations as they become active, are refreshed and go
-    /// ([`Output::RegistrationShared`], [`Output::RegistrationRemoved`]), for a cluster's
-    /// shared state (`cluster.enabled`).
-    pub share_registrations: bool,
+    /// ([`Output::RegistrationShared`], [`Output::RegistrationRemoved`]), and calls as they
+    /// are answered and end ([`Output::CallShared`], [`Output::CallUnshared`]), for a
+    /// cluster's shared state (`cluster.enabled`).
+    pub share_state: bool,
 }
 
 /// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
@@ -143,7 +144,7 @@ impl Default for B2buaConfig {
             registrations_per_source: 0,
             policy_gate: false,
             signalling_policy: false,
-            share_registrations: false,
+            share_state: false,
         }
     }
 }

@@ -128,7 +128,7 @@ impl Harness {
                 Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
                 Output::SignallingPath(p) => self.paths.push(p),
-                Output::RegistrationShared(_) | Output::RegistrationRemoved { .. } => self.shared.push(o),
+                Output::RegistrationShared(_) | Output::RegistrationRemoved { .. } | Output::CallShared(_) | Output::CallUnshared { .. } => self.shared.push(o),
             }
         }
         out
@@ -1763,9 +1763,9 @@ fn when_every_target_fails_the_browser_gets_503_as_before() {
 fn registrations_are_reported_for_the_cluster_when_shared() {
     let mut h = Harness::new();
     h.register();
-    assert!(h.shared.is_empty(), "only with share_registrations");
+    assert!(h.shared.is_empty(), "only with share_state");
 
-    let mut h = Harness::with(B2buaConfig { share_registrations: true, ..B2buaConfig::default() });
+    let mut h = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
     let contact = h.register();
     let shared = match h.shared.as_slice() {
         [Output::RegistrationShared(r)] => r.clone(),
@@ -1777,4 +1777,28 @@ fn registrations_are_reported_for_the_cluster_when_shared() {
     assert_eq!(shared.service_route, ["<sip:scscf.ims.test;lr>"]);
     h.input(Input::ConnectionClosed { conn: CONN });
     assert_eq!(h.shared.last(), Some(&Output::RegistrationRemoved { token: shared.token.clone() }), "removed with the binding");
+}
+
+#[test]
+fn an_answered_call_is_shared_with_both_dialogs_and_unshared_at_its_end() {
+    let mut h = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
+    let (inv, web_ok) = answered_call(&mut h);
+    let call = h
+        .shared
+        .iter()
+        .find_map(|o| match o {
+            Output::CallShared(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("shared at the answer");
+    let [web, ims] = &call.legs;
+    assert_eq!((web.side, ims.side), (Side::Web, Side::Ims));
+    assert_eq!(web.call_id, "webcall1");
+    assert_eq!(ims.call_id, req(&inv).headers.call_id().unwrap());
+    assert_eq!(ims.remote_tag.as_deref(), Some("far1"), "the callee's tag");
+    assert_eq!(web.local_tag, resp(&web_ok).headers.to().unwrap().tag().unwrap(), "our tag toward the browser");
+    assert_eq!(ims.route_set, ["<sip:scscf.internal.ims;lr>"], "the core's Record-Route");
+    assert!(!call.ports.is_empty() && call.icid.is_some());
+    h.input(Input::Shutdown);
+    assert_eq!(h.shared.last(), Some(&Output::CallUnshared { call: call.call }));
 }

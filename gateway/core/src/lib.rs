@@ -129,10 +129,14 @@ pub enum Output {
     /// the configured list): open it, write bytes, or close it after what came before.
     Diameter { peer: usize, transmit: DiameterTransmit },
     /// Store a registration in the cluster's shared state (see
-    /// `estuary_b2bua::B2buaConfig::share_registrations`).
+    /// `estuary_b2bua::B2buaConfig::share_state`).
     RegistrationShared(Box<estuary_b2bua::SharedRegistration>),
     /// Remove it.
     RegistrationRemoved { token: String },
+    /// Store an answered call in the cluster's shared state.
+    CallShared(Box<estuary_b2bua::SharedCall>),
+    /// Remove it (the call ended).
+    CallUnshared { call: u64 },
 }
 
 /// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
@@ -262,6 +266,8 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
                 Some(S::RegistrationShared(r)) => return Some(Output::RegistrationShared(r)),
                 Some(S::RegistrationRemoved { token }) => return Some(Output::RegistrationRemoved { token }),
+                Some(S::CallShared(c)) => return Some(Output::CallShared(c)),
+                Some(S::CallUnshared { call }) => return Some(Output::CallUnshared { call }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
                 Some(S::SignallingPath(path)) => {
                     if let Some(p) = &mut self.policy {

@@ -1,5 +1,6 @@
 //! The cluster's shared state in Redis: this node's registrations, under
-//! `estuary:<node_id>:reg:<token>` with the registration's own lifetime as TTL, so another
+//! `estuary:<node_id>:reg:<token>` with the registration's own lifetime as TTL, and its
+//! answered calls' dialogs under `estuary:<node_id>:call:<id>` until they end, so another
 //! node can serve them. Writes go through a bounded queue to one task: the engine never waits
 //! on Redis, a full queue drops the write (counted), and while Redis is unreachable writes
 //! fail fast and are counted, with `estuary_cluster_redis_up` at 0 and one warning per outage.
@@ -8,12 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use estuary_b2bua::SharedRegistration;
+use estuary_b2bua::{SharedCall, SharedLeg, SharedRegistration};
 use estuary_core::{MetricKind, Sample};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::json::string;
+
+/// How long a call's entry outlives a node that died without removing it.
+const CALL_TTL_S: u64 = 24 * 3600;
 
 /// Writes queued at most; beyond, new writes are dropped (and counted) rather than wait.
 const QUEUE: usize = 4096;
@@ -73,6 +77,19 @@ impl SharedState {
         self.enqueue(Write::Delete { key: self.key(token) });
     }
 
+    fn call_key(&self, call: u64) -> String {
+        format!("estuary:{}:call:{call}", self.node_id)
+    }
+
+    /// Stores an answered call's dialogs until it ends.
+    pub fn put_call(&self, c: &SharedCall) {
+        self.enqueue(Write::Put { key: self.call_key(c.call), value: call_json(c), ttl_s: CALL_TTL_S });
+    }
+
+    pub fn remove_call(&self, call: u64) {
+        self.enqueue(Write::Delete { key: self.call_key(call) });
+    }
+
     /// Samples for /metrics.
     pub fn samples(&self) -> Vec<Sample> {
         let c = &self.counters;
@@ -112,6 +129,38 @@ fn registration_json(r: &SharedRegistration) -> String {
         r.ims_cseq,
         string(&r.source.to_string()),
         r.expires_in
+    )
+}
+
+/// A call as a JSON object: both dialogs, its ports and ICID (no keys).
+fn call_json(c: &SharedCall) -> String {
+    let leg = |l: &SharedLeg| {
+        let routes: Vec<String> = l.route_set.iter().map(|s| string(s)).collect();
+        format!(
+            "{{\"side\":{},\"call_id\":{},\"local_tag\":{},\"remote_tag\":{},\"local\":{},\"remote\":{},\"remote_target\":{},\"route_set\":[{}],\"local_cseq\":{},\"contact\":{}}}",
+            string(match l.side {
+                estuary_core::Side::Web => "web",
+                estuary_core::Side::Ims => "ims",
+            }),
+            string(&l.call_id),
+            string(&l.local_tag),
+            l.remote_tag.as_deref().map_or("null".to_owned(), string),
+            string(&l.local),
+            string(&l.remote),
+            string(&l.remote_target),
+            routes.join(","),
+            l.local_cseq,
+            string(&l.contact)
+        )
+    };
+    let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
+    format!(
+        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{}}}",
+        c.call,
+        leg(&c.legs[0]),
+        leg(&c.legs[1]),
+        ports.join(","),
+        c.icid.as_deref().map_or("null".to_owned(), string)
     )
 }
 

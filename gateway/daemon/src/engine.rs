@@ -441,6 +441,16 @@ impl<M: Machine> Engine<M> {
                     c.remove_registration(&token);
                 }
             }
+            Output::CallShared(call) => {
+                if let Some(c) = &self.ctx.cluster {
+                    c.put_call(&call);
+                }
+            }
+            Output::CallUnshared { call } => {
+                if let Some(c) = &self.ctx.cluster {
+                    c.remove_call(call);
+                }
+            }
             Output::Transmit {
                 flow: Flow::Web { conn },
                 data,

@@ -148,7 +148,7 @@ pub fn b2bua_config(
         // Closed policy holds the callee's answer for the PCRF's decision.
         policy_gate: cfg.rx.enabled && cfg.rx.on_failure == estuary_config::RxOnFailure::Closed,
         signalling_policy: cfg.rx.enabled && cfg.rx.signalling,
-        share_registrations: cfg.cluster.enabled,
+        share_state: cfg.cluster.enabled,
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }

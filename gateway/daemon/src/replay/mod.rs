@@ -345,7 +345,9 @@ impl Driver {
                 | Output::CallEnded { .. }
                 | Output::Diameter { .. }
                 | Output::RegistrationShared(_)
-                | Output::RegistrationRemoved { .. } => {}
+                | Output::RegistrationRemoved { .. }
+                | Output::CallShared(_)
+                | Output::CallUnshared { .. } => {}
             }
         }
     }
