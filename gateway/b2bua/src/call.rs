@@ -93,7 +93,7 @@ impl HeldAnswer {
 }
 
 /// One dialog of a call, as seen by the gateway.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leg {
     pub side: Side,
     /// Where requests on this leg are sent.

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 
 use estuary_transaction::Deadlines;
 use crate::call::{with_tag, AckDuty, Authorization, Call, CallId, CallState, HeldAnswer, Leg, LegIdx, Relayed};
-use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedLeg, SharedRegistration, Side, SignallingPath, Transport};
+use crate::io::{CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedRegistration, Side, SignallingPath, Transport};
 use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
@@ -1266,19 +1266,7 @@ impl B2bua {
             return;
         }
         let Some(c) = self.calls.get(&id) else { return };
-        let leg = |l: &Leg| SharedLeg {
-            side: l.side,
-            call_id: l.call_id.clone(),
-            local_tag: l.local_tag.clone(),
-            remote_tag: l.remote_tag.clone(),
-            local: l.local.clone(),
-            remote: l.remote.clone(),
-            remote_target: l.remote_target.clone(),
-            route_set: l.route_set.clone(),
-            local_cseq: l.local_cseq,
-            contact: l.contact.clone(),
-        };
-        let shared = SharedCall { call: id.0, legs: [leg(&c.a), leg(&c.b)], ports: c.ports.clone(), icid: c.icid.clone() };
+        let shared = SharedCall { call: id.0, legs: [c.a.clone(), c.b.clone()], ports: c.ports.clone(), icid: c.icid.clone() };
         self.outputs.push_back(Output::CallShared(Box::new(shared)));
     }
 

@@ -120,32 +120,12 @@ pub struct SharedRegistration {
     pub expires_in: u32,
 }
 
-/// One dialog of an answered call, as a cluster shares it: what another node needs to send
-/// and recognise requests in it (RFC 3261 §12). No key material.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SharedLeg {
-    pub side: Side,
-    pub call_id: String,
-    pub local_tag: String,
-    pub remote_tag: Option<String>,
-    /// Our name-addr and the peer's, without tags.
-    pub local: String,
-    pub remote: String,
-    /// The peer's Contact: the Request-URI of requests to it.
-    pub remote_target: String,
-    pub route_set: Vec<String>,
-    /// Our CSeq counter on this leg when shared.
-    pub local_cseq: u32,
-    /// Our Contact toward the peer.
-    pub contact: String,
-}
-
 /// An answered call as a cluster shares it (`B2buaConfig::share_state`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SharedCall {
     pub call: u64,
-    /// The caller's leg first.
-    pub legs: [SharedLeg; 2],
+    /// Both dialogs, the caller's first (their flows are this node's own).
+    pub legs: [crate::call::Leg; 2],
     /// The media ports the call holds on this node.
     pub ports: Vec<u16>,
     pub icid: Option<String>,

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use engine::B2bua;
-pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedLeg, SharedRegistration, Side, SignallingPath, Transport};
+pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedRegistration, Side, SignallingPath, Transport};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use estuary_b2bua::{SharedCall, SharedLeg, SharedRegistration};
+use estuary_b2bua::call::Leg;
+use estuary_b2bua::{SharedCall, SharedRegistration};
 use estuary_core::{MetricKind, Sample};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -134,7 +135,7 @@ fn registration_json(r: &SharedRegistration) -> String {
 
 /// A call as a JSON object: both dialogs, its ports and ICID (no keys).
 fn call_json(c: &SharedCall) -> String {
-    let leg = |l: &SharedLeg| {
+    let leg = |l: &Leg| {
         let routes: Vec<String> = l.route_set.iter().map(|s| string(s)).collect();
         format!(
             "{{\"side\":{},\"call_id\":{},\"local_tag\":{},\"remote_tag\":{},\"local\":{},\"remote\":{},\"remote_target\":{},\"route_set\":[{}],\"local_cseq\":{},\"contact\":{}}}",
