@@ -59,9 +59,8 @@ struct Failover {
 #[derive(Debug, Clone, Copy)]
 struct ConnInfo {
     transport: Transport,
-    /// The browser's address, for per-source limits.
-    remote: std::net::IpAddr,
-    /// Both ends of the connection, for the policy function's signalling flow.
+    /// Both ends of the connection: the browser (its address counts for per-source limits)
+    /// and ours, for the policy function's signalling flow.
     peer: std::net::SocketAddr,
     local: std::net::SocketAddr,
     /// `SignallingPath::Up` was reported and `Down` not yet.
@@ -182,7 +181,7 @@ impl B2bua {
         self.ports.set_now(now);
         match input {
             Input::ConnectionOpened { conn, side: Side::Web, transport, local, remote } => {
-                self.conns.insert(conn, ConnInfo { transport, remote: remote.ip(), peer: remote, local, signalling_up: false });
+                self.conns.insert(conn, ConnInfo { transport, peer: remote, local, signalling_up: false });
             }
             Input::ConnectionOpened { .. } => {}
             Input::Receive { flow, data, .. } => self.on_receive(now, flow, data),
@@ -292,7 +291,7 @@ impl B2bua {
         let ims = call.leg(call.web_leg().other());
         let binding = call.binding.and_then(|b| self.registrar.get(b));
         let conn_ip = match web.flow {
-            Flow::Web { conn } => self.conns.get(&conn).map(|c| c.remote),
+            Flow::Web { conn } => self.conns.get(&conn).map(|c| c.peer.ip()),
             Flow::Ims { .. } => None,
         };
         Some(PolicySubject {
@@ -707,7 +706,7 @@ impl B2bua {
     /// Whether `conn`'s source address already holds `registrations_per_source` bindings.
     fn source_registrations_full(&self, conn: ConnId) -> bool {
         let limit = self.cfg.registrations_per_source;
-        let Some(ip) = self.conns.get(&conn).map(|c| c.remote) else { return false };
+        let Some(ip) = self.conns.get(&conn).map(|c| c.peer.ip()) else { return false };
         limit > 0 && self.registrar.count_from(ip) >= limit
     }
 
@@ -767,7 +766,7 @@ impl B2bua {
                     instance: None,
                     reg_id: None,
                     conn,
-                    source: self.conns.get(&conn).map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.remote),
+                    source: self.conns.get(&conn).map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.peer.ip()),
                     connected: true,
                     web_call_id: call_id.to_owned(),
                     web_contact: String::new(),

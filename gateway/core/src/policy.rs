@@ -30,7 +30,7 @@
 //! signalling bearer does not decide it. A loss or release of that bearer, or an abort,
 //! reaches the machine as `Input::SignallingLost` (TS 23.228 §5.2.2.6).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -162,8 +162,8 @@ pub struct Policy {
     peers: PeerSet,
     settings: PolicySettings,
     calls: HashMap<u64, Tracked>,
-    /// Signalling paths with an Rx session, and its Session-Id.
-    paths: HashMap<ConnId, String>,
+    /// Signalling paths with an Rx session (its Session-Id is the Rx client's).
+    paths: HashSet<ConnId>,
     decisions: VecDeque<(Owner, Decision)>,
     stats: Stats,
 }
@@ -183,7 +183,7 @@ impl Policy {
     /// connects on its first drain of the core's outputs).
     pub fn new(now: Instant, rx: RxClient, mut peers: PeerSet, settings: PolicySettings) -> Policy {
         peers.connect_all(now);
-        Policy { rx, peers, settings, calls: HashMap::new(), paths: HashMap::new(), decisions: VecDeque::new(), stats: Stats::default() }
+        Policy { rx, peers, settings, calls: HashMap::new(), paths: HashSet::new(), decisions: VecDeque::new(), stats: Stats::default() }
     }
 
     /// Whether a refusal ends calls.
@@ -229,9 +229,8 @@ impl Policy {
                 let key = Owner::Signalling(*conn).key();
                 match self.rx.start_signalling(now, key, params) {
                     Ok(()) => {
-                        let session_id = self.rx.session_id(key).unwrap_or_default().to_owned();
-                        tracing::info!(conn = conn.0, identity, session_id, "signalling AAR sent");
-                        self.paths.insert(*conn, session_id);
+                        tracing::info!(conn = conn.0, identity, session_id = self.rx.session_id(key).unwrap_or_default(), "signalling AAR sent");
+                        self.paths.insert(*conn);
                     }
                     Err(e) => {
                         self.stats.signalling_failed += 1;
@@ -406,17 +405,7 @@ impl Policy {
     }
 
     fn on_rx_event(&mut self, now: Instant, event: RxEvent) {
-        let key = match &event {
-            RxEvent::Authorized { call, .. }
-            | RxEvent::Refused { call, .. }
-            | RxEvent::TimedOut { call, .. }
-            | RxEvent::BearerLost { call, .. }
-            | RxEvent::Notified { call, .. }
-            | RxEvent::OutOfCredit { call, .. }
-            | RxEvent::Aborted { call, .. }
-            | RxEvent::Terminated { call } => *call,
-        };
-        if let Owner::Signalling(conn) = Owner::of(key) {
+        if let Owner::Signalling(conn) = Owner::of(event.call()) {
             return self.on_signalling_event(conn, event);
         }
         match event {

@@ -59,6 +59,7 @@ fn parse_v2(buf: &[u8]) -> Parsed {
         return Parsed::Incomplete(len);
     }
     let body = &buf[PROBE..len];
+    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
     let header = match command {
         0 => Header::Local,
         1 => {
@@ -66,7 +67,6 @@ fn parse_v2(buf: &[u8]) -> Parsed {
             match (family, transport) {
                 (1, 1) if body.len() >= 12 => {
                     let ip = |b: &[u8]| IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]));
-                    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
                     Header::Proxied {
                         client: SocketAddr::new(ip(&body[0..4]), port(&body[8..10])),
                         front: SocketAddr::new(ip(&body[4..8]), port(&body[10..12])),
@@ -78,7 +78,6 @@ fn parse_v2(buf: &[u8]) -> Parsed {
                         a.copy_from_slice(&b[..16]);
                         IpAddr::V6(Ipv6Addr::from(a))
                     };
-                    let port = |b: &[u8]| u16::from_be_bytes([b[0], b[1]]);
                     Header::Proxied {
                         client: SocketAddr::new(ip(&body[0..16]), port(&body[32..34])),
                         front: SocketAddr::new(ip(&body[16..32]), port(&body[34..36])),

@@ -180,23 +180,20 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     // A domain next hop is looked up again every probe interval: SRV records may change.
     if let (estuary_config::NextHop::Uri { host, lookup, .. }, Some(every)) = (&cfg.ims.next_hop, cfg.ims.next_hop_probe) {
         if *lookup != estuary_config::NextHopLookup::Address {
-            let (ctx, host, servers, trusted) = (ctx.clone(), host.clone(), cfg.ims.dns_servers.clone(), cfg.ims.trusted_peers.clone());
-            let (transport, mut known) = (next_hop.transport, next_hop.targets.clone());
-            let wanted = (*lookup == estuary_config::NextHopLookup::Srv).then_some(transport);
+            let (ctx, host, started) = (ctx.clone(), host.clone(), cfg.clone());
+            let mut known = next_hop.clone();
             tokio::spawn(async move {
-                let Ok(resolver) = crate::dns::resolver(&servers) else { return };
                 loop {
                     tokio::select! {
                         () = ctx.shutting_down() => return,
                         () = tokio::time::sleep(every) => {}
                     }
-                    match crate::dns::next_hop_targets(&resolver, &host, wanted).await {
-                        Ok((targets, t)) if t == transport && targets != known => {
-                            info!(next_hop = %host, targets = ?targets, "next-hop targets changed in DNS");
-                            let ips: Vec<std::net::IpAddr> = targets.iter().map(|a| a.ip()).collect();
-                            ctx.ims_trust.set(&trusted, &ips);
-                            let _ = ctx.events.send(Event::NextHops(targets.clone())).await;
-                            known = targets;
+                    match engine_config::resolve_next_hop(&started).await {
+                        Ok(hop) if hop.transport == known.transport && hop.targets != known.targets => {
+                            info!(next_hop = %host, targets = ?hop.targets, "next-hop targets changed in DNS");
+                            ctx.ims_trust.set(&started.ims.trusted_peers, &hop.resolved);
+                            let _ = ctx.events.send(Event::NextHops(hop.targets.clone())).await;
+                            known = hop;
                         }
                         Ok(_) => {}
                         Err(e) => warn!(next_hop = %host, error = %e, "next-hop lookup failed; keeping the targets known"),

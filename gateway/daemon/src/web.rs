@@ -94,33 +94,39 @@ struct Peer {
     client: SocketAddr,
     /// The address the browser connected to: ours, or the proxy's front.
     front: SocketAddr,
-    /// The TCP peer is a trusted proxy (`web.trusted_proxies`).
-    proxied: bool,
-    /// A PROXY header named the client (X-Forwarded-For is then not read).
-    named: bool,
 }
 
+/// `ticket` is `None` for a connection from a trusted proxy (`web.trusted_proxies`): its
+/// browser is admitted once named, here by a PROXY header, else by `upgrade`.
 async fn connection(
-    stream: TcpStream,
+    mut stream: TcpStream,
     remote: SocketAddr,
     tls: Option<TlsAcceptor>,
     ctx: Arc<Ctx>,
-    (_permit, ticket): (OwnedSemaphorePermit, Option<Ticket>),
+    (_permit, mut ticket): (OwnedSemaphorePermit, Option<Ticket>),
 ) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let mut peer = Peer { client: remote, front: local, proxied: ticket.is_none(), named: false };
+    let mut peer = Peer { client: remote, front: local };
     let mut prefix = Vec::new();
-    let mut stream = stream;
-    if peer.proxied {
+    if ticket.is_none() {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_proxy_header(&mut stream)).await {
             Ok(Ok((header, rest))) => {
-                if let Some(proxy_protocol::Header::Proxied { client, front }) = header {
-                    (peer.client, peer.front, peer.named) = (client, front, true);
-                }
                 prefix = rest;
+                // A browser the PROXY header named is admitted under its own address before
+                // anything else of its connection is read.
+                if let Some(proxy_protocol::Header::Proxied { client, front }) = header {
+                    peer = Peer { client, front };
+                    match ctx.sources.admit(client.ip()) {
+                        Ok(t) => ticket = Some(t),
+                        Err(refusal) => {
+                            debug!(%client, ?refusal, "per-source WebSocket limit reached (behind a proxy); connection closed");
+                            return;
+                        }
+                    }
+                }
             }
             Ok(Err(why)) => {
                 ctx.stats.inc(Metric::ConnectionsRefused);
@@ -128,18 +134,6 @@ async fn connection(
                 return;
             }
             Err(_) => return,
-        }
-    }
-    // A browser the PROXY header named is admitted under its own address before anything
-    // else of its connection is read.
-    let mut ticket = ticket;
-    if peer.named {
-        match ctx.sources.admit(peer.client.ip()) {
-            Ok(t) => ticket = Some(t),
-            Err(refusal) => {
-                debug!(client = %peer.client, ?refusal, "per-source WebSocket limit reached (behind a proxy); connection closed");
-                return;
-            }
         }
     }
     let stream = Prefixed::new(prefix, stream);
@@ -189,13 +183,12 @@ async fn accept_tls(acceptor: TlsAcceptor, stream: Prefixed<TcpStream>, remote: 
 
 /// One connection on a web listener: the HTTP request, then, for a WebSocket upgrade, the
 /// SIP connection for as long as it lasts.
-async fn session(stream: Box<dyn WebStream>, transport: Transport, mut peer: Peer, ctx: Arc<Ctx>, ticket: Option<Ticket>) {
+async fn session(stream: Box<dyn WebStream>, transport: Transport, mut peer: Peer, ctx: Arc<Ctx>, mut ticket: Option<Ticket>) {
     // A task keeps the size of its largest state for its whole life, and the handshakes'
     // states (TLS, the HTTP head's read buffer, tungstenite's upgrade) are several times what
     // an open connection needs: boxed, they are freed once the WebSocket is up. A node holds
     // thousands of idle browsers, and this was most of what each cost (13 KiB per
     // connection's task before, about 1 KiB now).
-    let mut ticket = ticket;
     let Some(ws) = Box::pin(upgrade(stream, transport, &mut peer, &ctx, &mut ticket)).await else {
         return;
     };

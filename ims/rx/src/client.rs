@@ -169,6 +169,22 @@ pub enum RxEvent {
     },
 }
 
+impl RxEvent {
+    /// The call (or other owner) whose session the event is about.
+    pub fn call(&self) -> CallKey {
+        match self {
+            RxEvent::Authorized { call, .. }
+            | RxEvent::Refused { call, .. }
+            | RxEvent::TimedOut { call, .. }
+            | RxEvent::BearerLost { call, .. }
+            | RxEvent::Notified { call, .. }
+            | RxEvent::OutOfCredit { call, .. }
+            | RxEvent::Aborted { call, .. }
+            | RxEvent::Terminated { call } => *call,
+        }
+    }
+}
+
 /// A session's state, without its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SessionStatus {
