@@ -25,7 +25,10 @@ use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
 use crate::relay::copy_end_to_end;
 use crate::next_hops::NextHops;
+use crate::cluster::StateQuery;
 use crate::B2buaConfig;
+
+mod serve;
 
 /// Methods the gateway handles, for Allow headers.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, INFO, UPDATE, PRACK, REGISTER";
@@ -46,6 +49,10 @@ enum Owner {
     Own,
     /// An OPTIONS probing a next-hop target marked down.
     Probe(std::net::SocketAddr),
+    /// A request from the core for a browser another node of the cluster holds, proxied to
+    /// that node (see `cluster`): its responses go back less our Via. `forwarded` is the
+    /// request as sent, for a CANCEL.
+    Proxied { server: ServerKey, forwarded: Request, node: std::net::SocketAddr },
 }
 
 /// A request sent outside a dialog to a next-hop target, kept so that it can move to the
@@ -114,6 +121,11 @@ pub struct B2bua {
     failover: HashMap<ClientKey, Failover>,
     /// When the targets marked down are probed next.
     next_probe: Option<Instant>,
+    /// Requests held while the cluster's shared state is asked about them.
+    queries: crate::cluster::Queries,
+    /// INVITEs proxied to the node holding their browser: server -> client transaction (for
+    /// a CANCEL).
+    proxied: HashMap<ServerKey, ClientKey>,
 }
 
 impl B2bua {
@@ -147,6 +159,8 @@ impl B2bua {
             hops,
             failover: HashMap::new(),
             next_probe: None,
+            queries: Default::default(),
+            proxied: HashMap::new(),
         }
     }
 
@@ -197,6 +211,11 @@ impl B2bua {
             Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
             Input::Policy { call, decision } => self.on_policy(now, CallId(call), decision),
             Input::SignallingLost { conn } => self.on_signalling_lost(now, conn),
+            Input::StateAnswer { query, answer } => {
+                if let Some(held) = self.queries.release(query) {
+                    self.resume(now, held, Some(answer));
+                }
+            }
             Input::Shutdown => {
                 let calls: Vec<CallId> = self.calls.keys().copied().collect();
                 if !calls.is_empty() {
@@ -223,6 +242,7 @@ impl B2bua {
             self.call_timers.next(),
             self.next_sweep,
             self.next_probe,
+            self.queries.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -455,8 +475,13 @@ impl B2bua {
             }
             return;
         }
+        if side == Side::Ims && self.cfg.share_state && matches!(req.method, Method::Invite | Method::Message | Method::Info | Method::Options) {
+            if let Some(token) = self.foreign_token(now, &req) {
+                return self.hold(now, StateQuery::Token { token }, flow, key, req);
+            }
+        }
         match (&req.method, side, flow) {
-            (Method::Register, _, Flow::Web { conn }) => self.on_register(now, conn, key, req),
+            (Method::Register, _, Flow::Web { conn }) => self.on_register(now, conn, key, req, false),
             (Method::Register, _, _) => {
                 let mut resp = self.local_response(&req, 405, "Method Not Allowed");
                 resp.headers.push("Allow", ALLOW);
@@ -510,6 +535,7 @@ impl B2bua {
                         let body = resp.body.clone();
                         self.forward_response(now, &server, &request, &resp, from.other(), tag, None, body);
                     }
+                    Some(Owner::Proxied { server, .. }) => self.relay_proxied_response(now, &server, &resp),
                     Some(Owner::Probe(addr)) => {
                         if resp.code >= 200 && resp.code != 503 && self.hops.mark_up(addr) {
                             tracing::info!(target = %addr, code = resp.code, "IMS next-hop target answers again");
@@ -553,11 +579,17 @@ impl B2bua {
         if self.next_probe.is_some_and(|t| t <= now) {
             self.probe_next_hops(now);
         }
+        for held in self.queries.overdue(now) {
+            tracing::warn!(query = ?held.query, "the cluster's shared state did not answer in time");
+            self.resume(now, held, None);
+        }
         if self.next_sweep.is_some_and(|t| t <= now) {
             let tx = &self.tx;
             let failover = &mut self.failover;
             failover.retain(|k, _| tx.has_client(k));
-            self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_)) || tx.has_client(k));
+            self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_) | Owner::Proxied { .. }) || tx.has_client(k));
+            let owners = &self.owners;
+            self.proxied.retain(|_, c| owners.contains_key(c));
             self.next_sweep = None;
         }
     }
@@ -610,6 +642,14 @@ impl B2bua {
             }
             Some(Owner::NonDialog { server, request, .. }) => self.respond(now, &server, &request, code, reason),
             Some(Owner::Probe(addr)) => tracing::debug!(target = %addr, "next-hop probe unanswered; still down"),
+            Some(Owner::Proxied { server, forwarded, .. }) => {
+                // The node holding the browser went between its last announcement and now.
+                self.proxied.remove(&server);
+                tracing::warn!(method = %forwarded.method.as_str(), "the node holding the browser did not take the request");
+                let mut original = forwarded;
+                original.headers.pop_front_value("Via");
+                self.respond(now, &server, &original, 480, "Temporarily Unavailable");
+            }
             Some(Owner::Own) | None => {}
         }
     }
@@ -710,7 +750,8 @@ impl B2bua {
         limit > 0 && self.registrar.count_from(ip) >= limit
     }
 
-    fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request) {
+    /// `looked_up`: the cluster's shared state was already asked about this REGISTER's dialog.
+    fn on_register(&mut self, now: Instant, conn: ConnId, key: ServerKey, req: Request, looked_up: bool) {
         // validate() guarantees To, From and Call-ID.
         let (Ok(to), Ok(from), Ok(call_id)) = (req.headers.to(), req.headers.from(), req.headers.call_id()) else {
             return self.respond(now, &key, &req, 400, "Bad Request");
@@ -752,6 +793,12 @@ impl B2bua {
         let requested = asked.min(self.cfg.max_expires);
         let id = match self.registrar.find_dialog(conn, call_id) {
             Some(id) => id,
+            // A dialog this connection has not registered: the browser may have made it over
+            // a connection another node held (or this node before a restart).
+            None if self.cfg.share_state && !looked_up => {
+                let query = StateQuery::RegisterDialog { web_call_id: call_id.to_owned() };
+                return self.hold(now, query, Flow::Web { conn }, key, req);
+            }
             None if self.source_registrations_full(conn) => {
                 return self.respond(now, &key, &req, 403, "Too Many Registrations From This Address");
             }
@@ -781,7 +828,7 @@ impl B2bua {
             }
         };
         let via = self.via_ims();
-        let ims = self.cfg.ims_advertised;
+        let ims = self.registered_host();
         let transport = self.cfg.ims_transport.via_token().to_ascii_lowercase();
         let Some(b) = self.registrar.get_mut(id) else { return };
         if let Some(c) = &web_contact {
@@ -923,7 +970,7 @@ impl B2bua {
         let contact = format!(
             "<sip:{}@{};transport={}>;expires=0",
             b.token,
-            self.cfg.ims_advertised,
+            self.registered_host(),
             self.cfg.ims_transport.via_token().to_ascii_lowercase()
         );
         reg.headers.set("Contact", &contact);
@@ -1361,6 +1408,8 @@ impl B2bua {
         self.respond(now, &key, req, 200, "OK");
         if let Some(&id) = self.invites.get(&invite) {
             self.cancel_call(now, id);
+        } else if let Some(client) = self.proxied.remove(&invite) {
+            self.cancel_proxied(now, &client);
         }
     }
 
@@ -1398,29 +1447,7 @@ impl B2bua {
         // RFC 3261 §9.1: same Request-URI, Call-ID, From, To, CSeq number and top Via as the
         // INVITE, and the same Route set.
         let CallState::Early { b_invite: inv, .. } = &call.state else { return };
-        let mut cancel = Request {
-            method: Method::Cancel,
-            uri: inv.uri.clone(),
-            version: "SIP/2.0".to_owned(),
-            headers: Default::default(),
-            body: Vec::new(),
-        };
-        if let Some(v) = inv.headers.values("Via").into_iter().next() {
-            cancel.headers.push("Via", &v);
-        }
-        for r in inv.headers.get_all("Route") {
-            cancel.headers.push("Route", r);
-        }
-        cancel.headers.push("Max-Forwards", "70");
-        for h in ["From", "To", "Call-ID"] {
-            if let Some(v) = inv.headers.get(h) {
-                cancel.headers.push(h, v);
-            }
-        }
-        cancel.headers.push("CSeq", format!("{} CANCEL", call.b.invite_cseq));
-        if let Some(ua) = &self.cfg.user_agent {
-            cancel.headers.push("User-Agent", ua);
-        }
+        let cancel = cancel_for(inv, call.b.invite_cseq, self.cfg.user_agent.as_deref());
         let flow = call.b.flow;
         if let Ok(k) = self.tx.send_request(now, &cancel, flow, reliable(flow)) {
             self.owners.insert(k, Owner::Own);
@@ -1679,6 +1706,7 @@ impl B2bua {
             reg_id: b.reg_id.clone(),
             web_contact: b.web_contact.clone(),
             service_route: b.service_route.clone(),
+            web_call_id: b.web_call_id.clone(),
             ims_call_id: b.ims_call_id.clone(),
             ims_cseq: b.ims_cseq,
             source: b.source,
@@ -1690,7 +1718,7 @@ impl B2bua {
     /// Reports a shared registration gone (one that was never active was never shared).
     fn unshare_registration(&mut self, b: &Binding) {
         if self.cfg.share_state && b.expires_at.is_some() {
-            self.outputs.push_back(Output::RegistrationRemoved { token: b.token.clone() });
+            self.outputs.push_back(Output::RegistrationRemoved { token: b.token.clone(), web_call_id: b.web_call_id.clone() });
         }
     }
 
@@ -2249,6 +2277,15 @@ impl B2bua {
         format!("SIP/2.0/{} {};branch=z9hG4bK{}", t.via_token(), self.cfg.web_advertised_host, branch)
     }
 
+    /// The host:port of the Contact and Path the gateway registers toward IMS: the cluster's
+    /// front when there is one, so the core's requests for a browser reach a live node.
+    fn registered_host(&self) -> String {
+        match &self.cfg.sip_front {
+            Some(front) => front.clone(),
+            None => self.cfg.ims_advertised.to_string(),
+        }
+    }
+
     fn ims_contact(&self) -> String {
         format!(
             "<sip:estuary@{};transport={}>",
@@ -2280,8 +2317,40 @@ impl Owner {
             }
             Owner::Own => Owner::Own,
             Owner::Probe(addr) => Owner::Probe(*addr),
+            Owner::Proxied { server, forwarded, node } => {
+                Owner::Proxied { server: server.clone(), forwarded: forwarded.clone(), node: *node }
+            }
         }
     }
+}
+
+/// The CANCEL of INVITE `inv` (RFC 3261 §9.1): same Request-URI, Call-ID, From, To, CSeq
+/// number and top Via as the INVITE, and the same Route set.
+fn cancel_for(inv: &Request, cseq: u32, user_agent: Option<&str>) -> Request {
+    let mut cancel = Request {
+        method: Method::Cancel,
+        uri: inv.uri.clone(),
+        version: "SIP/2.0".to_owned(),
+        headers: Default::default(),
+        body: Vec::new(),
+    };
+    if let Some(v) = inv.headers.values("Via").into_iter().next() {
+        cancel.headers.push("Via", &v);
+    }
+    for r in inv.headers.get_all("Route") {
+        cancel.headers.push("Route", r);
+    }
+    cancel.headers.push("Max-Forwards", "70");
+    for h in ["From", "To", "Call-ID"] {
+        if let Some(v) = inv.headers.get(h) {
+            cancel.headers.push(h, v);
+        }
+    }
+    cancel.headers.push("CSeq", format!("{cseq} CANCEL"));
+    if let Some(ua) = user_agent {
+        cancel.headers.push("User-Agent", ua);
+    }
+    cancel
 }
 
 /// Owners that must outlive the final response: the INVITE's, whose 2xx may be retransmitted

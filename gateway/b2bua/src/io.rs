@@ -94,6 +94,9 @@ pub enum Input<'a> {
     /// ended now, BYE on answered legs and 487/CANCEL on unanswered ones, so neither side is
     /// left holding a dialog.
     Shutdown,
+    /// The cluster's shared state answered the engine's [`Output::StateQuery`] number `query`
+    /// (see [`crate::cluster`]).
+    StateAnswer { query: u64, answer: crate::cluster::StateAnswer },
 }
 
 /// A registration as a cluster shares it (`B2buaConfig::share_state`): what another
@@ -109,6 +112,9 @@ pub struct SharedRegistration {
     pub reg_id: Option<String>,
     /// The browser's Contact, as it sent it.
     pub web_contact: String,
+    /// The Call-ID of the browser's REGISTER dialog: a browser that reconnects to another
+    /// node goes on with it (JsSIP keeps it for the life of the page).
+    pub web_call_id: String,
     /// The Service-Route the registrar returned (RFC 3608).
     pub service_route: Vec<String>,
     /// The REGISTER dialog toward IMS: Call-ID and last CSeq.
@@ -229,7 +235,7 @@ pub enum Output {
     /// A registration became active or was refreshed (share it).
     RegistrationShared(Box<SharedRegistration>),
     /// A shared registration is gone (expired, removed, deregistered).
-    RegistrationRemoved { token: String },
+    RegistrationRemoved { token: String, web_call_id: String },
     /// A call was answered (share it).
     CallShared(Box<SharedCall>),
     /// A shared call ended.
@@ -237,6 +243,9 @@ pub enum Output {
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },
+    /// A message names a registration this node does not hold: look it up in the cluster's
+    /// shared state and answer with [`Input::StateAnswer`] (see [`crate::cluster`]).
+    StateQuery { query: u64, ask: crate::cluster::StateQuery },
 }
 
 /// What the signalling engine knows of a finished call, for its record (the driver adds the

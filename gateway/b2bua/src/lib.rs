@@ -21,6 +21,7 @@
 //! [`B2bua`] copies bodies between legs.
 
 pub mod call;
+pub mod cluster;
 pub mod io;
 pub mod next_hops;
 mod ports;
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 pub use engine::B2bua;
 pub use io::{CallSummary, ConnId, EndReason, Flow, Input, MetricKind, Output, PolicyDecision, PolicySubject, ReleaseCause, Sample, SharedCall, SharedRegistration, Side, SignallingPath, Transport};
+pub use cluster::{Holder, StateAnswer, StateQuery};
 pub use registrar::OnWsClose;
 
 /// Configuration of the signalling engine, built by the daemon from operator TOML.
@@ -104,6 +106,11 @@ pub struct B2buaConfig {
     /// are answered and end ([`Output::CallShared`], [`Output::CallUnshared`]), for a
     /// cluster's shared state (`cluster.enabled`).
     pub share_state: bool,
+    /// The cluster's SIP front (`cluster.sip_front`, e.g. the Kamailio dispatcher), written
+    /// as host:port into the Path and Contact the gateway registers toward IMS, so the core's
+    /// requests for a registration reach whichever node is alive. `None`: this node's own
+    /// `ims_advertised`.
+    pub sip_front: Option<String>,
 }
 
 /// `transcoder.video_overload`: a call whose video only the transcoder could carry, when the
@@ -145,6 +152,7 @@ impl Default for B2buaConfig {
             policy_gate: false,
             signalling_policy: false,
             share_state: false,
+            sip_front: None,
         }
     }
 }

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     transcoding_refused: u64,
     fast_update_sent: u64,
     next_hop_down: u64,
+    adopted_registrations: u64,
+    proxied_to_node: u64,
 }
 
 impl Counters {
@@ -56,6 +58,16 @@ impl Counters {
         self.next_hop_down += 1;
     }
 
+    /// A registration another node made was taken over from the cluster's shared state.
+    pub(crate) fn adopted_registration(&mut self) {
+        self.adopted_registrations += 1;
+    }
+
+    /// A request from the core was proxied to the node holding its browser.
+    pub(crate) fn proxied_to_node(&mut self) {
+        self.proxied_to_node += 1;
+    }
+
     pub(crate) fn fast_update_sent(&mut self) {
         self.fast_update_sent += 1;
     }
@@ -85,6 +97,20 @@ impl Counters {
             kind: MetricKind::Counter,
             labels: Vec::new(),
             value: self.transcoding_refused,
+        });
+        out.push(Sample {
+            name: "estuary_cluster_registrations_adopted_total",
+            help: "Registrations another node (or this node before a restart) made, taken over from the cluster's shared state when their browser reconnected here",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.adopted_registrations,
+        });
+        out.push(Sample {
+            name: "estuary_cluster_proxied_total",
+            help: "Requests from the core proxied to the node whose WebSocket carries their browser",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.proxied_to_node,
         });
         out.push(Sample {
             name: "estuary_picture_fast_update_sent_total",

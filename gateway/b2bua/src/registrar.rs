@@ -151,6 +151,28 @@ impl Registrar {
         id
     }
 
+    /// Binding `id`'s browser came back over connection `conn` (from `source`): the binding
+    /// keeps its id, token and expiry, and is reachable again.
+    pub fn move_to(&mut self, id: BindingId, conn: ConnId, source: IpAddr) {
+        let Some(b) = self.bindings.get_mut(&id) else { return };
+        let (old_conn, old_source) = (b.conn, b.source);
+        b.conn = conn;
+        b.source = source;
+        b.connected = true;
+        let dialog = b.web_call_id.clone();
+        self.by_dialog.remove(&(old_conn, dialog.clone()));
+        self.by_dialog.insert((conn, dialog), id);
+        unindex(&mut self.by_conn, &old_conn, id);
+        self.by_conn.entry(conn).or_default().push(id);
+        if let Some(n) = self.by_source.get_mut(&old_source) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_source.remove(&old_source);
+            }
+        }
+        *self.by_source.entry(source).or_default() += 1;
+    }
+
     /// Binding `id` is registered until `at`.
     pub fn set_expiry(&mut self, id: BindingId, at: Instant) {
         if let Some(b) = self.bindings.get_mut(&id) {

@@ -5,7 +5,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use estuary_b2bua::{B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Input, Output, PolicyDecision, Side, SignallingPath, Transport, VideoOverload};
+use estuary_b2bua::{
+    B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Holder, Input, Output, PolicyDecision, SharedRegistration, Side, SignallingPath, StateAnswer,
+    StateQuery, Transport, VideoOverload,
+};
 use estuary_sip::{Message, Request, Response};
 
 const CONN: ConnId = ConnId(1);
@@ -33,6 +36,11 @@ struct Harness {
     paths: Vec<SignallingPath>,
     /// Shared-registration reports, in order.
     shared: Vec<Output>,
+    /// What the cluster's shared state answers to the engine's questions (Unknown when not
+    /// listed); `None`: the driver does not answer at all.
+    state: Option<Vec<(StateQuery, StateAnswer)>>,
+    /// The questions the engine asked, in order.
+    asked: Vec<StateQuery>,
 }
 
 #[derive(Debug)]
@@ -60,7 +68,7 @@ impl Harness {
                 remote: "127.0.0.1:40000".parse().unwrap(),
             },
         );
-        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000, paths: Vec::new(), shared: Vec::new() };
+        let mut h = Harness { gw, now, start: now, media: Vec::new(), calls: Vec::new(), next_port: 20000, paths: Vec::new(), shared: Vec::new(), state: Some(Vec::new()), asked: Vec::new() };
         h.grant_wanted();
         h
     }
@@ -128,7 +136,17 @@ impl Harness {
                 Output::CallStarted { .. } | Output::CallEnded { .. } => self.calls.push(o),
                 Output::Close { .. } => {}
                 Output::SignallingPath(p) => self.paths.push(p),
-                Output::RegistrationShared(_) | Output::RegistrationRemoved { .. } | Output::CallShared(_) | Output::CallUnshared { .. } => self.shared.push(o),
+                Output::RegistrationShared(_)
+                | Output::RegistrationRemoved { .. }
+                | Output::CallShared(_)
+                | Output::CallUnshared { .. } => self.shared.push(o),
+                Output::StateQuery { query, ask } => {
+                    self.asked.push(ask.clone());
+                    if let Some(state) = &self.state {
+                        let answer = state.iter().find(|(q, _)| *q == ask).map_or(StateAnswer::Unknown, |(_, a)| a.clone());
+                        self.gw.handle_input(self.now, Input::StateAnswer { query, answer });
+                    }
+                }
             }
         }
         out
@@ -1776,7 +1794,11 @@ fn registrations_are_reported_for_the_cluster_when_shared() {
     assert!(shared.expires_in > 0 && !shared.ims_call_id.is_empty());
     assert_eq!(shared.service_route, ["<sip:scscf.ims.test;lr>"]);
     h.input(Input::ConnectionClosed { conn: CONN });
-    assert_eq!(h.shared.last(), Some(&Output::RegistrationRemoved { token: shared.token.clone() }), "removed with the binding");
+    assert_eq!(
+        h.shared.last(),
+        Some(&Output::RegistrationRemoved { token: shared.token.clone(), web_call_id: shared.web_call_id.clone() }),
+        "removed with the binding"
+    );
 }
 
 #[test]
@@ -1801,4 +1823,146 @@ fn an_answered_call_is_shared_with_both_dialogs_and_unshared_at_its_end() {
     assert!(!call.ports.is_empty() && call.icid.is_some());
     h.input(Input::Shutdown);
     assert_eq!(h.shared.last(), Some(&Output::CallUnshared { call: call.call }));
+}
+
+// ----- serving another node's state (cluster) ----------------------------------------------
+
+const FRONT: &str = "192.0.2.50:5060";
+
+fn cluster_harness() -> Harness {
+    Harness::with(B2buaConfig { share_state: true, sip_front: Some(FRONT.to_owned()), ..B2buaConfig::default() })
+}
+
+/// Alice's registration as node B shared it before it died.
+fn shared_alice() -> SharedRegistration {
+    SharedRegistration {
+        token: "tokfromb".into(),
+        aor: "sip:alice@ims.test".into(),
+        instance: Some("\"<urn:uuid:3f8f8c2a-8d1e-4c42-9a3b-2e7b4d2c1f01>\"".into()),
+        reg_id: Some("1".into()),
+        web_contact: "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>;+sip.ice;reg-id=1".into(),
+        web_call_id: "9ulsqbbhl9hd3hpbm1jf".into(),
+        service_route: vec!["<sip:scscf.ims.test;lr>".into()],
+        ims_call_id: "regb@192.0.2.12".into(),
+        ims_cseq: 7,
+        source: "127.0.0.1".parse().unwrap(),
+        expires_in: 600,
+    }
+}
+
+fn dialog_query() -> StateQuery {
+    StateQuery::RegisterDialog { web_call_id: "9ulsqbbhl9hd3hpbm1jf".into() }
+}
+
+#[test]
+fn with_a_cluster_front_the_core_registers_the_front_in_contact_and_path() {
+    let mut h = cluster_harness();
+    let out = h.web(REGISTER);
+    let reg = req(only_ims(&out));
+    assert_eq!(h.asked, [dialog_query()], "an unknown dialog is looked up first");
+    let contact = reg.headers.get("Contact").unwrap();
+    let path = reg.headers.get("Path").unwrap();
+    assert!(contact.contains(&format!("@{FRONT};transport=udp>")), "{contact}");
+    assert!(path.contains(&format!("@{FRONT};lr>")), "{path}");
+    assert_eq!(token_of(contact), token_of(path), "one token names the binding in both");
+    assert!(reg.headers.get("Via").unwrap().contains("127.0.0.1:5080"), "responses still come to this node");
+}
+
+#[test]
+fn a_browser_reconnecting_here_goes_on_with_the_registration_another_node_made() {
+    let mut h = cluster_harness();
+    h.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Gone })]);
+    // JsSIP after its reconnect: the same REGISTER dialog, the next CSeq.
+    let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 9 REGISTER"));
+    let reg = req(only_ims(&out));
+    assert_eq!(reg.headers.call_id().unwrap(), "regb@192.0.2.12", "the core sees the same REGISTER dialog");
+    assert_eq!(reg.headers.cseq().unwrap().seq, 7 + 100 + 1, "its CSeq grows past anything the lost node sent");
+    let contact = reg.headers.get("Contact").unwrap().to_owned();
+    assert_eq!(token_of(&contact), "tokfromb", "and the same contact: a refresh, not a new binding");
+    assert!(contact.contains(FRONT), "{contact}");
+    assert!(reg.headers.get("From").unwrap().contains("tag=tokfromb"));
+    assert_eq!(metric(&h, "estuary_cluster_registrations_adopted_total"), 1);
+    let ok = response(only_ims(&out), 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:scscf.ims.test;lr>")]);
+    let out = h.ims(&ok);
+    assert_eq!(status(only_web(&out)), 200);
+    match h.shared.last() {
+        Some(Output::RegistrationShared(r)) => assert_eq!((r.token.as_str(), r.web_call_id.as_str()), ("tokfromb", "9ulsqbbhl9hd3hpbm1jf")),
+        other => panic!("shared again, now as this node's: {other:?}"),
+    }
+    // The core's requests for it reach the browser here.
+    let out = h.ims(&ims_invite("tokfromb", "z9hG4bKadopt1", SDP));
+    assert_eq!(to_web(&out).len(), 1, "{out:#?}");
+    assert_eq!(h.asked.len(), 1, "a binding held here is not looked up");
+}
+
+#[test]
+fn an_unknown_or_unanswered_dialog_registers_as_a_node_alone_would() {
+    let mut h = cluster_harness();
+    let out = h.web(REGISTER);
+    assert_eq!(req(only_ims(&out)).headers.cseq().unwrap().seq, 1, "unknown: a new binding");
+
+    let mut h = cluster_harness();
+    h.state = None;
+    let out = h.web(REGISTER);
+    assert!(out.is_empty(), "held while the question is out: {out:#?}");
+    let out = h.advance_to(Duration::from_secs(3));
+    let reg = out.iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "REGISTER")).expect("sent after the timeout");
+    assert_eq!(req(reg).headers.cseq().unwrap().seq, 1);
+}
+
+#[test]
+fn a_request_from_the_core_for_a_browser_on_another_node_is_proxied_there() {
+    let mut h = cluster_harness();
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    let token = StateQuery::Token { token: "tokfromb".into() };
+    h.state = Some(vec![(token.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
+    let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox1", SDP));
+    assert_eq!(h.asked, [token]);
+    assert_eq!(status(only_ims(&to_ims(&out).into_iter().filter(|s| s.flow == ims_flow()).map(clone_sent).collect::<Vec<_>>())), 100);
+    let fwd = out.iter().find(|s| s.flow == Flow::Ims { transport: Transport::Udp, remote: node_b }).expect("proxied to node B");
+    let r = req(fwd);
+    let vias = r.headers.values("Via");
+    assert_eq!(vias.len(), 2, "ours on top of the core's: {vias:?}");
+    assert!(vias[0].contains("127.0.0.1:5080") && vias[1].contains("z9hG4bKprox1"));
+    assert_eq!(r.headers.max_forwards().unwrap(), Some(65));
+    assert_eq!(r.uri.to_string(), "sip:tokfromb@127.0.0.1:5080;transport=udp", "the request is otherwise untouched");
+    assert_eq!(String::from_utf8_lossy(&r.body), SDP, "the offer goes as it came: node B interworks it");
+    assert_eq!(metric(&h, "estuary_cluster_proxied_total"), 1);
+
+    // Node B's answers come back to the core without our Via.
+    for (code, reason) in [(180, "Ringing"), (200, "OK")] {
+        let out = h.ims(&response(fwd, code, reason, &[("Contact", "<sip:estuary@127.0.0.12:5060>")]));
+        let back = only_ims(&out);
+        assert_eq!(back.flow, ims_flow());
+        assert_eq!(status(back), code);
+        let vias = resp(back).headers.values("Via");
+        assert_eq!(vias.len(), 1, "{vias:?}");
+        assert!(vias[0].contains("z9hG4bKprox1"));
+    }
+    assert_eq!(h.gw.active_calls(), 0, "the call is node B's, not ours");
+}
+
+#[test]
+fn a_cancel_follows_a_proxied_invite_and_a_browser_nobody_holds_gets_480_or_404() {
+    let mut h = cluster_harness();
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    let alice = || Box::new(shared_alice());
+    h.state = Some(vec![
+        (StateQuery::Token { token: "tokfromb".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Node(node_b) }),
+        (StateQuery::Token { token: "tokgone".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Gone }),
+    ]);
+    let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox2", SDP));
+    let fwd = clone_sent(out.iter().find(|s| s.flow != ims_flow()).unwrap());
+    h.ims(&response(&fwd, 180, "Ringing", &[]));
+    let cancel = "CANCEL sip:tokfromb@127.0.0.1:5080;transport=udp SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKprox2\nMax-Forwards: 70\nRoute: <sip:tokfromb@127.0.0.1:5080;lr>\nFrom: <sip:bob@ims.test>;tag=bobtag\nTo: <sip:alice@ims.test>\nCall-ID: imscall1@10.9.9.9\nCSeq: 5 CANCEL\nContent-Length: 0\n\n";
+    let out = h.ims(cancel);
+    assert!(out.iter().any(|s| s.flow == ims_flow() && status(s) == 200), "the CANCEL is answered here");
+    let c = out.iter().find(|s| s.flow == fwd.flow).expect("and sent on to node B");
+    assert_eq!(req(c).method.as_str(), "CANCEL");
+    assert_eq!(req(c).headers.get("Via"), req(&fwd).headers.values("Via").first().map(String::as_str), "the INVITE's branch (RFC 3261 §9.1)");
+
+    let out = h.ims(&ims_invite("tokgone", "z9hG4bKgone", SDP).replace("imscall1", "imscall2"));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 480], "registered, browser not back yet");
+    let out = h.ims(&ims_invite("toknobody", "z9hG4bKnone", SDP).replace("imscall1", "imscall3"));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 404], "no such binding anywhere");
 }

@@ -131,8 +131,11 @@ pub enum Output {
     /// Store a registration in the cluster's shared state (see
     /// `estuary_b2bua::B2buaConfig::share_state`).
     RegistrationShared(Box<estuary_b2bua::SharedRegistration>),
-    /// Remove it.
-    RegistrationRemoved { token: String },
+    /// Remove it (unless another node adopted it since).
+    RegistrationRemoved { token: String, web_call_id: String },
+    /// Ask the cluster's shared state about a registration this node does not hold; answer
+    /// with `Input::StateAnswer` (see `estuary_b2bua::cluster`).
+    StateQuery { query: u64, ask: estuary_b2bua::StateQuery },
     /// Store an answered call in the cluster's shared state.
     CallShared(Box<estuary_b2bua::SharedCall>),
     /// Remove it (the call ended).
@@ -265,7 +268,8 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::Close { conn }) => return Some(Output::Close { conn }),
                 Some(S::CallStarted { call, web_call_id, ims_call_id }) => return Some(Output::CallStarted { call, web_call_id, ims_call_id }),
                 Some(S::RegistrationShared(r)) => return Some(Output::RegistrationShared(r)),
-                Some(S::RegistrationRemoved { token }) => return Some(Output::RegistrationRemoved { token }),
+                Some(S::RegistrationRemoved { token, web_call_id }) => return Some(Output::RegistrationRemoved { token, web_call_id }),
+                Some(S::StateQuery { query, ask }) => return Some(Output::StateQuery { query, ask }),
                 Some(S::CallShared(c)) => return Some(Output::CallShared(c)),
                 Some(S::CallUnshared { call }) => return Some(Output::CallUnshared { call }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),

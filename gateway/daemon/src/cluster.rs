@@ -1,20 +1,29 @@
-//! The cluster's shared state in Redis: this node's registrations, under
-//! `estuary:<node_id>:reg:<token>` with the registration's own lifetime as TTL, and its
-//! answered calls' dialogs under `estuary:<node_id>:call:<id>` until they end, so another
-//! node can serve them. Writes go through a bounded queue to one task: the engine never waits
-//! on Redis, a full queue drops the write (counted), and while Redis is unreachable writes
-//! fail fast and are counted, with `estuary_cluster_redis_up` at 0 and one warning per outage.
+//! The cluster's shared state in Redis.
+//!
+//! - `estuary:reg:<token>`: a registration (JSON, with the `node` that holds its browser),
+//!   with the registration's own lifetime as TTL; `estuary:regdialog:<Call-ID>` names it by
+//!   the browser's REGISTER dialog, so a browser that reconnects to another node is found.
+//! - `estuary:<node_id>:call:<id>`: an answered call's two dialogs, until it ends.
+//! - `estuary:node:<node_id>`: the node's presence and the address it takes the core's
+//!   requests on, refreshed every second with a 3 s TTL: a node that dies drops out of it.
+//!
+//! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
+//! queue drops the write (counted), and while Redis is unreachable writes fail fast and are
+//! counted, with `estuary_cluster_redis_up` at 0 and one warning per outage. The engine's
+//! questions ([`estuary_b2bua::StateQuery`]) go to a second task, whose answers come back as
+//! events; an unreachable Redis answers "unknown".
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use estuary_b2bua::call::Leg;
-use estuary_b2bua::{SharedCall, SharedRegistration};
+use estuary_b2bua::{Holder, SharedCall, SharedRegistration, StateAnswer, StateQuery};
 use estuary_core::{MetricKind, Sample};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::events::Event;
 use crate::json::string;
 
 /// How long a call's entry outlives a node that died without removing it.
@@ -26,10 +35,24 @@ const QUEUE: usize = 4096;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between connection attempts while Redis is down.
 const RECONNECT: Duration = Duration::from_secs(1);
+/// How often a node announces itself, and how long an announcement lasts.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+const PRESENCE_TTL_S: u64 = 3;
+/// Questions waiting for Redis at most; beyond, they are answered "unknown" at once.
+const QUERIES: usize = 1024;
+
+/// Deletes the keys when the first one is still this node's (its JSON `node` is ARGV[1]): a
+/// registration another node adopted since is not this node's to remove.
+const DELETE_IF_OWNED: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and cjson.decode(v).node == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end
+return 0";
 
 enum Write {
-    Put { key: String, value: String, ttl_s: u64 },
+    /// SET each pair with the TTL, in one transaction.
+    Put { pairs: Vec<(String, String)>, ttl_s: u64 },
     Delete { key: String },
+    DeleteIfOwned { keys: Vec<String> },
 }
 
 #[derive(Default)]
@@ -44,22 +67,34 @@ struct Counters {
 pub struct SharedState {
     node_id: String,
     queue: mpsc::Sender<Write>,
+    queries: mpsc::Sender<(u64, StateQuery)>,
+    events: mpsc::Sender<Event>,
     counters: Arc<Counters>,
 }
 
 impl SharedState {
-    /// Starts the writer toward `url` (it connects in the background, and again after an
-    /// outage).
-    pub fn start(url: &str, node_id: &str) -> Result<SharedState, String> {
+    /// Starts the writer and the reader toward `url` (they connect in the background, and
+    /// again after an outage) and the node's presence under `node_id`, announcing `sip` as
+    /// the address other nodes proxy the core's requests to. Answers go to `events`.
+    pub fn start(url: &str, node_id: &str, sip: std::net::SocketAddr, events: mpsc::Sender<Event>) -> Result<SharedState, String> {
         let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
         let (queue, rx) = mpsc::channel(QUEUE);
+        let (queries, questions) = mpsc::channel(QUERIES);
         let counters = Arc::new(Counters::default());
-        tokio::spawn(writer(client, rx, counters.clone()));
-        Ok(SharedState { node_id: node_id.to_owned(), queue, counters })
+        tokio::spawn(writer(client.clone(), node_id.to_owned(), rx, counters.clone()));
+        tokio::spawn(reader(client, node_id.to_owned(), questions, events.clone()));
+        tokio::spawn(announce(queue.clone(), node_id.to_owned(), sip));
+        Ok(SharedState { node_id: node_id.to_owned(), queue, queries, events, counters })
     }
 
-    fn key(&self, token: &str) -> String {
-        format!("estuary:{}:reg:{token}", self.node_id)
+    /// Asks the shared state `ask` for the engine's held request `query`; the answer comes
+    /// back as [`Event::StateAnswer`].
+    pub fn query(&self, query: u64, ask: StateQuery) {
+        if let Err(e) = self.queries.try_send((query, ask)) {
+            // Too many questions out: answer now rather than hold the request longer.
+            let (query, _) = e.into_inner();
+            let _ = self.events.try_send(Event::StateAnswer { query, answer: StateAnswer::Unknown });
+        }
     }
 
     fn enqueue(&self, write: Write) {
@@ -68,14 +103,18 @@ impl SharedState {
         }
     }
 
-    /// Stores (or refreshes) a registration until it expires.
+    /// Stores (or refreshes) a registration, as this node's, until it expires.
     pub fn put_registration(&self, r: &SharedRegistration) {
-        let value = registration_json(r);
-        self.enqueue(Write::Put { key: self.key(&r.token), value, ttl_s: u64::from(r.expires_in.max(1)) });
+        let pairs = vec![
+            (registration_key(&r.token), registration_json(r, &self.node_id)),
+            (dialog_key(&r.web_call_id), r.token.clone()),
+        ];
+        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)) });
     }
 
-    pub fn remove_registration(&self, token: &str) {
-        self.enqueue(Write::Delete { key: self.key(token) });
+    /// Removes a registration (and its dialog's name) unless another node holds it now.
+    pub fn remove_registration(&self, token: &str, web_call_id: &str) {
+        self.enqueue(Write::DeleteIfOwned { keys: vec![registration_key(token), dialog_key(web_call_id)] });
     }
 
     fn call_key(&self, call: u64) -> String {
@@ -84,7 +123,7 @@ impl SharedState {
 
     /// Stores an answered call's dialogs until it ends.
     pub fn put_call(&self, c: &SharedCall) {
-        self.enqueue(Write::Put { key: self.call_key(c.call), value: call_json(c), ttl_s: CALL_TTL_S });
+        self.enqueue(Write::Put { pairs: vec![(self.call_key(c.call), call_json(c))], ttl_s: CALL_TTL_S });
     }
 
     pub fn remove_call(&self, call: u64) {
@@ -114,17 +153,31 @@ impl SharedState {
     }
 }
 
-/// The registration as a JSON object (no secrets in it).
-fn registration_json(r: &SharedRegistration) -> String {
+fn registration_key(token: &str) -> String {
+    format!("estuary:reg:{token}")
+}
+
+fn dialog_key(web_call_id: &str) -> String {
+    format!("estuary:regdialog:{web_call_id}")
+}
+
+fn presence_key(node_id: &str) -> String {
+    format!("estuary:node:{node_id}")
+}
+
+/// The registration as a JSON object, held by `node` (no secrets in it).
+fn registration_json(r: &SharedRegistration, node: &str) -> String {
     let opt = |v: &Option<String>| v.as_deref().map_or("null".to_owned(), string);
     let routes: Vec<String> = r.service_route.iter().map(|s| string(s)).collect();
     format!(
-        "{{\"token\":{},\"aor\":{},\"instance\":{},\"reg_id\":{},\"web_contact\":{},\"service_route\":[{}],\"ims_call_id\":{},\"ims_cseq\":{},\"source\":{},\"expires_in\":{}}}",
+        "{{\"node\":{},\"token\":{},\"aor\":{},\"instance\":{},\"reg_id\":{},\"web_contact\":{},\"web_call_id\":{},\"service_route\":[{}],\"ims_call_id\":{},\"ims_cseq\":{},\"source\":{},\"expires_in\":{}}}",
+        string(node),
         string(&r.token),
         string(&r.aor),
         opt(&r.instance),
         opt(&r.reg_id),
         string(&r.web_contact),
+        string(&r.web_call_id),
         routes.join(","),
         string(&r.ims_call_id),
         r.ims_cseq,
@@ -165,7 +218,7 @@ fn call_json(c: &SharedCall) -> String {
     )
 }
 
-async fn writer(client: redis::Client, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
+async fn writer(client: redis::Client, node_id: String, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     let mut next_attempt = tokio::time::Instant::now();
     let mut warned = false;
@@ -191,19 +244,22 @@ async fn writer(client: redis::Client, mut rx: mpsc::Receiver<Write>, counters: 
             }
             continue;
         };
-        let cmd = match &write {
-            Write::Put { key, value, ttl_s } => {
-                let mut c = redis::cmd("SET");
-                c.arg(key).arg(value).arg("EX").arg(*ttl_s);
-                c
+        let mut pipe = redis::pipe();
+        match &write {
+            Write::Put { pairs, ttl_s } => {
+                pipe.atomic();
+                for (key, value) in pairs {
+                    pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
+                }
             }
             Write::Delete { key } => {
-                let mut c = redis::cmd("DEL");
-                c.arg(key);
-                c
+                pipe.cmd("DEL").arg(key).ignore();
             }
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<redis::Value>(con)).await {
+            Write::DeleteIfOwned { keys } => {
+                pipe.cmd("EVAL").arg(DELETE_IF_OWNED).arg(keys.len()).arg(keys).arg(&node_id).ignore();
+            }
+        }
+        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<redis::Value>(con)).await {
             Ok(Ok(_)) => {
                 counters.up.store(true, Ordering::Relaxed);
                 counters.ok.fetch_add(1, Ordering::Relaxed);
@@ -222,6 +278,96 @@ async fn writer(client: redis::Client, mut rx: mpsc::Receiver<Write>, counters: 
     }
 }
 
+/// Announces the node every [`PRESENCE_EVERY`] (through the writer, so an outage costs
+/// announcements, never a wait).
+async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::SocketAddr) {
+    let value = format!("{{\"sip\":{}}}", string(&sip.to_string()));
+    let mut every = tokio::time::interval(PRESENCE_EVERY);
+    loop {
+        every.tick().await;
+        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S };
+        if queue.send(put).await.is_err() {
+            return; // The writer is gone: the process is stopping.
+        }
+    }
+}
+
+/// Answers the engine's questions, one at a time, from Redis.
+async fn reader(client: redis::Client, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
+    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    while let Some((query, ask)) = questions.recv().await {
+        if connection.is_none() {
+            if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection()).await {
+                connection = Some(c);
+            }
+        }
+        let answer = match connection.as_mut() {
+            Some(con) => match tokio::time::timeout(COMMAND_TIMEOUT, lookup(con, &node_id, &ask)).await {
+                Ok(Ok(answer)) => answer,
+                _ => {
+                    connection = None;
+                    StateAnswer::Unknown
+                }
+            },
+            None => StateAnswer::Unknown,
+        };
+        tracing::debug!(?ask, found = !matches!(answer, StateAnswer::Unknown), "cluster state looked up");
+        if events.send(Event::StateAnswer { query, answer }).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask: &StateQuery) -> redis::RedisResult<StateAnswer> {
+    let token = match ask {
+        StateQuery::Token { token } => token.clone(),
+        StateQuery::RegisterDialog { web_call_id } => {
+            let token: Option<String> = redis::cmd("GET").arg(dialog_key(web_call_id)).query_async(con).await?;
+            match token {
+                Some(t) => t,
+                None => return Ok(StateAnswer::Unknown),
+            }
+        }
+    };
+    let json: Option<String> = redis::cmd("GET").arg(registration_key(&token)).query_async(con).await?;
+    let Some((registration, node)) = json.as_deref().and_then(parse_registration) else { return Ok(StateAnswer::Unknown) };
+    let holder = if node == node_id {
+        Holder::Here
+    } else {
+        let presence: Option<String> = redis::cmd("GET").arg(presence_key(&node)).query_async(con).await?;
+        match presence.as_deref().and_then(parse_presence) {
+            Some(addr) => Holder::Node(addr),
+            None => Holder::Gone,
+        }
+    };
+    Ok(StateAnswer::Registration { registration: Box::new(registration), holder })
+}
+
+/// A stored registration and the node holding it; `None` when the JSON is not one.
+fn parse_registration(json: &str) -> Option<(SharedRegistration, String)> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let text = |k: &str| v.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+    let r = SharedRegistration {
+        token: text("token")?,
+        aor: text("aor")?,
+        instance: text("instance"),
+        reg_id: text("reg_id"),
+        web_contact: text("web_contact")?,
+        web_call_id: text("web_call_id")?,
+        service_route: v.get("service_route")?.as_array()?.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect(),
+        ims_call_id: text("ims_call_id")?,
+        ims_cseq: u32::try_from(v.get("ims_cseq")?.as_u64()?).ok()?,
+        source: text("source")?.parse().ok()?,
+        expires_in: u32::try_from(v.get("expires_in")?.as_u64()?).ok()?,
+    };
+    Some((r, text("node")?))
+}
+
+fn parse_presence(json: &str) -> Option<std::net::SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    v.get("sip")?.as_str()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,15 +381,22 @@ mod tests {
             reg_id: None,
             web_contact: "<sip:a@b.invalid;transport=ws>".into(),
             service_route: vec!["<sip:scscf.ims.test;lr>".into()],
+            web_call_id: "reg-dialog-1".into(),
             ims_call_id: "c1@127.0.0.1".into(),
             ims_cseq: 2,
             source: "192.0.2.1".parse().unwrap(),
             expires_in: 600,
         };
+        let json = registration_json(&r, "node-a");
         assert_eq!(
-            registration_json(&r),
+            json,
             // (json::string escapes < and >, so the text embeds anywhere.)
-            r#"{"token":"tok1","aor":"sip:alice@ims.test","instance":"\u003curn:uuid:1\u003e","reg_id":null,"web_contact":"\u003csip:a@b.invalid;transport=ws\u003e","service_route":["\u003csip:scscf.ims.test;lr\u003e"],"ims_call_id":"c1@127.0.0.1","ims_cseq":2,"source":"192.0.2.1","expires_in":600}"#
+            r#"{"node":"node-a","token":"tok1","aor":"sip:alice@ims.test","instance":"\u003curn:uuid:1\u003e","reg_id":null,"web_contact":"\u003csip:a@b.invalid;transport=ws\u003e","web_call_id":"reg-dialog-1","service_route":["\u003csip:scscf.ims.test;lr\u003e"],"ims_call_id":"c1@127.0.0.1","ims_cseq":2,"source":"192.0.2.1","expires_in":600}"#
         );
+        // What another node reads back is what was shared, and whose it is.
+        assert_eq!(parse_registration(&json), Some((r, "node-a".to_owned())));
+        assert_eq!(parse_registration(r#"{"node":"x","token":"t"}"#), None, "an incomplete entry is no registration");
+        assert_eq!(parse_presence(r#"{"sip":"127.0.0.12:5060"}"#), Some("127.0.0.12:5060".parse().unwrap()));
+        assert_eq!(parse_presence("garbage"), None);
     }
 }

@@ -314,6 +314,7 @@ impl<M: Machine> Engine<M> {
             Event::EndCalls => self.feed(Input::Shutdown),
             Event::Reconfigure(cfg) => self.machine.reconfigure(*cfg),
             Event::NextHops(targets) => self.machine.set_next_hops(targets),
+            Event::StateAnswer { query, answer } => self.feed(Input::StateAnswer { query, answer }),
             Event::Stall(d) => {
                 tracing::warn!(?d, "TEST HOOK: engine stalled on request");
                 std::thread::sleep(d);
@@ -436,11 +437,16 @@ impl<M: Machine> Engine<M> {
                     c.put_registration(&r);
                 }
             }
-            Output::RegistrationRemoved { token } => {
+            Output::RegistrationRemoved { token, web_call_id } => {
                 if let Some(c) = &self.ctx.cluster {
-                    c.remove_registration(&token);
+                    c.remove_registration(&token, &web_call_id);
                 }
             }
+            Output::StateQuery { query, ask } => match &self.ctx.cluster {
+                Some(c) => c.query(query, ask),
+                // (The engine asks only with share_state, which cluster.enabled sets.)
+                None => self.feed(Input::StateAnswer { query, answer: estuary_b2bua::StateAnswer::Unknown }),
+            },
             Output::CallShared(call) => {
                 if let Some(c) = &self.ctx.cluster {
                     c.put_call(&call);

@@ -76,7 +76,8 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     });
     ctx.ims_trust = crate::access::ImsTrust::new(&cfg.ims.trusted_peers, &next_hop.resolved);
     if cfg.cluster.enabled {
-        let shared = crate::cluster::SharedState::start(&cfg.cluster.redis, &cfg.cluster.node_id).map_err(|e| DaemonError::setup("cluster.redis", e))?;
+        let sip = b2bua.config().ims_advertised;
+        let shared = crate::cluster::SharedState::start(&cfg.cluster.redis, &cfg.cluster.node_id, sip, ctx.events.clone()).map_err(|e| DaemonError::setup("cluster.redis", e))?;
         info!(node_id = %cfg.cluster.node_id, redis = %cfg.cluster.redis, "cluster: registrations are shared in Redis");
         ctx.cluster = Some(shared);
     }

@@ -151,6 +151,22 @@ impl Headers {
         self.0.insert(at, h);
     }
 
+    /// Remove the first element of the list header `name` (a proxy takes its own Via off a
+    /// response this way, RFC 3261 §16.7 step 3): the first line loses its first
+    /// comma-separated element, or goes when that was its only one. Returns the element.
+    pub fn pop_front_value(&mut self, name: &str) -> Option<String> {
+        let at = self.0.iter().position(|h| h.is(name))?;
+        let parts = split_list(&self.0[at].value).unwrap_or_else(|| vec![self.0[at].value.as_str()]);
+        let rest: Vec<&str> = parts.iter().skip(1).copied().filter(|p| !p.is_empty()).collect();
+        let first = parts.first().map(|p| p.to_string()).unwrap_or_default();
+        if rest.is_empty() {
+            self.0.remove(at);
+        } else {
+            self.0[at].value = rest.join(", ");
+        }
+        Some(first)
+    }
+
     /// Remove every header called `name`; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.0.len();
@@ -489,6 +505,17 @@ mod tests {
 
     fn headers(list: &[(&str, &str)]) -> Headers {
         Headers(list.iter().map(|(n, v)| Header::new(*n, *v)).collect())
+    }
+
+    #[test]
+    fn the_top_via_comes_off_a_combined_line_or_takes_its_line() {
+        let mut h = headers(&[("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"), ("v", "SIP/2.0/TCP c")]);
+        assert_eq!(h.pop_front_value("Via").as_deref(), Some("SIP/2.0/UDP a;branch=z9hG4bK1"));
+        assert_eq!(h.values("Via"), ["SIP/2.0/UDP b;branch=z9hG4bK2", "SIP/2.0/TCP c"]);
+        assert_eq!(h.pop_front_value("via").as_deref(), Some("SIP/2.0/UDP b;branch=z9hG4bK2"));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.pop_front_value("Via").as_deref(), Some("SIP/2.0/TCP c"));
+        assert!(h.is_empty() && h.pop_front_value("Via").is_none());
     }
 
     #[test]

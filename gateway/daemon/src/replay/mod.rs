@@ -347,7 +347,9 @@ impl Driver {
                 | Output::RegistrationShared(_)
                 | Output::RegistrationRemoved { .. }
                 | Output::CallShared(_)
-                | Output::CallUnshared { .. } => {}
+                | Output::CallUnshared { .. }
+                // (Replay runs one node: no shared state to ask; a held request times out as alone.)
+                | Output::StateQuery { .. } => {}
             }
         }
     }
