@@ -201,13 +201,18 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts it in front of `nodes` (their ims.listen addresses, set 1).
     pub fn start(test: &str, nodes: &[SocketAddr]) -> Dispatcher {
+        Dispatcher::start_at(test, SocketAddr::from(([127, 0, 0, 1], free_udp_port())), nodes)
+    }
+
+    /// As [`Dispatcher::start`], listening on `udp` (for nodes that must name it before it
+    /// runs: their `cluster.sip_front`).
+    pub fn start_at(test: &str, udp: SocketAddr, nodes: &[SocketAddr]) -> Dispatcher {
         Kamailio::require();
         let dir = std::env::temp_dir().join(format!("estuary-dispatcher-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dispatcher dir");
         let list: String = nodes.iter().map(|n| format!("1 sip:{n}\n")).collect();
         std::fs::write(dir.join("dispatcher.list"), list).unwrap();
-        let udp = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let cfg = include_str!("../../etc/cluster/kamailio-dispatcher.cfg")
             .replace("LISTEN_UDP", &udp.to_string())
             .replace("DISPATCHER_LIST", &dir.join("dispatcher.list").to_string_lossy())

@@ -278,6 +278,24 @@ impl WsSipClient {
         Ok((WsSipClient::over(ws, user, domain, password), local))
     }
 
+    /// The same browser over a new WebSocket to `addr`, as JsSIP's UA after its transport
+    /// reconnects: same Contact, instance, and REGISTER dialog (Call-ID, From tag, CSeq).
+    /// The old connection is dropped without a close frame, as a dead node's would be.
+    pub async fn reconnect(self, addr: SocketAddr) -> WsSipClient {
+        let mut next = WsSipClient::connect(addr, &self.user, &self.domain, &self.password).await;
+        next.contact_user = self.contact_user.clone();
+        next.instance = self.instance.clone();
+        next.reg_call_id = self.reg_call_id.clone();
+        next.reg_from_tag = self.reg_from_tag.clone();
+        next.reg_cseq = self.reg_cseq;
+        next
+    }
+
+    /// The Call-ID of our REGISTER dialog.
+    pub fn register_call_id(&self) -> &str {
+        &self.reg_call_id
+    }
+
     /// Our address of record.
     pub fn aor(&self) -> String {
         format!("sip:{}@{}", self.user, self.domain)

@@ -1,5 +1,6 @@
-//! The cluster's shared state in a real Redis: a browser's registration is stored under the
-//! node's name with the registration's lifetime as its TTL, and removed when it goes; an
+//! The cluster's shared state in a real Redis: a browser's registration is stored, marked
+//! with the node's name, with the registration's lifetime as its TTL, and removed when it
+//! goes; the node announces itself; an
 //! answered call's two dialogs are stored while it is up; with Redis killed the node goes on
 //! registering browsers and says so in /metrics.
 //!
@@ -26,13 +27,21 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     let s = Setup::start(|b| b.set("cluster.enabled", "true").set("cluster.node_id", "node-a").set("cluster.redis", &url)).await;
     let reg = s.register().await;
 
-    let keys = || redis.cli(&["--scan", "--pattern", "estuary:node-a:reg:*"]);
+    let keys = || redis.cli(&["--scan", "--pattern", "estuary:reg:*"]);
     wait_for("the registration in Redis", || !keys().trim().is_empty()).await;
     let key = keys().trim().to_owned();
     let token = key.rsplit(':').next().unwrap().to_owned();
     assert!(reg.gateway_contact.contains(&token), "the key names the binding's token ({token}) of the gateway's Contact {}", reg.gateway_contact);
     let value = redis.cli(&["GET", &key]);
-    assert!(value.contains("\"aor\":\"sip:alice@ims.test\"") && value.contains("\"ims_call_id\""), "{value}");
+    assert!(value.contains("\"node\":\"node-a\"") && value.contains("\"aor\":\"sip:alice@ims.test\"") && value.contains("\"ims_call_id\""), "{value}");
+    // Named by the browser's REGISTER dialog too (a browser that reconnects elsewhere is
+    // found by it), and the node announces where it takes the core's requests.
+    let dialog = redis.cli(&["GET", &format!("estuary:regdialog:{}", reg.client.register_call_id())]);
+    assert_eq!(dialog.trim(), token);
+    let presence = redis.cli(&["GET", "estuary:node:node-a"]);
+    assert_eq!(presence.trim(), format!("{{\"sip\":\"{}\"}}", s.gw.ims_addr), "{presence}");
+    let ttl: i64 = redis.cli(&["TTL", "estuary:node:node-a"]).trim().parse().unwrap();
+    assert!((1..=3).contains(&ttl), "presence lasts 3 s unless renewed: {ttl}");
     let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 3600, "the registration's lifetime as TTL: {ttl}");
     assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));

@@ -99,7 +99,8 @@ impl Queries {
         self.deadlines.next()
     }
 
-    pub fn len(&self) -> usize {
+    /// How many requests are held now.
+    pub fn held(&self) -> usize {
         self.held.len()
     }
 }

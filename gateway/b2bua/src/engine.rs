@@ -254,6 +254,13 @@ impl B2bua {
         let mut out = Vec::new();
         // WebSocket connection counts are the daemon's (it owns the sockets).
         self.counters.samples(self.calls.len(), self.registrar.active(now), self.transcoding.values().sum(), &mut out);
+        out.push(Sample {
+            name: "estuary_cluster_held_requests",
+            help: "Requests waiting for the cluster's shared state (a registration or binding this node does not hold)",
+            kind: crate::io::MetricKind::Gauge,
+            labels: Vec::new(),
+            value: self.queries.held() as u64,
+        });
         for (target, up) in self.hops.states() {
             out.push(Sample {
                 name: "estuary_ims_next_hop_up",

@@ -1053,8 +1053,25 @@ fn cluster(mut s: Section) -> Result<ClusterConfig, ConfigError> {
     if enabled && node_id.is_empty() {
         return Err(ConfigError::invalid(s.path("node_id"), "must be set when cluster.enabled (each node's keys carry it)"));
     }
+    let front = s.string("sip_front", "")?.trim().to_owned();
+    let sip_front = match front.as_str() {
+        "" => None,
+        text => Some(host_port(text).ok_or_else(|| ConfigError::invalid(s.path("sip_front"), format!("\"{text}\" is not HOST:PORT")))?),
+    };
     s.finish()?;
-    Ok(ClusterConfig { enabled, redis, node_id })
+    Ok(ClusterConfig { enabled, redis, node_id, sip_front })
+}
+
+/// `HOST:PORT` as written into a SIP URI: a host name, an IPv4 address or a bracketed IPv6
+/// address, and a port from 1 to 65535.
+fn host_port(text: &str) -> Option<String> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && host.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')),
+    };
+    host_ok.then(|| format!("{host}:{port}"))
 }
 
 fn limits(mut s: Section) -> Result<LimitsConfig, ConfigError> {
@@ -1214,7 +1231,11 @@ mod tests {
         let d = Config::default().cluster;
         assert!(!d.enabled && d.node_id.is_empty());
         let c = with(&["cluster.enabled=true", "cluster.node_id=node-a", "cluster.redis=redis://10.0.0.9:6380/2"]).unwrap();
-        assert_eq!(c.cluster, ClusterConfig { enabled: true, redis: "redis://10.0.0.9:6380/2".into(), node_id: "node-a".into() });
+        assert_eq!(c.cluster, ClusterConfig { enabled: true, redis: "redis://10.0.0.9:6380/2".into(), node_id: "node-a".into(), sip_front: None });
+        assert_eq!(with(&["cluster.sip_front=sbc.ims.test:5060"]).unwrap().cluster.sip_front.as_deref(), Some("sbc.ims.test:5060"));
+        assert_eq!(with(&["cluster.sip_front=[2001:db8::1]:5060"]).unwrap().cluster.sip_front.as_deref(), Some("[2001:db8::1]:5060"));
+        assert_eq!(err("[cluster]\nsip_front = \"10.0.0.1\""), "cluster.sip_front: \"10.0.0.1\" is not HOST:PORT");
+        assert_eq!(err("[cluster]\nsip_front = \"sip:10.0.0.1:5060\""), "cluster.sip_front: \"sip:10.0.0.1:5060\" is not HOST:PORT");
         assert_eq!(err("[cluster]\nenabled = true"), "cluster.node_id: must be set when cluster.enabled (each node's keys carry it)");
         assert_eq!(err("[cluster]\nredis = \"10.0.0.9:6379\""), "cluster.redis: \"10.0.0.9:6379\" is not a redis:// URL");
         assert!(err("[cluster]\nnode_id = \"a b\"").starts_with("cluster.node_id: \"a b\": letters"));

@@ -133,6 +133,7 @@ fn the_documented_file_lists_every_key() {
         "cluster.enabled",
         "cluster.redis",
         "cluster.node_id",
+        "cluster.sip_front",
     ] {
         assert!(
             keys.iter().any(|k| k == required),
@@ -141,7 +142,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        84,
+        85,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -149,6 +149,7 @@ pub fn b2bua_config(
         policy_gate: cfg.rx.enabled && cfg.rx.on_failure == estuary_config::RxOnFailure::Closed,
         signalling_policy: cfg.rx.enabled && cfg.rx.signalling,
         share_state: cfg.cluster.enabled,
+        sip_front: cfg.cluster.sip_front.clone().filter(|_| cfg.cluster.enabled),
         // Not operator keys: the 503 Retry-After keeps the engine's default.
         ..B2buaConfig::default()
     }

@@ -133,6 +133,7 @@ pub static KEYS: &[Key] = &[
     key!(Restart, "cluster.enabled", cluster.enabled),
     key!(Restart, "cluster.redis", cluster.redis),
     key!(Restart, "cluster.node_id", cluster.node_id),
+    key!(Restart, "cluster.sip_front", cluster.sip_front),
 ];
 
 /// The keys whose values differ between `old` and `new`, split by how they apply.
