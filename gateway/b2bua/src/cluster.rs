@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use estuary_sip::Request;
 use estuary_transaction::{Deadlines, ServerKey};
 
-use crate::io::{Flow, SharedRegistration};
+use crate::io::{Flow, SharedCall, SharedRegistration};
 
 /// How long a held request waits for its answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,6 +32,9 @@ pub enum StateQuery {
     RegisterDialog { web_call_id: String },
     /// The registration named by the token of the gateway's Path and Contact.
     Token { token: String },
+    /// The answered call one of whose dialogs has this Call-ID: a browser that reconnected
+    /// here goes on with a call another node carried.
+    Dialog { call_id: String },
 }
 
 /// The driver's answer to a [`StateQuery`].
@@ -41,6 +44,8 @@ pub enum StateAnswer {
     Unknown,
     /// The registration, and whose WebSocket carries its browser.
     Registration { registration: Box<SharedRegistration>, holder: Holder },
+    /// The call, and which node carries it.
+    Call { call: Box<SharedCall>, holder: Holder },
 }
 
 /// Which node holds a shared registration's browser connection.

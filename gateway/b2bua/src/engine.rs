@@ -415,10 +415,10 @@ impl B2bua {
         if req.method == Method::Cancel {
             return self.on_cancel(now, key, cancels, &req);
         }
-        let to_tag = req.headers.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        match to_tag {
-            Some(tag) => self.on_in_dialog(now, side, key, req, tag),
-            None => self.on_out_of_dialog(now, flow, key, req),
+        if in_dialog {
+            self.on_in_dialog(now, flow, key, req, false)
+        } else {
+            self.on_out_of_dialog(now, flow, key, req)
         }
     }
 
@@ -1501,8 +1501,15 @@ impl B2bua {
         self.sync_media(id);
     }
 
-    fn on_in_dialog(&mut self, now: Instant, side: Side, key: ServerKey, req: Request, _tag: String) {
+    /// `looked_up`: the cluster's shared state was already asked about this dialog.
+    fn on_in_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request, looked_up: bool) {
+        let side = side_of(flow);
         let Some((id, idx)) = self.dialog_of(side, &req) else {
+            // A browser that reconnected here after its node died goes on with its call.
+            if let (Flow::Web { .. }, true, false, Ok(call_id)) = (flow, self.cfg.share_state, looked_up, req.headers.call_id()) {
+                let query = StateQuery::Dialog { call_id: call_id.to_owned() };
+                return self.hold(now, query, flow, key, req);
+            }
             return self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist");
         };
         if req.method == Method::Bye {
@@ -1874,7 +1881,7 @@ impl B2bua {
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         if self.cfg.share_state && summary.answered.is_some() {
-            self.outputs.push_back(Output::CallUnshared { call: id.0 });
+            self.outputs.push_back(Output::CallUnshared { call: id.0, dialogs: [call.a.call_id.clone(), call.b.call_id.clone()] });
         }
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
         self.ports.release(call.ports);

@@ -238,8 +238,9 @@ pub enum Output {
     RegistrationRemoved { token: String, web_call_id: String },
     /// A call was answered (share it).
     CallShared(Box<SharedCall>),
-    /// A shared call ended.
-    CallUnshared { call: u64 },
+    /// A shared call ended; `dialogs` are its two Call-IDs (the shared state names the call
+    /// by them too).
+    CallUnshared { call: u64, dialogs: [String; 2] },
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },

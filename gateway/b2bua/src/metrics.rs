@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     fast_update_sent: u64,
     next_hop_down: u64,
     adopted_registrations: u64,
+    adopted_calls: u64,
     proxied_to_node: u64,
 }
 
@@ -61,6 +62,11 @@ impl Counters {
     /// A registration another node made was taken over from the cluster's shared state.
     pub(crate) fn adopted_registration(&mut self) {
         self.adopted_registrations += 1;
+    }
+
+    /// A call another node answered was taken over from the cluster's shared state.
+    pub(crate) fn adopted_call(&mut self) {
+        self.adopted_calls += 1;
     }
 
     /// A request from the core was proxied to the node holding its browser.
@@ -104,6 +110,13 @@ impl Counters {
             kind: MetricKind::Counter,
             labels: Vec::new(),
             value: self.adopted_registrations,
+        });
+        out.push(Sample {
+            name: "estuary_cluster_calls_adopted_total",
+            help: "Answered calls another node carried, taken over from the cluster's shared state when their browser reconnected here",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.adopted_calls,
         });
         out.push(Sample {
             name: "estuary_cluster_proxied_total",

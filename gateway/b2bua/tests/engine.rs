@@ -1822,7 +1822,7 @@ fn an_answered_call_is_shared_with_both_dialogs_and_unshared_at_its_end() {
     assert_eq!(ims.route_set, ["<sip:scscf.internal.ims;lr>"], "the core's Record-Route");
     assert!(!call.ports.is_empty() && call.icid.is_some());
     h.input(Input::Shutdown);
-    assert_eq!(h.shared.last(), Some(&Output::CallUnshared { call: call.call }));
+    assert_eq!(h.shared.last(), Some(&Output::CallUnshared { call: call.call, dialogs: [web.call_id.clone(), ims.call_id.clone()] }));
 }
 
 // ----- serving another node's state (cluster) ----------------------------------------------
@@ -1965,4 +1965,47 @@ fn a_cancel_follows_a_proxied_invite_and_a_browser_nobody_holds_gets_480_or_404(
     assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 480], "registered, browser not back yet");
     let out = h.ims(&ims_invite("toknobody", "z9hG4bKnone", SDP).replace("imscall1", "imscall3"));
     assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 404], "no such binding anywhere");
+}
+
+#[test]
+fn a_browser_reconnecting_here_ends_a_call_its_dead_node_carried_through_this_node() {
+    // Node A answers a call and shares it.
+    let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
+    let (_inv, web_ok) = answered_call(&mut a);
+    let shared = a
+        .shared
+        .iter()
+        .find_map(|o| match o {
+            Output::CallShared(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("shared at the answer");
+    let our_tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let ims_leg = shared.legs[1].clone();
+
+    // Node A dies; the browser reconnects to node B and hangs up.
+    let mut b = cluster_harness();
+    let query = StateQuery::Dialog { call_id: "webcall1".into() };
+    b.state = Some(vec![(query.clone(), StateAnswer::Call { call: shared.clone(), holder: Holder::Gone })]);
+    let bye = format!("BYE sip:estuary@127.0.0.1;transport=ws SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKbyeb\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={our_tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 9 BYE\nContent-Length: 0\n\n");
+    let out = b.web(&bye);
+    assert_eq!(b.asked, [query]);
+    assert_eq!(status(only_web(&out)), 200, "the browser's BYE is answered");
+    let ims_bye = req(only_ims(&out));
+    assert_eq!(ims_bye.method.as_str(), "BYE");
+    assert_eq!(ims_bye.headers.call_id().unwrap(), ims_leg.call_id, "on the IMS dialog node A made");
+    assert_eq!(ims_bye.headers.to().unwrap().tag(), Some("far1"));
+    assert_eq!(ims_bye.headers.from().unwrap().tag(), Some(ims_leg.local_tag.as_str()));
+    assert_eq!(ims_bye.headers.get("Route"), Some("<sip:scscf.internal.ims;lr>"), "through its route set");
+    assert_eq!(ims_bye.uri.to_string(), "sip:bob@10.9.9.9:5070");
+    assert_eq!(ims_bye.headers.cseq().unwrap().seq, ims_leg.local_cseq + 100 + 1, "a CSeq past anything node A sent");
+    assert!(ims_bye.headers.get("Via").unwrap().contains("127.0.0.1:5080"), "from this node");
+    assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
+    b.ims(&response(only_ims(&out), 200, "OK", &[]));
+    assert_eq!(b.ended().reason, EndReason::Bye(Side::Web), "this node writes the call's record");
+    assert_eq!(b.gw.active_calls(), 0);
+
+    // A dialog the shared state does not know is still 481.
+    let out = b.web(&bye.replace("webcall1", "webcall9").replace("z9hG4bKbyeb", "z9hG4bKbyec"));
+    assert_eq!(status(only_web(&out)), 481);
 }

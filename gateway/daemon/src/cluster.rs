@@ -121,13 +121,18 @@ impl SharedState {
         format!("estuary:{}:call:{call}", self.node_id)
     }
 
-    /// Stores an answered call's dialogs until it ends.
+    /// Stores an answered call's dialogs until it ends, named by both Call-IDs too.
     pub fn put_call(&self, c: &SharedCall) {
-        self.enqueue(Write::Put { pairs: vec![(self.call_key(c.call), call_json(c))], ttl_s: CALL_TTL_S });
+        let key = self.call_key(c.call);
+        let mut pairs = vec![(key.clone(), call_json(c))];
+        pairs.extend(c.legs.iter().map(|l| (call_dialog_key(&l.call_id), key.clone())));
+        self.enqueue(Write::Put { pairs, ttl_s: CALL_TTL_S });
     }
 
-    pub fn remove_call(&self, call: u64) {
-        self.enqueue(Write::Delete { key: self.call_key(call) });
+    pub fn remove_call(&self, call: u64, dialogs: &[String; 2]) {
+        for key in [self.call_key(call), call_dialog_key(&dialogs[0]), call_dialog_key(&dialogs[1])] {
+            self.enqueue(Write::Delete { key });
+        }
     }
 
     /// Samples for /metrics.
@@ -159,6 +164,10 @@ fn registration_key(token: &str) -> String {
 
 fn dialog_key(web_call_id: &str) -> String {
     format!("estuary:regdialog:{web_call_id}")
+}
+
+fn call_dialog_key(call_id: &str) -> String {
+    format!("estuary:calldialog:{call_id}")
 }
 
 fn presence_key(node_id: &str) -> String {
@@ -318,8 +327,30 @@ async fn reader(client: redis::Client, node_id: String, mut questions: mpsc::Rec
     }
 }
 
+/// Whose `node` is: this node, a live one (its address), or one gone.
+async fn holder(con: &mut redis::aio::MultiplexedConnection, node_id: &str, node: &str) -> redis::RedisResult<Holder> {
+    if node == node_id {
+        return Ok(Holder::Here);
+    }
+    let presence: Option<String> = redis::cmd("GET").arg(presence_key(node)).query_async(con).await?;
+    Ok(match presence.as_deref().and_then(parse_presence) {
+        Some(addr) => Holder::Node(addr),
+        None => Holder::Gone,
+    })
+}
+
 async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask: &StateQuery) -> redis::RedisResult<StateAnswer> {
     let token = match ask {
+        StateQuery::Dialog { call_id } => {
+            let key: Option<String> = redis::cmd("GET").arg(call_dialog_key(call_id)).query_async(con).await?;
+            let Some(key) = key else { return Ok(StateAnswer::Unknown) };
+            let json: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+            // estuary:<node>:call:<id>
+            let node = key.split(':').nth(1).unwrap_or_default().to_owned();
+            let Some(call) = json.as_deref().and_then(parse_call) else { return Ok(StateAnswer::Unknown) };
+            let holder = holder(con, node_id, &node).await?;
+            return Ok(StateAnswer::Call { call: Box::new(call), holder });
+        }
         StateQuery::Token { token } => token.clone(),
         StateQuery::RegisterDialog { web_call_id } => {
             let token: Option<String> = redis::cmd("GET").arg(dialog_key(web_call_id)).query_async(con).await?;
@@ -331,15 +362,7 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
     };
     let json: Option<String> = redis::cmd("GET").arg(registration_key(&token)).query_async(con).await?;
     let Some((registration, node)) = json.as_deref().and_then(parse_registration) else { return Ok(StateAnswer::Unknown) };
-    let holder = if node == node_id {
-        Holder::Here
-    } else {
-        let presence: Option<String> = redis::cmd("GET").arg(presence_key(&node)).query_async(con).await?;
-        match presence.as_deref().and_then(parse_presence) {
-            Some(addr) => Holder::Node(addr),
-            None => Holder::Gone,
-        }
-    };
+    let holder = holder(con, node_id, &node).await?;
     Ok(StateAnswer::Registration { registration: Box::new(registration), holder })
 }
 
@@ -361,6 +384,51 @@ fn parse_registration(json: &str) -> Option<(SharedRegistration, String)> {
         expires_in: u32::try_from(v.get("expires_in")?.as_u64()?).ok()?,
     };
     Some((r, text("node")?))
+}
+
+/// A stored call; `None` when the JSON is not one. Flows and transports are not stored (they
+/// are the carrying node's own): the legs come back with placeholders the adopting engine
+/// replaces.
+fn parse_call(json: &str) -> Option<SharedCall> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let leg = |l: &serde_json::Value| -> Option<Leg> {
+        let text = |k: &str| l.get(k).and_then(serde_json::Value::as_str).map(str::to_owned);
+        let side = match text("side")?.as_str() {
+            "web" => estuary_core::Side::Web,
+            "ims" => estuary_core::Side::Ims,
+            _ => return None,
+        };
+        let local_cseq = u32::try_from(l.get("local_cseq")?.as_u64()?).ok()?;
+        Some(Leg {
+            side,
+            flow: match side {
+                estuary_core::Side::Web => estuary_b2bua::Flow::Web { conn: estuary_b2bua::ConnId(0) },
+                estuary_core::Side::Ims => estuary_b2bua::Flow::Ims {
+                    transport: estuary_b2bua::Transport::Udp,
+                    remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+                },
+            },
+            transport: estuary_b2bua::Transport::Udp,
+            call_id: text("call_id")?,
+            local_tag: text("local_tag")?,
+            remote_tag: text("remote_tag"),
+            local: text("local")?,
+            remote: text("remote")?,
+            remote_target: text("remote_target")?,
+            route_set: l.get("route_set")?.as_array()?.iter().filter_map(|r| r.as_str().map(str::to_owned)).collect(),
+            local_cseq,
+            invite_cseq: local_cseq,
+            contact: text("contact")?,
+        })
+    };
+    let legs = v.get("legs")?.as_array()?;
+    let [a, b] = legs.as_slice() else { return None };
+    Some(SharedCall {
+        call: v.get("call")?.as_u64()?,
+        legs: [leg(a)?, leg(b)?],
+        ports: v.get("ports")?.as_array()?.iter().filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok())).collect(),
+        icid: v.get("icid").and_then(serde_json::Value::as_str).map(str::to_owned),
+    })
 }
 
 fn parse_presence(json: &str) -> Option<std::net::SocketAddr> {
@@ -398,5 +466,33 @@ mod tests {
         assert_eq!(parse_registration(r#"{"node":"x","token":"t"}"#), None, "an incomplete entry is no registration");
         assert_eq!(parse_presence(r#"{"sip":"127.0.0.12:5060"}"#), Some("127.0.0.12:5060".parse().unwrap()));
         assert_eq!(parse_presence("garbage"), None);
+    }
+
+    #[test]
+    fn a_call_reads_back_as_it_was_shared_but_for_this_nodes_flows() {
+        let leg = |side, call_id: &str, flow| Leg {
+            side,
+            flow,
+            transport: estuary_b2bua::Transport::Udp,
+            call_id: call_id.into(),
+            local_tag: "lt".into(),
+            remote_tag: Some("rt".into()),
+            local: "<sip:alice@ims.test>".into(),
+            remote: "<sip:bob@ims.test>".into(),
+            remote_target: "sip:bob@10.0.0.9:5060".into(),
+            route_set: vec!["<sip:scscf.ims.test;lr>".into()],
+            local_cseq: 4,
+            invite_cseq: 4,
+            contact: "<sip:estuary@127.0.0.1:5080;transport=udp>".into(),
+        };
+        let web = leg(estuary_core::Side::Web, "w1", estuary_b2bua::Flow::Web { conn: estuary_b2bua::ConnId(0) });
+        let ims = leg(
+            estuary_core::Side::Ims,
+            "i1",
+            estuary_b2bua::Flow::Ims { transport: estuary_b2bua::Transport::Udp, remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)) },
+        );
+        let call = SharedCall { call: 9, legs: [web, ims], ports: vec![30000, 30002], icid: Some("icid-1".into()) };
+        assert_eq!(parse_call(&call_json(&call)), Some(call));
+        assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);
     }
 }

@@ -452,9 +452,9 @@ impl<M: Machine> Engine<M> {
                     c.put_call(&call);
                 }
             }
-            Output::CallUnshared { call } => {
+            Output::CallUnshared { call, dialogs } => {
                 if let Some(c) = &self.ctx.cluster {
-                    c.remove_call(call);
+                    c.remove_call(call, &dialogs);
                 }
             }
             Output::Transmit {

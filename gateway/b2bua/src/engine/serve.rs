@@ -8,14 +8,19 @@ use std::time::Instant;
 use estuary_sip::{Method, NameAddr, Request, Response};
 use estuary_transaction::{ClientKey, ServerKey};
 
+use estuary_sdp::SdpSession;
+use rand::Rng;
+
 use super::{reliable, B2bua, Owner};
+use crate::call::{Authorization, Call, CallId, CallState, LegIdx};
 use crate::cluster::{Held, Holder, StateAnswer, StateQuery};
-use crate::io::{ConnId, Flow, SharedRegistration};
+use crate::io::{ConnId, Flow, Output, SharedCall, SharedRegistration, Side};
 use crate::registrar::Binding;
 
-/// How far an adopted registration's CSeq toward IMS jumps past the shared copy's: the copy
-/// may be a write or two behind what the lost node sent (a write dropped in a Redis outage),
-/// and the registrar refuses a CSeq that does not grow (RFC 3261 §10.3 step 7).
+/// How far an adopted registration's or call's CSeqs jump past the shared copy's: the copy
+/// may be a write or two behind what the lost node sent (a write dropped in a Redis outage,
+/// in-dialog requests since the answer), and the far end refuses a CSeq that does not grow
+/// (RFC 3261 §10.3 step 7, §12.2.2).
 const ADOPTED_CSEQ_MARGIN: u32 = 100;
 
 impl B2bua {
@@ -28,7 +33,7 @@ impl B2bua {
         let ask = query.clone();
         let (k, r) = (key.clone(), req.clone());
         match self.queries.hold(now, Held { query, flow, key, req }) {
-            Some(query) => self.outputs.push_back(crate::io::Output::StateQuery { query, ask }),
+            Some(query) => self.outputs.push_back(Output::StateQuery { query, ask }),
             None => {
                 tracing::warn!("too many requests waiting for the cluster's shared state; refusing");
                 self.respond(now, &k, &r, 503, "Service Unavailable");
@@ -62,11 +67,91 @@ impl B2bua {
                     // Registered, but its browser's connection went with a node (or with this
                     // node's previous process) and it has not reconnected yet.
                     Some(StateAnswer::Registration { .. }) | None => self.respond(now, &key, &req, 480, "Temporarily Unavailable"),
-                    Some(StateAnswer::Unknown) => self.respond(now, &key, &req, 404, "Not Found"),
+                    Some(StateAnswer::Unknown | StateAnswer::Call { .. }) => self.respond(now, &key, &req, 404, "Not Found"),
                 }
             }
-            (StateQuery::RegisterDialog { .. }, _) => {}
+            (StateQuery::Dialog { .. }, Flow::Web { conn }) => {
+                if !self.conns.contains_key(&conn) {
+                    return;
+                }
+                match answer {
+                    // Its node is gone (or was this node's previous process): carry it here.
+                    Some(StateAnswer::Call { call, holder: Holder::Gone | Holder::Here }) if self.dialog_of(Side::Web, &req).is_none() => {
+                        self.adopt_call(now, conn, *call);
+                        self.on_in_dialog(now, Flow::Web { conn }, key, req, true)
+                    }
+                    _ => self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
+                }
+            }
+            (StateQuery::RegisterDialog { .. } | StateQuery::Dialog { .. }, _) => {}
         }
+    }
+
+    /// Carries on a call another node answered, over the browser's new connection `conn`:
+    /// both dialogs as they were shared (Call-IDs, tags, route sets, targets), our CSeqs
+    /// grown by a margin (the shared copy may be behind), our Contact and flows this node's.
+    /// Signalling only, for now: the media plan is not re-anchored, so the call can be ended
+    /// cleanly on both sides but carries no media here.
+    fn adopt_call(&mut self, now: Instant, conn: ConnId, shared: SharedCall) {
+        let Some(info) = self.conns.get(&conn).copied() else { return };
+        let [mut a, mut b] = shared.legs;
+        for leg in [&mut a, &mut b] {
+            match leg.side {
+                Side::Web => {
+                    leg.flow = Flow::Web { conn };
+                    leg.transport = info.transport;
+                    leg.contact = self.web_contact(info.transport);
+                }
+                Side::Ims => {
+                    leg.flow = self.ims_flow();
+                    leg.transport = self.cfg.ims_transport;
+                    leg.contact = self.ims_contact();
+                }
+            }
+            leg.local_cseq = leg.local_cseq.saturating_add(ADOPTED_CSEQ_MARGIN);
+            leg.invite_cseq = leg.local_cseq;
+        }
+        self.next_call += 1;
+        let id = CallId(self.next_call);
+        tracing::info!(call = id.0, shared = shared.call, "call adopted from the cluster's shared state");
+        self.counters.adopted_call();
+        self.dialogs.insert((a.side, a.call_id.clone(), a.local_tag.clone()), (id, LegIdx::A));
+        self.dialogs.insert((b.side, b.call_id.clone(), b.local_tag.clone()), (id, LegIdx::B));
+        let (web, ims) = if a.side == Side::Web { (&a, &b) } else { (&b, &a) };
+        self.outputs.push_back(Output::CallStarted { call: id.0, web_call_id: web.call_id.clone(), ims_call_id: ims.call_id.clone() });
+        let binding = self.registrar.on_conn(conn).into_iter().next();
+        let sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
+        // No transaction of the initial INVITE exists here: empty keys, never looked up (the
+        // call is confirmed, so nothing CANCELs it).
+        let a_invite_key = ServerKey { branch: String::new(), sent_by: String::new(), method: Method::Invite };
+        let b_invite_key = ClientKey { branch: String::new(), method: Method::Invite };
+        let call = Call {
+            id,
+            a,
+            b,
+            state: CallState::Confirmed,
+            a_invite_key,
+            b_invite_key,
+            b_provisional: true,
+            cancel_requested: false,
+            cancel_sent: false,
+            forks: Vec::new(),
+            ack_duty: None,
+            last_ack: None,
+            invite_pending: false,
+            binding,
+            sdp,
+            ports: Vec::new(),
+            media_version: 0,
+            started: now,
+            answered: Some(now),
+            end_reason: None,
+            icid: shared.icid,
+            fast_update_sent: None,
+            authorization: Authorization::NotRequired,
+        };
+        self.calls.insert(id, Box::new(call));
+        self.share_call(id);
     }
 
     /// Makes a shared registration this node's own, over the browser's new connection `conn`
