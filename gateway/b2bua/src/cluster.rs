@@ -42,8 +42,9 @@ pub enum StateQuery {
 pub enum StateAnswer {
     /// No such registration (or the shared state could not be read).
     Unknown,
-    /// The registration, and whose WebSocket carries its browser.
-    Registration { registration: Box<SharedRegistration>, holder: Holder },
+    /// The registration, and whose WebSocket carries its browser; for a REGISTER dialog, also
+    /// the answered calls of that registration no live node carries (its node died).
+    Registration { registration: Box<SharedRegistration>, holder: Holder, calls: Vec<SharedCall> },
     /// The call, and which node carries it.
     Call { call: Box<SharedCall>, holder: Holder },
 }

@@ -28,6 +28,7 @@ use crate::next_hops::NextHops;
 use crate::cluster::StateQuery;
 use crate::B2buaConfig;
 
+mod reanchor;
 mod serve;
 
 /// Methods the gateway handles, for Allow headers.
@@ -53,6 +54,8 @@ enum Owner {
     /// that node (see `cluster`): its responses go back less our Via. `forwarded` is the
     /// request as sent, for a CANCEL.
     Proxied { server: ServerKey, forwarded: Request, node: std::net::SocketAddr },
+    /// A re-INVITE moving an adopted call's media here (see `reanchor`).
+    Reanchor { call: CallId, leg: LegIdx, step: reanchor::Step },
 }
 
 /// A request sent outside a dialog to a next-hop target, kept so that it can move to the
@@ -543,6 +546,7 @@ impl B2bua {
                         self.forward_response(now, &server, &request, &resp, from.other(), tag, None, body);
                     }
                     Some(Owner::Proxied { server, .. }) => self.relay_proxied_response(now, &server, &resp),
+                    Some(Owner::Reanchor { call, leg, step }) => self.on_reanchor_response(now, call, leg, step, &resp),
                     Some(Owner::Probe(addr)) => {
                         if resp.code >= 200 && resp.code != 503 && self.hops.mark_up(addr) {
                             tracing::info!(target = %addr, code = resp.code, "IMS next-hop target answers again");
@@ -594,7 +598,7 @@ impl B2bua {
             let tx = &self.tx;
             let failover = &mut self.failover;
             failover.retain(|k, _| tx.has_client(k));
-            self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_) | Owner::Proxied { .. }) || tx.has_client(k));
+            self.owners.retain(|k, o| !matches!(o, Owner::Own | Owner::Relay(_) | Owner::Proxied { .. } | Owner::Reanchor { .. }) || tx.has_client(k));
             let owners = &self.owners;
             self.proxied.retain(|_, c| owners.contains_key(c));
             self.next_sweep = None;
@@ -649,6 +653,13 @@ impl B2bua {
             }
             Some(Owner::NonDialog { server, request, .. }) => self.respond(now, &server, &request, code, reason),
             Some(Owner::Probe(addr)) => tracing::debug!(target = %addr, "next-hop probe unanswered; still down"),
+            Some(Owner::Reanchor { call, .. }) => {
+                tracing::warn!(call = call.0, code, "adopted call: a leg did not answer its re-INVITE; ending it");
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.invite_pending = false;
+                }
+                self.hangup(now, call, EndReason::ReanchorFailed(code));
+            }
             Some(Owner::Proxied { server, forwarded, .. }) => {
                 // The node holding the browser went between its last announcement and now.
                 self.proxied.remove(&server);
@@ -1127,6 +1138,9 @@ impl B2bua {
             out.headers.push(name, &value);
         }
         let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
+        if self.cfg.share_state {
+            sdp.keep_ims_remote();
+        }
         sdp.allow_video_transcoding(self.video_admissible(None, a.side));
         let mut ports = Vec::new();
         let admitted = rewrite_sdp(&mut sdp, &mut ports, &mut self.ports, a.side, &req.body, false)
@@ -1319,7 +1333,14 @@ impl B2bua {
             return;
         }
         let Some(c) = self.calls.get(&id) else { return };
-        let shared = SharedCall { call: id.0, legs: [c.a.clone(), c.b.clone()], ports: c.ports.clone(), icid: c.icid.clone() };
+        let shared = SharedCall {
+            call: id.0,
+            legs: [c.a.clone(), c.b.clone()],
+            ports: c.ports.clone(),
+            icid: c.icid.clone(),
+            binding: c.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone()),
+            ims_sdp: c.sdp.ims_remote_without_keys(),
+        };
         self.outputs.push_back(Output::CallShared(Box::new(shared)));
     }
 
@@ -1396,6 +1417,7 @@ impl B2bua {
         let call = match self.owners.get(key) {
             Some(Owner::Invite { call }) => *call,
             Some(Owner::Relay(r)) => r.call,
+            Some(Owner::Reanchor { call, .. }) => *call,
             _ => return,
         };
         if let Some((leg, bytes)) = self.calls.get(&call).and_then(|c| c.last_ack.clone()) {
@@ -1881,7 +1903,8 @@ impl B2bua {
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         if self.cfg.share_state && summary.answered.is_some() {
-            self.outputs.push_back(Output::CallUnshared { call: id.0, dialogs: [call.a.call_id.clone(), call.b.call_id.clone()] });
+            let binding = call.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone());
+            self.outputs.push_back(Output::CallUnshared { call: id.0, dialogs: [call.a.call_id.clone(), call.b.call_id.clone()], binding });
         }
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
         self.ports.release(call.ports);
@@ -2334,6 +2357,7 @@ impl Owner {
             Owner::Proxied { server, forwarded, node } => {
                 Owner::Proxied { server: server.clone(), forwarded: forwarded.clone(), node: *node }
             }
+            Owner::Reanchor { call, leg, step } => Owner::Reanchor { call: *call, leg: *leg, step: step.clone() },
         }
     }
 }
@@ -2467,6 +2491,7 @@ fn is_invite_owner(owner: Option<&Owner>) -> bool {
     match owner {
         Some(Owner::Invite { .. }) => true,
         Some(Owner::Relay(r)) => r.request.method == Method::Invite,
+        Some(Owner::Reanchor { .. }) => true,
         _ => false,
     }
 }

@@ -135,6 +135,11 @@ pub struct SharedCall {
     /// The media ports the call holds on this node.
     pub ports: Vec<u16>,
     pub icid: Option<String>,
+    /// The token of the browser registration the call runs under: a browser that reconnects
+    /// elsewhere finds its calls by it.
+    pub binding: Option<String>,
+    /// The IMS side's last SDP, without keys (see `SdpSession::ims_remote_without_keys`).
+    pub ims_sdp: Option<String>,
 }
 
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
@@ -240,7 +245,7 @@ pub enum Output {
     CallShared(Box<SharedCall>),
     /// A shared call ended; `dialogs` are its two Call-IDs (the shared state names the call
     /// by them too).
-    CallUnshared { call: u64, dialogs: [String; 2] },
+    CallUnshared { call: u64, dialogs: [String; 2], binding: Option<String> },
     /// Leg `from` asked in SIP (an INFO with RFC 5168's picture_fast_update) for a keyframe of
     /// the video it receives; the gateway answered it and the media plane provides one.
     KeyframeRequested { call: u64, from: Side },
@@ -313,6 +318,9 @@ pub enum EndReason {
     Shutdown,
     /// The PCRF reported the browser's signalling path lost ([`Input::SignallingLost`]).
     SignallingLost,
+    /// A call taken over from a node that died could not get its media back: a leg refused
+    /// the re-INVITE that moves it here (its status).
+    ReanchorFailed(u16),
 }
 
 impl EndReason {
@@ -335,6 +343,7 @@ impl EndReason {
             EndReason::SignallingLost => "signalling_bearer_loss",
             EndReason::OutOfCredit => "out_of_credit",
             EndReason::Shutdown => "gateway_shutdown",
+            EndReason::ReanchorFailed(_) => "reanchor_failed",
         }
     }
 

@@ -1822,7 +1822,12 @@ fn an_answered_call_is_shared_with_both_dialogs_and_unshared_at_its_end() {
     assert_eq!(ims.route_set, ["<sip:scscf.internal.ims;lr>"], "the core's Record-Route");
     assert!(!call.ports.is_empty() && call.icid.is_some());
     h.input(Input::Shutdown);
-    assert_eq!(h.shared.last(), Some(&Output::CallUnshared { call: call.call, dialogs: [web.call_id.clone(), ims.call_id.clone()] }));
+    assert_eq!(
+        h.shared.last(),
+        Some(&Output::CallUnshared { call: call.call, dialogs: [web.call_id.clone(), ims.call_id.clone()], binding: call.binding.clone() })
+    );
+    assert!(call.binding.is_some(), "the browser's registration");
+    assert!(call.ims_sdp.as_deref().is_some_and(|s| s.contains("m=audio 40000 RTP/AVP 0")), "the core's SDP: {:?}", call.ims_sdp);
 }
 
 // ----- serving another node's state (cluster) ----------------------------------------------
@@ -1871,7 +1876,7 @@ fn with_a_cluster_front_the_core_registers_the_front_in_contact_and_path() {
 #[test]
 fn a_browser_reconnecting_here_goes_on_with_the_registration_another_node_made() {
     let mut h = cluster_harness();
-    h.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Gone })]);
+    h.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Gone, calls: Vec::new() })]);
     // JsSIP after its reconnect: the same REGISTER dialog, the next CSeq.
     let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 9 REGISTER"));
     let reg = req(only_ims(&out));
@@ -1915,7 +1920,7 @@ fn a_request_from_the_core_for_a_browser_on_another_node_is_proxied_there() {
     let mut h = cluster_harness();
     let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
     let token = StateQuery::Token { token: "tokfromb".into() };
-    h.state = Some(vec![(token.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
+    h.state = Some(vec![(token.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b), calls: Vec::new() })]);
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox1", SDP));
     assert_eq!(h.asked, [token]);
     assert_eq!(status(only_ims(&to_ims(&out).into_iter().filter(|s| s.flow == ims_flow()).map(clone_sent).collect::<Vec<_>>())), 100);
@@ -1948,8 +1953,8 @@ fn a_cancel_follows_a_proxied_invite_and_a_browser_nobody_holds_gets_480_or_404(
     let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
     let alice = || Box::new(shared_alice());
     h.state = Some(vec![
-        (StateQuery::Token { token: "tokfromb".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Node(node_b) }),
-        (StateQuery::Token { token: "tokgone".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Gone }),
+        (StateQuery::Token { token: "tokfromb".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Node(node_b), calls: Vec::new() }),
+        (StateQuery::Token { token: "tokgone".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Gone, calls: Vec::new() }),
     ]);
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox2", SDP));
     let fwd = clone_sent(out.iter().find(|s| s.flow != ims_flow()).unwrap());
@@ -2008,4 +2013,77 @@ fn a_browser_reconnecting_here_ends_a_call_its_dead_node_carried_through_this_no
     // A dialog the shared state does not know is still 481.
     let out = b.web(&bye.replace("webcall1", "webcall9").replace("z9hG4bKbyeb", "z9hG4bKbyec"));
     assert_eq!(status(only_web(&out)), 481);
+}
+
+#[test]
+fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_re_invites() {
+    // Node A registers alice, answers her call to bob, and shares both.
+    let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
+    let (_inv, web_ok) = answered_call(&mut a);
+    let registration = a.shared.iter().find_map(|o| match o {
+        Output::RegistrationShared(r) => Some(r.clone()),
+        _ => None,
+    });
+    let call = a.shared.iter().find_map(|o| match o {
+        Output::CallShared(c) => Some(c.clone()),
+        _ => None,
+    });
+    let (registration, call) = (registration.expect("registration shared"), call.expect("call shared"));
+    let browser_tag = "a1b2c3";
+    let our_web_tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let [web_leg, ims_leg] = call.legs.clone();
+
+    // Node A dies; alice's browser reconnects to node B and refreshes its registration.
+    let mut b = cluster_harness();
+    b.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration, holder: Holder::Gone, calls: vec![*call.clone()] })]);
+    let out = b.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER"));
+    assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
+    let reinvite = to_web(&out).into_iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "INVITE")).expect("a re-INVITE to the browser");
+    let r = req(reinvite);
+    assert_eq!(r.headers.call_id().unwrap(), "webcall1", "on the browser's own dialog");
+    assert_eq!(r.headers.from().unwrap().tag(), Some(our_web_tag.as_str()));
+    assert_eq!(r.headers.to().unwrap().tag(), Some(browser_tag));
+    assert_eq!(r.headers.cseq().unwrap().seq, web_leg.local_cseq + 101);
+    let offer = String::from_utf8_lossy(&r.body).into_owned();
+    for want in ["UDP/TLS/RTP/SAVPF 0", "a=setup:actpass", "a=fingerprint:", "a=ice-ufrag:", "a=candidate:", "a=mid:0"] {
+        assert!(offer.contains(want), "{want}: an ICE restart with this node's certificate:\n{offer}");
+    }
+    assert!(b.media.is_empty(), "nothing for the media plane before the browser answers");
+
+    // The browser answers; node B ACKs it and moves the IMS leg with its own offer.
+    let answer = WEB_ANSWER.replace("m=audio 9 UDP/TLS/RTP/SAVPF 0 8 105", "m=audio 9 UDP/TLS/RTP/SAVPF 0");
+    let out = b.web(&response_with_body(reinvite, 200, "OK", &[("Contact", "<sip:8r2lhmvo@df7jal23ls0d.invalid;transport=ws>")], &answer));
+    let ack = to_web(&out).into_iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "ACK")).expect("the browser's 2xx ACKed");
+    assert_eq!(req(ack).headers.cseq().unwrap().seq, web_leg.local_cseq + 101);
+    assert!(matches!(b.media.last(), Some(Output::Media { .. })), "the browser side starts at once");
+    let ims_reinvite = only_ims(&out);
+    let r = req(ims_reinvite);
+    assert_eq!(r.method.as_str(), "INVITE");
+    assert_eq!(r.headers.call_id().unwrap(), ims_leg.call_id, "the core sees a re-INVITE on its dialog, not a new call");
+    assert_eq!(r.headers.to().unwrap().tag(), Some("far1"));
+    assert_eq!(r.headers.get("Route"), Some("<sip:scscf.internal.ims;lr>"));
+    assert_eq!(r.headers.cseq().unwrap().seq, ims_leg.local_cseq + 101);
+    let ims_offer = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(ims_offer.contains("RTP/AVP 0") && ims_offer.contains("c=IN IP4 127.0.0.1"), "{ims_offer}");
+    for webrtc in ["ice-", "fingerprint", "setup", "SAVPF"] {
+        assert!(!ims_offer.contains(webrtc), "{webrtc} reached IMS:\n{ims_offer}");
+    }
+
+    // The core answers; node B ACKs and the plan settles with the core's (new) address.
+    let moved = SDP.replace("10.9.9.9", "10.9.9.10");
+    let out = b.ims(&response_with_body(ims_reinvite, 200, "OK", &[("Contact", "<sip:bob@10.9.9.9:5070>")], &moved));
+    let ack = req(only_ims(&out));
+    assert_eq!((ack.method.as_str(), ack.headers.cseq().unwrap().seq), ("ACK", ims_leg.local_cseq + 101));
+    match b.media.last() {
+        Some(Output::Media { plan, .. }) => assert_eq!(plan.streams[0].ims_remote_rtp.map(|a| a.ip().to_string()).as_deref(), Some("10.9.9.10"), "{plan:?}"),
+        other => panic!("a settled plan for the media plane: {other:?}"),
+    }
+    assert_eq!(b.gw.active_calls(), 1);
+    // A BYE from the core on its dialog ends it here.
+    let bye = format!(
+        "BYE sip:estuary@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKbyefo\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag={}\nCall-ID: {}\nCSeq: 99 BYE\nContent-Length: 0\n\n",
+        ims_leg.local_tag, ims_leg.call_id
+    );
+    let out = b.ims(&bye);
+    assert!(to_web(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")), "{out:#?}");
 }

@@ -139,7 +139,7 @@ pub enum Output {
     /// Store an answered call in the cluster's shared state.
     CallShared(Box<estuary_b2bua::SharedCall>),
     /// Remove it (the call ended).
-    CallUnshared { call: u64, dialogs: [String; 2] },
+    CallUnshared { call: u64, dialogs: [String; 2], binding: Option<String> },
 }
 
 /// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
@@ -271,7 +271,7 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::RegistrationRemoved { token, web_call_id }) => return Some(Output::RegistrationRemoved { token, web_call_id }),
                 Some(S::StateQuery { query, ask }) => return Some(Output::StateQuery { query, ask }),
                 Some(S::CallShared(c)) => return Some(Output::CallShared(c)),
-                Some(S::CallUnshared { call, dialogs }) => return Some(Output::CallUnshared { call, dialogs }),
+                Some(S::CallUnshared { call, dialogs, binding }) => return Some(Output::CallUnshared { call, dialogs, binding }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
                 Some(S::SignallingPath(path)) => {
                     if let Some(p) = &mut self.policy {

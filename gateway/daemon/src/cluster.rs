@@ -3,7 +3,9 @@
 //! - `estuary:reg:<token>`: a registration (JSON, with the `node` that holds its browser),
 //!   with the registration's own lifetime as TTL; `estuary:regdialog:<Call-ID>` names it by
 //!   the browser's REGISTER dialog, so a browser that reconnects to another node is found.
-//! - `estuary:<node_id>:call:<id>`: an answered call's two dialogs, until it ends.
+//! - `estuary:<node_id>:call:<id>`: an answered call's two dialogs, until it ends; named by
+//!   either Call-ID under `estuary:calldialog:<Call-ID>`, and listed in the set
+//!   `estuary:regcalls:<token>` of its browser's registration.
 //! - `estuary:node:<node_id>`: the node's presence and the address it takes the core's
 //!   requests on, refreshed every second with a 3 s TTL: a node that dies drops out of it.
 //!
@@ -49,8 +51,10 @@ if v and cjson.decode(v).node == ARGV[1] then return redis.call('DEL', unpack(KE
 return 0";
 
 enum Write {
-    /// SET each pair with the TTL, in one transaction.
-    Put { pairs: Vec<(String, String)>, ttl_s: u64 },
+    /// SET each pair with the TTL, in one transaction, and add `member` to `set`.
+    Put { pairs: Vec<(String, String)>, ttl_s: u64, member: Option<(String, String)> },
+    /// Remove `member` from `set`.
+    Unlist { set: String, member: String },
     Delete { key: String },
     DeleteIfOwned { keys: Vec<String> },
 }
@@ -109,7 +113,7 @@ impl SharedState {
             (registration_key(&r.token), registration_json(r, &self.node_id)),
             (dialog_key(&r.web_call_id), r.token.clone()),
         ];
-        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)) });
+        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)), member: None });
     }
 
     /// Removes a registration (and its dialog's name) unless another node holds it now.
@@ -126,11 +130,16 @@ impl SharedState {
         let key = self.call_key(c.call);
         let mut pairs = vec![(key.clone(), call_json(c))];
         pairs.extend(c.legs.iter().map(|l| (call_dialog_key(&l.call_id), key.clone())));
-        self.enqueue(Write::Put { pairs, ttl_s: CALL_TTL_S });
+        let member = c.binding.as_deref().map(|token| (registration_calls_key(token), key.clone()));
+        self.enqueue(Write::Put { pairs, ttl_s: CALL_TTL_S, member });
     }
 
-    pub fn remove_call(&self, call: u64, dialogs: &[String; 2]) {
-        for key in [self.call_key(call), call_dialog_key(&dialogs[0]), call_dialog_key(&dialogs[1])] {
+    pub fn remove_call(&self, call: u64, dialogs: &[String; 2], binding: Option<&str>) {
+        let key = self.call_key(call);
+        if let Some(token) = binding {
+            self.enqueue(Write::Unlist { set: registration_calls_key(token), member: key.clone() });
+        }
+        for key in [key, call_dialog_key(&dialogs[0]), call_dialog_key(&dialogs[1])] {
             self.enqueue(Write::Delete { key });
         }
     }
@@ -164,6 +173,10 @@ fn registration_key(token: &str) -> String {
 
 fn dialog_key(web_call_id: &str) -> String {
     format!("estuary:regdialog:{web_call_id}")
+}
+
+fn registration_calls_key(token: &str) -> String {
+    format!("estuary:regcalls:{token}")
 }
 
 fn call_dialog_key(call_id: &str) -> String {
@@ -218,12 +231,14 @@ fn call_json(c: &SharedCall) -> String {
     };
     let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
     format!(
-        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{}}}",
+        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{}}}",
         c.call,
         leg(&c.legs[0]),
         leg(&c.legs[1]),
         ports.join(","),
-        c.icid.as_deref().map_or("null".to_owned(), string)
+        c.icid.as_deref().map_or("null".to_owned(), string),
+        c.binding.as_deref().map_or("null".to_owned(), string),
+        c.ims_sdp.as_deref().map_or("null".to_owned(), string)
     )
 }
 
@@ -255,11 +270,18 @@ async fn writer(client: redis::Client, node_id: String, mut rx: mpsc::Receiver<W
         };
         let mut pipe = redis::pipe();
         match &write {
-            Write::Put { pairs, ttl_s } => {
+            Write::Put { pairs, ttl_s, member } => {
                 pipe.atomic();
                 for (key, value) in pairs {
                     pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
                 }
+                if let Some((set, member)) = member {
+                    pipe.cmd("SADD").arg(set).arg(member).ignore();
+                    pipe.cmd("EXPIRE").arg(set).arg(*ttl_s).ignore();
+                }
+            }
+            Write::Unlist { set, member } => {
+                pipe.cmd("SREM").arg(set).arg(member).ignore();
             }
             Write::Delete { key } => {
                 pipe.cmd("DEL").arg(key).ignore();
@@ -294,7 +316,7 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
     let mut every = tokio::time::interval(PRESENCE_EVERY);
     loop {
         every.tick().await;
-        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S };
+        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S, member: None };
         if queue.send(put).await.is_err() {
             return; // The writer is gone: the process is stopping.
         }
@@ -363,7 +385,20 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
     let json: Option<String> = redis::cmd("GET").arg(registration_key(&token)).query_async(con).await?;
     let Some((registration, node)) = json.as_deref().and_then(parse_registration) else { return Ok(StateAnswer::Unknown) };
     let holder = holder(con, node_id, &node).await?;
-    Ok(StateAnswer::Registration { registration: Box::new(registration), holder })
+    // A browser back after its node died: the calls that node carried for it, to take over.
+    let mut calls = Vec::new();
+    if let StateQuery::RegisterDialog { .. } = ask {
+        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(registration_calls_key(&token)).query_async(con).await?;
+        for key in keys {
+            let node = key.split(':').nth(1).unwrap_or_default().to_owned();
+            if !matches!(self::holder(con, node_id, &node).await?, Holder::Gone | Holder::Here) {
+                continue; // A live node carries it.
+            }
+            let json: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+            calls.extend(json.as_deref().and_then(parse_call));
+        }
+    }
+    Ok(StateAnswer::Registration { registration: Box::new(registration), holder, calls })
 }
 
 /// A stored registration and the node holding it; `None` when the JSON is not one.
@@ -428,6 +463,8 @@ fn parse_call(json: &str) -> Option<SharedCall> {
         legs: [leg(a)?, leg(b)?],
         ports: v.get("ports")?.as_array()?.iter().filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok())).collect(),
         icid: v.get("icid").and_then(serde_json::Value::as_str).map(str::to_owned),
+        binding: v.get("binding").and_then(serde_json::Value::as_str).map(str::to_owned),
+        ims_sdp: v.get("ims_sdp").and_then(serde_json::Value::as_str).map(str::to_owned),
     })
 }
 
@@ -491,7 +528,14 @@ mod tests {
             "i1",
             estuary_b2bua::Flow::Ims { transport: estuary_b2bua::Transport::Udp, remote: std::net::SocketAddr::from(([0, 0, 0, 0], 0)) },
         );
-        let call = SharedCall { call: 9, legs: [web, ims], ports: vec![30000, 30002], icid: Some("icid-1".into()) };
+        let call = SharedCall {
+            call: 9,
+            legs: [web, ims],
+            ports: vec![30000, 30002],
+            icid: Some("icid-1".into()),
+            binding: Some("tok1".into()),
+            ims_sdp: Some("v=0\r\nm=audio 4000 RTP/AVP 0\r\n".into()),
+        };
         assert_eq!(parse_call(&call_json(&call)), Some(call));
         assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);
     }

@@ -452,9 +452,9 @@ impl<M: Machine> Engine<M> {
                     c.put_call(&call);
                 }
             }
-            Output::CallUnshared { call, dialogs } => {
+            Output::CallUnshared { call, dialogs, binding } => {
                 if let Some(c) = &self.ctx.cluster {
-                    c.remove_call(call, &dialogs);
+                    c.remove_call(call, &dialogs, binding.as_deref());
                 }
             }
             Output::Transmit {

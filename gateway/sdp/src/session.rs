@@ -173,6 +173,9 @@ pub struct SdpSession {
     /// An answer settled a plan in which a stream was refused because video transcoding was
     /// withheld: the call lost its video to the transcoder's capacity.
     video_dropped: bool,
+    /// The last session description the IMS side sent, kept when asked
+    /// ([`SdpSession::keep_ims_remote`]): what another node needs to take the call over.
+    ims_remote: Option<Option<String>>,
 }
 
 impl std::fmt::Debug for SdpSession {
@@ -218,6 +221,27 @@ impl SdpSession {
             video_transcoding: true,
             withheld: Vec::new(),
             video_dropped: false,
+            ims_remote: None,
+        }
+    }
+
+    /// Keep the last SDP the IMS side sends (a cluster shares it: see
+    /// [`SdpSession::ims_remote_without_keys`]). Off by default: a node alone needs no copy.
+    pub fn keep_ims_remote(&mut self) {
+        self.ims_remote.get_or_insert(None);
+    }
+
+    /// The last SDP the IMS side sent, without its SDES keys (a=crypto lines): another node
+    /// that takes the call over replays it as the IMS side's offer, and re-keys.
+    pub fn ims_remote_without_keys(&self) -> Option<String> {
+        let body = self.ims_remote.as_ref()?.as_ref()?;
+        let lines: Vec<&str> = body.lines().filter(|l| !l.starts_with("a=crypto:")).collect();
+        Some(lines.join("\r\n") + "\r\n")
+    }
+
+    fn remember_ims(&mut self, from: Side, body: &[u8]) {
+        if let (Side::Ims, Some(kept)) = (from, self.ims_remote.as_mut()) {
+            *kept = Some(String::from_utf8_lossy(body).into_owned());
         }
     }
 
@@ -280,6 +304,7 @@ impl SdpSession {
     /// An offer arrived from `from`; returns the offer to send to the other side.
     pub fn offer(&mut self, from: Side, body: &[u8], ports: &mut dyn PortAllocator) -> Result<String, SdpError> {
         let offer = parse::parse(body)?;
+        self.remember_ims(from, body);
         match from {
             Side::Web => self.offer_from_web(offer, ports),
             Side::Ims => self.offer_from_ims(offer, ports),
@@ -290,6 +315,7 @@ impl SdpSession {
     /// that made the offer, and settles [`SdpSession::plan`].
     pub fn answer(&mut self, from: Side, body: &[u8]) -> Result<String, SdpError> {
         let answer = parse::parse(body)?;
+        self.remember_ims(from, body);
         let Some(pending) = self.pending.take() else {
             return Err(SdpError::mismatch("answer without an offer"));
         };

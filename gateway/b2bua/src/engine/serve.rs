@@ -50,10 +50,21 @@ impl B2bua {
                 if !self.conns.contains_key(&conn) {
                     return; // The browser left while the question was out.
                 }
-                if let Some(StateAnswer::Registration { registration, .. }) = answer {
+                let mut calls = Vec::new();
+                if let Some(StateAnswer::Registration { registration, calls: orphans, .. }) = answer {
                     self.adopt_registration(conn, *registration);
+                    calls = orphans;
                 }
                 self.on_register(now, conn, key, req, true);
+                // Its calls whose node died come here too, and their media with them.
+                for call in calls {
+                    let web = call.legs.iter().find(|l| l.side == Side::Web).map(|l| (l.call_id.clone(), l.local_tag.clone()));
+                    let known = web.is_some_and(|(c, t)| self.dialogs.contains_key(&(Side::Web, c, t)));
+                    let Some(ims_sdp) = call.ims_sdp.clone().filter(|_| !known) else { continue };
+                    if let Some(id) = self.adopt_call(now, conn, call) {
+                        self.reanchor(now, id, &ims_sdp);
+                    }
+                }
             }
             (StateQuery::Token { token }, flow) => {
                 if self.registrar.find_token(&token).is_some() {
@@ -90,10 +101,10 @@ impl B2bua {
     /// Carries on a call another node answered, over the browser's new connection `conn`:
     /// both dialogs as they were shared (Call-IDs, tags, route sets, targets), our CSeqs
     /// grown by a margin (the shared copy may be behind), our Contact and flows this node's.
-    /// Signalling only, for now: the media plan is not re-anchored, so the call can be ended
-    /// cleanly on both sides but carries no media here.
-    fn adopt_call(&mut self, now: Instant, conn: ConnId, shared: SharedCall) {
-        let Some(info) = self.conns.get(&conn).copied() else { return };
+    /// Signalling only: the media follows by `reanchor` (a browser back after its REGISTER),
+    /// or by the browser's own re-INVITE.
+    fn adopt_call(&mut self, now: Instant, conn: ConnId, shared: SharedCall) -> Option<CallId> {
+        let info = self.conns.get(&conn).copied()?;
         let [mut a, mut b] = shared.legs;
         for leg in [&mut a, &mut b] {
             match leg.side {
@@ -119,8 +130,9 @@ impl B2bua {
         self.dialogs.insert((b.side, b.call_id.clone(), b.local_tag.clone()), (id, LegIdx::B));
         let (web, ims) = if a.side == Side::Web { (&a, &b) } else { (&b, &a) };
         self.outputs.push_back(Output::CallStarted { call: id.0, web_call_id: web.call_id.clone(), ims_call_id: ims.call_id.clone() });
-        let binding = self.registrar.on_conn(conn).into_iter().next();
-        let sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
+        let binding = shared.binding.as_deref().and_then(|t| self.registrar.find_token(t)).or_else(|| self.registrar.on_conn(conn).into_iter().next());
+        let mut sdp = SdpSession::new(self.cfg.sdp.clone(), self.rng.random(), self.keys.clone());
+        sdp.keep_ims_remote();
         // No transaction of the initial INVITE exists here: empty keys, never looked up (the
         // call is confirmed, so nothing CANCELs it).
         let a_invite_key = ServerKey { branch: String::new(), sent_by: String::new(), method: Method::Invite };
@@ -152,6 +164,7 @@ impl B2bua {
         };
         self.calls.insert(id, Box::new(call));
         self.share_call(id);
+        Some(id)
     }
 
     /// Makes a shared registration this node's own, over the browser's new connection `conn`
