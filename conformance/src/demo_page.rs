@@ -41,7 +41,13 @@ pub fn register_page(gw: &Gateway, b: &mut Browser, password: &str) -> Result<St
 
 /// As [`register_page`] in the tab named `page`, as `user`.
 pub fn register_tab(gw: &Gateway, b: &mut Browser, page: &str, user: &str, password: &str) -> Result<String, String> {
-    let url = format!("https://{}/?user={user}", gw.wss_addr);
+    register_tab_at(gw.wss_addr, b, page, user, password)
+}
+
+/// As [`register_tab`], with the page (and so its WebSocket) at `https://{web}/`: a
+/// gateway's WSS listener, or a load balancer in front of several.
+pub fn register_tab_at(web: std::net::SocketAddr, b: &mut Browser, page: &str, user: &str, password: &str) -> Result<String, String> {
+    let url = format!("https://{web}/?user={user}");
     tokio::task::block_in_place(|| {
         let title = b.page_open(page, &url).unwrap_or_else(|e| panic!("opening {url}: {e}"));
         assert!(

@@ -24,6 +24,7 @@ async fn node(name: &str, core: SocketAddr, front: SocketAddr, redis: &str) -> G
         .next_hop_udp(core.port())
         .set("sip.user_agent", &format!("Estuary {name}"))
         .set("cluster.enabled", "true")
+        .set("registrar.on_ws_close", "keep")
         .set("cluster.node_id", name)
         .set("cluster.redis", redis)
         .set("cluster.sip_front", &front.to_string())
@@ -116,7 +117,7 @@ async fn a_registration_survives_its_node_and_the_core_reaches_the_browser_throu
     assert_eq!(b.metric("estuary_cluster_proxied_total"), Some(1.0), "one of the two went through node B:\n{}", dispatcher.log());
     assert_eq!(a.metric("estuary_cluster_proxied_total"), Some(0.0));
 
-    // Node A dies. Once its presence runs out (3 s) the core's calls get 480: the browser
+    // Node A dies. Once its presence runs out (2 s) the core's calls get 480: the browser
     // is registered but holds no connection to a live node.
     a.signal("KILL");
     assert!(a.wait_exit(Duration::from_secs(5)).await.is_some());

@@ -24,7 +24,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_copies() {
     let mut redis = Redis::start();
     let url = redis.url();
-    let s = Setup::start(|b| b.set("cluster.enabled", "true").set("cluster.node_id", "node-a").set("cluster.redis", &url)).await;
+    let s = Setup::start(|b| b.set("cluster.enabled", "true").set("registrar.on_ws_close", "keep").set("cluster.node_id", "node-a").set("cluster.redis", &url)).await;
     let reg = s.register().await;
 
     let keys = || redis.cli(&["--scan", "--pattern", "estuary:reg:*"]);
@@ -41,7 +41,7 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     let presence = redis.cli(&["GET", "estuary:node:node-a"]);
     assert_eq!(presence.trim(), format!("{{\"sip\":\"{}\"}}", s.gw.ims_addr), "{presence}");
     let ttl: i64 = redis.cli(&["TTL", "estuary:node:node-a"]).trim().parse().unwrap();
-    assert!((1..=3).contains(&ttl), "presence lasts 3 s unless renewed: {ttl}");
+    assert!((1..=2).contains(&ttl), "presence lasts 2 s unless renewed: {ttl}");
     let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 3600, "the registration's lifetime as TTL: {ttl}");
     assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
@@ -66,7 +66,11 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     assert!(stored.contains(&format!("\"call_id\":\"{ims_call_id}\"")), "the IMS dialog: {stored}");
     assert!(!stored.contains("crypto") && !stored.contains("inline:"), "no key material: {stored}");
 
-    // The browser leaves: its registration goes from Redis too.
+    // The browser deregisters: its registration goes from Redis too.
+    let registrar = s.uas("registrar.xml").await;
+    let gone = reg.client.register(0, DEFAULT_WAIT).await;
+    assert_eq!(gone.last().map(|r| r.status()), Some(200), "{}", reg.client.transcript());
+    registrar.wait().await.assert_success();
     reg.client.close().await;
     wait_for("the key removed", || keys().trim().is_empty()).await;
 

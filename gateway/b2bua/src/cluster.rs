@@ -9,6 +9,11 @@
 //! on when the answer comes ([`Input::StateAnswer`](crate::Input::StateAnswer)). The driver
 //! reads Redis; the engine never waits on it: a query left unanswered for
 //! [`QUERY_TIMEOUT`] is taken as [`StateAnswer::Unknown`].
+//!
+//! A browser whose registration this node took over may have had calls on its old node.
+//! Those are asked for next ([`StateQuery::CallsOf`]) and taken over once that node is
+//! known to be gone: while its presence has not yet run out, the question is asked again
+//! every [`CALLS_RETRY`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,12 +22,16 @@ use std::time::{Duration, Instant};
 use estuary_sip::Request;
 use estuary_transaction::{Deadlines, ServerKey};
 
-use crate::io::{Flow, SharedCall, SharedRegistration};
+use crate::io::{ConnId, Flow, SharedCall, SharedRegistration};
 
 /// How long a held request waits for its answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests held at most; beyond, new ones are answered 503 rather than held.
 pub const MAX_HELD: usize = 1024;
+/// Between questions about a registration's calls while their node still shows as alive.
+pub const CALLS_RETRY: Duration = Duration::from_millis(500);
+/// How often that question is asked at most (a node's presence lasts 2 s).
+pub const CALLS_ATTEMPTS: u32 = 12;
 
 /// What the engine asks of the cluster's shared state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,6 +44,8 @@ pub enum StateQuery {
     /// The answered call one of whose dialogs has this Call-ID: a browser that reconnected
     /// here goes on with a call another node carried.
     Dialog { call_id: String },
+    /// The answered calls of the registration with this token, wherever they are.
+    CallsOf { token: String },
 }
 
 /// The driver's answer to a [`StateQuery`].
@@ -42,11 +53,12 @@ pub enum StateQuery {
 pub enum StateAnswer {
     /// No such registration (or the shared state could not be read).
     Unknown,
-    /// The registration, and whose WebSocket carries its browser; for a REGISTER dialog, also
-    /// the answered calls of that registration no live node carries (its node died).
-    Registration { registration: Box<SharedRegistration>, holder: Holder, calls: Vec<SharedCall> },
+    /// The registration, and whose WebSocket carries its browser.
+    Registration { registration: Box<SharedRegistration>, holder: Holder },
     /// The call, and which node carries it.
     Call { call: Box<SharedCall>, holder: Holder },
+    /// A registration's calls, each with the node that carries it.
+    Calls(Vec<(SharedCall, Holder)>),
 }
 
 /// Which node holds a shared registration's browser connection.
@@ -60,16 +72,32 @@ pub enum Holder {
     Node(SocketAddr),
 }
 
-/// A request held for its answer.
+/// What waits for an answer.
+#[derive(Debug)]
+pub enum Waiting {
+    /// A request, held.
+    Request { flow: Flow, key: ServerKey, req: Box<Request> },
+    /// The calls of a registration taken over for the browser on `conn`; `attempt` counts
+    /// the questions asked.
+    Calls { conn: ConnId, attempt: u32 },
+}
+
+/// A question and what waits for its answer.
 #[derive(Debug)]
 pub struct Held {
     pub query: StateQuery,
-    pub flow: Flow,
-    pub key: ServerKey,
-    pub req: Request,
+    pub waiting: Waiting,
+    /// Whether the question went out (a later retry waits for its time first).
+    asked: bool,
 }
 
-/// The held requests, by query number.
+impl Held {
+    pub fn new(query: StateQuery, waiting: Waiting) -> Held {
+        Held { query, waiting, asked: true }
+    }
+}
+
+/// The questions out or due, by number.
 #[derive(Default)]
 pub struct Queries {
     next: u64,
@@ -78,34 +106,58 @@ pub struct Queries {
 }
 
 impl Queries {
-    /// Holds `held` until its answer or [`QUERY_TIMEOUT`]; `None` when [`MAX_HELD`] are held.
+    /// Holds `held`, asked now, until its answer or [`QUERY_TIMEOUT`]; `None` when
+    /// [`MAX_HELD`] are held.
     pub fn hold(&mut self, now: Instant, held: Held) -> Option<u64> {
+        self.insert(now + QUERY_TIMEOUT, held)
+    }
+
+    /// Holds `held`, to be asked at `at` (see [`Queries::due`]).
+    pub fn ask_at(&mut self, at: Instant, mut held: Held) -> Option<u64> {
+        held.asked = false;
+        self.insert(at, held)
+    }
+
+    fn insert(&mut self, at: Instant, held: Held) -> Option<u64> {
         if self.held.len() >= MAX_HELD {
             return None;
         }
         self.next += 1;
         let id = self.next;
         self.held.insert(id, held);
-        self.deadlines.set(&id, Some(now + QUERY_TIMEOUT));
+        self.deadlines.set(&id, Some(at));
         Some(id)
     }
 
-    /// The request query `id` held, if it is still held.
+    /// What question `id` held, if it is still held.
     pub fn release(&mut self, id: u64) -> Option<Held> {
         self.deadlines.set(&id, None);
         self.held.remove(&id)
     }
 
-    /// The held requests whose answer is overdue at `now`.
-    pub fn overdue(&mut self, now: Instant) -> Vec<Held> {
-        std::iter::from_fn(|| self.deadlines.pop_due(now)).filter_map(|id| self.held.remove(&id)).collect()
+    /// At `now`: the questions whose time to be asked came (asked now, and held until their
+    /// answer or [`QUERY_TIMEOUT`]), and the held ones whose answer is overdue.
+    pub fn due(&mut self, now: Instant) -> (Vec<(u64, StateQuery)>, Vec<Held>) {
+        let (mut ask, mut overdue) = (Vec::new(), Vec::new());
+        while let Some(id) = self.deadlines.pop_due(now) {
+            match self.held.get_mut(&id) {
+                Some(h) if !h.asked => {
+                    h.asked = true;
+                    ask.push((id, h.query.clone()));
+                    self.deadlines.set(&id, Some(now + QUERY_TIMEOUT));
+                }
+                Some(_) => overdue.extend(self.held.remove(&id)),
+                None => {}
+            }
+        }
+        (ask, overdue)
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.next()
     }
 
-    /// How many requests are held now.
+    /// How many questions are held now.
     pub fn held(&self) -> usize {
         self.held.len()
     }

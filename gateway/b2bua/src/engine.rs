@@ -590,7 +590,11 @@ impl B2bua {
         if self.next_probe.is_some_and(|t| t <= now) {
             self.probe_next_hops(now);
         }
-        for held in self.queries.overdue(now) {
+        let (ask, overdue) = self.queries.due(now);
+        for (query, ask) in ask {
+            self.outputs.push_back(Output::StateQuery { query, ask });
+        }
+        for held in overdue {
             tracing::warn!(query = ?held.query, "the cluster's shared state did not answer in time");
             self.resume(now, held, None);
         }

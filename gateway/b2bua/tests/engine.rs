@@ -1876,7 +1876,7 @@ fn with_a_cluster_front_the_core_registers_the_front_in_contact_and_path() {
 #[test]
 fn a_browser_reconnecting_here_goes_on_with_the_registration_another_node_made() {
     let mut h = cluster_harness();
-    h.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Gone, calls: Vec::new() })]);
+    h.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Gone })]);
     // JsSIP after its reconnect: the same REGISTER dialog, the next CSeq.
     let out = h.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 9 REGISTER"));
     let reg = req(only_ims(&out));
@@ -1897,7 +1897,11 @@ fn a_browser_reconnecting_here_goes_on_with_the_registration_another_node_made()
     // The core's requests for it reach the browser here.
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKadopt1", SDP));
     assert_eq!(to_web(&out).len(), 1, "{out:#?}");
-    assert_eq!(h.asked.len(), 1, "a binding held here is not looked up");
+    assert_eq!(
+        h.asked,
+        [dialog_query(), StateQuery::CallsOf { token: "tokfromb".into() }],
+        "its calls are asked for; a binding held here is not looked up"
+    );
 }
 
 #[test]
@@ -1920,7 +1924,7 @@ fn a_request_from_the_core_for_a_browser_on_another_node_is_proxied_there() {
     let mut h = cluster_harness();
     let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
     let token = StateQuery::Token { token: "tokfromb".into() };
-    h.state = Some(vec![(token.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b), calls: Vec::new() })]);
+    h.state = Some(vec![(token.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox1", SDP));
     assert_eq!(h.asked, [token]);
     assert_eq!(status(only_ims(&to_ims(&out).into_iter().filter(|s| s.flow == ims_flow()).map(clone_sent).collect::<Vec<_>>())), 100);
@@ -1953,8 +1957,8 @@ fn a_cancel_follows_a_proxied_invite_and_a_browser_nobody_holds_gets_480_or_404(
     let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
     let alice = || Box::new(shared_alice());
     h.state = Some(vec![
-        (StateQuery::Token { token: "tokfromb".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Node(node_b), calls: Vec::new() }),
-        (StateQuery::Token { token: "tokgone".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Gone, calls: Vec::new() }),
+        (StateQuery::Token { token: "tokfromb".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Node(node_b) }),
+        (StateQuery::Token { token: "tokgone".into() }, StateAnswer::Registration { registration: alice(), holder: Holder::Gone }),
     ]);
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKprox2", SDP));
     let fwd = clone_sent(out.iter().find(|s| s.flow != ims_flow()).unwrap());
@@ -2035,7 +2039,11 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
 
     // Node A dies; alice's browser reconnects to node B and refreshes its registration.
     let mut b = cluster_harness();
-    b.state = Some(vec![(dialog_query(), StateAnswer::Registration { registration, holder: Holder::Gone, calls: vec![*call.clone()] })]);
+    let token = registration.token.clone();
+    b.state = Some(vec![
+        (dialog_query(), StateAnswer::Registration { registration, holder: Holder::Gone }),
+        (StateQuery::CallsOf { token }, StateAnswer::Calls(vec![(*call.clone(), Holder::Gone)])),
+    ]);
     let out = b.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER"));
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
     let reinvite = to_web(&out).into_iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "INVITE")).expect("a re-INVITE to the browser");
@@ -2086,4 +2094,44 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
     );
     let out = b.ims(&bye);
     assert!(to_web(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")), "{out:#?}");
+}
+
+#[test]
+fn calls_whose_node_still_shows_as_alive_are_asked_for_again_until_it_is_gone() {
+    let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
+    answered_call(&mut a);
+    let registration = a.shared.iter().find_map(|o| match o {
+        Output::RegistrationShared(r) => Some(r.clone()),
+        _ => None,
+    });
+    let call = a.shared.iter().find_map(|o| match o {
+        Output::CallShared(c) => Some(c.clone()),
+        _ => None,
+    });
+    let (registration, call) = (registration.expect("registration shared"), call.expect("call shared"));
+    let calls_of = StateQuery::CallsOf { token: registration.token.clone() };
+    let node_a: SocketAddr = "127.0.0.11:5060".parse().unwrap();
+
+    // The browser is back before node A's presence ran out: its call is left where it is.
+    let mut b = cluster_harness();
+    b.state = Some(vec![
+        (dialog_query(), StateAnswer::Registration { registration, holder: Holder::Gone }),
+        (calls_of.clone(), StateAnswer::Calls(vec![(*call.clone(), Holder::Node(node_a))])),
+    ]);
+    let out = b.web(REGISTER);
+    assert!(to_web(&out).iter().all(|s| !matches!(&s.msg, Message::Request(_))), "no re-INVITE yet: {out:#?}");
+    assert_eq!(b.asked.iter().filter(|q| **q == calls_of).count(), 1);
+    // Asked again every 500 ms while node A shows as alive.
+    b.advance_to(Duration::from_millis(1100));
+    assert_eq!(b.asked.iter().filter(|q| **q == calls_of).count(), 3);
+    assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 0);
+    // Node A's presence runs out: the next answer brings the call here.
+    b.state.as_mut().unwrap()[1].1 = StateAnswer::Calls(vec![(*call, Holder::Gone)]);
+    let out = b.advance_to(Duration::from_millis(1700));
+    assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
+    assert!(to_web(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "INVITE")), "{out:#?}");
+    // And it is not asked for any more.
+    let asked = b.asked.len();
+    b.advance_to(Duration::from_secs(5));
+    assert_eq!(b.asked.len(), asked);
 }

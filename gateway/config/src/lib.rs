@@ -525,7 +525,7 @@ impl Config {
             doc.apply_override(arg)?;
         }
         doc.check_sections(SECTIONS)?;
-        Ok(Config {
+        let config = Config {
             web: web(doc.section("web"))?,
             ims: ims(doc.section("ims"))?,
             sip: sip(doc.section("sip"))?,
@@ -539,7 +539,16 @@ impl Config {
             log: log(doc.section("log"))?,
             limits: limits(doc.section("limits"))?,
             cluster: cluster(doc.section("cluster"))?,
-        })
+        };
+        if config.cluster.enabled && config.registrar.on_ws_close == OnWsClose::Deregister {
+            // The browser of a closed WebSocket comes back through another node with the same
+            // registration: deregistering it at the core would cut it off there.
+            return Err(ConfigError::invalid(
+                "registrar.on_ws_close",
+                "must be \"keep\" with cluster.enabled (a browser whose WebSocket closed reconnects to another node and goes on with its registration)",
+            ));
+        }
+        Ok(config)
     }
 
     /// Reads a file, then applies `section.key=value` overrides on top.
@@ -1230,13 +1239,17 @@ mod tests {
     fn the_cluster_section_parses_and_names_its_faults() {
         let d = Config::default().cluster;
         assert!(!d.enabled && d.node_id.is_empty());
-        let c = with(&["cluster.enabled=true", "cluster.node_id=node-a", "cluster.redis=redis://10.0.0.9:6380/2"]).unwrap();
+        let c = with(&["cluster.enabled=true", "cluster.node_id=node-a", "cluster.redis=redis://10.0.0.9:6380/2", "registrar.on_ws_close=keep"]).unwrap();
         assert_eq!(c.cluster, ClusterConfig { enabled: true, redis: "redis://10.0.0.9:6380/2".into(), node_id: "node-a".into(), sip_front: None });
         assert_eq!(with(&["cluster.sip_front=sbc.ims.test:5060"]).unwrap().cluster.sip_front.as_deref(), Some("sbc.ims.test:5060"));
         assert_eq!(with(&["cluster.sip_front=[2001:db8::1]:5060"]).unwrap().cluster.sip_front.as_deref(), Some("[2001:db8::1]:5060"));
         assert_eq!(err("[cluster]\nsip_front = \"10.0.0.1\""), "cluster.sip_front: \"10.0.0.1\" is not HOST:PORT");
         assert_eq!(err("[cluster]\nsip_front = \"sip:10.0.0.1:5060\""), "cluster.sip_front: \"sip:10.0.0.1:5060\" is not HOST:PORT");
         assert_eq!(err("[cluster]\nenabled = true"), "cluster.node_id: must be set when cluster.enabled (each node's keys carry it)");
+        assert!(
+            err("[cluster]\nenabled = true\nnode_id = \"a\"").starts_with("registrar.on_ws_close: must be \"keep\" with cluster.enabled"),
+            "a cluster keeps the registrations of closed WebSockets"
+        );
         assert_eq!(err("[cluster]\nredis = \"10.0.0.9:6379\""), "cluster.redis: \"10.0.0.9:6379\" is not a redis:// URL");
         assert!(err("[cluster]\nnode_id = \"a b\"").starts_with("cluster.node_id: \"a b\": letters"));
     }

@@ -7,7 +7,7 @@
 //!   either Call-ID under `estuary:calldialog:<Call-ID>`, and listed in the set
 //!   `estuary:regcalls:<token>` of its browser's registration.
 //! - `estuary:node:<node_id>`: the node's presence and the address it takes the core's
-//!   requests on, refreshed every second with a 3 s TTL: a node that dies drops out of it.
+//!   requests on, refreshed every 500 ms with a 2 s TTL: a node that dies drops out of it.
 //!
 //! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
 //! queue drops the write (counted), and while Redis is unreachable writes fail fast and are
@@ -38,8 +38,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Between connection attempts while Redis is down.
 const RECONNECT: Duration = Duration::from_secs(1);
 /// How often a node announces itself, and how long an announcement lasts.
-const PRESENCE_EVERY: Duration = Duration::from_secs(1);
-const PRESENCE_TTL_S: u64 = 3;
+/// A killed node drops out 1.5 to 2 s later: before its browsers come back (JsSIP's first
+/// reconnection is 2 s after the close), so their calls move at once. A Redis that stalls
+/// this long makes a live node look gone only to a browser that already left it.
+const PRESENCE_EVERY: Duration = Duration::from_millis(500);
+const PRESENCE_TTL_S: u64 = 2;
 /// Questions waiting for Redis at most; beyond, they are answered "unknown" at once.
 const QUERIES: usize = 1024;
 
@@ -50,9 +53,31 @@ local v = redis.call('GET', KEYS[1])
 if v and cjson.decode(v).node == ARGV[1] then return redis.call('DEL', unpack(KEYS)) end
 return 0";
 
+/// Stores a call (KEYS[1] = its key, ARGV[1] = its JSON, ARGV[2] = TTL), names it by its two
+/// Call-IDs (KEYS[2], KEYS[3]) and lists it under its registration (KEYS[4], when given). A
+/// copy those Call-IDs named before (the node that carried the call until it died) is
+/// removed: one call, one copy.
+const PUT_CALL: &str = r"
+for i = 2, 3 do
+  local old = redis.call('GET', KEYS[i])
+  if old and old ~= KEYS[1] then
+    redis.call('DEL', old)
+    if KEYS[4] then redis.call('SREM', KEYS[4], old) end
+  end
+  redis.call('SET', KEYS[i], KEYS[1], 'EX', ARGV[2])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[4] then
+  redis.call('SADD', KEYS[4], KEYS[1])
+  redis.call('EXPIRE', KEYS[4], ARGV[2])
+end
+return 1";
+
 enum Write {
-    /// SET each pair with the TTL, in one transaction, and add `member` to `set`.
-    Put { pairs: Vec<(String, String)>, ttl_s: u64, member: Option<(String, String)> },
+    /// SET each pair with the TTL, in one transaction.
+    Put { pairs: Vec<(String, String)>, ttl_s: u64 },
+    /// A call (see [`PUT_CALL`]): its key and the keys naming it, and its JSON.
+    PutCall { keys: Vec<String>, json: String },
     /// Remove `member` from `set`.
     Unlist { set: String, member: String },
     Delete { key: String },
@@ -113,7 +138,7 @@ impl SharedState {
             (registration_key(&r.token), registration_json(r, &self.node_id)),
             (dialog_key(&r.web_call_id), r.token.clone()),
         ];
-        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)), member: None });
+        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)) });
     }
 
     /// Removes a registration (and its dialog's name) unless another node holds it now.
@@ -127,11 +152,10 @@ impl SharedState {
 
     /// Stores an answered call's dialogs until it ends, named by both Call-IDs too.
     pub fn put_call(&self, c: &SharedCall) {
-        let key = self.call_key(c.call);
-        let mut pairs = vec![(key.clone(), call_json(c))];
-        pairs.extend(c.legs.iter().map(|l| (call_dialog_key(&l.call_id), key.clone())));
-        let member = c.binding.as_deref().map(|token| (registration_calls_key(token), key.clone()));
-        self.enqueue(Write::Put { pairs, ttl_s: CALL_TTL_S, member });
+        let mut keys = vec![self.call_key(c.call)];
+        keys.extend(c.legs.iter().map(|l| call_dialog_key(&l.call_id)));
+        keys.extend(c.binding.as_deref().map(registration_calls_key));
+        self.enqueue(Write::PutCall { keys, json: call_json(c) });
     }
 
     pub fn remove_call(&self, call: u64, dialogs: &[String; 2], binding: Option<&str>) {
@@ -270,15 +294,14 @@ async fn writer(client: redis::Client, node_id: String, mut rx: mpsc::Receiver<W
         };
         let mut pipe = redis::pipe();
         match &write {
-            Write::Put { pairs, ttl_s, member } => {
+            Write::Put { pairs, ttl_s } => {
                 pipe.atomic();
                 for (key, value) in pairs {
                     pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
                 }
-                if let Some((set, member)) = member {
-                    pipe.cmd("SADD").arg(set).arg(member).ignore();
-                    pipe.cmd("EXPIRE").arg(set).arg(*ttl_s).ignore();
-                }
+            }
+            Write::PutCall { keys, json } => {
+                pipe.cmd("EVAL").arg(PUT_CALL).arg(keys.len()).arg(keys).arg(json).arg(CALL_TTL_S).ignore();
             }
             Write::Unlist { set, member } => {
                 pipe.cmd("SREM").arg(set).arg(member).ignore();
@@ -316,7 +339,7 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
     let mut every = tokio::time::interval(PRESENCE_EVERY);
     loop {
         every.tick().await;
-        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S, member: None };
+        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S };
         if queue.send(put).await.is_err() {
             return; // The writer is gone: the process is stopping.
         }
@@ -373,6 +396,29 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
             let holder = holder(con, node_id, &node).await?;
             return Ok(StateAnswer::Call { call: Box::new(call), holder });
         }
+        StateQuery::CallsOf { token } => {
+            let keys: Vec<String> = redis::cmd("SMEMBERS").arg(registration_calls_key(token)).query_async(con).await?;
+            let mut calls = Vec::new();
+            for key in keys {
+                let json: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+                let Some(call) = json.as_deref().and_then(parse_call) else {
+                    let _: redis::Value = redis::cmd("SREM").arg(registration_calls_key(token)).arg(&key).query_async(con).await?;
+                    continue;
+                };
+                // The call's current copy is the one its dialog names: a node that took it
+                // over wrote its own, and the dead node's is stale.
+                let named: Option<String> = redis::cmd("GET").arg(call_dialog_key(&call.legs[0].call_id)).query_async(con).await?;
+                if named.as_deref() != Some(key.as_str()) {
+                    let _: redis::Value = redis::cmd("SREM").arg(registration_calls_key(token)).arg(&key).query_async(con).await?;
+                    let _: redis::Value = redis::cmd("DEL").arg(&key).query_async(con).await?;
+                    continue;
+                }
+                // estuary:<node>:call:<id>
+                let node = key.split(':').nth(1).unwrap_or_default().to_owned();
+                calls.push((call, holder(con, node_id, &node).await?));
+            }
+            return Ok(StateAnswer::Calls(calls));
+        }
         StateQuery::Token { token } => token.clone(),
         StateQuery::RegisterDialog { web_call_id } => {
             let token: Option<String> = redis::cmd("GET").arg(dialog_key(web_call_id)).query_async(con).await?;
@@ -385,20 +431,7 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
     let json: Option<String> = redis::cmd("GET").arg(registration_key(&token)).query_async(con).await?;
     let Some((registration, node)) = json.as_deref().and_then(parse_registration) else { return Ok(StateAnswer::Unknown) };
     let holder = holder(con, node_id, &node).await?;
-    // A browser back after its node died: the calls that node carried for it, to take over.
-    let mut calls = Vec::new();
-    if let StateQuery::RegisterDialog { .. } = ask {
-        let keys: Vec<String> = redis::cmd("SMEMBERS").arg(registration_calls_key(&token)).query_async(con).await?;
-        for key in keys {
-            let node = key.split(':').nth(1).unwrap_or_default().to_owned();
-            if !matches!(self::holder(con, node_id, &node).await?, Holder::Gone | Holder::Here) {
-                continue; // A live node carries it.
-            }
-            let json: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
-            calls.extend(json.as_deref().and_then(parse_call));
-        }
-    }
-    Ok(StateAnswer::Registration { registration: Box::new(registration), holder, calls })
+    Ok(StateAnswer::Registration { registration: Box::new(registration), holder })
 }
 
 /// A stored registration and the node holding it; `None` when the JSON is not one.

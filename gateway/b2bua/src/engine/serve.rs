@@ -13,7 +13,7 @@ use rand::Rng;
 
 use super::{reliable, B2bua, Owner};
 use crate::call::{Authorization, Call, CallId, CallState, LegIdx};
-use crate::cluster::{Held, Holder, StateAnswer, StateQuery};
+use crate::cluster::{Held, Holder, StateAnswer, StateQuery, Waiting, CALLS_ATTEMPTS, CALLS_RETRY};
 use crate::io::{ConnId, Flow, Output, SharedCall, SharedRegistration, Side};
 use crate::registrar::Binding;
 
@@ -32,7 +32,7 @@ impl B2bua {
         }
         let ask = query.clone();
         let (k, r) = (key.clone(), req.clone());
-        match self.queries.hold(now, Held { query, flow, key, req }) {
+        match self.queries.hold(now, Held::new(query, Waiting::Request { flow, key, req: Box::new(req) })) {
             Some(query) => self.outputs.push_back(Output::StateQuery { query, ask }),
             None => {
                 tracing::warn!("too many requests waiting for the cluster's shared state; refusing");
@@ -41,47 +41,87 @@ impl B2bua {
         }
     }
 
-    /// Goes on with a held request once its answer came (`None`: it did not come in time,
-    /// so the node behaves as a node alone would).
+    /// Asks for the calls of registration `token`, taken over for the browser on `conn`:
+    /// now for the first attempt, after [`CALLS_RETRY`] for the next ones.
+    fn ask_calls(&mut self, now: Instant, conn: ConnId, token: String, attempt: u32) {
+        let query = StateQuery::CallsOf { token };
+        let held = Held::new(query.clone(), Waiting::Calls { conn, attempt });
+        if attempt == 1 {
+            if let Some(id) = self.queries.hold(now, held) {
+                self.outputs.push_back(Output::StateQuery { query: id, ask: query });
+            }
+        } else {
+            let _ = self.queries.ask_at(now + CALLS_RETRY, held);
+        }
+    }
+
+    /// Goes on with what waited for an answer (`None`: it did not come in time, so the node
+    /// behaves as a node alone would).
     pub(super) fn resume(&mut self, now: Instant, held: Held, answer: Option<StateAnswer>) {
-        let Held { query, flow, key, req } = held;
-        match (query, flow) {
-            (StateQuery::RegisterDialog { .. }, Flow::Web { conn }) => {
+        let Held { query, waiting, .. } = held;
+        match (query, waiting) {
+            (StateQuery::RegisterDialog { .. }, Waiting::Request { flow: Flow::Web { conn }, key, req }) => {
                 if !self.conns.contains_key(&conn) {
                     return; // The browser left while the question was out.
                 }
-                let mut calls = Vec::new();
-                if let Some(StateAnswer::Registration { registration, calls: orphans, .. }) = answer {
+                let mut adopted = None;
+                if let Some(StateAnswer::Registration { registration, .. }) = answer {
+                    adopted = Some(registration.token.clone());
                     self.adopt_registration(conn, *registration);
-                    calls = orphans;
                 }
-                self.on_register(now, conn, key, req, true);
-                // Its calls whose node died come here too, and their media with them.
-                for call in calls {
+                self.on_register(now, conn, key, *req, true);
+                // The calls its browser had on its old node come here too, once that node is
+                // known to be gone.
+                if let Some(token) = adopted {
+                    self.ask_calls(now, conn, token, 1);
+                }
+            }
+            (StateQuery::CallsOf { token }, Waiting::Calls { conn, attempt }) => {
+                if !self.conns.contains_key(&conn) {
+                    return;
+                }
+                let calls = match answer {
+                    Some(StateAnswer::Calls(calls)) => calls,
+                    _ => Vec::new(),
+                };
+                let mut elsewhere = answer_is_pending(&calls);
+                for (call, holder) in calls {
+                    if !matches!(holder, Holder::Gone | Holder::Here) {
+                        continue;
+                    }
                     let web = call.legs.iter().find(|l| l.side == Side::Web).map(|l| (l.call_id.clone(), l.local_tag.clone()));
-                    let known = web.is_some_and(|(c, t)| self.dialogs.contains_key(&(Side::Web, c, t)));
-                    let Some(ims_sdp) = call.ims_sdp.clone().filter(|_| !known) else { continue };
+                    if web.is_some_and(|(c, t)| self.dialogs.contains_key(&(Side::Web, c, t))) {
+                        continue; // Carried here already.
+                    }
+                    let Some(ims_sdp) = call.ims_sdp.clone() else {
+                        tracing::warn!(call = call.call, "a call taken over without the core's SDP cannot get its media back");
+                        elsewhere = false;
+                        continue;
+                    };
                     if let Some(id) = self.adopt_call(now, conn, call) {
                         self.reanchor(now, id, &ims_sdp);
                     }
                 }
+                if elsewhere && attempt < CALLS_ATTEMPTS {
+                    self.ask_calls(now, conn, token, attempt + 1);
+                }
             }
-            (StateQuery::Token { token }, flow) => {
+            (StateQuery::Token { token }, Waiting::Request { flow, key, req }) => {
                 if self.registrar.find_token(&token).is_some() {
                     // The browser registered here meanwhile.
-                    return self.on_out_of_dialog(now, flow, key, req);
+                    return self.on_out_of_dialog(now, flow, key, *req);
                 }
                 match answer {
                     Some(StateAnswer::Registration { holder: Holder::Node(node), .. }) if node != self.cfg.ims_advertised => {
-                        self.proxy_to_node(now, key, req, node)
+                        self.proxy_to_node(now, key, *req, node)
                     }
                     // Registered, but its browser's connection went with a node (or with this
                     // node's previous process) and it has not reconnected yet.
                     Some(StateAnswer::Registration { .. }) | None => self.respond(now, &key, &req, 480, "Temporarily Unavailable"),
-                    Some(StateAnswer::Unknown | StateAnswer::Call { .. }) => self.respond(now, &key, &req, 404, "Not Found"),
+                    Some(_) => self.respond(now, &key, &req, 404, "Not Found"),
                 }
             }
-            (StateQuery::Dialog { .. }, Flow::Web { conn }) => {
+            (StateQuery::Dialog { .. }, Waiting::Request { flow: Flow::Web { conn }, key, req }) => {
                 if !self.conns.contains_key(&conn) {
                     return;
                 }
@@ -89,12 +129,12 @@ impl B2bua {
                     // Its node is gone (or was this node's previous process): carry it here.
                     Some(StateAnswer::Call { call, holder: Holder::Gone | Holder::Here }) if self.dialog_of(Side::Web, &req).is_none() => {
                         self.adopt_call(now, conn, *call);
-                        self.on_in_dialog(now, Flow::Web { conn }, key, req, true)
+                        self.on_in_dialog(now, Flow::Web { conn }, key, *req, true)
                     }
                     _ => self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
                 }
             }
-            (StateQuery::RegisterDialog { .. } | StateQuery::Dialog { .. }, _) => {}
+            (query, waiting) => tracing::debug!(?query, ?waiting, "answer for a question not asked this way"),
         }
     }
 
@@ -277,4 +317,10 @@ impl B2bua {
             self.owners.insert(k, Owner::Own);
         }
     }
+}
+
+/// Whether a registration's calls include one a node still carries (its presence has not
+/// run out yet: it may be dead, or alive with the browser's media): ask again later.
+fn answer_is_pending(calls: &[(SharedCall, Holder)]) -> bool {
+    calls.iter().any(|(_, h)| matches!(h, Holder::Node(_)))
 }
