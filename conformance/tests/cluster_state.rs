@@ -1,8 +1,8 @@
 //! The cluster's shared state in a real Redis: a browser's registration is stored, marked
 //! with the node's name, with the registration's lifetime as its TTL, and removed when it
-//! goes; the node announces itself; an
-//! answered call's two dialogs are stored while it is up; with Redis killed the node goes on
-//! registering browsers and says so in /metrics.
+//! goes; the node announces itself; an answered call's two dialogs are stored while it is
+//! up; with Redis killed mid-call the call
+//! goes on to its end, a new call sets up, browsers still register, and /metrics says so.
 //!
 //! Needs redis-server and sipp (make deps) and `cargo build -p estuary`.
 
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use estuary_conformance::flows::Setup;
 use estuary_conformance::redis::Redis;
-use estuary_conformance::ws_client::{webrtc_offer, DEFAULT_WAIT};
+use estuary_conformance::sipp::Sipp;
+use estuary_conformance::ws_client::{webrtc_offer, Dialog, WsSipClient, DEFAULT_WAIT};
 
 async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -74,12 +75,34 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     reg.client.close().await;
     wait_for("the key removed", || keys().trim().is_empty()).await;
 
-    // Redis dies: registrations go on, the outage shows.
+    // Redis dies mid-call: the call goes on, a new call sets up, registrations go on, and
+    // the outage shows; the node is healthy all along.
+    let mut again = s.register().await;
+    let sipp = Sipp::uas("uas_answer_wait_bye.xml", s.sipp_port).calls(2).start().await;
+    let mut before = answered(&mut again.client).await;
     redis.kill();
-    let again = s.register().await;
-    assert_eq!(again.responses.last().map(|r| r.status()), Some(200));
+    let mut during = answered(&mut again.client).await;
+    for d in [&mut during, &mut before] {
+        let bye = again.client.bye(d).await;
+        assert_eq!(again.client.wait_response(&bye, DEFAULT_WAIT).await.status(), 200, "{}", again.client.transcript());
+    }
+    let run = sipp.wait().await;
+    assert!(run.succeeded() && run.received_requests("BYE").len() == 2, "both calls ended at the core: {}", run.describe());
     again.client.close().await;
+    let third = s.register().await;
+    assert_eq!(third.responses.last().map(|r| r.status()), Some(200));
+    third.client.close().await;
     wait_for("the outage in /metrics", || s.gw.metric("estuary_cluster_redis_up") == Some(0.0)).await;
     assert!(s.gw.metric("estuary_cluster_writes_total{result=\"failed\"}").is_some_and(|v| v >= 1.0), "{}", s.gw.log_tail(20));
     assert_eq!(s.gw.http_get("/healthz").map(|r| r.0).ok(), Some(200), "a Redis outage is not a node failure");
+}
+
+/// A call from `client` to bob, answered by the sipp callee and acknowledged.
+async fn answered(client: &mut WsSipClient) -> Dialog {
+    let mut d = client.invite("sip:bob@ims.test", &webrtc_offer(40000)).await;
+    let (_, ok) = client.wait_final(&d.invite, DEFAULT_WAIT).await;
+    assert_eq!(ok.status(), 200, "{}", client.transcript());
+    d.update_from_response(&ok);
+    client.ack(&mut d).await;
+    d
 }
