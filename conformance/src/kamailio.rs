@@ -65,6 +65,40 @@ impl Kamailio {
         self.dir.join("other-ca.pem")
     }
 
+    /// REGISTERs `user`@ims.test here with Contact 127.0.0.1:`contact_port` (a UE of the
+    /// core, such as a sipp UAS), over UDP from a socket of our own; retransmitted, bounded.
+    pub fn register_ue(&self, user: &str, contact_port: u16) {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
+        let local = sock.local_addr().unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let request = format!(
+            "REGISTER sip:ims.test SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{user}-reg-{port}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:{user}@ims.test>;tag={user}-reg\r\n\
+             To: <sip:{user}@ims.test>\r\n\
+             Call-ID: {user}-reg-{port}@127.0.0.1\r\n\
+             CSeq: 1 REGISTER\r\n\
+             Contact: <sip:{user}@127.0.0.1:{contact_port};transport=udp>\r\n\
+             Expires: 600\r\n\
+             Content-Length: 0\r\n\r\n",
+            port = local.port()
+        );
+        let mut buf = [0u8; 4096];
+        for _ in 0..10 {
+            sock.send_to(request.as_bytes(), self.udp).expect("send REGISTER to Kamailio");
+            let Ok(n) = sock.recv(&mut buf) else { continue };
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let response = crate::msg::SipMsg::parse(&text).unwrap_or_else(|e| panic!("Kamailio's answer to REGISTER does not parse ({e}):\n{text}"));
+            if response.status() < 200 {
+                continue;
+            }
+            assert_eq!(response.status(), 200, "Kamailio registers {user}:\n{text}\n--- kamailio\n{}", self.log());
+            return;
+        }
+        panic!("Kamailio did not answer {user}'s REGISTER within 5 s:\n{}", self.log());
+    }
+
     /// What Kamailio logged (each request it routed: method, R-URI, source, transport).
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()

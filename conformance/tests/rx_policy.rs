@@ -18,7 +18,7 @@
 //! test. Needs Chromium, sipp, kamailio and tshark (make deps) and `cargo build -p estuary`:
 //! a missing tool fails the test, none is skipped.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +28,6 @@ use estuary_conformance::demo_page::*;
 use estuary_conformance::flows::{Setup, PASSWORD};
 use estuary_conformance::gateway::Gateway;
 use estuary_conformance::kamailio::Kamailio;
-use estuary_conformance::msg::SipMsg;
 use estuary_conformance::net::{free_udp_port, in_loopback_netns, scratch_dir};
 use estuary_conformance::pcrf::{AarAnswer, AarSummary, PcrfServer};
 use estuary_conformance::records::{temp_dir, wait_records};
@@ -103,7 +102,7 @@ impl Lab {
             ))
         };
         let bob_port = free_udp_port();
-        tokio::task::block_in_place(|| register_at_kamailio(&k, "bob", bob_port));
+        tokio::task::block_in_place(|| k.register_ue("bob", bob_port));
         let s = Setup { gw, sipp_port: bob_port, tcp: false };
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         let state = register_page(&s.gw, &mut b, PASSWORD);
@@ -160,40 +159,6 @@ impl Drop for Lab {
             let _ = std::fs::remove_dir_all(&self.records);
         }
     }
-}
-
-/// REGISTER `user`@ims.test at Kamailio with Contact 127.0.0.1:`contact_port` (a UE of the
-/// core, here sipp's UAS), over UDP from a socket of our own; retransmitted, bounded.
-fn register_at_kamailio(k: &Kamailio, user: &str, contact_port: u16) {
-    let sock = UdpSocket::bind("127.0.0.1:0").expect("UDP socket");
-    let local = sock.local_addr().unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let request = format!(
-        "REGISTER sip:ims.test SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{user}-reg-{port}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:{user}@ims.test>;tag={user}-reg\r\n\
-         To: <sip:{user}@ims.test>\r\n\
-         Call-ID: {user}-reg-{port}@127.0.0.1\r\n\
-         CSeq: 1 REGISTER\r\n\
-         Contact: <sip:{user}@127.0.0.1:{contact_port};transport=udp>\r\n\
-         Expires: 600\r\n\
-         Content-Length: 0\r\n\r\n",
-        port = local.port()
-    );
-    let mut buf = [0u8; 4096];
-    for _ in 0..10 {
-        sock.send_to(request.as_bytes(), k.udp).expect("send REGISTER to Kamailio");
-        let Ok(n) = sock.recv(&mut buf) else { continue };
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        let response = SipMsg::parse(&text).unwrap_or_else(|e| panic!("Kamailio's answer to REGISTER does not parse ({e}):\n{text}"));
-        if response.status() < 200 {
-            continue;
-        }
-        assert_eq!(response.status(), 200, "Kamailio registers {user}:\n{text}\n--- kamailio\n{}", k.log());
-        return;
-    }
-    panic!("Kamailio did not answer {user}'s REGISTER within 5 s:\n{}", k.log());
 }
 
 /// The /metrics series of a PCRF's `estuary_rx_peer_up` (index in `rx.peers`).

@@ -388,7 +388,7 @@ impl B2bua {
         // Within a dialog a request names its dialog: one that came back through the core
         // (a browser calling a browser of this gateway) belongs to the other call's leg.
         let in_dialog = req.headers.to().ok().is_some_and(|t| t.tag().is_some());
-        if side == Side::Ims && !in_dialog && self.is_looped(&req) && !self.names_binding_token(&req) {
+        if side == Side::Ims && !in_dialog && self.is_looped(&req) && !self.names_binding_token(&req) && !self.through_front(&req) {
             return self.respond(now, &key, &req, 482, "Loop Detected");
         }
         // RFC 3261 §16.3 item 3: only an OPTIONS addressed to this element may be answered.
@@ -2282,6 +2282,17 @@ impl B2bua {
         named
     }
 
+    /// Whether a request from IMS came back by a Path or Contact the cluster registered at
+    /// the core (its top Route or Request-URI names `sip_front`): a browser calling a browser
+    /// held by another node spirals through the core and the front, and may reach this node
+    /// again on its way there.
+    fn through_front(&self, req: &Request) -> bool {
+        let Some(front) = &self.cfg.sip_front else { return false };
+        let names_front = |u: &estuary_sip::Uri| u.user.is_some() && host_port(u).eq_ignore_ascii_case(front);
+        let top_route = req.headers.routes().ok().and_then(|r| r.into_iter().next());
+        top_route.is_some_and(|r| names_front(&r.uri)) || names_front(&req.uri)
+    }
+
     /// RFC 3261 §16.3 item 4, for a B2BUA: a request from IMS that already passed through our
     /// IMS interface (our sent-by in its Via) has looped, unless it spiralled back to a binding
     /// (see [`Self::names_binding_token`]).
@@ -2538,6 +2549,11 @@ fn session_expiry(now: Instant, headers: &estuary_sip::Headers) -> Option<Instan
 }
 
 /// The URI of a name-addr written as text (the legs keep theirs so), for records.
+/// `host:port` of a URI as the gateway writes its own addresses (5060 when no port).
+fn host_port(uri: &estuary_sip::Uri) -> String {
+    format!("{}:{}", uri.host, uri.port.unwrap_or(5060))
+}
+
 fn name_addr_uri(text: &str) -> String {
     text.parse::<NameAddr>().map_or_else(|_| text.to_owned(), |na| na.uri.to_string())
 }

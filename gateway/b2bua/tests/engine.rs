@@ -2135,3 +2135,26 @@ fn calls_whose_node_still_shows_as_alive_are_asked_for_again_until_it_is_gone() 
     b.advance_to(Duration::from_secs(5));
     assert_eq!(b.asked.len(), asked);
 }
+
+#[test]
+fn a_browser_to_browser_call_spiralling_back_through_the_front_is_no_loop() {
+    let mut h = cluster_harness();
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    let token = StateQuery::Token { token: "tokfromb".into() };
+    h.state = Some(vec![(token, StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
+    // This node sent the INVITE to the core (its Via is in it); the core sent it back through
+    // the front by bob's Path, and the front picked this node.
+    let spiral = ims_invite("tokfromb", "z9hG4bKspiral", SDP)
+        .replace("Route: <sip:tokfromb@127.0.0.1:5080;lr>", &format!("Route: <sip:tokfromb@{FRONT};lr>"))
+        .replace("Via: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKspiral", "Via: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKspiral\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKours;rport");
+    let out = h.ims(&spiral);
+    assert!(out.iter().all(|s| !matches!(&s.msg, Message::Response(r) if r.code == 482)), "{out:#?}");
+    assert!(out.iter().any(|s| s.flow == Flow::Ims { transport: Transport::Udp, remote: node_b }), "proxied to bob's node: {out:#?}");
+
+    // Without the front in its route it is a loop as before.
+    let looped = ims_invite("tokother", "z9hG4bKloop", SDP)
+        .replace("imscall1", "imscall2")
+        .replace("Via: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKloop", "Via: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKloop\nVia: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKours2;rport");
+    let out = h.ims(&looped);
+    assert_eq!(status(only_ims(&out)), 482);
+}
