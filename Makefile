@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build-deps demo build build-release lint bench bench-deps bench-reference clean corpus fuzz
+.PHONY: run test deps build-deps demo build build-release lint bench bench-deps bench-reference bench-cluster clean corpus fuzz
 
 # ARGS passes overrides, e.g. make run ARGS='--set ims.next_hop=sip:10.0.0.5:5060'.
 run: build-release
@@ -141,6 +141,24 @@ bench: build-deps
 	  | paste -sd, - | sed 's/^/{"rtp": [/; s/$$/]}/' > target/bench/rtp.json
 	@echo "wrote target/bench/rtp.json"; cat target/bench/rtp.json
 	$(CARGO) bench -p estuary-srtp --bench srtp 2>&1 | tee target/bench/srtp.txt
+
+# Cluster scaling (bench/src/bin/cluster.rs): the set-up rate benchmark through HAProxy, with
+# one node pinned to CPU 0 (taskset), then two pinned to CPUs 0 and 1, sharing state in Redis;
+# prints both sustained rates and their ratio (the target: 2.0 within 10%) and writes
+# target/bench/cluster.json. Installs kamailio, haproxy and redis-server when missing.
+bench-cluster: build-deps
+	@missing=""; \
+	command -v kamailio >/dev/null 2>&1 || missing="$$missing kamailio"; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@mkdir -p target/bench
+	$(CARGO) build --release -p estuary -p estuary-bench
+	ESTUARY_BIN=target/release/estuary BENCH_OUT=target/bench/cluster.json ./target/release/cluster
 
 # What only the reference mode of the relay benchmark starts: Kamailio with its WebSocket
 # modules as the browsers' SIP front and rtpengine (userspace) as the media relay.

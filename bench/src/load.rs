@@ -498,7 +498,7 @@ impl ImsSide {
 /// The daemon under test, not started yet: media ports `ports`, IMS next hop UDP
 /// 127.0.0.1:`next_hop`, warnings only in its log and, with `lift_limits`, the per-source
 /// limits lifted. Callers add their own `--set`s.
-pub(crate) fn estuary(ports: (u16, u16), lift_limits: bool, next_hop: u16) -> GatewayBuilder {
+pub fn estuary(ports: (u16, u16), lift_limits: bool, next_hop: u16) -> GatewayBuilder {
     let mut builder = Gateway::builder()
         .next_hop_udp(next_hop)
         .set("log.level", "warn")

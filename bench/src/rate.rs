@@ -124,14 +124,40 @@ pub struct RateRun {
     pub steps: Vec<Step>,
 }
 
+/// Where the offered calls go: the browsers' WebSocket address (a daemon's, or a load
+/// balancer's in front of several) and the daemon processes whose CPU a step counts.
+pub struct RateTarget {
+    pub ws: std::net::SocketAddr,
+    pub pids: Vec<u32>,
+}
+
 /// Starts the IMS side and the daemon, then runs the steps of `cfg` (see the module doc).
 pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
+    let ports = cfg.ports;
+    let mut pid = 0;
+    let steps = run_with(cfg, |next_hop| async move {
+        let gw = load::estuary(ports, true, next_hop).set("media.port_quarantine_s", &PORT_QUARANTINE_S.to_string()).start().await;
+        Ok((RateTarget { ws: gw.ws_addr, pids: vec![gw.pid()] }, gw))
+    }, |target| pid = target.pids[0])
+    .await?;
+    Ok(RateRun { pid, steps })
+}
+
+/// As [`run`], against what `start` starts given the IMS next hop's UDP port: the target,
+/// and what must live as long as the run (daemons, a load balancer). `seen` is shown the
+/// target once it is up.
+pub async fn run_with<F, Fut, K>(cfg: &RateConfig, start: F, seen: impl FnOnce(&RateTarget)) -> Result<Vec<Step>, String>
+where
+    F: FnOnce(u16) -> Fut,
+    Fut: std::future::Future<Output = Result<(RateTarget, K), String>>,
+{
     let media = Arc::new(MediaSource::new(BrowserCodec::Pcmu)?);
     let totals = Arc::new(Totals::default());
     let (_stop_tx, stop) = watch::channel(false);
     let ims = ImsSide::start(cfg.core, 0.0, &totals, &stop).await?;
-    let gw = load::estuary(cfg.ports, true, ims.next_hop).set("media.port_quarantine_s", &PORT_QUARANTINE_S.to_string()).start().await;
-    let pid = gw.pid();
+    let (target, _keep) = start(ims.next_hop).await?;
+    seen(&target);
+    let pids = target.pids.clone();
     let cert = Arc::new(Certificate::generate().map_err(|e| e.to_string())?);
     let packets = (cfg.media.as_millis() / PTIME.as_millis()).max(1) as u32;
     let mut steps = Vec::new();
@@ -141,7 +167,8 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
             return Err("a rate of 0 calls per second".into());
         }
         let n = (f64::from(rate) * cfg.step.as_secs_f64()).round().max(1.0) as u64;
-        let cpu = || (sample(pid).map(|s| s.cpu).unwrap_or_default(), ims.core_cpu(), sample(std::process::id()).map(|s| s.cpu).unwrap_or_default());
+        let daemons = || pids.iter().filter_map(|&p| sample(p).ok()).map(|s| s.cpu).sum::<Duration>();
+        let cpu = || (daemons(), ims.core_cpu(), sample(std::process::id()).map(|s| s.cpu).unwrap_or_default());
         let (d0, c0, g0) = cpu();
         let t0 = tokio::time::Instant::now();
         let gap = Duration::from_secs_f64(1.0 / f64::from(rate));
@@ -153,7 +180,7 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
             last_launch = tokio::time::Instant::now();
             let now = in_progress.fetch_add(1, Ordering::Relaxed) + 1;
             peak.fetch_max(now, Ordering::Relaxed);
-            let (ws, cert, media, totals, stop, in_progress) = (gw.ws_addr, cert.clone(), media.clone(), totals.clone(), stop.clone(), in_progress.clone());
+            let (ws, cert, media, totals, stop, in_progress) = (target.ws, cert.clone(), media.clone(), totals.clone(), stop.clone(), in_progress.clone());
             tasks.push(tokio::spawn(async move {
                 let r = match tokio::time::timeout(CALL_LIMIT, short_call(ws, first + i, &cert, &media, &totals, stop, packets)).await {
                     Ok(r) => r,
@@ -212,7 +239,7 @@ pub async fn run(cfg: &RateConfig) -> Result<RateRun, String> {
             break;
         }
     }
-    Ok(RateRun { pid, steps })
+    Ok(steps)
 }
 
 /// One short call by browser `n` (see the module doc): how long it took from the WebSocket's
