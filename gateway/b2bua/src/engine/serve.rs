@@ -14,7 +14,7 @@ use rand::Rng;
 use super::{reliable, B2bua, Owner};
 use crate::call::{Authorization, Call, CallId, CallState, LegIdx};
 use crate::cluster::{Held, Holder, StateAnswer, StateQuery, Waiting, CALLS_ATTEMPTS, CALLS_RETRY};
-use crate::io::{ConnId, Flow, Output, SharedCall, SharedRegistration, Side};
+use crate::io::{ConnId, EndReason, Flow, Output, SharedCall, SharedRegistration, Side};
 use crate::registrar::Binding;
 
 /// How far an adopted registration's or call's CSeqs jump past the shared copy's: the copy
@@ -84,7 +84,9 @@ impl B2bua {
                     Some(StateAnswer::Calls(calls)) => calls,
                     _ => Vec::new(),
                 };
-                let mut elsewhere = answer_is_pending(&calls);
+                // A call a node still carries: that node may be dead with its presence not yet
+                // run out, or alive with the browser's media; ask again until it is known.
+                let elsewhere = calls.iter().any(|(_, h)| matches!(h, Holder::Node(_)));
                 for (call, holder) in calls {
                     if !matches!(holder, Holder::Gone | Holder::Here) {
                         continue;
@@ -93,13 +95,15 @@ impl B2bua {
                     if web.is_some_and(|(c, t)| self.dialogs.contains_key(&(Side::Web, c, t))) {
                         continue; // Carried here already.
                     }
-                    let Some(ims_sdp) = call.ims_sdp.clone() else {
-                        tracing::warn!(call = call.call, "a call taken over without the core's SDP cannot get its media back");
-                        elsewhere = false;
-                        continue;
-                    };
-                    if let Some(id) = self.adopt_call(now, conn, call) {
-                        self.reanchor(now, id, &ims_sdp);
+                    let ims_sdp = call.ims_sdp.clone();
+                    let Some(id) = self.adopt_call(now, conn, call) else { continue };
+                    match ims_sdp {
+                        Some(sdp) => self.reanchor(now, id, &sdp),
+                        None => {
+                            // Its media cannot be offered again: end it cleanly on both sides.
+                            tracing::warn!(call = id.0, "a call taken over without the core's SDP; ending it");
+                            self.hangup(now, id, EndReason::ReanchorFailed(500));
+                        }
                     }
                 }
                 if elsewhere && attempt < CALLS_ATTEMPTS {
@@ -317,10 +321,4 @@ impl B2bua {
             self.owners.insert(k, Owner::Own);
         }
     }
-}
-
-/// Whether a registration's calls include one a node still carries (its presence has not
-/// run out yet: it may be dead, or alive with the browser's media): ask again later.
-fn answer_is_pending(calls: &[(SharedCall, Holder)]) -> bool {
-    calls.iter().any(|(_, h)| matches!(h, Holder::Node(_)))
 }
