@@ -1,5 +1,5 @@
 //! SIGHUP re-reads the configuration file: a changed codec policy applies to the next call
-//! while the call in progress goes on, keys that need a restart are named and keep their
+//! while the call in progress goes on, recording switches on, keys that need a restart are named and keep their
 //! running values, and a broken file is refused with its key named while the running
 //! configuration stays.
 //!
@@ -41,6 +41,24 @@ async fn log_line(s: &Setup, needle: &str, n: usize) -> String {
     }
 }
 
+/// Every .pcapng file under `dir`.
+fn pcapng_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(pcapng_files(&path));
+        } else if path.extension().is_some_and(|e| e == "pcapng") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("config file written");
 }
@@ -56,12 +74,19 @@ async fn sighup_applies_a_new_codec_policy_to_the_next_call_and_refuses_a_broken
     let sipp = Sipp::uas("uas_answer_wait_bye.xml", s.sipp_port).calls(2).start().await;
     let mut first = answered_call(&mut reg, 40000).await;
 
-    // The policy adds PCMA (sipp's callee answers PCMU, which both offers keep); a key that
-    // needs a restart changes too.
-    write(&file, "[media]\naudio_codecs = [\"PCMU/8000\", \"PCMA/8000\"]\nweb_address = \"127.0.0.2\"\n");
+    // The policy adds PCMA (sipp's callee answers PCMU, which both offers keep), recording
+    // starts, and a key that needs a restart changes too.
+    let captures = dir.join("captures");
+    write(
+        &file,
+        &format!(
+            "[media]\naudio_codecs = [\"PCMU/8000\", \"PCMA/8000\"]\nweb_address = \"127.0.0.2\"\n[recording]\nmode = \"signalling\"\ndir = \"{}\"\n",
+            captures.display()
+        ),
+    );
     s.gw.signal("HUP");
     let line = log_line(&s, "configuration reloaded", 1).await;
-    assert!(line.contains("applied=media.audio_codecs"), "{line}");
+    assert!(line.contains("applied=media.audio_codecs, recording.mode, recording.dir"), "{line}");
     assert!(line.contains("needs_restart=media.web_address"), "{line}");
     let mut second = answered_call(&mut reg, 40002).await;
 
@@ -86,5 +111,17 @@ async fn sighup_applies_a_new_codec_policy_to_the_next_call_and_refuses_a_broken
     assert!(after.contains(&"8".to_owned()) && after.contains(&"0".to_owned()), "the call after the reload offers PCMU and PCMA: {after:?}");
     // The restart key kept its running value: the browser-facing address did not move.
     assert!(!s.gw.log().contains("127.0.0.2 "), "media.web_address was not applied live");
+    // Recording started with the reload: the second call's SIP is in its capture; the first
+    // call's INVITE, from before, is in none.
+    // (Captures are flushed every second.)
+    let holding = |needle: &str| pcapng_files(&captures).into_iter().filter(|f| std::fs::read(f).is_ok_and(|b| contains(&b, needle.as_bytes()))).collect::<Vec<_>>();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while holding(&second.call_id).is_empty() || holding(&first.call_id).is_empty() {
+        assert!(Instant::now() < deadline, "the calls recorded after the reload: {:?}", pcapng_files(&captures));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // (The first call's BYE came after it: that call's capture has it, and no INVITE.)
+    let first_capture = holding(&first.call_id);
+    assert!(first_capture.iter().all(|f| std::fs::read(f).is_ok_and(|b| !contains(&b, b"INVITE sip:"))), "nothing recorded before the reload");
     let _ = std::fs::remove_dir_all(dir);
 }

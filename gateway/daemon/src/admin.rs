@@ -137,9 +137,7 @@ async fn serve(mut stream: TcpStream, ctx: &Ctx) {
                 if let Some(c) = &ctx.cluster {
                     daemon.extend(c.samples());
                 }
-                if let Some(r) = &ctx.recorder {
-                    daemon.extend(r.samples());
-                }
+                daemon.extend(ctx.recorder.samples());
                 let body = metrics::render(&metrics::merge(engine, daemon));
                 http::respond(
                     &mut stream,

@@ -42,7 +42,8 @@ pub struct Ctx {
     /// The transcoder pool, unless `transcoder.enabled = false`.
     pub transcoder: Option<Arc<Transcoder>>,
     /// Per-call captures, unless `recording.mode = "off"`.
-    pub recorder: Option<Arc<Recorder>>,
+    /// Per-call captures (`[recording]`; idle while off, switched by SIGHUP).
+    pub recorder: Arc<Recorder>,
     /// Per-call records (always logged; files with `records.dir`).
     pub records: CallRecords,
     /// Outbound SIP over TLS to the core, when `ims.tls_ca` is set.
@@ -77,7 +78,7 @@ impl Ctx {
         shutdown: watch::Receiver<bool>,
         cfg: &estuary_config::Config,
         transcoder: Option<Arc<Transcoder>>,
-        recorder: Option<Arc<Recorder>>,
+        recorder: Arc<Recorder>,
         records: CallRecords,
     ) -> Self {
         Ctx {

@@ -252,7 +252,7 @@ impl<M: Machine> Engine<M> {
                 };
                 self.ctx.stats.inc(side);
                 self.refresh_video_cost();
-                let record = self.ctx.recorder.is_some().then(|| {
+                let record = self.ctx.recorder.records_sip().then(|| {
                     let local = conn.and_then(|c| self.conns.get(&c)).map_or(self.ims_local, |c| c.local);
                     (lane_of(flow), remote, local, &data[..])
                 });
@@ -353,7 +353,8 @@ impl<M: Machine> Engine<M> {
                         "engine output did not end; rest discarded"
                     );
                 }
-                if let Some(r) = &self.ctx.recorder {
+                {
+                    let r = &self.ctx.recorder;
                     for out in &outputs {
                         if let Output::CallStarted { call, web_call_id, ims_call_id } = out {
                             r.call_started(*call, web_call_id.clone(), ims_call_id.clone());
@@ -462,7 +463,8 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::WebMessagesSent);
-                if let (Some(r), Some(c)) = (&self.ctx.recorder, self.conns.get(&conn)) {
+                if let Some(c) = self.conns.get(&conn) {
+                    let r = &self.ctx.recorder;
                     r.sip(Lane::WebSip, c.local, c.remote, &data);
                 }
                 self.send_conn(conn, data);
@@ -476,7 +478,8 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
-                if let Some(r) = &self.ctx.recorder {
+                {
+                    let r = &self.ctx.recorder;
                     r.sip(Lane::ImsSip, self.ims_local, remote, &data);
                 }
                 match self.udp.send_to(&data, remote) {
@@ -503,7 +506,8 @@ impl<M: Machine> Engine<M> {
                 data,
             } => {
                 self.ctx.stats.inc(Metric::ImsMessagesSent);
-                if let Some(r) = &self.ctx.recorder {
+                {
+                    let r = &self.ctx.recorder;
                     r.sip(Lane::ImsSip, self.ims_local, remote, &data);
                 }
                 if let Some(&conn) = self.tcp_by_remote.get(&remote) {
@@ -534,7 +538,8 @@ impl<M: Machine> Engine<M> {
             // Reported to the recorder before the input's message (feed_recorded).
             Output::CallStarted { .. } => {}
             Output::CallEnded { call, summary, policy } => {
-                if let Some(r) = &self.ctx.recorder {
+                {
+                    let r = &self.ctx.recorder;
                     r.call_ended(call);
                 }
                 self.ctx.records.ended(call, summary, policy);
@@ -633,7 +638,7 @@ mod tests {
             shutdown,
             &estuary_config::Config::default(),
             None,
-            None,
+            crate::recorder::Recorder::off(),
             crate::records::CallRecords::start(&Default::default()).unwrap(),
         ));
         let udp = nonblocking_udp();
@@ -686,7 +691,7 @@ mod tests {
             shutdown,
             &estuary_config::Config::default(),
             None,
-            None,
+            crate::recorder::Recorder::off(),
             crate::records::CallRecords::start(&Default::default()).unwrap(),
         ));
         let udp = nonblocking_udp();

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,6 +66,8 @@ enum Rec {
     Media { call: u64, at: SystemTime, lane: Lane, src: SocketAddr, dst: SocketAddr, data: Vec<u8> },
     CallStarted { call: u64, call_ids: [String; 2] },
     CallEnded { call: u64 },
+    /// A reloaded `[recording]` (SIGHUP): new files go to its directory, with its limits.
+    Config(RecordingConfig),
 }
 
 #[derive(Default)]
@@ -76,21 +78,34 @@ struct Stats {
     files: AtomicU64,
 }
 
-/// The handle every task records through.
+/// The handle every task records through. Its mode can change while the process runs
+/// (SIGHUP): off, SIP only, or SIP and media.
 pub struct Recorder {
     tx: SyncSender<Rec>,
-    media: bool,
+    mode: AtomicU8,
     stats: Arc<Stats>,
 }
 
+fn mode_code(mode: RecordingMode) -> u8 {
+    match mode {
+        RecordingMode::Off => 0,
+        RecordingMode::Signalling => 1,
+        RecordingMode::Full => 2,
+    }
+}
+
+/// `dir` exists or can be made: what recording into it needs.
+fn ensure_dir(cfg: &RecordingConfig) -> Result<(), String> {
+    if cfg.mode == RecordingMode::Off {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&cfg.dir).map_err(|e| format!("cannot create {}: {e}", cfg.dir.display()))
+}
+
 impl Recorder {
-    /// Starts the writer thread; `None` when `recording.mode = "off"`.
-    pub fn start(cfg: &RecordingConfig) -> Result<Option<Arc<Recorder>>, DaemonError> {
-        if cfg.mode == RecordingMode::Off {
-            return Ok(None);
-        }
-        std::fs::create_dir_all(&cfg.dir)
-            .map_err(|e| DaemonError::setup("recording.dir", format!("cannot create {}: {e}", cfg.dir.display())))?;
+    /// Starts the writer thread (idle while `recording.mode = "off"`).
+    pub fn start(cfg: &RecordingConfig) -> Result<Arc<Recorder>, DaemonError> {
+        ensure_dir(cfg).map_err(|e| DaemonError::setup("recording.dir", e))?;
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(Stats::default());
         let writer = Writer::new(cfg.clone(), stats.clone());
@@ -98,13 +113,38 @@ impl Recorder {
             .name("recorder".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| DaemonError::setup("recording.mode", format!("cannot start the recorder: {e}")))?;
-        info!(mode = ?cfg.mode, dir = %cfg.dir.display(), "recording calls");
-        Ok(Some(Arc::new(Recorder { tx, media: cfg.mode == RecordingMode::Full, stats })))
+        if cfg.mode != RecordingMode::Off {
+            info!(mode = ?cfg.mode, dir = %cfg.dir.display(), "recording calls");
+        }
+        Ok(Arc::new(Recorder { tx, mode: AtomicU8::new(mode_code(cfg.mode)), stats }))
+    }
+
+    /// A recorder that records nothing until reconfigured (tests' contexts).
+    #[cfg(test)]
+    pub fn off() -> Arc<Recorder> {
+        Recorder::start(&RecordingConfig { mode: RecordingMode::Off, ..RecordingConfig::default() }).expect("a recorder that is off starts")
+    }
+
+    /// Applies a reloaded `[recording]`: the mode at once (calls set up from now on record
+    /// media as it says), the directory and limits for files opened from now on. A directory
+    /// that cannot be made is refused and nothing changes.
+    pub fn reconfigure(&self, cfg: &RecordingConfig) -> Result<(), String> {
+        ensure_dir(cfg)?;
+        if self.tx.try_send(Rec::Config(cfg.clone())).is_err() {
+            return Err("the recorder's queue is full; try again".into());
+        }
+        self.mode.store(mode_code(cfg.mode), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether SIP messages are recorded (`signalling` or `full`).
+    pub fn records_sip(&self) -> bool {
+        self.mode.load(Ordering::Relaxed) >= 1
     }
 
     /// Whether media is recorded too (`full`).
     pub fn records_media(&self) -> bool {
-        self.media
+        self.mode.load(Ordering::Relaxed) >= 2
     }
 
     fn send(&self, rec: Rec) {
@@ -113,14 +153,16 @@ impl Recorder {
         }
     }
 
-    /// A SIP message that crossed `lane`.
+    /// A SIP message that crossed `lane` (nothing while recording is off).
     pub fn sip(&self, lane: Lane, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
-        self.send(Rec::Sip { at: SystemTime::now(), lane, src, dst, data: data.to_vec() });
+        if self.records_sip() {
+            self.send(Rec::Sip { at: SystemTime::now(), lane, src, dst, data: data.to_vec() });
+        }
     }
 
     /// A plaintext media packet of `call` on `lane`.
     pub fn media(&self, call: u64, lane: Lane, src: SocketAddr, dst: SocketAddr, data: Vec<u8>) {
-        if self.media {
+        if self.records_media() {
             self.send(Rec::Media { call, at: SystemTime::now(), lane, src, dst, data });
         }
     }
@@ -184,7 +226,9 @@ impl Writer {
         let mut last_flush = Instant::now();
         let mut last_sweep: Option<Instant> = None;
         loop {
-            match rx.recv_timeout(FLUSH_EVERY) {
+            // Idle (nothing open, no call tracked), wake only for the hourly sweep.
+            let busy = !(self.calls.is_empty() && self.call_ids.is_empty() && self.ended.is_empty() && self.general.is_none());
+            match rx.recv_timeout(if busy { FLUSH_EVERY } else { SWEEP_EVERY }) {
                 Ok(rec) => self.take(rec),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -194,7 +238,7 @@ impl Writer {
                 self.close_lingering();
                 last_flush = Instant::now();
             }
-            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) && self.cfg.mode != RecordingMode::Off {
                 sweep(&self.cfg.dir, self.cfg.max_age);
                 last_sweep = Some(Instant::now());
             }
@@ -220,6 +264,17 @@ impl Writer {
                 }
             }
             Rec::Media { call, at, lane, src, dst, data } => self.write_call(call, at, lane, src, dst, &data),
+            Rec::Config(cfg) => {
+                if cfg.dir != self.cfg.dir {
+                    // The day's signalling file moves with the directory; calls' files stay
+                    // where they started.
+                    if let Some((_, mut c)) = self.general.take() {
+                        let _ = c.writer.flush();
+                    }
+                }
+                info!(mode = ?cfg.mode, dir = %cfg.dir.display(), "recording reconfigured");
+                self.cfg = cfg;
+            }
         }
     }
 

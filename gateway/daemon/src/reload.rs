@@ -113,10 +113,10 @@ pub static KEYS: &[Key] = &[
     key!(Restart, "transcoder.video", transcoder.video),
     key!(Restart, "transcoder.video_threads", transcoder.video_threads),
     key!(Live, "transcoder.video_overload", transcoder.video_overload),
-    key!(Restart, "recording.mode", recording.mode),
-    key!(Restart, "recording.dir", recording.dir),
-    key!(Restart, "recording.max_file_mb", recording.max_file_bytes),
-    key!(Restart, "recording.max_age_days", recording.max_age),
+    key!(Live, "recording.mode", recording.mode),
+    key!(Live, "recording.dir", recording.dir),
+    key!(Live, "recording.max_file_mb", recording.max_file_bytes),
+    key!(Live, "recording.max_age_days", recording.max_age),
     key!(Restart, "records.dir", records.dir),
     key!(Restart, "admin.listen", admin.listen),
     key!(Live, "admin.drain_timeout_s", admin.drain_timeout),
@@ -187,8 +187,14 @@ impl Reloader {
         let (live, mut restart) = diff(&self.current, &new);
         let mut applied = Vec::new();
         let mut next = self.current.clone();
+        let mut recording = Vec::new();
         for key in live {
             match key.name {
+                // Applied together below: the recorder takes its section whole.
+                name if name.starts_with("recording.") => {
+                    recording.push(key);
+                    continue;
+                }
                 "ims.next_hop" => match self.next_hop_for(&new).await {
                     Ok(hop) => self.next_hop = hop,
                     Err(why) => {
@@ -206,6 +212,17 @@ impl Reloader {
             }
             (key.copy)(&mut next, &new);
             applied.push(key.name);
+        }
+        if !recording.is_empty() {
+            match self.ctx.recorder.reconfigure(&new.recording) {
+                Ok(()) => {
+                    for key in recording {
+                        (key.copy)(&mut next, &new);
+                        applied.push(key.name);
+                    }
+                }
+                Err(e) => warn!(key = "recording.dir", error = %e, "not applied: recording goes on as it was"),
+            }
         }
         if !applied.is_empty() {
             self.ctx.origins.set(&next.web.allowed_origins);

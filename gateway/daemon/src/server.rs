@@ -66,7 +66,7 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let recorder = recorder::Recorder::start(&cfg.recording)?;
-    let tap = recorder.as_ref().is_some_and(|r| r.records_media());
+    let tap = recorder.records_media();
     let records = crate::records::CallRecords::start(&cfg.records)?;
     let mut ctx = Ctx::new(events_tx, shutdown_rx, &cfg, transcoder, recorder, records);
     ctx.ims_tls = ims_tls.as_ref().and_then(|t| t.connector.clone()).map(|connector| crate::ctx::ImsTlsClient {

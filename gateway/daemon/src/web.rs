@@ -479,7 +479,7 @@ mod tests {
         let (events, _rx) = mpsc::channel(8);
         let (_, shutdown) = tokio::sync::watch::channel(false);
         let records = crate::records::CallRecords::start(&Default::default()).unwrap();
-        let ctx = Arc::new(Ctx::new(events, shutdown, &estuary_config::Config::default(), None, None, records));
+        let ctx = Arc::new(Ctx::new(events, shutdown, &estuary_config::Config::default(), None, crate::recorder::Recorder::off(), records));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, remote) = listener.accept().await.unwrap();

@@ -441,7 +441,10 @@ impl MediaThread {
             return self.update(call, plan, now);
         }
         // Not a secret: SSRCs and sequence starts (keys come from the OS CSPRNG inside).
-        let session = match MediaSession::new(self.cfg.clone(), &plan, &self.cert, now, rand::random()) {
+        // Media is copied for the recorder as `recording.mode` says when the call starts
+        // (a SIGHUP that changes it applies from the next call).
+        let cfg = MediaConfig { tap: self.ctx.recorder.records_media(), ..self.cfg.clone() };
+        let session = match MediaSession::new(cfg, &plan, &self.cert, now, rand::random()) {
             Ok(s) => s,
             Err(e) => return self.fail(call, MediaFailure::Local, format!("media session: {e}")),
         };
@@ -603,10 +606,8 @@ impl MediaThread {
                     }
                 }
                 Output::Tap { leg, from, to, data } => {
-                    if let Some(r) = &self.ctx.recorder {
-                        let lane = if leg == Leg::Web { Lane::WebMedia } else { Lane::ImsMedia };
-                        r.media(call, lane, from, to, data);
-                    }
+                    let lane = if leg == Leg::Web { Lane::WebMedia } else { Lane::ImsMedia };
+                    self.ctx.recorder.media(call, lane, from, to, data);
                 }
             }
         }

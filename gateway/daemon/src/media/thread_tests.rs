@@ -41,7 +41,7 @@ fn context_with_events(first: u16) -> (Arc<Ctx>, tokio::sync::mpsc::Receiver<Eve
     let (events, rx) = tokio::sync::mpsc::channel(64);
     let (_, shutdown) = tokio::sync::watch::channel(false);
     let records = crate::records::CallRecords::start(&Default::default()).unwrap();
-    (Arc::new(Ctx::new(events, shutdown, &cfg, None, None, records)), rx)
+    (Arc::new(Ctx::new(events, shutdown, &cfg, None, crate::recorder::Recorder::off(), records)), rx)
 }
 
 struct Ports {
