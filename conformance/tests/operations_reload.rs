@@ -1,7 +1,7 @@
 //! SIGHUP re-reads the configuration file: a changed codec policy applies to the next call
 //! while the call in progress goes on, recording switches on, keys that need a restart are named and keep their
 //! running values, and a broken file is refused with its key named while the running
-//! configuration stays.
+//! configuration stays. Another `rx.peers` moves Rx to another PCRF.
 //!
 //! Needs `sipp` and `cargo build -p estuary` (see conformance/src/lib.rs).
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use estuary_conformance::flows::{Registered, Setup};
+use estuary_conformance::pcrf::PcrfServer;
 use estuary_conformance::records::temp_dir;
 use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::{webrtc_offer, Dialog, DEFAULT_WAIT};
@@ -123,5 +124,43 @@ async fn sighup_applies_a_new_codec_policy_to_the_next_call_and_refuses_a_broken
     // (The first call's BYE came after it: that call's capture has it, and no INVITE.)
     let first_capture = holding(&first.call_id);
     assert!(first_capture.iter().all(|f| std::fs::read(f).is_ok_and(|b| !contains(&b, b"INVITE sip:"))), "nothing recorded before the reload");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// SIGHUP with another `rx.peers`: the PCRF no longer named gets a DPR and its connection
+/// closes, the new one is connected (CER/CEA) and takes the next AAR (a registration's
+/// AF_SIGNALLING session), and /metrics lists the peers in service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_moves_rx_to_another_pcrf_without_a_restart() {
+    let (old, new) = (PcrfServer::start("reload-old"), PcrfServer::start("reload-new"));
+    let dir = temp_dir("operations_reload_rx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("estuary.toml");
+    let rx = |peer: &PcrfServer| format!("[rx]\nenabled = true\nsignalling = true\npeers = [\"{}\"]\n", peer.peer_entry());
+    write(&file, &rx(&old));
+    let s = Setup::start(|b| b.config_file(&file)).await;
+    assert!(tokio::task::block_in_place(|| old.wait_up(Duration::from_secs(10))), "{}", s.gw.log_tail(30));
+
+    write(&file, &rx(&new));
+    s.gw.signal("HUP");
+    let line = log_line(&s, "configuration reloaded", 1).await;
+    assert!(line.contains("applied=rx.peers"), "{line}");
+    assert!(tokio::task::block_in_place(|| new.wait_up(Duration::from_secs(10))), "the new PCRF connected: {}", s.gw.log_tail(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while old.connections_up() > 0 {
+        assert!(Instant::now() < deadline, "the old PCRF's connection closed (DPR): {}", s.gw.log_tail(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = s.gw.http_get("/metrics").map(|r| r.1).unwrap_or_default();
+    let up = |p: &PcrfServer| metrics.lines().find(|l| l.starts_with("estuary_rx_peer_up") && l.contains(&p.peer_entry())).map(str::to_owned);
+    assert_eq!(up(&new).as_deref(), Some(format!("estuary_rx_peer_up{{peer=\"{}\",role=\"primary\"}} 1", new.peer_entry()).as_str()), "{metrics}");
+    assert_eq!(up(&old), None, "a retired peer is not listed: {metrics}");
+
+    // The next Rx session goes to the new PCRF.
+    let reg = s.register().await;
+    let aars = tokio::task::block_in_place(|| new.wait_aars(1, Duration::from_secs(10)));
+    assert_eq!(aars.len(), 1, "the registration's AF_SIGNALLING AAR: {}", s.gw.log_tail(30));
+    assert!(old.aars().is_empty());
+    reg.client.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -188,6 +188,18 @@ impl<P: MediaPlane> Core<P> {
         self.policy.as_ref()
     }
 
+    /// See [`Policy::reconfigure_peers`]; `false` when there is no policy function.
+    pub fn reconfigure_rx_peers(&mut self, now: Instant, retire: &[usize], add: Vec<(estuary_diameter::Peer, String)>, order: &[usize]) -> bool {
+        self.now = now.max(self.now);
+        match &mut self.policy {
+            Some(p) => {
+                p.reconfigure_peers(now, retire, add, order);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Input from a policy peer's connection.
     pub fn handle_diameter(&mut self, now: Instant, input: DiameterInput<'_>) {
         self.now = now.max(self.now);

@@ -287,6 +287,27 @@ impl Policy {
         Some(PolicyReport { session_id: t.session_id, result: t.result })
     }
 
+    /// A reload changed the policy peers (`rx.peers`): `retire` leave service (DPR, never
+    /// again), `add` join at the end, each with its name for /metrics, taking the next
+    /// indices; then `order` (indices, the new ones included) is the priority order. Calls
+    /// and their sessions go on; requests of a retired peer fail over as it goes down.
+    pub fn reconfigure_peers(&mut self, now: Instant, retire: &[usize], add: Vec<(estuary_diameter::Peer, String)>, order: &[usize]) {
+        for &i in retire {
+            tracing::info!(peer = self.peer_name(i), "Rx peer retired (no longer in rx.peers)");
+            self.peers.retire(now, i);
+        }
+        for (peer, name) in add {
+            let index = self.peers.add(now, peer);
+            tracing::info!(peer = %name, index, "Rx peer added");
+            if self.settings.peer_names.len() <= index {
+                self.settings.peer_names.resize(index + 1, String::new());
+            }
+            self.settings.peer_names[index] = name;
+        }
+        self.peers.set_order(order);
+        self.pump(now);
+    }
+
     pub fn handle_diameter(&mut self, now: Instant, input: DiameterInput<'_>) {
         match input {
             DiameterInput::Connected { peer } => self.peers.handle_connected(now, peer),
@@ -516,12 +537,14 @@ impl Policy {
 
     /// Samples for /metrics.
     pub fn metrics(&self, out: &mut Vec<Sample>) {
-        for (i, p) in self.peers.peers().iter().enumerate() {
+        // The peers in service, by priority (a retired one is no longer shown).
+        for (rank, &i) in self.peers.in_service().iter().enumerate() {
+            let Some(p) = self.peers.peer(i) else { continue };
             out.push(Sample {
                 name: "estuary_rx_peer_up",
                 help: "Diameter Rx peers: 1 when the connection is open (capabilities exchanged), by peer and role",
                 kind: MetricKind::Gauge,
-                labels: vec![("peer", self.peer_name(i).to_owned()), ("role", if i == 0 { "primary" } else { "secondary" }.to_owned())],
+                labels: vec![("peer", self.peer_name(i).to_owned()), ("role", if rank == 0 { "primary" } else { "secondary" }.to_owned())],
                 value: u64::from(p.status() == PeerStatus::Open),
             });
         }

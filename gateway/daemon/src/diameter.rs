@@ -49,18 +49,65 @@ struct Link {
     target: RxPeer,
     generation: u64,
     writer: Option<mpsc::Sender<Command>>,
+    /// A reload took the peer out of `rx.peers` (the peer set retired its index).
+    retired: bool,
 }
 
-/// The connections, by peer index in `rx.peers`.
+/// The connections, by peer index in the policy function's peer set (the order of `rx.peers`
+/// at start; a reload adds peers at the end and retires those it no longer names).
 pub struct DiameterLinks {
     ctx: Arc<Ctx>,
     links: Vec<Link>,
+    /// How a peer added by a reload is set up (the `[rx]` in force at start).
+    maker: Option<PeerMaker>,
+}
+
+/// A reload's `rx.peers` as changes to the peer set (see `Policy::reconfigure_peers`).
+pub struct PeerPlan {
+    pub retire: Vec<usize>,
+    pub add: Vec<(Peer, String)>,
+    pub order: Vec<usize>,
+    added: Vec<RxPeer>,
 }
 
 impl DiameterLinks {
-    pub fn new(ctx: Arc<Ctx>, peers: &[RxPeer]) -> DiameterLinks {
-        let links = peers.iter().map(|p| Link { target: p.clone(), generation: 0, writer: None }).collect();
-        DiameterLinks { ctx, links }
+    pub fn new(ctx: Arc<Ctx>, peers: &[RxPeer], maker: Option<PeerMaker>) -> DiameterLinks {
+        let links = peers.iter().map(|p| Link { target: p.clone(), generation: 0, writer: None, retired: false }).collect();
+        DiameterLinks { ctx, links, maker }
+    }
+
+    /// What `next` (a reloaded `rx.peers`) changes: peers no longer named retire, new ones
+    /// take the next indices, and `next`'s order becomes the priority. `None` without Rx.
+    pub fn plan(&self, next: &[RxPeer]) -> Option<PeerPlan> {
+        let maker = self.maker.as_ref()?;
+        let in_service = |t: &RxPeer| self.links.iter().position(|l| !l.retired && l.target == *t);
+        let retire: Vec<usize> = (0..self.links.len()).filter(|&i| !self.links[i].retired && !next.contains(&self.links[i].target)).collect();
+        let mut added = Vec::new();
+        let mut order = Vec::new();
+        for t in next {
+            match in_service(t) {
+                Some(i) => order.push(i),
+                None if !added.contains(t) => {
+                    order.push(self.links.len() + added.len());
+                    added.push(t.clone());
+                }
+                None => {}
+            }
+        }
+        let add = added.iter().map(|t| (maker.peer(), t.to_string())).collect();
+        Some(PeerPlan { retire, add, order, added })
+    }
+
+    /// Records a plan the peer set took: its new peers' connections, its retired ones.
+    pub fn commit(&mut self, plan: &PeerPlan) {
+        for &i in &plan.retire {
+            if let Some(l) = self.links.get_mut(i) {
+                l.retired = true;
+            }
+        }
+        for t in &plan.added {
+            self.links.push(Link { target: t.clone(), generation: 0, writer: None, retired: false });
+        }
     }
 
     /// Carries out one transmit of the core's peer set.
@@ -178,6 +225,36 @@ pub fn input(peer: usize, event: &LinkEvent) -> DiameterInput<'_> {
     }
 }
 
+/// Sets up one policy peer from `[rx]` (the same for every peer, those a reload adds too).
+pub struct PeerMaker {
+    cfg: RxConfig,
+    advertised_ip: std::net::IpAddr,
+    /// Seconds since the epoch at start: Origin-State-Id and the identifiers' seed.
+    boot: u64,
+}
+
+impl PeerMaker {
+    pub fn new(cfg: &RxConfig, advertised_ip: std::net::IpAddr) -> PeerMaker {
+        let boot = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        PeerMaker { cfg: cfg.clone(), advertised_ip, boot }
+    }
+
+    fn peer(&self) -> Peer {
+        let cfg = &self.cfg;
+        let mut c = PeerConfig::new(cfg.origin_host.clone(), cfg.origin_realm.clone());
+        c.host_ip_addresses.push(self.advertised_ip);
+        c.product_name = "Estuary".to_owned();
+        c.applications.push(estuary_rx::RX_APPLICATION);
+        c.validator = estuary_rx::rx_validator();
+        c.watchdog_interval = cfg.watchdog;
+        // RFC 6733 Tx: half the Rx deadline, so a request a silent peer holds is failed over
+        // to the next one (T flag) while the call can still wait for its answer.
+        c.request_timeout = cfg.timeout / 2;
+        c.origin_state_id = self.boot as u32;
+        Peer::new(c, self.boot, &mut rand::rng())
+    }
+}
+
 /// The policy function from `[rx]`, or `None` when Rx is off. `advertised_ip` goes into CER
 /// (Host-IP-Address); `web_media_ip` is the browser-facing end of every described flow.
 pub fn policy(cfg: &RxConfig, now: Instant, advertised_ip: std::net::IpAddr, web_media_ip: std::net::IpAddr) -> Option<Policy> {
@@ -185,24 +262,9 @@ pub fn policy(cfg: &RxConfig, now: Instant, advertised_ip: std::net::IpAddr, web
         return None;
     }
     let mut rng = rand::rng();
-    let boot = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let peers: Vec<Peer> = cfg
-        .peers
-        .iter()
-        .map(|_| {
-            let mut c = PeerConfig::new(cfg.origin_host.clone(), cfg.origin_realm.clone());
-            c.host_ip_addresses.push(advertised_ip);
-            c.product_name = "Estuary".to_owned();
-            c.applications.push(estuary_rx::RX_APPLICATION);
-            c.validator = estuary_rx::rx_validator();
-            c.watchdog_interval = cfg.watchdog;
-            // RFC 6733 Tx: half the Rx deadline, so a request a silent peer holds is failed
-            // over to the next one (T flag) while the call can still wait for its answer.
-            c.request_timeout = cfg.timeout / 2;
-            c.origin_state_id = boot as u32;
-            Peer::new(c, boot, &mut rng)
-        })
-        .collect();
+    let maker = PeerMaker::new(cfg, advertised_ip);
+    let boot = maker.boot;
+    let peers: Vec<Peer> = cfg.peers.iter().map(|_| maker.peer()).collect();
     let set = PeerSet::new(peers, boot, &mut rng);
     let mut rx_config = estuary_rx::RxConfig::new(cfg.origin_host.clone(), cfg.origin_realm.clone(), cfg.destination_realm.clone());
     rx_config.destination_host = cfg.destination_host.clone();

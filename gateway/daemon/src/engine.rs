@@ -49,6 +49,10 @@ pub trait Machine {
     fn reconfigure(&mut self, _cfg: estuary_b2bua::B2buaConfig) {}
     /// The next hop's targets, resolved again.
     fn set_next_hops(&mut self, _targets: Vec<SocketAddr>) {}
+    /// A reloaded `rx.peers` (see `Policy::reconfigure_peers`); `false` without Rx.
+    fn reconfigure_rx_peers(&mut self, _now: Instant, _retire: &[usize], _add: Vec<(estuary_diameter::Peer, String)>, _order: &[usize]) -> bool {
+        false
+    }
 }
 
 impl<P: MediaPlane> Machine for Core<P> {
@@ -87,6 +91,9 @@ impl<P: MediaPlane> Machine for Core<P> {
     }
     fn set_next_hops(&mut self, targets: Vec<SocketAddr>) {
         Core::set_next_hops(self, targets)
+    }
+    fn reconfigure_rx_peers(&mut self, now: Instant, retire: &[usize], add: Vec<(estuary_diameter::Peer, String)>, order: &[usize]) -> bool {
+        Core::reconfigure_rx_peers(self, now, retire, add, order)
     }
 }
 
@@ -315,6 +322,18 @@ impl<M: Machine> Engine<M> {
             Event::Reconfigure(cfg) => self.machine.reconfigure(*cfg),
             Event::NextHops(targets) => self.machine.set_next_hops(targets),
             Event::StateAnswer { query, answer } => self.feed(Input::StateAnswer { query, answer }),
+            Event::RxPeers(peers) => {
+                let Some(plan) = self.diameter.plan(&peers) else {
+                    warn!("rx.peers reloaded, but Rx is off: nothing to change");
+                    return;
+                };
+                // The connections first: the peer set's transmits for new peers name them.
+                self.diameter.commit(&plan);
+                let crate::diameter::PeerPlan { retire, add, order, .. } = plan;
+                self.run_isolated("reconfigure_rx_peers", move |m, now| {
+                    m.reconfigure_rx_peers(now, &retire, add, &order);
+                });
+            }
             Event::Stall(d) => {
                 tracing::warn!(?d, "TEST HOOK: engine stalled on request");
                 std::thread::sleep(d);
@@ -651,7 +670,7 @@ mod tests {
             },
             ctx.clone(),
             udp,
-            DiameterLinks::new(ctx.clone(), &[]),
+            DiameterLinks::new(ctx.clone(), &[], None),
         );
         let flow = Flow::Ims {
             transport: Transport::Udp,
@@ -702,7 +721,7 @@ mod tests {
             },
             ctx.clone(),
             udp,
-            DiameterLinks::new(ctx.clone(), &[]),
+            DiameterLinks::new(ctx.clone(), &[], None),
         );
         let (tx, mut rx) = mpsc::channel(4);
         let close = Arc::new(Notify::new());

@@ -56,6 +56,8 @@ pub enum Event {
     NextHops(Vec<SocketAddr>),
     /// The cluster's shared state answered the engine's question `query` (see `cluster`).
     StateAnswer { query: u64, answer: estuary_b2bua::StateAnswer },
+    /// A reloaded `rx.peers` (SIGHUP).
+    RxPeers(Vec<estuary_config::RxPeer>),
     /// A reloaded signalling configuration (SIGHUP).
     Reconfigure(Box<estuary_b2bua::B2buaConfig>),
     /// TEST HOOK (ESTUARY_TEST_HOOKS=1 only): block the engine task this long, as a stuck

@@ -78,7 +78,7 @@ pub static KEYS: &[Key] = &[
     key!(Live, "registrar.min_expires_s", registrar.min_expires),
     key!(Live, "registrar.require_registration", registrar.require_registration),
     key!(Restart, "rx.enabled", rx.enabled),
-    key!(Restart, "rx.peers", rx.peers),
+    key!(Live, "rx.peers", rx.peers),
     key!(Restart, "rx.origin_host", rx.origin_host),
     key!(Restart, "rx.origin_realm", rx.origin_realm),
     key!(Restart, "rx.destination_realm", rx.destination_realm),
@@ -212,6 +212,9 @@ impl Reloader {
             }
             (key.copy)(&mut next, &new);
             applied.push(key.name);
+        }
+        if applied.contains(&"rx.peers") {
+            let _ = self.ctx.events.send(Event::RxPeers(next.rx.peers.clone())).await;
         }
         if !recording.is_empty() {
             match self.ctx.recorder.reconfigure(&new.recording) {

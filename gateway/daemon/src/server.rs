@@ -144,7 +144,10 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     if let Some(policy) = crate::diameter::policy(&cfg.rx, now, cfg.media.ims_address, cfg.media.web_address) {
         core = core.with_policy(policy);
     }
-    let links = crate::diameter::DiameterLinks::new(ctx.clone(), if cfg.rx.enabled { &cfg.rx.peers } else { &[] });
+    let links = match cfg.rx.enabled {
+        true => crate::diameter::DiameterLinks::new(ctx.clone(), &cfg.rx.peers, Some(crate::diameter::PeerMaker::new(&cfg.rx, cfg.media.ims_address))),
+        false => crate::diameter::DiameterLinks::new(ctx.clone(), &[], None),
+    };
     let engine = tokio::spawn(Engine::new(core, ctx.clone(), udp_send, links).run(events_rx));
     tokio::spawn(web::accept_loop(ws, None, ctx.clone(), ctx.serving("web.ws_listen")));
     tokio::spawn(web::accept_loop(wss, Some(tls.acceptor), ctx.clone(), ctx.serving("web.wss_listen")));

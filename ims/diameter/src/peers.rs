@@ -148,6 +148,10 @@ impl DuplicateCache {
 #[derive(Debug)]
 pub struct PeerSet {
     peers: Vec<Peer>,
+    /// The peers in service, by priority (index 0 of `peers` first, until a reconfiguration
+    /// changes it). A peer not listed was retired: it is never connected again and takes no
+    /// request, but keeps its index (the driver's connections are named by it).
+    order: Vec<usize>,
     end_to_end: EndToEndIds,
     next_id: u64,
     outstanding: HashMap<SetRequestId, Attempt>,
@@ -163,6 +167,7 @@ impl PeerSet {
     /// the set, so a failed-over request keeps its identifier across peers.
     pub fn new(peers: Vec<Peer>, start_time_secs: u64, rng: &mut impl RngCore) -> PeerSet {
         PeerSet {
+            order: (0..peers.len()).collect(),
             peers,
             end_to_end: EndToEndIds::new(start_time_secs, rng.next_u32()),
             next_id: 0,
@@ -184,17 +189,58 @@ impl PeerSet {
         self.peers.get(index)
     }
 
-    /// The open peer new requests go to.
+    /// The open peer new requests go to: the first in service that is open.
     pub fn active_peer(&self) -> Option<usize> {
-        self.peers.iter().position(Peer::is_open)
+        self.order.iter().copied().find(|&i| self.peers[i].is_open())
     }
 
-    /// Starts every closed peer connecting.
+    /// The peers in service, by priority.
+    pub fn in_service(&self) -> &[usize] {
+        &self.order
+    }
+
+    /// Starts every closed peer in service connecting.
     pub fn connect_all(&mut self, now: Instant) {
-        for i in 0..self.peers.len() {
+        for i in self.order.clone() {
             self.peers[i].connect(now);
             self.pump(now, i);
         }
+    }
+
+    /// Adds a peer at the end of the priority order and starts it connecting; returns its
+    /// index (a reload that names a new peer).
+    pub fn add(&mut self, now: Instant, peer: Peer) -> usize {
+        let index = self.peers.len();
+        self.peers.push(peer);
+        self.order.push(index);
+        self.peers[index].connect(now);
+        self.pump(now, index);
+        index
+    }
+
+    /// Takes peer `index` out of service (a reload that no longer names it): DPR with
+    /// DO_NOT_WANT_TO_TALK_TO_YOU when open, never connected again. Its outstanding requests
+    /// fail over to the peers in service as it goes down.
+    pub fn retire(&mut self, now: Instant, index: usize) {
+        if index >= self.peers.len() {
+            return;
+        }
+        self.order.retain(|&i| i != index);
+        self.peers[index].disconnect(now, DisconnectCause::DoNotWantToTalkToYou);
+        self.pump(now, index);
+    }
+
+    /// Sets the priority order of the peers in service (indices of peers not retired; others
+    /// are ignored, and peers in service left out keep their place at the end).
+    pub fn set_order(&mut self, order: &[usize]) {
+        let mut next: Vec<usize> = order.iter().copied().filter(|i| self.order.contains(i)).collect();
+        next.dedup();
+        for i in &self.order {
+            if !next.contains(i) {
+                next.push(*i);
+            }
+        }
+        self.order = next;
     }
 
     /// Disconnects every peer with `cause`.
@@ -399,8 +445,7 @@ impl PeerSet {
             return;
         };
         if !attempt.retransmitted {
-            let other =
-                (0..self.peers.len()).find(|&i| i != attempt.peer && self.peers[i].is_open());
+            let other = self.order.iter().copied().find(|&i| i != attempt.peer && self.peers[i].is_open());
             if let Some(other) = other {
                 // RFC 6733 §5.5.4: same End-to-End Identifier, T set, new Hop-by-Hop.
                 request.flags.retransmitted = true;

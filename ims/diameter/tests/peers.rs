@@ -309,3 +309,44 @@ fn one_poll_timeout_covers_all_peers() {
         Some(net.now + Duration::from_secs(5))
     );
 }
+
+#[test]
+fn a_reconfigured_set_retires_adds_and_reorders_its_peers() {
+    let mut net = open_set();
+    for l in &mut net.links {
+        l.auto_answer = true;
+    }
+    // The primary leaves the configuration: DPR (DO_NOT_WANT_TO_TALK_TO_YOU), and requests go
+    // to the other peer.
+    net.client.retire(net.now, 0);
+    net.pump();
+    let dpr = net.links[0].messages(Dir::ToServer).into_iter().find(|m| m.command_code == command::DISCONNECT_PEER);
+    assert!(dpr.is_some(), "a DPR to the retired peer");
+    assert_eq!(net.client.active_peer(), Some(1));
+    assert_eq!(net.client.in_service(), [1]);
+    net.client.send_request(net.now, aar("s;r1")).unwrap();
+    net.pump();
+    assert_eq!(requests_at(&net, 1).len(), 1);
+    // It is never connected again.
+    net.advance(Duration::from_secs(120));
+    assert!(!net.client.peer(0).unwrap().is_open());
+    assert!(requests_at(&net, 0).is_empty());
+
+    // A new peer comes in at the end of the order and connects at once.
+    net.links.push(Link::new(server_config("pcrf3.operator.test")));
+    net.links[2].auto_answer = true;
+    let third = net.client.add(net.now, Peer::new(client_config(), 1_700_000_000, &mut rng(12)));
+    net.pump();
+    assert_eq!(third, 2, "a new index: the driver's connections keep theirs");
+    assert!(net.take_events().iter().any(|e| matches!(e, PeerSetEvent::Up { peer: 2, .. })));
+    assert_eq!(net.client.active_peer(), Some(1), "behind the peer that stayed");
+    // The reload listed it first.
+    net.client.set_order(&[2, 1]);
+    assert_eq!(net.client.in_service(), [2, 1]);
+    net.client.send_request(net.now, aar("s;r2")).unwrap();
+    net.pump();
+    assert_eq!(requests_at(&net, 2).len(), 1);
+    // A retired index cannot come back by the order.
+    net.client.set_order(&[0, 1, 2]);
+    assert_eq!(net.client.in_service(), [1, 2]);
+}
