@@ -84,6 +84,8 @@ enum CallTimer {
     Guard,
     /// The session timer the endpoints negotiated (RFC 4028 §10) ran out without a refresh.
     SessionExpires,
+    /// The browser's WebSocket closed and it did not come back within the reconnection grace.
+    Reconnect,
 }
 
 /// The signalling engine. Sans-IO: see the crate documentation for the drive loop.
@@ -578,6 +580,15 @@ impl B2bua {
                     }
                     self.end_call(now, id, EndReason::Cancelled);
                 }
+                CallTimer::Reconnect => {
+                    let Some(c) = self.calls.get(&id) else { continue };
+                    let web = c.web_leg();
+                    let gone = matches!(c.leg(web).flow, Flow::Web { conn } if !self.conns.contains_key(&conn));
+                    if gone {
+                        tracing::info!(call = id.0, "the browser did not come back; ending the call");
+                        self.hangup_with(now, id, Some(web), EndReason::ConnectionLost);
+                    }
+                }
                 CallTimer::SessionExpires => {
                     if !self.calls.contains_key(&id) {
                         continue;
@@ -813,6 +824,12 @@ impl B2bua {
             return;
         }
         let requested = asked.min(self.cfg.max_expires);
+        if self.registrar.find_dialog(conn, call_id).is_none() {
+            let conns = &self.conns;
+            if let Some(id) = self.registrar.find_left_behind(call_id, |c| conns.contains_key(&c)) {
+                self.rebind(id, conn);
+            }
+        }
         let id = match self.registrar.find_dialog(conn, call_id) {
             Some(id) => id,
             // A dialog this connection has not registered: the browser may have made it over
@@ -1530,6 +1547,9 @@ impl B2bua {
     /// `looked_up`: the cluster's shared state was already asked about this dialog.
     fn on_in_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request, looked_up: bool) {
         let side = side_of(flow);
+        if let (Flow::Web { conn }, Some((id, idx))) = (flow, self.dialog_of(side, &req)) {
+            self.follow_browser(id, idx, conn);
+        }
         let Some((id, idx)) = self.dialog_of(side, &req) else {
             // A browser that reconnected here after its node died goes on with its call.
             if let (Flow::Web { .. }, true, false, Ok(call_id)) = (flow, self.cfg.share_state, looked_up, req.headers.call_id()) {
@@ -1731,6 +1751,41 @@ impl B2bua {
             }
         }
         self.end_call(now, id, reason);
+    }
+
+    /// Binding `id`'s browser is back over connection `conn`: the binding moves there, and
+    /// the calls it left waiting follow it.
+    fn rebind(&mut self, id: BindingId, conn: ConnId) {
+        let Some(info) = self.conns.get(&conn).copied() else { return };
+        let Some(old) = self.registrar.get(id).map(|b| b.conn) else { return };
+        self.registrar.move_to(id, conn, info.peer.ip());
+        let waiting: Vec<(CallId, LegIdx)> = self
+            .calls
+            .values()
+            .filter(|c| c.binding == Some(id))
+            .filter_map(|c| [LegIdx::A, LegIdx::B].into_iter().find(|&i| c.leg(i).flow == Flow::Web { conn: old }).map(|i| (c.id, i)))
+            .collect();
+        for (call, idx) in waiting {
+            self.follow_browser(call, idx, conn);
+        }
+        tracing::info!(binding = id.0, "the browser is back over a new connection");
+    }
+
+    /// Leg `idx` of call `id` faces a browser now on `conn`: when its connection is gone, the
+    /// leg moves there and the call stops waiting.
+    fn follow_browser(&mut self, id: CallId, idx: LegIdx, conn: ConnId) {
+        let Some(info) = self.conns.get(&conn).copied() else { return };
+        let conns = &self.conns;
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let leg = call.leg_mut(idx);
+        let Flow::Web { conn: old } = leg.flow else { return };
+        if old == conn || conns.contains_key(&old) {
+            return;
+        }
+        leg.flow = Flow::Web { conn };
+        leg.transport = info.transport;
+        self.call_timers.set(&(id, CallTimer::Reconnect), None);
+        tracing::info!(call = id.0, "the call follows its browser to a new connection");
     }
 
     /// Reports an active registration for the cluster's shared state (`share_state`).
@@ -1947,7 +2002,14 @@ impl B2bua {
                 [LegIdx::A, LegIdx::B].into_iter().find(|&i| c.leg(i).flow == gone).map(|i| (c.id, i))
             })
             .collect();
+        let grace = self.cfg.reconnect_grace;
         for (id, idx) in calls {
+            // Answered calls may wait for the browser to come back; media goes on meanwhile.
+            if !grace.is_zero() && self.calls.get(&id).is_some_and(|c| c.state.is_confirmed()) {
+                tracing::info!(call = id.0, grace_s = grace.as_secs(), "WebSocket closed; the call waits for the browser to come back");
+                self.call_timers.set(&(id, CallTimer::Reconnect), Some(now + grace));
+                continue;
+            }
             tracing::info!(call = id.0, "WebSocket closed; ending call");
             self.hangup_with(now, id, Some(idx), EndReason::ConnectionLost);
         }

@@ -64,6 +64,10 @@ pub struct B2buaConfig {
     pub max_forwards: u32,
     /// What happens to registrations when their WebSocket closes.
     pub on_ws_close: OnWsClose,
+    /// How long a browser's calls outlive its closed WebSocket, waiting for the browser to
+    /// come back over a new one (its REGISTER dialog again, or a request of the call); zero:
+    /// they end at once. Meant with [`OnWsClose::Keep`].
+    pub reconnect_grace: Duration,
     /// Upper bound on the expiry the gateway requests toward IMS.
     pub max_expires: u32,
     /// Browsers must register before they can call or message (the P-CSCF rule, TS 24.229
@@ -137,6 +141,7 @@ impl Default for B2buaConfig {
             timers: Default::default(),
             max_forwards: 70,
             on_ws_close: OnWsClose::Deregister,
+            reconnect_grace: Duration::ZERO,
             max_expires: 3600,
             require_registration: true,
             retry_after: Duration::from_secs(30),

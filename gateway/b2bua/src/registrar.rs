@@ -85,6 +85,9 @@ pub struct Registrar {
     by_conn: HashMap<ConnId, Vec<BindingId>>,
     /// How many bindings each source address holds.
     by_source: HashMap<IpAddr, usize>,
+    /// Bindings by the Call-ID of their browser's REGISTER dialog: a browser back over a new
+    /// connection goes on with it.
+    by_web_call_id: HashMap<String, Vec<BindingId>>,
     /// Bindings by the comparison form of their AoR ([`aor_key`]): a call from the core
     /// finds its browser without parsing every binding's AoR.
     by_aor: HashMap<String, Vec<BindingId>>,
@@ -95,6 +98,12 @@ impl Registrar {
     /// The binding for a browser REGISTER dialog, if one exists.
     pub fn find_dialog(&self, conn: ConnId, web_call_id: &str) -> Option<BindingId> {
         self.by_dialog.get(&(conn, web_call_id.to_owned())).copied()
+    }
+
+    /// The binding of REGISTER dialog `web_call_id` made over a connection that is gone
+    /// (`is_open` says which are not): a browser back over a new one.
+    pub fn find_left_behind(&self, web_call_id: &str, is_open: impl Fn(ConnId) -> bool) -> Option<BindingId> {
+        self.by_web_call_id.get(web_call_id)?.iter().copied().find(|id| self.bindings.get(id).is_some_and(|b| !is_open(b.conn)))
     }
 
     /// The binding whose token is `token`.
@@ -147,6 +156,7 @@ impl Registrar {
         self.by_conn.entry(b.conn).or_default().push(id);
         *self.by_source.entry(b.source).or_default() += 1;
         self.by_aor.entry(aor_key(&b.aor)).or_default().push(id);
+        self.by_web_call_id.entry(b.web_call_id.clone()).or_default().push(id);
         self.bindings.insert(id, b);
         id
     }
@@ -194,6 +204,7 @@ impl Registrar {
             }
         }
         unindex(&mut self.by_aor, &aor_key(&b.aor), id);
+        unindex(&mut self.by_web_call_id, &b.web_call_id, id);
         Some(b)
     }
 

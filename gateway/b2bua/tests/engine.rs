@@ -2158,3 +2158,72 @@ fn a_browser_to_browser_call_spiralling_back_through_the_front_is_no_loop() {
     let out = h.ims(&looped);
     assert_eq!(status(only_ims(&out)), 482);
 }
+
+// ----- a browser back over a new WebSocket ----------------------------------------------
+
+const CONN2: ConnId = ConnId(2);
+
+fn grace_harness() -> Harness {
+    Harness::with(B2buaConfig { on_ws_close: estuary_b2bua::OnWsClose::Keep, reconnect_grace: Duration::from_secs(10), ..B2buaConfig::default() })
+}
+
+fn web_on(h: &mut Harness, conn: ConnId, text: &str) -> Vec<Sent> {
+    let data = text.replace('\n', "\r\n");
+    h.gw.handle_input(h.now, Input::Receive { flow: Flow::Web { conn }, conn: Some(conn), remote: "127.0.0.1:40001".parse().unwrap(), data: data.as_bytes() });
+    h.drain()
+}
+
+fn bye_from_ims(h: &Harness, inv: &Sent) -> String {
+    let ims_tag = req(inv).headers.from().unwrap().tag().unwrap().to_owned();
+    let _ = h;
+    format!(
+        "BYE sip:estuary@127.0.0.1:5080 SIP/2.0\nVia: SIP/2.0/UDP 10.9.9.9:5070;branch=z9hG4bKgraceb\nMax-Forwards: 70\nFrom: <sip:bob@ims.test>;tag=far1\nTo: <sip:alice@ims.test>;tag={ims_tag}\nCall-ID: {}\nCSeq: 9 BYE\nContent-Length: 0\n\n",
+        req(inv).headers.call_id().unwrap()
+    )
+}
+
+#[test]
+fn a_call_waits_for_its_browser_to_come_back_over_a_new_websocket() {
+    let mut h = grace_harness();
+    let (inv, _) = answered_call(&mut h);
+    let out = h.input(Input::ConnectionClosed { conn: CONN });
+    assert!(out.is_empty(), "no BYE while the call waits: {out:#?}");
+    assert_eq!(h.gw.active_calls(), 1);
+
+    // JsSIP reconnects and refreshes its registration (same dialog): the same binding.
+    h.input(Input::ConnectionOpened { conn: CONN2, side: Side::Web, transport: Transport::Wss, local: "127.0.0.1:8443".parse().unwrap(), remote: "127.0.0.1:40001".parse().unwrap() });
+    let out = web_on(&mut h, CONN2, &REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 5 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKback1"));
+    let reg = req(only_ims(&out));
+    assert_eq!(reg.headers.cseq().unwrap().seq, 3, "a refresh of the binding (its third REGISTER toward IMS)");
+
+    // The call goes on over the new connection: a BYE from the core reaches the browser there.
+    let out = h.ims(&bye_from_ims(&h, &inv));
+    let to_browser = to_web(&out);
+    assert_eq!(to_browser.len(), 1, "{out:#?}");
+    assert_eq!(to_browser[0].flow, Flow::Web { conn: CONN2 });
+    // And the grace timer no longer ends anything.
+    h.advance_to(Duration::from_secs(60));
+}
+
+#[test]
+fn a_browser_that_does_not_come_back_in_time_loses_its_call() {
+    let mut h = grace_harness();
+    answered_call(&mut h);
+    h.input(Input::ConnectionClosed { conn: CONN });
+    let out = h.advance_to(Duration::from_secs(9));
+    assert!(to_ims(&out).is_empty(), "still waiting at 9 s");
+    let out = h.advance_to(Duration::from_secs(11));
+    let mut byes: Vec<&str> = to_ims(&out).into_iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).filter_map(|s| req(s).headers.get("Via")).collect();
+    byes.dedup();
+    assert_eq!(byes.len(), 1, "one BYE to the core (retransmissions aside): {out:#?}");
+    assert!(to_web(&out).is_empty(), "none to the browser's dead connection: {out:#?}");
+    assert_eq!(h.ended().reason, EndReason::ConnectionLost);
+}
+
+#[test]
+fn without_a_grace_the_call_ends_with_its_websocket_as_before() {
+    let mut h = Harness::with(B2buaConfig { on_ws_close: estuary_b2bua::OnWsClose::Keep, ..B2buaConfig::default() });
+    answered_call(&mut h);
+    let out = h.input(Input::ConnectionClosed { conn: CONN });
+    assert!(to_ims(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")));
+}

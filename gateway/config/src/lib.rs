@@ -199,6 +199,9 @@ pub struct RegistrarConfig {
     pub min_expires: Duration,
     /// Browsers must register before calling (`registrar.require_registration`).
     pub require_registration: bool,
+    /// How long a browser's calls outlive its closed WebSocket, waiting for it to reconnect
+    /// and refresh its registration (`registrar.reconnect_grace_s`); zero: they end at once.
+    pub reconnect_grace: Duration,
 }
 
 impl Default for RegistrarConfig {
@@ -208,6 +211,7 @@ impl Default for RegistrarConfig {
             max_expires: Duration::from_secs(3600),
             min_expires: Duration::from_secs(60),
             require_registration: true,
+            reconnect_grace: Duration::ZERO,
         }
     }
 }
@@ -769,12 +773,20 @@ fn registrar(mut s: Section) -> Result<RegistrarConfig, ConfigError> {
         ));
     }
     let require_registration = s.boolean("require_registration", d.require_registration)?;
+    let grace = s.int("reconnect_grace_s", secs(d.reconnect_grace), 0, 300)?;
+    if grace > 0 && on_ws_close == OnWsClose::Deregister {
+        return Err(ConfigError::invalid(
+            s.path("reconnect_grace_s"),
+            "needs registrar.on_ws_close = \"keep\" (the calls wait for the same registration to come back)",
+        ));
+    }
     s.finish()?;
     Ok(RegistrarConfig {
         on_ws_close,
         max_expires: Duration::from_secs(max as u64),
         min_expires: Duration::from_secs(min as u64),
         require_registration,
+        reconnect_grace: Duration::from_secs(grace as u64),
     })
 }
 
@@ -1233,6 +1245,15 @@ mod tests {
         assert_eq!(c.rx.peers, [peer("pcrf-a", 3868), peer("::1", 3869)]);
         assert_eq!(c.rx.destination_host, None);
         assert!(with(&["rx.peers="]).unwrap().rx.peers.is_empty());
+    }
+
+    #[test]
+    fn a_reconnection_grace_needs_registrations_kept() {
+        assert_eq!(Config::default().registrar.reconnect_grace, Duration::ZERO);
+        let c = with(&["registrar.on_ws_close=keep", "registrar.reconnect_grace_s=15"]).unwrap();
+        assert_eq!(c.registrar.reconnect_grace, Duration::from_secs(15));
+        assert!(err("[registrar]\nreconnect_grace_s = 5").starts_with("registrar.reconnect_grace_s: needs registrar.on_ws_close = \"keep\""));
+        assert!(err("[registrar]\non_ws_close = \"keep\"\nreconnect_grace_s = 301").starts_with("registrar.reconnect_grace_s"));
     }
 
     #[test]

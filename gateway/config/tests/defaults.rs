@@ -74,6 +74,7 @@ fn the_documented_file_lists_every_key() {
         "sip.max_forwards",
         "sip.user_agent",
         "registrar.on_ws_close",
+        "registrar.reconnect_grace_s",
         "registrar.max_expires_s",
         "registrar.min_expires_s",
         "registrar.require_registration",
@@ -142,7 +143,7 @@ fn the_documented_file_lists_every_key() {
     }
     assert_eq!(
         keys.len(),
-        85,
+        86,
         "a key was added: list it above and in etc/estuary.toml"
     );
 }

@@ -130,6 +130,7 @@ pub fn b2bua_config(
             estuary_config::OnWsClose::Keep => OnWsClose::Keep,
             estuary_config::OnWsClose::Deregister => OnWsClose::Deregister,
         },
+        reconnect_grace: cfg.registrar.reconnect_grace,
         max_expires: u32::try_from(cfg.registrar.max_expires.as_secs()).unwrap_or(u32::MAX),
         min_expires: u32::try_from(cfg.registrar.min_expires.as_secs()).unwrap_or(u32::MAX),
         require_registration: cfg.registrar.require_registration,

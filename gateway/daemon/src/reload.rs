@@ -74,6 +74,7 @@ pub static KEYS: &[Key] = &[
     key!(Live, "sip.max_forwards", sip.max_forwards),
     key!(Live, "sip.user_agent", sip.user_agent),
     key!(Live, "registrar.on_ws_close", registrar.on_ws_close),
+    key!(Live, "registrar.reconnect_grace_s", registrar.reconnect_grace),
     key!(Live, "registrar.max_expires_s", registrar.max_expires),
     key!(Live, "registrar.min_expires_s", registrar.min_expires),
     key!(Live, "registrar.require_registration", registrar.require_registration),

@@ -218,9 +218,7 @@ impl B2bua {
         let Some(info) = self.conns.get(&conn).copied() else { return };
         if let Some(id) = self.registrar.find_token(&r.token) {
             // This node already holds it, over the browser's previous connection.
-            self.registrar.move_to(id, conn, info.peer.ip());
-            tracing::info!(token = %r.token, "registration moved to the browser's new connection");
-            return;
+            return self.rebind(id, conn);
         }
         if self.source_registrations_full(conn) {
             return; // The REGISTER gets the per-source refusal.
