@@ -24,7 +24,7 @@ use crate::metrics::Counters;
 use crate::ports::{CallPorts, PortPool};
 use crate::registrar::{Binding, BindingId, OnWsClose, Registrar};
 use crate::relay::copy_end_to_end;
-use crate::next_hops::NextHops;
+use crate::next_hops::{HopTarget, NextHops};
 use crate::cluster::StateQuery;
 use crate::B2buaConfig;
 
@@ -140,7 +140,7 @@ impl B2bua {
     pub fn new(cfg: B2buaConfig, seed: u64, keys: KeySource) -> Self {
         let ports = PortPool::new(cfg.port_quarantine);
         let video_cost = cfg.video_channel_cost.max(1);
-        let hops = NextHops::new(cfg.next_hop, &cfg.next_hop_alternates);
+        let hops = NextHops::new(cfg.next_hop, &cfg.next_hop_targets);
         B2bua {
             tx: Transactions::new(cfg.timers),
             cfg,
@@ -2159,18 +2159,19 @@ impl B2bua {
     /// reports those keys as needing a restart).
     pub fn reconfigure(&mut self, cfg: B2buaConfig) {
         let (timers, quarantine) = (self.cfg.timers, self.cfg.port_quarantine);
-        self.hops.set(std::iter::once(cfg.next_hop).chain(cfg.next_hop_alternates.iter().copied()).collect());
+        self.hops.set(if cfg.next_hop_targets.is_empty() { HopTarget::in_order([cfg.next_hop]) } else { cfg.next_hop_targets.clone() });
         self.cfg = B2buaConfig { timers, port_quarantine: quarantine, ..cfg };
     }
 
     /// The next hop's targets as the driver resolved them again (RFC 3263: SRV records may
     /// change); a target kept keeps its up or down state.
-    pub fn set_next_hops(&mut self, targets: Vec<std::net::SocketAddr>) {
-        if let Some(first) = targets.first() {
-            self.cfg.next_hop = *first;
-            self.cfg.next_hop_alternates = targets[1..].to_vec();
+    pub fn set_next_hops(&mut self, targets: Vec<HopTarget>) {
+        if targets.is_empty() {
+            return;
         }
-        self.hops.set(targets);
+        self.hops.set(targets.clone());
+        self.cfg.next_hop = self.hops.first();
+        self.cfg.next_hop_targets = targets;
     }
 
     /// Each next-hop target and whether it is up.
@@ -2366,8 +2367,12 @@ impl B2bua {
         })
     }
 
-    fn ims_flow(&self) -> Flow {
-        Flow::Ims { transport: self.cfg.ims_transport, remote: self.hops.first() }
+    /// Where a new request outside a dialog goes: a next-hop target by priority and weight.
+    fn ims_flow(&mut self) -> Flow {
+        // (Drawn only when there is a choice: a single target leaves the identifiers that
+        // follow from the seed as they were.)
+        let r: u32 = if self.hops.shared() { self.rng.random() } else { 0 };
+        Flow::Ims { transport: self.cfg.ims_transport, remote: self.hops.pick(r) }
     }
 
     fn via_for(&mut self, (side, transport): (Side, Transport)) -> String {

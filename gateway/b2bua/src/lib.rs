@@ -48,9 +48,10 @@ pub struct B2buaConfig {
     pub ims_transport: Transport,
     /// Every request toward IMS goes here (the gateway's outbound proxy, e.g. the S-CSCF).
     pub next_hop: SocketAddr,
-    /// More targets for requests outside a dialog, tried in order after `next_hop` when it
-    /// fails (RFC 3263 §4.3: the SRV records of a domain next hop); see [`next_hops`].
-    pub next_hop_alternates: Vec<SocketAddr>,
+    /// Every target for requests outside a dialog, with SRV priorities and weights (RFC 3263
+    /// §4.2, RFC 2782): load shared by weight among the best priority, failing over to the
+    /// others; empty: `next_hop` alone. See [`next_hops`].
+    pub next_hop_targets: Vec<next_hops::HopTarget>,
     /// How often a failed target is probed with OPTIONS; `None`: never (it stays down until
     /// the targets are set again).
     pub next_hop_probe: Option<Duration>,
@@ -134,7 +135,7 @@ impl Default for B2buaConfig {
             ims_advertised: SocketAddr::from(([127, 0, 0, 1], 5080)),
             ims_transport: Transport::Udp,
             next_hop: SocketAddr::from(([127, 0, 0, 1], 5060)),
-            next_hop_alternates: Vec::new(),
+            next_hop_targets: Vec::new(),
             next_hop_probe: Some(Duration::from_secs(30)),
             domain: "ims.test".to_owned(),
             web_advertised_host: "127.0.0.1".to_owned(),

@@ -1702,7 +1702,7 @@ fn second_hop() -> SocketAddr {
 }
 
 fn two_hops() -> Harness {
-    Harness::with(B2buaConfig { next_hop_alternates: vec![second_hop()], next_hop_probe: Some(Duration::from_secs(5)), ..B2buaConfig::default() })
+    Harness::with(B2buaConfig { next_hop_targets: estuary_b2bua::next_hops::HopTarget::in_order([next_hop(), second_hop()]), next_hop_probe: Some(Duration::from_secs(5)), ..B2buaConfig::default() })
 }
 
 fn dest(s: &Sent) -> SocketAddr {

@@ -321,7 +321,7 @@ impl<P: MediaPlane> Core<P> {
     }
 
     /// The next hop's targets, resolved again (see [`B2bua::set_next_hops`]).
-    pub fn set_next_hops(&mut self, targets: Vec<SocketAddr>) {
+    pub fn set_next_hops(&mut self, targets: Vec<estuary_b2bua::next_hops::HopTarget>) {
         self.signalling.set_next_hops(targets);
     }
 

@@ -1,11 +1,13 @@
 //! The IMS next hop as RFC 3263 finds it: for a domain without a port, NAPTR records pick the
 //! transport and name the SRV records (§4.1), SRV records give the targets in priority order
-//! (§4.2), and A/AAAA records their addresses; without NAPTR or SRV records, the domain's own
-//! addresses at the default port. The targets go to the signalling engine in order, which
-//! fails over among them (estuary_b2bua::next_hops).
+//! (§4.2) with their priorities and weights, and A/AAAA records their addresses; without NAPTR
+//! or SRV records, the domain's own addresses at the default port, in order. The targets go to
+//! the signalling engine, which shares requests among the best priority by weight and fails
+//! over to the others (estuary_b2bua::next_hops).
 
 use std::net::{IpAddr, SocketAddr};
 
+use estuary_b2bua::next_hops::HopTarget;
 use estuary_core::Transport;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -66,9 +68,9 @@ async fn addresses(r: &TokioResolver, host: &str) -> Vec<IpAddr> {
     }
 }
 
-/// The targets of an SRV owner name, in priority order (heavier weight first among equal
-/// priorities), each target's every address; empty when there are none.
-async fn srv_targets(r: &TokioResolver, name: &str) -> Vec<SocketAddr> {
+/// The targets of an SRV owner name with their priorities and weights (RFC 2782), each
+/// target's every address (sharing its weight); empty when there are none.
+async fn srv_targets(r: &TokioResolver, name: &str) -> Vec<HopTarget> {
     let Ok(lookup) = r.lookup(name, RecordType::SRV).await else { return Vec::new() };
     let mut records: Vec<(u16, u16, u16, String)> = lookup
         .answers()
@@ -81,12 +83,15 @@ async fn srv_targets(r: &TokioResolver, name: &str) -> Vec<SocketAddr> {
     // RFC 2782: a target of "." means the service is not offered here.
     records.retain(|r| r.3 != ".");
     records.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    let mut out = Vec::new();
-    for (_, _, port, target) in records {
-        for ip in addresses(r, &target).await {
-            let a = SocketAddr::new(ip, port);
-            if !out.contains(&a) {
-                out.push(a);
+    let mut out: Vec<HopTarget> = Vec::new();
+    for (priority, weight, port, target) in records {
+        let ips = addresses(r, &target).await;
+        // A dual-stack target's addresses split its share rather than doubling it.
+        let share = if weight == 0 { 0 } else { (weight / u16::try_from(ips.len().max(1)).unwrap_or(u16::MAX)).max(1) };
+        for ip in ips {
+            let addr = SocketAddr::new(ip, port);
+            if !out.iter().any(|t| t.addr == addr) {
+                out.push(HopTarget { addr, priority, weight: share });
             }
         }
     }
@@ -96,7 +101,7 @@ async fn srv_targets(r: &TokioResolver, name: &str) -> Vec<SocketAddr> {
 /// The next hop's targets and transport for `domain` (RFC 3263 §4). `transport` is the one
 /// the URI named, or `None` to let NAPTR (then SRV, UDP first) choose. Err when nothing
 /// resolves at all.
-pub async fn next_hop_targets(r: &TokioResolver, domain: &str, transport: Option<Transport>) -> Result<(Vec<SocketAddr>, Transport), String> {
+pub async fn next_hop_targets(r: &TokioResolver, domain: &str, transport: Option<Transport>) -> Result<(Vec<HopTarget>, Transport), String> {
     let domain = domain.trim_end_matches('.');
     if let Some(t) = transport {
         let targets = srv_targets(r, &srv_name(domain, t)).await;
@@ -137,8 +142,8 @@ pub async fn next_hop_targets(r: &TokioResolver, domain: &str, transport: Option
 }
 
 /// §4.2: no SRV records, the domain's own addresses at the transport's default port.
-async fn fallback(r: &TokioResolver, domain: &str, t: Transport) -> Result<(Vec<SocketAddr>, Transport), String> {
-    let targets: Vec<SocketAddr> = addresses(r, domain).await.into_iter().map(|ip| SocketAddr::new(ip, default_port(t))).collect();
+async fn fallback(r: &TokioResolver, domain: &str, t: Transport) -> Result<(Vec<HopTarget>, Transport), String> {
+    let targets = HopTarget::in_order(addresses(r, domain).await.into_iter().map(|ip| SocketAddr::new(ip, default_port(t))));
     if targets.is_empty() {
         return Err(format!("\"{domain}\" has no NAPTR, SRV, A or AAAA records"));
     }

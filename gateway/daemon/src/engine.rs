@@ -48,7 +48,7 @@ pub trait Machine {
     /// A reloaded signalling configuration.
     fn reconfigure(&mut self, _cfg: estuary_b2bua::B2buaConfig) {}
     /// The next hop's targets, resolved again.
-    fn set_next_hops(&mut self, _targets: Vec<SocketAddr>) {}
+    fn set_next_hops(&mut self, _targets: Vec<estuary_b2bua::next_hops::HopTarget>) {}
     /// A reloaded `rx.peers` (see `Policy::reconfigure_peers`); `false` without Rx.
     fn reconfigure_rx_peers(&mut self, _now: Instant, _retire: &[usize], _add: Vec<(estuary_diameter::Peer, String)>, _order: &[usize]) -> bool {
         false
@@ -89,7 +89,7 @@ impl<P: MediaPlane> Machine for Core<P> {
     fn reconfigure(&mut self, cfg: estuary_b2bua::B2buaConfig) {
         Core::reconfigure(self, cfg)
     }
-    fn set_next_hops(&mut self, targets: Vec<SocketAddr>) {
+    fn set_next_hops(&mut self, targets: Vec<estuary_b2bua::next_hops::HopTarget>) {
         Core::set_next_hops(self, targets)
     }
     fn reconfigure_rx_peers(&mut self, now: Instant, retire: &[usize], add: Vec<(estuary_diameter::Peer, String)>, order: &[usize]) -> bool {

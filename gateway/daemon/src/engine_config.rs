@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use estuary_b2bua::next_hops::HopTarget;
 use estuary_b2bua::{B2buaConfig, OnWsClose, Transport};
 use estuary_config::{Config, NextHop, NextHopTransport};
 use estuary_transaction::TimerConfig;
@@ -29,17 +30,17 @@ pub struct ResolvedNextHop {
     pub host: String,
     /// Every address the host resolved to: the default `ims.trusted_peers`.
     pub resolved: Vec<std::net::IpAddr>,
-    /// The targets in order (RFC 3263), `addr` first.
-    pub targets: Vec<SocketAddr>,
+    /// The targets with their SRV priorities and weights (RFC 3263), best priority first.
+    pub targets: Vec<HopTarget>,
 }
 
 impl ResolvedNextHop {
-    fn from_targets(targets: Vec<SocketAddr>, transport: Transport, host: String) -> Option<ResolvedNextHop> {
-        let addr = *targets.first()?;
+    fn from_targets(targets: Vec<HopTarget>, transport: Transport, host: String) -> Option<ResolvedNextHop> {
+        let addr = targets.first()?.addr;
         let mut resolved: Vec<std::net::IpAddr> = Vec::new();
-        for a in &targets {
-            if !resolved.contains(&a.ip()) {
-                resolved.push(a.ip());
+        for t in &targets {
+            if !resolved.contains(&t.addr.ip()) {
+                resolved.push(t.addr.ip());
             }
         }
         Some(ResolvedNextHop { addr, transport, host, resolved, targets })
@@ -54,7 +55,7 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
         // exactly as to a real P-CSCF.
         NextHop::Builtin => {
             let addr = crate::builtin_peer::start(cfg).await?;
-            Ok(ResolvedNextHop { addr, transport: Transport::Udp, host: "builtin".into(), resolved: vec![addr.ip()], targets: vec![addr] })
+            Ok(ResolvedNextHop { addr, transport: Transport::Udp, host: "builtin".into(), resolved: vec![addr.ip()], targets: HopTarget::in_order([addr]) })
         }
         NextHop::Uri { host, port, transport, lookup } => {
             let transport = match transport {
@@ -82,7 +83,7 @@ pub async fn resolve_next_hop(cfg: &Config) -> Result<ResolvedNextHop, DaemonErr
                 .collect();
             // Several addresses of one name are one target (the first); its others are still
             // trusted as sources.
-            let mut hop = ResolvedNextHop::from_targets(addrs, transport, host.clone())
+            let mut hop = ResolvedNextHop::from_targets(HopTarget::in_order(addrs), transport, host.clone())
                 .ok_or_else(|| DaemonError::setup("ims.next_hop", format!("\"{host}\" has no address")))?;
             hop.targets.truncate(1);
             Ok(hop)
@@ -112,7 +113,7 @@ pub fn b2bua_config(
         ims_advertised,
         ims_transport: next_hop.transport,
         next_hop: next_hop.addr,
-        next_hop_alternates: next_hop.targets.iter().skip(1).copied().collect(),
+        next_hop_targets: next_hop.targets.clone(),
         next_hop_probe: cfg.ims.next_hop_probe,
         domain: cfg.ims.domain.clone(),
         web_advertised_host: cfg
@@ -229,7 +230,7 @@ mod tests {
             transport: Transport::Udp,
             host: "127.0.0.1".into(),
             resolved: vec!["127.0.0.1".parse().unwrap()],
-            targets: vec!["127.0.0.1:5060".parse().unwrap()],
+            targets: HopTarget::in_order(["127.0.0.1:5060".parse().unwrap()]),
         };
         let b = b2bua_config(&cfg, &bound, hop.clone(), estuary_sdp::SdpPolicy::default().fingerprint, None);
         assert_eq!(b.ims_advertised, bound.ims);

@@ -53,7 +53,7 @@ pub enum Event {
     /// Stopping: end every call left (BYE both ways).
     EndCalls,
     /// The IMS next hop's targets, looked up again in DNS.
-    NextHops(Vec<SocketAddr>),
+    NextHops(Vec<estuary_b2bua::next_hops::HopTarget>),
     /// The cluster's shared state answered the engine's question `query` (see `cluster`).
     StateAnswer { query: u64, answer: estuary_b2bua::StateAnswer },
     /// A reloaded `rx.peers` (SIGHUP).

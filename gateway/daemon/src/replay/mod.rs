@@ -199,7 +199,7 @@ pub fn replay(cfg: &Config, input: &[Message], seed: u64, media: Option<MediaInp
         (None, estuary_config::NextHop::Builtin) => SocketAddr::from(([127, 0, 0, 1], 5060)),
     };
     let fingerprint = estuary_sdp::SdpPolicy::default().fingerprint;
-    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp, host: next_hop.ip().to_string(), resolved: vec![next_hop.ip()], targets: vec![next_hop] }, fingerprint, None);
+    let b2bua_cfg = engine_config::b2bua_config(cfg, &bound, ResolvedNextHop { addr: next_hop, transport: Transport::Udp, host: next_hop.ip().to_string(), resolved: vec![next_hop.ip()], targets: estuary_b2bua::next_hops::HopTarget::in_order([next_hop]) }, fingerprint, None);
     let t0 = input.first().map_or(Duration::ZERO, |m| m.at);
     // The engine reads no clock: any base works, and this one keeps timestamps exact.
     let base = Instant::now();
