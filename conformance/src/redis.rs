@@ -60,3 +60,86 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A Redis Sentinel (redis-server --sentinel) watching one master under a name, with a quorum
+/// of one and fast failure detection, on a free loopback port; stopped when dropped.
+pub struct Sentinel {
+    child: Option<Child>,
+    pub port: u16,
+    pub master_name: String,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    pub fn start(master: &Redis, master_name: &str) -> Sentinel {
+        Redis::require();
+        let port = crate::net::free_tcp_port();
+        let dir = std::env::temp_dir().join(format!("estuary-sentinel-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {master_name} 127.0.0.1 {} 1\nsentinel down-after-milliseconds {master_name} 1000\nsentinel failover-timeout {master_name} 5000\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .expect("sentinel.conf written");
+        let child = Command::new("redis-server").arg(&conf).arg("--sentinel").stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("redis-server --sentinel starts");
+        let s = Sentinel { child: Some(child), port, master_name: master_name.to_owned(), dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while s.master_port().is_none() {
+            assert!(Instant::now() < deadline, "the sentinel on port {port} did not name the master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    /// The master's port as the sentinel names it now.
+    pub fn master_port(&self) -> Option<u16> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SENTINEL", "get-master-addr-by-name", &self.master_name])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().nth(1)?.trim().parse().ok()
+    }
+
+    /// The URL the daemon's cluster.redis takes.
+    pub fn url(&self) -> String {
+        format!("redis-sentinel://127.0.0.1:{}/{}", self.port, self.master_name)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Redis {
+    /// A replica of `master` on a free port.
+    pub fn replica_of(master: &Redis) -> Redis {
+        Redis::require();
+        let port = crate::net::free_tcp_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        let r = Redis { child: Some(child), port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !r.cli(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(Instant::now() < deadline, "the replica on port {port} never linked to its master");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+}

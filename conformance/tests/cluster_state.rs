@@ -106,3 +106,38 @@ async fn answered(client: &mut WsSipClient) -> Dialog {
     client.ack(&mut d).await;
     d
 }
+
+/// `cluster.redis` naming a master that Redis Sentinel watches: the node writes to the master
+/// the sentinel names, and after the master dies and the sentinel promotes its replica, the
+/// node's next writes reach the new master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_redis_sentinel_the_node_follows_a_promoted_replica() {
+    let mut master = Redis::start();
+    let replica = Redis::replica_of(&master);
+    let sentinel = tokio::task::block_in_place(|| estuary_conformance::redis::Sentinel::start(&master, "estuary"));
+    let s = Setup::start(|b| {
+        b.set("cluster.enabled", "true").set("registrar.on_ws_close", "keep").set("cluster.node_id", "node-s").set("cluster.redis", &sentinel.url())
+    })
+    .await;
+    let first = s.register().await;
+    let registrations = |r: &Redis| r.cli(&["--scan", "--pattern", "estuary:reg:*"]).lines().count();
+    wait_for("the registration in the master", || registrations(&master) == 1).await;
+
+    // The master dies; the sentinel promotes the replica (down after 1 s).
+    master.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sentinel.master_port() != Some(replica.port) {
+        assert!(Instant::now() < deadline, "the sentinel did not promote the replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A write or two may fail while the node notices; the next registration lands.
+    let second = s.register().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registrations(&replica) < 2 {
+        assert!(Instant::now() < deadline, "the node writes to the promoted replica: {}", s.gw.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
+    first.client.close().await;
+    second.client.close().await;
+}

@@ -1065,7 +1065,14 @@ fn cluster(mut s: Section) -> Result<ClusterConfig, ConfigError> {
     let enabled = s.boolean("enabled", d.enabled)?;
     let redis = s.string("redis", &d.redis)?.trim().to_owned();
     let node_id = s.string("node_id", &d.node_id)?.trim().to_owned();
-    if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+    if let Some(rest) = redis.strip_prefix("redis-sentinel://") {
+        // redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER
+        let (hosts, master) = rest.split_once('/').unwrap_or((rest, ""));
+        let hosts_ok = !hosts.is_empty() && hosts.split(',').all(|h| host_port(h.trim()).is_some());
+        if !hosts_ok || master.is_empty() || master.contains('/') {
+            return Err(ConfigError::invalid(s.path("redis"), format!("\"{redis}\" is not redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER")));
+        }
+    } else if !(redis.starts_with("redis://") || redis.starts_with("rediss://")) {
         return Err(ConfigError::invalid(s.path("redis"), format!("\"{redis}\" is not a redis:// URL")));
     }
     if !node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
@@ -1272,6 +1279,12 @@ mod tests {
             "a cluster keeps the registrations of closed WebSockets"
         );
         assert_eq!(err("[cluster]\nredis = \"10.0.0.9:6379\""), "cluster.redis: \"10.0.0.9:6379\" is not a redis:// URL");
+        let sentinel = "redis-sentinel://10.0.0.1:26379,10.0.0.2:26379/estuary";
+        assert_eq!(with(&[&format!("cluster.redis={sentinel}")]).unwrap().cluster.redis, sentinel);
+        assert_eq!(
+            err("[cluster]\nredis = \"redis-sentinel://10.0.0.1:26379\""),
+            "cluster.redis: \"redis-sentinel://10.0.0.1:26379\" is not redis-sentinel://HOST:PORT[,HOST:PORT...]/MASTER"
+        );
         assert!(err("[cluster]\nnode_id = \"a b\"").starts_with("cluster.node_id: \"a b\": letters"));
     }
 

@@ -92,6 +92,37 @@ struct Counters {
     dropped: AtomicU64,
 }
 
+/// Where the shared state's connections come from: one server, or the master a set of Redis
+/// Sentinels names (asked again at each reconnection, so a promoted replica takes over).
+#[derive(Clone)]
+enum Source {
+    Server(redis::Client),
+    Sentinel(Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>),
+}
+
+impl Source {
+    /// `url` as `cluster.redis` takes it (config validation checked its form).
+    fn open(url: &str) -> Result<Source, String> {
+        match url.strip_prefix("redis-sentinel://") {
+            None => redis::Client::open(url).map(Source::Server).map_err(|e| format!("{url}: {e}")),
+            Some(rest) => {
+                let (hosts, master) = rest.split_once('/').ok_or_else(|| format!("{url}: no master name"))?;
+                let sentinels: Vec<String> = hosts.split(',').map(|h| format!("redis://{}", h.trim())).collect();
+                redis::sentinel::SentinelClient::build(sentinels, master.to_owned(), None, redis::sentinel::SentinelServerType::Master)
+                    .map(|c| Source::Sentinel(Arc::new(tokio::sync::Mutex::new(c))))
+                    .map_err(|e| format!("{url}: {e}"))
+            }
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        match self {
+            Source::Server(c) => c.get_multiplexed_async_connection().await,
+            Source::Sentinel(s) => s.lock().await.get_async_connection().await,
+        }
+    }
+}
+
 /// The engine's handle on the shared state.
 pub struct SharedState {
     node_id: String,
@@ -106,7 +137,7 @@ impl SharedState {
     /// again after an outage) and the node's presence under `node_id`, announcing `sip` as
     /// the address other nodes proxy the core's requests to. Answers go to `events`.
     pub fn start(url: &str, node_id: &str, sip: std::net::SocketAddr, events: mpsc::Sender<Event>) -> Result<SharedState, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?;
+        let client = Source::open(url)?;
         let (queue, rx) = mpsc::channel(QUEUE);
         let (queries, questions) = mpsc::channel(QUERIES);
         let counters = Arc::new(Counters::default());
@@ -266,13 +297,13 @@ fn call_json(c: &SharedCall) -> String {
     )
 }
 
-async fn writer(client: redis::Client, node_id: String, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
+async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     let mut next_attempt = tokio::time::Instant::now();
     let mut warned = false;
     while let Some(write) = rx.recv().await {
         if connection.is_none() && tokio::time::Instant::now() >= next_attempt {
-            match tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection()).await {
+            match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
                 Ok(Ok(c)) => {
                     connection = Some(c);
                     if warned {
@@ -347,11 +378,11 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
 }
 
 /// Answers the engine's questions, one at a time, from Redis.
-async fn reader(client: redis::Client, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
+async fn reader(client: Source, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     while let Some((query, ask)) = questions.recv().await {
         if connection.is_none() {
-            if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection()).await {
+            if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
                 connection = Some(c);
             }
         }
