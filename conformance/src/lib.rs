@@ -16,6 +16,7 @@
 //! the system temp dir) and both transcripts are printed anyway.
 
 pub mod browser;
+pub mod cluster;
 pub mod corpus;
 pub mod demo_page;
 pub mod digest;

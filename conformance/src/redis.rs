@@ -18,18 +18,30 @@ impl Redis {
     }
 
     pub fn start() -> Redis {
+        Redis::spawn(&[], |r| r.cli(&["PING"]).trim() == "PONG")
+    }
+
+    /// A replica of `master` on a free port, once linked to it.
+    pub fn replica_of(master: &Redis) -> Redis {
+        let of = master.port.to_string();
+        Redis::spawn(&["--replicaof", "127.0.0.1", &of], |r| r.cli(&["INFO", "replication"]).contains("master_link_status:up"))
+    }
+
+    /// redis-server on a free port with `extra` arguments, once `ready` holds (10 s at most).
+    fn spawn(extra: &[&str], ready: impl Fn(&Redis) -> bool) -> Redis {
         Redis::require();
         let port = crate::net::free_tcp_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
         let r = Redis { child: Some(child), port };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while r.cli(&["PING"]).trim() != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not answer on port {port}");
+        while !ready(&r) {
+            assert!(Instant::now() < deadline, "redis-server on port {port} not ready within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         r
@@ -119,27 +131,5 @@ impl Drop for Sentinel {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Redis {
-    /// A replica of `master` on a free port.
-    pub fn replica_of(master: &Redis) -> Redis {
-        Redis::require();
-        let port = crate::net::free_tcp_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
-            .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        let r = Redis { child: Some(child), port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !r.cli(&["INFO", "replication"]).contains("master_link_status:up") {
-            assert!(Instant::now() < deadline, "the replica on port {port} never linked to its master");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        r
     }
 }

@@ -20,16 +20,7 @@ use estuary_conformance::redis::Redis;
 use estuary_conformance::ws_client::{WsSipClient, DEFAULT_WAIT};
 
 async fn node(name: &str, core: SocketAddr, front: SocketAddr, redis: &str) -> Gateway {
-    Gateway::builder()
-        .next_hop_udp(core.port())
-        .set("sip.user_agent", &format!("Estuary {name}"))
-        .set("cluster.enabled", "true")
-        .set("registrar.on_ws_close", "keep")
-        .set("cluster.node_id", name)
-        .set("cluster.redis", redis)
-        .set("cluster.sip_front", &front.to_string())
-        .start()
-        .await
+    estuary_conformance::cluster::node(name, core, front, redis).start().await
 }
 
 /// The core's side of a call to alice: an INVITE through the Kamailio core (which finds

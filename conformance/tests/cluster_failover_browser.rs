@@ -30,17 +30,7 @@ const TEST: &str = "a_browser_call_survives_the_node_carrying_it";
 const TWO_TABS: &str = "two_tabs_on_different_nodes_call_each_other_and_the_echo";
 
 async fn node(name: &str, core: SocketAddr, front: SocketAddr, redis: &str, records: &std::path::Path) -> Gateway {
-    Gateway::builder()
-        .next_hop_udp(core.port())
-        .set("sip.user_agent", &format!("Estuary {name}"))
-        .set("cluster.enabled", "true")
-        .set("registrar.on_ws_close", "keep")
-        .set("cluster.node_id", name)
-        .set("cluster.redis", redis)
-        .set("cluster.sip_front", &front.to_string())
-        .set("records.dir", &records.to_string_lossy())
-        .start()
-        .await
+    estuary_conformance::cluster::node(name, core, front, redis).set("records.dir", &records.to_string_lossy()).start().await
 }
 
 fn haproxy_config(front: SocketAddr, nodes: &[&Gateway]) -> String {

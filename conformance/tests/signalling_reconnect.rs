@@ -20,11 +20,7 @@ async fn a_call_waits_for_its_browser_to_reconnect_and_goes_on() {
     .await;
     let mut reg = s.register().await;
     let sipp = s.uas("uas_answer_wait_bye.xml").await;
-    let mut d = reg.client.invite("sip:bob@ims.test", &webrtc_offer(40000)).await;
-    let (_, ok) = reg.client.wait_final(&d.invite, DEFAULT_WAIT).await;
-    assert_eq!(ok.status(), 200, "{}", reg.client.transcript());
-    d.update_from_response(&ok);
-    reg.client.ack(&mut d).await;
+    let (mut d, _) = reg.client.call_answered("sip:bob@ims.test", &webrtc_offer(40000)).await;
 
     // The WebSocket drops (no close frame); the browser is back a moment later.
     let mut client = reg.client.reconnect(s.gw.ws_addr).await;

@@ -185,6 +185,37 @@ pub struct Call {
 }
 
 impl Call {
+    /// A call of legs `a` (the caller's) and `b`, in `state`, whose initial INVITE was the
+    /// server and client transactions `invite`, negotiating through `sdp`, set up from `now`;
+    /// nothing else known yet.
+    pub fn new(id: CallId, (a, b): (Leg, Leg), state: CallState, invite: (ServerKey, ClientKey), sdp: estuary_sdp::SdpSession, now: Instant) -> Call {
+        Call {
+            id,
+            a,
+            b,
+            state,
+            a_invite_key: invite.0,
+            b_invite_key: invite.1,
+            b_provisional: false,
+            cancel_requested: false,
+            cancel_sent: false,
+            forks: Vec::new(),
+            ack_duty: None,
+            last_ack: None,
+            invite_pending: false,
+            binding: None,
+            sdp,
+            ports: Vec::new(),
+            media_version: 0,
+            started: now,
+            answered: None,
+            end_reason: None,
+            icid: None,
+            fast_update_sent: None,
+            authorization: Authorization::NotRequired,
+        }
+    }
+
     /// The caller's INVITE and its server transaction, while the call is early: what a final
     /// answer to the caller is built from. `None` once answered.
     pub fn caller_invite(&self) -> Option<(ServerKey, Arc<Request>)> {

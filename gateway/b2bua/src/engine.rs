@@ -1202,34 +1202,15 @@ impl B2bua {
         if reserved > 0 {
             self.transcoding.insert(id, reserved);
         }
-        self.calls.insert(
-            id,
-            Box::new(Call {
-                id,
-                a,
-                b,
-                state: CallState::Early { a_invite: Arc::new(req), b_invite: Arc::new(out) },
-                a_invite_key: key,
-                b_invite_key: ckey,
-                b_provisional: false,
-                cancel_requested: false,
-                cancel_sent: false,
-                forks: Vec::new(),
-                ack_duty: None,
-                last_ack: None,
-                invite_pending: false,
-                binding,
-                sdp,
-                ports,
-                media_version: 0,
-                started: now,
-                answered: None,
-                end_reason: None,
-                icid,
-                fast_update_sent: None,
-                authorization: if self.cfg.policy_gate { Authorization::Awaiting } else { Authorization::NotRequired },
-            }),
-        );
+        let state = CallState::Early { a_invite: Arc::new(req), b_invite: Arc::new(out) };
+        let mut call = Call::new(id, (a, b), state, (key, ckey), sdp, now);
+        call.binding = binding;
+        call.ports = ports;
+        call.icid = icid;
+        if self.cfg.policy_gate {
+            call.authorization = Authorization::Awaiting;
+        }
+        self.calls.insert(id, Box::new(call));
     }
 
     fn on_invite_response(&mut self, now: Instant, id: CallId, resp: &Response) {

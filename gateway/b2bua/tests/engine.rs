@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use estuary_b2bua::{
-    B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Holder, Input, Output, PolicyDecision, SharedRegistration, Side, SignallingPath, StateAnswer,
+    B2bua, B2buaConfig, CallSummary, ConnId, EndReason, Flow, Holder, Input, Output, PolicyDecision, SharedCall, SharedRegistration, Side, SignallingPath, StateAnswer,
     StateQuery, Transport, VideoOverload,
 };
 use estuary_sip::{Message, Request, Response};
@@ -1805,14 +1805,7 @@ fn registrations_are_reported_for_the_cluster_when_shared() {
 fn an_answered_call_is_shared_with_both_dialogs_and_unshared_at_its_end() {
     let mut h = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
     let (inv, web_ok) = answered_call(&mut h);
-    let call = h
-        .shared
-        .iter()
-        .find_map(|o| match o {
-            Output::CallShared(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("shared at the answer");
+    let call = shared_call(&h);
     let [web, ims] = &call.legs;
     assert_eq!((web.side, ims.side), (Side::Web, Side::Ims));
     assert_eq!(web.call_id, "webcall1");
@@ -1853,6 +1846,29 @@ fn shared_alice() -> SharedRegistration {
         source: "127.0.0.1".parse().unwrap(),
         expires_in: 600,
     }
+}
+
+/// The call a harness shared at its answer.
+fn shared_call(h: &Harness) -> SharedCall {
+    h.shared
+        .iter()
+        .find_map(|o| match o {
+            Output::CallShared(c) => Some((**c).clone()),
+            _ => None,
+        })
+        .expect("a call shared at its answer")
+}
+
+/// The registration a harness shared last.
+fn shared_registration(h: &Harness) -> SharedRegistration {
+    h.shared
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::RegistrationShared(r) => Some((**r).clone()),
+            _ => None,
+        })
+        .expect("a registration shared")
 }
 
 fn dialog_query() -> StateQuery {
@@ -1981,14 +1997,7 @@ fn a_browser_reconnecting_here_ends_a_call_its_dead_node_carried_through_this_no
     // Node A answers a call and shares it.
     let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
     let (_inv, web_ok) = answered_call(&mut a);
-    let shared = a
-        .shared
-        .iter()
-        .find_map(|o| match o {
-            Output::CallShared(c) => Some(c.clone()),
-            _ => None,
-        })
-        .expect("shared at the answer");
+    let shared = Box::new(shared_call(&a));
     let our_tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
     let ims_leg = shared.legs[1].clone();
 
@@ -2024,15 +2033,7 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
     // Node A registers alice, answers her call to bob, and shares both.
     let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
     let (_inv, web_ok) = answered_call(&mut a);
-    let registration = a.shared.iter().find_map(|o| match o {
-        Output::RegistrationShared(r) => Some(r.clone()),
-        _ => None,
-    });
-    let call = a.shared.iter().find_map(|o| match o {
-        Output::CallShared(c) => Some(c.clone()),
-        _ => None,
-    });
-    let (registration, call) = (registration.expect("registration shared"), call.expect("call shared"));
+    let (registration, call) = (Box::new(shared_registration(&a)), Box::new(shared_call(&a)));
     let browser_tag = "a1b2c3";
     let our_web_tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
     let [web_leg, ims_leg] = call.legs.clone();
@@ -2100,15 +2101,7 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
 fn calls_whose_node_still_shows_as_alive_are_asked_for_again_until_it_is_gone() {
     let mut a = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
     answered_call(&mut a);
-    let registration = a.shared.iter().find_map(|o| match o {
-        Output::RegistrationShared(r) => Some(r.clone()),
-        _ => None,
-    });
-    let call = a.shared.iter().find_map(|o| match o {
-        Output::CallShared(c) => Some(c.clone()),
-        _ => None,
-    });
-    let (registration, call) = (registration.expect("registration shared"), call.expect("call shared"));
+    let (registration, call) = (Box::new(shared_registration(&a)), Box::new(shared_call(&a)));
     let calls_of = StateQuery::CallsOf { token: registration.token.clone() };
     let node_a: SocketAddr = "127.0.0.11:5060".parse().unwrap();
 

@@ -10,8 +10,9 @@
 //!   requests on, refreshed every 500 ms with a 2 s TTL: a node that dies drops out of it.
 //!
 //! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
-//! queue drops the write (counted), and while Redis is unreachable writes fail fast and are
-//! counted, with `estuary_cluster_redis_up` at 0 and one warning per outage. The engine's
+//! queue drops the write (counted). While Redis is unreachable, writes are kept (bounded) and
+//! replayed in order once it is back, with `estuary_cluster_redis_up` at 0 and one warning
+//! per outage meanwhile. The engine's
 //! questions ([`estuary_b2bua::StateQuery`]) go to a second task, whose answers come back as
 //! events; an unreachable Redis answers "unknown".
 
@@ -76,6 +77,8 @@ return 1";
 enum Write {
     /// SET each pair with the TTL, in one transaction.
     Put { pairs: Vec<(String, String)>, ttl_s: u64 },
+    /// The node's presence: as Put, but never replayed late (a stale one would lie).
+    Announce { key: String, value: String, ttl_s: u64 },
     /// A call (see [`PUT_CALL`]): its key and the keys naming it, and its JSON.
     PutCall { keys: Vec<String>, json: String },
     /// Remove `member` from `set`.
@@ -90,7 +93,12 @@ struct Counters {
     ok: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
+    deferred: AtomicU64,
 }
+
+/// Writes kept while Redis is unreachable, replayed in order once it is back; beyond, the
+/// oldest are lost (counted as failed).
+const BACKLOG: usize = 16_384;
 
 /// Where the shared state's connections come from: one server, or the master a set of Redis
 /// Sentinels names (asked again at each reconnection, so a promoted replica takes over).
@@ -209,10 +217,10 @@ impl SharedState {
             labels: vec![],
             value: u64::from(c.up.load(Ordering::Relaxed)),
         }];
-        for (result, n) in [("ok", &c.ok), ("failed", &c.failed), ("dropped", &c.dropped)] {
+        for (result, n) in [("ok", &c.ok), ("deferred", &c.deferred), ("failed", &c.failed), ("dropped", &c.dropped)] {
             out.push(Sample {
                 name: "estuary_cluster_writes_total",
-                help: "Shared-state writes to Redis by result (dropped: the queue was full)",
+                help: "Shared-state writes to Redis by result (deferred: kept while Redis was unreachable and replayed after; failed: lost; dropped: the queue was full)",
                 kind: MetricKind::Counter,
                 labels: vec![("result", result.to_owned())],
                 value: n.load(Ordering::Relaxed),
@@ -301,66 +309,112 @@ async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, 
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     let mut next_attempt = tokio::time::Instant::now();
     let mut warned = false;
+    let mut backlog: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
     while let Some(write) = rx.recv().await {
         if connection.is_none() && tokio::time::Instant::now() >= next_attempt {
             match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
                 Ok(Ok(c)) => {
                     connection = Some(c);
                     if warned {
-                        info!("cluster Redis reachable again");
+                        info!(backlog = backlog.len(), "cluster Redis reachable again; replaying the writes kept meanwhile");
                     }
                     warned = false;
                 }
-                _ => next_attempt = tokio::time::Instant::now() + RECONNECT,
-            }
-        }
-        let Some(con) = connection.as_mut() else {
-            counters.up.store(false, Ordering::Relaxed);
-            counters.failed.fetch_add(1, Ordering::Relaxed);
-            if !warned {
-                warn!("cluster Redis unreachable: this node's state is not shared until it is back");
-                warned = true;
-            }
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        match &write {
-            Write::Put { pairs, ttl_s } => {
-                pipe.atomic();
-                for (key, value) in pairs {
-                    pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cluster Redis connection failed");
+                    next_attempt = tokio::time::Instant::now() + RECONNECT;
+                }
+                Err(_) => {
+                    tracing::debug!("cluster Redis connection timed out");
+                    next_attempt = tokio::time::Instant::now() + RECONNECT;
                 }
             }
-            Write::PutCall { keys, json } => {
-                pipe.cmd("EVAL").arg(PUT_CALL).arg(keys.len()).arg(keys).arg(json).arg(CALL_TTL_S).ignore();
-            }
-            Write::Unlist { set, member } => {
-                pipe.cmd("SREM").arg(set).arg(member).ignore();
-            }
-            Write::Delete { key } => {
-                pipe.cmd("DEL").arg(key).ignore();
-            }
-            Write::DeleteIfOwned { keys } => {
-                pipe.cmd("EVAL").arg(DELETE_IF_OWNED).arg(keys.len()).arg(keys).arg(&node_id).ignore();
-            }
         }
-        match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<redis::Value>(con)).await {
-            Ok(Ok(_)) => {
-                counters.up.store(true, Ordering::Relaxed);
+        // What was kept during an outage goes first, in order.
+        while let (Some(con), Some(kept)) = (connection.as_mut(), backlog.front()) {
+            if run(con, kept, &node_id).await {
+                backlog.pop_front();
                 counters.ok.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {
-                counters.up.store(false, Ordering::Relaxed);
-                counters.failed.fetch_add(1, Ordering::Relaxed);
+            } else {
                 connection = None;
-                next_attempt = tokio::time::Instant::now() + RECONNECT;
-                if !warned {
-                    warn!("cluster Redis write failed: this node's state is not shared until it is back");
-                    warned = true;
+            }
+        }
+        // A write that fails on a connection that worked is tried once more on a new one
+        // (every write is idempotent): the server may have moved (a Sentinel failover) or
+        // dropped idle connections.
+        let mut done = false;
+        for attempt in 0..2 {
+            if connection.is_none() && (attempt == 1 || tokio::time::Instant::now() >= next_attempt) {
+                match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
+                    Ok(Ok(c)) => connection = Some(c),
+                    // The next attempt a while later, not at every write.
+                    _ => next_attempt = tokio::time::Instant::now() + RECONNECT,
                 }
             }
+            let Some(con) = connection.as_mut() else { break };
+            if run(con, &write, &node_id).await {
+                done = true;
+                break;
+            }
+            connection = None;
+        }
+        if done {
+            counters.up.store(true, Ordering::Relaxed);
+            counters.ok.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        counters.up.store(false, Ordering::Relaxed);
+        if !warned {
+            warn!("cluster Redis unreachable: this node's writes are kept and replayed when it is back");
+            warned = true;
+        }
+        // Kept for later, but the node's presence: a late one would lie.
+        if matches!(write, Write::Announce { .. }) {
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if backlog.len() >= BACKLOG {
+            backlog.pop_front();
+            counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        backlog.push_back(write);
+        counters.deferred.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs one write on `con`; whether it went through.
+async fn run(con: &mut redis::aio::MultiplexedConnection, write: &Write, node_id: &str) -> bool {
+    let pipe = command(write, node_id);
+    matches!(tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<redis::Value>(con)).await, Ok(Ok(_)))
+}
+
+/// The Redis commands of one write.
+fn command(write: &Write, node_id: &str) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    match write {
+        Write::Put { pairs, ttl_s } => {
+            pipe.atomic();
+            for (key, value) in pairs {
+                pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
+            }
+        }
+        Write::Announce { key, value, ttl_s } => {
+            pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
+        }
+        Write::PutCall { keys, json } => {
+            pipe.cmd("EVAL").arg(PUT_CALL).arg(keys.len()).arg(keys).arg(json).arg(CALL_TTL_S).ignore();
+        }
+        Write::Unlist { set, member } => {
+            pipe.cmd("SREM").arg(set).arg(member).ignore();
+        }
+        Write::Delete { key } => {
+            pipe.cmd("DEL").arg(key).ignore();
+        }
+        Write::DeleteIfOwned { keys } => {
+            pipe.cmd("EVAL").arg(DELETE_IF_OWNED).arg(keys.len()).arg(keys).arg(node_id).ignore();
         }
     }
+    pipe
 }
 
 /// Announces the node every [`PRESENCE_EVERY`] (through the writer, so an outage costs
@@ -370,7 +424,7 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
     let mut every = tokio::time::interval(PRESENCE_EVERY);
     loop {
         every.tick().await;
-        let put = Write::Put { pairs: vec![(presence_key(&node_id), value.clone())], ttl_s: PRESENCE_TTL_S };
+        let put = Write::Announce { key: presence_key(&node_id), value: value.clone(), ttl_s: PRESENCE_TTL_S };
         if queue.send(put).await.is_err() {
             return; // The writer is gone: the process is stopping.
         }
@@ -381,21 +435,24 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
 async fn reader(client: Source, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
     while let Some((query, ask)) = questions.recv().await {
-        if connection.is_none() {
-            if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
-                connection = Some(c);
+        // As the writer: a lookup that fails on a connection that worked is tried once more
+        // on a new one, so a failover costs no adoption.
+        let mut answer = StateAnswer::Unknown;
+        for _ in 0..2 {
+            if connection.is_none() {
+                if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
+                    connection = Some(c);
+                }
+            }
+            let Some(con) = connection.as_mut() else { break };
+            match tokio::time::timeout(COMMAND_TIMEOUT, lookup(con, &node_id, &ask)).await {
+                Ok(Ok(found)) => {
+                    answer = found;
+                    break;
+                }
+                _ => connection = None,
             }
         }
-        let answer = match connection.as_mut() {
-            Some(con) => match tokio::time::timeout(COMMAND_TIMEOUT, lookup(con, &node_id, &ask)).await {
-                Ok(Ok(answer)) => answer,
-                _ => {
-                    connection = None;
-                    StateAnswer::Unknown
-                }
-            },
-            None => StateAnswer::Unknown,
-        };
         tracing::debug!(?ask, found = !matches!(answer, StateAnswer::Unknown), "cluster state looked up");
         if events.send(Event::StateAnswer { query, answer }).await.is_err() {
             return;

@@ -12,7 +12,7 @@ use estuary_sdp::SdpSession;
 use rand::Rng;
 
 use super::{reliable, B2bua, Owner};
-use crate::call::{Authorization, Call, CallId, CallState, LegIdx};
+use crate::call::{Call, CallId, CallState, LegIdx};
 use crate::cluster::{Held, Holder, StateAnswer, StateQuery, Waiting, CALLS_ATTEMPTS, CALLS_RETRY};
 use crate::io::{ConnId, EndReason, Flow, Output, SharedCall, SharedRegistration, Side};
 use crate::registrar::Binding;
@@ -181,31 +181,12 @@ impl B2bua {
         // call is confirmed, so nothing CANCELs it).
         let a_invite_key = ServerKey { branch: String::new(), sent_by: String::new(), method: Method::Invite };
         let b_invite_key = ClientKey { branch: String::new(), method: Method::Invite };
-        let call = Call {
-            id,
-            a,
-            b,
-            state: CallState::Confirmed,
-            a_invite_key,
-            b_invite_key,
-            b_provisional: true,
-            cancel_requested: false,
-            cancel_sent: false,
-            forks: Vec::new(),
-            ack_duty: None,
-            last_ack: None,
-            invite_pending: false,
-            binding,
-            sdp,
-            ports: Vec::new(),
-            media_version: 0,
-            started: now,
-            answered: Some(now),
-            end_reason: None,
-            icid: shared.icid,
-            fast_update_sent: None,
-            authorization: Authorization::NotRequired,
-        };
+        let mut call = Call::new(id, (a, b), CallState::Confirmed, (a_invite_key, b_invite_key), sdp, now);
+        // A provisional came long ago: the call is answered.
+        call.b_provisional = true;
+        call.binding = binding;
+        call.answered = Some(now);
+        call.icid = shared.icid;
         self.calls.insert(id, Box::new(call));
         self.share_call(id);
         Some(id)
