@@ -710,6 +710,7 @@ pub fn b2bua(data: &[u8]) {
                     | Output::CallShared(_)
                     | Output::CallUnshared { .. }
                     | Output::StateQuery { .. }
+                    | Output::CallAdopted { .. }
                     | Output::Close { .. } => {}
                 }
             }

@@ -1342,6 +1342,7 @@ impl B2bua {
             icid: c.icid.clone(),
             binding: c.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone()),
             ims_sdp: c.sdp.ims_remote_without_keys(),
+            rx_session: None,
         };
         self.outputs.push_back(Output::CallShared(Box::new(shared)));
     }

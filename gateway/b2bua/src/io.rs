@@ -140,6 +140,10 @@ pub struct SharedCall {
     pub binding: Option<String>,
     /// The IMS side's last SDP, without keys (see `SdpSession::ims_remote_without_keys`).
     pub ims_sdp: Option<String>,
+    /// The call's Rx session (TS 29.214), when the driver's policy function opened one: the
+    /// engine leaves it empty and carries it through a take-over
+    /// ([`Output::CallAdopted`]).
+    pub rx_session: Option<String>,
 }
 
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
@@ -243,6 +247,9 @@ pub enum Output {
     RegistrationRemoved { token: String, web_call_id: String },
     /// A call was answered (share it).
     CallShared(Box<SharedCall>),
+    /// A call another node carried was taken over (see [`crate::cluster`]): its Rx session
+    /// there, if it had one, is for the policy function to release.
+    CallAdopted { call: u64, rx_session: Option<String> },
     /// A shared call ended; `dialogs` are its two Call-IDs (the shared state names the call
     /// by them too).
     CallUnshared { call: u64, dialogs: [String; 2], binding: Option<String> },

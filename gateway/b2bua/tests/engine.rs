@@ -139,6 +139,7 @@ impl Harness {
                 Output::RegistrationShared(_)
                 | Output::RegistrationRemoved { .. }
                 | Output::CallShared(_)
+                | Output::CallAdopted { .. }
                 | Output::CallUnshared { .. } => self.shared.push(o),
                 Output::StateQuery { query, ask } => {
                     self.asked.push(ask.clone());
@@ -2041,12 +2042,18 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
     // Node A dies; alice's browser reconnects to node B and refreshes its registration.
     let mut b = cluster_harness();
     let token = registration.token.clone();
+    let mut taken = *call.clone();
+    taken.rx_session = Some("pcrf-session;node-a;7".into());
     b.state = Some(vec![
         (dialog_query(), StateAnswer::Registration { registration, holder: Holder::Gone }),
-        (StateQuery::CallsOf { token }, StateAnswer::Calls(vec![(*call.clone(), Holder::Gone)])),
+        (StateQuery::CallsOf { token }, StateAnswer::Calls(vec![(taken, Holder::Gone)])),
     ]);
     let out = b.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER"));
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
+    assert!(
+        b.shared.iter().any(|o| matches!(o, Output::CallAdopted { rx_session: Some(s), .. } if s == "pcrf-session;node-a;7")),
+        "the dead node's Rx session, for the policy function to release"
+    );
     let reinvite = to_web(&out).into_iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "INVITE")).expect("a re-INVITE to the browser");
     let r = req(reinvite);
     assert_eq!(r.headers.call_id().unwrap(), "webcall1", "on the browser's own dialog");

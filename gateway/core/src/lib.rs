@@ -188,6 +188,15 @@ impl<P: MediaPlane> Core<P> {
         self.policy.as_ref()
     }
 
+    /// Releases an Rx session another gateway opened (see [`Policy::release_foreign`]); the
+    /// engine reports one for each call it takes over.
+    pub fn release_foreign_rx(&mut self, now: Instant, session_id: String) {
+        self.now = now.max(self.now);
+        if let Some(p) = &mut self.policy {
+            p.release_foreign(now, session_id);
+        }
+    }
+
     /// See [`Policy::reconfigure_peers`]; `false` when there is no policy function.
     pub fn reconfigure_rx_peers(&mut self, now: Instant, retire: &[usize], add: Vec<(estuary_diameter::Peer, String)>, order: &[usize]) -> bool {
         self.now = now.max(self.now);
@@ -282,7 +291,12 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::RegistrationShared(r)) => return Some(Output::RegistrationShared(r)),
                 Some(S::RegistrationRemoved { token, web_call_id }) => return Some(Output::RegistrationRemoved { token, web_call_id }),
                 Some(S::StateQuery { query, ask }) => return Some(Output::StateQuery { query, ask }),
-                Some(S::CallShared(c)) => return Some(Output::CallShared(c)),
+                Some(S::CallShared(mut c)) => {
+                    c.rx_session = self.policy.as_ref().and_then(|p| p.session_id(c.call)).map(str::to_owned);
+                    return Some(Output::CallShared(c));
+                }
+                Some(S::CallAdopted { rx_session: Some(session), .. }) => self.release_foreign_rx(self.now, session),
+                Some(S::CallAdopted { rx_session: None, .. }) => {}
                 Some(S::CallUnshared { call, dialogs, binding }) => return Some(Output::CallUnshared { call, dialogs, binding }),
                 Some(S::KeyframeRequested { call, from }) => self.media.picture_fast_update(self.now, call, from),
                 Some(S::SignallingPath(path)) => {

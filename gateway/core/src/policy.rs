@@ -106,18 +106,24 @@ struct Tracked {
 /// signalling path's key has the top bit set (call and connection ids are counters that start
 /// at 1 and never reach it).
 const SIGNALLING_KEY: u64 = 1 << 63;
+/// Keys of sessions released for a gateway that died (see [`Policy::release_foreign`]).
+const FOREIGN_KEY: u64 = 1 << 62;
 
 /// Whose an Rx session is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Owner {
     Call(u64),
     Signalling(ConnId),
+    /// A session of a call taken over from a gateway that died, being released.
+    Foreign(u64),
 }
 
 impl Owner {
     fn of(key: CallKey) -> Owner {
         if key.0 & SIGNALLING_KEY != 0 {
             Owner::Signalling(ConnId(key.0 & !SIGNALLING_KEY))
+        } else if key.0 & FOREIGN_KEY != 0 {
+            Owner::Foreign(key.0 & !FOREIGN_KEY)
         } else {
             Owner::Call(key.0)
         }
@@ -127,6 +133,7 @@ impl Owner {
         match self {
             Owner::Call(call) => CallKey(call),
             Owner::Signalling(conn) => CallKey(SIGNALLING_KEY | conn.0),
+            Owner::Foreign(n) => CallKey(FOREIGN_KEY | n),
         }
     }
 }
@@ -154,6 +161,8 @@ struct Stats {
     signalling_failed: u64,
     /// Signalling paths the PCRF reported lost (loss or release of bearer, abort).
     signalling_lost: u64,
+    /// Sessions of calls taken over from a gateway that died, released with an STR.
+    foreign_released: u64,
 }
 
 /// The policy function. See the module docs.
@@ -287,6 +296,19 @@ impl Policy {
         Some(PolicyReport { session_id: t.session_id, result: t.result })
     }
 
+    /// Releases the Rx session `session_id` that a gateway which died opened for a call this
+    /// node took over (the call gets its own session with its new media plan): an STR, so the
+    /// PCRF does not keep the old bearer's resources until its own clean-up.
+    pub fn release_foreign(&mut self, now: Instant, session_id: String) {
+        self.stats.foreign_released += 1;
+        let key = Owner::Foreign(self.stats.foreign_released).key();
+        tracing::info!(session_id, "releasing the Rx session of a call taken over");
+        if let Err(e) = self.rx.end_foreign(now, key, session_id, estuary_rx::TerminationCause::Logout) {
+            tracing::warn!(error = %e, "Rx session not released");
+        }
+        self.pump(now);
+    }
+
     /// A reload changed the policy peers (`rx.peers`): `retire` leave service (DPR, never
     /// again), `add` join at the end, each with its name for /metrics, taking the next
     /// indices; then `order` (indices, the new ones included) is the priority order. Calls
@@ -347,6 +369,8 @@ impl Policy {
         let call = match owner {
             // A signalling path's session only ever reports its bearer gone.
             Owner::Signalling(conn) => return Some(f(Input::SignallingLost { conn })),
+            // (Never queued: a released session decides nothing.)
+            Owner::Foreign(_) => return self.next_decision(f),
             Owner::Call(call) => call,
         };
         let decision = match &d {
@@ -426,8 +450,11 @@ impl Policy {
     }
 
     fn on_rx_event(&mut self, now: Instant, event: RxEvent) {
-        if let Owner::Signalling(conn) = Owner::of(event.call()) {
-            return self.on_signalling_event(conn, event);
+        match Owner::of(event.call()) {
+            Owner::Signalling(conn) => return self.on_signalling_event(conn, event),
+            // Released on a dead gateway's behalf: nothing here depends on it.
+            Owner::Foreign(_) => return tracing::debug!(?event, "released Rx session"),
+            Owner::Call(_) => {}
         }
         match event {
             RxEvent::Authorized { call: CallKey(call), kind, result_code } => {
@@ -577,6 +604,12 @@ impl Policy {
         count("estuary_rx_failures_open_total", "Initial AARs refused or unanswered while rx.on_failure = open: the call went on", vec![], self.stats.failed_open);
         count("estuary_rx_calls_refused_total", "Calls refused or ended because the PCRF refused or did not answer (rx.on_failure = closed)", vec![], self.stats.refused_closed);
         count("estuary_rx_not_described_total", "Calls whose media could not be described to the PCRF (no browser address)", vec![], self.stats.not_described);
+        count(
+            "estuary_rx_foreign_sessions_released_total",
+            "Rx sessions of calls taken over from a gateway that died, released with an STR by this one",
+            vec![],
+            self.stats.foreign_released,
+        );
         let mut cumulative = 0;
         for (i, n) in self.stats.latency.iter().enumerate() {
             cumulative += n;

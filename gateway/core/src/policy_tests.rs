@@ -480,3 +480,20 @@ fn a_refused_signalling_aar_is_counted_and_the_registration_stands() {
     h.input(Input::ConnectionClosed { conn: CONN });
     assert_eq!(h.pcrf.strs().count(), 0, "a refused session needs no STR");
 }
+
+#[test]
+fn a_session_a_dead_gateway_opened_is_released_by_its_session_id() {
+    let mut h = Harness::new(OnFailure::Open);
+    let invite = h.invite();
+    h.answer(&invite);
+    let session = h.pcrf.aars().next().expect("the call's AAR").session_id.clone();
+    // As a node that took the call over would: it knows the session only by its Session-Id.
+    h.core.release_foreign_rx(h.now, session.clone());
+    h.drain();
+    let strs: Vec<_> = h.pcrf.strs().cloned().collect();
+    assert_eq!(strs.len(), 1);
+    assert_eq!(strs[0].session_id, session);
+    assert_eq!(strs[0].termination_cause, Some(1), "DIAMETER_LOGOUT");
+    assert!(!h.pcrf.has_session(&session), "the PCRF released it");
+    assert_eq!(h.metric("estuary_rx_foreign_sessions_released_total"), 1);
+}

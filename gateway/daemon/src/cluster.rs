@@ -294,14 +294,15 @@ fn call_json(c: &SharedCall) -> String {
     };
     let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
     format!(
-        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{}}}",
+        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{},\"rx_session\":{}}}",
         c.call,
         leg(&c.legs[0]),
         leg(&c.legs[1]),
         ports.join(","),
         c.icid.as_deref().map_or("null".to_owned(), string),
         c.binding.as_deref().map_or("null".to_owned(), string),
-        c.ims_sdp.as_deref().map_or("null".to_owned(), string)
+        c.ims_sdp.as_deref().map_or("null".to_owned(), string),
+        c.rx_session.as_deref().map_or("null".to_owned(), string)
     )
 }
 
@@ -586,6 +587,7 @@ fn parse_call(json: &str) -> Option<SharedCall> {
         icid: v.get("icid").and_then(serde_json::Value::as_str).map(str::to_owned),
         binding: v.get("binding").and_then(serde_json::Value::as_str).map(str::to_owned),
         ims_sdp: v.get("ims_sdp").and_then(serde_json::Value::as_str).map(str::to_owned),
+        rx_session: v.get("rx_session").and_then(serde_json::Value::as_str).map(str::to_owned),
     })
 }
 
@@ -656,6 +658,7 @@ mod tests {
             icid: Some("icid-1".into()),
             binding: Some("tok1".into()),
             ims_sdp: Some("v=0\r\nm=audio 4000 RTP/AVP 0\r\n".into()),
+            rx_session: Some("pcscf.ims.test;1;2".into()),
         };
         assert_eq!(parse_call(&call_json(&call)), Some(call));
         assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);

@@ -491,6 +491,18 @@ impl RxClient {
         Ok(())
     }
 
+    /// Ends a session this client did not open (its Session-Id from elsewhere: a call taken
+    /// over from a gateway that died), under `call`, a key of the caller's not in use: an STR
+    /// with `cause`, and the session is forgotten once answered or timed out (no event).
+    pub fn end_foreign(&mut self, now: Instant, call: CallKey, session_id: String, cause: TerminationCause) -> Result<(), RxError> {
+        if self.sessions.contains_key(&call) {
+            return Err(RxError::Terminating(call));
+        }
+        self.sessions.insert(call, Session { session_id, pcrf_host: None, state: State::Open { since: now } });
+        self.send_str(now, call, cause, false);
+        Ok(())
+    }
+
     /// The next request to send, with its call. Drain until `None` after every input.
     pub fn poll_request(&mut self) -> Option<(CallKey, Message)> {
         self.requests.pop_front()

@@ -188,6 +188,7 @@ impl B2bua {
         call.answered = Some(now);
         call.icid = shared.icid;
         self.calls.insert(id, Box::new(call));
+        self.outputs.push_back(Output::CallAdopted { call: id.0, rx_session: shared.rx_session });
         self.share_call(id);
         Some(id)
     }
