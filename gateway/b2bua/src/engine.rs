@@ -1627,6 +1627,11 @@ impl B2bua {
         match self.tx.send_request(now, &out, flow, reliable(flow)) {
             Ok(k) => {
                 self.owners.insert(k, Owner::Relay(Relayed { call: id, from: idx, server: key, request: req }));
+                // The shared copy follows the leg's CSeq (a node taking the call over goes on
+                // from it); in-dialog requests are rare next to packets.
+                if self.calls.get(&id).is_some_and(|c| c.state.is_confirmed()) {
+                    self.share_call(id);
+                }
             }
             Err(_) => self.respond(now, &key, &req, 500, "Server Internal Error"),
         }

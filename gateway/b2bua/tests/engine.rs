@@ -2227,3 +2227,24 @@ fn without_a_grace_the_call_ends_with_its_websocket_as_before() {
     let out = h.input(Input::ConnectionClosed { conn: CONN });
     assert!(to_ims(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")));
 }
+
+#[test]
+fn the_shared_copy_of_a_call_follows_its_cseqs() {
+    let mut h = Harness::with(B2buaConfig { share_state: true, ..B2buaConfig::default() });
+    let (_inv, web_ok) = answered_call(&mut h);
+    let before = shared_call(&h);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    let info = format!("INFO sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKinfo1\nMax-Forwards: 70\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 9 INFO\nContent-Type: application/dtmf-relay\nContent-Length: 10\n\nSignal=5\r\n");
+    let out = h.web(&info);
+    assert_eq!(to_ims(&out).len(), 1, "relayed: {out:#?}");
+    let after = h
+        .shared
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::CallShared(c) => Some(c.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(after.legs[1].local_cseq, before.legs[1].local_cseq + 1, "the IMS leg's CSeq as sent");
+}
