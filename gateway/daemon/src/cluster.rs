@@ -435,14 +435,17 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
 /// Answers the engine's questions, one at a time, from Redis.
 async fn reader(client: Source, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
     let mut connection: Option<redis::aio::MultiplexedConnection> = None;
+    let mut next_attempt = tokio::time::Instant::now();
     while let Some((query, ask)) = questions.recv().await {
         // As the writer: a lookup that fails on a connection that worked is tried once more
-        // on a new one, so a failover costs no adoption.
+        // on a new one, so a failover costs no adoption. While Redis is unreachable, questions
+        // are answered "unknown" at once, with a connection attempt a second at most.
         let mut answer = StateAnswer::Unknown;
-        for _ in 0..2 {
-            if connection.is_none() {
-                if let Ok(Ok(c)) = tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
-                    connection = Some(c);
+        for attempt in 0..2 {
+            if connection.is_none() && (attempt == 1 || tokio::time::Instant::now() >= next_attempt) {
+                match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
+                    Ok(Ok(c)) => connection = Some(c),
+                    _ => next_attempt = tokio::time::Instant::now() + RECONNECT,
                 }
             }
             let Some(con) = connection.as_mut() else { break };
