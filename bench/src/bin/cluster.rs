@@ -12,7 +12,10 @@
 //! target is 2.0 within 10%. The generator, HAProxy, Kamailio and Redis are not pinned: on a
 //! two-core machine they share the nodes' CPUs. Each node's CPU share at the first failing
 //! step says whether the nodes were the limit at all; when they were not, the ratio measures
-//! the machine, and the output says so. What was measured is reported either way.
+//! the machine, and the output says so. Beside it, the nodes' CPU per call at the highest rate
+//! both runs carried gives the ratio projected for nodes with CPUs of their own (two over
+//! the per-call cost ratio): labelled as a projection, not a measurement. What was measured
+//! is reported either way.
 //!
 //! Environment: `BENCH_RATES` (`50,100,150,200,250,300,350,400,500,600`), `BENCH_STEP_SECONDS`
 //! (8), `BENCH_MEDIA_SECONDS` (1), `BENCH_IMS_CORE` (`kamailio`), `BENCH_OUT`
@@ -182,10 +185,17 @@ fn run() -> Result<(), String> {
         Some(r) => println!("\nratio: {r:.2} (target {TARGET_RATIO} within {:.0}%: {})", TOLERANCE * 100.0, if within == Some(true) { "met" } else { "NOT met" }),
         None => println!("\nratio: not measured (a run sustained no rate)"),
     }
-    // Node CPU per call with two nodes over one: near 1, a second node adds no cost per call.
-    let cpu_ratio = sustained(&two).and_then(Step::daemon_ms_per_call).zip(sustained(&one).and_then(Step::daemon_ms_per_call)).map(|(t, o)| t / o);
-    if let Some(r) = cpu_ratio {
-        println!("node CPU per call, two nodes over one: {r:.2}");
+    // Node CPU per call with two nodes over one, at the highest rate both runs carried (the
+    // same offered load, so batching does not differ): near 1, a second node adds no cost
+    // per call, and two nodes of one CPU each would carry twice one node's calls.
+    let common = one.iter().rev().filter(|s| s.passed()).find_map(|o| two.iter().find(|t| t.rate == o.rate && t.passed()).map(|t| (o, t)));
+    let cpu_ratio = common.and_then(|(o, t)| Some(t.daemon_ms_per_call()? / o.daemon_ms_per_call()?));
+    let projected = cpu_ratio.map(|r| 2.0 / r);
+    if let (Some((o, _)), Some(r), Some(p)) = (common, cpu_ratio, projected) {
+        println!(
+            "node CPU per call at {} cps, two nodes over one: {r:.2}; the capacity ratio this projects for nodes with CPUs of their own: {p:.2}",
+            o.rate
+        );
     }
     for (label, steps) in [("one node", &one), ("two nodes", &two)] {
         if let Some(s) = steps.iter().find(|s| !s.passed()).filter(|s| s.generator_load() > GENERATOR_SATURATED) {
@@ -222,6 +232,8 @@ fn run() -> Result<(), String> {
         "tolerance": TOLERANCE,
         "target_met": within,
         "node_cpu_per_call_ratio": cpu_ratio,
+        "node_cpu_per_call_ratio_at_cps": common.map(|(o, _)| o.rate),
+        "projected_ratio": projected,
         "node_cpu_share_at_limit": {"one_node": one_limit, "two_nodes": two_limit},
         "nodes_were_the_limit": nodes_saturated,
         "cpus": cpus,
