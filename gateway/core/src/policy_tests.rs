@@ -486,14 +486,17 @@ fn a_session_a_dead_gateway_opened_is_released_by_its_session_id() {
     let mut h = Harness::new(OnFailure::Open);
     let invite = h.invite();
     h.answer(&invite);
-    let session = h.pcrf.aars().next().expect("the call's AAR").session_id.clone();
-    // As a node that took the call over would: it knows the session only by its Session-Id.
-    h.core.release_foreign_rx(h.now, session.clone());
+    let own = h.pcrf.aars().next().expect("the call's AAR").session_id.clone();
+    // A node taking a call over knows the dead node's session by its Session-Id alone.
+    let foreign = "pcscf-dead.ims.test;1700000000;7".to_owned();
+    h.core.release_foreign_rx(h.now, foreign.clone());
     h.drain();
     let strs: Vec<_> = h.pcrf.strs().cloned().collect();
     assert_eq!(strs.len(), 1);
-    assert_eq!(strs[0].session_id, session);
+    assert_eq!(strs[0].session_id, foreign);
     assert_eq!(strs[0].termination_cause, Some(1), "DIAMETER_LOGOUT");
-    assert!(!h.pcrf.has_session(&session), "the PCRF released it");
+    assert!(h.pcrf.has_session(&own), "this node's own session is untouched");
     assert_eq!(h.metric("estuary_rx_foreign_sessions_released_total"), 1);
+    // The STA (the double did not know the session: 5002) found it, and it is forgotten.
+    assert_eq!(h.metric("estuary_rx_sessions"), 1, "only the call's own session is left");
 }

@@ -493,11 +493,17 @@ impl RxClient {
 
     /// Ends a session this client did not open (its Session-Id from elsewhere: a call taken
     /// over from a gateway that died), under `call`, a key of the caller's not in use: an STR
-    /// with `cause`, and the session is forgotten once answered or timed out (no event).
+    /// with `cause`, and the session is forgotten once its STA comes or the STR times out (no
+    /// event). A Session-Id this client knows is its own session's, ended as usual.
     pub fn end_foreign(&mut self, now: Instant, call: CallKey, session_id: String, cause: TerminationCause) -> Result<(), RxError> {
-        if self.sessions.contains_key(&call) {
-            return Err(RxError::Terminating(call));
+        if let Some(&own) = self.by_session_id.get(&session_id) {
+            return self.end(now, own, cause);
         }
+        if self.sessions.contains_key(&call) {
+            return Err(RxError::CallExists(call));
+        }
+        // Indexed like any session, so its STA finds it.
+        self.by_session_id.insert(session_id.clone(), call);
         self.sessions.insert(call, Session { session_id, pcrf_host: None, state: State::Open { since: now } });
         self.send_str(now, call, cause, false);
         Ok(())

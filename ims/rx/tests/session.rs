@@ -11,7 +11,7 @@ use estuary_diameter::{result_code, Avp, AvpKey, Message};
 use estuary_rx::media::*;
 use estuary_rx::pcrf::AarAnswer;
 use estuary_rx::{
-    experimental, AarKind, AbortCause, CallKey, RxError, RxEvent, SessionStatus, SpecificAction,
+    experimental, AarKind, AbortCause, CallKey, RxClient, RxError, RxEvent, SessionStatus, SpecificAction,
     TerminationCause,
 };
 
@@ -729,4 +729,35 @@ fn rar_while_terminating_is_answered_without_events() {
     assert_eq!(w.pcrf_sends(asr).result_code(), Some(2001));
     assert!(w.take_events().is_empty());
     assert_eq!(w.rx.counters().str_sent, 1, "no second STR");
+}
+
+#[test]
+fn a_session_another_gateway_opened_is_ended_by_its_session_id() {
+    // The gateway that opened it (it died after this).
+    let mut w = Wire::new();
+    w.rx.start(w.now, CALL, params(vec![audio(Direction::SendRecv)])).unwrap();
+    w.pump();
+    let session = w.pcrf.aars().next().unwrap().session_id.clone();
+    assert!(w.pcrf.has_session(&session));
+
+    // The gateway that took the call over knows the session by its Session-Id alone.
+    let mut survivor = RxClient::new(config(), SEED + 1);
+    survivor.end_foreign(w.now, CallKey(99), session.clone(), TerminationCause::Logout).unwrap();
+    let (key, str) = survivor.poll_request().expect("an STR");
+    assert_eq!(key, CallKey(99));
+    let str = over_the_wire(&str).1;
+    assert_eq!((str.command_code, str.session_id()), (command::SESSION_TERMINATION, Some(session.as_str())));
+    let sta = w.pcrf.handle_request(&str).expect("an STA");
+    assert!(!w.pcrf.has_session(&session), "the PCRF released it");
+    assert_eq!(survivor.handle_answer(w.now, &over_the_wire(&sta).1).unwrap(), CallKey(99), "the STA finds the session");
+    assert!(survivor.is_empty() && survivor.poll_event().is_none(), "forgotten, with no event");
+    assert_eq!(survivor.counters().stale_answers, 0);
+    assert!(matches!(
+        survivor.end_foreign(w.now, CallKey(99), "x;1;2".into(), TerminationCause::Logout),
+        Ok(())
+    ));
+    assert!(matches!(
+        survivor.end_foreign(w.now, CallKey(99), "x;1;3".into(), TerminationCause::Logout),
+        Err(RxError::CallExists(CallKey(99)))
+    ));
 }
