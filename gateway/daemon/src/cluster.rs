@@ -306,58 +306,72 @@ fn call_json(c: &SharedCall) -> String {
     )
 }
 
-async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
-    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
-    let mut next_attempt = tokio::time::Instant::now();
-    let mut warned = false;
-    let mut backlog: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
-    while let Some(write) = rx.recv().await {
-        if connection.is_none() && tokio::time::Instant::now() >= next_attempt {
-            match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
-                Ok(Ok(c)) => {
-                    connection = Some(c);
-                    if warned {
-                        info!(backlog = backlog.len(), "cluster Redis reachable again; replaying the writes kept meanwhile");
-                    }
-                    warned = false;
-                }
+/// One connection to Redis, made again after it fails: while Redis is unreachable at most
+/// one attempt every [`RECONNECT`], so that its users fail fast meanwhile.
+struct Link {
+    source: Source,
+    connection: Option<redis::aio::MultiplexedConnection>,
+    next_attempt: tokio::time::Instant,
+}
+
+impl Link {
+    fn new(source: Source) -> Link {
+        Link { source, connection: None, next_attempt: tokio::time::Instant::now() }
+    }
+
+    /// The connection, made now if there is none and an attempt is due (or `at_once`).
+    async fn get(&mut self, at_once: bool) -> Option<&mut redis::aio::MultiplexedConnection> {
+        if self.connection.is_none() && (at_once || tokio::time::Instant::now() >= self.next_attempt) {
+            match tokio::time::timeout(COMMAND_TIMEOUT, self.source.connect()).await {
+                Ok(Ok(c)) => self.connection = Some(c),
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "cluster Redis connection failed");
-                    next_attempt = tokio::time::Instant::now() + RECONNECT;
+                    self.next_attempt = tokio::time::Instant::now() + RECONNECT;
                 }
                 Err(_) => {
                     tracing::debug!("cluster Redis connection timed out");
-                    next_attempt = tokio::time::Instant::now() + RECONNECT;
+                    self.next_attempt = tokio::time::Instant::now() + RECONNECT;
                 }
             }
         }
+        self.connection.as_mut()
+    }
+
+    /// The connection failed: made again by the next `get`.
+    fn lost(&mut self) {
+        self.connection = None;
+    }
+}
+
+async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, counters: Arc<Counters>) {
+    let mut link = Link::new(client);
+    let mut warned = false;
+    let mut backlog: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
+    while let Some(write) = rx.recv().await {
+        if link.get(false).await.is_some() && warned {
+            info!(backlog = backlog.len(), "cluster Redis reachable again; replaying the writes kept meanwhile");
+            warned = false;
+        }
         // What was kept during an outage goes first, in order.
-        while let (Some(con), Some(kept)) = (connection.as_mut(), backlog.front()) {
+        while let (Some(con), Some(kept)) = (link.connection.as_mut(), backlog.front()) {
             if run(con, kept, &node_id).await {
                 backlog.pop_front();
                 counters.ok.fetch_add(1, Ordering::Relaxed);
             } else {
-                connection = None;
+                link.lost();
             }
         }
-        // A write that fails on a connection that worked is tried once more on a new one
-        // (every write is idempotent): the server may have moved (a Sentinel failover) or
-        // dropped idle connections.
+        // A write that fails on a connection that worked is tried once more on a new one at
+        // once (every write is idempotent): the server may have moved (a Sentinel failover)
+        // or dropped idle connections.
         let mut done = false;
         for attempt in 0..2 {
-            if connection.is_none() && (attempt == 1 || tokio::time::Instant::now() >= next_attempt) {
-                match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
-                    Ok(Ok(c)) => connection = Some(c),
-                    // The next attempt a while later, not at every write.
-                    _ => next_attempt = tokio::time::Instant::now() + RECONNECT,
-                }
-            }
-            let Some(con) = connection.as_mut() else { break };
-            if run(con, &write, &node_id).await {
-                done = true;
+            let Some(con) = link.get(attempt == 1).await else { break };
+            done = run(con, &write, &node_id).await;
+            if done {
                 break;
             }
-            connection = None;
+            link.lost();
         }
         if done {
             counters.up.store(true, Ordering::Relaxed);
@@ -434,28 +448,19 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
 
 /// Answers the engine's questions, one at a time, from Redis.
 async fn reader(client: Source, node_id: String, mut questions: mpsc::Receiver<(u64, StateQuery)>, events: mpsc::Sender<Event>) {
-    let mut connection: Option<redis::aio::MultiplexedConnection> = None;
-    let mut next_attempt = tokio::time::Instant::now();
+    // As the writer's writes: a lookup that fails on a connection that worked is tried once
+    // more on a new one (a failover costs no adoption), and while Redis is unreachable
+    // questions are answered "unknown" at once.
+    let mut link = Link::new(client);
     while let Some((query, ask)) = questions.recv().await {
-        // As the writer: a lookup that fails on a connection that worked is tried once more
-        // on a new one, so a failover costs no adoption. While Redis is unreachable, questions
-        // are answered "unknown" at once, with a connection attempt a second at most.
         let mut answer = StateAnswer::Unknown;
         for attempt in 0..2 {
-            if connection.is_none() && (attempt == 1 || tokio::time::Instant::now() >= next_attempt) {
-                match tokio::time::timeout(COMMAND_TIMEOUT, client.connect()).await {
-                    Ok(Ok(c)) => connection = Some(c),
-                    _ => next_attempt = tokio::time::Instant::now() + RECONNECT,
-                }
+            let Some(con) = link.get(attempt == 1).await else { break };
+            if let Ok(Ok(found)) = tokio::time::timeout(COMMAND_TIMEOUT, lookup(con, &node_id, &ask)).await {
+                answer = found;
+                break;
             }
-            let Some(con) = connection.as_mut() else { break };
-            match tokio::time::timeout(COMMAND_TIMEOUT, lookup(con, &node_id, &ask)).await {
-                Ok(Ok(found)) => {
-                    answer = found;
-                    break;
-                }
-                _ => connection = None,
-            }
+            link.lost();
         }
         tracing::debug!(?ask, found = !matches!(answer, StateAnswer::Unknown), "cluster state looked up");
         if events.send(Event::StateAnswer { query, answer }).await.is_err() {
