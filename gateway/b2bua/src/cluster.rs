@@ -106,8 +106,8 @@ pub struct Queries {
 }
 
 impl Queries {
-    /// Holds `held`, asked now, until its answer or [`QUERY_TIMEOUT`]; `None` when
-    /// [`MAX_HELD`] are held.
+    /// Holds `held`, asked now, until its answer or [`QUERY_TIMEOUT`]; `None` (and `held`
+    /// dropped) when [`MAX_HELD`] are held: see [`Queries::is_full`].
     pub fn hold(&mut self, now: Instant, held: Held) -> Option<u64> {
         self.insert(now + QUERY_TIMEOUT, held)
     }
@@ -119,7 +119,7 @@ impl Queries {
     }
 
     fn insert(&mut self, at: Instant, held: Held) -> Option<u64> {
-        if self.held.len() >= MAX_HELD {
+        if self.is_full() {
             return None;
         }
         self.next += 1;
@@ -155,6 +155,11 @@ impl Queries {
 
     pub fn next_deadline(&self) -> Option<Instant> {
         self.deadlines.next()
+    }
+
+    /// Whether [`MAX_HELD`] are held: no more can be.
+    pub fn is_full(&self) -> bool {
+        self.held.len() >= MAX_HELD
     }
 
     /// How many questions are held now.

@@ -1529,9 +1529,6 @@ impl B2bua {
     /// `looked_up`: the cluster's shared state was already asked about this dialog.
     fn on_in_dialog(&mut self, now: Instant, flow: Flow, key: ServerKey, req: Request, looked_up: bool) {
         let side = side_of(flow);
-        if let (Flow::Web { conn }, Some((id, idx))) = (flow, self.dialog_of(side, &req)) {
-            self.follow_browser(id, idx, conn);
-        }
         let Some((id, idx)) = self.dialog_of(side, &req) else {
             // A browser that reconnected here after its node died goes on with its call.
             if let (Flow::Web { .. }, true, false, Ok(call_id)) = (flow, self.cfg.share_state, looked_up, req.headers.call_id()) {
@@ -1540,6 +1537,9 @@ impl B2bua {
             }
             return self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist");
         };
+        if let Flow::Web { conn } = flow {
+            self.follow_browser(id, idx, conn);
+        }
         if req.method == Method::Bye {
             self.respond(now, &key, &req, 200, "OK");
             tracing::info!(call = id.0, by = ?side, "BYE");

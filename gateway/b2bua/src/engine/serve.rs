@@ -30,14 +30,13 @@ impl B2bua {
             // The answer may take a Redis round trip or two: stop the core's retransmissions.
             self.respond(now, &key, &req, 100, "Trying");
         }
+        if self.queries.is_full() {
+            tracing::warn!("too many requests waiting for the cluster's shared state; refusing");
+            return self.respond(now, &key, &req, 503, "Service Unavailable");
+        }
         let ask = query.clone();
-        let (k, r) = (key.clone(), req.clone());
-        match self.queries.hold(now, Held::new(query, Waiting::Request { flow, key, req: Box::new(req) })) {
-            Some(query) => self.outputs.push_back(Output::StateQuery { query, ask }),
-            None => {
-                tracing::warn!("too many requests waiting for the cluster's shared state; refusing");
-                self.respond(now, &k, &r, 503, "Service Unavailable");
-            }
+        if let Some(query) = self.queries.hold(now, Held::new(query, Waiting::Request { flow, key, req: Box::new(req) })) {
+            self.outputs.push_back(Output::StateQuery { query, ask });
         }
     }
 
