@@ -1,5 +1,7 @@
 //! Browsers in a cluster. Two tabs register through HAProxy and land on different nodes;
-//! each calls the other and sipp's echo. And a call survives the node carrying it. Two Estuary nodes share state in Redis; browsers
+//! each calls the other and sipp's echo. And a call survives the node carrying it, whether
+//! that node is killed, drained for an upgrade, or taken out of HAProxy while it lives on.
+//! Two Estuary nodes share state in Redis; browsers
 //! reach them through HAProxy (TCP mode, WSS passed through, /healthz checks, redispatch),
 //! the core through Kamailio's dispatcher (etc/cluster/), in front of a Kamailio IMS core.
 //! The core calls the demo page (JsSIP, headless Chromium) and sipp echoes its audio. The
@@ -9,6 +11,14 @@
 //! re-INVITEs the browser (ICE restart, its own certificate) and then the core's leg (its own
 //! RTP port). Media flows both ways again (getStats), sipp's dialog took one re-INVITE and no
 //! new INVITE, the page's hang-up reaches sipp as a BYE, and the survivor writes the record.
+//!
+//! Drained (SIGTERM, `admin.drain_timeout_s = 1`): the call outlives the drain, so the node
+//! hands it over to the cluster as it stops (no BYE, its copy marked for any node), leaves
+//! Redis and closes its WebSockets; the browser comes back at the other node as above.
+//! Moved: the operator puts the node in maintenance in HAProxy and cuts its sessions; the
+//! node lives on, keeping the call for its browser (`registrar.reconnect_grace_s`) until the
+//! other node, which the browser reached, asks for it over Redis: it hands the call over and
+//! the other node takes it.
 //!
 //! Needs chromium, haproxy, kamailio, redis-server and sipp (make deps), and
 //! `cargo build -p estuary`.
@@ -27,15 +37,22 @@ use estuary_conformance::sipp::Sipp;
 use serde_json::Value;
 
 const TEST: &str = "a_browser_call_survives_the_node_carrying_it";
+const DRAINED: &str = "a_browser_call_survives_a_drain_of_the_node_carrying_it";
+const MOVED: &str = "a_browser_call_follows_its_browser_moved_to_another_live_node";
 const TWO_TABS: &str = "two_tabs_on_different_nodes_call_each_other_and_the_echo";
 
 async fn node(name: &str, core: SocketAddr, front: SocketAddr, redis: &str, records: &std::path::Path) -> Gateway {
-    estuary_conformance::cluster::node(name, core, front, redis).set("records.dir", &records.to_string_lossy()).start().await
+    estuary_conformance::cluster::node(name, core, front, redis)
+        .set("records.dir", &records.to_string_lossy())
+        .set("registrar.reconnect_grace_s", "30")
+        .set("admin.drain_timeout_s", "1")
+        .start()
+        .await
 }
 
 fn haproxy_config(front: SocketAddr, nodes: &[&Gateway]) -> String {
     let mut cfg = format!(
-        "global\n  maxconn 200\n\
+        "global\n  maxconn 200\n  stats socket {{admin_socket}} level admin\n\
          defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 120s\n  timeout server 120s\n  timeout tunnel 120s\n  retries 2\n  option redispatch\n\
          frontend web\n  bind {front}\n  default_backend nodes\n\
          backend nodes\n  balance leastconn\n  option httpchk GET /healthz\n"
@@ -53,7 +70,7 @@ struct Cluster {
     core: Kamailio,
     dispatcher: Dispatcher,
     nodes: Vec<Gateway>,
-    _haproxy: Haproxy,
+    haproxy: Haproxy,
     /// HAProxy's front: the page's origin, and so its WebSocket's.
     web: SocketAddr,
     records: [std::path::PathBuf; 2],
@@ -72,7 +89,7 @@ impl Cluster {
         let dispatcher = Dispatcher::start_at(test, front, &[nodes[0].ims_addr, nodes[1].ims_addr]);
         let web = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let haproxy = Haproxy::start(test, &haproxy_config(web, &[&nodes[0], &nodes[1]]), &[web]);
-        Cluster { redis, core, dispatcher, nodes, _haproxy: haproxy, web, records }
+        Cluster { redis, core, dispatcher, nodes, haproxy, web, records }
     }
 
     /// Every log a failure needs.
@@ -117,17 +134,42 @@ fn stats(b: &mut Browser) -> Value {
     tokio::task::block_in_place(|| b.page_stats(PAGE)).unwrap_or(Value::Null)
 }
 
+/// How the node carrying the call leaves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Leave {
+    /// SIGKILL.
+    Killed,
+    /// SIGTERM: a drain that runs out (1 s) and hands the call over.
+    Drained,
+    /// Out of HAProxy (maintenance, its sessions cut) while it lives on.
+    Moved,
+}
+
 #[test]
 fn a_browser_call_survives_the_node_carrying_it() {
+    survives(TEST, Leave::Killed);
+}
+
+#[test]
+fn a_browser_call_survives_a_drain_of_the_node_carrying_it() {
+    survives(DRAINED, Leave::Drained);
+}
+
+#[test]
+fn a_browser_call_follows_its_browser_moved_to_another_live_node() {
+    survives(MOVED, Leave::Moved);
+}
+
+fn survives(test: &str, leave: Leave) {
     Browser::require();
     Haproxy::require();
     Redis::require();
     Kamailio::require();
-    if !in_loopback_netns(TEST) {
+    if !in_loopback_netns(test) {
         return;
     }
     estuary_conformance::browser_runtime().block_on(async {
-        let mut c = Cluster::start(TEST).await;
+        let mut c = Cluster::start(test).await;
         let web = c.web;
         let mut b = tokio::task::block_in_place(|| Browser::start_in(Netns::Inherit));
         let state = register_tab_at(web, &mut b, PAGE, "alice", "secret");
@@ -149,49 +191,89 @@ fn a_browser_call_survives_the_node_carrying_it() {
         assert_eq!(state.as_deref(), Ok("confirmed"), "{}\n{}", page_log(&mut b), c.logs());
         let before = media_stats(&mut b).await;
         let (rx, tx) = (since(&[], &streams(&before, "inbound-rtp")).0, since(&[], &streams(&before, "outbound-rtp")).0);
-        assert!(rx >= 100.0 && tx >= 100.0, "media both ways before the kill: {before:#}\n{}", c.logs());
+        assert!(rx >= 100.0 && tx >= 100.0, "media both ways before the node left: {before:#}\n{}", c.logs());
 
-        // Kill the node carrying the call.
+        // The node carrying the call leaves it.
         let carrier = c.nodes.iter().position(|n| n.metric("estuary_calls_active") == Some(1.0)).expect("one node carries the call");
-        let mut dead = c.nodes.remove(carrier);
-        dead.signal("KILL");
-        let killed = Instant::now();
-        assert!(dead.wait_exit(Duration::from_secs(5)).await.is_some());
-        // What Chromium had received once the dead node's last packets were in.
+        let survivor = 1 - carrier;
+        let (carrier_id, survivor_id) = if carrier == 0 { ("node-a", "node-b") } else { ("node-b", "node-a") };
+        let event = Instant::now();
+        match leave {
+            Leave::Killed => {
+                c.nodes[carrier].signal("KILL");
+                assert!(c.nodes[carrier].wait_exit(Duration::from_secs(5)).await.is_some());
+            }
+            Leave::Drained => {
+                c.nodes[carrier].signal("TERM");
+                let status = c.nodes[carrier].wait_exit(Duration::from_secs(10)).await;
+                assert!(status.is_some_and(|s| s.success()), "the drained node exits 0 once its call is handed over: {status:?}\n{}", c.logs());
+                assert!(c.nodes[carrier].log().contains("handing the answered calls over"), "{}", c.nodes[carrier].log_tail(40));
+            }
+            Leave::Moved => {
+                let server = format!("nodes/n{carrier}");
+                let answer = c.haproxy.command(&format!("set server {server} state maint"));
+                assert!(answer.trim().is_empty(), "haproxy: {answer}");
+                c.haproxy.command(&format!("shutdown sessions server {server}"));
+                // The carrier keeps the call (and its media) until the other node asks for it.
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while c.nodes[carrier].metric("estuary_cluster_calls_handed_over_total") != Some(1.0) {
+                    assert!(Instant::now() < deadline, "the live node did not hand the call over\n{}\n{}", page_log(&mut b), c.logs());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let left = event.elapsed();
+        // What Chromium had received once the carrier's last packets were in.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let at_kill = stats(&mut b);
-        let (rx0, tx0) = (streams(&at_kill, "inbound-rtp"), streams(&at_kill, "outbound-rtp"));
+        let at_leave = stats(&mut b);
+        let (rx0, tx0) = (streams(&at_leave, "inbound-rtp"), streams(&at_leave, "outbound-rtp"));
 
         // Media resumes both ways through the survivor: Chromium receives again, and what it
         // receives is sipp's echo of what it sends (energy), so its sending reaches sipp too.
         let mut resumed = None;
-        while killed.elapsed() < Duration::from_secs(20) {
+        while event.elapsed() < Duration::from_secs(25) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let now = stats(&mut b);
             let ((rx, energy), (tx, _)) = (since(&rx0, &streams(&now, "inbound-rtp")), since(&tx0, &streams(&now, "outbound-rtp")));
             if std::env::var("FAILOVER_TRACE").is_ok() {
-                println!("+{:.1}s received {rx} (energy {energy:.3}) sent {tx} since the kill", killed.elapsed().as_secs_f64());
+                println!("+{:.1}s received {rx} (energy {energy:.3}) sent {tx} since the carrier left", event.elapsed().as_secs_f64());
             }
             if rx >= 25.0 && energy > 0.0 && tx >= 25.0 {
-                resumed = Some(killed.elapsed());
+                resumed = Some(event.elapsed());
                 break;
             }
         }
         let resumed = resumed.unwrap_or_else(|| panic!("media did not resume: {:#}\n--- page\n{}\n{}", stats(&mut b), page_log(&mut b), c.logs()));
         if std::env::var("FAILOVER_TRACE").is_ok() {
-            println!("killed at +{:?} before now\n{}\n{}", killed.elapsed(), page_log(&mut b), c.nodes[0].log_tail(60));
+            println!("{}\n{}", page_log(&mut b), c.nodes[survivor].log_tail(60));
         }
-        println!("figures: media both ways again {:.1} s after the kill (25 packets of echoed audio received since)", resumed.as_secs_f64());
-        let survivor = &c.nodes[0];
-        assert_eq!(survivor.metric("estuary_cluster_calls_adopted_total"), Some(1.0));
-        assert_eq!(survivor.metric("estuary_cluster_registrations_adopted_total"), Some(1.0));
-        // One copy of the call in Redis, the survivor's (the dead node's went with the move).
-        let survivor_id = if carrier == 0 { "node-b" } else { "node-a" };
+        let what = match leave {
+            Leave::Killed => "SIGKILL",
+            Leave::Drained => "SIGTERM (drain timeout 1 s)",
+            Leave::Moved => "HAProxy cut the node's sessions",
+        };
+        println!(
+            "figures: {what}: the carrier was out of the call {:.1} s after, media both ways again through the other node {:.1} s after (25 packets of echoed audio)",
+            left.as_secs_f64(),
+            resumed.as_secs_f64()
+        );
+        let s = &c.nodes[survivor];
+        assert_eq!(s.metric("estuary_cluster_calls_adopted_total"), Some(1.0));
+        assert_eq!(s.metric("estuary_cluster_registrations_adopted_total"), Some(1.0));
+        if leave == Leave::Moved {
+            assert_eq!(c.nodes[carrier].metric("estuary_calls_active"), Some(0.0), "the live node let the call go");
+            assert_eq!(c.nodes[carrier].metric("estuary_registrations_active"), Some(0.0), "and the registration with it");
+        }
+        // One copy of the call in Redis, the survivor's (the carrier's went with the move).
         let copies = || c.redis.cli(&["--scan", "--pattern", "estuary:*:call:*"]);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !(copies().trim().lines().count() == 1 && copies().contains(survivor_id)) {
             assert!(Instant::now() < deadline, "one copy, the survivor's: {}", copies());
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if leave == Leave::Drained {
+            let presence = c.redis.cli(&["EXISTS", &format!("estuary:node:{carrier_id}")]);
+            assert_eq!(presence.trim(), "0", "a stopped node is out of the cluster at once");
         }
 
         // The page hangs up through the survivor; sipp's dialog saw one re-INVITE, no new call.
@@ -201,9 +283,13 @@ fn a_browser_call_survives_the_node_carrying_it() {
         assert_eq!(run.received_requests("BYE").len(), 1, "{}", run.describe());
         let reinvites = run.received_requests("INVITE");
         assert_eq!(reinvites.len(), 1, "one re-INVITE: {}", run.describe());
-        let survivor_records = if carrier == 0 { &c.records[1] } else { &c.records[0] };
-        let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(survivor_records, 1)).remove(0);
+        let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&c.records[survivor], 1)).remove(0);
         assert_eq!(r["reason"].as_str(), Some("bye_from_web"), "the survivor writes the record: {r}");
+        if leave != Leave::Killed {
+            let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&c.records[carrier], 1)).remove(0);
+            assert_eq!(r["reason"].as_str(), Some("handed_over"), "the carrier's record says where its part ended: {r}");
+            assert_eq!(r["icid"], tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&c.records[survivor], 1)).remove(0)["icid"], "one ICID across both");
+        }
         assert!(copies().trim().is_empty(), "the call's copy goes with its end: {}", copies());
     });
 }

@@ -709,6 +709,7 @@ pub fn b2bua(data: &[u8]) {
                     | Output::RegistrationRemoved { .. }
                     | Output::CallShared(_)
                     | Output::CallUnshared { .. }
+                    | Output::HandOverWanted { .. }
                     | Output::StateQuery { .. }
                     | Output::CallAdopted { .. }
                     | Output::Close { .. } => {}

@@ -13,7 +13,11 @@
 //! A browser whose registration this node took over may have had calls on its old node.
 //! Those are asked for next ([`StateQuery::CallsOf`]) and taken over once that node is
 //! known to be gone: while its presence has not yet run out, the question is asked again
-//! every [`CALLS_RETRY`].
+//! every [`CALLS_RETRY`], and the nodes are asked to hand them over
+//! ([`Output::HandOverWanted`](crate::Output::HandOverWanted)): a node that still carries
+//! them while the registration is shown held elsewhere hands them over (their browser left
+//! it, even if its connection there looks open), and they are taken over at the next
+//! question. A node that stops after a drain hands its calls over too.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,7 +70,8 @@ pub enum StateAnswer {
 pub enum Holder {
     /// This node's name (it restarted since; the connection went with the old process).
     Here,
-    /// A node that no longer announces itself: its connections died with it.
+    /// No node carries it: the one that did no longer announces itself (its connections
+    /// died with it), or handed it over (`SharedCall::handed_over`).
     Gone,
     /// A live node, at the address it receives the core's requests on.
     Node(SocketAddr),
@@ -80,6 +85,9 @@ pub enum Waiting {
     /// The calls of a registration taken over for the browser on `conn`; `attempt` counts
     /// the questions asked.
     Calls { conn: ConnId, attempt: u32 },
+    /// Another node asked for the calls of this node's registration (the question is whose
+    /// it is now).
+    HandOver,
 }
 
 /// A question and what waits for its answer.

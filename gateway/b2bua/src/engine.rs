@@ -221,6 +221,8 @@ impl B2bua {
                     self.resume(now, held, Some(answer));
                 }
             }
+            Input::HandOverWanted { token } => self.hand_over_wanted(now, token),
+            Input::HandOver => self.hand_over_all(now),
             Input::Shutdown => {
                 let calls: Vec<CallId> = self.calls.keys().copied().collect();
                 if !calls.is_empty() {
@@ -863,6 +865,7 @@ impl B2bua {
                     expires_at: None,
                     service_route: Vec::new(),
                     last_register: None,
+                    adopted: false,
                 })
             }
         };
@@ -965,6 +968,7 @@ impl B2bua {
                         tracing::info!(aor = %b.aor, expires = e, "registered");
                     }
                     self.share_registration(id, e);
+                    self.adoption_accepted(now, id);
                 }
                 // Not listed (or expires=0): the binding is gone at the registrar.
                 _ => {
@@ -1334,8 +1338,15 @@ impl B2bua {
         if !self.cfg.share_state {
             return;
         }
-        let Some(c) = self.calls.get(&id) else { return };
-        let shared = SharedCall {
+        if let Some(shared) = self.shared_call(id) {
+            self.outputs.push_back(Output::CallShared(Box::new(shared)));
+        }
+    }
+
+    /// Call `id` as the cluster's shared state keeps it.
+    fn shared_call(&self, id: CallId) -> Option<SharedCall> {
+        let c = self.calls.get(&id)?;
+        Some(SharedCall {
             call: id.0,
             legs: [c.a.clone(), c.b.clone()],
             ports: c.ports.clone(),
@@ -1343,8 +1354,8 @@ impl B2bua {
             binding: c.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone()),
             ims_sdp: c.sdp.ims_remote_without_keys(),
             rx_session: None,
-        };
-        self.outputs.push_back(Output::CallShared(Box::new(shared)));
+            handed_over: false,
+        })
     }
 
     /// The policy function's word on a call (see [`PolicyDecision`]).
@@ -1927,6 +1938,7 @@ impl B2bua {
         let Some(call) = self.calls.remove(&id) else { return };
         self.call_timers.set(&(id, CallTimer::Guard), None);
         self.call_timers.set(&(id, CallTimer::SessionExpires), None);
+        self.call_timers.set(&(id, CallTimer::Reconnect), None);
         if call.media_version > 0 {
             self.outputs.push_back(Output::MediaEnd { call: id.0 });
         }
@@ -1948,7 +1960,8 @@ impl B2bua {
             video_dropped: call.sdp.video_dropped(),
         };
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
-        if self.cfg.share_state && summary.answered.is_some() {
+        // A call handed over stays shared: its copy is the next node's to take.
+        if self.cfg.share_state && summary.answered.is_some() && reason != EndReason::HandedOver {
             let binding = call.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone());
             self.outputs.push_back(Output::CallUnshared { call: id.0, dialogs: [call.a.call_id.clone(), call.b.call_id.clone()], binding });
         }

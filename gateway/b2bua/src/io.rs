@@ -97,6 +97,17 @@ pub enum Input<'a> {
     /// The cluster's shared state answered the engine's [`Output::StateQuery`] number `query`
     /// (see [`crate::cluster`]).
     StateAnswer { query: u64, answer: crate::cluster::StateAnswer },
+    /// Another node of the cluster took over the registration with this binding token (its
+    /// browser came back there) and asks for its calls ([`Output::HandOverWanted`]). Once the
+    /// shared state confirms that a live node other than this one holds it, its answered
+    /// calls are handed over and the binding forgotten here.
+    HandOverWanted { token: &'a str },
+    /// The process is stopping after a drain that ran out, and another node of the cluster
+    /// is up: answered calls are handed over rather than ended (their last copy shared and
+    /// marked for any node to take, their media stopped, no BYE); their browsers reconnect
+    /// to another node, which takes them over. What is not answered is left for
+    /// [`Input::Shutdown`].
+    HandOver,
 }
 
 /// A registration as a cluster shares it (`B2buaConfig::share_state`): what another
@@ -144,6 +155,9 @@ pub struct SharedCall {
     /// engine leaves it empty and carries it through a take-over
     /// ([`Output::CallAdopted`]).
     pub rx_session: Option<String>,
+    /// The last copy of a call this node handed over ([`Input::HandOver`],
+    /// [`Input::HandOverWanted`]): any node may take it, though this node is alive.
+    pub handed_over: bool,
 }
 
 /// A browser connection's signalling path, for the policy function (Rx AF_SIGNALLING,
@@ -259,6 +273,10 @@ pub enum Output {
     /// A message names a registration this node does not hold: look it up in the cluster's
     /// shared state and answer with [`Input::StateAnswer`] (see [`crate::cluster`]).
     StateQuery { query: u64, ask: crate::cluster::StateQuery },
+    /// This node took over the registration with this binding token while another node still
+    /// carries calls of it (or still announces itself): ask the cluster's nodes to hand them
+    /// over (each answers with its own [`Input::HandOverWanted`]).
+    HandOverWanted { token: String },
 }
 
 /// What the signalling engine knows of a finished call, for its record (the driver adds the
@@ -328,6 +346,9 @@ pub enum EndReason {
     /// A call taken over from a node that died could not get its media back: a leg refused
     /// the re-INVITE that moves it here (its status).
     ReanchorFailed(u16),
+    /// The call goes on at another node of the cluster, which took it over from this one
+    /// ([`Input::HandOver`], [`Input::HandOverWanted`]): this node's record covers its part.
+    HandedOver,
 }
 
 impl EndReason {
@@ -351,6 +372,7 @@ impl EndReason {
             EndReason::OutOfCredit => "out_of_credit",
             EndReason::Shutdown => "gateway_shutdown",
             EndReason::ReanchorFailed(_) => "reanchor_failed",
+            EndReason::HandedOver => "handed_over",
         }
     }
 

@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     next_hop_down: u64,
     adopted_registrations: u64,
     adopted_calls: u64,
+    handed_over: u64,
     proxied_to_node: u64,
 }
 
@@ -67,6 +68,11 @@ impl Counters {
     /// A call another node answered was taken over from the cluster's shared state.
     pub(crate) fn adopted_call(&mut self) {
         self.adopted_calls += 1;
+    }
+
+    /// An answered call was handed over to another node of the cluster.
+    pub(crate) fn handed_over(&mut self) {
+        self.handed_over += 1;
     }
 
     /// A request from the core was proxied to the node holding its browser.
@@ -117,6 +123,13 @@ impl Counters {
             kind: MetricKind::Counter,
             labels: Vec::new(),
             value: self.adopted_calls,
+        });
+        out.push(Sample {
+            name: "estuary_cluster_calls_handed_over_total",
+            help: "Answered calls this node handed over to another node of the cluster (their browser came back there, or a drain ran out)",
+            kind: MetricKind::Counter,
+            labels: Vec::new(),
+            value: self.handed_over,
         });
         out.push(Sample {
             name: "estuary_cluster_proxied_total",

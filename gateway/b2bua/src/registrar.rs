@@ -65,6 +65,10 @@ pub struct Binding {
     pub service_route: Vec<String>,
     /// The last REGISTER sent toward IMS, for a deregistration on connection loss.
     pub last_register: Option<Request>,
+    /// Taken over from the cluster's shared state and not yet refreshed at the core: the
+    /// calls its browser had elsewhere are asked for once the core accepts the refresh (the
+    /// core authenticates the browser; a REGISTER naming a known Call-ID is not enough).
+    pub adopted: bool,
 }
 
 impl Binding {
@@ -269,6 +273,7 @@ mod tests {
             expires_at: None,
             service_route: Vec::new(),
             last_register: None,
+            adopted: false,
         }
     }
 

@@ -140,7 +140,8 @@ impl Harness {
                 | Output::RegistrationRemoved { .. }
                 | Output::CallShared(_)
                 | Output::CallAdopted { .. }
-                | Output::CallUnshared { .. } => self.shared.push(o),
+                | Output::CallUnshared { .. }
+                | Output::HandOverWanted { .. } => self.shared.push(o),
                 Output::StateQuery { query, ask } => {
                     self.asked.push(ask.clone());
                     if let Some(state) = &self.state {
@@ -1872,6 +1873,18 @@ fn shared_registration(h: &Harness) -> SharedRegistration {
         .expect("a registration shared")
 }
 
+/// The core accepts the REGISTER the gateway sent it in `out`; what the gateway sends then.
+fn accept_register(h: &mut Harness, out: &[Sent]) -> Vec<Sent> {
+    let reg = out.iter().find(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "REGISTER")).expect("a REGISTER to the core");
+    let contact = req(reg).headers.get("Contact").unwrap().to_owned();
+    h.ims(&response(reg, 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:scscf.ims.test;lr>")]))
+}
+
+/// The token of the registration the harness holds (as last shared).
+fn registration_token(h: &Harness) -> String {
+    shared_registration(h).token
+}
+
 fn dialog_query() -> StateQuery {
     StateQuery::RegisterDialog { web_call_id: "9ulsqbbhl9hd3hpbm1jf".into() }
 }
@@ -1904,13 +1917,13 @@ fn a_browser_reconnecting_here_goes_on_with_the_registration_another_node_made()
     assert!(contact.contains(FRONT), "{contact}");
     assert!(reg.headers.get("From").unwrap().contains("tag=tokfromb"));
     assert_eq!(metric(&h, "estuary_cluster_registrations_adopted_total"), 1);
+    assert_eq!(h.asked, [dialog_query()], "its calls wait for the core to accept the refresh");
     let ok = response(only_ims(&out), 200, "OK", &[("Contact", &contact), ("Service-Route", "<sip:scscf.ims.test;lr>")]);
     let out = h.ims(&ok);
     assert_eq!(status(only_web(&out)), 200);
-    match h.shared.last() {
-        Some(Output::RegistrationShared(r)) => assert_eq!((r.token.as_str(), r.web_call_id.as_str()), ("tokfromb", "9ulsqbbhl9hd3hpbm1jf")),
-        other => panic!("shared again, now as this node's: {other:?}"),
-    }
+    let r = shared_registration(&h);
+    assert_eq!((r.token.as_str(), r.web_call_id.as_str()), ("tokfromb", "9ulsqbbhl9hd3hpbm1jf"), "shared again, now as this node's");
+    assert_eq!(h.shared.last(), Some(&Output::HandOverWanted { token: "tokfromb".into() }), "and the nodes asked for its calls");
     // The core's requests for it reach the browser here.
     let out = h.ims(&ims_invite("tokfromb", "z9hG4bKadopt1", SDP));
     assert_eq!(to_web(&out).len(), 1, "{out:#?}");
@@ -2049,6 +2062,8 @@ fn a_browser_back_after_its_node_died_gets_its_call_and_media_moved_here_by_two_
         (StateQuery::CallsOf { token }, StateAnswer::Calls(vec![(taken, Holder::Gone)])),
     ]);
     let out = b.web(&REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 3 REGISTER"));
+    assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 0, "not before the core accepts the refresh");
+    let out = accept_register(&mut b, &out);
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
     assert!(
         b.shared.iter().any(|o| matches!(o, Output::CallAdopted { rx_session: Some(s), .. } if s == "pcrf-session;node-a;7")),
@@ -2119,11 +2134,14 @@ fn calls_whose_node_still_shows_as_alive_are_asked_for_again_until_it_is_gone() 
         (calls_of.clone(), StateAnswer::Calls(vec![(*call.clone(), Holder::Node(node_a))])),
     ]);
     let out = b.web(REGISTER);
+    let out = accept_register(&mut b, &out);
     assert!(to_web(&out).iter().all(|s| !matches!(&s.msg, Message::Request(_))), "no re-INVITE yet: {out:#?}");
     assert_eq!(b.asked.iter().filter(|q| **q == calls_of).count(), 1);
-    // Asked again every 500 ms while node A shows as alive.
+    let hand_over = Output::HandOverWanted { token: registration_token(&b) };
+    // Asked again every 500 ms while node A shows as alive, and node A asked to hand it over.
     b.advance_to(Duration::from_millis(1100));
     assert_eq!(b.asked.iter().filter(|q| **q == calls_of).count(), 3);
+    assert_eq!(b.shared.iter().filter(|o| **o == hand_over).count(), 1 + 3, "once at the refresh, then with each answer");
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 0);
     // Node A's presence runs out: the next answer brings the call here.
     b.state.as_mut().unwrap()[1].1 = StateAnswer::Calls(vec![(*call, Holder::Gone)]);
@@ -2247,4 +2265,98 @@ fn the_shared_copy_of_a_call_follows_its_cseqs() {
         })
         .unwrap();
     assert_eq!(after.legs[1].local_cseq, before.legs[1].local_cseq + 1, "the IMS leg's CSeq as sent");
+}
+
+// ----- handing calls over to another node -------------------------------------------------
+
+/// Node A, sharing state, with alice registered and her call to bob answered.
+fn node_a_with_a_call() -> (Harness, Sent, String) {
+    let mut a = Harness::with(B2buaConfig { share_state: true, on_ws_close: estuary_b2bua::OnWsClose::Keep, reconnect_grace: Duration::from_secs(30), ..B2buaConfig::default() });
+    let (inv, _) = answered_call(&mut a);
+    let token = registration_token(&a);
+    a.shared.clear();
+    a.asked.clear();
+    (a, inv, token)
+}
+
+#[test]
+fn a_node_whose_browser_came_back_at_another_node_hands_its_call_over_without_a_bye() {
+    let (mut a, inv, token) = node_a_with_a_call();
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    let owner = StateQuery::Token { token: token.clone() };
+    // Node B's REGISTER refresh is not in yet: the registration is still A's.
+    a.state = Some(vec![(owner.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Here })]);
+    let out = a.input(Input::HandOverWanted { token: &token });
+    assert_eq!(a.asked, [owner.clone()], "whose the registration is, asked first");
+    assert!(out.is_empty() && a.gw.active_calls() == 1, "still here: {out:#?}");
+    // A token this node does not hold is not asked about.
+    a.input(Input::HandOverWanted { token: "someoneelse" });
+    assert_eq!(a.asked.len(), 1);
+
+    // Node B holds it now: the call goes, the browser's old connection still open.
+    a.state = Some(vec![(owner.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
+    let out = a.input(Input::HandOverWanted { token: &token });
+    assert!(out.is_empty(), "no BYE on either leg, nothing at all sent: {out:#?}");
+    assert_eq!(a.gw.active_calls(), 0);
+    assert_eq!(a.ended().reason, EndReason::HandedOver);
+    assert!(matches!(a.media.last(), Some(Output::MediaEnd { .. })), "its media stops here");
+    let copies: Vec<&SharedCall> = a.shared.iter().filter_map(|o| if let Output::CallShared(c) = o { Some(&**c) } else { None }).collect();
+    assert_eq!(copies.len(), 1, "{:?}", a.shared);
+    assert!(copies[0].handed_over, "the last copy is marked for any node to take");
+    assert_eq!(copies[0].legs[1].call_id, req(&inv).headers.call_id().unwrap());
+    assert!(a.shared.iter().all(|o| !matches!(o, Output::CallUnshared { .. } | Output::RegistrationRemoved { .. })), "the copies stay: {:?}", a.shared);
+    assert_eq!(metric(&a, "estuary_cluster_calls_handed_over_total"), 1);
+
+    // The binding went with the browser: the core's next request for it that reaches this
+    // node is proxied to node B.
+    let out = a.ims(&ims_invite(&token, "z9hG4bKafter", SDP));
+    assert!(out.iter().any(|s| s.flow == Flow::Ims { transport: Transport::Udp, remote: node_b }), "{out:#?}");
+    // A second question for the same token finds nothing left to hand over.
+    let asked = a.asked.len();
+    a.input(Input::HandOverWanted { token: &token });
+    assert_eq!(a.asked.len(), asked);
+}
+
+#[test]
+fn a_binding_whose_browser_left_is_looked_up_before_the_core_gets_480() {
+    let (mut a, _inv, token) = node_a_with_a_call();
+    a.input(Input::ConnectionClosed { conn: CONN });
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    let owner = StateQuery::Token { token: token.clone() };
+    // Still this node's registration: 480 as before.
+    a.state = Some(vec![(owner.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Here })]);
+    let out = a.ims(&ims_invite(&token, "z9hG4bKleft1", SDP).replace("imscall1", "imscall7"));
+    assert_eq!(a.asked.last(), Some(&owner));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 480]);
+    // Unknown to the shared state (Redis away): 480 too, never 404 for a binding held here.
+    a.state = Some(Vec::new());
+    let out = a.ims(&ims_invite(&token, "z9hG4bKleft2", SDP).replace("imscall1", "imscall8"));
+    assert_eq!(out.iter().map(status).collect::<Vec<_>>(), [100, 480]);
+    // The browser is at node B: proxied there.
+    a.state = Some(vec![(owner, StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Node(node_b) })]);
+    let out = a.ims(&ims_invite(&token, "z9hG4bKleft3", SDP).replace("imscall1", "imscall9"));
+    assert!(out.iter().any(|s| s.flow == Flow::Ims { transport: Transport::Udp, remote: node_b }), "{out:#?}");
+}
+
+#[test]
+fn a_drain_that_runs_out_hands_the_answered_calls_over_and_leaves_the_rest_to_shutdown() {
+    let (mut a, _inv, _token) = node_a_with_a_call();
+    // A second call, still ringing.
+    let out = a.web(&invite_from_web("z9hG4bKinv2").replace("webcall1", "webcall2"));
+    let ringing = out.into_iter().find(|s| matches!(s.flow, Flow::Ims { .. })).unwrap();
+    a.ims(&response(&ringing, 180, "Ringing", &[]));
+    assert_eq!(a.gw.active_calls(), 2);
+    let out = a.input(Input::HandOver);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(a.gw.active_calls(), 1, "the ringing call is not handed over");
+    assert_eq!(metric(&a, "estuary_cluster_calls_handed_over_total"), 1);
+    assert!(a.shared.iter().any(|o| matches!(o, Output::CallShared(c) if c.handed_over)));
+    let out = a.input(Input::Shutdown);
+    assert!(to_ims(&out).iter().any(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "CANCEL")), "{out:#?}");
+
+    // Without a cluster nothing is handed over: the shutdown ends the call.
+    let mut alone = Harness::new();
+    answered_call(&mut alone);
+    alone.input(Input::HandOver);
+    assert_eq!(alone.gw.active_calls(), 1);
 }

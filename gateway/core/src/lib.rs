@@ -140,6 +140,9 @@ pub enum Output {
     CallShared(Box<estuary_b2bua::SharedCall>),
     /// Remove it (the call ended).
     CallUnshared { call: u64, dialogs: [String; 2], binding: Option<String> },
+    /// Ask the cluster's nodes to hand over the calls of this registration (see
+    /// `estuary_b2bua::Output::HandOverWanted`).
+    HandOverWanted { token: String },
 }
 
 /// The Release-Cause a media failure ends its call with (TS 24.229 §7.2A.18): silence is an
@@ -292,9 +295,14 @@ impl<P: MediaPlane> Core<P> {
                 Some(S::RegistrationRemoved { token, web_call_id }) => return Some(Output::RegistrationRemoved { token, web_call_id }),
                 Some(S::StateQuery { query, ask }) => return Some(Output::StateQuery { query, ask }),
                 Some(S::CallShared(mut c)) => {
-                    c.rx_session = self.policy.as_ref().and_then(|p| p.session_id(c.call)).map(str::to_owned);
+                    // A call handed over ends here next, and its Rx session with it: the next
+                    // node opens its own.
+                    if !c.handed_over {
+                        c.rx_session = self.policy.as_ref().and_then(|p| p.session_id(c.call)).map(str::to_owned);
+                    }
                     return Some(Output::CallShared(c));
                 }
+                Some(S::HandOverWanted { token }) => return Some(Output::HandOverWanted { token }),
                 Some(S::CallAdopted { rx_session: Some(session), .. }) => self.release_foreign_rx(self.now, session),
                 Some(S::CallAdopted { rx_session: None, .. }) => {}
                 Some(S::CallUnshared { call, dialogs, binding }) => return Some(Output::CallUnshared { call, dialogs, binding }),

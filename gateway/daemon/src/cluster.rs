@@ -7,7 +7,11 @@
 //!   either Call-ID under `estuary:calldialog:<Call-ID>`, and listed in the set
 //!   `estuary:regcalls:<token>` of its browser's registration.
 //! - `estuary:node:<node_id>`: the node's presence and the address it takes the core's
-//!   requests on, refreshed every 500 ms with a 2 s TTL: a node that dies drops out of it.
+//!   requests on, refreshed every 500 ms with a 2 s TTL: a node that dies drops out of it,
+//!   and one that stops removes it.
+//! - Channel `estuary:handover`: a node that took over a browser's registration publishes
+//!   its token there; the node that carried its calls hands them over (their copies then
+//!   say `"handed_over":true`, which any node may take while their old node lives on).
 //!
 //! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
 //! queue drops the write (counted). While Redis is unreachable, writes are kept (bounded) and
@@ -46,6 +50,10 @@ const PRESENCE_EVERY: Duration = Duration::from_millis(500);
 const PRESENCE_TTL_S: u64 = 2;
 /// Questions waiting for Redis at most; beyond, they are answered "unknown" at once.
 const QUERIES: usize = 1024;
+/// Where nodes ask each other to hand calls over (the message: a registration's token).
+const HAND_OVER_CHANNEL: &str = "estuary:handover";
+/// How long a stopping node waits for its last writes to reach Redis.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Deletes the keys when the first one is still this node's (its JSON `node` is ARGV[1]): a
 /// registration another node adopted since is not this node's to remove.
@@ -85,6 +93,10 @@ enum Write {
     Unlist { set: String, member: String },
     Delete { key: String },
     DeleteIfOwned { keys: Vec<String> },
+    /// PUBLISH `message` on `channel` (never replayed late: a late question is stale).
+    Publish { channel: &'static str, message: String },
+    /// Not a write: answered once everything queued before it was tried.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Default)]
@@ -129,6 +141,17 @@ impl Source {
             Source::Sentinel(s) => s.lock().await.get_async_connection().await,
         }
     }
+
+    /// A connection for SUBSCRIBE (RESP2 takes one of its own).
+    async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        match self {
+            Source::Server(c) => c.get_async_pubsub().await,
+            Source::Sentinel(s) => {
+                let client = s.lock().await.async_get_client().await?;
+                client.get_async_pubsub().await
+            }
+        }
+    }
 }
 
 /// The engine's handle on the shared state.
@@ -138,6 +161,8 @@ pub struct SharedState {
     queries: mpsc::Sender<(u64, StateQuery)>,
     events: mpsc::Sender<Event>,
     counters: Arc<Counters>,
+    source: Source,
+    announcer: tokio::task::AbortHandle,
 }
 
 impl SharedState {
@@ -150,9 +175,47 @@ impl SharedState {
         let (queries, questions) = mpsc::channel(QUERIES);
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer(client.clone(), node_id.to_owned(), rx, counters.clone()));
-        tokio::spawn(reader(client, node_id.to_owned(), questions, events.clone()));
-        tokio::spawn(announce(queue.clone(), node_id.to_owned(), sip));
-        Ok(SharedState { node_id: node_id.to_owned(), queue, queries, events, counters })
+        tokio::spawn(reader(client.clone(), node_id.to_owned(), questions, events.clone()));
+        tokio::spawn(listen(client.clone(), events.clone()));
+        let announcer = tokio::spawn(announce(queue.clone(), node_id.to_owned(), sip)).abort_handle();
+        Ok(SharedState { node_id: node_id.to_owned(), queue, queries, events, counters, source: client, announcer })
+    }
+
+    /// Asks the cluster's nodes to hand over the calls of registration `token`.
+    pub fn want_hand_over(&self, token: &str) {
+        self.enqueue(Write::Publish { channel: HAND_OVER_CHANNEL, message: token.to_owned() });
+    }
+
+    /// Whether another node announces itself now (a stopping node hands its calls over only
+    /// then); `false` when Redis does not answer.
+    pub async fn others_alive(&self) -> bool {
+        let own = presence_key(&self.node_id);
+        let scan = async {
+            let mut con = self.source.connect().await?;
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(presence_key("*")).arg("COUNT").arg(100).query_async(&mut con).await?;
+                if keys.iter().any(|k| *k != own) {
+                    return Ok(true);
+                }
+                if next == 0 {
+                    return Ok::<bool, redis::RedisError>(false);
+                }
+                cursor = next;
+            }
+        };
+        matches!(tokio::time::timeout(LEAVE_TIMEOUT, scan).await, Ok(Ok(true)))
+    }
+
+    /// The node stops: it no longer announces itself, its presence is removed, and the
+    /// writes queued so far get their chance to reach Redis (within [`LEAVE_TIMEOUT`]).
+    pub async fn leave(&self) {
+        self.announcer.abort();
+        self.enqueue(Write::Delete { key: presence_key(&self.node_id) });
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        if self.queue.send(Write::Flush(done)).await.is_ok() && tokio::time::timeout(LEAVE_TIMEOUT, flushed).await.is_err() {
+            warn!("cluster Redis: this node's last writes did not all go through before it stopped");
+        }
     }
 
     /// Asks the shared state `ask` for the engine's held request `query`; the answer comes
@@ -294,7 +357,7 @@ fn call_json(c: &SharedCall) -> String {
     };
     let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
     format!(
-        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{},\"rx_session\":{}}}",
+        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{},\"rx_session\":{},\"handed_over\":{}}}",
         c.call,
         leg(&c.legs[0]),
         leg(&c.legs[1]),
@@ -302,7 +365,8 @@ fn call_json(c: &SharedCall) -> String {
         c.icid.as_deref().map_or("null".to_owned(), string),
         c.binding.as_deref().map_or("null".to_owned(), string),
         c.ims_sdp.as_deref().map_or("null".to_owned(), string),
-        c.rx_session.as_deref().map_or("null".to_owned(), string)
+        c.rx_session.as_deref().map_or("null".to_owned(), string),
+        c.handed_over
     )
 }
 
@@ -348,6 +412,10 @@ async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, 
     let mut warned = false;
     let mut backlog: std::collections::VecDeque<Write> = std::collections::VecDeque::new();
     while let Some(write) = rx.recv().await {
+        if let Write::Flush(done) = write {
+            let _ = done.send(());
+            continue;
+        }
         if link.get(false).await.is_some() && warned {
             info!(backlog = backlog.len(), "cluster Redis reachable again; replaying the writes kept meanwhile");
             warned = false;
@@ -383,8 +451,9 @@ async fn writer(client: Source, node_id: String, mut rx: mpsc::Receiver<Write>, 
             warn!("cluster Redis unreachable: this node's writes are kept and replayed when it is back");
             warned = true;
         }
-        // Kept for later, but the node's presence: a late one would lie.
-        if matches!(write, Write::Announce { .. }) {
+        // Kept for later, but the node's presence and questions to the nodes: late, they
+        // would lie.
+        if matches!(write, Write::Announce { .. } | Write::Publish { .. }) {
             counters.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         }
@@ -428,6 +497,10 @@ fn command(write: &Write, node_id: &str) -> redis::Pipeline {
         Write::DeleteIfOwned { keys } => {
             pipe.cmd("EVAL").arg(DELETE_IF_OWNED).arg(keys.len()).arg(keys).arg(node_id).ignore();
         }
+        Write::Publish { channel, message } => {
+            pipe.cmd("PUBLISH").arg(*channel).arg(message).ignore();
+        }
+        Write::Flush(_) => {}
     }
     pipe
 }
@@ -443,6 +516,35 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
         if queue.send(put).await.is_err() {
             return; // The writer is gone: the process is stopping.
         }
+    }
+}
+
+/// Hears the nodes' hand-over questions (see [`HAND_OVER_CHANNEL`]) and passes them to the
+/// engine; subscribes again after Redis goes away. A question lost meanwhile is asked again
+/// (the asking node repeats it while the calls stay where they are).
+async fn listen(source: Source, events: mpsc::Sender<Event>) {
+    use futures_util::StreamExt;
+    loop {
+        let subscribed = async {
+            let mut pubsub = source.pubsub().await?;
+            pubsub.subscribe(HAND_OVER_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, subscribed).await {
+            Ok(Ok(pubsub)) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(token) = msg.get_payload::<String>() else { continue };
+                    if events.send(Event::HandOverWanted { token }).await.is_err() {
+                        return; // The engine is gone: the process is stopping.
+                    }
+                }
+                tracing::debug!("cluster Redis subscription ended; subscribing again");
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "cluster Redis subscription failed"),
+            Err(_) => tracing::debug!("cluster Redis subscription timed out"),
+        }
+        tokio::time::sleep(RECONNECT).await;
     }
 }
 
@@ -490,7 +592,7 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
             // estuary:<node>:call:<id>
             let node = key.split(':').nth(1).unwrap_or_default().to_owned();
             let Some(call) = json.as_deref().and_then(parse_call) else { return Ok(StateAnswer::Unknown) };
-            let holder = holder(con, node_id, &node).await?;
+            let holder = if call.handed_over { Holder::Gone } else { holder(con, node_id, &node).await? };
             return Ok(StateAnswer::Call { call: Box::new(call), holder });
         }
         StateQuery::CallsOf { token } => {
@@ -512,7 +614,8 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
                 }
                 // estuary:<node>:call:<id>
                 let node = key.split(':').nth(1).unwrap_or_default().to_owned();
-                calls.push((call, holder(con, node_id, &node).await?));
+                let holder = if call.handed_over { Holder::Gone } else { holder(con, node_id, &node).await? };
+                calls.push((call, holder));
             }
             return Ok(StateAnswer::Calls(calls));
         }
@@ -596,6 +699,7 @@ fn parse_call(json: &str) -> Option<SharedCall> {
         binding: v.get("binding").and_then(serde_json::Value::as_str).map(str::to_owned),
         ims_sdp: v.get("ims_sdp").and_then(serde_json::Value::as_str).map(str::to_owned),
         rx_session: v.get("rx_session").and_then(serde_json::Value::as_str).map(str::to_owned),
+        handed_over: v.get("handed_over").and_then(serde_json::Value::as_bool).unwrap_or(false),
     })
 }
 
@@ -667,8 +771,11 @@ mod tests {
             binding: Some("tok1".into()),
             ims_sdp: Some("v=0\r\nm=audio 4000 RTP/AVP 0\r\n".into()),
             rx_session: Some("pcscf.ims.test;1;2".into()),
+            handed_over: false,
         };
-        assert_eq!(parse_call(&call_json(&call)), Some(call));
+        assert_eq!(parse_call(&call_json(&call)), Some(call.clone()));
+        let handed = SharedCall { handed_over: true, ..call };
+        assert_eq!(parse_call(&call_json(&handed)), Some(handed));
         assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);
     }
 }

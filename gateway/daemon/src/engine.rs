@@ -322,6 +322,8 @@ impl<M: Machine> Engine<M> {
             Event::Reconfigure(cfg) => self.machine.reconfigure(*cfg),
             Event::NextHops(targets) => self.machine.set_next_hops(targets),
             Event::StateAnswer { query, answer } => self.feed(Input::StateAnswer { query, answer }),
+            Event::HandOverWanted { token } => self.feed(Input::HandOverWanted { token: &token }),
+            Event::HandOver => self.feed(Input::HandOver),
             Event::RxPeers(peers) => {
                 let Some(plan) = self.diameter.plan(&peers) else {
                     warn!("rx.peers reloaded, but Rx is off: nothing to change");
@@ -475,6 +477,11 @@ impl<M: Machine> Engine<M> {
             Output::CallUnshared { call, dialogs, binding } => {
                 if let Some(c) = &self.ctx.cluster {
                     c.remove_call(call, &dialogs, binding.as_deref());
+                }
+            }
+            Output::HandOverWanted { token } => {
+                if let Some(c) = &self.ctx.cluster {
+                    c.want_hand_over(&token);
                 }
             }
             Output::Transmit {

@@ -54,6 +54,10 @@ pub enum Event {
     EndCalls,
     /// The IMS next hop's targets, looked up again in DNS.
     NextHops(Vec<estuary_b2bua::next_hops::HopTarget>),
+    /// Another node asks for the calls of registration `token` (see `cluster`).
+    HandOverWanted { token: String },
+    /// A drain ran out and another node is up: hand the answered calls over.
+    HandOver,
     /// The cluster's shared state answered the engine's question `query` (see `cluster`).
     StateAnswer { query: u64, answer: estuary_b2bua::StateAnswer },
     /// A reloaded `rx.peers` (SIGHUP).

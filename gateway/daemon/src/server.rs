@@ -250,6 +250,11 @@ pub async fn run(cfg: Config, source: crate::reload::Source, log_level: Option<c
     }
     info!("shutting down");
     end_calls(&ctx).await;
+    // Out of the cluster before the browsers' connections close: they reconnect to other
+    // nodes, which must not take this one for alive, and must find its last writes.
+    if let Some(cluster) = &ctx.cluster {
+        cluster.leave().await;
+    }
     let _ = shutdown_tx.send(true);
     // Connection tasks send their close frames; wait for them to finish, within reason.
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -351,8 +356,10 @@ async fn wait_for_stop(ctx: &Ctx) -> Stop {
 }
 
 /// Drains: the engine refuses new calls and probes, /healthz says "draining", and the calls
-/// in progress go on until none is left, `limit` passes, or SIGINT comes. What remains is
-/// ended by the shutdown that follows.
+/// in progress go on until none is left, `limit` passes, or SIGINT comes. When `limit`
+/// passes in a cluster with another node up, the answered calls are handed over to it (their
+/// browsers reconnect there as the connections here close); what remains is ended by the
+/// shutdown that follows.
 async fn drain(ctx: &Ctx, limit: Duration) {
     ctx.set_draining();
     let _ = ctx.events.send(Event::Drain).await;
@@ -375,7 +382,16 @@ async fn drain(ctx: &Ctx, limit: Duration) {
     };
     tokio::select! {
         () = settled => info!("drained: no call left"),
-        () = tokio::time::sleep(limit) => warn!(left = active_calls(ctx).await, "drain timeout: ending the calls left"),
+        () = tokio::time::sleep(limit) => {
+            let left = active_calls(ctx).await;
+            match &ctx.cluster {
+                Some(cluster) if left > 0 && cluster.others_alive().await => {
+                    warn!(left, "drain timeout: handing the answered calls over to the cluster");
+                    let _ = ctx.events.send(Event::HandOver).await;
+                }
+                _ => warn!(left, "drain timeout: ending the calls left"),
+            }
+        }
         () = interrupt => warn!("SIGINT while draining: stopping now"),
     }
 }

@@ -63,17 +63,11 @@ impl B2bua {
                 if !self.conns.contains_key(&conn) {
                     return; // The browser left while the question was out.
                 }
-                let mut adopted = None;
                 if let Some(StateAnswer::Registration { registration, .. }) = answer {
-                    adopted = Some(registration.token.clone());
                     self.adopt_registration(conn, *registration);
                 }
+                // The calls follow once the core accepts the refresh (`adoption_accepted`).
                 self.on_register(now, conn, key, *req, true);
-                // The calls its browser had on its old node come here too, once that node is
-                // known to be gone.
-                if let Some(token) = adopted {
-                    self.ask_calls(now, conn, token, 1);
-                }
             }
             (StateQuery::CallsOf { token }, Waiting::Calls { conn, attempt }) => {
                 if !self.conns.contains_key(&conn) {
@@ -86,6 +80,9 @@ impl B2bua {
                 // A call a node still carries: that node may be dead with its presence not yet
                 // run out, or alive with the browser's media; ask again until it is known.
                 let elsewhere = calls.iter().any(|(_, h)| matches!(h, Holder::Node(_)));
+                if elsewhere {
+                    self.outputs.push_back(Output::HandOverWanted { token: token.clone() });
+                }
                 for (call, holder) in calls {
                     if !matches!(holder, Holder::Gone | Holder::Here) {
                         continue;
@@ -110,8 +107,9 @@ impl B2bua {
                 }
             }
             (StateQuery::Token { token }, Waiting::Request { flow, key, req }) => {
-                if self.registrar.find_token(&token).is_some() {
-                    // The browser registered here meanwhile.
+                let here = self.registrar.find_token(&token);
+                if here.and_then(|id| self.registrar.get(id)).is_some_and(|b| b.connected) {
+                    // The browser registered (or came back) here meanwhile.
                     return self.on_out_of_dialog(now, flow, key, *req);
                 }
                 match answer {
@@ -119,9 +117,34 @@ impl B2bua {
                         self.proxy_to_node(now, key, *req, node)
                     }
                     // Registered, but its browser's connection went with a node (or with this
-                    // node's previous process) and it has not reconnected yet.
+                    // node's previous process, or left this one) and it has not come back.
                     Some(StateAnswer::Registration { .. }) | None => self.respond(now, &key, &req, 480, "Temporarily Unavailable"),
+                    _ if here.is_some() => self.respond(now, &key, &req, 480, "Temporarily Unavailable"),
                     Some(_) => self.respond(now, &key, &req, 404, "Not Found"),
+                }
+            }
+            (StateQuery::Token { token }, Waiting::HandOver) => {
+                let Some(StateAnswer::Registration { holder: Holder::Node(node), .. }) = answer else {
+                    return; // Still this node's (or nobody's): nothing to hand over.
+                };
+                if node == self.cfg.ims_advertised {
+                    return;
+                }
+                let Some(binding) = self.registrar.find_token(&token) else { return };
+                let calls: Vec<CallId> = self
+                    .calls
+                    .values()
+                    .filter(|c| c.binding == Some(binding) && c.state.is_confirmed() && c.end_reason.is_none())
+                    .map(|c| c.id)
+                    .collect();
+                for id in calls {
+                    self.hand_over(now, id);
+                }
+                // Its browser is the other node's now: requests from the core for it that
+                // reach this node are proxied there (see `foreign_token`).
+                if let Some(b) = self.registrar.remove(binding) {
+                    tracing::info!(aor = %b.aor, %node, "the browser is back at another node; its registration goes with it");
+                    self.sync_signalling(now, b.conn);
                 }
             }
             (StateQuery::Dialog { .. }, Waiting::Request { flow: Flow::Web { conn }, key, req }) => {
@@ -192,6 +215,56 @@ impl B2bua {
         Some(id)
     }
 
+    /// The core accepted the refresh of binding `id`: when it was taken over from the shared
+    /// state, the calls its browser had elsewhere are asked for now, and the nodes asked to
+    /// hand them over (a node still alive may carry them: the browser left it, whatever its
+    /// old connection there looks like).
+    pub(super) fn adoption_accepted(&mut self, now: Instant, id: crate::registrar::BindingId) {
+        let Some(b) = self.registrar.get_mut(id).filter(|b| b.adopted) else { return };
+        b.adopted = false;
+        let (conn, token) = (b.conn, b.token.clone());
+        self.outputs.push_back(Output::HandOverWanted { token: token.clone() });
+        self.ask_calls(now, conn, token, 1);
+    }
+
+    /// Another node took over registration `token` and asks for its calls: once the shared
+    /// state confirms that a live node other than this one holds it, they are handed over.
+    pub(super) fn hand_over_wanted(&mut self, now: Instant, token: &str) {
+        if !self.cfg.share_state || self.registrar.find_token(token).is_none() {
+            return; // Not this node's (every node hears the question).
+        }
+        let query = StateQuery::Token { token: token.to_owned() };
+        if let Some(id) = self.queries.hold(now, Held::new(query.clone(), Waiting::HandOver)) {
+            self.outputs.push_back(Output::StateQuery { query: id, ask: query });
+        }
+    }
+
+    /// Hands every answered call over (see [`crate::Input::HandOver`]).
+    pub(super) fn hand_over_all(&mut self, now: Instant) {
+        if !self.cfg.share_state {
+            return;
+        }
+        let calls: Vec<CallId> = self.calls.values().filter(|c| c.state.is_confirmed() && c.end_reason.is_none()).map(|c| c.id).collect();
+        if !calls.is_empty() {
+            tracing::warn!(calls = calls.len(), "stopping: handing the answered calls over to the cluster");
+        }
+        for id in calls {
+            self.hand_over(now, id);
+        }
+    }
+
+    /// Hands call `id` over to whichever node its browser reaches: its last copy shared and
+    /// marked for any node to take, its media stopped, and it is forgotten here without BYE:
+    /// both far ends keep their dialogs, which the next node carries on.
+    fn hand_over(&mut self, now: Instant, id: CallId) {
+        let Some(mut shared) = self.shared_call(id) else { return };
+        shared.handed_over = true;
+        self.outputs.push_back(Output::CallShared(Box::new(shared)));
+        self.counters.handed_over();
+        tracing::info!(call = id.0, "call handed over to the cluster");
+        self.end_call(now, id, EndReason::HandedOver);
+    }
+
     /// Makes a shared registration this node's own, over the browser's new connection `conn`
     /// (the REGISTER that follows refreshes it toward IMS as the same binding: same token,
     /// Call-ID and a growing CSeq, so the core sees a refresh, not a new contact).
@@ -230,14 +303,16 @@ impl B2bua {
             expires_at: None,
             service_route: r.service_route,
             last_register: None,
+            adopted: true,
         });
     }
 
     /// The binding token a request from the core names (top Route, else Request-URI user)
-    /// when no binding here answers to the request.
+    /// when no binding here answers to the request, or the one that does lost its browser
+    /// (which may be back at another node).
     pub(super) fn foreign_token(&self, now: Instant, req: &Request) -> Option<String> {
-        if self.target_binding(now, req).is_some() {
-            return None;
+        if let Some(id) = self.target_binding(now, req) {
+            return self.registrar.get(id).filter(|b| !b.connected).map(|b| b.token.clone());
         }
         let routes = req.headers.routes().unwrap_or_default();
         let top_route = routes.first().and_then(|r| r.uri.user.clone());

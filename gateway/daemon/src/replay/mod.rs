@@ -348,6 +348,7 @@ impl Driver {
                 | Output::RegistrationRemoved { .. }
                 | Output::CallShared(_)
                 | Output::CallUnshared { .. }
+                | Output::HandOverWanted { .. }
                 // (Replay runs one node: no shared state to ask; a held request times out as alone.)
                 | Output::StateQuery { .. } => {}
             }
