@@ -12,10 +12,17 @@
 //! target is 2.0 within 10%. The generator, HAProxy, Kamailio and Redis are not pinned: on a
 //! two-core machine they share the nodes' CPUs. Each node's CPU share at the first failing
 //! step says whether the nodes were the limit at all; when they were not, the ratio measures
-//! the machine, and the output says so. Beside it, the nodes' CPU per call at the highest rate
-//! both runs carried gives the ratio projected for nodes with CPUs of their own (two over
-//! the per-call cost ratio): labelled as a projection, not a measurement. What was measured
-//! is reported either way.
+//! the machine, and the output says so. Beside it, the nodes' CPU per call, two nodes over
+//! one, is compared twice:
+//!
+//! - at the same rate per node (two nodes at twice the rate of one): what a second node
+//!   adds to each call's cost, load for load. Two nodes with CPUs of their own each saturate
+//!   at the rate one node does when this is 1, so it gives the capacity ratio projected for
+//!   them (two over it), labelled as a projection, not a measurement;
+//! - at the same total rate (each of two nodes at half the load): what spreading the load
+//!   costs (less batching per node), reported for comparison.
+//!
+//! What was measured is reported either way.
 //!
 //! Environment: `BENCH_RATES` (`50,100,150,200,250,300,350,400,500,600`), `BENCH_STEP_SECONDS`
 //! (8), `BENCH_MEDIA_SECONDS` (1), `BENCH_IMS_CORE` (`kamailio`), `BENCH_OUT`
@@ -149,7 +156,7 @@ fn row(label: &str, steps: &[Step]) -> serde_json::Value {
         "calls_per_second_sustained": s.map(|s| s.rate),
         "node_cpu_ms_per_call": s.and_then(Step::daemon_ms_per_call),
         "generator_core_share": s.map(Step::generator_load),
-        "steps": steps.iter().map(|st| json!({"rate": st.rate, "launched": st.launched, "completed": st.completed})).collect::<Vec<_>>(),
+        "steps": steps.iter().map(|st| json!({"rate": st.rate, "launched": st.launched, "completed": st.completed, "node_cpu_ms_per_call": st.daemon_ms_per_call()})).collect::<Vec<_>>(),
     })
 }
 
@@ -185,17 +192,23 @@ fn run() -> Result<(), String> {
         Some(r) => println!("\nratio: {r:.2} (target {TARGET_RATIO} within {:.0}%: {})", TOLERANCE * 100.0, if within == Some(true) { "met" } else { "NOT met" }),
         None => println!("\nratio: not measured (a run sustained no rate)"),
     }
-    // Node CPU per call with two nodes over one, at the highest rate both runs carried (the
-    // same offered load, so batching does not differ): near 1, a second node adds no cost
-    // per call, and two nodes of one CPU each would carry twice one node's calls.
-    let common = one.iter().rev().filter(|s| s.passed()).find_map(|o| two.iter().find(|t| t.rate == o.rate && t.passed()).map(|t| (o, t)));
-    let cpu_ratio = common.and_then(|(o, t)| Some(t.daemon_ms_per_call()? / o.daemon_ms_per_call()?));
-    let projected = cpu_ratio.map(|r| 2.0 / r);
-    if let (Some((o, _)), Some(r), Some(p)) = (common, cpu_ratio, projected) {
+    // Node CPU per call with two nodes over one, at the highest rates both runs carried with
+    // two nodes at `per_node` times the one node's rate: 2 compares load per node alike (a
+    // second node's own cost per call), 1 the same offered load.
+    let compare = |per_node: u32| {
+        let (o, t) = one.iter().rev().filter(|s| s.passed()).find_map(|o| two.iter().find(|t| t.rate == per_node * o.rate && t.passed()).map(|t| (o, t)))?;
+        Some((o.rate, t.rate, t.daemon_ms_per_call()? / o.daemon_ms_per_call()?))
+    };
+    let (per_node, same_total) = (compare(2), compare(1));
+    let projected = per_node.map(|(.., r)| 2.0 / r);
+    if let (Some((o, t, r)), Some(p)) = (per_node, projected) {
         println!(
-            "node CPU per call at {} cps, two nodes over one: {r:.2}; the capacity ratio this projects for nodes with CPUs of their own: {p:.2}",
-            o.rate
+            "node CPU per call, two nodes at {t} cps over one at {o} cps (the same rate per node): {r:.2}; \
+             the capacity ratio this projects for nodes with CPUs of their own: {p:.2} (a projection, not a measurement)"
         );
+    }
+    if let Some((o, _, r)) = same_total {
+        println!("node CPU per call at {o} cps in both runs (each of two nodes at half the load): {r:.2}");
     }
     for (label, steps) in [("one node", &one), ("two nodes", &two)] {
         if let Some(s) = steps.iter().find(|s| !s.passed()).filter(|s| s.generator_load() > GENERATOR_SATURATED) {
@@ -231,8 +244,10 @@ fn run() -> Result<(), String> {
         "target_ratio": TARGET_RATIO,
         "tolerance": TOLERANCE,
         "target_met": within,
-        "node_cpu_per_call_ratio": cpu_ratio,
-        "node_cpu_per_call_ratio_at_cps": common.map(|(o, _)| o.rate),
+        "node_cpu_per_call_ratio_same_rate_per_node": per_node.map(|(.., r)| r),
+        "node_cpu_per_call_ratio_same_rate_per_node_at_cps": per_node.map(|(o, t, _)| json!({"one_node": o, "two_nodes": t})),
+        "node_cpu_per_call_ratio_same_total_rate": same_total.map(|(.., r)| r),
+        "node_cpu_per_call_ratio_same_total_rate_at_cps": same_total.map(|(o, ..)| o),
         "projected_ratio": projected,
         "node_cpu_share_at_limit": {"one_node": one_limit, "two_nodes": two_limit},
         "nodes_were_the_limit": nodes_saturated,
