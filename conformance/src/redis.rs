@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// Its working directory: a replication's full sync writes an RDB file even without
+    /// persistence, and it must not land in the test's own directory.
+    dir: std::path::PathBuf,
 }
 
 impl Redis {
@@ -31,14 +34,18 @@ impl Redis {
     fn spawn(extra: &[&str], ready: impl Fn(&Redis) -> bool) -> Redis {
         Redis::require();
         let port = crate::net::free_tcp_port();
+        let dir = std::env::temp_dir().join(format!("estuary-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(&dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server starts");
-        let r = Redis { child: Some(child), port };
+        let r = Redis { child: Some(child), port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready(&r) {
             assert!(Instant::now() < deadline, "redis-server on port {port} not ready within 10 s");
@@ -70,6 +77,7 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
