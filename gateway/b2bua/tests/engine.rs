@@ -2287,7 +2287,7 @@ fn a_node_whose_browser_came_back_at_another_node_hands_its_call_over_without_a_
     // Node B's REGISTER refresh is not in yet: the registration is still A's.
     a.state = Some(vec![(owner.clone(), StateAnswer::Registration { registration: Box::new(shared_alice()), holder: Holder::Here })]);
     let out = a.input(Input::HandOverWanted { token: &token });
-    assert_eq!(a.asked, [owner.clone()], "whose the registration is, asked first");
+    assert_eq!(a.asked, std::slice::from_ref(&owner), "whose the registration is, asked first");
     assert!(out.is_empty() && a.gw.active_calls() == 1, "still here: {out:#?}");
     // A token this node does not hold is not asked about.
     a.input(Input::HandOverWanted { token: "someoneelse" });
