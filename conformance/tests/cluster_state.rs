@@ -46,6 +46,9 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     let ttl: i64 = redis.cli(&["TTL", &key]).trim().parse().unwrap();
     assert!(ttl > 0 && ttl <= 3600, "the registration's lifetime as TTL: {ttl}");
     assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
+    wait_for("the hand-over channel heard", || s.gw.metric("estuary_cluster_handover_listening") == Some(1.0)).await;
+    let subscribers = redis.cli(&["PUBSUB", "NUMSUB", "estuary:handover"]);
+    assert_eq!(subscribers.lines().nth(1).map(str::trim), Some("1"), "{subscribers}");
 
     // A call: both dialogs are shared while it is up, and removed at its end.
     let mut reg = reg;
@@ -93,6 +96,7 @@ async fn registrations_are_shared_in_redis_and_a_redis_outage_only_costs_the_cop
     assert_eq!(third.responses.last().map(|r| r.status()), Some(200));
     third.client.close().await;
     wait_for("the outage in /metrics", || s.gw.metric("estuary_cluster_redis_up") == Some(0.0)).await;
+    wait_for("the hand-over channel lost", || s.gw.metric("estuary_cluster_handover_listening") == Some(0.0)).await;
     assert!(s.gw.metric("estuary_cluster_writes_total{result=\"deferred\"}").is_some_and(|v| v >= 1.0), "writes kept for later: {}", s.gw.log_tail(20));
     assert_eq!(s.gw.http_get("/healthz").map(|r| r.0).ok(), Some(200), "a Redis outage is not a node failure");
 }
@@ -129,6 +133,9 @@ async fn through_redis_sentinel_the_node_follows_a_promoted_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(s.gw.metric("estuary_cluster_redis_up"), Some(1.0));
+    // The hand-over channel is heard on the new master too.
+    wait_for("subscribed at the promoted replica", || replica.cli(&["PUBSUB", "NUMSUB", "estuary:handover"]).lines().nth(1).map(str::trim) == Some("1")).await;
+    assert_eq!(s.gw.metric("estuary_cluster_handover_listening"), Some(1.0));
     first.client.close().await;
     second.client.close().await;
 }

@@ -102,6 +102,8 @@ enum Write {
 #[derive(Default)]
 struct Counters {
     up: AtomicBool,
+    /// Whether the hand-over channel is subscribed (see [`listen`]).
+    listening: AtomicBool,
     ok: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
@@ -176,7 +178,7 @@ impl SharedState {
         let counters = Arc::new(Counters::default());
         tokio::spawn(writer(client.clone(), node_id.to_owned(), rx, counters.clone()));
         tokio::spawn(reader(client.clone(), node_id.to_owned(), questions, events.clone()));
-        tokio::spawn(listen(client.clone(), events.clone()));
+        tokio::spawn(listen(client.clone(), events.clone(), counters.clone()));
         let announcer = tokio::spawn(announce(queue.clone(), node_id.to_owned(), sip)).abort_handle();
         Ok(SharedState { node_id: node_id.to_owned(), queue, queries, events, counters, source: client, announcer })
     }
@@ -280,6 +282,13 @@ impl SharedState {
             labels: vec![],
             value: u64::from(c.up.load(Ordering::Relaxed)),
         }];
+        out.push(Sample {
+            name: "estuary_cluster_handover_listening",
+            help: "1 while this node hears the other nodes' requests to hand calls over (Redis channel estuary:handover)",
+            kind: MetricKind::Gauge,
+            labels: vec![],
+            value: u64::from(c.listening.load(Ordering::Relaxed)),
+        });
         for (result, n) in [("ok", &c.ok), ("deferred", &c.deferred), ("failed", &c.failed), ("dropped", &c.dropped)] {
             out.push(Sample {
                 name: "estuary_cluster_writes_total",
@@ -522,9 +531,10 @@ async fn announce(queue: mpsc::Sender<Write>, node_id: String, sip: std::net::So
 /// Hears the nodes' hand-over questions (see [`HAND_OVER_CHANNEL`]) and passes them to the
 /// engine; subscribes again after Redis goes away. A question lost meanwhile is asked again
 /// (the asking node repeats it while the calls stay where they are).
-async fn listen(source: Source, events: mpsc::Sender<Event>) {
+async fn listen(source: Source, events: mpsc::Sender<Event>, counters: Arc<Counters>) {
     use futures_util::StreamExt;
     loop {
+        counters.listening.store(false, Ordering::Relaxed);
         let subscribed = async {
             let mut pubsub = source.pubsub().await?;
             pubsub.subscribe(HAND_OVER_CHANNEL).await?;
@@ -532,6 +542,7 @@ async fn listen(source: Source, events: mpsc::Sender<Event>) {
         };
         match tokio::time::timeout(COMMAND_TIMEOUT, subscribed).await {
             Ok(Ok(pubsub)) => {
+                counters.listening.store(true, Ordering::Relaxed);
                 let mut messages = pubsub.into_on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(token) = msg.get_payload::<String>() else { continue };
