@@ -194,6 +194,7 @@ fn survives(test: &str, leave: Leave) {
         tokio::task::block_in_place(|| b.page_click(PAGE, "#answer")).unwrap();
         let state = wait_call(&mut b, &["confirmed", "failed", "ended"]);
         assert_eq!(state.as_deref(), Ok("confirmed"), "{}\n{}", page_log(&mut b), c.logs());
+        let answered = Instant::now();
         let before = media_stats(&mut b).await;
         let (rx, tx) = (since(&[], &streams(&before, "inbound-rtp")).0, since(&[], &streams(&before, "outbound-rtp")).0);
         assert!(rx >= 100.0 && tx >= 100.0, "media both ways before the node left: {before:#}\n{}", c.logs());
@@ -290,6 +291,7 @@ fn survives(test: &str, leave: Leave) {
             hang_up(&mut b);
             "bye_from_web"
         };
+        let lasted = answered.elapsed().as_secs_f64();
         let run = sipp.wait().await;
         assert!(run.succeeded(), "sipp: {}\n{}", run.describe(), c.logs());
         let byes_to_sipp = if ending == "bye_from_web" { 1 } else { 0 };
@@ -298,6 +300,9 @@ fn survives(test: &str, leave: Leave) {
         assert_eq!(reinvites.len(), 1, "one re-INVITE: {}", run.describe());
         let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&c.records[survivor], 1)).remove(0);
         assert_eq!(r["reason"].as_str(), Some(ending), "the survivor writes the record: {r}");
+        // Of the whole call: from its answer on the first node, not from the take-over.
+        let duration = r["duration_s"].as_f64().unwrap_or(0.0);
+        assert!((duration - lasted).abs() < 1.5, "the record's duration {duration} s, the call's about {lasted:.1} s: {r}");
         if leave != Leave::Killed {
             let r = tokio::task::block_in_place(|| estuary_conformance::records::wait_records(&c.records[carrier], 1)).remove(0);
             assert_eq!(r["reason"].as_str(), Some("handed_over"), "the carrier's record says where its part ended: {r}");

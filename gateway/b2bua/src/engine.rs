@@ -1354,6 +1354,8 @@ impl B2bua {
             binding: c.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone()),
             ims_sdp: c.sdp.ims_remote_without_keys(),
             rx_session: None,
+            started: c.started,
+            answered: c.answered.unwrap_or(c.started),
             handed_over: false,
         })
     }

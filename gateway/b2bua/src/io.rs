@@ -155,6 +155,10 @@ pub struct SharedCall {
     /// engine leaves it empty and carries it through a take-over
     /// ([`Output::CallAdopted`]).
     pub rx_session: Option<String>,
+    /// When the caller's INVITE arrived and when the call was answered, on the node that set
+    /// it up: a node that takes the call over writes the whole call's record.
+    pub started: std::time::Instant,
+    pub answered: std::time::Instant,
     /// The last copy of a call this node handed over ([`Input::HandOver`],
     /// [`Input::HandOverWanted`]): any node may take it, though this node is alive.
     pub handed_over: bool,

@@ -2035,6 +2035,7 @@ fn a_browser_reconnecting_here_ends_a_call_its_dead_node_carried_through_this_no
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
     b.ims(&response(only_ims(&out), 200, "OK", &[]));
     assert_eq!(b.ended().reason, EndReason::Bye(Side::Web), "this node writes the call's record");
+    assert_eq!((b.ended().started, b.ended().answered), (shared.started, Some(shared.answered)), "of the whole call, from its set-up on node A");
     assert_eq!(b.gw.active_calls(), 0);
 
     // A dialog the shared state does not know is still 481.

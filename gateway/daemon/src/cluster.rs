@@ -22,7 +22,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use estuary_b2bua::call::Leg;
 use estuary_b2bua::{Holder, SharedCall, SharedRegistration, StateAnswer, StateQuery};
@@ -366,7 +366,7 @@ fn call_json(c: &SharedCall) -> String {
     };
     let ports: Vec<String> = c.ports.iter().map(u16::to_string).collect();
     format!(
-        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{},\"rx_session\":{},\"handed_over\":{}}}",
+        "{{\"call\":{},\"legs\":[{},{}],\"ports\":[{}],\"icid\":{},\"binding\":{},\"ims_sdp\":{},\"rx_session\":{},\"started_ms\":{},\"answered_ms\":{},\"handed_over\":{}}}",
         c.call,
         leg(&c.legs[0]),
         leg(&c.legs[1]),
@@ -375,8 +375,24 @@ fn call_json(c: &SharedCall) -> String {
         c.binding.as_deref().map_or("null".to_owned(), string),
         c.ims_sdp.as_deref().map_or("null".to_owned(), string),
         c.rx_session.as_deref().map_or("null".to_owned(), string),
+        unix_ms(c.started),
+        unix_ms(c.answered),
         c.handed_over
     )
+}
+
+/// An instant of this process as milliseconds since the Unix epoch, for another node (the
+/// nodes' clocks are assumed in step, as NTP keeps them).
+fn unix_ms(t: Instant) -> u64 {
+    let wall = SystemTime::now().checked_sub(Instant::now().saturating_duration_since(t)).unwrap_or(UNIX_EPOCH);
+    wall.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Milliseconds since the Unix epoch as an instant of this process; a time ahead of this
+/// node's clock is now.
+fn instant_of(ms: u64) -> Instant {
+    let ago = SystemTime::now().duration_since(UNIX_EPOCH + Duration::from_millis(ms)).unwrap_or(Duration::ZERO);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
 }
 
 /// One connection to Redis, made again after it fails: while Redis is unreachable at most
@@ -710,6 +726,9 @@ fn parse_call(json: &str) -> Option<SharedCall> {
         binding: v.get("binding").and_then(serde_json::Value::as_str).map(str::to_owned),
         ims_sdp: v.get("ims_sdp").and_then(serde_json::Value::as_str).map(str::to_owned),
         rx_session: v.get("rx_session").and_then(serde_json::Value::as_str).map(str::to_owned),
+        // (A copy written before these were shared: the call counts from its take-over.)
+        started: v.get("started_ms").and_then(serde_json::Value::as_u64).map_or_else(Instant::now, instant_of),
+        answered: v.get("answered_ms").and_then(serde_json::Value::as_u64).map_or_else(Instant::now, instant_of),
         handed_over: v.get("handed_over").and_then(serde_json::Value::as_bool).unwrap_or(false),
     })
 }
@@ -782,11 +801,20 @@ mod tests {
             binding: Some("tok1".into()),
             ims_sdp: Some("v=0\r\nm=audio 4000 RTP/AVP 0\r\n".into()),
             rx_session: Some("pcscf.ims.test;1;2".into()),
+            started: Instant::now() - Duration::from_secs(90),
+            answered: Instant::now() - Duration::from_secs(80),
             handed_over: false,
         };
-        assert_eq!(parse_call(&call_json(&call)), Some(call.clone()));
-        let handed = SharedCall { handed_over: true, ..call };
-        assert_eq!(parse_call(&call_json(&handed)), Some(handed));
+        // The times come back to the millisecond, through the wall clock.
+        let close = |a: Instant, b: Instant| a.max(b).duration_since(a.min(b)) < Duration::from_millis(5);
+        let back = parse_call(&call_json(&call)).expect("read back");
+        assert!(close(back.started, call.started) && close(back.answered, call.answered), "{back:?}");
+        assert_eq!(SharedCall { started: call.started, answered: call.answered, ..back }, call);
+        let handed = SharedCall { handed_over: true, ..call.clone() };
+        assert!(parse_call(&call_json(&handed)).is_some_and(|c| c.handed_over));
+        // A copy without times (an older node's) counts from now.
+        let old = call_json(&call).replace("\"started_ms\"", "\"x\"").replace("\"answered_ms\"", "\"y\"");
+        assert!(parse_call(&old).is_some_and(|c| c.started.elapsed() < Duration::from_secs(5)));
         assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);
     }
 }

@@ -207,7 +207,9 @@ impl B2bua {
         // A provisional came long ago: the call is answered.
         call.b_provisional = true;
         call.binding = binding;
-        call.answered = Some(now);
+        // The call's record here covers it from its set-up on the first node.
+        call.started = shared.started;
+        call.answered = Some(shared.answered);
         call.icid = shared.icid;
         self.calls.insert(id, Box::new(call));
         self.outputs.push_back(Output::CallAdopted { call: id.0, rx_session: shared.rx_session });
