@@ -1330,16 +1330,17 @@ impl B2bua {
         let contact = call.a.contact.clone();
         tracing::info!(call = id.0, "call answered");
         self.forward_response(now, &k, &r, resp, from, a_tag, Some(&contact), body);
-        self.share_call(id);
+        self.share_call(id, true);
     }
 
-    /// Reports an answered call for the cluster's shared state (`share_state`).
-    fn share_call(&mut self, id: CallId) {
+    /// Reports an answered call for the cluster's shared state (`share_state`); `claim`: it
+    /// was answered or taken over here just now (see `SharedCall::claim`).
+    fn share_call(&mut self, id: CallId, claim: bool) {
         if !self.cfg.share_state {
             return;
         }
         if let Some(shared) = self.shared_call(id) {
-            self.outputs.push_back(Output::CallShared(Box::new(shared)));
+            self.outputs.push_back(Output::CallShared(Box::new(SharedCall { claim, ..shared })));
         }
     }
 
@@ -1356,6 +1357,7 @@ impl B2bua {
             rx_session: None,
             started: c.started,
             answered: c.answered.unwrap_or(c.started),
+            claim: false,
             handed_over: false,
         })
     }
@@ -1643,7 +1645,7 @@ impl B2bua {
                 // The shared copy follows the leg's CSeq (a node taking the call over goes on
                 // from it); in-dialog requests are rare next to packets.
                 if self.calls.get(&id).is_some_and(|c| c.state.is_confirmed()) {
-                    self.share_call(id);
+                    self.share_call(id, false);
                 }
             }
             Err(_) => self.respond(now, &key, &req, 500, "Server Internal Error"),

@@ -159,6 +159,11 @@ pub struct SharedCall {
     /// it up: a node that takes the call over writes the whole call's record.
     pub started: std::time::Instant,
     pub answered: std::time::Instant,
+    /// This node answered the call or took it over just now: the copy replaces any other.
+    /// Otherwise it refreshes this node's copy, and is dropped when the call is no longer
+    /// this node's there (another node took it over, or it ended) - a write that Redis got
+    /// late never takes a call back.
+    pub claim: bool,
     /// The last copy of a call this node handed over ([`Input::HandOver`],
     /// [`Input::HandOverWanted`]): any node may take it, though this node is alive.
     pub handed_over: bool,

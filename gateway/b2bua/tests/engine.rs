@@ -2033,6 +2033,7 @@ fn a_browser_reconnecting_here_ends_a_call_its_dead_node_carried_through_this_no
     assert_eq!(ims_bye.headers.cseq().unwrap().seq, ims_leg.local_cseq + 100 + 1, "a CSeq past anything node A sent");
     assert!(ims_bye.headers.get("Via").unwrap().contains("127.0.0.1:5080"), "from this node");
     assert_eq!(metric(&b, "estuary_cluster_calls_adopted_total"), 1);
+    assert!(shared_call(&b).claim, "the take-over claims the call");
     b.ims(&response(only_ims(&out), 200, "OK", &[]));
     assert_eq!(b.ended().reason, EndReason::Bye(Side::Web), "this node writes the call's record");
     assert_eq!((b.ended().started, b.ended().answered), (shared.started, Some(shared.answered)), "of the whole call, from its set-up on node A");
@@ -2266,6 +2267,7 @@ fn the_shared_copy_of_a_call_follows_its_cseqs() {
         })
         .unwrap();
     assert_eq!(after.legs[1].local_cseq, before.legs[1].local_cseq + 1, "the IMS leg's CSeq as sent");
+    assert!(before.claim && !after.claim, "the answer claims the call; later copies only refresh this node's");
 }
 
 // ----- handing calls over to another node -------------------------------------------------
@@ -2303,7 +2305,7 @@ fn a_node_whose_browser_came_back_at_another_node_hands_its_call_over_without_a_
     assert!(matches!(a.media.last(), Some(Output::MediaEnd { .. })), "its media stops here");
     let copies: Vec<&SharedCall> = a.shared.iter().filter_map(|o| if let Output::CallShared(c) = o { Some(&**c) } else { None }).collect();
     assert_eq!(copies.len(), 1, "{:?}", a.shared);
-    assert!(copies[0].handed_over, "the last copy is marked for any node to take");
+    assert!(copies[0].handed_over && !copies[0].claim, "the last copy is marked for any node to take");
     assert_eq!(copies[0].legs[1].call_id, req(&inv).headers.call_id().unwrap());
     assert!(a.shared.iter().all(|o| !matches!(o, Output::CallUnshared { .. } | Output::RegistrationRemoved { .. })), "the copies stay: {:?}", a.shared);
     assert_eq!(metric(&a, "estuary_cluster_calls_handed_over_total"), 1);

@@ -16,7 +16,9 @@
 //! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
 //! queue drops the write (counted). While Redis is unreachable, writes are kept (bounded) and
 //! replayed in order once it is back, with `estuary_cluster_redis_up` at 0 and one warning
-//! per outage meanwhile. The engine's
+//! per outage meanwhile. A call's late writes never undo a take-over: only a node that
+//! answered or took a call over replaces another node's copy (see [`PUT_CALL`],
+//! [`DELETE_CALL`]). The engine's
 //! questions ([`estuary_b2bua::StateQuery`]) go to a second task, whose answers come back as
 //! events; an unreachable Redis answers "unknown".
 
@@ -63,10 +65,18 @@ if v and cjson.decode(v).node == ARGV[1] then return redis.call('DEL', unpack(KE
 return 0";
 
 /// Stores a call (KEYS[1] = its key, ARGV[1] = its JSON, ARGV[2] = TTL), names it by its two
-/// Call-IDs (KEYS[2], KEYS[3]) and lists it under its registration (KEYS[4], when given). A
-/// copy those Call-IDs named before (the node that carried the call until it died) is
-/// removed: one call, one copy.
+/// Call-IDs (KEYS[2], KEYS[3]) and lists it under its registration (KEYS[4], when given).
+/// A claim (ARGV[3] = 'claim': the call was answered or taken over by the writing node)
+/// removes a copy those Call-IDs named before (the node that carried the call until then):
+/// one call, one copy. Any other write only refreshes a copy the Call-IDs still name: one
+/// that reaches Redis late (kept through an outage) never takes back a call another node
+/// took over meanwhile, nor brings back one that ended.
 const PUT_CALL: &str = r"
+if ARGV[3] ~= 'claim' then
+  for i = 2, 3 do
+    if redis.call('GET', KEYS[i]) ~= KEYS[1] then return 0 end
+  end
+end
 for i = 2, 3 do
   local old = redis.call('GET', KEYS[i])
   if old and old ~= KEYS[1] then
@@ -82,15 +92,27 @@ if KEYS[4] then
 end
 return 1";
 
+/// Removes a call's copy (KEYS[1]), its names by Call-ID (KEYS[2], KEYS[3]) while they still
+/// name it (another node may have taken the call over), and its listing under its
+/// registration (KEYS[4], when given).
+const DELETE_CALL: &str = r"
+redis.call('DEL', KEYS[1])
+for i = 2, 3 do
+  if redis.call('GET', KEYS[i]) == KEYS[1] then redis.call('DEL', KEYS[i]) end
+end
+if KEYS[4] then redis.call('SREM', KEYS[4], KEYS[1]) end
+return 1";
+
 enum Write {
     /// SET each pair with the TTL, in one transaction.
     Put { pairs: Vec<(String, String)>, ttl_s: u64 },
     /// The node's presence: as Put, but never replayed late (a stale one would lie).
     Announce { key: String, value: String, ttl_s: u64 },
-    /// A call (see [`PUT_CALL`]): its key and the keys naming it, and its JSON.
-    PutCall { keys: Vec<String>, json: String },
-    /// Remove `member` from `set`.
-    Unlist { set: String, member: String },
+    /// A call (see [`PUT_CALL`]): its key and the keys naming it, its JSON, and whether it
+    /// claims the call.
+    PutCall { keys: Vec<String>, json: String, claim: bool },
+    /// A call gone (see [`DELETE_CALL`]): the same keys.
+    DeleteCall { keys: Vec<String> },
     Delete { key: String },
     DeleteIfOwned { keys: Vec<String> },
     /// PUBLISH `message` on `channel` (never replayed late: a late question is stale).
@@ -254,22 +276,22 @@ impl SharedState {
         format!("estuary:{}:call:{call}", self.node_id)
     }
 
+    /// The keys of call `call`: its copy, its names by Call-ID, its registration's listing.
+    fn call_keys(&self, call: u64, dialogs: [&str; 2], binding: Option<&str>) -> Vec<String> {
+        let mut keys = vec![self.call_key(call), call_dialog_key(dialogs[0]), call_dialog_key(dialogs[1])];
+        keys.extend(binding.map(registration_calls_key));
+        keys
+    }
+
     /// Stores an answered call's dialogs until it ends, named by both Call-IDs too.
     pub fn put_call(&self, c: &SharedCall) {
-        let mut keys = vec![self.call_key(c.call)];
-        keys.extend(c.legs.iter().map(|l| call_dialog_key(&l.call_id)));
-        keys.extend(c.binding.as_deref().map(registration_calls_key));
-        self.enqueue(Write::PutCall { keys, json: call_json(c) });
+        let keys = self.call_keys(c.call, [&c.legs[0].call_id, &c.legs[1].call_id], c.binding.as_deref());
+        self.enqueue(Write::PutCall { keys, json: call_json(c), claim: c.claim });
     }
 
     pub fn remove_call(&self, call: u64, dialogs: &[String; 2], binding: Option<&str>) {
-        let key = self.call_key(call);
-        if let Some(token) = binding {
-            self.enqueue(Write::Unlist { set: registration_calls_key(token), member: key.clone() });
-        }
-        for key in [key, call_dialog_key(&dialogs[0]), call_dialog_key(&dialogs[1])] {
-            self.enqueue(Write::Delete { key });
-        }
+        let keys = self.call_keys(call, [&dialogs[0], &dialogs[1]], binding);
+        self.enqueue(Write::DeleteCall { keys });
     }
 
     /// Samples for /metrics.
@@ -510,11 +532,12 @@ fn command(write: &Write, node_id: &str) -> redis::Pipeline {
         Write::Announce { key, value, ttl_s } => {
             pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
         }
-        Write::PutCall { keys, json } => {
-            pipe.cmd("EVAL").arg(PUT_CALL).arg(keys.len()).arg(keys).arg(json).arg(CALL_TTL_S).ignore();
+        Write::PutCall { keys, json, claim } => {
+            let how = if *claim { "claim" } else { "refresh" };
+            pipe.cmd("EVAL").arg(PUT_CALL).arg(keys.len()).arg(keys).arg(json).arg(CALL_TTL_S).arg(how).ignore();
         }
-        Write::Unlist { set, member } => {
-            pipe.cmd("SREM").arg(set).arg(member).ignore();
+        Write::DeleteCall { keys } => {
+            pipe.cmd("EVAL").arg(DELETE_CALL).arg(keys.len()).arg(keys).ignore();
         }
         Write::Delete { key } => {
             pipe.cmd("DEL").arg(key).ignore();
@@ -729,6 +752,7 @@ fn parse_call(json: &str) -> Option<SharedCall> {
         // (A copy written before these were shared: the call counts from its take-over.)
         started: v.get("started_ms").and_then(serde_json::Value::as_u64).map_or_else(Instant::now, instant_of),
         answered: v.get("answered_ms").and_then(serde_json::Value::as_u64).map_or_else(Instant::now, instant_of),
+        claim: false,
         handed_over: v.get("handed_over").and_then(serde_json::Value::as_bool).unwrap_or(false),
     })
 }
@@ -803,6 +827,7 @@ mod tests {
             rx_session: Some("pcscf.ims.test;1;2".into()),
             started: Instant::now() - Duration::from_secs(90),
             answered: Instant::now() - Duration::from_secs(80),
+            claim: false,
             handed_over: false,
         };
         // The times come back to the millisecond, through the wall clock.
@@ -816,5 +841,81 @@ mod tests {
         let old = call_json(&call).replace("\"started_ms\"", "\"x\"").replace("\"answered_ms\"", "\"y\"");
         assert!(parse_call(&old).is_some_and(|c| c.started.elapsed() < Duration::from_secs(5)));
         assert_eq!(parse_call(r#"{"call":1,"legs":[]}"#), None);
+    }
+
+    /// A real redis-server (as `make deps` installs it) on a free port, for the scripts.
+    struct TestRedis {
+        child: std::process::Child,
+        port: u16,
+        dir: std::path::PathBuf,
+    }
+
+    impl TestRedis {
+        fn start() -> TestRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+            let dir = std::env::temp_dir().join(format!("estuary-cluster-unit-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("redis dir");
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is needed for this test: apt-get install redis-server (make deps installs it)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            TestRedis { child, port, dir }
+        }
+    }
+
+    impl Drop for TestRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn a_late_write_never_takes_back_a_call_another_node_took_over() {
+        let redis = TestRedis::start();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+            let mut con = client.get_multiplexed_async_connection().await.unwrap();
+            let keys = |node: &str| vec![format!("estuary:{node}:call:1"), "estuary:calldialog:w1".to_owned(), "estuary:calldialog:i1".to_owned(), "estuary:regcalls:tok".to_owned()];
+            let put = |node: &str, claim: bool| Write::PutCall { keys: keys(node), json: format!("{{\"from\":\"{node}\"}}"), claim };
+            let reader = con.clone();
+            let get = |key: &'static str| {
+                let mut con = reader.clone();
+                async move { redis::cmd("GET").arg(key).query_async::<Option<String>>(&mut con).await.unwrap() }
+            };
+            // Node A answers the call, then refreshes its copy.
+            assert!(run(&mut con, &put("node-a", true), "node-a").await);
+            assert!(run(&mut con, &put("node-a", false), "node-a").await);
+            assert_eq!(get("estuary:calldialog:w1").await.as_deref(), Some("estuary:node-a:call:1"));
+            // Node B takes it over: A's copy goes.
+            assert!(run(&mut con, &put("node-b", true), "node-b").await);
+            assert_eq!(get("estuary:node-a:call:1").await, None);
+            // A's refresh, kept through an outage, reaches Redis late: refused.
+            assert!(run(&mut con, &put("node-a", false), "node-a").await);
+            assert_eq!(get("estuary:node-a:call:1").await, None, "A's copy not back");
+            assert_eq!(get("estuary:calldialog:i1").await.as_deref(), Some("estuary:node-b:call:1"), "the call still B's");
+            // A's end of the call, late too: B's names stay.
+            assert!(run(&mut con, &Write::DeleteCall { keys: keys("node-a") }, "node-a").await);
+            assert_eq!(get("estuary:calldialog:w1").await.as_deref(), Some("estuary:node-b:call:1"));
+            assert!(get("estuary:node-b:call:1").await.is_some());
+            // B ends it: everything goes, and no late refresh brings it back.
+            assert!(run(&mut con, &Write::DeleteCall { keys: keys("node-b") }, "node-b").await);
+            assert!(run(&mut con, &put("node-b", false), "node-b").await);
+            for key in ["estuary:node-b:call:1", "estuary:calldialog:w1", "estuary:calldialog:i1"] {
+                assert_eq!(get(key).await, None, "{key}");
+            }
+            let listed: Vec<String> = redis::cmd("SMEMBERS").arg("estuary:regcalls:tok").query_async(&mut con).await.unwrap();
+            assert!(listed.is_empty(), "{listed:?}");
+        });
     }
 }

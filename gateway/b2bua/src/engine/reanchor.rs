@@ -113,7 +113,7 @@ impl B2bua {
                     }
                     None => {
                         tracing::info!(call = id.0, "adopted call: media moved here");
-                        self.share_call(id);
+                        self.share_call(id, false);
                     }
                 }
             }

@@ -213,7 +213,7 @@ impl B2bua {
         call.icid = shared.icid;
         self.calls.insert(id, Box::new(call));
         self.outputs.push_back(Output::CallAdopted { call: id.0, rx_session: shared.rx_session });
-        self.share_call(id);
+        self.share_call(id, true);
         Some(id)
     }
 
