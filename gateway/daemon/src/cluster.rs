@@ -16,9 +16,9 @@
 //! Writes go through a bounded queue to one task: the engine never waits on Redis, a full
 //! queue drops the write (counted). While Redis is unreachable, writes are kept (bounded) and
 //! replayed in order once it is back, with `estuary_cluster_redis_up` at 0 and one warning
-//! per outage meanwhile. A call's late writes never undo a take-over: only a node that
-//! answered or took a call over replaces another node's copy (see [`PUT_CALL`],
-//! [`DELETE_CALL`]). The engine's
+//! per outage meanwhile. Late writes never undo a take-over: only a node that answered or
+//! took a call over replaces another node's copy (see [`PUT_CALL`], [`DELETE_CALL`]), and a
+//! registration is the newest node's (see [`PUT_REGISTRATION`]). The engine's
 //! questions ([`estuary_b2bua::StateQuery`]) go to a second task, whose answers come back as
 //! events; an unreachable Redis answers "unknown".
 
@@ -92,6 +92,20 @@ if KEYS[4] then
 end
 return 1";
 
+/// Stores a registration (KEYS[1], ARGV[1] its JSON) and names it by its REGISTER dialog
+/// (KEYS[2] = ARGV[2], its token), for ARGV[3] seconds, as node ARGV[4]'s at ARGV[4]'s time
+/// ARGV[5] (Unix ms, when the node took the browser's REGISTER): unless another node's
+/// entry is newer (the browser moved there since; this write reached Redis late).
+const PUT_REGISTRATION: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local old = cjson.decode(v)
+  if old.node ~= ARGV[4] and (tonumber(old.at) or 0) > tonumber(ARGV[5]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1";
+
 /// Removes a call's copy (KEYS[1]), its names by Call-ID (KEYS[2], KEYS[3]) while they still
 /// name it (another node may have taken the call over), and its listing under its
 /// registration (KEYS[4], when given).
@@ -104,8 +118,9 @@ if KEYS[4] then redis.call('SREM', KEYS[4], KEYS[1]) end
 return 1";
 
 enum Write {
-    /// SET each pair with the TTL, in one transaction.
-    Put { pairs: Vec<(String, String)>, ttl_s: u64 },
+    /// A registration (see [`PUT_REGISTRATION`]): its key and its dialog's, its JSON and
+    /// token, its lifetime, and when it was made.
+    PutRegistration { keys: [String; 2], json: String, token: String, ttl_s: u64, at_ms: u64 },
     /// The node's presence: as Put, but never replayed late (a stale one would lie).
     Announce { key: String, value: String, ttl_s: u64 },
     /// A call (see [`PUT_CALL`]): its key and the keys naming it, its JSON, and whether it
@@ -260,11 +275,14 @@ impl SharedState {
 
     /// Stores (or refreshes) a registration, as this node's, until it expires.
     pub fn put_registration(&self, r: &SharedRegistration) {
-        let pairs = vec![
-            (registration_key(&r.token), registration_json(r, &self.node_id)),
-            (dialog_key(&r.web_call_id), r.token.clone()),
-        ];
-        self.enqueue(Write::Put { pairs, ttl_s: u64::from(r.expires_in.max(1)) });
+        let at_ms = unix_ms(Instant::now());
+        self.enqueue(Write::PutRegistration {
+            keys: [registration_key(&r.token), dialog_key(&r.web_call_id)],
+            json: registration_json(r, &self.node_id, at_ms),
+            token: r.token.clone(),
+            ttl_s: u64::from(r.expires_in.max(1)),
+            at_ms,
+        });
     }
 
     /// Removes a registration (and its dialog's name) unless another node holds it now.
@@ -345,12 +363,13 @@ fn presence_key(node_id: &str) -> String {
 }
 
 /// The registration as a JSON object, held by `node` (no secrets in it).
-fn registration_json(r: &SharedRegistration, node: &str) -> String {
+fn registration_json(r: &SharedRegistration, node: &str, at_ms: u64) -> String {
     let opt = |v: &Option<String>| v.as_deref().map_or("null".to_owned(), string);
     let routes: Vec<String> = r.service_route.iter().map(|s| string(s)).collect();
     format!(
-        "{{\"node\":{},\"token\":{},\"aor\":{},\"instance\":{},\"reg_id\":{},\"web_contact\":{},\"web_call_id\":{},\"service_route\":[{}],\"ims_call_id\":{},\"ims_cseq\":{},\"source\":{},\"expires_in\":{}}}",
+        "{{\"node\":{},\"at\":{},\"token\":{},\"aor\":{},\"instance\":{},\"reg_id\":{},\"web_contact\":{},\"web_call_id\":{},\"service_route\":[{}],\"ims_call_id\":{},\"ims_cseq\":{},\"source\":{},\"expires_in\":{}}}",
         string(node),
+        at_ms,
         string(&r.token),
         string(&r.aor),
         opt(&r.instance),
@@ -523,11 +542,8 @@ async fn run(con: &mut redis::aio::MultiplexedConnection, write: &Write, node_id
 fn command(write: &Write, node_id: &str) -> redis::Pipeline {
     let mut pipe = redis::pipe();
     match write {
-        Write::Put { pairs, ttl_s } => {
-            pipe.atomic();
-            for (key, value) in pairs {
-                pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
-            }
+        Write::PutRegistration { keys, json, token, ttl_s, at_ms } => {
+            pipe.cmd("EVAL").arg(PUT_REGISTRATION).arg(2).arg(&keys[..]).arg(json).arg(token).arg(*ttl_s).arg(node_id).arg(*at_ms).ignore();
         }
         Write::Announce { key, value, ttl_s } => {
             pipe.cmd("SET").arg(key).arg(value).arg("EX").arg(*ttl_s).ignore();
@@ -781,11 +797,11 @@ mod tests {
             source: "192.0.2.1".parse().unwrap(),
             expires_in: 600,
         };
-        let json = registration_json(&r, "node-a");
+        let json = registration_json(&r, "node-a", 1_796_533_276_000);
         assert_eq!(
             json,
             // (json::string escapes < and >, so the text embeds anywhere.)
-            r#"{"node":"node-a","token":"tok1","aor":"sip:alice@ims.test","instance":"\u003curn:uuid:1\u003e","reg_id":null,"web_contact":"\u003csip:a@b.invalid;transport=ws\u003e","web_call_id":"reg-dialog-1","service_route":["\u003csip:scscf.ims.test;lr\u003e"],"ims_call_id":"c1@127.0.0.1","ims_cseq":2,"source":"192.0.2.1","expires_in":600}"#
+            r#"{"node":"node-a","at":1796533276000,"token":"tok1","aor":"sip:alice@ims.test","instance":"\u003curn:uuid:1\u003e","reg_id":null,"web_contact":"\u003csip:a@b.invalid;transport=ws\u003e","web_call_id":"reg-dialog-1","service_route":["\u003csip:scscf.ims.test;lr\u003e"],"ims_call_id":"c1@127.0.0.1","ims_cseq":2,"source":"192.0.2.1","expires_in":600}"#
         );
         // What another node reads back is what was shared, and whose it is.
         assert_eq!(parse_registration(&json), Some((r, "node-a".to_owned())));
@@ -880,7 +896,7 @@ mod tests {
     }
 
     #[test]
-    fn a_late_write_never_takes_back_a_call_another_node_took_over() {
+    fn a_late_write_never_takes_back_a_call_or_a_registration_another_node_took_over() {
         let redis = TestRedis::start();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
@@ -916,6 +932,30 @@ mod tests {
             }
             let listed: Vec<String> = redis::cmd("SMEMBERS").arg("estuary:regcalls:tok").query_async(&mut con).await.unwrap();
             assert!(listed.is_empty(), "{listed:?}");
+
+            // Registrations: the newest node's entry wins, however late a write arrives.
+            let reg = |node: &str, at_ms: u64| Write::PutRegistration {
+                keys: ["estuary:reg:tok".into(), "estuary:regdialog:r1".into()],
+                json: format!("{{\"node\":\"{node}\",\"at\":{at_ms}}}"),
+                token: "tok".into(),
+                ttl_s: 60,
+                at_ms,
+            };
+            let holder = || async { get("estuary:reg:tok").await.map(|j| parse_json_node(&j)) };
+            assert!(run(&mut con, &reg("node-a", 1_000), "node-a").await);
+            assert!(run(&mut con, &reg("node-a", 2_000), "node-a").await, "A's own refresh");
+            assert!(run(&mut con, &reg("node-b", 3_000), "node-b").await, "the browser moved to B");
+            assert_eq!(holder().await.as_deref(), Some("node-b"));
+            assert!(run(&mut con, &reg("node-a", 2_500), "node-a").await);
+            assert_eq!(holder().await.as_deref(), Some("node-b"), "A's refresh from before the move, arriving late, is refused");
+            assert!(run(&mut con, &reg("node-a", 4_000), "node-a").await);
+            assert_eq!(holder().await.as_deref(), Some("node-a"), "the browser back at A later: A's again");
+            assert_eq!(get("estuary:regdialog:r1").await.as_deref(), Some("tok"));
         });
+    }
+
+    fn parse_json_node(json: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v["node"].as_str().unwrap().to_owned()
     }
 }
