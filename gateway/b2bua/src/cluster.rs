@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use estuary_sip::Request;
 use estuary_transaction::{Deadlines, ServerKey};
 
-use crate::io::{ConnId, Flow, SharedCall, SharedRegistration};
+use crate::call::{CallId, LegIdx};
+use crate::io::{ConnId, EndReason, Flow, SharedCall, SharedRegistration};
 
 /// How long a held request waits for its answer.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,6 +89,10 @@ pub enum Waiting {
     /// Another node asked for the calls of this node's registration (the question is whose
     /// it is now).
     HandOver,
+    /// The gateway is about to end answered call `call` on its own account (`except`,
+    /// `reason` as `hangup_with` takes them), unless another node took it over meanwhile (the
+    /// question is whose copy names it).
+    Ending { call: CallId, except: Option<LegIdx>, reason: EndReason },
 }
 
 /// A question and what waits for its answer.

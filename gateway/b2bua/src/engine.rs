@@ -131,6 +131,9 @@ pub struct B2bua {
     /// INVITEs proxied to the node holding their browser: server -> client transaction (for
     /// a CANCEL).
     proxied: HashMap<ServerKey, ClientKey>,
+    /// Answered calls the gateway is ending on its own account, once the cluster's shared
+    /// state says they are still this node's (see `end_unless_taken`).
+    ending: std::collections::HashSet<CallId>,
 }
 
 impl B2bua {
@@ -166,6 +169,7 @@ impl B2bua {
             next_probe: None,
             queries: Default::default(),
             proxied: HashMap::new(),
+            ending: Default::default(),
         }
     }
 
@@ -210,7 +214,7 @@ impl B2bua {
             Input::MediaFailed { call, reason, cause } => {
                 if self.calls.contains_key(&CallId(call)) {
                     tracing::warn!(call, reason, ?cause, "media failed; ending the call");
-                    self.hangup_with(now, CallId(call), None, EndReason::Media(cause));
+                    self.end_unless_taken(now, CallId(call), None, EndReason::Media(cause));
                 }
             }
             Input::PictureFastUpdate { call } => self.send_picture_fast_update(now, CallId(call)),
@@ -588,7 +592,7 @@ impl B2bua {
                     let gone = matches!(c.leg(web).flow, Flow::Web { conn } if !self.conns.contains_key(&conn));
                     if gone {
                         tracing::info!(call = id.0, "the browser did not come back; ending the call");
-                        self.hangup_with(now, id, Some(web), EndReason::ConnectionLost);
+                        self.end_unless_taken(now, id, Some(web), EndReason::ConnectionLost);
                     }
                 }
                 CallTimer::SessionExpires => {
@@ -596,7 +600,7 @@ impl B2bua {
                         continue;
                     }
                     tracing::info!(call = id.0, "session timer ran out without a refresh; ending the call");
-                    self.hangup(now, id, EndReason::SessionExpired);
+                    self.end_unless_taken(now, id, None, EndReason::SessionExpired);
                 }
             }
         }

@@ -2274,12 +2274,21 @@ fn the_shared_copy_of_a_call_follows_its_cseqs() {
 
 /// Node A, sharing state, with alice registered and her call to bob answered.
 fn node_a_with_a_call() -> (Harness, Sent, String) {
+    let (a, inv, token, _) = node_a_with_a_shared_call();
+    (a, inv, token)
+}
+
+/// As [`node_a_with_a_call`], with the call's copy as shared at its answer.
+fn node_a_with_a_shared_call() -> (Harness, Sent, String, SharedCall) {
     let mut a = Harness::with(B2buaConfig { share_state: true, on_ws_close: estuary_b2bua::OnWsClose::Keep, reconnect_grace: Duration::from_secs(30), ..B2buaConfig::default() });
-    let (inv, _) = answered_call(&mut a);
+    let (inv, web_ok) = answered_call(&mut a);
+    let tag = resp(&web_ok).headers.to().unwrap().tag().unwrap().to_owned();
+    a.web(&format!("ACK sip:estuary@127.0.0.1 SIP/2.0\nVia: SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKacka\nTo: <sip:bob@ims.test>;tag={tag}\nFrom: <sip:alice@ims.test>;tag=a1b2c3\nCall-ID: webcall1\nCSeq: 7 ACK\nContent-Length: 0\n\n"));
     let token = registration_token(&a);
+    let copy = shared_call(&a);
     a.shared.clear();
     a.asked.clear();
-    (a, inv, token)
+    (a, inv, token, copy)
 }
 
 #[test]
@@ -2362,4 +2371,59 @@ fn a_drain_that_runs_out_hands_the_answered_calls_over_and_leaves_the_rest_to_sh
     answered_call(&mut alone);
     alone.input(Input::HandOver);
     assert_eq!(alone.gw.active_calls(), 1);
+}
+
+#[test]
+fn a_call_another_node_took_over_while_this_one_was_cut_off_is_let_go_without_a_bye() {
+    let (mut a, inv, _token, mut taken) = node_a_with_a_shared_call();
+    let whose = StateQuery::Dialog { call_id: req(&inv).headers.call_id().unwrap().to_owned() };
+    taken.call = 99;
+    let node_b: SocketAddr = "127.0.0.12:5060".parse().unwrap();
+    a.state = Some(vec![(whose.clone(), StateAnswer::Call { call: Box::new(taken), holder: Holder::Node(node_b) })]);
+    // Its media stops (node B re-anchored it): this node would end the call with BYE.
+    let out = a.input(Input::MediaFailed { call: 1, reason: "no media", cause: estuary_b2bua::ReleaseCause::RtpTimeout });
+    assert_eq!(a.asked, std::slice::from_ref(&whose), "whose the call is, asked first");
+    assert!(out.is_empty(), "no BYE to either side: {out:#?}");
+    assert_eq!(a.gw.active_calls(), 0);
+    assert_eq!(a.ended().reason, EndReason::HandedOver);
+    assert!(a.shared.iter().all(|o| !matches!(o, Output::CallUnshared { .. })), "node B's copy stays: {:?}", a.shared);
+}
+
+#[test]
+fn a_call_still_this_nodes_or_unknown_ends_with_its_byes_after_the_question() {
+    // Still this node's: the BYEs go, with the media's Reason.
+    let (mut a, inv, _token, mine) = node_a_with_a_shared_call();
+    let whose = StateQuery::Dialog { call_id: req(&inv).headers.call_id().unwrap().to_owned() };
+    a.state = Some(vec![(whose, StateAnswer::Call { call: Box::new(mine), holder: Holder::Here })]);
+    let out = a.input(Input::MediaFailed { call: 1, reason: "no media", cause: estuary_b2bua::ReleaseCause::RtpTimeout });
+    let byes: Vec<&Sent> = out.iter().filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")).collect();
+    assert_eq!(byes.len(), 2, "{out:#?}");
+    assert!(byes.iter().all(|b| b.text.contains("RELEASE_CAUSE;cause=2")));
+
+    // Redis does not answer: after the question's time limit, as a node alone.
+    let (mut a, _inv, _token) = node_a_with_a_call();
+    a.state = None;
+    let out = a.input(Input::MediaFailed { call: 1, reason: "no media", cause: estuary_b2bua::ReleaseCause::RtpTimeout });
+    assert!(out.is_empty());
+    let again = a.input(Input::MediaFailed { call: 1, reason: "no media", cause: estuary_b2bua::ReleaseCause::RtpTimeout });
+    assert!(again.is_empty() && a.asked.len() == 1, "asked once");
+    let out = a.advance_to(Duration::from_secs(3));
+    let legs: std::collections::HashSet<String> = out
+        .iter()
+        .filter(|s| matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE"))
+        .map(|s| req(s).headers.call_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(legs.len(), 2, "a BYE on each leg (retransmissions aside): {out:#?}");
+
+    // The browser back before the answer: its call goes on.
+    let (mut a, _inv, _token) = node_a_with_a_call();
+    a.state = None;
+    a.input(Input::ConnectionClosed { conn: CONN });
+    a.advance_to(Duration::from_secs(31));
+    assert_eq!(a.asked.len(), 1, "the grace ran out: whose is it?");
+    a.input(Input::ConnectionOpened { conn: CONN2, side: Side::Web, transport: Transport::Wss, local: "127.0.0.1:8443".parse().unwrap(), remote: "127.0.0.1:40001".parse().unwrap() });
+    web_on(&mut a, CONN2, &REGISTER.replace("CSeq: 1 REGISTER", "CSeq: 5 REGISTER").replace("z9hG4bK56sdasks", "z9hG4bKback2"));
+    let out = a.advance_to(Duration::from_secs(40));
+    assert!(out.iter().all(|s| !matches!(&s.msg, Message::Request(r) if r.method.as_str() == "BYE")), "{out:#?}");
+    assert_eq!(a.gw.active_calls(), 1);
 }

@@ -160,6 +160,25 @@ impl B2bua {
                     _ => self.respond(now, &key, &req, 481, "Call/Transaction Does Not Exist"),
                 }
             }
+            (StateQuery::Dialog { .. }, Waiting::Ending { call, except, reason }) => {
+                self.ending.remove(&call);
+                let Some(c) = self.calls.get(&call) else {
+                    return; // Ended meanwhile (a BYE came).
+                };
+                if reason == EndReason::ConnectionLost && matches!(c.leg(c.web_leg()).flow, Flow::Web { conn } if self.conns.contains_key(&conn)) {
+                    return; // Its browser came back meanwhile.
+                }
+                match answer {
+                    // Another node's copy names it: that node took the call over while this one
+                    // was cut off; a BYE from here would end it at both far ends.
+                    Some(StateAnswer::Call { holder: Holder::Node(_) | Holder::Gone, .. }) => {
+                        tracing::warn!(call = call.0, reason = reason.as_str(), "the call is another node's now; letting it go without BYE");
+                        self.end_call(now, call, EndReason::HandedOver);
+                    }
+                    // Still this node's, or nobody can say (Redis away): as a node alone.
+                    _ => self.hangup_with(now, call, except, reason),
+                }
+            }
             (query, waiting) => tracing::debug!(?query, ?waiting, "answer for a question not asked this way"),
         }
     }
@@ -215,6 +234,30 @@ impl B2bua {
         self.outputs.push_back(Output::CallAdopted { call: id.0, rx_session: shared.rx_session });
         self.share_call(id, true);
         Some(id)
+    }
+
+    /// Ends answered call `id` on the gateway's own account (its media failed, its browser did
+    /// not come back, its session timer ran out). In a cluster another node may have taken it
+    /// over meanwhile (this node was cut off from Redis and from the browser for a while, and
+    /// the browser came back there): the shared state is asked first whose copy names it, and
+    /// only a call still this node's (or one nobody can say of) gets its BYEs.
+    pub(super) fn end_unless_taken(&mut self, now: Instant, id: CallId, except: Option<LegIdx>, reason: EndReason) {
+        let Some(c) = self.calls.get(&id) else { return };
+        if !self.cfg.share_state || c.answered.is_none() || c.end_reason.is_some() {
+            return self.hangup_with(now, id, except, reason);
+        }
+        if self.ending.contains(&id) {
+            return; // Asked already.
+        }
+        let ims = if c.a.side == Side::Ims { &c.a } else { &c.b };
+        let query = StateQuery::Dialog { call_id: ims.call_id.clone() };
+        match self.queries.hold(now, Held::new(query.clone(), Waiting::Ending { call: id, except, reason })) {
+            Some(q) => {
+                self.ending.insert(id);
+                self.outputs.push_back(Output::StateQuery { query: q, ask: query });
+            }
+            None => self.hangup_with(now, id, except, reason),
+        }
     }
 
     /// The core accepted the refresh of binding `id`: when it was taken over from the shared
