@@ -10,6 +10,8 @@ pub struct Dnsmasq {
     child: Child,
     /// Where it answers (UDP and TCP).
     pub addr: SocketAddr,
+    /// Its log (stderr), for a start that fails.
+    log: std::path::PathBuf,
 }
 
 impl Dnsmasq {
@@ -23,10 +25,19 @@ impl Dnsmasq {
     /// from them (no upstream, no /etc/hosts).
     pub fn start(records: &[String]) -> Dnsmasq {
         Dnsmasq::require();
-        let port = {
-            let s = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
-            s.local_addr().unwrap().port()
-        };
+        // dnsmasq listens on UDP and TCP: a port taken for either (another test's connection
+        // may hold it between the probe and the start) makes it exit at once; so try again.
+        let mut last = String::new();
+        for _ in 0..5 {
+            match Dnsmasq::start_on(crate::net::free_udp_tcp_port(), records) {
+                Ok(d) => return d,
+                Err(why) => last = why,
+            }
+        }
+        panic!("dnsmasq did not start: {last}");
+    }
+
+    fn start_on(port: u16, records: &[String]) -> Result<Dnsmasq, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut cmd = Command::new("dnsmasq");
         cmd.args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--pid-file=", "--log-facility=-"])
@@ -35,8 +46,10 @@ impl Dnsmasq {
         if std::env::var("USER").is_ok_and(|u| u == "root") || uid_is_root() {
             cmd.arg("--user=root");
         }
-        let child = cmd.args(records).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("dnsmasq starts");
-        let d = Dnsmasq { child, addr };
+        let log = std::env::temp_dir().join(format!("estuary-dnsmasq-{port}-{}.log", std::process::id()));
+        let err = std::fs::File::create(&log).expect("dnsmasq log file");
+        let child = cmd.args(records).stdout(Stdio::null()).stderr(Stdio::from(err)).spawn().expect("dnsmasq starts");
+        let mut d = Dnsmasq { child, addr, log };
         // Ready when it answers a query on its port: any well-formed reply will do.
         let deadline = Instant::now() + Duration::from_secs(10);
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -47,7 +60,11 @@ impl Dnsmasq {
             let _ = sock.send_to(&query, addr);
             let mut buf = [0u8; 512];
             if sock.recv_from(&mut buf).is_ok_and(|(n, _)| n >= 12 && buf[0] == 0x42) {
-                return d;
+                return Ok(d);
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                let err = std::fs::read_to_string(&d.log).unwrap_or_default();
+                return Err(format!("on port {port} it exited ({status}): {}", err.trim()));
             }
             assert!(Instant::now() < deadline, "dnsmasq did not answer on {addr} within 10 s");
         }
@@ -66,5 +83,6 @@ impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }

@@ -41,6 +41,12 @@ pub fn free_udp_port() -> u16 {
     free_port(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
 }
 
+/// A 127.0.0.1 port that is free for both UDP and TCP now (released before returning): for a
+/// server that listens on both, as a DNS server does.
+pub fn free_udp_tcp_port() -> u16 {
+    free_port(|p| UdpSocket::bind((Ipv4Addr::LOCALHOST, p)).is_ok() && TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
+}
+
 /// A 127.0.0.1 port that is free for TCP now (released before returning).
 pub fn free_tcp_port() -> u16 {
     free_port(|p| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok())
