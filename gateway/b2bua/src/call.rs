@@ -216,6 +216,11 @@ impl Call {
         }
     }
 
+    /// Answered (confirmed) and not being ended: a call that can go on elsewhere.
+    pub fn is_up(&self) -> bool {
+        self.state.is_confirmed() && self.end_reason.is_none()
+    }
+
     /// The caller's INVITE and its server transaction, while the call is early: what a final
     /// answer to the caller is built from. `None` once answered.
     pub fn caller_invite(&self) -> Option<(ServerKey, Arc<Request>)> {

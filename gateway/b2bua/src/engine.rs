@@ -1348,6 +1348,11 @@ impl B2bua {
         }
     }
 
+    /// The token of binding `id`: how the shared state names it.
+    fn binding_token(&self, id: Option<BindingId>) -> Option<String> {
+        id.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone())
+    }
+
     /// Call `id` as the cluster's shared state keeps it.
     fn shared_call(&self, id: CallId) -> Option<SharedCall> {
         let c = self.calls.get(&id)?;
@@ -1356,7 +1361,7 @@ impl B2bua {
             legs: [c.a.clone(), c.b.clone()],
             ports: c.ports.clone(),
             icid: c.icid.clone(),
-            binding: c.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone()),
+            binding: self.binding_token(c.binding),
             ims_sdp: c.sdp.ims_remote_without_keys(),
             rx_session: None,
             started: c.started,
@@ -1970,7 +1975,7 @@ impl B2bua {
         tracing::info!(call = id.0, reason = reason.as_str(), "call ended");
         // A call handed over stays shared: its copy is the next node's to take.
         if self.cfg.share_state && summary.answered.is_some() && reason != EndReason::HandedOver {
-            let binding = call.binding.and_then(|b| self.registrar.get(b)).map(|b| b.token.clone());
+            let binding = self.binding_token(call.binding);
             self.outputs.push_back(Output::CallUnshared { call: id.0, dialogs: [call.a.call_id.clone(), call.b.call_id.clone()], binding });
         }
         self.outputs.push_back(Output::CallEnded { call: id.0, summary: Box::new(summary) });
@@ -2167,7 +2172,7 @@ impl B2bua {
     /// reports those keys as needing a restart).
     pub fn reconfigure(&mut self, cfg: B2buaConfig) {
         let (timers, quarantine) = (self.cfg.timers, self.cfg.port_quarantine);
-        self.hops.set(if cfg.next_hop_targets.is_empty() { HopTarget::in_order([cfg.next_hop]) } else { cfg.next_hop_targets.clone() });
+        self.hops.set(HopTarget::configured(cfg.next_hop, &cfg.next_hop_targets));
         self.cfg = B2buaConfig { timers, port_quarantine: quarantine, ..cfg };
     }
 

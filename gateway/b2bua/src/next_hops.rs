@@ -23,6 +23,15 @@ impl HopTarget {
     pub fn in_order(addrs: impl IntoIterator<Item = SocketAddr>) -> Vec<HopTarget> {
         addrs.into_iter().enumerate().map(|(i, addr)| HopTarget { addr, priority: u16::try_from(i).unwrap_or(u16::MAX), weight: 0 }).collect()
     }
+
+    /// The configured targets: `targets`, or `first` alone when there are none.
+    pub fn configured(first: SocketAddr, targets: &[HopTarget]) -> Vec<HopTarget> {
+        if targets.is_empty() {
+            HopTarget::in_order([first])
+        } else {
+            targets.to_vec()
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -42,7 +51,7 @@ impl NextHops {
     /// `targets`; an empty list is taken as `first` alone.
     pub fn new(first: SocketAddr, targets: &[HopTarget]) -> NextHops {
         let mut hops = NextHops { targets: Vec::new() };
-        hops.set(if targets.is_empty() { HopTarget::in_order([first]) } else { targets.to_vec() });
+        hops.set(HopTarget::configured(first, targets));
         hops
     }
 
@@ -66,29 +75,34 @@ impl NextHops {
     /// Where a new request goes, `r` a random draw: among the targets up of the best
     /// priority, one chosen by weight (all of weight 0: equally); all down, the first.
     pub fn pick(&self, r: u32) -> SocketAddr {
-        let Some(best) = self.targets.iter().find(|t| t.down_since.is_none()).map(|t| t.hop.priority) else {
+        let (count, total) = self.best().fold((0u32, 0u32), |(n, w), h| (n + 1, w + u32::from(h.weight)));
+        if count == 0 {
             return self.targets[0].hop.addr;
-        };
-        let group: Vec<&HopTarget> = self.targets.iter().filter(|t| t.down_since.is_none() && t.hop.priority == best).map(|t| &t.hop).collect();
-        let total: u32 = group.iter().map(|h| u32::from(h.weight)).sum();
+        }
+        let fallback = self.best().next().map_or(self.targets[0].hop.addr, |h| h.addr);
         if total == 0 {
-            return group[r as usize % group.len()].addr;
+            return self.best().nth((r % count) as usize).map_or(fallback, |h| h.addr);
         }
         let mut point = r % total;
-        for h in &group {
+        for h in self.best() {
             let w = u32::from(h.weight);
             if point < w {
                 return h.addr;
             }
             point -= w;
         }
-        group[0].addr
+        fallback
     }
 
     /// Whether the next request has several targets to choose from (a draw is needed).
     pub fn shared(&self) -> bool {
-        let Some(best) = self.targets.iter().find(|t| t.down_since.is_none()).map(|t| t.hop.priority) else { return false };
-        self.targets.iter().filter(|t| t.down_since.is_none() && t.hop.priority == best).count() > 1
+        self.best().nth(1).is_some()
+    }
+
+    /// The targets up of the best priority among those up: where new requests go.
+    fn best(&self) -> impl Iterator<Item = &HopTarget> + '_ {
+        let best = self.targets.iter().find(|t| t.down_since.is_none()).map(|t| t.hop.priority);
+        self.targets.iter().filter(move |t| t.down_since.is_none() && Some(t.hop.priority) == best).map(|t| &t.hop)
     }
 
     /// The first target (best priority), for what needs one address (trust, metrics).

@@ -178,12 +178,7 @@ impl Registrar {
         self.by_dialog.insert((conn, dialog), id);
         unindex(&mut self.by_conn, &old_conn, id);
         self.by_conn.entry(conn).or_default().push(id);
-        if let Some(n) = self.by_source.get_mut(&old_source) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_source.remove(&old_source);
-            }
-        }
+        uncount(&mut self.by_source, &old_source);
         *self.by_source.entry(source).or_default() += 1;
     }
 
@@ -201,12 +196,7 @@ impl Registrar {
         self.by_dialog.remove(&(b.conn, b.web_call_id.clone()));
         self.by_token.remove(&b.token);
         unindex(&mut self.by_conn, &b.conn, id);
-        if let Some(n) = self.by_source.get_mut(&b.source) {
-            *n -= 1;
-            if *n == 0 {
-                self.by_source.remove(&b.source);
-            }
-        }
+        uncount(&mut self.by_source, &b.source);
         unindex(&mut self.by_aor, &aor_key(&b.aor), id);
         unindex(&mut self.by_web_call_id, &b.web_call_id, id);
         Some(b)
@@ -225,6 +215,16 @@ impl Registrar {
     /// The next expiry, for `poll_timeout`.
     pub fn next_expiry(&self) -> Option<Instant> {
         self.expiries.next()
+    }
+}
+
+/// One binding fewer from `source`, and the source forgotten at none.
+fn uncount(by_source: &mut HashMap<IpAddr, usize>, source: &IpAddr) {
+    if let Some(n) = by_source.get_mut(source) {
+        *n -= 1;
+        if *n == 0 {
+            by_source.remove(source);
+        }
     }
 }
 

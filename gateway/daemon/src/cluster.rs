@@ -649,16 +649,23 @@ async fn holder(con: &mut redis::aio::MultiplexedConnection, node_id: &str, node
     })
 }
 
+/// Who carries `call`, stored under `key` (`estuary:<node>:call:<id>`): nobody when its node
+/// handed it over, else the node that wrote it.
+async fn call_holder(con: &mut redis::aio::MultiplexedConnection, node_id: &str, key: &str, call: &SharedCall) -> redis::RedisResult<Holder> {
+    if call.handed_over {
+        return Ok(Holder::Gone);
+    }
+    holder(con, node_id, key.split(':').nth(1).unwrap_or_default()).await
+}
+
 async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask: &StateQuery) -> redis::RedisResult<StateAnswer> {
     let token = match ask {
         StateQuery::Dialog { call_id } => {
             let key: Option<String> = redis::cmd("GET").arg(call_dialog_key(call_id)).query_async(con).await?;
             let Some(key) = key else { return Ok(StateAnswer::Unknown) };
             let json: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
-            // estuary:<node>:call:<id>
-            let node = key.split(':').nth(1).unwrap_or_default().to_owned();
             let Some(call) = json.as_deref().and_then(parse_call) else { return Ok(StateAnswer::Unknown) };
-            let holder = if call.handed_over { Holder::Gone } else { holder(con, node_id, &node).await? };
+            let holder = call_holder(con, node_id, &key, &call).await?;
             return Ok(StateAnswer::Call { call: Box::new(call), holder });
         }
         StateQuery::CallsOf { token } => {
@@ -678,9 +685,7 @@ async fn lookup(con: &mut redis::aio::MultiplexedConnection, node_id: &str, ask:
                     let _: redis::Value = redis::cmd("DEL").arg(&key).query_async(con).await?;
                     continue;
                 }
-                // estuary:<node>:call:<id>
-                let node = key.split(':').nth(1).unwrap_or_default().to_owned();
-                let holder = if call.handed_over { Holder::Gone } else { holder(con, node_id, &node).await? };
+                let holder = call_holder(con, node_id, &key, &call).await?;
                 calls.push((call, holder));
             }
             return Ok(StateAnswer::Calls(calls));

@@ -34,23 +34,26 @@ impl B2bua {
             tracing::warn!("too many requests waiting for the cluster's shared state; refusing");
             return self.respond(now, &key, &req, 503, "Service Unavailable");
         }
+        self.ask(now, query, Waiting::Request { flow, key, req: Box::new(req) });
+    }
+
+    /// Asks the cluster's shared state `query` now, for `waiting`; whether it went out (not
+    /// when [`MAX_HELD`](crate::cluster::MAX_HELD) are held).
+    fn ask(&mut self, now: Instant, query: StateQuery, waiting: Waiting) -> bool {
         let ask = query.clone();
-        if let Some(query) = self.queries.hold(now, Held::new(query, Waiting::Request { flow, key, req: Box::new(req) })) {
-            self.outputs.push_back(Output::StateQuery { query, ask });
-        }
+        let Some(id) = self.queries.hold(now, Held::new(query, waiting)) else { return false };
+        self.outputs.push_back(Output::StateQuery { query: id, ask });
+        true
     }
 
     /// Asks for the calls of registration `token`, taken over for the browser on `conn`:
     /// now for the first attempt, after [`CALLS_RETRY`] for the next ones.
     fn ask_calls(&mut self, now: Instant, conn: ConnId, token: String, attempt: u32) {
-        let query = StateQuery::CallsOf { token };
-        let held = Held::new(query.clone(), Waiting::Calls { conn, attempt });
+        let (query, waiting) = (StateQuery::CallsOf { token }, Waiting::Calls { conn, attempt });
         if attempt == 1 {
-            if let Some(id) = self.queries.hold(now, held) {
-                self.outputs.push_back(Output::StateQuery { query: id, ask: query });
-            }
+            self.ask(now, query, waiting);
         } else {
-            let _ = self.queries.ask_at(now + CALLS_RETRY, held);
+            let _ = self.queries.ask_at(now + CALLS_RETRY, Held::new(query, waiting));
         }
     }
 
@@ -131,12 +134,7 @@ impl B2bua {
                     return;
                 }
                 let Some(binding) = self.registrar.find_token(&token) else { return };
-                let calls: Vec<CallId> = self
-                    .calls
-                    .values()
-                    .filter(|c| c.binding == Some(binding) && c.state.is_confirmed() && c.end_reason.is_none())
-                    .map(|c| c.id)
-                    .collect();
+                let calls: Vec<CallId> = self.calls.values().filter(|c| c.binding == Some(binding) && c.is_up()).map(|c| c.id).collect();
                 for id in calls {
                     self.hand_over(now, id);
                 }
@@ -249,14 +247,11 @@ impl B2bua {
         if self.ending.contains(&id) {
             return; // Asked already.
         }
-        let ims = if c.a.side == Side::Ims { &c.a } else { &c.b };
-        let query = StateQuery::Dialog { call_id: ims.call_id.clone() };
-        match self.queries.hold(now, Held::new(query.clone(), Waiting::Ending { call: id, except, reason })) {
-            Some(q) => {
-                self.ending.insert(id);
-                self.outputs.push_back(Output::StateQuery { query: q, ask: query });
-            }
-            None => self.hangup_with(now, id, except, reason),
+        let query = StateQuery::Dialog { call_id: c.leg(c.web_leg().other()).call_id.clone() };
+        if self.ask(now, query, Waiting::Ending { call: id, except, reason }) {
+            self.ending.insert(id);
+        } else {
+            self.hangup_with(now, id, except, reason);
         }
     }
 
@@ -278,10 +273,7 @@ impl B2bua {
         if !self.cfg.share_state || self.registrar.find_token(token).is_none() {
             return; // Not this node's (every node hears the question).
         }
-        let query = StateQuery::Token { token: token.to_owned() };
-        if let Some(id) = self.queries.hold(now, Held::new(query.clone(), Waiting::HandOver)) {
-            self.outputs.push_back(Output::StateQuery { query: id, ask: query });
-        }
+        self.ask(now, StateQuery::Token { token: token.to_owned() }, Waiting::HandOver);
     }
 
     /// Hands every answered call over (see [`crate::Input::HandOver`]).
@@ -289,7 +281,7 @@ impl B2bua {
         if !self.cfg.share_state {
             return;
         }
-        let calls: Vec<CallId> = self.calls.values().filter(|c| c.state.is_confirmed() && c.end_reason.is_none()).map(|c| c.id).collect();
+        let calls: Vec<CallId> = self.calls.values().filter(|c| c.is_up()).map(|c| c.id).collect();
         if !calls.is_empty() {
             tracing::warn!(calls = calls.len(), "stopping: handing the answered calls over to the cluster");
         }
