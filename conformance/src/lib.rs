@@ -32,6 +32,7 @@ pub mod pcrf;
 pub mod records;
 pub mod redis;
 pub mod sipp;
+pub mod uac;
 pub mod ws_client;
 
 pub use gateway::Gateway;

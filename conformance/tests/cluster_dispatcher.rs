@@ -6,11 +6,10 @@
 //! Needs kamailio and sipp (make deps) and `cargo build -p estuary`.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use estuary_conformance::gateway::Gateway;
 use estuary_conformance::kamailio::Dispatcher;
-use estuary_conformance::msg::SipMsg;
 use estuary_conformance::net::free_udp_port;
 use estuary_conformance::sipp::Sipp;
 use estuary_conformance::ws_client::{webrtc_offer, WsSipClient, DEFAULT_WAIT};
@@ -28,30 +27,8 @@ async fn node(name: &str, sipp_port: u16) -> Gateway {
 /// The core places a call through the dispatcher to a user no node has registered: the
 /// node that gets it answers 404. Returns (the Server header of the final response, Call-ID).
 fn core_call(core: &UdpSocket, dispatcher: SocketAddr, n: u32) -> (String, String) {
-    let me = core.local_addr().unwrap();
-    let call_id = format!("core-{n}-{}@{me}", std::process::id());
-    let branch = format!("z9hG4bKcore{n}x{}", std::process::id());
-    let invite = format!(
-        "INVITE sip:nobody@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=c{n}\r\nTo: <sip:nobody@ims.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{me}>\r\nContent-Length: 0\r\n\r\n"
-    );
-    core.send_to(invite.as_bytes(), dispatcher).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "no final response to call {n}");
-        let mut buf = [0u8; 4096];
-        let Ok((len, _)) = core.recv_from(&mut buf) else { continue };
-        let Ok(m) = SipMsg::parse(&String::from_utf8_lossy(&buf[..len])) else { continue };
-        if m.call_id() != call_id || m.status() < 200 {
-            continue;
-        }
-        // ACK the non-2xx hop by hop (RFC 3261 §17.1.1.3).
-        let to = m.header("To").unwrap_or_default().to_owned();
-        let ack = format!(
-            "ACK sip:nobody@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=c{n}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-        );
-        core.send_to(ack.as_bytes(), dispatcher).unwrap();
-        return (m.header("Server").unwrap_or_default().to_owned(), call_id);
-    }
+    let (m, call_id) = estuary_conformance::uac::invite(core, dispatcher, "nobody", n, None, Duration::from_secs(10));
+    (m.header("Server").unwrap_or_default().to_owned(), call_id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use estuary_conformance::gateway::Gateway;
 use estuary_conformance::kamailio::{Dispatcher, Kamailio};
-use estuary_conformance::msg::SipMsg;
 use estuary_conformance::net::free_udp_port;
 use estuary_conformance::redis::Redis;
 use estuary_conformance::ws_client::{WsSipClient, DEFAULT_WAIT};
@@ -27,31 +26,8 @@ async fn node(name: &str, core: SocketAddr, front: SocketAddr, redis: &str) -> G
 /// her binding and sends the INVITE through its Path, the dispatcher). Returns the final
 /// status, once it is ACKed.
 fn call_alice(caller: &UdpSocket, core: SocketAddr, n: u32) -> u16 {
-    let me = caller.local_addr().unwrap();
-    let call_id = format!("failover-{n}-{}@{me}", std::process::id());
-    let branch = format!("z9hG4bKfo{n}x{}", std::process::id());
     let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
-    let invite = format!(
-        "INVITE sip:alice@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=f{n}\r\nTo: <sip:alice@ims.test>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{me}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        sdp.len()
-    );
-    caller.send_to(invite.as_bytes(), core).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        assert!(Instant::now() < deadline, "no final response to call {n}");
-        let mut buf = [0u8; 8192];
-        let Ok((len, _)) = caller.recv_from(&mut buf) else { continue };
-        let Ok(m) = SipMsg::parse(&String::from_utf8_lossy(&buf[..len])) else { continue };
-        if m.call_id() != call_id || m.status() < 200 {
-            continue;
-        }
-        let to = m.header("To").unwrap_or_default().to_owned();
-        let ack = format!(
-            "ACK sip:alice@ims.test SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch={branch}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@ims.test>;tag=f{n}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
-        );
-        caller.send_to(ack.as_bytes(), core).unwrap();
-        return m.status();
-    }
+    estuary_conformance::uac::invite(caller, core, "alice", n, Some(sdp), Duration::from_secs(15)).0.status()
 }
 
 /// Calls alice from the core while the browser refuses the INVITE it gets with 486: returns
